@@ -1,0 +1,13 @@
+//! smss — a small persistent message queue.
+#![deny(clippy::unwrap_used)]
+
+pub mod broker;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod protocol;
+pub mod server;
+pub mod stats;
+pub mod storage;
