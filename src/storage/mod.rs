@@ -1,7 +1,110 @@
-//! storage (stub)
+//! Storage: the commit log, per-topic indexes, checkpoints and recovery.
+//!
+//! Layout of the data directory (`store.path`):
+//!
+//! ```text
+//! LOCK                          held with an exclusive file lock while a server runs
+//! checkpoint                    derived metadata (topics, counts, last event id), written atomically
+//! log/00000000000000000000.log  commit-log segments, named by their start position
+//! index/<topic>@<create_id>.idx per-topic index: fixed 20-byte entries (event id, position, length)
+//! ```
+//!
+//! Only the persistence thread ([`writer`]) creates, appends to, truncates or
+//! deletes these files. Connection threads read segments and indexes with
+//! pread (`read_exact_at`) and never past what the writer has flushed.
+
 pub mod checkpoint;
 pub mod index;
 pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod writer;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Every storage failure, with the file (and offset) it concerns.
+#[derive(Debug)]
+pub enum StoreError {
+    /// An I/O call failed; `op` says which.
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Bytes on disk are not what the format allows.
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// Another process holds the data directory.
+    Locked { path: PathBuf },
+}
+
+impl StoreError {
+    pub fn io(op: &'static str, path: &Path, source: io::Error) -> StoreError {
+        StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io { op, path, source } => {
+                write!(f, "{op} {}: {source}", path.display())
+            }
+            StoreError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "corrupt data in {} at offset {offset}: {reason}",
+                path.display()
+            ),
+            StoreError::Locked { path } => write!(
+                f,
+                "data directory is in use by another smss process (lock held on {})",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// fsync a directory so that a created, renamed or deleted entry survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("fsync directory", dir, e))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
