@@ -1,1 +1,197 @@
-//! broker (stub)
+//! Shared in-memory state: the topics readers can see, the log segments, the
+//! last published event id, counters, and the sender into the writer.
+//!
+//! Everything here is *published* state: the writer changes it only after a
+//! group commit is flushed (and fsynced under `fsync: always`), so a reader
+//! never sees a record that a crash could take back. Connection threads read
+//! it; topics carry a condvar that wakes waiting subscribers.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use crate::cli::Role;
+use crate::config::Config;
+use crate::stats::Stats;
+use crate::storage::record::DeleteReason;
+use crate::storage::segment::SegmentSet;
+use crate::storage::writer::WriteReq;
+
+/// A topic's published counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicState {
+    /// Index entries readers may read (`first_entry..entries`).
+    pub entries: u64,
+    /// First entry still retained.
+    pub first_entry: u64,
+    pub first_id: u64,
+    pub last_id: u64,
+    /// Set once the topic is deleted or expired.
+    pub ended: Option<DeleteReason>,
+}
+
+impl TopicState {
+    pub fn messages(&self) -> u64 {
+        self.entries - self.first_entry
+    }
+}
+
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub create_id: u64,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// Shared with the writer, which appends with positional writes.
+    pub index: File,
+    state: Mutex<TopicState>,
+    changed: Condvar,
+}
+
+impl Topic {
+    pub fn new(
+        name: String,
+        create_id: u64,
+        created_ms: u64,
+        expires_ms: u64,
+        index: File,
+        state: TopicState,
+    ) -> Topic {
+        Topic {
+            name,
+            create_id,
+            created_ms,
+            expires_ms,
+            index,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TopicState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state(&self) -> TopicState {
+        *self.lock()
+    }
+
+    /// Publishes new counters and wakes every waiting subscriber.
+    pub fn publish(&self, state: TopicState) {
+        *self.lock() = state;
+        self.changed.notify_all();
+    }
+
+    pub fn end(&self, reason: DeleteReason) {
+        self.lock().ended = Some(reason);
+        self.changed.notify_all();
+    }
+
+    /// Waits until entry `next` exists, the topic ends, or `timeout` passes;
+    /// returns the state seen last.
+    pub fn wait_beyond(&self, next: u64, timeout: Duration) -> TopicState {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        loop {
+            if st.entries > next || st.ended.is_some() {
+                return *st;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return *st;
+            }
+            st = match self.changed.wait_timeout(st, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+pub struct Broker {
+    pub config: Config,
+    pub role: Role,
+    pub started: Instant,
+    pub stats: Stats,
+    pub segments: SegmentSet,
+    pub writer: Sender<WriteReq>,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    last_event_id: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+impl Broker {
+    pub fn new(config: Config, role: Role, writer: Sender<WriteReq>) -> Broker {
+        Broker {
+            config,
+            role,
+            started: Instant::now(),
+            stats: Stats::default(),
+            segments: SegmentSet::default(),
+            writer,
+            topics: RwLock::new(BTreeMap::new()),
+            last_event_id: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every topic, ordered by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Writer only: makes a created topic visible.
+    pub fn insert_topic(&self, topic: Arc<Topic>) {
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.name.clone(), topic);
+    }
+
+    /// Writer only: removes a topic and tells its subscribers why.
+    pub fn remove_topic(&self, name: &str, create_id: u64, reason: DeleteReason) {
+        let mut map = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        if map.get(name).is_some_and(|t| t.create_id == create_id) {
+            if let Some(t) = map.remove(name) {
+                t.end(reason);
+            }
+        }
+    }
+
+    pub fn last_event_id(&self) -> u64 {
+        self.last_event_id.load(Ordering::Acquire)
+    }
+
+    pub fn set_last_event_id(&self, id: u64) {
+        self.last_event_id.store(id, Ordering::Release);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+}

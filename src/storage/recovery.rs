@@ -1,1 +1,446 @@
-//! recovery (stub)
+//! Opening the data directory: lock it, load the checkpoint, replay the log
+//! tail through the writer's one apply path, and cut a torn tail.
+//!
+//! Runs on the main thread before the writer thread starts. Rules:
+//! - Records after the checkpoint position are CRC-checked and replayed.
+//! - A bad record in the newest segment with nothing valid after it is a torn
+//!   tail (a write that never completed): the segment is truncated there,
+//!   and an MPUB batch missing its last record is cut as a whole.
+//! - A bad record anywhere else, or one followed by a valid record, is
+//!   corruption: the server refuses to start, naming the file and offset.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::checkpoint::Checkpoint;
+use super::index::{self, ENTRY_LEN};
+use super::record::{self, Decoded, FLAG_BATCH_MORE};
+use super::segment::{Segment, list_segments};
+use super::writer::{Change, WTopic, Writer};
+use super::{StoreError, sync_dir};
+use crate::broker::{Broker, Topic, TopicState};
+
+/// Read window for replay.
+const WINDOW: usize = 4 << 20;
+/// How far past a bad record recovery looks for a valid one before
+/// deciding the bad record is a torn tail.
+const RESYNC_LIMIT: u64 = 64 << 20;
+
+/// What recovery found, for the start-up log line and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub replayed_records: u64,
+    pub truncated_bytes: u64,
+}
+
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join("LOCK");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io("open lock file", &path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &path, e)),
+    }
+}
+
+fn mkdir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))
+}
+
+impl Writer {
+    /// Opens (or initialises) the store under `broker.config.store.path`.
+    pub fn open(broker: Arc<Broker>) -> Result<(Writer, RecoveryReport), StoreError> {
+        let started = Instant::now();
+        let cfg = broker.config.store.clone();
+        let dir = cfg.path.clone();
+        mkdir(&dir)?;
+        let lock = lock_dir(&dir)?;
+        let log_dir = dir.join("log");
+        let index_dir = dir.join("index");
+        mkdir(&log_dir)?;
+        mkdir(&index_dir)?;
+
+        let cp = Checkpoint::load(&dir)?;
+        let mut bases = list_segments(&log_dir)?;
+        let start_pos = cp.as_ref().map_or(0, |c| c.log_pos);
+        if bases.is_empty() {
+            Segment::open(&log_dir, start_pos, true)?;
+            sync_dir(&log_dir)?;
+            bases.push(start_pos);
+        }
+        let mut segs = Vec::with_capacity(bases.len());
+        for &b in &bases {
+            segs.push(Arc::new(Segment::open(&log_dir, b, false)?));
+        }
+        let first_base = bases[0];
+        if start_pos < first_base {
+            let what = if cp.is_some() {
+                "the checkpoint's position"
+            } else {
+                "the start of the log (there is no checkpoint)"
+            };
+            return Err(StoreError::corrupt(
+                &log_dir.join(Segment::file_name(first_base)),
+                0,
+                format!("{what} {start_pos} is before the oldest segment; log segments are missing"),
+            ));
+        }
+        let newest = Arc::clone(&segs[segs.len() - 1]);
+        let mut sealed_bytes = 0;
+        for s in &segs[..segs.len() - 1] {
+            sealed_bytes += file_len(s)?;
+        }
+        for s in &segs {
+            broker.segments.push(Arc::clone(s));
+        }
+
+        let mut w = Writer {
+            policy: cfg.fsync,
+            fsync_interval: Duration::from_millis(cfg.fsync_interval_ms),
+            max_log_size: cfg.max_log_size,
+            checkpoint_bytes: cfg.checkpoint_bytes,
+            log_sample: broker.config.log.sample,
+            broker,
+            dir: dir.clone(),
+            log_dir,
+            index_dir: index_dir.clone(),
+            active_len: file_len(&newest)?,
+            active: newest,
+            buf: Vec::new(),
+            sealed_bytes,
+            index_bytes: 0,
+            last_id: 0,
+            topics: Default::default(),
+            changes: Vec::new(),
+            dirty: Vec::new(),
+            last_sync: Instant::now(),
+            log_unsynced: false,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            want_checkpoint: false,
+            poisoned: None,
+            _lock: lock,
+        };
+
+        if let Some(cp) = &cp {
+            w.load_checkpoint(cp)?;
+        }
+        w.remove_stray_indexes()?;
+        let mut report = RecoveryReport::default();
+        // Segments that hold bytes at or after the start position.
+        let to_replay: Vec<&Arc<Segment>> = segs
+            .iter()
+            .zip(bases.iter().skip(1).map(|&b| Some(b)).chain([None]))
+            .filter(|(_, next)| next.is_none_or(|n| n > start_pos))
+            .map(|(s, _)| s)
+            .collect();
+        for seg in to_replay {
+            let is_newest = Arc::ptr_eq(seg, &w.active);
+            let from = start_pos.saturating_sub(seg.base);
+            w.replay_segment(seg, from, is_newest, &mut report)?;
+        }
+        w.active_len = file_len(&w.active)?;
+        w.commit()?;
+        if report.replayed_records > 0 || report.truncated_bytes > 0 || cp.is_none() {
+            w.checkpoint()?;
+        }
+        w.since_checkpoint = 0;
+        info!(
+            "recovered {} topics, last event id {}, replayed {} records, cut {} torn bytes in {:?}",
+            w.topics.len(),
+            w.last_id,
+            report.replayed_records,
+            report.truncated_bytes,
+            started.elapsed()
+        );
+        Ok((w, report))
+    }
+
+    fn load_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError> {
+        self.last_id = cp.last_event_id;
+        for tm in &cp.topics {
+            let path = self.index_dir.join(index::file_name(&tm.name, tm.create_id));
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| StoreError::io("open index", &path, e))?;
+            let want = tm.entries * ENTRY_LEN as u64;
+            let have = file
+                .metadata()
+                .map_err(|e| StoreError::io("stat index", &path, e))?
+                .len();
+            if have < want {
+                return Err(StoreError::corrupt(
+                    &path,
+                    have,
+                    format!("index holds {have} bytes, the checkpoint needs {want}"),
+                ));
+            }
+            if have > want {
+                // Entries written after the checkpoint; replay rewrites them.
+                file.set_len(want)
+                    .map_err(|e| StoreError::io("truncate index", &path, e))?;
+            }
+            let state = TopicState {
+                entries: tm.entries,
+                first_entry: tm.first_entry,
+                first_id: tm.first_id,
+                last_id: tm.last_id,
+                ended: None,
+            };
+            let shared = Arc::new(Topic::new(
+                tm.name.clone(),
+                tm.create_id,
+                tm.created_ms,
+                tm.expires_ms,
+                file,
+                state,
+            ));
+            self.changes.push(Change::Created(Arc::clone(&shared)));
+            self.index_bytes += want;
+            self.topics.insert(
+                tm.name.clone(),
+                WTopic {
+                    shared,
+                    path,
+                    state,
+                    flushed_entries: tm.entries,
+                    buf: Vec::new(),
+                    dirty: false,
+                    unsynced: have > want,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Index files of topics the checkpoint does not know belong to topics
+    /// created after it (replay recreates them) or deleted: remove them.
+    fn remove_stray_indexes(&mut self) -> Result<(), StoreError> {
+        let keep: HashSet<String> = self
+            .topics
+            .values()
+            .map(|t| index::file_name(&t.shared.name, t.shared.create_id))
+            .collect();
+        let dir = &self.index_dir;
+        let rd = std::fs::read_dir(dir).map_err(|e| StoreError::io("list", dir, e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| StoreError::io("list", dir, e))?;
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".idx") && !keep.contains(name) {
+                let p = ent.path();
+                std::fs::remove_file(&p).map_err(|e| StoreError::io("remove index", &p, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays one segment from byte `from`, truncating a torn tail when it
+    /// is the newest segment.
+    fn replay_segment(
+        &mut self,
+        seg: &Segment,
+        from: u64,
+        is_newest: bool,
+        report: &mut RecoveryReport,
+    ) -> Result<(), StoreError> {
+        let len = file_len(seg)?;
+        let mut win: Vec<u8> = Vec::new();
+        let mut win_at = from; // file offset of win[0]
+        let mut cur = 0usize; // offset within win
+        // Records of an MPUB batch whose last record has not been seen yet.
+        let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut batch_start: Option<u64> = None;
+        let bad_at: u64;
+        let bad_reason: String;
+        loop {
+            let off = win_at + cur as u64;
+            if off >= len {
+                bad_at = len;
+                bad_reason = String::new();
+                break;
+            }
+            let decoded = record::decode(&win[cur..]);
+            match decoded {
+                Decoded::Record { rec, len: rlen } => {
+                    if rec.event_id <= self.last_id {
+                        bad_at = off;
+                        bad_reason = format!(
+                            "event id {} does not increase (previous {})",
+                            rec.event_id, self.last_id
+                        );
+                        break;
+                    }
+                    let pos = seg.base + off;
+                    if rec.flags & FLAG_BATCH_MORE != 0 || batch_start.is_some() {
+                        batch_start.get_or_insert(off);
+                        batch.push((pos, win[cur..cur + rlen].to_vec()));
+                        if rec.flags & FLAG_BATCH_MORE == 0 {
+                            for (p, bytes) in batch.drain(..) {
+                                if let Decoded::Record { rec, len } = record::decode(&bytes) {
+                                    self.apply(&rec, p, len)?;
+                                    report.replayed_records += 1;
+                                }
+                            }
+                            batch_start = None;
+                        } else {
+                            // Ids inside a pending batch must still increase.
+                            self.last_id = rec.event_id;
+                        }
+                    } else {
+                        self.apply(&rec, pos, rlen)?;
+                        report.replayed_records += 1;
+                    }
+                    cur += rlen;
+                }
+                Decoded::Incomplete { need } if off + (need as u64) <= len => {
+                    // Refill the window from `off`.
+                    let want = need.max(WINDOW).min((len - off) as usize);
+                    win.resize(want, 0);
+                    seg.file
+                        .read_exact_at_compat(&mut win, off)
+                        .map_err(|e| StoreError::io("read segment", &seg.path, e))?;
+                    win_at = off;
+                    cur = 0;
+                }
+                Decoded::Incomplete { need } => {
+                    bad_at = off;
+                    bad_reason = format!(
+                        "record of {need} bytes runs past the end of the file ({len} bytes)"
+                    );
+                    break;
+                }
+                Decoded::End => {
+                    bad_at = off;
+                    bad_reason = "zero length field".to_string();
+                    break;
+                }
+                Decoded::Corrupt(reason) => {
+                    bad_at = off;
+                    bad_reason = reason;
+                    break;
+                }
+            }
+        }
+        // `bad_at == len` with an empty reason: the segment ended cleanly,
+        // unless a batch is still open.
+        let cut = batch_start.unwrap_or(bad_at);
+        if cut == len {
+            return Ok(());
+        }
+        let reason = if bad_reason.is_empty() {
+            "MPUB batch without its last record".to_string()
+        } else {
+            bad_reason
+        };
+        if !is_newest {
+            return Err(StoreError::corrupt(&seg.path, cut, reason));
+        }
+        if let Some(valid) = find_valid_after(seg, bad_at.max(cut), len, self.last_id)? {
+            return Err(StoreError::corrupt(
+                &seg.path,
+                cut,
+                format!("{reason}; but a valid record follows at offset {valid}, so this is not a torn tail"),
+            ));
+        }
+        if !all_zero(seg, bad_at, len)? || batch_start.is_some() {
+            warn!(
+                "cutting torn tail of {} at offset {cut}: {} bytes ({reason})",
+                seg.path.display(),
+                len - cut
+            );
+        }
+        seg.file
+            .set_len(cut)
+            .and_then(|_| seg.file.sync_all())
+            .map_err(|e| StoreError::io("truncate torn tail", &seg.path, e))?;
+        report.truncated_bytes += len - cut;
+        if batch_start.is_some() {
+            // The pending batch was never applied; its ids are free again
+            // only because nobody was told about them (no OK was sent).
+            self.last_id = self.last_id.min(batch_last_applied(&batch, self.last_id));
+        }
+        Ok(())
+    }
+}
+
+/// The last id applied before a pending batch began.
+fn batch_last_applied(batch: &[(u64, Vec<u8>)], last: u64) -> u64 {
+    match batch.first().map(|(_, b)| record::decode(b)) {
+        Some(Decoded::Record { rec, .. }) => rec.event_id.saturating_sub(1),
+        _ => last,
+    }
+}
+
+fn file_len(s: &Segment) -> Result<u64, StoreError> {
+    s.file
+        .metadata()
+        .map(|m| m.len())
+        .map_err(|e| StoreError::io("stat segment", &s.path, e))
+}
+
+fn all_zero(seg: &Segment, from: u64, to: u64) -> Result<bool, StoreError> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(buf.len());
+        seg.file
+            .read_exact_at_compat(&mut buf[..n], at)
+            .map_err(|e| StoreError::io("read segment", &seg.path, e))?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+/// Looks for a valid record with an id above `last_id` starting anywhere in
+/// `from+1..len` (bounded). Finding one means the bad bytes are damage in the
+/// middle of the log, not a torn tail.
+fn find_valid_after(
+    seg: &Segment,
+    from: u64,
+    len: u64,
+    last_id: u64,
+) -> Result<Option<u64>, StoreError> {
+    let end = len.min(from.saturating_add(RESYNC_LIMIT));
+    if from + 1 >= end {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; (end - from - 1) as usize];
+    seg.file
+        .read_exact_at_compat(&mut buf, from + 1)
+        .map_err(|e| StoreError::io("read segment", &seg.path, e))?;
+    for i in 0..buf.len() {
+        if let Decoded::Record { rec, .. } = record::decode(&buf[i..])
+            && rec.event_id > last_id
+        {
+            return Ok(Some(from + 1 + i as u64));
+        }
+    }
+    Ok(None)
+}
+
+/// `read_exact_at` under a name that does not clash with [`Segment`]'s.
+trait ReadExactAt {
+    fn read_exact_at_compat(&self, buf: &mut [u8], off: u64) -> std::io::Result<()>;
+}
+
+impl ReadExactAt for File {
+    fn read_exact_at_compat(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, off)
+    }
+}
