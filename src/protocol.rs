@@ -1011,3 +1011,905 @@ pub fn encode_line(out: &mut Vec<u8>, line: &str) {
     out.extend_from_slice(line.as_bytes());
     out.extend_from_slice(CRLF);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIM: Limits = Limits {
+        max_payload: 1 << 20,
+        max_batch: 100,
+    };
+
+    /// xorshift64*: a tiny deterministic PRNG, so failures replay.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn show(input: &[u8]) -> String {
+        String::from_utf8_lossy(input).into_owned()
+    }
+
+    /// The input must be exactly one valid request.
+    fn req(input: &[u8]) -> Request {
+        req_with(input, &LIM)
+    }
+
+    fn req_with(input: &[u8], limits: &Limits) -> Request {
+        match parse_request(input, limits) {
+            Parsed::Request { req, consumed } => {
+                assert_eq!(consumed, input.len(), "consumed for {:?}", show(input));
+                req
+            }
+            other => panic!("{:?}: expected a request, got {other:?}", show(input)),
+        }
+    }
+
+    /// The input must give a non-fatal error; returns its code and consumed.
+    fn error(input: &[u8]) -> (ErrCode, usize) {
+        error_with(input, &LIM)
+    }
+
+    fn error_with(input: &[u8], limits: &Limits) -> (ErrCode, usize) {
+        match parse_request(input, limits) {
+            Parsed::Error { err, consumed } => {
+                assert!(!err.msg.is_empty());
+                (err.code, consumed)
+            }
+            other => panic!("{:?}: expected Error, got {other:?}", show(input)),
+        }
+    }
+
+    /// The input must be exactly one bad request with intact framing, code BADREQ.
+    fn badreq(input: &[u8]) {
+        assert_eq!(
+            error(input),
+            (ErrCode::BadReq, input.len()),
+            "{:?}",
+            show(input)
+        );
+    }
+
+    fn fatal(input: &[u8]) -> ErrCode {
+        fatal_with(input, &LIM)
+    }
+
+    fn fatal_with(input: &[u8], limits: &Limits) -> ErrCode {
+        match parse_request(input, limits) {
+            Parsed::Fatal { err } => err.code,
+            other => panic!("{:?}: expected Fatal, got {other:?}", show(input)),
+        }
+    }
+
+    fn msg(headers: &[u8], payload: &[u8]) -> Message {
+        Message {
+            headers: headers.to_vec(),
+            payload: payload.to_vec(),
+        }
+    }
+
+    fn sub(topic: &str, from: SubFrom) -> SubArgs {
+        SubArgs {
+            topic: topic.to_string(),
+            from,
+            batch: None,
+            ack_ms: None,
+            group: None,
+        }
+    }
+
+    /// Feeds `input` to the parser in chunks of the sizes `chunk` picks, the way a
+    /// connection does, and returns every result that is not NeedMore, ending with the
+    /// Fatal (if any) or with NeedMore once the input is exhausted.
+    fn drive(input: &[u8], limits: &Limits, mut chunk: impl FnMut() -> usize) -> Vec<Parsed> {
+        let mut buf = Vec::new();
+        let mut start = 0;
+        let mut fed = 0;
+        let mut results = Vec::new();
+        loop {
+            let parsed = parse_request(&buf[start..], limits);
+            let consumed = match &parsed {
+                Parsed::NeedMore => None,
+                Parsed::Fatal { .. } => {
+                    results.push(parsed);
+                    return results;
+                }
+                Parsed::Request { consumed, .. } | Parsed::Error { consumed, .. } => {
+                    Some(*consumed)
+                }
+            };
+            match consumed {
+                Some(consumed) => {
+                    assert!(consumed > 0 && consumed <= buf.len() - start);
+                    start += consumed;
+                    results.push(parsed);
+                }
+                None if fed == input.len() => {
+                    results.push(Parsed::NeedMore);
+                    return results;
+                }
+                None => {
+                    let n = chunk().clamp(1, input.len() - fed);
+                    buf.extend_from_slice(&input[fed..fed + n]);
+                    fed += n;
+                }
+            }
+        }
+    }
+
+    fn whole(input: &[u8], limits: &Limits) -> Vec<Parsed> {
+        drive(input, limits, || usize::MAX)
+    }
+
+    fn assert_chunking_invariant(input: &[u8], limits: &Limits, seed: u64) {
+        let expected = whole(input, limits);
+        assert_eq!(drive(input, limits, || 1), expected, "byte at a time");
+        let mut rng = Rng(seed);
+        for max in [2, 7, 64, 5000] {
+            let got = drive(input, limits, || 1 + rng.below(max));
+            assert_eq!(got, expected, "chunks up to {max}, input {:?}", show(input));
+        }
+    }
+
+    // ----- line framing -------------------------------------------------------------
+
+    #[test]
+    fn every_request_kind_parses() {
+        assert_eq!(req(b"PING\r\n"), Request::Ping);
+        assert_eq!(req(b"ping\r\n"), Request::Ping);
+        assert_eq!(req(b"PiNg\n"), Request::Ping);
+        assert_eq!(
+            req(b"AUTH s3cr=t!\r\n"),
+            Request::Auth {
+                token: "s3cr=t!".into()
+            }
+        );
+        assert_eq!(req(b"QUIT\r\n"), Request::Quit);
+        assert_eq!(
+            req(b"CREATE orders\r\n"),
+            Request::Create {
+                topic: "orders".into(),
+                life_ms: 0
+            }
+        );
+        assert_eq!(
+            req(b"create a.b_c-D9 60000\r\n"),
+            Request::Create {
+                topic: "a.b_c-D9".into(),
+                life_ms: 60000
+            }
+        );
+        assert_eq!(req(b"DELETE t\r\n"), Request::Delete { topic: "t".into() });
+        assert_eq!(
+            req(b"PUB t 5\r\nhello\r\n"),
+            Request::Pub {
+                topic: "t".into(),
+                msg: msg(b"", b"hello")
+            }
+        );
+        assert_eq!(
+            req(b"PUB t 0 a=1 b=\r\n\r\n"),
+            Request::Pub {
+                topic: "t".into(),
+                msg: msg(b"a=1 b=", b"")
+            }
+        );
+        assert_eq!(
+            req(b"MPUB t 2\r\n1\r\na\r\n2 k=v\r\nbc\r\n"),
+            Request::MPub {
+                topic: "t".into(),
+                msgs: vec![msg(b"", b"a"), msg(b"k=v", b"bc")]
+            }
+        );
+        assert_eq!(
+            req(b"DPUB t 1500 3 x=y\r\nabc\r\n"),
+            Request::DPub {
+                topic: "t".into(),
+                delay_ms: 1500,
+                msg: msg(b"x=y", b"abc")
+            }
+        );
+        assert_eq!(req(b"INFO t\r\n"), Request::Info { topic: "t".into() });
+        assert_eq!(req(b"LIST\r\n"), Request::List);
+        assert_eq!(req(b"STATS\r\n"), Request::Stats);
+        assert_eq!(
+            req(b"SUB t 0\r\n"),
+            Request::Sub(sub("t", SubFrom::After(0)))
+        );
+        assert_eq!(
+            req(b"SUB t 42 batch=10 ack=500 group=g1\r\n"),
+            Request::Sub(SubArgs {
+                batch: Some(10),
+                ack_ms: Some(500),
+                group: Some("g1".into()),
+                ..sub("t", SubFrom::After(42))
+            })
+        );
+        assert_eq!(
+            req(b"SUB t $ ack=1\r\n"),
+            Request::Sub(SubArgs {
+                ack_ms: Some(1),
+                ..sub("t", SubFrom::Latest)
+            })
+        );
+        assert_eq!(
+            req(b"SUB t - group=g batch=100\r\n"),
+            Request::Sub(SubArgs {
+                batch: Some(100),
+                group: Some("g".into()),
+                ..sub("t", SubFrom::Committed)
+            })
+        );
+        assert_eq!(req(b"ACK\r\n"), Request::Ack);
+        assert_eq!(req(b"STOP\r\n"), Request::Stop);
+        assert_eq!(req(b"GROUPS t\r\n"), Request::Groups { topic: "t".into() });
+        assert_eq!(
+            req(b"REPL 18446744073709551615\r\n"),
+            Request::Repl { after: u64::MAX }
+        );
+        assert_eq!(req(b"REPL 007\r\n"), Request::Repl { after: 7 });
+        assert_eq!(req(b"PROMOTE\r\n"), Request::Promote);
+    }
+
+    #[test]
+    fn request_names() {
+        assert_eq!(Request::Ping.name(), "PING");
+        assert_eq!(req(b"MPUB t 1\r\n0\r\n\r\n").name(), "MPUB");
+        assert_eq!(req(b"sub t $\r\n").name(), "SUB");
+    }
+
+    #[test]
+    fn payloads_round_trip_byte_exact() {
+        let payload: &[u8] = b"\r\n\0a\r\nPING\r\n\0\xff\n\r";
+        let mut input = format!("PUB t {}\r\n", payload.len()).into_bytes();
+        input.extend_from_slice(payload);
+        input.extend_from_slice(b"\r\n");
+        assert_eq!(
+            req(&input),
+            Request::Pub {
+                topic: "t".into(),
+                msg: msg(b"", payload)
+            }
+        );
+
+        let mut input = format!("DPUB t 1 {} h=\0\r\n", payload.len()).into_bytes();
+        // A NUL in a header is a bad header, but the framing holds.
+        input.extend_from_slice(payload);
+        input.extend_from_slice(b"\r\n");
+        assert_eq!(error(&input), (ErrCode::BadReq, input.len()));
+
+        let mut input = format!("DPUB t 1 {}\n", payload.len()).into_bytes();
+        input.extend_from_slice(payload);
+        input.extend_from_slice(b"\n");
+        assert_eq!(
+            req(&input),
+            Request::DPub {
+                topic: "t".into(),
+                delay_ms: 1,
+                msg: msg(b"", payload)
+            }
+        );
+
+        let mut input = b"MPUB t 2\r\n".to_vec();
+        for headers in ["", " a=b"] {
+            input.extend_from_slice(format!("{}{headers}\r\n", payload.len()).as_bytes());
+            input.extend_from_slice(payload);
+            input.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(
+            req(&input),
+            Request::MPub {
+                topic: "t".into(),
+                msgs: vec![msg(b"", payload), msg(b"a=b", payload)]
+            }
+        );
+
+        let mut out = Vec::new();
+        encode_msg(&mut out, 7, 8, b"a=b", payload);
+        let mut expected = format!("MSG 7 8 {} a=b\r\n", payload.len()).into_bytes();
+        expected.extend_from_slice(payload);
+        expected.extend_from_slice(b"\r\n");
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn bare_newline_is_accepted() {
+        assert_eq!(req(b"STATS\n"), Request::Stats);
+        assert_eq!(
+            req(b"PUB t 2\nab\n"),
+            Request::Pub {
+                topic: "t".into(),
+                msg: msg(b"", b"ab")
+            }
+        );
+        assert_eq!(
+            req(b"MPUB t 2\n1\na\r\n1 k=v\r\nb\n"),
+            Request::MPub {
+                topic: "t".into(),
+                msgs: vec![msg(b"", b"a"), msg(b"k=v", b"b")]
+            }
+        );
+    }
+
+    #[test]
+    fn line_length_limit() {
+        // Exactly 4096 bytes including CRLF: a line.
+        let mut line = b"AUTH ".to_vec();
+        line.resize(MAX_LINE_BYTES - 2, b'a');
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(line.len(), MAX_LINE_BYTES);
+        assert!(matches!(req(&line), Request::Auth { token } if token.len() == 4089));
+
+        // Exactly 4096 bytes including a bare LF.
+        let mut line = b"AUTH ".to_vec();
+        line.resize(MAX_LINE_BYTES - 1, b'a');
+        line.push(b'\n');
+        assert!(matches!(req(&line), Request::Auth { .. }));
+
+        // A 4096-byte line that is a bad request is still a line (Error, not Fatal).
+        let mut line = b"INFO ".to_vec();
+        line.resize(MAX_LINE_BYTES - 2, b'a');
+        line.extend_from_slice(b"\r\n");
+        badreq(&line);
+
+        // 4097 bytes including CRLF: fatal, whether or not the LF has arrived.
+        let mut line = b"AUTH ".to_vec();
+        line.resize(MAX_LINE_BYTES - 1, b'a');
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(line.len(), MAX_LINE_BYTES + 1);
+        assert_eq!(fatal(&line), ErrCode::BadReq);
+        assert_eq!(fatal(&line[..MAX_LINE_BYTES]), ErrCode::BadReq);
+        assert_eq!(
+            parse_request(&line[..MAX_LINE_BYTES - 1], &LIM),
+            Parsed::NeedMore
+        );
+        assert_eq!(fatal(&[b'x'; 10_000]), ErrCode::BadReq);
+
+        // The limit applies to MPUB message lines too.
+        let mut input = b"MPUB t 1\r\n0 ".to_vec();
+        input.resize(10 + MAX_LINE_BYTES, b'a');
+        assert_eq!(fatal(&input), ErrCode::BadReq);
+        assert_eq!(
+            parse_request(&input[..input.len() - 1], &LIM),
+            Parsed::NeedMore
+        );
+    }
+
+    #[test]
+    fn malformed_lines_keep_the_connection() {
+        badreq(b"\r\n");
+        badreq(b"\n");
+        badreq(b" PING\r\n");
+        badreq(b"PING \r\n");
+        badreq(b"INFO  t\r\n");
+        badreq(b"INFO\tt\r\n");
+        badreq(b"PING\0\r\n");
+        badreq(b"INFO t\x01\r\n");
+        badreq(b"AUTH caf\xc3\xa9\r\n");
+        badreq(b"PI\rNG\r\n");
+        badreq(b"PING\r\r\n");
+        badreq(b"\x7f\r\n");
+        // Only the line is consumed; the next request follows.
+        assert_eq!(error(b"PING \r\nPING\r\n"), (ErrCode::BadReq, 7));
+    }
+
+    #[test]
+    fn commands_match_exactly() {
+        for input in [
+            &b"FOO\r\n"[..],
+            b"PIN\r\n",
+            b"PINGX\r\n",
+            b"P\r\n",
+            b"SUBS t 0\r\n",
+        ] {
+            assert_eq!(error(input), (ErrCode::Unknown, input.len()));
+        }
+        match parse_request(b"frob x\r\n", &LIM) {
+            Parsed::Error { err, .. } => assert!(err.msg.contains("frob"), "{err}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_arity_names_the_command() {
+        for input in [
+            &b"PING x\r\n"[..],
+            b"QUIT now\r\n",
+            b"LIST all\r\n",
+            b"STATS x\r\n",
+            b"ACK 1\r\n",
+            b"STOP 1\r\n",
+            b"PROMOTE x\r\n",
+            b"AUTH\r\n",
+            b"AUTH a b\r\n",
+            b"CREATE\r\n",
+            b"CREATE t 1000 x\r\n",
+            b"DELETE\r\n",
+            b"DELETE a b\r\n",
+            b"INFO\r\n",
+            b"INFO a b\r\n",
+            b"GROUPS\r\n",
+            b"GROUPS a b\r\n",
+            b"REPL\r\n",
+            b"REPL 1 2\r\n",
+            b"SUB\r\n",
+            b"SUB t\r\n",
+        ] {
+            badreq(input);
+            let verb = show(
+                input
+                    .split(|&b| b == b' ' || b == b'\r')
+                    .next()
+                    .unwrap_or_default(),
+            );
+            match parse_request(input, &LIM) {
+                Parsed::Error { err, .. } => assert!(err.msg.contains(&verb), "{err}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_and_names() {
+        badreq(b"REPL -1\r\n");
+        badreq(b"REPL +1\r\n");
+        badreq(b"REPL 1.5\r\n");
+        badreq(b"REPL 0x10\r\n");
+        badreq(b"REPL 18446744073709551616\r\n");
+        badreq(b"REPL 99999999999999999999999999\r\n");
+        badreq(b"INFO a/b\r\n");
+        badreq(b"INFO a:b\r\n");
+        badreq(b"DELETE a=b\r\n");
+        let long = format!("INFO {}\r\n", "n".repeat(MAX_NAME_BYTES));
+        assert!(matches!(req(long.as_bytes()), Request::Info { .. }));
+        badreq(format!("INFO {}\r\n", "n".repeat(MAX_NAME_BYTES + 1)).as_bytes());
+        assert!(valid_name(b"Az09._-"));
+        assert!(!valid_name(b""));
+        assert!(!valid_name(b"a b"));
+        assert!(!valid_name("é".as_bytes()));
+    }
+
+    #[test]
+    fn create_life() {
+        badreq(b"CREATE t 999\r\n");
+        badreq(b"CREATE t 1\r\n");
+        badreq(b"CREATE t x\r\n");
+        badreq(b"CREATE bad/t\r\n");
+        for (input, life_ms) in [
+            (&b"CREATE t 0\r\n"[..], 0),
+            (b"CREATE t 1000\r\n", 1000),
+            (b"CREATE t\r\n", 0),
+        ] {
+            assert_eq!(
+                req(input),
+                Request::Create {
+                    topic: "t".into(),
+                    life_ms
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn pub_framing_errors() {
+        let small = Limits {
+            max_payload: 10,
+            max_batch: 3,
+        };
+        // Byte count missing: nothing follows.
+        badreq(b"PUB\r\n");
+        badreq(b"PUB t\r\n");
+        badreq(b"PUB t \r\n");
+        badreq(b"DPUB t 5\r\n");
+        // Unparsable byte count: framing lost.
+        assert_eq!(fatal(b"PUB t x\r\nabc\r\n"), ErrCode::BadReq);
+        assert_eq!(fatal(b"PUB t -1\r\n"), ErrCode::BadReq);
+        assert_eq!(fatal(b"PUB t 99999999999999999999\r\n"), ErrCode::BadReq);
+        assert_eq!(fatal(b"PUB t  5\r\nhello\r\n"), ErrCode::BadReq);
+        assert_eq!(fatal(b"DPUB t 5 x\r\n"), ErrCode::BadReq);
+        // Over the limit: fatal TOOBIG, before any payload arrives.
+        assert_eq!(fatal_with(b"PUB t 11\r\n", &small), ErrCode::TooBig);
+        assert_eq!(fatal_with(b"DPUB t 1 11\r\n", &small), ErrCode::TooBig);
+        assert_eq!(fatal(b"PUB t 18446744073709551615\r\n"), ErrCode::TooBig);
+        assert!(matches!(
+            req_with(b"PUB t 10\r\n0123456789\r\n", &small),
+            Request::Pub { .. }
+        ));
+        // Bad terminator.
+        assert_eq!(fatal(b"PUB t 3\r\nabcXY"), ErrCode::BadReq);
+        assert_eq!(fatal(b"PUB t 3\r\nabc\rX"), ErrCode::BadReq);
+        assert_eq!(fatal(b"PUB t 3\r\nabc\r\r\n"), ErrCode::BadReq);
+        assert_eq!(fatal(b"PUB t 3\r\nabcd\r\n"), ErrCode::BadReq);
+        // Incomplete: wait.
+        for input in [
+            &b"PUB t 3\r\n"[..],
+            b"PUB t 3\r\nab",
+            b"PUB t 3\r\nabc",
+            b"PUB t 3\r\nabc\r",
+        ] {
+            assert_eq!(parse_request(input, &LIM), Parsed::NeedMore);
+        }
+    }
+
+    #[test]
+    fn pub_bad_arguments_consume_the_payload() {
+        badreq(b"PUB bad/topic 3\r\nabc\r\n");
+        badreq(b"PUB t 3 nokey\r\nabc\r\n");
+        badreq(b"PUB t 3 =v\r\nabc\r\n");
+        badreq(b"PUB t 3 k!=v\r\nabc\r\n");
+        badreq(b"PUB t 3 k=v \r\nabc\r\n");
+        badreq(b"PUB t 3 k=v  j=w\r\nabc\r\n");
+        badreq(b"PUB t 3 k=\xff\r\nabc\r\n");
+        badreq(b"PUB  3\r\nabc\r\n");
+        badreq(b"DPUB t 0 3\r\nabc\r\n");
+        badreq(b"DPUB t x 3\r\nabc\r\n");
+        badreq(b"DPUB bad/t 1 3\r\nabc\r\n");
+        // The error waits for the payload, so it is not parsed as commands.
+        assert_eq!(
+            parse_request(b"PUB bad/topic 3\r\nab", &LIM),
+            Parsed::NeedMore
+        );
+        assert_eq!(
+            error(b"PUB bad/topic 3\r\nabc\r\nPING\r\n"),
+            (ErrCode::BadReq, 22)
+        );
+    }
+
+    #[test]
+    fn header_limits() {
+        let headers = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let pub_with = |h: &str| format!("PUB t 1 {h}\r\nx\r\n").into_bytes();
+
+        let h32 = headers(MAX_HEADERS);
+        assert_eq!(
+            req(&pub_with(&h32)),
+            Request::Pub {
+                topic: "t".into(),
+                msg: msg(h32.as_bytes(), b"x")
+            }
+        );
+        badreq(&pub_with(&headers(MAX_HEADERS + 1)));
+
+        let key64 = "k".repeat(MAX_HEADER_KEY_BYTES);
+        assert!(matches!(
+            req(&pub_with(&format!("{key64}=v"))),
+            Request::Pub { .. }
+        ));
+        badreq(&pub_with(&format!("{key64}k=v")));
+
+        let value1024 = "v".repeat(MAX_HEADER_VALUE_BYTES);
+        assert!(matches!(
+            req(&pub_with(&format!("k={value1024}"))),
+            Request::Pub { .. }
+        ));
+        badreq(&pub_with(&format!("k={value1024}v")));
+
+        // The first '=' splits; later ones belong to the value. Empty values are fine.
+        assert_eq!(
+            req(b"PUB t 1 url=a=b==c e=\r\nx\r\n"),
+            Request::Pub {
+                topic: "t".into(),
+                msg: msg(b"url=a=b==c e=", b"x")
+            }
+        );
+        // Keys may repeat; headers are kept verbatim.
+        assert!(
+            matches!(req(b"PUB t 1 a=1 a=2\r\nx\r\n"), Request::Pub { msg, .. } if msg.headers == b"a=1 a=2")
+        );
+
+        // The same limits inside MPUB and DPUB.
+        let mut mpub = b"MPUB t 1\r\n".to_vec();
+        mpub.extend_from_slice(format!("1 {}\r\nx\r\n", headers(MAX_HEADERS + 1)).as_bytes());
+        badreq(&mpub);
+        badreq(format!("DPUB t 5 1 {key64}k=v\r\nx\r\n").as_bytes());
+    }
+
+    #[test]
+    fn mpub_errors() {
+        let small = Limits {
+            max_payload: 10,
+            max_batch: 3,
+        };
+        // No count: nothing follows.
+        badreq(b"MPUB\r\n");
+        badreq(b"MPUB t\r\n");
+        badreq(b"MPUB t \r\n");
+        // A count that does not tell how many lines follow: framing lost.
+        assert_eq!(fatal_with(b"MPUB t 0\r\n", &small), ErrCode::BadReq);
+        assert_eq!(fatal_with(b"MPUB t 4\r\n", &small), ErrCode::BadReq);
+        assert_eq!(fatal_with(b"MPUB t x\r\n", &small), ErrCode::BadReq);
+        assert_eq!(fatal_with(b"MPUB t -1\r\n", &small), ErrCode::BadReq);
+        // A double space shifts the count position: it cannot be trusted.
+        assert_eq!(fatal_with(b"MPUB  t 2\r\n", &small), ErrCode::BadReq);
+        // Message framing.
+        assert_eq!(
+            fatal_with(b"MPUB t 2\r\n1\r\na\r\nx\r\n", &small),
+            ErrCode::BadReq
+        );
+        assert_eq!(
+            fatal_with(b"MPUB t 2\r\n1\r\na\r\n\r\n", &small),
+            ErrCode::BadReq
+        );
+        assert_eq!(
+            fatal_with(b"MPUB t 2\r\n1\r\na\r\n11\r\n", &small),
+            ErrCode::TooBig
+        );
+        assert_eq!(fatal_with(b"MPUB t 2\r\n1\r\naXY", &small), ErrCode::BadReq);
+        assert_eq!(
+            fatal_with(b"MPUB t 2\r\n1\r\na\r\n1\r\nb\rZ", &small),
+            ErrCode::BadReq
+        );
+        // Bad topic, headers or extra tokens: everything consumed, one error.
+        let rest = b"1\r\na\r\n2 k=v\r\nbc\r\n";
+        for line in [
+            &b"MPUB bad/t 2\r\n"[..],
+            b"MPUB t 2 x\r\n",
+            b"MPUB t 2 \r\n",
+        ] {
+            let mut input = line.to_vec();
+            input.extend_from_slice(rest);
+            assert_eq!(error_with(&input, &small), (ErrCode::BadReq, input.len()));
+            // And it waits for all of it first.
+            assert_eq!(
+                parse_request(&input[..input.len() - 1], &small),
+                Parsed::NeedMore
+            );
+        }
+        for bad_msg in [
+            &b"2 k\r\nbc\r\n"[..],
+            b"2 k=v \r\nbc\r\n",
+            b"2  k=v\r\nbc\r\n",
+            b"2 k=\x01\r\nbc\r\n",
+        ] {
+            let mut input = b"MPUB t 3\r\n1\r\na\r\n".to_vec();
+            input.extend_from_slice(bad_msg);
+            input.extend_from_slice(b"0\r\n\r\nPING\r\n");
+            match parse_request(&input, &small) {
+                Parsed::Error { err, consumed } => {
+                    assert_eq!(err.code, ErrCode::BadReq);
+                    assert!(err.msg.starts_with("message 2:"), "{err}");
+                    assert_eq!(consumed, input.len() - 6);
+                }
+                other => panic!("{:?}: {other:?}", show(&input)),
+            }
+        }
+    }
+
+    #[test]
+    fn sub_errors() {
+        badreq(b"SUB t x\r\n");
+        badreq(b"SUB t -1\r\n");
+        badreq(b"SUB bad/t 0\r\n");
+        badreq(b"SUB t -\r\n");
+        badreq(b"SUB t - batch=5\r\n");
+        badreq(b"SUB t 0 batch=0\r\n");
+        badreq(b"SUB t 0 batch=101\r\n");
+        badreq(b"SUB t 0 batch=x\r\n");
+        badreq(b"SUB t 0 batch=\r\n");
+        badreq(b"SUB t 0 ack=0\r\n");
+        badreq(b"SUB t 0 ack=-5\r\n");
+        badreq(b"SUB t 0 group=bad/g\r\n");
+        badreq(b"SUB t 0 group=\r\n");
+        badreq(b"SUB t 0 batch=1 batch=2\r\n");
+        badreq(b"SUB t 0 ack=1 ack=1\r\n");
+        badreq(b"SUB t 0 group=a group=b\r\n");
+        badreq(b"SUB t 0 color=red\r\n");
+        badreq(b"SUB t 0 batch\r\n");
+        badreq(b"SUB t 0 10\r\n");
+        assert_eq!(
+            req(b"SUB t 0 group=g ack=9 batch=1\r\n"),
+            Request::Sub(SubArgs {
+                batch: Some(1),
+                ack_ms: Some(9),
+                group: Some("g".into()),
+                ..sub("t", SubFrom::After(0))
+            })
+        );
+    }
+
+    // ----- partial reads ------------------------------------------------------------
+
+    fn pipelines() -> Vec<Vec<u8>> {
+        let mut long_auth = b"AUTH ".to_vec();
+        long_auth.resize(MAX_LINE_BYTES - 2, b'z');
+        long_auth.extend_from_slice(b"\r\nPING\r\n");
+        vec![
+            b"PING\r\nPUB t 5 a=b\r\nhe\r\nl\r\nMPUB t 3\r\n3 k=v\r\nabc\r\n0\r\n\r\n4 x=1 y=2=3\r\n\0\r\n\n\r\nSUB t 0 batch=5\r\nACK\r\nSTOP\r\n".to_vec(),
+            b"AUTH tok\nCREATE t 1000\nDPUB t 10 2 h=1\n\r\n\nmpub t 1\n0\n\ninfo t\nLIST\r\nGROUPS t\r\nSTATS\r\nREPL 0\r\nPROMOTE\r\nQUIT\r\n".to_vec(),
+            // Errors that keep the connection, then a fatal one.
+            b"PUB bad/t 3\r\nabc\r\nFOO\r\n\r\nPING  \r\nMPUB t 2\r\n1 k\r\na\r\n1\r\nb\r\nDELETE t\r\nPUB t 3\r\nabcXYZ\r\nPING\r\n".to_vec(),
+            // Ends mid-request.
+            b"PING\r\nMPUB t 3\r\n1 a=b\r\nx\r\n2\r\nyy\r\n".to_vec(),
+            b"SUB t $\r\nPUB t 2000000\r\n".to_vec(),
+            long_auth,
+        ]
+    }
+
+    #[test]
+    fn partial_reads_give_the_same_results() {
+        let inputs = pipelines();
+        let first = whole(&inputs[0], &LIM);
+        assert_eq!(first.len(), 7, "{first:?}");
+        assert!(
+            matches!(&first[2], Parsed::Request { req: Request::MPub { msgs, .. }, .. } if msgs.len() == 3 && msgs[2] == msg(b"x=1 y=2=3", b"\0\r\n\n"))
+        );
+        let third = whole(&inputs[2], &LIM);
+        assert!(
+            matches!(third.last(), Some(Parsed::Fatal { .. })),
+            "{third:?}"
+        );
+        assert_eq!(
+            third
+                .iter()
+                .filter(|p| matches!(p, Parsed::Error { .. }))
+                .count(),
+            5
+        );
+        for (i, input) in inputs.iter().enumerate() {
+            assert_chunking_invariant(input, &LIM, 0x9e37_79b9_7f4a_7c15 ^ i as u64);
+        }
+    }
+
+    #[test]
+    fn every_strict_prefix_needs_more() {
+        for input in [
+            &b"MPUB t 3\r\n3 k=v\r\nabc\r\n0\r\n\r\n2 x=1\r\nhi\r\n"[..],
+            b"PUB t 4 a=b\r\n\r\n\r\n\r\n",
+            b"DPUB bad/t 1 2\r\nab\r\n",
+            b"SUB t - group=g\r\n",
+        ] {
+            let expected = parse_request(input, &LIM);
+            assert!(!matches!(expected, Parsed::NeedMore | Parsed::Fatal { .. }));
+            for cut in 0..input.len() {
+                assert_eq!(
+                    parse_request(&input[..cut], &LIM),
+                    Parsed::NeedMore,
+                    "prefix {:?}",
+                    show(&input[..cut])
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        const FRAGMENTS: [&[u8]; 30] = [
+            b"PUB ",
+            b"MPUB ",
+            b"DPUB ",
+            b"SUB ",
+            b"CREATE ",
+            b"AUTH ",
+            b"PING",
+            b"t ",
+            b"t",
+            b"3",
+            b"0",
+            b"1 ",
+            b"2",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b" ",
+            b"k=v",
+            b"=",
+            b"abc",
+            b"\0",
+            b"batch=2",
+            b"group=g",
+            b"$ ",
+            b"- ",
+            b"99999999999999999999",
+            b"\xff",
+            b"ACK",
+            b"REPL ",
+            b"1000",
+        ];
+        let limits = Limits {
+            max_payload: 16,
+            max_batch: 3,
+        };
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        for round in 0..2000 {
+            let len = rng.below(200);
+            let input: Vec<u8> = if round % 2 == 0 {
+                (0..len).map(|_| rng.next() as u8).collect()
+            } else {
+                (0..len / 4)
+                    .flat_map(|_| FRAGMENTS[rng.below(FRAGMENTS.len())].iter().copied())
+                    .collect()
+            };
+            let seed = rng.next();
+            assert_chunking_invariant(&input, &limits, seed);
+        }
+    }
+
+    // ----- encoders -----------------------------------------------------------------
+
+    #[test]
+    fn encoders_produce_exact_bytes() {
+        let mut out = Vec::new();
+        encode_ok(&mut out, &[]);
+        encode_ok(&mut out, &[1, 2]);
+        encode_ok(&mut out, &[0, u64::MAX]);
+        assert_eq!(out, b"OK\r\nOK 1 2\r\nOK 0 18446744073709551615\r\n");
+
+        let mut out = Vec::new();
+        encode_err(&mut out, &ProtoError::new(ErrCode::BadReq, "empty line"));
+        encode_err(&mut out, &ProtoError::new(ErrCode::NoTopic, "no topic 't'"));
+        encode_err(&mut out, &ProtoError::new(ErrCode::Internal, ""));
+        encode_err(&mut out, &ProtoError::new(ErrCode::Busy, "a\r\nb\u{e9}"));
+        assert_eq!(
+            out,
+            b"ERR BADREQ empty line\r\nERR NOTOPIC no topic 't'\r\nERR INTERNAL\r\nERR BUSY a??b??\r\n"
+        );
+        let mut out = Vec::new();
+        encode_err(
+            &mut out,
+            &ProtoError::new(ErrCode::BadReq, "x".repeat(10_000)),
+        );
+        assert_eq!(out.len(), "ERR BADREQ ".len() + MAX_ERR_TEXT_BYTES + 2);
+
+        let mut out = Vec::new();
+        encode_msg(&mut out, 12, 1_700_000_000_000, b"", b"hi");
+        encode_msg(&mut out, 13, 5, b"k=v a=b", b"");
+        assert_eq!(
+            out,
+            b"MSG 12 1700000000000 2\r\nhi\r\nMSG 13 5 0 k=v a=b\r\n\r\n"
+        );
+
+        let mut out = Vec::new();
+        encode_topic(&mut out, "orders", 1000, 0, 3, 4, 9);
+        encode_group(&mut out, "g", 9, true, 2);
+        encode_group(&mut out, "h", 0, false, 0);
+        encode_count(&mut out, "BATCH", 3);
+        encode_stat(&mut out, "role", "master");
+        encode_stat_u64(&mut out, "topics", 7);
+        encode_line(&mut out, "PONG");
+        encode_line(&mut out, "END deleted");
+        assert_eq!(
+            out,
+            b"TOPIC orders 1000 0 3 4 9\r\nGROUP g 9 1 2\r\nGROUP h 0 0 0\r\nBATCH 3\r\nSTAT role master\r\nSTAT topics 7\r\nPONG\r\nEND deleted\r\n"
+        );
+    }
+
+    #[test]
+    fn error_codes_and_display() {
+        let all = [
+            (ErrCode::BadReq, "BADREQ"),
+            (ErrCode::Unknown, "UNKNOWN"),
+            (ErrCode::NoTopic, "NOTOPIC"),
+            (ErrCode::Exists, "EXISTS"),
+            (ErrCode::TooBig, "TOOBIG"),
+            (ErrCode::ReadOnly, "READONLY"),
+            (ErrCode::NoAuth, "NOAUTH"),
+            (ErrCode::Busy, "BUSY"),
+            (ErrCode::Internal, "INTERNAL"),
+        ];
+        for (code, text) in all {
+            assert_eq!(code.as_str(), text);
+        }
+        assert_eq!(
+            ProtoError::new(ErrCode::BadReq, "bad name").to_string(),
+            "BADREQ bad name"
+        );
+        let err: Box<dyn std::error::Error> = Box::new(ProtoError::new(ErrCode::Busy, "full"));
+        assert_eq!(err.to_string(), "BUSY full");
+    }
+}
