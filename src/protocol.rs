@@ -1,6 +1,6 @@
 //! The smss wire protocol, version 1: turns client bytes into [`Request`]s and server
-//! replies into bytes. `/work/shared/PROTOCOL.md` (restated in docs/protocol.md) is the
-//! contract; this module is its only implementation on the server side.
+//! replies into bytes. The protocol document (docs/protocol.md) is the contract; this
+//! module is the server's only implementation of its framing.
 //!
 //! The module is **pure**: no sockets, no I/O, no threads, no locks, no clocks. The
 //! connection thread owns a growing input buffer and calls [`parse_request`] on its
