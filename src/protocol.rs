@@ -1,26 +1,1915 @@
-//! TEMP STUB — replaced by the real parser at merge.
+//! The smss wire protocol, version 1: turns client bytes into [`Request`]s and server
+//! replies into bytes. The protocol document (docs/protocol.md) is the contract; this
+//! module is the server's only implementation of its framing.
+//!
+//! The module is **pure**: no sockets, no I/O, no threads, no locks, no clocks. The
+//! connection thread owns a growing input buffer and calls [`parse_request`] on its
+//! unread part; the answer says how many bytes the request used:
+//!
+//! - [`Parsed::NeedMore`]: the buffer does not yet hold a whole request — a normal
+//!   state, nothing is consumed; read more and call again from the same start.
+//! - [`Parsed::Request`]: a whole, valid request of `consumed` bytes.
+//! - [`Parsed::Error`]: a bad request whose framing is intact: reply `ERR`, drop
+//!   `consumed` bytes, keep the connection.
+//! - [`Parsed::Fatal`]: framing is lost (line over [`MAX_LINE_BYTES`], unparsable byte
+//!   count or MPUB count, payload over the limit, payload not followed by CRLF): reply
+//!   `ERR` and close the connection.
+//!
+//! Every line read is bounded by [`MAX_LINE_BYTES`], every declared length is checked
+//! against [`Limits`] before anything is copied, and payloads are skipped by length, so
+//! one call costs O(bytes of request lines), not O(payload bytes), until the whole
+//! request is there and its payloads are copied once. No input can make it panic.
+//!
+//! The `encode_*` functions append reply lines (always ending in `\r\n`) to a caller's
+//! `Vec<u8>` without allocating anything else.
+
+use std::fmt;
+use std::io::Write as _;
+
+/// Longest request line, including its `\n` (and the `\r` before it, if any).
 pub const MAX_LINE_BYTES: usize = 4096;
+/// Most `key=value` headers one message may carry.
+pub const MAX_HEADERS: usize = 32;
+/// Longest header key.
+pub const MAX_HEADER_KEY_BYTES: usize = 64;
+/// Longest header value (a value may be empty).
+pub const MAX_HEADER_VALUE_BYTES: usize = 1024;
+/// Longest topic or group name.
+pub const MAX_NAME_BYTES: usize = 128;
+/// Longest error text [`encode_err`] writes; a longer text is cut, so an `ERR` line always
+/// fits in [`MAX_LINE_BYTES`].
+pub const MAX_ERR_TEXT_BYTES: usize = 1024;
+
+/// How much of a client-supplied token is quoted back in an error text.
+const QUOTE_BYTES: usize = 64;
+const CRLF: &[u8] = b"\r\n";
+
+/// The `CODE` of an `ERR <CODE> <text…>` reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrCode { BadReq, Unknown, NoTopic, Exists, TooBig, ReadOnly, NoAuth, Busy, Internal }
-impl ErrCode { pub fn as_str(self) -> &'static str { "BADREQ" } }
+pub enum ErrCode {
+    /// Malformed line, bad argument, bad name.
+    BadReq,
+    /// No such command.
+    Unknown,
+    /// The topic does not exist.
+    NoTopic,
+    /// The topic already exists.
+    Exists,
+    /// Payload over the configured maximum.
+    TooBig,
+    /// A write sent to a slave.
+    ReadOnly,
+    /// AUTH missing or wrong.
+    NoAuth,
+    /// Connection limit reached.
+    Busy,
+    /// The server failed; nothing was written.
+    Internal,
+}
+
+impl ErrCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrCode::BadReq => "BADREQ",
+            ErrCode::Unknown => "UNKNOWN",
+            ErrCode::NoTopic => "NOTOPIC",
+            ErrCode::Exists => "EXISTS",
+            ErrCode::TooBig => "TOOBIG",
+            ErrCode::ReadOnly => "READONLY",
+            ErrCode::NoAuth => "NOAUTH",
+            ErrCode::Busy => "BUSY",
+            ErrCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl fmt::Display for ErrCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error to send to the client as `ERR <code> <msg>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProtoError { pub code: ErrCode, pub msg: String }
-impl ProtoError { pub fn new(code: ErrCode, msg: impl Into<String>) -> Self { ProtoError { code, msg: msg.into() } } }
+pub struct ProtoError {
+    pub code: ErrCode,
+    pub msg: String,
+}
+
+impl ProtoError {
+    pub fn new(code: ErrCode, msg: impl Into<String>) -> Self {
+        ProtoError {
+            code,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.msg.is_empty() {
+            write!(f, "{}", self.code)
+        } else {
+            write!(f, "{} {}", self.code, self.msg)
+        }
+    }
+}
+
+impl std::error::Error for ProtoError {}
+
+/// Configured limits the parser enforces.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits { pub max_payload: usize, pub max_batch: usize }
+pub struct Limits {
+    /// Largest payload of one message, in bytes; a larger declared `<n>` is `TOOBIG`.
+    pub max_payload: usize,
+    /// Largest MPUB `<count>` and SUB `batch=`.
+    pub max_batch: usize,
+}
+
+/// One message as published.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Message { pub headers: Vec<u8>, pub payload: Vec<u8> }
+pub struct Message {
+    /// The header tokens exactly as received, joined by single spaces ("k=v k2=v2"); empty when none.
+    pub headers: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// Where a subscription starts (SUB's `<after>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubFrom { After(u64), Latest, Committed }
+pub enum SubFrom {
+    /// `0` (from the oldest retained message) or a number N (event ids greater than N).
+    After(u64),
+    /// `$`: only messages written after the SUB.
+    Latest,
+    /// `-`: from the group's committed position (only with a group).
+    Committed,
+}
+
+/// The arguments of a SUB request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubArgs { pub topic: String, pub from: SubFrom, pub batch: Option<usize>, pub ack_ms: Option<u64>, pub group: Option<String> }
+pub struct SubArgs {
+    pub topic: String,
+    pub from: SubFrom,
+    /// `batch=<n>`, 1..=max_batch; `None` means the configured default.
+    pub batch: Option<usize>,
+    /// `ack=<ms>`, at least 1; `None` means the configured default.
+    pub ack_ms: Option<u64>,
+    /// `group=<name>`.
+    pub group: Option<String>,
+}
+
+/// One parsed, validated client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request { Ping, Auth { token: String }, Quit, Create { topic: String, life_ms: u64 }, Delete { topic: String }, Pub { topic: String, msg: Message }, MPub { topic: String, msgs: Vec<Message> }, DPub { topic: String, delay_ms: u64, msg: Message }, Info { topic: String }, List, Stats, Sub(SubArgs), Ack, Stop, Groups { topic: String }, Repl { after: u64 }, Promote }
+pub enum Request {
+    Ping,
+    Auth {
+        token: String,
+    },
+    Quit,
+    Create {
+        topic: String,
+        life_ms: u64,
+    }, // life_ms absent -> 0
+    Delete {
+        topic: String,
+    },
+    Pub {
+        topic: String,
+        msg: Message,
+    },
+    MPub {
+        topic: String,
+        msgs: Vec<Message>,
+    },
+    DPub {
+        topic: String,
+        delay_ms: u64,
+        msg: Message,
+    },
+    Info {
+        topic: String,
+    },
+    List,
+    Stats,
+    Sub(SubArgs),
+    Ack,
+    Stop,
+    Groups {
+        topic: String,
+    },
+    Repl {
+        after: u64,
+    },
+    Promote,
+}
+
+impl Request {
+    /// The command's canonical (upper-case) name, for logs and error texts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "PING",
+            Request::Auth { .. } => "AUTH",
+            Request::Quit => "QUIT",
+            Request::Create { .. } => "CREATE",
+            Request::Delete { .. } => "DELETE",
+            Request::Pub { .. } => "PUB",
+            Request::MPub { .. } => "MPUB",
+            Request::DPub { .. } => "DPUB",
+            Request::Info { .. } => "INFO",
+            Request::List => "LIST",
+            Request::Stats => "STATS",
+            Request::Sub(_) => "SUB",
+            Request::Ack => "ACK",
+            Request::Stop => "STOP",
+            Request::Groups { .. } => "GROUPS",
+            Request::Repl { .. } => "REPL",
+            Request::Promote => "PROMOTE",
+        }
+    }
+}
+
+/// The result of one [`parse_request`] call.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Parsed { NeedMore, Request { req: Request, consumed: usize }, Error { err: ProtoError, consumed: usize }, Fatal { err: ProtoError } }
-pub fn parse_request(_buf: &[u8], _limits: &Limits) -> Parsed { Parsed::NeedMore }
-pub fn encode_ok(_out: &mut Vec<u8>, _values: &[u64]) {}
-pub fn encode_err(_out: &mut Vec<u8>, _err: &ProtoError) {}
-pub fn encode_msg(_out: &mut Vec<u8>, _event_id: u64, _timestamp_ms: u64, _headers: &[u8], _payload: &[u8]) {}
-pub fn encode_topic(_out: &mut Vec<u8>, _name: &str, _created_ms: u64, _expires_ms: u64, _messages: u64, _first_id: u64, _last_id: u64) {}
-pub fn encode_line(_out: &mut Vec<u8>, _line: &str) {}
+pub enum Parsed {
+    /// The buffer does not yet hold a whole request.
+    NeedMore,
+    /// A whole request; `consumed` bytes of the buffer belong to it (line + payloads + their CRLFs).
+    Request { req: Request, consumed: usize },
+    /// A bad request whose framing is intact: reply with the error, drop `consumed` bytes, keep the connection.
+    Error { err: ProtoError, consumed: usize },
+    /// Framing is lost: reply with the error and close the connection.
+    Fatal { err: ProtoError },
+}
+
+// ---------------------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------------------
+
+/// Why parsing stopped before a request (valid or not) was complete.
+enum Stop {
+    NeedMore,
+    Fatal(ProtoError),
+}
+
+#[derive(Clone, Copy)]
+enum PayloadCmd {
+    Pub,
+    MPub,
+    DPub,
+}
+
+#[derive(Clone, Copy)]
+enum SimpleCmd {
+    Ping,
+    Auth,
+    Quit,
+    Create,
+    Delete,
+    Info,
+    List,
+    Stats,
+    Sub,
+    Ack,
+    Stop,
+    Groups,
+    Repl,
+    Promote,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// The line declares byte counts; payload bytes follow it.
+    Payload(PayloadCmd),
+    /// The request is exactly one line.
+    Simple(SimpleCmd),
+}
+
+struct CommandSpec {
+    name: &'static str,
+    kind: Kind,
+    usage: &'static str,
+}
+
+const fn spec(name: &'static str, kind: Kind, usage: &'static str) -> CommandSpec {
+    CommandSpec { name, kind, usage }
+}
+
+const COMMANDS: [CommandSpec; 17] = [
+    spec("PING", Kind::Simple(SimpleCmd::Ping), "PING"),
+    spec("AUTH", Kind::Simple(SimpleCmd::Auth), "AUTH <token>"),
+    spec("QUIT", Kind::Simple(SimpleCmd::Quit), "QUIT"),
+    spec(
+        "CREATE",
+        Kind::Simple(SimpleCmd::Create),
+        "CREATE <topic> [<life_ms>]",
+    ),
+    spec("DELETE", Kind::Simple(SimpleCmd::Delete), "DELETE <topic>"),
+    spec(
+        "PUB",
+        Kind::Payload(PayloadCmd::Pub),
+        "PUB <topic> <n> [<key>=<value> ...]",
+    ),
+    spec(
+        "MPUB",
+        Kind::Payload(PayloadCmd::MPub),
+        "MPUB <topic> <count>",
+    ),
+    spec(
+        "DPUB",
+        Kind::Payload(PayloadCmd::DPub),
+        "DPUB <topic> <delay_ms> <n> [<key>=<value> ...]",
+    ),
+    spec("INFO", Kind::Simple(SimpleCmd::Info), "INFO <topic>"),
+    spec("LIST", Kind::Simple(SimpleCmd::List), "LIST"),
+    spec("STATS", Kind::Simple(SimpleCmd::Stats), "STATS"),
+    spec(
+        "SUB",
+        Kind::Simple(SimpleCmd::Sub),
+        "SUB <topic> <after> [batch=<n>] [ack=<ms>] [group=<name>]",
+    ),
+    spec("ACK", Kind::Simple(SimpleCmd::Ack), "ACK"),
+    spec("STOP", Kind::Simple(SimpleCmd::Stop), "STOP"),
+    spec("GROUPS", Kind::Simple(SimpleCmd::Groups), "GROUPS <topic>"),
+    spec(
+        "REPL",
+        Kind::Simple(SimpleCmd::Repl),
+        "REPL <after_event_id>",
+    ),
+    spec("PROMOTE", Kind::Simple(SimpleCmd::Promote), "PROMOTE"),
+];
+
+/// Exact, case-insensitive command lookup (no prefix matching).
+fn lookup(verb: &[u8]) -> Option<&'static CommandSpec> {
+    COMMANDS
+        .iter()
+        .find(|spec| verb.eq_ignore_ascii_case(spec.name.as_bytes()))
+}
+
+fn is_space(b: &u8) -> bool {
+    *b == b' '
+}
+
+type Tokens<'a> = std::slice::Split<'a, u8, fn(&u8) -> bool>;
+
+fn tokens(line: &[u8]) -> Tokens<'_> {
+    line.split(is_space as fn(&u8) -> bool)
+}
+
+/// Parses one request from the start of `buf` (the unread part of a connection's input).
+///
+/// Never panics and never consumes on [`Parsed::NeedMore`]; see the module docs for
+/// what each answer asks of the caller.
+pub fn parse_request(buf: &[u8], limits: &Limits) -> Parsed {
+    match parse_inner(buf, limits) {
+        Ok(parsed) => parsed,
+        Err(Stop::NeedMore) => Parsed::NeedMore,
+        Err(Stop::Fatal(err)) => Parsed::Fatal { err },
+    }
+}
+
+fn parse_inner(buf: &[u8], limits: &Limits) -> Result<Parsed, Stop> {
+    let (line, line_len) = next_line(buf)?;
+    let verb = tokens(line).next().unwrap_or_default();
+    let Some(spec) = lookup(verb) else {
+        // Report a malformed line as such before calling its first token a command.
+        let err = match check_line(line) {
+            Err(err) => err,
+            Ok(()) => ProtoError::new(
+                ErrCode::Unknown,
+                format!("unknown command '{}'", quote(verb)),
+            ),
+        };
+        return Ok(Parsed::Error {
+            err,
+            consumed: line_len,
+        });
+    };
+    match spec.kind {
+        Kind::Payload(PayloadCmd::Pub) => parse_pub(buf, line, line_len, limits, spec, false),
+        Kind::Payload(PayloadCmd::DPub) => parse_pub(buf, line, line_len, limits, spec, true),
+        Kind::Payload(PayloadCmd::MPub) => parse_mpub(buf, line, line_len, limits, spec),
+        Kind::Simple(cmd) => Ok(
+            match check_line(line).and_then(|()| parse_simple(line, spec, cmd, limits)) {
+                Ok(req) => Parsed::Request {
+                    req,
+                    consumed: line_len,
+                },
+                Err(err) => Parsed::Error {
+                    err,
+                    consumed: line_len,
+                },
+            },
+        ),
+    }
+}
+
+/// Finds the line at the start of `buf`: returns it without its `\n` / `\r\n`, and its
+/// length including the line end.
+fn next_line(buf: &[u8]) -> Result<(&[u8], usize), Stop> {
+    let window = buf.get(..MAX_LINE_BYTES).unwrap_or(buf);
+    match window.iter().position(|&b| b == b'\n') {
+        Some(end) => {
+            let raw = window.get(..end).unwrap_or_default();
+            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            Ok((line, end + 1))
+        }
+        None if buf.len() >= MAX_LINE_BYTES => Err(Stop::Fatal(bad(format!(
+            "line too long: at most {MAX_LINE_BYTES} bytes including the line end"
+        )))),
+        None => Err(Stop::NeedMore),
+    }
+}
+
+/// Checks a line's shape: non-empty, visible ASCII tokens separated by single spaces.
+fn check_line(line: &[u8]) -> Result<(), ProtoError> {
+    if line.is_empty() {
+        return Err(bad("empty line"));
+    }
+    if let Some(at) = line.iter().position(|&b| b != b' ' && !is_visible(b)) {
+        let byte = line.get(at).copied().unwrap_or_default();
+        return Err(bad(format!(
+            "byte 0x{byte:02x} at offset {at} is not visible ASCII"
+        )));
+    }
+    if line.first() == Some(&b' ') || line.last() == Some(&b' ') {
+        return Err(bad("leading or trailing space"));
+    }
+    if line.windows(2).any(|w| w == b"  ") {
+        return Err(bad("tokens must be separated by single spaces"));
+    }
+    Ok(())
+}
+
+/// PUB and DPUB: the byte count fixes the framing; everything else is checked only
+/// once the payload and its terminator are there, so a bad request still consumes them.
+fn parse_pub(
+    buf: &[u8],
+    line: &[u8],
+    line_len: usize,
+    limits: &Limits,
+    spec: &CommandSpec,
+    delayed: bool,
+) -> Result<Parsed, Stop> {
+    let n_at = if delayed { 3 } else { 2 };
+    let mut parts = line.splitn(n_at + 2, is_space);
+    let mut fixed: [&[u8]; 4] = [&[]; 4];
+    for slot in fixed.iter_mut().take(n_at + 1) {
+        match parts.next() {
+            Some(part) => *slot = part,
+            None => return Ok(usage_error(spec, line_len)),
+        }
+    }
+    let header_part = parts.next();
+    let n_tok = fixed.get(n_at).copied().unwrap_or_default();
+    if n_tok.is_empty() && header_part.is_none() {
+        // "PUB t " — a trailing space, no byte count: nothing follows.
+        return Ok(usage_error(spec, line_len));
+    }
+    let n = payload_len(n_tok, limits)?;
+    let (payload, consumed) = frame_payload(buf, line_len, n)?;
+    let built = build_pub(
+        line,
+        &fixed,
+        header_part.unwrap_or_default(),
+        payload,
+        delayed,
+    );
+    Ok(match built {
+        Ok(req) => Parsed::Request { req, consumed },
+        Err(err) => Parsed::Error { err, consumed },
+    })
+}
+
+fn build_pub(
+    line: &[u8],
+    fixed: &[&[u8]; 4],
+    headers: &[u8],
+    payload: &[u8],
+    delayed: bool,
+) -> Result<Request, ProtoError> {
+    check_line(line)?;
+    let [_, topic, delay, _] = *fixed;
+    let topic = topic_arg(topic)?;
+    let msg = message(headers, payload)?;
+    if !delayed {
+        return Ok(Request::Pub { topic, msg });
+    }
+    let delay_ms = number(delay, "delay_ms")?;
+    if delay_ms == 0 {
+        return Err(bad("DPUB delay_ms must be at least 1"));
+    }
+    Ok(Request::DPub {
+        topic,
+        delay_ms,
+        msg,
+    })
+}
+
+/// MPUB: the count and each message's byte count fix the framing; a bad topic or header
+/// anywhere consumes all `count` messages and gives one error.
+fn parse_mpub(
+    buf: &[u8],
+    line: &[u8],
+    line_len: usize,
+    limits: &Limits,
+    spec: &CommandSpec,
+) -> Result<Parsed, Stop> {
+    let mut parts = line.splitn(4, is_space);
+    let _verb = parts.next();
+    let topic = parts.next().unwrap_or_default();
+    let count_tok = parts.next();
+    let extra = parts.next();
+    let count_tok = match count_tok {
+        Some(tok) if !tok.is_empty() || extra.is_some() => tok,
+        _ => return Ok(usage_error(spec, line_len)),
+    };
+    let count = parse_u64(count_tok)
+        .and_then(|c| usize::try_from(c).ok())
+        .filter(|c| (1..=limits.max_batch).contains(c))
+        .ok_or_else(|| {
+            Stop::Fatal(bad(format!(
+                "MPUB count '{}' is not a number from 1 to {}",
+                quote(count_tok),
+                limits.max_batch
+            )))
+        })?;
+
+    let mut pos = line_len;
+    let mut frames: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut first_err: Option<ProtoError> = None;
+    for index in 1..=count {
+        let (msg_line, msg_line_len) = next_line(buf.get(pos..).unwrap_or_default())?;
+        let mut msg_parts = msg_line.splitn(2, is_space);
+        let n_tok = msg_parts.next().unwrap_or_default();
+        let headers = msg_parts.next().unwrap_or_default();
+        let n = payload_len(n_tok, limits)?;
+        let (payload, end) = frame_payload(buf, pos + msg_line_len, n)?;
+        if first_err.is_none()
+            && let Err(err) = check_line(msg_line).and_then(|()| check_headers(headers))
+        {
+            first_err = Some(bad(format!("message {index}: {}", err.msg)));
+        }
+        frames.push((headers, payload));
+        pos = end;
+    }
+    let consumed = pos;
+
+    let checked = check_line(line)
+        .and_then(|()| topic_arg(topic))
+        .and_then(|topic| match (extra, first_err) {
+            (Some(_), _) => Err(usage(spec)),
+            (None, Some(err)) => Err(err),
+            (None, None) => Ok(topic),
+        });
+    Ok(match checked {
+        Ok(topic) => {
+            let msgs = frames
+                .into_iter()
+                .map(|(headers, payload)| Message {
+                    headers: headers.to_vec(),
+                    payload: payload.to_vec(),
+                })
+                .collect();
+            Parsed::Request {
+                req: Request::MPub { topic, msgs },
+                consumed,
+            }
+        }
+        Err(err) => Parsed::Error { err, consumed },
+    })
+}
+
+/// A declared payload length: unparsable → fatal BADREQ, over the limit → fatal TOOBIG.
+fn payload_len(tok: &[u8], limits: &Limits) -> Result<usize, Stop> {
+    let n = parse_u64(tok)
+        .ok_or_else(|| Stop::Fatal(bad(format!("unparsable byte count '{}'", quote(tok)))))?;
+    match usize::try_from(n) {
+        Ok(n) if n <= limits.max_payload => Ok(n),
+        _ => Err(Stop::Fatal(ProtoError::new(
+            ErrCode::TooBig,
+            format!(
+                "payload of {n} bytes exceeds the maximum of {} bytes",
+                limits.max_payload
+            ),
+        ))),
+    }
+}
+
+/// The `n` payload bytes at `start` and the offset just past their terminator
+/// (`\r\n`, or a bare `\n`). Checks lengths only; copies nothing.
+fn frame_payload(buf: &[u8], start: usize, n: usize) -> Result<(&[u8], usize), Stop> {
+    let not_crlf = || Stop::Fatal(bad("payload not followed by CRLF"));
+    let Some(end) = start.checked_add(n) else {
+        return Err(Stop::Fatal(ProtoError::new(
+            ErrCode::TooBig,
+            "payload length overflows",
+        )));
+    };
+    let Some(payload) = buf.get(start..end) else {
+        return Err(Stop::NeedMore);
+    };
+    match buf.get(end) {
+        None => Err(Stop::NeedMore),
+        Some(b'\n') => Ok((payload, end + 1)),
+        Some(b'\r') => match buf.get(end + 1) {
+            None => Err(Stop::NeedMore),
+            Some(b'\n') => Ok((payload, end + 2)),
+            Some(_) => Err(not_crlf()),
+        },
+        Some(_) => Err(not_crlf()),
+    }
+}
+
+fn message(headers: &[u8], payload: &[u8]) -> Result<Message, ProtoError> {
+    check_headers(headers)?;
+    Ok(Message {
+        headers: headers.to_vec(),
+        payload: payload.to_vec(),
+    })
+}
+
+/// Checks the raw header part of a line (the tokens after `<n>`, possibly none).
+fn check_headers(raw: &[u8]) -> Result<(), ProtoError> {
+    if raw.is_empty() {
+        return Ok(());
+    }
+    for (index, tok) in tokens(raw).enumerate() {
+        if index >= MAX_HEADERS {
+            return Err(bad(format!("too many headers: at most {MAX_HEADERS}")));
+        }
+        let Some((key, value)) = split_eq(tok) else {
+            return Err(bad(format!("header '{}' is not key=value", quote(tok))));
+        };
+        if key.is_empty()
+            || key.len() > MAX_HEADER_KEY_BYTES
+            || !key.iter().all(|&b| is_name_byte(b))
+        {
+            return Err(bad(format!(
+                "invalid header key '{}': 1-{MAX_HEADER_KEY_BYTES} bytes of A-Z a-z 0-9 . _ -",
+                quote(key)
+            )));
+        }
+        if value.len() > MAX_HEADER_VALUE_BYTES || !value.iter().all(|&b| is_visible(b)) {
+            return Err(bad(format!(
+                "invalid value of header '{}': 0-{MAX_HEADER_VALUE_BYTES} bytes of visible ASCII",
+                quote(key)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The one-line commands. `line` has passed [`check_line`].
+fn parse_simple(
+    line: &[u8],
+    spec: &'static CommandSpec,
+    cmd: SimpleCmd,
+    limits: &Limits,
+) -> Result<Request, ProtoError> {
+    let mut toks = tokens(line);
+    let _verb = toks.next();
+    let mut args = Args { spec, toks };
+    let req = match cmd {
+        SimpleCmd::Ping => Request::Ping,
+        SimpleCmd::Auth => Request::Auth {
+            token: ascii(args.required()?),
+        },
+        SimpleCmd::Quit => Request::Quit,
+        SimpleCmd::Create => {
+            let topic = topic_arg(args.required()?)?;
+            let life_ms = match args.optional() {
+                None => 0,
+                Some(tok) => number(tok, "life_ms")?,
+            };
+            if life_ms != 0 && life_ms < 1000 {
+                return Err(bad("CREATE life_ms must be 0 or at least 1000"));
+            }
+            Request::Create { topic, life_ms }
+        }
+        SimpleCmd::Delete => Request::Delete {
+            topic: topic_arg(args.required()?)?,
+        },
+        SimpleCmd::Info => Request::Info {
+            topic: topic_arg(args.required()?)?,
+        },
+        SimpleCmd::List => Request::List,
+        SimpleCmd::Stats => Request::Stats,
+        SimpleCmd::Sub => Request::Sub(parse_sub(&mut args, limits)?),
+        SimpleCmd::Ack => Request::Ack,
+        SimpleCmd::Stop => Request::Stop,
+        SimpleCmd::Groups => Request::Groups {
+            topic: topic_arg(args.required()?)?,
+        },
+        SimpleCmd::Repl => Request::Repl {
+            after: number(args.required()?, "event id")?,
+        },
+        SimpleCmd::Promote => Request::Promote,
+    };
+    args.finish()?;
+    Ok(req)
+}
+
+fn parse_sub(args: &mut Args<'_>, limits: &Limits) -> Result<SubArgs, ProtoError> {
+    let topic = topic_arg(args.required()?)?;
+    let from = match args.required()? {
+        b"$" => SubFrom::Latest,
+        b"-" => SubFrom::Committed,
+        tok => SubFrom::After(number(tok, "SUB position")?),
+    };
+    let mut sub = SubArgs {
+        topic,
+        from,
+        batch: None,
+        ack_ms: None,
+        group: None,
+    };
+    while let Some(opt) = args.optional() {
+        let Some((key, value)) = split_eq(opt) else {
+            return Err(bad(format!("SUB option '{}' is not key=value", quote(opt))));
+        };
+        let duplicate = || bad(format!("SUB option '{}' given twice", quote(key)));
+        if key.eq_ignore_ascii_case(b"batch") {
+            if sub.batch.is_some() {
+                return Err(duplicate());
+            }
+            let batch = usize::try_from(number(value, "batch")?)
+                .ok()
+                .filter(|b| (1..=limits.max_batch).contains(b))
+                .ok_or_else(|| bad(format!("batch must be from 1 to {}", limits.max_batch)))?;
+            sub.batch = Some(batch);
+        } else if key.eq_ignore_ascii_case(b"ack") {
+            if sub.ack_ms.is_some() {
+                return Err(duplicate());
+            }
+            let ack_ms = number(value, "ack")?;
+            if ack_ms == 0 {
+                return Err(bad("ack must be at least 1 ms"));
+            }
+            sub.ack_ms = Some(ack_ms);
+        } else if key.eq_ignore_ascii_case(b"group") {
+            if sub.group.is_some() {
+                return Err(duplicate());
+            }
+            sub.group = Some(name_arg(value, "group")?);
+        } else {
+            return Err(bad(format!(
+                "unknown SUB option '{}' (batch, ack, group)",
+                quote(key)
+            )));
+        }
+    }
+    if sub.from == SubFrom::Committed && sub.group.is_none() {
+        return Err(bad("SUB position '-' needs group=<name>"));
+    }
+    Ok(sub)
+}
+
+/// The arguments after the verb, with arity errors that name the command.
+struct Args<'a> {
+    spec: &'static CommandSpec,
+    toks: Tokens<'a>,
+}
+
+impl<'a> Args<'a> {
+    fn required(&mut self) -> Result<&'a [u8], ProtoError> {
+        self.toks.next().ok_or_else(|| usage(self.spec))
+    }
+
+    fn optional(&mut self) -> Option<&'a [u8]> {
+        self.toks.next()
+    }
+
+    /// Rejects extra arguments.
+    fn finish(mut self) -> Result<(), ProtoError> {
+        match self.toks.next() {
+            None => Ok(()),
+            Some(_) => Err(usage(self.spec)),
+        }
+    }
+}
+
+fn usage(spec: &CommandSpec) -> ProtoError {
+    bad(format!(
+        "wrong number of arguments for {}: usage: {}",
+        spec.name, spec.usage
+    ))
+}
+
+fn usage_error(spec: &CommandSpec, consumed: usize) -> Parsed {
+    Parsed::Error {
+        err: usage(spec),
+        consumed,
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ProtoError {
+    ProtoError::new(ErrCode::BadReq, msg)
+}
+
+/// Validates a topic or group name: 1–128 bytes of A-Z a-z 0-9 . _ -
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_BYTES && name.iter().all(|&b| is_name_byte(b))
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+}
+
+fn is_visible(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b)
+}
+
+fn topic_arg(tok: &[u8]) -> Result<String, ProtoError> {
+    name_arg(tok, "topic")
+}
+
+fn name_arg(tok: &[u8], what: &str) -> Result<String, ProtoError> {
+    if valid_name(tok) {
+        Ok(ascii(tok))
+    } else {
+        Err(bad(format!(
+            "invalid {what} name '{}': 1-{MAX_NAME_BYTES} bytes of A-Z a-z 0-9 . _ -",
+            quote(tok)
+        )))
+    }
+}
+
+fn number(tok: &[u8], what: &str) -> Result<u64, ProtoError> {
+    parse_u64(tok).ok_or_else(|| {
+        bad(format!(
+            "invalid {what} '{}': expected an unsigned decimal number",
+            quote(tok)
+        ))
+    })
+}
+
+/// Unsigned decimal digits only, fitting in u64 (leading zeros allowed).
+fn parse_u64(tok: &[u8]) -> Option<u64> {
+    if tok.is_empty() {
+        return None;
+    }
+    tok.iter().try_fold(0u64, |acc, &b| {
+        if b.is_ascii_digit() {
+            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// Splits a token at its first `=`.
+fn split_eq(tok: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = tok.iter().position(|&b| b == b'=')?;
+    Some((tok.get(..at)?, tok.get(at + 1..)?))
+}
+
+/// A String from bytes already known to be ASCII.
+fn ascii(tok: &[u8]) -> String {
+    tok.iter().map(|&b| char::from(b)).collect()
+}
+
+/// A client token for an error text: printable, at most [`QUOTE_BYTES`] bytes.
+fn quote(tok: &[u8]) -> String {
+    let mut s: String = tok
+        .iter()
+        .take(QUOTE_BYTES)
+        .map(|&b| if is_visible(b) { char::from(b) } else { '?' })
+        .collect();
+    if tok.len() > QUOTE_BYTES {
+        s.push_str("...");
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------------------
+
+/// Appends the decimal digits of `v`.
+fn push_u64(out: &mut Vec<u8>, v: u64) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{v}");
+}
+
+/// `OK` or `OK 1 2`.
+pub fn encode_ok(out: &mut Vec<u8>, values: &[u64]) {
+    out.extend_from_slice(b"OK");
+    for &v in values {
+        out.push(b' ');
+        push_u64(out, v);
+    }
+    out.extend_from_slice(CRLF);
+}
+
+/// `ERR <CODE> <msg>`. The text is made safe for one line: bytes outside 0x20–0x7E
+/// become `?` and it is cut at [`MAX_ERR_TEXT_BYTES`]; an empty text gives `ERR <CODE>`.
+pub fn encode_err(out: &mut Vec<u8>, err: &ProtoError) {
+    out.extend_from_slice(b"ERR ");
+    out.extend_from_slice(err.code.as_str().as_bytes());
+    if !err.msg.is_empty() {
+        out.push(b' ');
+        out.extend(
+            err.msg
+                .bytes()
+                .take(MAX_ERR_TEXT_BYTES)
+                .map(|b| if (0x20..=0x7e).contains(&b) { b } else { b'?' }),
+        );
+    }
+    out.extend_from_slice(CRLF);
+}
+
+/// `MSG <event_id> <timestamp_ms> <n>[ <headers>]\r\n` + payload + `\r\n`.
+pub fn encode_msg(
+    out: &mut Vec<u8>,
+    event_id: u64,
+    timestamp_ms: u64,
+    headers: &[u8],
+    payload: &[u8],
+) {
+    out.reserve(40 + headers.len() + payload.len());
+    out.extend_from_slice(b"MSG ");
+    push_u64(out, event_id);
+    out.push(b' ');
+    push_u64(out, timestamp_ms);
+    out.push(b' ');
+    push_u64(out, payload.len() as u64);
+    if !headers.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(headers);
+    }
+    out.extend_from_slice(CRLF);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(CRLF);
+}
+
+/// `TOPIC <name> <created_ms> <expires_ms> <messages> <first_id> <last_id>`.
+pub fn encode_topic(
+    out: &mut Vec<u8>,
+    name: &str,
+    created_ms: u64,
+    expires_ms: u64,
+    messages: u64,
+    first_id: u64,
+    last_id: u64,
+) {
+    out.extend_from_slice(b"TOPIC ");
+    out.extend_from_slice(name.as_bytes());
+    for v in [created_ms, expires_ms, messages, first_id, last_id] {
+        out.push(b' ');
+        push_u64(out, v);
+    }
+    out.extend_from_slice(CRLF);
+}
+
+/// `GROUP <name> <committed_id> <active: 0|1> <standby_count>`.
+pub fn encode_group(
+    out: &mut Vec<u8>,
+    name: &str,
+    committed_id: u64,
+    active: bool,
+    standby_count: u64,
+) {
+    out.extend_from_slice(b"GROUP ");
+    out.extend_from_slice(name.as_bytes());
+    for v in [committed_id, u64::from(active), standby_count] {
+        out.push(b' ');
+        push_u64(out, v);
+    }
+    out.extend_from_slice(CRLF);
+}
+
+/// A keyword and a count: `BATCH 3`, `TOPICS 2`, `GROUPS 1`, `STATS 9`.
+pub fn encode_count(out: &mut Vec<u8>, keyword: &str, count: u64) {
+    out.extend_from_slice(keyword.as_bytes());
+    out.push(b' ');
+    push_u64(out, count);
+    out.extend_from_slice(CRLF);
+}
+
+/// `STAT <name> <value>` with a text value (e.g. `role master`).
+pub fn encode_stat(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(b"STAT ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(CRLF);
+}
+
+/// `STAT <name> <value>` with a numeric value.
+pub fn encode_stat_u64(out: &mut Vec<u8>, name: &str, value: u64) {
+    out.extend_from_slice(b"STAT ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    push_u64(out, value);
+    out.extend_from_slice(CRLF);
+}
+
+/// Any simple line (`PONG`, `ALIVE`, `STANDBY`, `END deleted`, …) plus `\r\n`. The
+/// caller passes server-made text without line ends.
+pub fn encode_line(out: &mut Vec<u8>, line: &str) {
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(CRLF);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIM: Limits = Limits {
+        max_payload: 1 << 20,
+        max_batch: 100,
+    };
+
+    /// xorshift64*: a tiny deterministic PRNG, so failures replay.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn show(input: &[u8]) -> String {
+        String::from_utf8_lossy(input).into_owned()
+    }
+
+    /// The input must be exactly one valid request.
+    fn req(input: &[u8]) -> Request {
+        req_with(input, &LIM)
+    }
+
+    fn req_with(input: &[u8], limits: &Limits) -> Request {
+        match parse_request(input, limits) {
+            Parsed::Request { req, consumed } => {
+                assert_eq!(consumed, input.len(), "consumed for {:?}", show(input));
+                req
+            }
+            other => panic!("{:?}: expected a request, got {other:?}", show(input)),
+        }
+    }
+
+    /// The input must give a non-fatal error; returns its code and consumed.
+    fn error(input: &[u8]) -> (ErrCode, usize) {
+        error_with(input, &LIM)
+    }
+
+    fn error_with(input: &[u8], limits: &Limits) -> (ErrCode, usize) {
+        match parse_request(input, limits) {
+            Parsed::Error { err, consumed } => {
+                assert!(!err.msg.is_empty());
+                (err.code, consumed)
+            }
+            other => panic!("{:?}: expected Error, got {other:?}", show(input)),
+        }
+    }
+
+    /// The input must be exactly one bad request with intact framing, code BADREQ.
+    fn badreq(input: &[u8]) {
+        assert_eq!(
+            error(input),
+            (ErrCode::BadReq, input.len()),
+            "{:?}",
+            show(input)
+        );
+    }
+
+    fn fatal(input: &[u8]) -> ErrCode {
+        fatal_with(input, &LIM)
+    }
+
+    fn fatal_with(input: &[u8], limits: &Limits) -> ErrCode {
+        match parse_request(input, limits) {
+            Parsed::Fatal { err } => err.code,
+            other => panic!("{:?}: expected Fatal, got {other:?}", show(input)),
+        }
+    }
+
+    fn msg(headers: &[u8], payload: &[u8]) -> Message {
+        Message {
+            headers: headers.to_vec(),
+            payload: payload.to_vec(),
+        }
+    }
+
+    fn sub(topic: &str, from: SubFrom) -> SubArgs {
+        SubArgs {
+            topic: topic.to_string(),
+            from,
+            batch: None,
+            ack_ms: None,
+            group: None,
+        }
+    }
+
+    /// Feeds `input` to the parser in chunks of the sizes `chunk` picks, the way a
+    /// connection does, and returns every result that is not NeedMore, ending with the
+    /// Fatal (if any) or with NeedMore once the input is exhausted.
+    fn drive(input: &[u8], limits: &Limits, mut chunk: impl FnMut() -> usize) -> Vec<Parsed> {
+        let mut buf = Vec::new();
+        let mut start = 0;
+        let mut fed = 0;
+        let mut results = Vec::new();
+        loop {
+            let parsed = parse_request(&buf[start..], limits);
+            let consumed = match &parsed {
+                Parsed::NeedMore => None,
+                Parsed::Fatal { .. } => {
+                    results.push(parsed);
+                    return results;
+                }
+                Parsed::Request { consumed, .. } | Parsed::Error { consumed, .. } => {
+                    Some(*consumed)
+                }
+            };
+            match consumed {
+                Some(consumed) => {
+                    assert!(consumed > 0 && consumed <= buf.len() - start);
+                    start += consumed;
+                    results.push(parsed);
+                }
+                None if fed == input.len() => {
+                    results.push(Parsed::NeedMore);
+                    return results;
+                }
+                None => {
+                    let n = chunk().clamp(1, input.len() - fed);
+                    buf.extend_from_slice(&input[fed..fed + n]);
+                    fed += n;
+                }
+            }
+        }
+    }
+
+    fn whole(input: &[u8], limits: &Limits) -> Vec<Parsed> {
+        drive(input, limits, || usize::MAX)
+    }
+
+    fn assert_chunking_invariant(input: &[u8], limits: &Limits, seed: u64) {
+        let expected = whole(input, limits);
+        assert_eq!(drive(input, limits, || 1), expected, "byte at a time");
+        let mut rng = Rng(seed);
+        for max in [2, 7, 64, 5000] {
+            let got = drive(input, limits, || 1 + rng.below(max));
+            assert_eq!(got, expected, "chunks up to {max}, input {:?}", show(input));
+        }
+    }
+
+    // ----- line framing -------------------------------------------------------------
+
+    #[test]
+    fn every_request_kind_parses() {
+        assert_eq!(req(b"PING\r\n"), Request::Ping);
+        assert_eq!(req(b"ping\r\n"), Request::Ping);
+        assert_eq!(req(b"PiNg\n"), Request::Ping);
+        assert_eq!(
+            req(b"AUTH s3cr=t!\r\n"),
+            Request::Auth {
+                token: "s3cr=t!".into()
+            }
+        );
+        assert_eq!(req(b"QUIT\r\n"), Request::Quit);
+        assert_eq!(
+            req(b"CREATE orders\r\n"),
+            Request::Create {
+                topic: "orders".into(),
+                life_ms: 0
+            }
+        );
+        assert_eq!(
+            req(b"create a.b_c-D9 60000\r\n"),
+            Request::Create {
+                topic: "a.b_c-D9".into(),
+                life_ms: 60000
+            }
+        );
+        assert_eq!(req(b"DELETE t\r\n"), Request::Delete { topic: "t".into() });
+        assert_eq!(
+            req(b"PUB t 5\r\nhello\r\n"),
+            Request::Pub {
+                topic: "t".into(),
+                msg: msg(b"", b"hello")
+            }
+        );
+        assert_eq!(
+            req(b"PUB t 0 a=1 b=\r\n\r\n"),
+            Request::Pub {
+                topic: "t".into(),
+                msg: msg(b"a=1 b=", b"")
+            }
+        );
+        assert_eq!(
+            req(b"MPUB t 2\r\n1\r\na\r\n2 k=v\r\nbc\r\n"),
+            Request::MPub {
+                topic: "t".into(),
+                msgs: vec![msg(b"", b"a"), msg(b"k=v", b"bc")]
+            }
+        );
+        assert_eq!(
+            req(b"DPUB t 1500 3 x=y\r\nabc\r\n"),
+            Request::DPub {
+                topic: "t".into(),
+                delay_ms: 1500,
+                msg: msg(b"x=y", b"abc")
+            }
+        );
+        assert_eq!(req(b"INFO t\r\n"), Request::Info { topic: "t".into() });
+        assert_eq!(req(b"LIST\r\n"), Request::List);
+        assert_eq!(req(b"STATS\r\n"), Request::Stats);
+        assert_eq!(
+            req(b"SUB t 0\r\n"),
+            Request::Sub(sub("t", SubFrom::After(0)))
+        );
+        assert_eq!(
+            req(b"SUB t 42 batch=10 ack=500 group=g1\r\n"),
+            Request::Sub(SubArgs {
+                batch: Some(10),
+                ack_ms: Some(500),
+                group: Some("g1".into()),
+                ..sub("t", SubFrom::After(42))
+            })
+        );
+        assert_eq!(
+            req(b"SUB t $ ack=1\r\n"),
+            Request::Sub(SubArgs {
+                ack_ms: Some(1),
+                ..sub("t", SubFrom::Latest)
+            })
+        );
+        assert_eq!(
+            req(b"SUB t - group=g batch=100\r\n"),
+            Request::Sub(SubArgs {
+                batch: Some(100),
+                group: Some("g".into()),
+                ..sub("t", SubFrom::Committed)
+            })
+        );
+        assert_eq!(req(b"ACK\r\n"), Request::Ack);
+        assert_eq!(req(b"STOP\r\n"), Request::Stop);
+        assert_eq!(req(b"GROUPS t\r\n"), Request::Groups { topic: "t".into() });
+        assert_eq!(
+            req(b"REPL 18446744073709551615\r\n"),
+            Request::Repl { after: u64::MAX }
+        );
+        assert_eq!(req(b"REPL 007\r\n"), Request::Repl { after: 7 });
+        assert_eq!(req(b"PROMOTE\r\n"), Request::Promote);
+    }
+
+    #[test]
+    fn request_names() {
+        assert_eq!(Request::Ping.name(), "PING");
+        assert_eq!(req(b"MPUB t 1\r\n0\r\n\r\n").name(), "MPUB");
+        assert_eq!(req(b"sub t $\r\n").name(), "SUB");
+    }
+
+    #[test]
+    fn payloads_round_trip_byte_exact() {
+        let payload: &[u8] = b"\r\n\0a\r\nPING\r\n\0\xff\n\r";
+        let mut input = format!("PUB t {}\r\n", payload.len()).into_bytes();
+        input.extend_from_slice(payload);
+        input.extend_from_slice(b"\r\n");
+        assert_eq!(
+            req(&input),
+            Request::Pub {
+                topic: "t".into(),
+                msg: msg(b"", payload)
+            }
+        );
+
+        let mut input = format!("DPUB t 1 {} h=\0\r\n", payload.len()).into_bytes();
+        // A NUL in a header is a bad header, but the framing holds.
+        input.extend_from_slice(payload);
+        input.extend_from_slice(b"\r\n");
+        assert_eq!(error(&input), (ErrCode::BadReq, input.len()));
+
+        let mut input = format!("DPUB t 1 {}\n", payload.len()).into_bytes();
+        input.extend_from_slice(payload);
+        input.extend_from_slice(b"\n");
+        assert_eq!(
+            req(&input),
+            Request::DPub {
+                topic: "t".into(),
+                delay_ms: 1,
+                msg: msg(b"", payload)
+            }
+        );
+
+        let mut input = b"MPUB t 2\r\n".to_vec();
+        for headers in ["", " a=b"] {
+            input.extend_from_slice(format!("{}{headers}\r\n", payload.len()).as_bytes());
+            input.extend_from_slice(payload);
+            input.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(
+            req(&input),
+            Request::MPub {
+                topic: "t".into(),
+                msgs: vec![msg(b"", payload), msg(b"a=b", payload)]
+            }
+        );
+
+        let mut out = Vec::new();
+        encode_msg(&mut out, 7, 8, b"a=b", payload);
+        let mut expected = format!("MSG 7 8 {} a=b\r\n", payload.len()).into_bytes();
+        expected.extend_from_slice(payload);
+        expected.extend_from_slice(b"\r\n");
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn bare_newline_is_accepted() {
+        assert_eq!(req(b"STATS\n"), Request::Stats);
+        assert_eq!(
+            req(b"PUB t 2\nab\n"),
+            Request::Pub {
+                topic: "t".into(),
+                msg: msg(b"", b"ab")
+            }
+        );
+        assert_eq!(
+            req(b"MPUB t 2\n1\na\r\n1 k=v\r\nb\n"),
+            Request::MPub {
+                topic: "t".into(),
+                msgs: vec![msg(b"", b"a"), msg(b"k=v", b"b")]
+            }
+        );
+    }
+
+    #[test]
+    fn line_length_limit() {
+        // Exactly 4096 bytes including CRLF: a line.
+        let mut line = b"AUTH ".to_vec();
+        line.resize(MAX_LINE_BYTES - 2, b'a');
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(line.len(), MAX_LINE_BYTES);
+        assert!(matches!(req(&line), Request::Auth { token } if token.len() == 4089));
+
+        // Exactly 4096 bytes including a bare LF.
+        let mut line = b"AUTH ".to_vec();
+        line.resize(MAX_LINE_BYTES - 1, b'a');
+        line.push(b'\n');
+        assert!(matches!(req(&line), Request::Auth { .. }));
+
+        // A 4096-byte line that is a bad request is still a line (Error, not Fatal).
+        let mut line = b"INFO ".to_vec();
+        line.resize(MAX_LINE_BYTES - 2, b'a');
+        line.extend_from_slice(b"\r\n");
+        badreq(&line);
+
+        // 4097 bytes including CRLF: fatal, whether or not the LF has arrived.
+        let mut line = b"AUTH ".to_vec();
+        line.resize(MAX_LINE_BYTES - 1, b'a');
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(line.len(), MAX_LINE_BYTES + 1);
+        assert_eq!(fatal(&line), ErrCode::BadReq);
+        assert_eq!(fatal(&line[..MAX_LINE_BYTES]), ErrCode::BadReq);
+        assert_eq!(
+            parse_request(&line[..MAX_LINE_BYTES - 1], &LIM),
+            Parsed::NeedMore
+        );
+        assert_eq!(fatal(&[b'x'; 10_000]), ErrCode::BadReq);
+
+        // The limit applies to MPUB message lines too.
+        let mut input = b"MPUB t 1\r\n0 ".to_vec();
+        input.resize(10 + MAX_LINE_BYTES, b'a');
+        assert_eq!(fatal(&input), ErrCode::BadReq);
+        assert_eq!(
+            parse_request(&input[..input.len() - 1], &LIM),
+            Parsed::NeedMore
+        );
+    }
+
+    #[test]
+    fn malformed_lines_keep_the_connection() {
+        badreq(b"\r\n");
+        badreq(b"\n");
+        badreq(b" PING\r\n");
+        badreq(b"PING \r\n");
+        badreq(b"INFO  t\r\n");
+        badreq(b"INFO\tt\r\n");
+        badreq(b"PING\0\r\n");
+        badreq(b"INFO t\x01\r\n");
+        badreq(b"AUTH caf\xc3\xa9\r\n");
+        badreq(b"PI\rNG\r\n");
+        badreq(b"PING\r\r\n");
+        badreq(b"\x7f\r\n");
+        // Only the line is consumed; the next request follows.
+        assert_eq!(error(b"PING \r\nPING\r\n"), (ErrCode::BadReq, 7));
+    }
+
+    #[test]
+    fn commands_match_exactly() {
+        for input in [
+            &b"FOO\r\n"[..],
+            b"PIN\r\n",
+            b"PINGX\r\n",
+            b"P\r\n",
+            b"SUBS t 0\r\n",
+        ] {
+            assert_eq!(error(input), (ErrCode::Unknown, input.len()));
+        }
+        match parse_request(b"frob x\r\n", &LIM) {
+            Parsed::Error { err, .. } => assert!(err.msg.contains("frob"), "{err}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_arity_names_the_command() {
+        for input in [
+            &b"PING x\r\n"[..],
+            b"QUIT now\r\n",
+            b"LIST all\r\n",
+            b"STATS x\r\n",
+            b"ACK 1\r\n",
+            b"STOP 1\r\n",
+            b"PROMOTE x\r\n",
+            b"AUTH\r\n",
+            b"AUTH a b\r\n",
+            b"CREATE\r\n",
+            b"CREATE t 1000 x\r\n",
+            b"DELETE\r\n",
+            b"DELETE a b\r\n",
+            b"INFO\r\n",
+            b"INFO a b\r\n",
+            b"GROUPS\r\n",
+            b"GROUPS a b\r\n",
+            b"REPL\r\n",
+            b"REPL 1 2\r\n",
+            b"SUB\r\n",
+            b"SUB t\r\n",
+        ] {
+            badreq(input);
+            let verb = show(
+                input
+                    .split(|&b| b == b' ' || b == b'\r')
+                    .next()
+                    .unwrap_or_default(),
+            );
+            match parse_request(input, &LIM) {
+                Parsed::Error { err, .. } => assert!(err.msg.contains(&verb), "{err}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_and_names() {
+        badreq(b"REPL -1\r\n");
+        badreq(b"REPL +1\r\n");
+        badreq(b"REPL 1.5\r\n");
+        badreq(b"REPL 0x10\r\n");
+        badreq(b"REPL 18446744073709551616\r\n");
+        badreq(b"REPL 99999999999999999999999999\r\n");
+        badreq(b"INFO a/b\r\n");
+        badreq(b"INFO a:b\r\n");
+        badreq(b"DELETE a=b\r\n");
+        let long = format!("INFO {}\r\n", "n".repeat(MAX_NAME_BYTES));
+        assert!(matches!(req(long.as_bytes()), Request::Info { .. }));
+        badreq(format!("INFO {}\r\n", "n".repeat(MAX_NAME_BYTES + 1)).as_bytes());
+        assert!(valid_name(b"Az09._-"));
+        assert!(!valid_name(b""));
+        assert!(!valid_name(b"a b"));
+        assert!(!valid_name("é".as_bytes()));
+    }
+
+    #[test]
+    fn create_life() {
+        badreq(b"CREATE t 999\r\n");
+        badreq(b"CREATE t 1\r\n");
+        badreq(b"CREATE t x\r\n");
+        badreq(b"CREATE bad/t\r\n");
+        for (input, life_ms) in [
+            (&b"CREATE t 0\r\n"[..], 0),
+            (b"CREATE t 1000\r\n", 1000),
+            (b"CREATE t\r\n", 0),
+        ] {
+            assert_eq!(
+                req(input),
+                Request::Create {
+                    topic: "t".into(),
+                    life_ms
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn pub_framing_errors() {
+        let small = Limits {
+            max_payload: 10,
+            max_batch: 3,
+        };
+        // Byte count missing: nothing follows.
+        badreq(b"PUB\r\n");
+        badreq(b"PUB t\r\n");
+        badreq(b"PUB t \r\n");
+        badreq(b"DPUB t 5\r\n");
+        // Unparsable byte count: framing lost.
+        assert_eq!(fatal(b"PUB t x\r\nabc\r\n"), ErrCode::BadReq);
+        assert_eq!(fatal(b"PUB t -1\r\n"), ErrCode::BadReq);
+        assert_eq!(fatal(b"PUB t 99999999999999999999\r\n"), ErrCode::BadReq);
+        assert_eq!(fatal(b"PUB t  5\r\nhello\r\n"), ErrCode::BadReq);
+        assert_eq!(fatal(b"DPUB t 5 x\r\n"), ErrCode::BadReq);
+        // Over the limit: fatal TOOBIG, before any payload arrives.
+        assert_eq!(fatal_with(b"PUB t 11\r\n", &small), ErrCode::TooBig);
+        assert_eq!(fatal_with(b"DPUB t 1 11\r\n", &small), ErrCode::TooBig);
+        assert_eq!(fatal(b"PUB t 18446744073709551615\r\n"), ErrCode::TooBig);
+        assert!(matches!(
+            req_with(b"PUB t 10\r\n0123456789\r\n", &small),
+            Request::Pub { .. }
+        ));
+        // Bad terminator.
+        assert_eq!(fatal(b"PUB t 3\r\nabcXY"), ErrCode::BadReq);
+        assert_eq!(fatal(b"PUB t 3\r\nabc\rX"), ErrCode::BadReq);
+        assert_eq!(fatal(b"PUB t 3\r\nabc\r\r\n"), ErrCode::BadReq);
+        assert_eq!(fatal(b"PUB t 3\r\nabcd\r\n"), ErrCode::BadReq);
+        // Incomplete: wait.
+        for input in [
+            &b"PUB t 3\r\n"[..],
+            b"PUB t 3\r\nab",
+            b"PUB t 3\r\nabc",
+            b"PUB t 3\r\nabc\r",
+        ] {
+            assert_eq!(parse_request(input, &LIM), Parsed::NeedMore);
+        }
+    }
+
+    #[test]
+    fn pub_bad_arguments_consume_the_payload() {
+        badreq(b"PUB bad/topic 3\r\nabc\r\n");
+        badreq(b"PUB t 3 nokey\r\nabc\r\n");
+        badreq(b"PUB t 3 =v\r\nabc\r\n");
+        badreq(b"PUB t 3 k!=v\r\nabc\r\n");
+        badreq(b"PUB t 3 k=v \r\nabc\r\n");
+        badreq(b"PUB t 3 k=v  j=w\r\nabc\r\n");
+        badreq(b"PUB t 3 k=\xff\r\nabc\r\n");
+        badreq(b"PUB  3\r\nabc\r\n");
+        badreq(b"DPUB t 0 3\r\nabc\r\n");
+        badreq(b"DPUB t x 3\r\nabc\r\n");
+        badreq(b"DPUB bad/t 1 3\r\nabc\r\n");
+        // The error waits for the payload, so it is not parsed as commands.
+        assert_eq!(
+            parse_request(b"PUB bad/topic 3\r\nab", &LIM),
+            Parsed::NeedMore
+        );
+        assert_eq!(
+            error(b"PUB bad/topic 3\r\nabc\r\nPING\r\n"),
+            (ErrCode::BadReq, 22)
+        );
+    }
+
+    #[test]
+    fn header_limits() {
+        let headers = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let pub_with = |h: &str| format!("PUB t 1 {h}\r\nx\r\n").into_bytes();
+
+        let h32 = headers(MAX_HEADERS);
+        assert_eq!(
+            req(&pub_with(&h32)),
+            Request::Pub {
+                topic: "t".into(),
+                msg: msg(h32.as_bytes(), b"x")
+            }
+        );
+        badreq(&pub_with(&headers(MAX_HEADERS + 1)));
+
+        let key64 = "k".repeat(MAX_HEADER_KEY_BYTES);
+        assert!(matches!(
+            req(&pub_with(&format!("{key64}=v"))),
+            Request::Pub { .. }
+        ));
+        badreq(&pub_with(&format!("{key64}k=v")));
+
+        let value1024 = "v".repeat(MAX_HEADER_VALUE_BYTES);
+        assert!(matches!(
+            req(&pub_with(&format!("k={value1024}"))),
+            Request::Pub { .. }
+        ));
+        badreq(&pub_with(&format!("k={value1024}v")));
+
+        // The first '=' splits; later ones belong to the value. Empty values are fine.
+        assert_eq!(
+            req(b"PUB t 1 url=a=b==c e=\r\nx\r\n"),
+            Request::Pub {
+                topic: "t".into(),
+                msg: msg(b"url=a=b==c e=", b"x")
+            }
+        );
+        // Keys may repeat; headers are kept verbatim.
+        assert!(
+            matches!(req(b"PUB t 1 a=1 a=2\r\nx\r\n"), Request::Pub { msg, .. } if msg.headers == b"a=1 a=2")
+        );
+
+        // The same limits inside MPUB and DPUB.
+        let mut mpub = b"MPUB t 1\r\n".to_vec();
+        mpub.extend_from_slice(format!("1 {}\r\nx\r\n", headers(MAX_HEADERS + 1)).as_bytes());
+        badreq(&mpub);
+        badreq(format!("DPUB t 5 1 {key64}k=v\r\nx\r\n").as_bytes());
+    }
+
+    #[test]
+    fn mpub_errors() {
+        let small = Limits {
+            max_payload: 10,
+            max_batch: 3,
+        };
+        // No count: nothing follows.
+        badreq(b"MPUB\r\n");
+        badreq(b"MPUB t\r\n");
+        badreq(b"MPUB t \r\n");
+        // A count that does not tell how many lines follow: framing lost.
+        assert_eq!(fatal_with(b"MPUB t 0\r\n", &small), ErrCode::BadReq);
+        assert_eq!(fatal_with(b"MPUB t 4\r\n", &small), ErrCode::BadReq);
+        assert_eq!(fatal_with(b"MPUB t x\r\n", &small), ErrCode::BadReq);
+        assert_eq!(fatal_with(b"MPUB t -1\r\n", &small), ErrCode::BadReq);
+        // A double space shifts the count position: it cannot be trusted.
+        assert_eq!(fatal_with(b"MPUB  t 2\r\n", &small), ErrCode::BadReq);
+        // Message framing.
+        assert_eq!(
+            fatal_with(b"MPUB t 2\r\n1\r\na\r\nx\r\n", &small),
+            ErrCode::BadReq
+        );
+        assert_eq!(
+            fatal_with(b"MPUB t 2\r\n1\r\na\r\n\r\n", &small),
+            ErrCode::BadReq
+        );
+        assert_eq!(
+            fatal_with(b"MPUB t 2\r\n1\r\na\r\n11\r\n", &small),
+            ErrCode::TooBig
+        );
+        assert_eq!(fatal_with(b"MPUB t 2\r\n1\r\naXY", &small), ErrCode::BadReq);
+        assert_eq!(
+            fatal_with(b"MPUB t 2\r\n1\r\na\r\n1\r\nb\rZ", &small),
+            ErrCode::BadReq
+        );
+        // Bad topic, headers or extra tokens: everything consumed, one error.
+        let rest = b"1\r\na\r\n2 k=v\r\nbc\r\n";
+        for line in [
+            &b"MPUB bad/t 2\r\n"[..],
+            b"MPUB t 2 x\r\n",
+            b"MPUB t 2 \r\n",
+        ] {
+            let mut input = line.to_vec();
+            input.extend_from_slice(rest);
+            assert_eq!(error_with(&input, &small), (ErrCode::BadReq, input.len()));
+            // And it waits for all of it first.
+            assert_eq!(
+                parse_request(&input[..input.len() - 1], &small),
+                Parsed::NeedMore
+            );
+        }
+        for bad_msg in [
+            &b"2 k\r\nbc\r\n"[..],
+            b"2 k=v \r\nbc\r\n",
+            b"2  k=v\r\nbc\r\n",
+            b"2 k=\x01\r\nbc\r\n",
+        ] {
+            let mut input = b"MPUB t 3\r\n1\r\na\r\n".to_vec();
+            input.extend_from_slice(bad_msg);
+            input.extend_from_slice(b"0\r\n\r\nPING\r\n");
+            match parse_request(&input, &small) {
+                Parsed::Error { err, consumed } => {
+                    assert_eq!(err.code, ErrCode::BadReq);
+                    assert!(err.msg.starts_with("message 2:"), "{err}");
+                    assert_eq!(consumed, input.len() - 6);
+                }
+                other => panic!("{:?}: {other:?}", show(&input)),
+            }
+        }
+    }
+
+    #[test]
+    fn sub_errors() {
+        badreq(b"SUB t x\r\n");
+        badreq(b"SUB t -1\r\n");
+        badreq(b"SUB bad/t 0\r\n");
+        badreq(b"SUB t -\r\n");
+        badreq(b"SUB t - batch=5\r\n");
+        badreq(b"SUB t 0 batch=0\r\n");
+        badreq(b"SUB t 0 batch=101\r\n");
+        badreq(b"SUB t 0 batch=x\r\n");
+        badreq(b"SUB t 0 batch=\r\n");
+        badreq(b"SUB t 0 ack=0\r\n");
+        badreq(b"SUB t 0 ack=-5\r\n");
+        badreq(b"SUB t 0 group=bad/g\r\n");
+        badreq(b"SUB t 0 group=\r\n");
+        badreq(b"SUB t 0 batch=1 batch=2\r\n");
+        badreq(b"SUB t 0 ack=1 ack=1\r\n");
+        badreq(b"SUB t 0 group=a group=b\r\n");
+        badreq(b"SUB t 0 color=red\r\n");
+        badreq(b"SUB t 0 batch\r\n");
+        badreq(b"SUB t 0 10\r\n");
+        assert_eq!(
+            req(b"SUB t 0 group=g ack=9 batch=1\r\n"),
+            Request::Sub(SubArgs {
+                batch: Some(1),
+                ack_ms: Some(9),
+                group: Some("g".into()),
+                ..sub("t", SubFrom::After(0))
+            })
+        );
+    }
+
+    // ----- partial reads ------------------------------------------------------------
+
+    fn pipelines() -> Vec<Vec<u8>> {
+        let mut long_auth = b"AUTH ".to_vec();
+        long_auth.resize(MAX_LINE_BYTES - 2, b'z');
+        long_auth.extend_from_slice(b"\r\nPING\r\n");
+        vec![
+            b"PING\r\nPUB t 5 a=b\r\nhe\r\nl\r\nMPUB t 3\r\n3 k=v\r\nabc\r\n0\r\n\r\n4 x=1 y=2=3\r\n\0\r\n\n\r\nSUB t 0 batch=5\r\nACK\r\nSTOP\r\n".to_vec(),
+            b"AUTH tok\nCREATE t 1000\nDPUB t 10 2 h=1\n\r\n\nmpub t 1\n0\n\ninfo t\nLIST\r\nGROUPS t\r\nSTATS\r\nREPL 0\r\nPROMOTE\r\nQUIT\r\n".to_vec(),
+            // Errors that keep the connection, then a fatal one.
+            b"PUB bad/t 3\r\nabc\r\nFOO\r\n\r\nPING  \r\nMPUB t 2\r\n1 k\r\na\r\n1\r\nb\r\nDELETE t\r\nPUB t 3\r\nabcXYZ\r\nPING\r\n".to_vec(),
+            // Ends mid-request.
+            b"PING\r\nMPUB t 3\r\n1 a=b\r\nx\r\n2\r\nyy\r\n".to_vec(),
+            b"SUB t $\r\nPUB t 2000000\r\n".to_vec(),
+            long_auth,
+        ]
+    }
+
+    #[test]
+    fn partial_reads_give_the_same_results() {
+        let inputs = pipelines();
+        let first = whole(&inputs[0], &LIM);
+        assert_eq!(first.len(), 7, "{first:?}");
+        assert!(
+            matches!(&first[2], Parsed::Request { req: Request::MPub { msgs, .. }, .. } if msgs.len() == 3 && msgs[2] == msg(b"x=1 y=2=3", b"\0\r\n\n"))
+        );
+        let third = whole(&inputs[2], &LIM);
+        assert!(
+            matches!(third.last(), Some(Parsed::Fatal { .. })),
+            "{third:?}"
+        );
+        assert_eq!(
+            third
+                .iter()
+                .filter(|p| matches!(p, Parsed::Error { .. }))
+                .count(),
+            5
+        );
+        for (i, input) in inputs.iter().enumerate() {
+            assert_chunking_invariant(input, &LIM, 0x9e37_79b9_7f4a_7c15 ^ i as u64);
+        }
+    }
+
+    #[test]
+    fn every_strict_prefix_needs_more() {
+        for input in [
+            &b"MPUB t 3\r\n3 k=v\r\nabc\r\n0\r\n\r\n2 x=1\r\nhi\r\n"[..],
+            b"PUB t 4 a=b\r\n\r\n\r\n\r\n",
+            b"DPUB bad/t 1 2\r\nab\r\n",
+            b"SUB t - group=g\r\n",
+        ] {
+            let expected = parse_request(input, &LIM);
+            assert!(!matches!(expected, Parsed::NeedMore | Parsed::Fatal { .. }));
+            for cut in 0..input.len() {
+                assert_eq!(
+                    parse_request(&input[..cut], &LIM),
+                    Parsed::NeedMore,
+                    "prefix {:?}",
+                    show(&input[..cut])
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        const FRAGMENTS: [&[u8]; 30] = [
+            b"PUB ",
+            b"MPUB ",
+            b"DPUB ",
+            b"SUB ",
+            b"CREATE ",
+            b"AUTH ",
+            b"PING",
+            b"t ",
+            b"t",
+            b"3",
+            b"0",
+            b"1 ",
+            b"2",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b" ",
+            b"k=v",
+            b"=",
+            b"abc",
+            b"\0",
+            b"batch=2",
+            b"group=g",
+            b"$ ",
+            b"- ",
+            b"99999999999999999999",
+            b"\xff",
+            b"ACK",
+            b"REPL ",
+            b"1000",
+        ];
+        let limits = Limits {
+            max_payload: 16,
+            max_batch: 3,
+        };
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        for round in 0..2000 {
+            let len = rng.below(200);
+            let input: Vec<u8> = if round % 2 == 0 {
+                (0..len).map(|_| rng.next() as u8).collect()
+            } else {
+                (0..len / 4)
+                    .flat_map(|_| FRAGMENTS[rng.below(FRAGMENTS.len())].iter().copied())
+                    .collect()
+            };
+            let seed = rng.next();
+            assert_chunking_invariant(&input, &limits, seed);
+        }
+    }
+
+    // ----- encoders -----------------------------------------------------------------
+
+    #[test]
+    fn encoders_produce_exact_bytes() {
+        let mut out = Vec::new();
+        encode_ok(&mut out, &[]);
+        encode_ok(&mut out, &[1, 2]);
+        encode_ok(&mut out, &[0, u64::MAX]);
+        assert_eq!(out, b"OK\r\nOK 1 2\r\nOK 0 18446744073709551615\r\n");
+
+        let mut out = Vec::new();
+        encode_err(&mut out, &ProtoError::new(ErrCode::BadReq, "empty line"));
+        encode_err(&mut out, &ProtoError::new(ErrCode::NoTopic, "no topic 't'"));
+        encode_err(&mut out, &ProtoError::new(ErrCode::Internal, ""));
+        encode_err(&mut out, &ProtoError::new(ErrCode::Busy, "a\r\nb\u{e9}"));
+        assert_eq!(
+            out,
+            b"ERR BADREQ empty line\r\nERR NOTOPIC no topic 't'\r\nERR INTERNAL\r\nERR BUSY a??b??\r\n"
+        );
+        let mut out = Vec::new();
+        encode_err(
+            &mut out,
+            &ProtoError::new(ErrCode::BadReq, "x".repeat(10_000)),
+        );
+        assert_eq!(out.len(), "ERR BADREQ ".len() + MAX_ERR_TEXT_BYTES + 2);
+
+        let mut out = Vec::new();
+        encode_msg(&mut out, 12, 1_700_000_000_000, b"", b"hi");
+        encode_msg(&mut out, 13, 5, b"k=v a=b", b"");
+        assert_eq!(
+            out,
+            b"MSG 12 1700000000000 2\r\nhi\r\nMSG 13 5 0 k=v a=b\r\n\r\n"
+        );
+
+        let mut out = Vec::new();
+        encode_topic(&mut out, "orders", 1000, 0, 3, 4, 9);
+        encode_group(&mut out, "g", 9, true, 2);
+        encode_group(&mut out, "h", 0, false, 0);
+        encode_count(&mut out, "BATCH", 3);
+        encode_stat(&mut out, "role", "master");
+        encode_stat_u64(&mut out, "topics", 7);
+        encode_line(&mut out, "PONG");
+        encode_line(&mut out, "END deleted");
+        assert_eq!(
+            out,
+            b"TOPIC orders 1000 0 3 4 9\r\nGROUP g 9 1 2\r\nGROUP h 0 0 0\r\nBATCH 3\r\nSTAT role master\r\nSTAT topics 7\r\nPONG\r\nEND deleted\r\n"
+        );
+    }
+
+    #[test]
+    fn error_codes_and_display() {
+        let all = [
+            (ErrCode::BadReq, "BADREQ"),
+            (ErrCode::Unknown, "UNKNOWN"),
+            (ErrCode::NoTopic, "NOTOPIC"),
+            (ErrCode::Exists, "EXISTS"),
+            (ErrCode::TooBig, "TOOBIG"),
+            (ErrCode::ReadOnly, "READONLY"),
+            (ErrCode::NoAuth, "NOAUTH"),
+            (ErrCode::Busy, "BUSY"),
+            (ErrCode::Internal, "INTERNAL"),
+        ];
+        for (code, text) in all {
+            assert_eq!(code.as_str(), text);
+        }
+        assert_eq!(
+            ProtoError::new(ErrCode::BadReq, "bad name").to_string(),
+            "BADREQ bad name"
+        );
+        let err: Box<dyn std::error::Error> = Box::new(ProtoError::new(ErrCode::Busy, "full"));
+        assert_eq!(err.to_string(), "BUSY full");
+    }
+}
