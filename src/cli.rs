@@ -213,9 +213,13 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
             }
             Long("event") => {
                 let v = string_value(&mut parser, "--event")?;
-                let n = v
-                    .parse::<u64>()
-                    .map_err(|_| bad("--event", &v, "must be an event id (a whole number ≥ 0)"))?;
+                let n = v.parse::<u64>().map_err(|_| {
+                    bad(
+                        "--event",
+                        &v,
+                        "must be an event id (a whole number, 0 or more)",
+                    )
+                })?;
                 set_once(&mut event, n, "--event")?;
             }
             Short(c) => return Err(CliError::UnknownFlag(format!("-{c}"))),

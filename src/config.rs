@@ -190,7 +190,7 @@ pub struct SubConfig {
 }
 
 /// `auth:` — the shared token; empty = no authentication.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthConfig {
     pub token: String,
 }
@@ -262,14 +262,6 @@ impl Default for SubConfig {
         SubConfig {
             default_batch: 32,
             default_ack_timeout_ms: 30_000,
-        }
-    }
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            token: String::new(),
         }
     }
 }
@@ -952,9 +944,14 @@ mod tests {
         let c = Config::load(&shipped("slave.yaml")).expect("config/slave.yaml loads");
         assert_eq!(c.port, 12302);
         assert_eq!(c.store.path, PathBuf::from("data-slave"));
-        let mut expected = Config::default();
-        expected.port = 12302;
-        expected.store.path = PathBuf::from("data-slave");
+        let expected = Config {
+            port: 12302,
+            store: StoreConfig {
+                path: PathBuf::from("data-slave"),
+                ..StoreConfig::default()
+            },
+            ..Config::default()
+        };
         assert_same(&c, &expected);
     }
 
