@@ -1,10 +1,604 @@
-//! TEMP STUB
+//! The server's command line: `smss [--config FILE] [--role master|slave]
+//! [--master HOST:PORT] [--event N]`, plus `--help` and `--version`.
+//!
+//! Owns: parsing argv (with lexopt) into [`Command`] / [`ServerArgs`], the `--help`
+//! text ([`USAGE`]) and [`CliError`]. Pure: no I/O, runs once on the main thread.
+//! These are the raw flags only; the config file they name is read and validated by
+//! [`crate::config`], and `main` combines the two.
+
+use std::ffi::OsString;
+use std::fmt;
 use std::path::PathBuf;
-#[derive(Debug, Clone, Copy, PartialEq, Eq)] pub enum Role { Master, Slave }
-#[derive(Debug, Clone, PartialEq, Eq)] pub struct ServerArgs { pub config: PathBuf, pub role: Role, pub master: Option<String>, pub event: Option<u64> }
-pub enum Command { Run(ServerArgs), Help, Version }
-#[derive(Debug)] pub struct CliError;
-impl std::fmt::Display for CliError { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "x") } }
-impl std::error::Error for CliError {}
-pub const USAGE: &str = "";
-pub fn parse_args<I: IntoIterator<Item = std::ffi::OsString>>(_a: I) -> Result<Command, CliError> { Err(CliError) }
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+/// The `--help` text.
+pub const USAGE: &str = "\
+smss - a small persistent message queue server
+
+Usage: smss [--config FILE] [--role master|slave] [--master HOST:PORT] [--event N]
+
+Options:
+  --config FILE       config file to load [default: config/config.yaml]
+  --role ROLE         master (the default) or slave
+  --master HOST:PORT  the master to replicate from (required with --role slave,
+                      refused with --role master)
+  --event N           slave only: replicate from event id N instead of the
+                      slave's own last event id
+  -h, --help          print this help and exit
+  -V, --version       print the version and exit
+
+Values may also be given as --flag=VALUE.
+";
+
+/// The `--version` text (without a trailing newline).
+pub const VERSION_TEXT: &str = concat!("smss ", env!("CARGO_PKG_VERSION"));
+
+/// Which side of replication this server is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Slave,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Slave => "slave",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The parsed, checked flags of a server run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerArgs {
+    /// `--config`; default `config/config.yaml` (relative to the working directory).
+    pub config: PathBuf,
+    /// `--role`; default master.
+    pub role: Role,
+    /// `--master HOST:PORT`: present exactly when `role` is slave. Checked to have a
+    /// non-empty host and a port 1..=65535; the host is not resolved here. An IPv6
+    /// address is written in brackets: `[::1]:12301`.
+    pub master: Option<String>,
+    /// `--event N`: slave only; the event id to replicate from.
+    pub event: Option<u64>,
+}
+
+impl Default for ServerArgs {
+    fn default() -> Self {
+        ServerArgs {
+            config: PathBuf::from(DEFAULT_CONFIG_PATH),
+            role: Role::Master,
+            master: None,
+            event: None,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run the server.
+    Run(ServerArgs),
+    /// Print [`USAGE`] and exit 0.
+    Help,
+    /// Print [`VERSION_TEXT`] and exit 0.
+    Version,
+}
+
+/// A command-line mistake. Each message ends by pointing at `smss --help` where that
+/// helps; `main` prints it and exits with status 2.
+#[derive(Debug)]
+pub enum CliError {
+    /// A flag smss does not know, e.g. `--foo` or `-x`.
+    UnknownFlag(String),
+    /// A flag that needs a value was given none (or was followed by another flag).
+    MissingValue { flag: &'static str },
+    /// A flag that takes no value was given one, e.g. `--help=yes`.
+    UnexpectedValue { flag: String, value: String },
+    /// A flag's value is unusable; `reason` says why.
+    BadValue {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// The same flag twice.
+    Repeated { flag: &'static str },
+    /// A positional argument; smss takes none.
+    UnexpectedArgument(String),
+    /// `--role slave` without `--master`.
+    MasterRequired,
+    /// `--master` with role master.
+    MasterNotAllowed,
+    /// `--event` with role master.
+    EventNotAllowed,
+    /// Any other lexopt error.
+    Parse(lexopt::Error),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::UnknownFlag(flag) => write!(f, "unknown flag {flag} (see smss --help)"),
+            CliError::MissingValue { flag } => {
+                write!(f, "{flag} needs a value (see smss --help)")
+            }
+            CliError::UnexpectedValue { flag, value } => {
+                write!(f, "{flag} takes no value, got '{value}'")
+            }
+            CliError::BadValue {
+                flag,
+                value,
+                reason,
+            } => write!(f, "{flag} {reason}, got '{value}'"),
+            CliError::Repeated { flag } => write!(f, "{flag} given more than once"),
+            CliError::UnexpectedArgument(arg) => write!(
+                f,
+                "unexpected argument '{arg}': smss takes only flags (see smss --help)"
+            ),
+            CliError::MasterRequired => f.write_str(
+                "--master is required with --role slave (e.g. --master 127.0.0.1:12301)",
+            ),
+            CliError::MasterNotAllowed => f.write_str("--master is only allowed with --role slave"),
+            CliError::EventNotAllowed => f.write_str("--event is only allowed with --role slave"),
+            CliError::Parse(e) => write!(f, "bad command line: {e} (see smss --help)"),
+        }
+    }
+}
+
+impl std::error::Error for CliError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CliError::Parse(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Parse the server's arguments, WITHOUT `argv[0]` (pass `std::env::args_os().skip(1)`).
+/// `--help` / `--version` win as soon as they are seen.
+pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliError> {
+    use lexopt::Arg::{Long, Short, Value};
+
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut config: Option<PathBuf> = None;
+    let mut role: Option<Role> = None;
+    let mut master: Option<String> = None;
+    let mut event: Option<u64> = None;
+
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) => return Err(map_lexopt(e)),
+        };
+        match arg {
+            Short('h') | Long("help") => {
+                no_value(&mut parser, "--help")?;
+                return Ok(Command::Help);
+            }
+            Short('V') | Long("version") => {
+                no_value(&mut parser, "--version")?;
+                return Ok(Command::Version);
+            }
+            Long("config") => {
+                let v = value(&mut parser, "--config")?;
+                if v.is_empty() {
+                    return Err(bad("--config", "", "must be a file path"));
+                }
+                set_once(&mut config, PathBuf::from(v), "--config")?;
+            }
+            Long("role") => {
+                let v = string_value(&mut parser, "--role")?;
+                let r = match v.as_str() {
+                    "master" => Role::Master,
+                    "slave" => Role::Slave,
+                    _ => return Err(bad("--role", &v, "must be master or slave")),
+                };
+                set_once(&mut role, r, "--role")?;
+            }
+            Long("master") => {
+                let v = string_value(&mut parser, "--master")?;
+                check_host_port(&v).map_err(|reason| {
+                    bad("--master", &v, &format!("must be HOST:PORT, {reason}"))
+                })?;
+                set_once(&mut master, v, "--master")?;
+            }
+            Long("event") => {
+                let v = string_value(&mut parser, "--event")?;
+                let n = v.parse::<u64>().map_err(|_| {
+                    bad(
+                        "--event",
+                        &v,
+                        "must be an event id (a whole number, 0 or more)",
+                    )
+                })?;
+                set_once(&mut event, n, "--event")?;
+            }
+            Short(c) => return Err(CliError::UnknownFlag(format!("-{c}"))),
+            Long(name) => return Err(CliError::UnknownFlag(format!("--{name}"))),
+            Value(v) => {
+                return Err(CliError::UnexpectedArgument(
+                    v.to_string_lossy().into_owned(),
+                ));
+            }
+        }
+    }
+
+    let role = role.unwrap_or(Role::Master);
+    match role {
+        Role::Slave if master.is_none() => return Err(CliError::MasterRequired),
+        Role::Master if master.is_some() => return Err(CliError::MasterNotAllowed),
+        Role::Master if event.is_some() => return Err(CliError::EventNotAllowed),
+        _ => {}
+    }
+    Ok(Command::Run(ServerArgs {
+        config: config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH)),
+        role,
+        master,
+        event,
+    }))
+}
+
+fn bad(flag: &'static str, value: &str, reason: &str) -> CliError {
+    CliError::BadValue {
+        flag,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, v: T, flag: &'static str) -> Result<(), CliError> {
+    if slot.is_some() {
+        return Err(CliError::Repeated { flag });
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+/// Reject `--help=x`.
+fn no_value(parser: &mut lexopt::Parser, flag: &str) -> Result<(), CliError> {
+    match parser.optional_value() {
+        None => Ok(()),
+        Some(v) => Err(CliError::UnexpectedValue {
+            flag: flag.to_string(),
+            value: v.to_string_lossy().into_owned(),
+        }),
+    }
+}
+
+/// The value of a flag. `--config --role x` would make lexopt take `--role` as the
+/// value; a value starting with `--` is treated as a missing value instead.
+fn value(parser: &mut lexopt::Parser, flag: &'static str) -> Result<OsString, CliError> {
+    let v = parser.value().map_err(|e| match e {
+        lexopt::Error::MissingValue { .. } => CliError::MissingValue { flag },
+        other => map_lexopt(other),
+    })?;
+    if v.to_string_lossy().starts_with("--") {
+        return Err(CliError::MissingValue { flag });
+    }
+    Ok(v)
+}
+
+fn string_value(parser: &mut lexopt::Parser, flag: &'static str) -> Result<String, CliError> {
+    let v = value(parser, flag)?;
+    v.into_string()
+        .map_err(|v| bad(flag, &v.to_string_lossy(), "must be valid UTF-8"))
+}
+
+fn map_lexopt(e: lexopt::Error) -> CliError {
+    match e {
+        lexopt::Error::UnexpectedValue { option, value } => CliError::UnexpectedValue {
+            flag: option,
+            value: value.to_string_lossy().into_owned(),
+        },
+        lexopt::Error::UnexpectedOption(flag) => CliError::UnknownFlag(flag),
+        lexopt::Error::UnexpectedArgument(arg) => {
+            CliError::UnexpectedArgument(arg.to_string_lossy().into_owned())
+        }
+        other => CliError::Parse(other),
+    }
+}
+
+/// Check `HOST:PORT`: a non-empty host without spaces (an IPv6 address in brackets)
+/// and a port 1..=65535. Returns what is wrong.
+pub fn check_host_port(s: &str) -> Result<(), String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("missing ':PORT'".to_string());
+    };
+    if host.is_empty() {
+        return Err("missing HOST".to_string());
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let Some(addr) = inner.strip_suffix(']') else {
+            return Err("unclosed '[' in HOST".to_string());
+        };
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("'{addr}' is not an IPv6 address"));
+        }
+    } else if host.contains(':') {
+        return Err("an IPv6 HOST must be in brackets, e.g. [::1]:12301".to_string());
+    } else if host
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "/[]@".contains(c))
+    {
+        return Err(format!("'{host}' is not a host name or address"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) => Err("PORT must be 1-65535".to_string()),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("PORT must be a number 1-65535, not '{port}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, CliError> {
+        parse_args(args.iter().map(OsString::from))
+    }
+
+    fn run(args: &[&str]) -> ServerArgs {
+        match parse(args) {
+            Ok(Command::Run(a)) => a,
+            other => panic!("{args:?}: expected Run, got {other:?}"),
+        }
+    }
+
+    fn err(args: &[&str]) -> CliError {
+        match parse(args) {
+            Err(e) => e,
+            Ok(c) => panic!("{args:?}: expected an error, got {c:?}"),
+        }
+    }
+
+    #[test]
+    fn no_args_gives_defaults() {
+        let a = run(&[]);
+        assert_eq!(a, ServerArgs::default());
+        assert_eq!(a.config, PathBuf::from("config/config.yaml"));
+        assert_eq!(a.role, Role::Master);
+        assert_eq!(a.master, None);
+        assert_eq!(a.event, None);
+    }
+
+    #[test]
+    fn config_flag_both_spellings() {
+        assert_eq!(run(&["--config", "x.yaml"]).config, PathBuf::from("x.yaml"));
+        assert_eq!(run(&["--config=x"]).config, PathBuf::from("x"));
+        assert_eq!(
+            run(&["--config=/etc/smss/a b.yaml"]).config,
+            PathBuf::from("/etc/smss/a b.yaml")
+        );
+    }
+
+    #[test]
+    fn role_master_explicit() {
+        let a = run(&["--role", "master"]);
+        assert_eq!(a.role, Role::Master);
+        assert_eq!(a.master, None);
+    }
+
+    #[test]
+    fn every_flag_for_a_slave() {
+        let a = run(&[
+            "--config",
+            "config/slave.yaml",
+            "--role",
+            "slave",
+            "--master",
+            "127.0.0.1:12301",
+            "--event",
+            "42",
+        ]);
+        assert_eq!(
+            a,
+            ServerArgs {
+                config: PathBuf::from("config/slave.yaml"),
+                role: Role::Slave,
+                master: Some("127.0.0.1:12301".into()),
+                event: Some(42),
+            }
+        );
+        // Order does not matter; = spelling works for all.
+        let b = run(&[
+            "--event=42",
+            "--master=127.0.0.1:12301",
+            "--role=slave",
+            "--config=config/slave.yaml",
+        ]);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn master_host_forms() {
+        for m in [
+            "localhost:12301",
+            "[::1]:12301",
+            "db-1.example.com:1",
+            "10.0.0.2:65535",
+        ] {
+            assert_eq!(
+                run(&["--role", "slave", "--master", m]).master.as_deref(),
+                Some(m)
+            );
+        }
+        for m in [
+            "127.0.0.1",
+            ":12301",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:abc",
+            "::1:5",
+            "[::1:5",
+            "a b:1",
+        ] {
+            let e = err(&["--role", "slave", "--master", m]);
+            assert!(
+                matches!(
+                    e,
+                    CliError::BadValue {
+                        flag: "--master",
+                        ..
+                    }
+                ),
+                "{m}: {e:?}"
+            );
+            assert!(e.to_string().contains("--master"), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_flag() {
+        let e = err(&["--foo"]);
+        assert!(matches!(&e, CliError::UnknownFlag(f) if f == "--foo"));
+        assert_eq!(e.to_string(), "unknown flag --foo (see smss --help)");
+        assert!(matches!(err(&["-x"]), CliError::UnknownFlag(f) if f == "-x"));
+        assert!(matches!(err(&["--foo=1"]), CliError::UnknownFlag(f) if f == "--foo"));
+    }
+
+    #[test]
+    fn missing_values() {
+        for flag in ["--config", "--role", "--master", "--event"] {
+            let e = err(&[flag]);
+            assert!(
+                matches!(e, CliError::MissingValue { flag: f } if f == flag),
+                "{flag}: {e:?}"
+            );
+            assert!(e.to_string().contains(flag));
+        }
+        // A following flag is not taken as the value.
+        assert!(matches!(
+            err(&["--config", "--role", "slave"]),
+            CliError::MissingValue { flag: "--config" }
+        ));
+        assert!(matches!(
+            err(&["--config="]),
+            CliError::BadValue {
+                flag: "--config",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_role() {
+        let e = err(&["--role", "x"]);
+        assert!(matches!(e, CliError::BadValue { flag: "--role", .. }));
+        assert_eq!(e.to_string(), "--role must be master or slave, got 'x'");
+        assert!(matches!(
+            err(&["--role", "Slave"]),
+            CliError::BadValue { .. }
+        ));
+    }
+
+    #[test]
+    fn slave_without_master() {
+        let e = err(&["--role", "slave"]);
+        assert!(matches!(e, CliError::MasterRequired));
+        assert!(
+            e.to_string()
+                .starts_with("--master is required with --role slave")
+        );
+        assert!(matches!(
+            err(&["--role", "slave", "--event", "3"]),
+            CliError::MasterRequired
+        ));
+    }
+
+    #[test]
+    fn master_with_master_flag() {
+        assert!(matches!(
+            err(&["--master", "127.0.0.1:12301"]),
+            CliError::MasterNotAllowed
+        ));
+        assert!(matches!(
+            err(&["--role", "master", "--master", "127.0.0.1:12301"]),
+            CliError::MasterNotAllowed
+        ));
+    }
+
+    #[test]
+    fn event_only_with_slave() {
+        let e = err(&["--event", "5"]);
+        assert!(matches!(e, CliError::EventNotAllowed));
+        assert!(e.to_string().contains("--event"));
+    }
+
+    #[test]
+    fn event_not_a_number() {
+        for v in ["abc", "-1", "1.5", "", "18446744073709551616"] {
+            let e = err(&["--role", "slave", "--master", "h:1", "--event", v]);
+            assert!(
+                matches!(
+                    e,
+                    CliError::BadValue {
+                        flag: "--event",
+                        ..
+                    }
+                ),
+                "{v:?}: {e:?}"
+            );
+        }
+        assert_eq!(
+            run(&["--role", "slave", "--master", "h:1", "--event", "0"]).event,
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn repeated_flag() {
+        assert!(matches!(
+            err(&["--config", "a", "--config", "b"]),
+            CliError::Repeated { flag: "--config" }
+        ));
+    }
+
+    #[test]
+    fn positional_argument() {
+        let e = err(&["serve"]);
+        assert!(matches!(&e, CliError::UnexpectedArgument(a) if a == "serve"));
+        assert!(e.to_string().contains("serve"));
+        assert!(matches!(
+            err(&["--config", "a.yaml", "extra"]),
+            CliError::UnexpectedArgument(a) if a == "extra"
+        ));
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse(&["--help"]).ok(), Some(Command::Help));
+        assert_eq!(parse(&["-h"]).ok(), Some(Command::Help));
+        assert_eq!(parse(&["--version"]).ok(), Some(Command::Version));
+        assert_eq!(parse(&["-V"]).ok(), Some(Command::Version));
+        // Help wins even with other (valid or not-yet-checked) flags around it.
+        assert_eq!(
+            parse(&["--role", "slave", "--help"]).ok(),
+            Some(Command::Help)
+        );
+        assert!(matches!(
+            err(&["--help=yes"]),
+            CliError::UnexpectedValue { .. }
+        ));
+        for flag in [
+            "--config",
+            "--role",
+            "--master",
+            "--event",
+            "--help",
+            "--version",
+        ] {
+            assert!(USAGE.contains(flag), "USAGE lacks {flag}");
+        }
+        assert!(VERSION_TEXT.starts_with("smss "));
+    }
+}

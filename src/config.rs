@@ -1,17 +1,1313 @@
-//! TEMP STUB — replaced at merge.
-use std::path::PathBuf;
-#[derive(Debug, Clone, Copy, PartialEq, Eq)] pub enum FsyncPolicy { Always, Interval, Never }
-#[derive(Debug, Clone)] pub struct Config { pub port: u16, pub bind: std::net::IpAddr, pub log: LogConfig, pub store: StoreConfig, pub worker: WorkerConfig, pub timeout: TimeoutConfig, pub limits: LimitsConfig, pub sub: SubConfig, pub auth: AuthConfig, pub replication: ReplicationConfig }
-#[derive(Debug, Clone)] pub struct LogConfig { pub path: String, pub sample: u64, pub level: log::LevelFilter }
-#[derive(Debug, Clone)] pub struct StoreConfig { pub path: PathBuf, pub max_log_size: u64, pub max_days: f64, pub clear_interval_secs: u64, pub fsync: FsyncPolicy, pub fsync_interval_ms: u64, pub checkpoint_bytes: u64 }
-#[derive(Debug, Clone)] pub struct WorkerConfig { pub buff_size: usize, pub send_timeout_ms: u64 }
-#[derive(Debug, Clone)] pub struct TimeoutConfig { pub net_write_ms: u64, pub server_alive_ms: u64 }
-#[derive(Debug, Clone)] pub struct LimitsConfig { pub max_payload: usize, pub max_connections: usize, pub max_batch: usize, pub max_delay_ms: u64 }
-#[derive(Debug, Clone)] pub struct SubConfig { pub default_batch: usize, pub default_ack_timeout_ms: u64 }
-#[derive(Debug, Clone)] pub struct AuthConfig { pub token: String }
-#[derive(Debug, Clone)] pub struct ReplicationConfig { pub sync: bool, pub sync_timeout_ms: u64 }
-#[derive(Debug)] pub enum ConfigError { Invalid { key: &'static str, msg: String } }
-impl std::fmt::Display for ConfigError { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{self:?}") } }
-impl std::error::Error for ConfigError {}
-impl Config { pub fn load(_p: &std::path::Path) -> Result<Config, ConfigError> { Err(ConfigError::Invalid { key: "x", msg: String::new() }) } }
-pub fn init_logging(_l: &LogConfig) -> Result<(), ConfigError> { Ok(()) }
+//! Server configuration: the YAML file (`config/config.yaml`), its defaults, its
+//! validation, and logging setup.
+//!
+//! Owns: [`Config`] and its sections (the *validated* form every other module reads),
+//! the private serde "raw" structs that mirror the YAML shape exactly, [`ConfigError`],
+//! and [`init_logging`]. Runs once on the main thread at startup, before any other
+//! thread exists; touches no channels or locks (except the global logger, once).
+//!
+//! Loading is two steps: the YAML text is deserialized into raw structs whose fields
+//! are all `Option` (`deny_unknown_fields`, camelCase keys), then each value is
+//! converted and checked. A key that is missing — or present with an empty value —
+//! takes its default; an empty file (or one with only comments) is all defaults.
+//! Every error names the YAML key it is about (`store.maxLogSize`), or for syntax and
+//! type errors carries serde_yaml's message, which names the key and the line.
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use log::LevelFilter;
+use serde::Deserialize;
+
+/// Where the server looks for its config file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/config.yaml";
+
+/// Special `log.path` value meaning "write log lines to standard output".
+pub const LOG_STDOUT: &str = "stdout";
+
+/// Smallest allowed `store.maxLogSize` (bytes).
+pub const MIN_LOG_SIZE: u64 = 4096;
+/// Largest allowed `store.maxLogSize` (bytes, 1 TiB).
+pub const MAX_LOG_SIZE: u64 = 1 << 40;
+/// Largest allowed `store.maxDays` (100 years; keeps day → ms conversions in range).
+pub const MAX_DAYS: f64 = 36_500.0;
+/// Largest allowed value of every millisecond timeout/interval key (30 days), so that
+/// `Instant::now() + timeout` can never overflow and panic.
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Largest allowed `store.clearInterval` (seconds, 30 days).
+pub const MAX_CLEAR_INTERVAL_SECS: u64 = 30 * 24 * 3600;
+/// Largest allowed `limits.maxDelayMs` (10 years), so `now_ms + delay_ms` cannot overflow.
+pub const MAX_DELAY_CAP_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+/// Longest allowed `auth.token` in bytes (it must fit on one 4096-byte protocol line).
+pub const MAX_TOKEN_BYTES: usize = 1024;
+
+/// When the writer fsyncs the commit log.
+///
+/// The guarantee in each case is about what survives a crash of the *machine* (power
+/// loss, kernel panic). A crash of only the smss process (`kill -9`) loses nothing
+/// acknowledged under any policy, because the writer flushes its buffer to the OS
+/// before it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// fsync after every group commit, before any `OK` of that group is sent. Every
+    /// acknowledged write survives power loss. The default.
+    Always,
+    /// fsync at most every `store.fsyncIntervalMs`. A power loss can lose the writes
+    /// acknowledged in the last interval; a process crash loses nothing.
+    Interval,
+    /// Never fsync; the OS writes dirty pages back when it likes (typically within
+    /// ~30 s). A power loss can lose that much; a process crash loses nothing.
+    Never,
+}
+
+impl FsyncPolicy {
+    /// The YAML spelling: `always`, `interval` or `never`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Interval => "interval",
+            FsyncPolicy::Never => "never",
+        }
+    }
+
+    /// Parse the YAML spelling (exact, lower case).
+    pub fn parse(s: &str) -> Option<FsyncPolicy> {
+        match s {
+            "always" => Some(FsyncPolicy::Always),
+            "interval" => Some(FsyncPolicy::Interval),
+            "never" => Some(FsyncPolicy::Never),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The validated server configuration. Build it with [`Config::load`],
+/// [`Config::from_yaml`] or [`Config::default`]; if you build or change one by hand,
+/// call [`Config::validate`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// TCP port to listen on; 0 asks the OS for an ephemeral port (tests use it).
+    pub port: u16,
+    /// Address to bind.
+    pub bind: IpAddr,
+    pub log: LogConfig,
+    pub store: StoreConfig,
+    pub worker: WorkerConfig,
+    pub timeout: TimeoutConfig,
+    pub limits: LimitsConfig,
+    pub sub: SubConfig,
+    pub auth: AuthConfig,
+    pub replication: ReplicationConfig,
+}
+
+/// `log:` — where and how much to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `"stdout"` or a file path (opened in append mode, created if missing).
+    pub path: String,
+    /// Log 1 of every `sample` per-message events; 0 = none.
+    pub sample: u64,
+    pub level: LevelFilter,
+}
+
+/// `store:` — the data directory and the commit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Data directory; a relative path resolves against the working directory.
+    pub path: PathBuf,
+    /// Segment size in bytes; a segment rolls when it reaches this size.
+    pub max_log_size: u64,
+    /// Retention in days (may be fractional).
+    pub max_days: f64,
+    /// Seconds between retention scans.
+    pub clear_interval_secs: u64,
+    pub fsync: FsyncPolicy,
+    /// Used with [`FsyncPolicy::Interval`].
+    pub fsync_interval_ms: u64,
+    /// Log bytes written between automatic checkpoints.
+    pub checkpoint_bytes: u64,
+}
+
+impl StoreConfig {
+    /// Retention as whole milliseconds (`max_days` × 86 400 000, rounded down, at
+    /// least 1). Validation keeps `max_days` in (0, 36 500], so this never saturates.
+    pub fn max_age_ms(&self) -> u64 {
+        let ms = self.max_days * 86_400_000.0;
+        // `as` saturates for out-of-range floats; validation keeps us in range.
+        (ms as u64).max(1)
+    }
+}
+
+/// `worker:` — the persistence thread's input channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Capacity of the bounded channel into the writer.
+    pub buff_size: usize,
+    /// How long a connection waits to enqueue a write on a full channel before
+    /// answering `ERR INTERNAL`.
+    pub send_timeout_ms: u64,
+}
+
+/// `timeout:` — network timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeoutConfig {
+    /// `timeout.net.write`: socket write timeout.
+    pub net_write_ms: u64,
+    /// `timeout.server.alive`: idle time after which a silent client is dropped.
+    pub server_alive_ms: u64,
+}
+
+/// `limits:` — bounds on what clients may ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Largest message payload in bytes.
+    pub max_payload: usize,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+    /// Most messages in one MPUB and in one SUB batch.
+    pub max_batch: usize,
+    /// Longest delay of a delayed message.
+    pub max_delay_ms: u64,
+}
+
+/// `sub:` — subscription defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubConfig {
+    /// Batch size of a SUB that does not give one (≤ `limits.maxBatch`).
+    pub default_batch: usize,
+    /// `sub.defaultAckTimeout`: ack timeout of a group SUB that does not give one.
+    pub default_ack_timeout_ms: u64,
+}
+
+/// `auth:` — the shared token; empty = no authentication.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub token: String,
+}
+
+/// `replication:` — master side of master-slave replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// Semi-sync: answer a write only once a slave has it durably.
+    pub sync: bool,
+    /// How long to wait for a slave before falling back to async.
+    pub sync_timeout_ms: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            path: LOG_STDOUT.to_string(),
+            sample: 10_000,
+            level: LevelFilter::Info,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("data"),
+            max_log_size: 1 << 30,
+            max_days: 7.0,
+            clear_interval_secs: 7200,
+            fsync: FsyncPolicy::Always,
+            fsync_interval_ms: 1000,
+            checkpoint_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            buff_size: 1000,
+            send_timeout_ms: 5000,
+        }
+    }
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        TimeoutConfig {
+            net_write_ms: 1000,
+            server_alive_ms: 30_000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_payload: 4 << 20,
+            max_connections: 1024,
+            max_batch: 1000,
+            max_delay_ms: 30 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+impl Default for SubConfig {
+    fn default() -> Self {
+        SubConfig {
+            default_batch: 32,
+            default_ack_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            sync: false,
+            sync_timeout_ms: 1000,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            port: 12301,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            log: LogConfig::default(),
+            store: StoreConfig::default(),
+            worker: WorkerConfig::default(),
+            timeout: TimeoutConfig::default(),
+            limits: LimitsConfig::default(),
+            sub: SubConfig::default(),
+            auth: AuthConfig::default(),
+            replication: ReplicationConfig::default(),
+        }
+    }
+}
+
+/// What can go wrong loading the config or setting up logging.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The YAML is malformed, has an unknown key, or a value of the wrong type. `msg`
+    /// is serde_yaml's message (it names the key and the line). `path` is the file,
+    /// when the text came from one.
+    Parse { path: Option<PathBuf>, msg: String },
+    /// A value is out of range or otherwise unusable; `key` is its YAML key.
+    Invalid { key: &'static str, msg: String },
+    /// The log file named by `log.path` could not be opened.
+    LogFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, .. } => {
+                write!(f, "cannot read config file {}", path.display())
+            }
+            ConfigError::Parse {
+                path: Some(path),
+                msg,
+            } => write!(f, "bad config file {}: {msg}", path.display()),
+            ConfigError::Parse { path: None, msg } => write!(f, "bad config: {msg}"),
+            ConfigError::Invalid { key, msg } => write!(f, "invalid config value {key}: {msg}"),
+            ConfigError::LogFile { path, .. } => {
+                write!(f, "cannot open log file {} (log.path)", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } | ConfigError::LogFile { source, .. } => Some(source),
+            ConfigError::Parse { .. } | ConfigError::Invalid { .. } => None,
+        }
+    }
+}
+
+fn invalid(key: &'static str, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        msg: msg.into(),
+    }
+}
+
+/// Check `min <= value <= max` for key `key`.
+fn check_range<T>(key: &'static str, value: T, min: T, max: T) -> Result<(), ConfigError>
+where
+    T: PartialOrd + fmt::Display + Copy,
+{
+    if value < min || value > max {
+        return Err(invalid(
+            key,
+            format!("must be between {min} and {max}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Check `value >= min` for key `key` (and ≤ [`MAX_TIMEOUT_MS`] for ms durations).
+fn check_ms(key: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
+    check_range(key, value, min, MAX_TIMEOUT_MS)
+}
+
+fn to_usize(key: &'static str, value: u64) -> Result<usize, ConfigError> {
+    usize::try_from(value).map_err(|_| invalid(key, format!("{value} is too large")))
+}
+
+/// Parse a `log.level` value (case-insensitive).
+fn parse_level(s: &str) -> Option<LevelFilter> {
+    let level = match s.to_ascii_lowercase().as_str() {
+        "off" => LevelFilter::Off,
+        "error" => LevelFilter::Error,
+        "warn" => LevelFilter::Warn,
+        "info" => LevelFilter::Info,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        _ => return None,
+    };
+    Some(level)
+}
+
+impl Config {
+    /// Read, parse and validate the config file at `path`. A missing file is an error
+    /// ([`ConfigError::Read`]) naming the path that was tried.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { path: None, msg } => ConfigError::Parse {
+                path: Some(path.to_path_buf()),
+                msg,
+            },
+            other => other,
+        })
+    }
+
+    /// Parse and validate YAML text. Empty text (or only comments) gives the defaults.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: None,
+            msg: e.to_string(),
+        })?;
+        let config = raw.into_config()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check every value; the error names the first offending YAML key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // port: any u16 (0 = ephemeral); bind: any IpAddr — both enforced by the types.
+
+        let log = &self.log;
+        if log.path.trim().is_empty() {
+            return Err(invalid(
+                "log.path",
+                "must not be empty (use \"stdout\" or a file path)",
+            ));
+        }
+        if log.path.trim() != log.path {
+            return Err(invalid(
+                "log.path",
+                format!("has leading or trailing spaces: {:?}", log.path),
+            ));
+        }
+
+        let store = &self.store;
+        if store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "must not be empty"));
+        }
+        check_range(
+            "store.maxLogSize",
+            store.max_log_size,
+            MIN_LOG_SIZE,
+            MAX_LOG_SIZE,
+        )?;
+        if !store.max_days.is_finite() || store.max_days <= 0.0 || store.max_days > MAX_DAYS {
+            return Err(invalid(
+                "store.maxDays",
+                format!(
+                    "must be a number greater than 0 and at most {MAX_DAYS}, got {}",
+                    store.max_days
+                ),
+            ));
+        }
+        check_range(
+            "store.clearInterval",
+            store.clear_interval_secs,
+            1,
+            MAX_CLEAR_INTERVAL_SECS,
+        )?;
+        check_ms("store.fsyncIntervalMs", store.fsync_interval_ms, 1)?;
+        check_range(
+            "store.checkpointBytes",
+            store.checkpoint_bytes,
+            4096,
+            u64::MAX,
+        )?;
+
+        check_range("worker.buffSize", self.worker.buff_size, 1, 1_000_000)?;
+        check_ms("worker.sendTimeoutMs", self.worker.send_timeout_ms, 1)?;
+
+        check_ms("timeout.net.write", self.timeout.net_write_ms, 1)?;
+        check_ms("timeout.server.alive", self.timeout.server_alive_ms, 10)?;
+
+        let limits = &self.limits;
+        check_range("limits.maxPayload", limits.max_payload, 1, 1 << 30)?;
+        check_range("limits.maxConnections", limits.max_connections, 1, 100_000)?;
+        check_range("limits.maxBatch", limits.max_batch, 1, 100_000)?;
+        check_range(
+            "limits.maxDelayMs",
+            limits.max_delay_ms,
+            1,
+            MAX_DELAY_CAP_MS,
+        )?;
+
+        if self.sub.default_batch < 1 || self.sub.default_batch > limits.max_batch {
+            return Err(invalid(
+                "sub.defaultBatch",
+                format!(
+                    "must be between 1 and limits.maxBatch ({}), got {}",
+                    limits.max_batch, self.sub.default_batch
+                ),
+            ));
+        }
+        check_ms("sub.defaultAckTimeout", self.sub.default_ack_timeout_ms, 1)?;
+
+        let token = &self.auth.token;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(invalid(
+                "auth.token",
+                format!("is {} bytes, at most {MAX_TOKEN_BYTES}", token.len()),
+            ));
+        }
+        if let Some(bad) = token.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(invalid(
+                "auth.token",
+                format!(
+                    "may contain only visible ASCII characters (no spaces), found {bad:?} \
+                     (it is sent as one word: AUTH <token>)"
+                ),
+            ));
+        }
+
+        check_ms(
+            "replication.syncTimeoutMs",
+            self.replication.sync_timeout_ms,
+            1,
+        )?;
+        Ok(())
+    }
+
+    /// The address to listen on: `bind:port`.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+
+    /// Settings that are allowed but probably a mistake, as messages to log once the
+    /// logger is up. Empty for the defaults.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.bind.is_loopback() && self.auth.token.is_empty() {
+            out.push(format!(
+                "bind is {} (not loopback) and auth.token is empty: ANYONE who can reach \
+                 port {} can read and write every topic",
+                self.bind, self.port
+            ));
+        }
+        if self.limits.max_payload as u64 >= self.store.max_log_size {
+            out.push(format!(
+                "limits.maxPayload ({}) is not smaller than store.maxLogSize ({}): a large \
+                 message gets a segment of its own",
+                self.limits.max_payload, self.store.max_log_size
+            ));
+        }
+        if self.store.fsync != FsyncPolicy::Always && self.replication.sync {
+            out.push(format!(
+                "replication.sync is on but store.fsync is {}: a slave's copy is durable, \
+                 the master's own may not be",
+                self.store.fsync
+            ));
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Raw (as-written) YAML shape. Every field is an Option: missing or null = default.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    port: Option<u64>,
+    bind: Option<String>,
+    log: Option<RawLog>,
+    store: Option<RawStore>,
+    worker: Option<RawWorker>,
+    timeout: Option<RawTimeout>,
+    limits: Option<RawLimits>,
+    sub: Option<RawSub>,
+    auth: Option<RawAuth>,
+    replication: Option<RawReplication>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLog {
+    path: Option<String>,
+    sample: Option<u64>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawStore {
+    path: Option<PathBuf>,
+    max_log_size: Option<u64>,
+    max_days: Option<f64>,
+    clear_interval: Option<u64>,
+    fsync: Option<String>,
+    fsync_interval_ms: Option<u64>,
+    checkpoint_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawWorker {
+    buff_size: Option<u64>,
+    send_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTimeout {
+    net: Option<RawNet>,
+    server: Option<RawServer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawNet {
+    write: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawServer {
+    alive: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLimits {
+    max_payload: Option<u64>,
+    max_connections: Option<u64>,
+    max_batch: Option<u64>,
+    max_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSub {
+    default_batch: Option<u64>,
+    default_ack_timeout: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAuth {
+    token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawReplication {
+    sync: Option<bool>,
+    sync_timeout_ms: Option<u64>,
+}
+
+impl RawConfig {
+    /// Fill defaults and convert types. Range checks are left to [`Config::validate`];
+    /// only what cannot be represented in the validated types is rejected here.
+    fn into_config(self) -> Result<Config, ConfigError> {
+        let d = Config::default();
+
+        let port = match self.port {
+            None => d.port,
+            Some(p) => u16::try_from(p)
+                .map_err(|_| invalid("port", format!("must be between 0 and 65535, got {p}")))?,
+        };
+        let bind = match self.bind {
+            None => d.bind,
+            Some(s) => s.trim().parse::<IpAddr>().map_err(|_| {
+                invalid(
+                    "bind",
+                    format!(
+                        "must be an IP address such as 127.0.0.1, 0.0.0.0 or ::1 \
+                         (not a host name), got {s:?}"
+                    ),
+                )
+            })?,
+        };
+
+        let rl = self.log.unwrap_or_default();
+        let level = match rl.level {
+            None => d.log.level,
+            Some(s) => parse_level(&s).ok_or_else(|| {
+                invalid(
+                    "log.level",
+                    format!("must be one of off, error, warn, info, debug, trace; got {s:?}"),
+                )
+            })?,
+        };
+        let log = LogConfig {
+            path: rl.path.unwrap_or(d.log.path),
+            sample: rl.sample.unwrap_or(d.log.sample),
+            level,
+        };
+
+        let rs = self.store.unwrap_or_default();
+        let fsync = match rs.fsync {
+            None => d.store.fsync,
+            Some(s) => FsyncPolicy::parse(&s).ok_or_else(|| {
+                invalid(
+                    "store.fsync",
+                    format!("must be one of always, interval, never; got {s:?}"),
+                )
+            })?,
+        };
+        let store = StoreConfig {
+            path: rs.path.unwrap_or(d.store.path),
+            max_log_size: rs.max_log_size.unwrap_or(d.store.max_log_size),
+            max_days: rs.max_days.unwrap_or(d.store.max_days),
+            clear_interval_secs: rs.clear_interval.unwrap_or(d.store.clear_interval_secs),
+            fsync,
+            fsync_interval_ms: rs.fsync_interval_ms.unwrap_or(d.store.fsync_interval_ms),
+            checkpoint_bytes: rs.checkpoint_bytes.unwrap_or(d.store.checkpoint_bytes),
+        };
+
+        let rw = self.worker.unwrap_or_default();
+        let worker = WorkerConfig {
+            buff_size: match rw.buff_size {
+                None => d.worker.buff_size,
+                Some(v) => to_usize("worker.buffSize", v)?,
+            },
+            send_timeout_ms: rw.send_timeout_ms.unwrap_or(d.worker.send_timeout_ms),
+        };
+
+        let rt = self.timeout.unwrap_or_default();
+        let timeout = TimeoutConfig {
+            net_write_ms: rt
+                .net
+                .and_then(|n| n.write)
+                .unwrap_or(d.timeout.net_write_ms),
+            server_alive_ms: rt
+                .server
+                .and_then(|s| s.alive)
+                .unwrap_or(d.timeout.server_alive_ms),
+        };
+
+        let rl = self.limits.unwrap_or_default();
+        let opt_usize = |key, v: Option<u64>, def: usize| match v {
+            None => Ok(def),
+            Some(v) => to_usize(key, v),
+        };
+        let limits = LimitsConfig {
+            max_payload: opt_usize("limits.maxPayload", rl.max_payload, d.limits.max_payload)?,
+            max_connections: opt_usize(
+                "limits.maxConnections",
+                rl.max_connections,
+                d.limits.max_connections,
+            )?,
+            max_batch: opt_usize("limits.maxBatch", rl.max_batch, d.limits.max_batch)?,
+            max_delay_ms: rl.max_delay_ms.unwrap_or(d.limits.max_delay_ms),
+        };
+
+        let rsub = self.sub.unwrap_or_default();
+        let sub = SubConfig {
+            default_batch: opt_usize("sub.defaultBatch", rsub.default_batch, d.sub.default_batch)?,
+            default_ack_timeout_ms: rsub
+                .default_ack_timeout
+                .unwrap_or(d.sub.default_ack_timeout_ms),
+        };
+
+        let auth = AuthConfig {
+            token: self.auth.and_then(|a| a.token).unwrap_or(d.auth.token),
+        };
+
+        let rr = self.replication.unwrap_or_default();
+        let replication = ReplicationConfig {
+            sync: rr.sync.unwrap_or(d.replication.sync),
+            sync_timeout_ms: rr.sync_timeout_ms.unwrap_or(d.replication.sync_timeout_ms),
+        };
+
+        Ok(Config {
+            port,
+            bind,
+            log,
+            store,
+            worker,
+            timeout,
+            limits,
+            sub,
+            auth,
+            replication,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Logging
+
+static LOGGER_INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Install the global logger described by `log`: lines carry an RFC 3339 UTC time,
+/// the level, the thread name (threads are named `writer`, `conn-<peer>`, …) and,
+/// at debug and trace, the module. `path: stdout` logs to standard output (coloured
+/// only when stdout is a terminal); any other path is a file opened in append mode
+/// and created if missing.
+///
+/// Only the first successful call installs a logger: a later call (or a call after
+/// someone else installed one, e.g. a test harness) returns `Ok(())` and changes
+/// nothing. An unopenable log file is [`ConfigError::LogFile`], naming the path.
+pub fn init_logging(log: &LogConfig) -> Result<(), ConfigError> {
+    use simplelog::{
+        ColorChoice, ConfigBuilder, TermLogger, TerminalMode, ThreadLogMode, WriteLogger,
+    };
+
+    if LOGGER_INSTALLED.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let config = ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_time_level(LevelFilter::Error)
+        .set_thread_level(LevelFilter::Error)
+        .set_thread_mode(ThreadLogMode::Names)
+        .build();
+
+    let logger: Box<dyn log::Log> = if log.path == LOG_STDOUT {
+        let color = if std::io::stdout().is_terminal() {
+            ColorChoice::Auto
+        } else {
+            ColorChoice::Never
+        };
+        TermLogger::new(log.level, config, TerminalMode::Stdout, color)
+    } else {
+        let path = PathBuf::from(&log.path);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| ConfigError::LogFile { path, source })?;
+        WriteLogger::new(log.level, config, file)
+    };
+
+    // Err here means a logger is already installed; keep it (documented above).
+    if log::set_boxed_logger(logger).is_ok() {
+        log::set_max_level(log.level);
+        LOGGER_INSTALLED.store(true, Ordering::Release);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of(yaml: &str) -> ConfigError {
+        match Config::from_yaml(yaml) {
+            Ok(c) => panic!("expected an error for {yaml:?}, got {c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// Assert that `yaml` is rejected with an `Invalid` error for `key`.
+    fn assert_invalid(yaml: &str, key: &str) {
+        match err_of(yaml) {
+            ConfigError::Invalid { key: k, msg } => {
+                assert_eq!(k, key, "yaml {yaml:?}: wrong key (msg: {msg})");
+                let shown = err_of(yaml).to_string();
+                assert!(shown.contains(key), "{shown:?} does not name {key}");
+            }
+            other => panic!("yaml {yaml:?}: expected Invalid {{ {key} }}, got {other:?}"),
+        }
+    }
+
+    /// Assert that `yaml` is a parse error whose message contains every needle.
+    fn assert_parse_err(yaml: &str, needles: &[&str]) {
+        match err_of(yaml) {
+            ConfigError::Parse { path: None, msg } => {
+                for n in needles {
+                    assert!(msg.contains(n), "{msg:?} does not contain {n:?}");
+                }
+            }
+            other => panic!("yaml {yaml:?}: expected Parse, got {other:?}"),
+        }
+    }
+
+    fn assert_same(a: &Config, b: &Config) {
+        // Config is not PartialEq (IpAddr and f64 are, but keep the public API small);
+        // compare the sections, which are.
+        assert_eq!(a.port, b.port);
+        assert_eq!(a.bind, b.bind);
+        assert_eq!(a.log, b.log);
+        assert_eq!(a.store, b.store);
+        assert_eq!(a.worker, b.worker);
+        assert_eq!(a.timeout, b.timeout);
+        assert_eq!(a.limits, b.limits);
+        assert_eq!(a.sub, b.sub);
+        assert_eq!(a.auth, b.auth);
+        assert_eq!(a.replication, b.replication);
+    }
+
+    fn shipped(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config")
+            .join(name)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_values() {
+        let c = Config::default();
+        assert_eq!(c.port, 12301);
+        assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(c.log.path, "stdout");
+        assert_eq!(c.log.sample, 10_000);
+        assert_eq!(c.log.level, LevelFilter::Info);
+        assert_eq!(c.store.path, PathBuf::from("data"));
+        assert_eq!(c.store.max_log_size, 1_073_741_824);
+        assert_eq!(c.store.max_days, 7.0);
+        assert_eq!(c.store.clear_interval_secs, 7200);
+        assert_eq!(c.store.fsync, FsyncPolicy::Always);
+        assert_eq!(c.store.fsync_interval_ms, 1000);
+        assert_eq!(c.store.checkpoint_bytes, 67_108_864);
+        assert_eq!(c.worker.buff_size, 1000);
+        assert_eq!(c.worker.send_timeout_ms, 5000);
+        assert_eq!(c.timeout.net_write_ms, 1000);
+        assert_eq!(c.timeout.server_alive_ms, 30_000);
+        assert_eq!(c.limits.max_payload, 4_194_304);
+        assert_eq!(c.limits.max_connections, 1024);
+        assert_eq!(c.limits.max_batch, 1000);
+        assert_eq!(c.limits.max_delay_ms, 2_592_000_000);
+        assert_eq!(c.sub.default_batch, 32);
+        assert_eq!(c.sub.default_ack_timeout_ms, 30_000);
+        assert_eq!(c.auth.token, "");
+        assert!(!c.replication.sync);
+        assert_eq!(c.replication.sync_timeout_ms, 1000);
+        c.validate().expect("defaults validate");
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        assert_eq!(c.store.max_age_ms(), 7 * 86_400_000);
+        assert_eq!(c.listen_addr().to_string(), "127.0.0.1:12301");
+    }
+
+    #[test]
+    fn empty_and_comment_only_yaml_give_defaults() {
+        for text in ["", "\n\n", "# nothing here\n  # still nothing\n", "---\n"] {
+            let c = Config::from_yaml(text).expect("empty config parses");
+            assert_same(&c, &Config::default());
+        }
+    }
+
+    #[test]
+    fn empty_sections_and_values_give_defaults() {
+        let c = Config::from_yaml("log:\nstore:\n  path:\ntimeout:\n  net:\nauth:\n  token:\n")
+            .expect("parses");
+        assert_same(&c, &Config::default());
+    }
+
+    #[test]
+    fn shipped_config_yaml_equals_defaults() {
+        let c = Config::load(&shipped("config.yaml")).expect("config/config.yaml loads");
+        assert_same(&c, &Config::default());
+    }
+
+    #[test]
+    fn shipped_slave_yaml_is_defaults_but_port_and_store() {
+        let c = Config::load(&shipped("slave.yaml")).expect("config/slave.yaml loads");
+        assert_eq!(c.port, 12302);
+        assert_eq!(c.store.path, PathBuf::from("data-slave"));
+        let expected = Config {
+            port: 12302,
+            store: StoreConfig {
+                path: PathBuf::from("data-slave"),
+                ..StoreConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_same(&c, &expected);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let yaml = r#"
+port: 0
+bind: "::1"
+log: { path: /tmp/smss.log, sample: 0, level: DEBUG }
+store:
+  path: /var/lib/smss
+  maxLogSize: 4096
+  maxDays: 0.0001
+  clearInterval: 1
+  fsync: interval
+  fsyncIntervalMs: 5
+  checkpointBytes: 8192
+worker: { buffSize: 7, sendTimeoutMs: 9 }
+timeout: { net: { write: 11 }, server: { alive: 13 } }
+limits: { maxPayload: 17, maxConnections: 19, maxBatch: 23, maxDelayMs: 29 }
+sub: { defaultBatch: 23, defaultAckTimeout: 31 }
+auth: { token: s3cr3t }
+replication: { sync: true, syncTimeoutMs: 37 }
+"#;
+        let c = Config::from_yaml(yaml).expect("parses");
+        assert_eq!(c.port, 0);
+        assert_eq!(c.bind, "::1".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            c.log,
+            LogConfig {
+                path: "/tmp/smss.log".into(),
+                sample: 0,
+                level: LevelFilter::Debug
+            }
+        );
+        assert_eq!(
+            c.store,
+            StoreConfig {
+                path: "/var/lib/smss".into(),
+                max_log_size: 4096,
+                max_days: 0.0001,
+                clear_interval_secs: 1,
+                fsync: FsyncPolicy::Interval,
+                fsync_interval_ms: 5,
+                checkpoint_bytes: 8192,
+            }
+        );
+        assert_eq!(
+            c.worker,
+            WorkerConfig {
+                buff_size: 7,
+                send_timeout_ms: 9
+            }
+        );
+        assert_eq!(
+            c.timeout,
+            TimeoutConfig {
+                net_write_ms: 11,
+                server_alive_ms: 13
+            }
+        );
+        assert_eq!(
+            c.limits,
+            LimitsConfig {
+                max_payload: 17,
+                max_connections: 19,
+                max_batch: 23,
+                max_delay_ms: 29
+            }
+        );
+        assert_eq!(
+            c.sub,
+            SubConfig {
+                default_batch: 23,
+                default_ack_timeout_ms: 31
+            }
+        );
+        assert_eq!(c.auth.token, "s3cr3t");
+        assert_eq!(
+            c.replication,
+            ReplicationConfig {
+                sync: true,
+                sync_timeout_ms: 37
+            }
+        );
+        // Fractional days: 0.0001 d = 8640 ms.
+        assert_eq!(c.store.max_age_ms(), 8640);
+    }
+
+    #[test]
+    fn fractional_max_days_accepted() {
+        let c = Config::from_yaml("store: { maxDays: 0.0001 }").expect("parses");
+        assert_eq!(c.store.max_days, 0.0001);
+        let c = Config::from_yaml("store: { maxDays: 1.5 }").expect("parses");
+        assert_eq!(c.store.max_age_ms(), 129_600_000);
+        // An integer is fine too.
+        let c = Config::from_yaml("store: { maxDays: 30 }").expect("parses");
+        assert_eq!(c.store.max_days, 30.0);
+        // A tiny value still gives a positive age.
+        let c = Config::from_yaml("store: { maxDays: 1.0e-12 }").expect("parses");
+        assert_eq!(c.store.max_age_ms(), 1);
+    }
+
+    #[test]
+    fn fsync_policies_parse() {
+        for (s, p) in [
+            ("always", FsyncPolicy::Always),
+            ("interval", FsyncPolicy::Interval),
+            ("never", FsyncPolicy::Never),
+        ] {
+            let c = Config::from_yaml(&format!("store: {{ fsync: {s} }}")).expect("parses");
+            assert_eq!(c.store.fsync, p);
+            assert_eq!(p.to_string(), s);
+        }
+        assert_invalid("store: { fsync: sometimes }", "store.fsync");
+        assert_invalid("store: { fsync: Always }", "store.fsync");
+        assert_invalid("store: { fsync: '' }", "store.fsync");
+        let e = err_of("store: { fsync: sometimes }").to_string();
+        assert!(e.contains("sometimes") && e.contains("always"), "{e}");
+    }
+
+    #[test]
+    fn log_levels_parse() {
+        for (s, l) in [
+            ("off", LevelFilter::Off),
+            ("error", LevelFilter::Error),
+            ("warn", LevelFilter::Warn),
+            ("info", LevelFilter::Info),
+            ("debug", LevelFilter::Debug),
+            ("trace", LevelFilter::Trace),
+            ("TRACE", LevelFilter::Trace),
+        ] {
+            let c = Config::from_yaml(&format!("log: {{ level: {s} }}")).expect("parses");
+            assert_eq!(c.log.level, l);
+        }
+        assert_invalid("log: { level: verbose }", "log.level");
+        assert_invalid("log: { level: warning }", "log.level");
+        assert_invalid("log: { level: 3 }", "log.level");
+    }
+
+    #[test]
+    fn unknown_top_level_key_rejected_naming_it() {
+        assert_parse_err("port: 1\nprot: 2\n", &["prot"]);
+        assert_parse_err("maxPayload: 10\n", &["maxPayload"]);
+    }
+
+    #[test]
+    fn unknown_nested_keys_rejected_naming_them() {
+        assert_parse_err(
+            "store:\n  maxlogsize: 4096\n",
+            &["maxlogsize", "store", "line 2"],
+        );
+        assert_parse_err("log: { path: stdout, colour: true }", &["colour"]);
+        assert_parse_err(
+            "timeout:\n  net:\n    read: 5\n",
+            &["read", "timeout.net", "line 3"],
+        );
+        assert_parse_err("timeout: { server: { alive: 50, dead: 1 } }", &["dead"]);
+        assert_parse_err("worker: { buff_size: 10 }", &["buff_size"]);
+        assert_parse_err("limits: { maxPayLoad: 10 }", &["maxPayLoad"]);
+        assert_parse_err("sub: { defaultAckTimeoutMs: 10 }", &["defaultAckTimeoutMs"]);
+        assert_parse_err("auth: { user: x }", &["user"]);
+        assert_parse_err("replication: { async: true }", &["async"]);
+    }
+
+    #[test]
+    fn wrong_types_and_bad_yaml_are_parse_errors() {
+        assert_parse_err(
+            "store:\n  maxLogSize: -1\n",
+            &["store.maxLogSize", "line 2"],
+        );
+        assert_parse_err("store: { maxLogSize: 1G }", &["store.maxLogSize"]);
+        assert_parse_err("port: [1, 2]", &["port"]);
+        assert_parse_err("replication: { sync: yes }", &["replication.sync"]);
+        assert_parse_err("port: 1\nport: 2\n", &["duplicate", "port"]);
+        assert_parse_err("- just\n- a list\n", &["sequence"]);
+        assert_parse_err("store: [1]", &["store"]);
+        assert_parse_err("port: 1\n  bind: x: y\n", &[]);
+    }
+
+    #[test]
+    fn port_and_bind_rules() {
+        assert_invalid("port: 65536", "port");
+        assert!(Config::from_yaml("port: 65535").is_ok());
+        assert!(Config::from_yaml("port: 0").is_ok());
+        assert_invalid("bind: localhost", "bind");
+        assert_invalid("bind: 127.0.0.1:80", "bind");
+        assert_invalid("bind: ''", "bind");
+        assert_invalid("bind: 300.1.1.1", "bind");
+        let c = Config::from_yaml("bind: 0.0.0.0").expect("parses");
+        assert!(c.bind.is_unspecified());
+        assert_eq!(c.warnings().len(), 1, "exposed without a token warns");
+        let c = Config::from_yaml("bind: 0.0.0.0\nauth: { token: abc }").expect("parses");
+        assert!(c.warnings().is_empty());
+    }
+
+    #[test]
+    fn each_range_rule_rejects_and_names_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("log: { path: '' }", "log.path"),
+            ("log: { path: '   ' }", "log.path"),
+            ("log: { path: ' out.log' }", "log.path"),
+            ("store: { path: '' }", "store.path"),
+            ("store: { maxLogSize: 4095 }", "store.maxLogSize"),
+            ("store: { maxLogSize: 1099511627777 }", "store.maxLogSize"),
+            ("store: { maxDays: 0 }", "store.maxDays"),
+            ("store: { maxDays: -1 }", "store.maxDays"),
+            ("store: { maxDays: .nan }", "store.maxDays"),
+            ("store: { maxDays: .inf }", "store.maxDays"),
+            ("store: { maxDays: 36501 }", "store.maxDays"),
+            ("store: { clearInterval: 0 }", "store.clearInterval"),
+            ("store: { clearInterval: 99999999 }", "store.clearInterval"),
+            ("store: { fsyncIntervalMs: 0 }", "store.fsyncIntervalMs"),
+            ("store: { checkpointBytes: 4095 }", "store.checkpointBytes"),
+            ("worker: { buffSize: 0 }", "worker.buffSize"),
+            ("worker: { buffSize: 1000001 }", "worker.buffSize"),
+            ("worker: { sendTimeoutMs: 0 }", "worker.sendTimeoutMs"),
+            ("timeout: { net: { write: 0 } }", "timeout.net.write"),
+            (
+                "timeout: { net: { write: 18446744073709551615 } }",
+                "timeout.net.write",
+            ),
+            ("timeout: { server: { alive: 9 } }", "timeout.server.alive"),
+            ("limits: { maxPayload: 0 }", "limits.maxPayload"),
+            ("limits: { maxPayload: 1073741825 }", "limits.maxPayload"),
+            ("limits: { maxConnections: 0 }", "limits.maxConnections"),
+            (
+                "limits: { maxConnections: 100001 }",
+                "limits.maxConnections",
+            ),
+            ("limits: { maxBatch: 0 }", "limits.maxBatch"),
+            ("limits: { maxBatch: 100001 }", "limits.maxBatch"),
+            ("limits: { maxDelayMs: 0 }", "limits.maxDelayMs"),
+            (
+                "limits: { maxDelayMs: 18446744073709551615 }",
+                "limits.maxDelayMs",
+            ),
+            ("sub: { defaultBatch: 0 }", "sub.defaultBatch"),
+            ("sub: { defaultBatch: 1001 }", "sub.defaultBatch"),
+            (
+                "limits: { maxBatch: 10 }\nsub: { defaultBatch: 11 }",
+                "sub.defaultBatch",
+            ),
+            ("sub: { defaultAckTimeout: 0 }", "sub.defaultAckTimeout"),
+            ("auth: { token: 'two words' }", "auth.token"),
+            ("auth: { token: \"tab\\there\" }", "auth.token"),
+            ("auth: { token: \"caf\u{e9}\" }", "auth.token"),
+            (
+                "replication: { syncTimeoutMs: 0 }",
+                "replication.syncTimeoutMs",
+            ),
+        ];
+        for (yaml, key) in cases {
+            assert_invalid(yaml, key);
+        }
+        let long = format!("auth: {{ token: {} }}", "x".repeat(MAX_TOKEN_BYTES + 1));
+        assert_invalid(&long, "auth.token");
+    }
+
+    #[test]
+    fn boundary_values_are_accepted() {
+        let yaml = "store: { maxLogSize: 4096, clearInterval: 1, fsyncIntervalMs: 1, \
+                    checkpointBytes: 4096 }\n\
+                    worker: { buffSize: 1000000, sendTimeoutMs: 1 }\n\
+                    timeout: { net: { write: 1 }, server: { alive: 10 } }\n\
+                    limits: { maxPayload: 1073741824, maxConnections: 100000, \
+                    maxBatch: 100000, maxDelayMs: 1 }\n\
+                    sub: { defaultBatch: 100000, defaultAckTimeout: 1 }\n\
+                    replication: { syncTimeoutMs: 1 }\n";
+        let c = Config::from_yaml(yaml).expect("boundaries are valid");
+        assert_eq!(c.store.max_log_size, 4096);
+        // maxPayload ≥ maxLogSize is allowed but warned about.
+        assert!(c.warnings().iter().any(|w| w.contains("limits.maxPayload")));
+        assert!(Config::from_yaml("store: { maxLogSize: 1099511627776 }").is_ok());
+    }
+
+    #[test]
+    fn validate_checks_hand_built_configs() {
+        let mut c = Config::default();
+        c.store.path = PathBuf::new();
+        match c.validate() {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "store.path"),
+            other => panic!("expected store.path error, got {other:?}"),
+        }
+        let mut c = Config::default();
+        c.store.max_days = f64::NAN;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                key: "store.maxDays",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn missing_file_error_names_the_path() {
+        let path = Path::new("/nonexistent/smss-test/config.yaml");
+        let err = Config::load(path).expect_err("missing file is an error");
+        match &err {
+            ConfigError::Read { path: p, source } => {
+                assert_eq!(p, path);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected Read, got {other:?}"),
+        }
+        assert!(
+            err.to_string()
+                .contains("/nonexistent/smss-test/config.yaml")
+        );
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn parse_error_from_file_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("smss-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("bad.yaml");
+        std::fs::write(&path, "store:\n  bogus: 1\n").expect("write");
+        let err = Config::load(&path).expect_err("bad key");
+        let shown = err.to_string();
+        assert!(shown.contains("bad.yaml"), "{shown}");
+        assert!(shown.contains("bogus"), "{shown}");
+        assert!(matches!(err, ConfigError::Parse { path: Some(_), .. }));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn log_file_error_names_the_path() {
+        let log = LogConfig {
+            path: "/nonexistent/smss-test/dir/smss.log".into(),
+            ..LogConfig::default()
+        };
+        // Either the logger is already installed by another test (Ok, nothing done)
+        // or opening fails; it must never panic. Only check the error when we get one.
+        if let Err(e) = init_logging(&log) {
+            assert!(matches!(e, ConfigError::LogFile { .. }));
+            assert!(
+                e.to_string()
+                    .contains("/nonexistent/smss-test/dir/smss.log")
+            );
+        }
+    }
+
+    #[test]
+    fn init_logging_twice_does_not_panic() {
+        let dir = std::env::temp_dir().join(format!("smss-log-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let log = LogConfig {
+            path: dir.join("smss.log").to_string_lossy().into_owned(),
+            sample: 1,
+            level: LevelFilter::Info,
+        };
+        init_logging(&log).expect("first call");
+        init_logging(&log).expect("second call is Ok");
+        init_logging(&LogConfig::default()).expect("third call is Ok");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
