@@ -1,5 +1,5 @@
 //! The smss wire protocol, version 1: turns client bytes into [`Request`]s and server
-//! replies into bytes. The protocol document (docs/protocol.md) is the contract; this
+//! replies into bytes. The protocol document (shared PROTOCOL.md, restated in README.md) is the contract; this
 //! module is the server's only implementation of its framing.
 //!
 //! The module is **pure**: no sockets, no I/O, no threads, no locks, no clocks. The

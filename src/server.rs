@@ -1,1 +1,203 @@
-//! server (stub)
+//! Start-up, the acceptor, and shutdown.
+//!
+//! Threads started here: `writer` (the persistence thread), `acceptor` (one
+//! connection thread per accepted client, each with a small stack, refused
+//! with `ERR BUSY` past `limits.maxConnections`), and `signals` (SIGTERM and
+//! SIGINT). The main thread waits for a signal or for the writer to die;
+//! on a signal it stops accepting, lets the writer finish and fsync what is
+//! queued, writes a checkpoint and returns, so the process exits 0.
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{error, info, warn};
+
+use crate::broker::Broker;
+use crate::cli::{Role, ServerArgs};
+use crate::config::{Config, init_logging};
+use crate::connection;
+use crate::error::Error;
+use crate::stats::Stats;
+use crate::storage::writer::{WriteOk, WriteOp, WriteReq, Writer};
+
+/// Stack of a connection thread: parsing and replies keep their buffers on
+/// the heap, so little stack is touched.
+const CONN_STACK_BYTES: usize = 128 << 10;
+/// How long the acceptor spends telling an over-limit client `ERR BUSY`.
+const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long shutdown waits for the writer's final fsync and checkpoint.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+enum Wake {
+    Signal(i32),
+    WriterExited,
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// Runs the server until SIGTERM/SIGINT (Ok) or a fatal error.
+pub fn run(args: ServerArgs) -> Result<(), Error> {
+    let config = Config::load(&args.config)?;
+    init_logging(&config.log)?;
+    for w in config.warnings() {
+        warn!("{w}");
+    }
+    if args.role == Role::Slave {
+        warn!(
+            "running as a read-only slave of {}; replication is not implemented in this version",
+            args.master.as_deref().unwrap_or("?")
+        );
+    }
+    let (tx, rx) = crossbeam_channel::bounded(config.worker.buff_size);
+    let listen = config.listen_addr();
+    let broker = Arc::new(Broker::new(config, args.role, tx));
+    let (writer, _report) = Writer::open(Arc::clone(&broker))?;
+
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded::<Wake>(4);
+    let writer_wake = wake_tx.clone();
+    let writer_thread = std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || {
+            // Tell main when the writer ends, also when it panics.
+            struct OnExit(crossbeam_channel::Sender<Wake>);
+            impl Drop for OnExit {
+                fn drop(&mut self) {
+                    let _ = self.0.try_send(Wake::WriterExited);
+                }
+            }
+            let _guard = OnExit(writer_wake);
+            writer.run(rx);
+        })
+        .map_err(io_err("starting the writer thread"))?;
+
+    let listener =
+        TcpListener::bind(listen).map_err(io_err(format!("binding {listen}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(io_err("reading the listening address"))?;
+    info!("listening on {local} as {}", args.role.as_str());
+    // Tests and scripts wait for this line instead of guessing when we are up.
+    println!("READY {local}");
+    let _ = std::io::stdout().flush();
+
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(io_err("installing signal handlers"))?;
+    let signal_handle = signals.handle();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = wake_tx.try_send(Wake::Signal(sig));
+            }
+        })
+        .map_err(io_err("starting the signal thread"))?;
+
+    let acc_broker = Arc::clone(&broker);
+    std::thread::Builder::new()
+        .name("acceptor".into())
+        .spawn(move || accept_loop(listener, acc_broker))
+        .map_err(io_err("starting the acceptor thread"))?;
+
+    let wake = wake_rx.recv().unwrap_or(Wake::WriterExited);
+    signal_handle.close();
+    match wake {
+        Wake::Signal(sig) => {
+            info!("signal {sig}: shutting down");
+            shutdown(&broker, local);
+            let _ = writer_thread.join();
+            info!("bye");
+            Ok(())
+        }
+        Wake::WriterExited => {
+            error!("the persistence thread stopped; exiting");
+            Err(Error::WriterDied)
+        }
+    }
+}
+
+/// Stops accepting and lets the writer drain, fsync and checkpoint.
+fn shutdown(broker: &Broker, local: SocketAddr) {
+    broker.begin_shutdown();
+    // Wake the acceptor out of accept() so it sees the flag.
+    let mut wake_addr = local;
+    if wake_addr.ip().is_unspecified() {
+        wake_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_secs(1));
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let req = WriteReq {
+        op: WriteOp::Shutdown,
+        reply: tx,
+    };
+    if broker.writer.send_timeout(req, SHUTDOWN_WAIT).is_err() {
+        warn!("the writer did not take the shutdown request");
+        return;
+    }
+    match rx.recv_timeout(SHUTDOWN_WAIT) {
+        Ok(Ok(WriteOk::Done)) => {}
+        other => warn!("the writer did not confirm shutdown: {other:?}"),
+    }
+}
+
+fn accept_loop(listener: TcpListener, broker: Arc<Broker>) {
+    let max = broker.config.limits.max_connections as u64;
+    for conn in listener.incoming() {
+        if broker.is_shutting_down() {
+            return;
+        }
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let stats = &broker.stats;
+        let n = stats
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if n > max {
+            Stats::sub(&stats.connections, 1);
+            refuse_busy(stream, "too many connections");
+            Stats::add(&stats.rejected_busy, 1);
+            continue;
+        }
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let b = Arc::clone(&broker);
+        let spare = match stream.try_clone() {
+            Ok(s) => Some(s),
+            Err(_) => None,
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("conn-{peer}"))
+            .stack_size(CONN_STACK_BYTES)
+            .spawn(move || connection::serve(stream, b));
+        if let Err(e) = spawned {
+            warn!("cannot start a thread for {peer}: {e}");
+            Stats::sub(&stats.connections, 1);
+            if let Some(s) = spare {
+                refuse_busy(s, "the server cannot start another thread");
+            }
+        }
+    }
+}
+
+fn refuse_busy(mut stream: TcpStream, why: &str) {
+    let _ = stream.set_write_timeout(Some(BUSY_WRITE_TIMEOUT));
+    let _ = stream.write_all(format!("ERR BUSY {why}\r\n").as_bytes());
+    let _ = stream.shutdown(Shutdown::Write);
+}
