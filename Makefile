@@ -15,7 +15,7 @@ release: build
 run-master: build
 	./target/release/smss --config $(CONFIG) --role master
 
-# Runs a slave of $(MASTER) with config/slave.yaml (data in ./data-slave).
+# Runs a slave of $(MASTER) with config/slave.yaml (data in ./data/slave).
 run-slave: build
 	./target/release/smss --config $(SLAVE_CONFIG) --role slave --master $(MASTER)
 

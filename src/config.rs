@@ -943,11 +943,11 @@ mod tests {
     fn shipped_slave_yaml_is_defaults_but_port_and_store() {
         let c = Config::load(&shipped("slave.yaml")).expect("config/slave.yaml loads");
         assert_eq!(c.port, 12302);
-        assert_eq!(c.store.path, PathBuf::from("data-slave"));
+        assert_eq!(c.store.path, PathBuf::from("data/slave"));
         let expected = Config {
             port: 12302,
             store: StoreConfig {
-                path: PathBuf::from("data-slave"),
+                path: PathBuf::from("data/slave"),
                 ..StoreConfig::default()
             },
             ..Config::default()
