@@ -1,0 +1,316 @@
+//! Durability: restarts, kill -9 under load, torn tails, corruption, shutdown.
+//! Each test runs the real binary on a temp data dir and restarts it there.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::{Opts, Server};
+use smss::client::{Client, SubEvent, SubOptions};
+
+/// Reads every message of `topic` from the start: (event id, payload).
+fn drain(s: &Server, topic: &str) -> Vec<(u64, Vec<u8>)> {
+    let mut c = s.client();
+    let total = c.info(topic).expect("info").messages;
+    let mut got = Vec::new();
+    if total == 0 {
+        return got;
+    }
+    let opts = SubOptions {
+        batch: Some(500),
+        ..SubOptions::default()
+    };
+    c.subscribe(topic, "0", &opts).expect("sub");
+    while (got.len() as u64) < total {
+        match c.next_event().expect("event") {
+            SubEvent::Batch(msgs) => {
+                got.extend(msgs.into_iter().map(|m| (m.event_id, m.payload)));
+                c.ack().expect("ack");
+            }
+            SubEvent::Alive => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    c.stop().expect("stop");
+    got
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("data/log"))
+        .expect("log dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn stat(c: &mut Client, name: &str) -> u64 {
+    c.stats()
+        .expect("stats")
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no stat {name}"))
+}
+
+#[test]
+fn restart_keeps_topics_messages_and_the_id_sequence() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    c.create("a", 0).expect("create a");
+    c.create("b", 60_000).expect("create b");
+    let mut sent = Vec::new();
+    for i in 0..50u32 {
+        let payload = format!("message {i}\r\n\0 end").into_bytes();
+        let id = c.publish("a", &payload).expect("pub");
+        sent.push((id, payload));
+    }
+    let (f, l) = c.mpublish("b", &[b"x", b"y"]).expect("mpub");
+    let info_b = c.info("b").expect("info b");
+    let last = stat(&mut c, "last_event_id");
+    assert_eq!(l, last);
+    drop(c);
+    assert!(s.sigterm().success(), "SIGTERM must exit 0");
+
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    let names: Vec<String> = c.list().expect("list").into_iter().map(|t| t.name).collect();
+    assert_eq!(names, vec!["a", "b"]);
+    assert_eq!(c.info("b").expect("info"), info_b, "INFO survives restart");
+    assert_eq!(stat(&mut c, "last_event_id"), last);
+    assert_eq!(drain(&s, "a"), sent);
+    assert_eq!(
+        drain(&s, "b"),
+        vec![(f, b"x".to_vec()), (l, b"y".to_vec())]
+    );
+    let next = c.publish("a", b"after").expect("pub after restart");
+    assert_eq!(next, last + 1, "ids continue after restart without reuse");
+}
+
+#[test]
+fn kill9_while_publishing_loses_no_acknowledged_message() {
+    // Several rounds on one data dir, killing at a different moment each
+    // round, like a crash-test harness; the seed is printed for replay.
+    let seed = std::process::id() as u64;
+    println!("kill9 test seed {seed}");
+    let dir = common::tempdir();
+    let opts = Opts::new().store("fsync: always");
+    let mut acked: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut rng = seed;
+    {
+        let s = Server::start_with(dir.path(), &opts);
+        s.client().create("load", 0).expect("create");
+        drop(s);
+    }
+    for round in 0..3u64 {
+        let s = Server::start_with(dir.path(), &opts);
+        // Everything acknowledged so far is still there, byte-exact.
+        let got = drain(&s, "load");
+        let got_map: BTreeMap<u64, Vec<u8>> = got.iter().cloned().collect();
+        for (id, p) in &acked {
+            assert_eq!(got_map.get(id), Some(p), "round {round}: acked id {id} lost");
+        }
+        assert!(
+            got.windows(2).all(|w| w[0].0 < w[1].0),
+            "ids strictly increase"
+        );
+        let floor = got.last().map_or(0, |x| x.0);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for t in 0..6u64 {
+            let (stop, count, results) = (stop.clone(), count.clone(), results.clone());
+            let mut c = s.client();
+            threads.push(std::thread::spawn(move || {
+                for i in 0..5_000u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let payload = format!("r{round} t{t} i{i} {}", "x".repeat((i % 300) as usize));
+                    match c.publish("load", payload.as_bytes()) {
+                        Ok(id) => {
+                            results.lock().expect("lock").push((id, payload.into_bytes()));
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => break, // the server was killed
+                    }
+                }
+            }));
+        }
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let kill_after = 200 + (rng >> 33) % 1500;
+        let deadline = std::time::Instant::now() + common::WAIT;
+        while count.load(Ordering::Relaxed) < kill_after && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        s.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().expect("publisher thread");
+        }
+        let new = std::mem::take(&mut *results.lock().expect("lock"));
+        assert!(!new.is_empty(), "round {round}: something was acknowledged");
+        for (id, p) in new {
+            assert!(id > floor, "new ids are above everything before the crash");
+            assert!(acked.insert(id, p).is_none(), "id {id} acknowledged twice");
+        }
+    }
+    let s = Server::start_with(dir.path(), &opts);
+    let got: BTreeMap<u64, Vec<u8>> = drain(&s, "load").into_iter().collect();
+    for (id, p) in &acked {
+        assert_eq!(got.get(id), Some(p), "acked id {id} lost after the last crash");
+    }
+    let max = *acked.keys().last().expect("some acked");
+    let next = s.client().publish("load", b"last").expect("pub");
+    assert!(next > max, "no id is reused after crashes");
+}
+
+#[test]
+fn garbage_after_the_last_record_is_cut_at_restart() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("create");
+    let ids: Vec<u64> = (0..10)
+        .map(|i| c.publish("t", format!("m{i}").as_bytes()).expect("pub"))
+        .collect();
+    drop(c);
+    s.kill9();
+    let seg = segments(dir.path()).pop().expect("a segment");
+    let good_len = std::fs::metadata(&seg).expect("stat").len();
+    // A torn write: the start of a record header, then junk.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).expect("open");
+    f.write_all(&[0x40, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3])
+        .expect("append garbage");
+    drop(f);
+
+    let s = Server::start(dir.path());
+    assert_eq!(std::fs::metadata(&seg).expect("stat").len(), good_len, "tail cut");
+    assert!(s.log_text().contains("torn tail"), "the cut is logged");
+    let got: Vec<u64> = drain(&s, "t").into_iter().map(|x| x.0).collect();
+    assert_eq!(got, ids);
+    let next = s.client().publish("t", b"after").expect("pub");
+    assert_eq!(next, ids[9] + 1);
+    drop(s);
+    // And the repaired log restarts cleanly again.
+    let s = Server::start(dir.path());
+    assert_eq!(drain(&s, "t").len(), 11);
+}
+
+#[test]
+fn corruption_in_the_middle_refuses_to_start_and_names_file_and_offset() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("create");
+    for i in 0..20 {
+        c.publish("t", format!("payload number {i}").as_bytes()).expect("pub");
+    }
+    drop(c);
+    s.kill9(); // no shutdown checkpoint: recovery re-reads these records
+    let seg = segments(dir.path()).pop().expect("segment");
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&seg, &bytes).expect("write");
+
+    let (status, stderr) = Server::start_failing(dir.path());
+    assert!(!status.success(), "must refuse to start");
+    let name = seg.file_name().expect("name").to_string_lossy().to_string();
+    assert!(stderr.contains(&name), "names the file: {stderr}");
+    assert!(stderr.contains("offset"), "names the offset: {stderr}");
+    // Nothing was truncated: the damage stays for a human to look at.
+    assert_eq!(std::fs::read(&seg).expect("read").len(), bytes.len());
+}
+
+#[test]
+fn a_torn_mpub_batch_is_dropped_whole() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("create");
+    let before = c.publish("t", b"single").expect("pub");
+    let payloads: Vec<Vec<u8>> = (0..5).map(|i| vec![b'a' + i; 100]).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+    let (first, last) = c.mpublish("t", &refs).expect("mpub");
+    assert_eq!(last - first, 4);
+    drop(c);
+    s.kill9();
+    // Cut the file inside the batch's third record, as a crash mid-write would.
+    let seg = segments(dir.path()).pop().expect("segment");
+    let len = std::fs::metadata(&seg).expect("stat").len();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).expect("open");
+    f.set_len(len - 2 * 140 - 50).expect("truncate");
+    drop(f);
+
+    let s = Server::start(dir.path());
+    let got: Vec<u64> = drain(&s, "t").into_iter().map(|x| x.0).collect();
+    assert_eq!(got, vec![before], "no part of the torn batch survives");
+    assert_eq!(s.client().info("t").expect("info").messages, 1);
+}
+
+#[test]
+fn sigterm_exits_zero_after_a_final_checkpoint() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("create");
+    for i in 0..100 {
+        c.publish("t", format!("{i}").as_bytes()).expect("pub");
+    }
+    drop(c);
+    let status = s.sigterm();
+    assert!(status.success(), "exit status {status:?}");
+    let s = Server::start(dir.path());
+    // The shutdown checkpoint covered everything: nothing to replay.
+    assert!(
+        s.log_text().contains("replayed 0 records"),
+        "log: {}",
+        s.log_text()
+    );
+    assert_eq!(drain(&s, "t").len(), 100);
+}
+
+#[test]
+fn a_second_server_cannot_use_the_same_data_dir() {
+    let dir = common::tempdir();
+    let _s = Server::start(dir.path());
+    let (status, stderr) = Server::start_failing(dir.path());
+    assert!(!status.success());
+    assert!(stderr.contains("in use"), "stderr: {stderr}");
+}
+
+#[test]
+fn deletes_and_recreates_survive_restart_across_segments() {
+    let dir = common::tempdir();
+    let opts = Opts::new().store("maxLogSize: 4096");
+    let s = Server::start_with(dir.path(), &opts);
+    let mut c = s.client();
+    c.create("t", 0).expect("create");
+    for i in 0..100 {
+        c.publish("t", format!("old {i} {}", "p".repeat(90)).as_bytes()).expect("pub");
+    }
+    c.delete("t").expect("delete");
+    c.create("t", 0).expect("recreate");
+    let mut want = Vec::new();
+    for i in 0..100 {
+        let p = format!("new {i} {}", "q".repeat(90)).into_bytes();
+        want.push((c.publish("t", &p).expect("pub"), p));
+    }
+    drop(c);
+    assert!(segments(dir.path()).len() > 2, "the log rolled");
+    s.kill9();
+    let s = Server::start_with(dir.path(), &opts);
+    assert_eq!(drain(&s, "t"), want);
+    drop(s);
+    let s = Server::start_with(dir.path(), &opts);
+    assert_eq!(drain(&s, "t"), want, "and again after a clean replay");
+}
