@@ -172,10 +172,10 @@ impl Broker {
     /// Writer only: removes a topic and tells its subscribers why.
     pub fn remove_topic(&self, name: &str, create_id: u64, reason: DeleteReason) {
         let mut map = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        if map.get(name).is_some_and(|t| t.create_id == create_id) {
-            if let Some(t) = map.remove(name) {
-                t.end(reason);
-            }
+        if map.get(name).is_some_and(|t| t.create_id == create_id)
+            && let Some(t) = map.remove(name)
+        {
+            t.end(reason);
         }
     }
 

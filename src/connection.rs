@@ -300,7 +300,9 @@ impl Conn {
             return Ok(Flow::Continue);
         }
         match req {
-            Request::Create { topic, life_ms } => self.submit(WriteOp::Create { topic, life_ms })?,
+            Request::Create { topic, life_ms } => {
+                self.submit(WriteOp::Create { topic, life_ms })?
+            }
             Request::Delete { topic } => self.submit(WriteOp::Delete {
                 topic,
                 reason: DeleteReason::Deleted,
@@ -354,7 +356,10 @@ impl Conn {
             Request::Sub(args) => return self.subscribe(args),
             Request::Ack | Request::Stop => encode_err(
                 &mut self.out,
-                &ProtoError::new(ErrCode::BadReq, "ACK and STOP only answer a subscription batch"),
+                &ProtoError::new(
+                    ErrCode::BadReq,
+                    "ACK and STOP only answer a subscription batch",
+                ),
             ),
             Request::DPub { .. } => not_yet(&mut self.out, "DPUB"),
             Request::Groups { .. } => not_yet(&mut self.out, "GROUPS"),
@@ -386,7 +391,10 @@ impl Conn {
             ("last_event_id", b.last_event_id().to_string()),
             ("topics", b.topic_count().to_string()),
             ("connections", Stats::get(&s.connections).to_string()),
-            ("uptime_ms", (b.started.elapsed().as_millis() as u64).to_string()),
+            (
+                "uptime_ms",
+                (b.started.elapsed().as_millis() as u64).to_string(),
+            ),
             ("disk_bytes", Stats::get(&s.disk_bytes).to_string()),
             (
                 "messages_published",
@@ -639,8 +647,13 @@ impl Conn {
             while j < n {
                 let e = self.entries[j];
                 let span = e.pos + u64::from(e.len) - first.pos;
-                let same = self.broker.segments.find(e.pos).is_some_and(|s| s.base == seg.base);
-                if !same || e.pos < first.pos || span > 2 * (useful + u64::from(e.len)) + (64 << 10) {
+                let same = self
+                    .broker
+                    .segments
+                    .find(e.pos)
+                    .is_some_and(|s| s.base == seg.base);
+                if !same || e.pos < first.pos || span > 2 * (useful + u64::from(e.len)) + (64 << 10)
+                {
                     break;
                 }
                 useful += u64::from(e.len);
@@ -672,7 +685,13 @@ impl Conn {
                         ));
                     }
                 };
-                encode_msg(&mut self.out, rec.event_id, rec.timestamp_ms, rec.headers, rec.body);
+                encode_msg(
+                    &mut self.out,
+                    rec.event_id,
+                    rec.timestamp_ms,
+                    rec.headers,
+                    rec.body,
+                );
             }
             i = j;
         }

@@ -75,8 +75,7 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         })
         .map_err(io_err("starting the writer thread"))?;
 
-    let listener =
-        TcpListener::bind(listen).map_err(io_err(format!("binding {listen}")))?;
+    let listener = TcpListener::bind(listen).map_err(io_err(format!("binding {listen}")))?;
     let local = listener
         .local_addr()
         .map_err(io_err("reading the listening address"))?;
@@ -178,10 +177,7 @@ fn accept_loop(listener: TcpListener, broker: Arc<Broker>) {
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
         let b = Arc::clone(&broker);
-        let spare = match stream.try_clone() {
-            Ok(s) => Some(s),
-            Err(_) => None,
-        };
+        let spare = stream.try_clone().ok();
         let spawned = std::thread::Builder::new()
             .name(format!("conn-{peer}"))
             .stack_size(CONN_STACK_BYTES)

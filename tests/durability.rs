@@ -80,15 +80,17 @@ fn restart_keeps_topics_messages_and_the_id_sequence() {
 
     let s = Server::start(dir.path());
     let mut c = s.client();
-    let names: Vec<String> = c.list().expect("list").into_iter().map(|t| t.name).collect();
+    let names: Vec<String> = c
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names, vec!["a", "b"]);
     assert_eq!(c.info("b").expect("info"), info_b, "INFO survives restart");
     assert_eq!(stat(&mut c, "last_event_id"), last);
     assert_eq!(drain(&s, "a"), sent);
-    assert_eq!(
-        drain(&s, "b"),
-        vec![(f, b"x".to_vec()), (l, b"y".to_vec())]
-    );
+    assert_eq!(drain(&s, "b"), vec![(f, b"x".to_vec()), (l, b"y".to_vec())]);
     let next = c.publish("a", b"after").expect("pub after restart");
     assert_eq!(next, last + 1, "ids continue after restart without reuse");
 }
@@ -114,7 +116,11 @@ fn kill9_while_publishing_loses_no_acknowledged_message() {
         let got = drain(&s, "load");
         let got_map: BTreeMap<u64, Vec<u8>> = got.iter().cloned().collect();
         for (id, p) in &acked {
-            assert_eq!(got_map.get(id), Some(p), "round {round}: acked id {id} lost");
+            assert_eq!(
+                got_map.get(id),
+                Some(p),
+                "round {round}: acked id {id} lost"
+            );
         }
         assert!(
             got.windows(2).all(|w| w[0].0 < w[1].0),
@@ -137,7 +143,10 @@ fn kill9_while_publishing_loses_no_acknowledged_message() {
                     let payload = format!("r{round} t{t} i{i} {}", "x".repeat((i % 300) as usize));
                     match c.publish("load", payload.as_bytes()) {
                         Ok(id) => {
-                            results.lock().expect("lock").push((id, payload.into_bytes()));
+                            results
+                                .lock()
+                                .expect("lock")
+                                .push((id, payload.into_bytes()));
                             count.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(_) => break, // the server was killed
@@ -145,7 +154,9 @@ fn kill9_while_publishing_loses_no_acknowledged_message() {
                 }
             }));
         }
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let kill_after = 200 + (rng >> 33) % 1500;
         let deadline = std::time::Instant::now() + common::WAIT;
         while count.load(Ordering::Relaxed) < kill_after && std::time::Instant::now() < deadline {
@@ -166,7 +177,11 @@ fn kill9_while_publishing_loses_no_acknowledged_message() {
     let s = Server::start_with(dir.path(), &opts);
     let got: BTreeMap<u64, Vec<u8>> = drain(&s, "load").into_iter().collect();
     for (id, p) in &acked {
-        assert_eq!(got.get(id), Some(p), "acked id {id} lost after the last crash");
+        assert_eq!(
+            got.get(id),
+            Some(p),
+            "acked id {id} lost after the last crash"
+        );
     }
     let max = *acked.keys().last().expect("some acked");
     let next = s.client().publish("load", b"last").expect("pub");
@@ -187,13 +202,20 @@ fn garbage_after_the_last_record_is_cut_at_restart() {
     let seg = segments(dir.path()).pop().expect("a segment");
     let good_len = std::fs::metadata(&seg).expect("stat").len();
     // A torn write: the start of a record header, then junk.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).expect("open");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .expect("open");
     f.write_all(&[0x40, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3])
         .expect("append garbage");
     drop(f);
 
     let s = Server::start(dir.path());
-    assert_eq!(std::fs::metadata(&seg).expect("stat").len(), good_len, "tail cut");
+    assert_eq!(
+        std::fs::metadata(&seg).expect("stat").len(),
+        good_len,
+        "tail cut"
+    );
     assert!(s.log_text().contains("torn tail"), "the cut is logged");
     let got: Vec<u64> = drain(&s, "t").into_iter().map(|x| x.0).collect();
     assert_eq!(got, ids);
@@ -212,7 +234,8 @@ fn corruption_in_the_middle_refuses_to_start_and_names_file_and_offset() {
     let mut c = s.client();
     c.create("t", 0).expect("create");
     for i in 0..20 {
-        c.publish("t", format!("payload number {i}").as_bytes()).expect("pub");
+        c.publish("t", format!("payload number {i}").as_bytes())
+            .expect("pub");
     }
     drop(c);
     s.kill9(); // no shutdown checkpoint: recovery re-reads these records
@@ -247,7 +270,10 @@ fn a_torn_mpub_batch_is_dropped_whole() {
     // Cut the file inside the batch's third record, as a crash mid-write would.
     let seg = segments(dir.path()).pop().expect("segment");
     let len = std::fs::metadata(&seg).expect("stat").len();
-    let f = std::fs::OpenOptions::new().write(true).open(&seg).expect("open");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open");
     f.set_len(len - 2 * 140 - 50).expect("truncate");
     drop(f);
 
@@ -296,7 +322,8 @@ fn deletes_and_recreates_survive_restart_across_segments() {
     let mut c = s.client();
     c.create("t", 0).expect("create");
     for i in 0..100 {
-        c.publish("t", format!("old {i} {}", "p".repeat(90)).as_bytes()).expect("pub");
+        c.publish("t", format!("old {i} {}", "p".repeat(90)).as_bytes())
+            .expect("pub");
     }
     c.delete("t").expect("delete");
     c.create("t", 0).expect("recreate");

@@ -80,7 +80,9 @@ impl Checkpoint {
             .map_err(|_| format!("bad crc line {crc_line:?}"))?;
         let actual = crc32fast::hash(body.as_bytes());
         if stored != actual {
-            return Err(format!("crc mismatch: stored {stored:08x}, computed {actual:08x}"));
+            return Err(format!(
+                "crc mismatch: stored {stored:08x}, computed {actual:08x}"
+            ));
         }
         let mut lines = body.lines();
         if lines.next() != Some(MAGIC) {
@@ -183,7 +185,8 @@ mod tests {
 
     #[test]
     fn store_and_load() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::io("tempdir", Path::new("/tmp"), e))?;
+        let dir =
+            tempfile::tempdir().map_err(|e| StoreError::io("tempdir", Path::new("/tmp"), e))?;
         assert_eq!(Checkpoint::load(dir.path())?, None);
         sample().store(dir.path())?;
         assert_eq!(Checkpoint::load(dir.path())?, Some(sample()));

@@ -140,7 +140,11 @@ mod tests {
         let e = entries(&ids);
         for after in 0..620 {
             let linear = e.iter().position(|x| x.event_id > after).unwrap_or(e.len()) as u64;
-            assert_eq!(search_after(&e[..], 0, e.len() as u64, after)?, linear, "after {after}");
+            assert_eq!(
+                search_after(&e[..], 0, e.len() as u64, after)?,
+                linear,
+                "after {after}"
+            );
         }
         Ok(())
     }

@@ -181,7 +181,9 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
         return Decoded::End;
     }
     if len < HEADER_LEN {
-        return Decoded::Corrupt(format!("record length {len} is below the minimum {HEADER_LEN}"));
+        return Decoded::Corrupt(format!(
+            "record length {len} is below the minimum {HEADER_LEN}"
+        ));
     }
     if buf.len() < len {
         return Decoded::Incomplete { need: len };
@@ -190,7 +192,9 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     let crc = u32_at(b, 4);
     let actual = crc32fast::hash(&b[8..]);
     if crc != actual {
-        return Decoded::Corrupt(format!("CRC mismatch: stored {crc:08x}, computed {actual:08x}"));
+        return Decoded::Corrupt(format!(
+            "CRC mismatch: stored {crc:08x}, computed {actual:08x}"
+        ));
     }
     let Some(kind) = Kind::from_u8(b[24]) else {
         return Decoded::Corrupt(format!("unknown record kind {}", b[24]));
@@ -378,8 +382,8 @@ mod tests {
         log.extend(sample(b"two"));
         let whole = log.len() as u64;
         let mut seen = Vec::new();
-        let end = scan(&log[..], |off, r| seen.push((off, r.body.to_vec())))
-            .expect("in-memory read");
+        let end =
+            scan(&log[..], |off, r| seen.push((off, r.body.to_vec()))).expect("in-memory read");
         assert_eq!(end, ScanEnd::Clean { offset: whole });
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[1].1, b"two");

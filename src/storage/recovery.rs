@@ -92,7 +92,9 @@ impl Writer {
             return Err(StoreError::corrupt(
                 &log_dir.join(Segment::file_name(first_base)),
                 0,
-                format!("{what} {start_pos} is before the oldest segment; log segments are missing"),
+                format!(
+                    "{what} {start_pos} is before the oldest segment; log segments are missing"
+                ),
             ));
         }
         let newest = Arc::clone(&segs[segs.len() - 1]);
@@ -169,7 +171,9 @@ impl Writer {
     fn load_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError> {
         self.last_id = cp.last_event_id;
         for tm in &cp.topics {
-            let path = self.index_dir.join(index::file_name(&tm.name, tm.create_id));
+            let path = self
+                .index_dir
+                .join(index::file_name(&tm.name, tm.create_id));
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -352,7 +356,9 @@ impl Writer {
             return Err(StoreError::corrupt(
                 &seg.path,
                 cut,
-                format!("{reason}; but a valid record follows at offset {valid}, so this is not a torn tail"),
+                format!(
+                    "{reason}; but a valid record follows at offset {valid}, so this is not a torn tail"
+                ),
             ));
         }
         if !all_zero(seg, bad_at, len)? || batch_start.is_some() {

@@ -125,7 +125,8 @@ mod tests {
 
     #[test]
     fn find_picks_the_containing_segment() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::io("tempdir", Path::new("/tmp"), e))?;
+        let dir =
+            tempfile::tempdir().map_err(|e| StoreError::io("tempdir", Path::new("/tmp"), e))?;
         let set = SegmentSet::default();
         assert!(set.find(0).is_none());
         for base in [0u64, 100, 250] {

@@ -48,10 +48,22 @@ const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
 /// One change to apply, sent by a connection (or a timer) to the writer.
 #[derive(Debug)]
 pub enum WriteOp {
-    Create { topic: String, life_ms: u64 },
-    Delete { topic: String, reason: DeleteReason },
-    Pub { topic: String, msg: Message },
-    MPub { topic: String, msgs: Vec<Message> },
+    Create {
+        topic: String,
+        life_ms: u64,
+    },
+    Delete {
+        topic: String,
+        reason: DeleteReason,
+    },
+    Pub {
+        topic: String,
+        msg: Message,
+    },
+    MPub {
+        topic: String,
+        msgs: Vec<Message>,
+    },
     /// Finish what is queued before it, fsync, checkpoint, and stop.
     Shutdown,
 }
@@ -254,7 +266,10 @@ impl Writer {
     fn poison(&mut self, e: &StoreError) {
         error!("storage failure, refusing all further writes until restart: {e}");
         self.poisoned = Some(e.to_string());
-        self.broker.stats.writer_poisoned.store(true, Ordering::Relaxed);
+        self.broker
+            .stats
+            .writer_poisoned
+            .store(true, Ordering::Relaxed);
         self.buf.clear();
     }
 
@@ -376,7 +391,10 @@ impl Writer {
         let before = stats.messages_published.fetch_add(n, Ordering::Relaxed);
         let sample = self.log_sample;
         if sample > 0 && (before / sample) != ((before + n) / sample) {
-            info!("published to {topic}: event id {last_id} ({} messages so far)", before + n);
+            info!(
+                "published to {topic}: event id {last_id} ({} messages so far)",
+                before + n
+            );
         }
     }
 
@@ -422,14 +440,22 @@ impl Writer {
 
     /// The one apply path: updates the writer's state for a record already
     /// placed at log position `pos` (live write, recovery or replication).
-    pub(super) fn apply(&mut self, rec: &Record<'_>, pos: u64, len: usize) -> Result<(), StoreError> {
+    pub(super) fn apply(
+        &mut self,
+        rec: &Record<'_>,
+        pos: u64,
+        len: usize,
+    ) -> Result<(), StoreError> {
         self.last_id = self.last_id.max(rec.event_id);
         self.since_checkpoint += len as u64;
         match rec.kind {
             Kind::Create => {
                 if let Some(old) = self.topics.remove(rec.topic) {
                     // Only reachable through a damaged log; keep the newest.
-                    warn!("topic {} created again at event id {}", rec.topic, rec.event_id);
+                    warn!(
+                        "topic {} created again at event id {}",
+                        rec.topic, rec.event_id
+                    );
                     self.drop_topic(old, DeleteReason::Deleted);
                 }
                 let life_ms = rec.life_ms().unwrap_or(0);

@@ -241,7 +241,10 @@ impl Raw {
                 self.buf.extend_from_slice(&tmp[..n]);
                 n
             }
-            Err(e) => panic!("read failed (timeout?): {e}; have {:?}", String::from_utf8_lossy(&self.buf)),
+            Err(e) => panic!(
+                "read failed (timeout?): {e}; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
         }
     }
 
@@ -257,7 +260,10 @@ impl Raw {
                 return String::from_utf8(l).expect("utf8 line");
             }
             if self.fill() == 0 {
-                panic!("EOF before a line; have {:?}", String::from_utf8_lossy(&self.buf));
+                panic!(
+                    "EOF before a line; have {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
             }
         }
     }
