@@ -25,7 +25,7 @@ use crate::protocol::{
 };
 use crate::stats::Stats;
 use crate::storage::index::{self, Entry};
-use crate::storage::record::{self, Decoded, DeleteReason, Kind};
+use crate::storage::record::{self, Decoded, DeleteReason};
 use crate::storage::writer::{WriteOk, WriteOp, WriteReq, WriteResult};
 
 /// Writes a connection may have queued at the writer at once; also the
@@ -306,9 +306,29 @@ impl Conn {
             Request::Delete { topic } => self.submit(WriteOp::Delete {
                 topic,
                 reason: DeleteReason::Deleted,
+                create_id: None,
             })?,
             Request::Pub { topic, msg } => self.submit(WriteOp::Pub { topic, msg })?,
             Request::MPub { topic, msgs } => self.submit(WriteOp::MPub { topic, msgs })?,
+            Request::DPub {
+                topic,
+                delay_ms,
+                msg,
+            } => {
+                let max = self.broker.config.limits.max_delay_ms;
+                if delay_ms > max {
+                    self.reply_err(&ProtoError::new(
+                        ErrCode::BadReq,
+                        format!("delay {delay_ms} ms is over limits.maxDelayMs ({max})"),
+                    ))?;
+                } else {
+                    self.submit(WriteOp::DPub {
+                        topic,
+                        delay_ms,
+                        msg,
+                    })?;
+                }
+            }
             other => {
                 self.settle()?;
                 return self.handle_read(other);
@@ -361,14 +381,14 @@ impl Conn {
                     "ACK and STOP only answer a subscription batch",
                 ),
             ),
-            Request::DPub { .. } => not_yet(&mut self.out, "DPUB"),
             Request::Groups { .. } => not_yet(&mut self.out, "GROUPS"),
             Request::Repl { .. } => not_yet(&mut self.out, "REPL"),
             Request::Promote => not_yet(&mut self.out, "PROMOTE"),
             Request::Create { .. }
             | Request::Delete { .. }
             | Request::Pub { .. }
-            | Request::MPub { .. } => {
+            | Request::MPub { .. }
+            | Request::DPub { .. } => {
                 // Routed to `submit` by `handle`; kept total for the compiler.
                 encode_err(
                     &mut self.out,
@@ -405,6 +425,9 @@ impl Conn {
             ("commits", Stats::get(&s.commits).to_string()),
             ("fsyncs", Stats::get(&s.fsyncs).to_string()),
             ("rejected_busy", Stats::get(&s.rejected_busy).to_string()),
+            ("delayed_pending", Stats::get(&s.delayed_pending).to_string()),
+            ("delayed_dropped", Stats::get(&s.delayed_dropped).to_string()),
+            ("topics_expired", Stats::get(&s.topics_expired).to_string()),
             (
                 "writer_poisoned",
                 u8::from(s.writer_poisoned.load(std::sync::atomic::Ordering::Relaxed)).to_string(),
@@ -671,7 +694,7 @@ impl Conn {
                 let end = at + e.len as usize;
                 let rec = match self.rbuf.get(at..end).map(record::decode) {
                     Some(Decoded::Record { rec, .. })
-                        if rec.event_id == e.event_id && rec.kind == Kind::Pub =>
+                        if rec.event_id == e.event_id && rec.is_message() =>
                     {
                         rec
                     }
@@ -690,7 +713,7 @@ impl Conn {
                     rec.event_id,
                     rec.timestamp_ms,
                     rec.headers,
-                    rec.body,
+                    rec.payload(),
                 );
             }
             i = j;

@@ -11,3 +11,4 @@ pub mod protocol;
 pub mod server;
 pub mod stats;
 pub mod storage;
+pub mod timer;

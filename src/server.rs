@@ -21,6 +21,7 @@ use crate::connection;
 use crate::error::Error;
 use crate::stats::Stats;
 use crate::storage::writer::{WriteOk, WriteOp, WriteReq, Writer};
+use crate::timer::{self, TimerReceivers};
 
 /// Stack of a connection thread: parsing and replies keep their buffers on
 /// the heap, so little stack is touched.
@@ -56,7 +57,8 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     let (tx, rx) = crossbeam_channel::bounded(config.worker.buff_size);
     let listen = config.listen_addr();
     let broker = Arc::new(Broker::new(config, args.role, tx));
-    let (writer, _report) = Writer::open(Arc::clone(&broker))?;
+    let (timer_tx, timer_rx) = timer::channels();
+    let (writer, _report) = Writer::open(Arc::clone(&broker), timer_tx)?;
 
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<Wake>(4);
     let writer_wake = wake_tx.clone();
@@ -99,6 +101,8 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         })
         .map_err(io_err("starting the signal thread"))?;
 
+    spawn_timers(&broker, timer_rx)?;
+
     let acc_broker = Arc::clone(&broker);
     std::thread::Builder::new()
         .name("acceptor".into())
@@ -120,6 +124,27 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
             Err(Error::WriterDied)
         }
     }
+}
+
+fn spawn_timers(broker: &Arc<Broker>, rx: TimerReceivers) -> Result<(), Error> {
+    let b = Arc::clone(broker);
+    std::thread::Builder::new()
+        .name("lifetime".into())
+        .spawn(move || timer::run_lifetime(rx.lifetime, b))
+        .map_err(io_err("starting the lifetime thread"))?;
+    let b = Arc::clone(broker);
+    std::thread::Builder::new()
+        .name("delay".into())
+        .spawn(move || timer::run_delay(rx.delay, b))
+        .map_err(io_err("starting the delay thread"))?;
+    if broker.role == Role::Master {
+        let b = Arc::clone(broker);
+        std::thread::Builder::new()
+            .name("retention".into())
+            .spawn(move || timer::run_retention(b))
+            .map_err(io_err("starting the retention thread"))?;
+    }
+    Ok(())
 }
 
 /// Stops accepting and lets the writer drain, fsync and checkpoint.

@@ -12,6 +12,10 @@ pub struct Stats {
     pub fsyncs: AtomicU64,
     pub disk_bytes: AtomicU64,
     pub rejected_busy: AtomicU64,
+    pub delayed_pending: AtomicU64,
+    /// Delayed messages dropped because their topic went away first.
+    pub delayed_dropped: AtomicU64,
+    pub topics_expired: AtomicU64,
     /// Set when a write or fsync failed: the writer refuses further writes.
     pub writer_poisoned: AtomicBool,
 }

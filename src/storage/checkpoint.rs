@@ -9,6 +9,7 @@
 //! log_pos <global position covered>
 //! last_event_id <id>
 //! topic <name> <create_id> <created_ms> <expires_ms> <entries> <first_entry> <first_id> <last_id>
+//! delayed <dpub_event_id> <due_ms> <log_pos> <record_len> <topic>
 //! crc <crc32 of every byte before this line, 8 hex digits>
 //! ```
 //!
@@ -38,11 +39,22 @@ pub struct TopicMeta {
     pub last_id: u64,
 }
 
+/// A pending delayed message: where its DPUB record is and when it is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelayedMeta {
+    pub id: u64,
+    pub due_ms: u64,
+    pub pos: u64,
+    pub len: u32,
+    pub topic: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checkpoint {
     pub log_pos: u64,
     pub last_event_id: u64,
     pub topics: Vec<TopicMeta>,
+    pub delayed: Vec<DelayedMeta>,
 }
 
 impl Checkpoint {
@@ -63,6 +75,13 @@ impl Checkpoint {
                 t.first_entry,
                 t.first_id,
                 t.last_id
+            );
+        }
+        for d in &self.delayed {
+            let _ = writeln!(
+                s,
+                "delayed {} {} {} {} {}",
+                d.id, d.due_ms, d.pos, d.len, d.topic
             );
         }
         let crc = crc32fast::hash(s.as_bytes());
@@ -109,6 +128,20 @@ impl Checkpoint {
                         first_entry: num(f.next())?,
                         first_id: num(f.next())?,
                         last_id: num(f.next())?,
+                    });
+                }
+                Some("delayed") => {
+                    let id = num(f.next())?;
+                    let due_ms = num(f.next())?;
+                    let pos = num(f.next())?;
+                    let len = u32::try_from(num(f.next())?).map_err(|_| bad())?;
+                    let topic = f.next().ok_or_else(bad)?.to_string();
+                    cp.delayed.push(DelayedMeta {
+                        id,
+                        due_ms,
+                        pos,
+                        len,
+                        topic,
                     });
                 }
                 _ => return Err(bad()),
@@ -164,6 +197,13 @@ mod tests {
                 first_entry: 2,
                 first_id: 5,
                 last_id: 98,
+            }],
+            delayed: vec![DelayedMeta {
+                id: 77,
+                due_ms: 1_700_000_060_000,
+                pos: 4096,
+                len: 250,
+                topic: "orders.v1".into(),
             }],
         }
     }

@@ -44,6 +44,13 @@ pub enum Kind {
     Delete = 2,
     /// A message. Body: the payload.
     Pub = 3,
+    /// A delayed message, not yet delivered. Body: due time (Unix ms, u64),
+    /// then the payload.
+    DPub = 4,
+    /// A delayed message reaching its topic. Body: the event id of its DPUB
+    /// record (u64), then the payload. Naming the DPUB makes firing
+    /// idempotent across crashes and on slaves.
+    Fire = 5,
 }
 
 impl Kind {
@@ -52,6 +59,8 @@ impl Kind {
             1 => Some(Kind::Create),
             2 => Some(Kind::Delete),
             3 => Some(Kind::Pub),
+            4 => Some(Kind::DPub),
+            5 => Some(Kind::Fire),
             _ => None,
         }
     }
@@ -61,6 +70,8 @@ impl Kind {
             Kind::Create => "CREATE",
             Kind::Delete => "DELETE",
             Kind::Pub => "PUB",
+            Kind::DPub => "DPUB",
+            Kind::Fire => "FIRE",
         }
     }
 }
@@ -106,6 +117,28 @@ impl Record<'_> {
     /// The lifetime of a Create record, if the body is well formed.
     pub fn life_ms(&self) -> Option<u64> {
         self.body.try_into().ok().map(u64::from_le_bytes)
+    }
+
+    /// The leading u64 of a DPub (due time) or Fire (DPUB id) body.
+    pub fn body_u64(&self) -> Option<u64> {
+        self.body
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    }
+
+    /// What a subscriber receives: the payload of a Pub or Fire record, or
+    /// the payload still waiting in a DPub record.
+    pub fn payload(&self) -> &[u8] {
+        match self.kind {
+            Kind::DPub | Kind::Fire => self.body.get(8..).unwrap_or(&[]),
+            _ => self.body,
+        }
+    }
+
+    /// True for records that are delivered to subscribers.
+    pub fn is_message(&self) -> bool {
+        matches!(self.kind, Kind::Pub | Kind::Fire)
     }
 
     /// The reason of a Delete record, if the body is well formed.

@@ -21,7 +21,8 @@ use super::checkpoint::Checkpoint;
 use super::index::{self, ENTRY_LEN};
 use super::record::{self, Decoded, FLAG_BATCH_MORE};
 use super::segment::{Segment, list_segments};
-use super::writer::{Change, WTopic, Writer};
+use super::writer::{Change, Pending, WTopic, Writer};
+use crate::timer::TimerSenders;
 use super::{StoreError, sync_dir};
 use crate::broker::{Broker, Topic, TopicState};
 
@@ -59,7 +60,11 @@ fn mkdir(dir: &Path) -> Result<(), StoreError> {
 
 impl Writer {
     /// Opens (or initialises) the store under `broker.config.store.path`.
-    pub fn open(broker: Arc<Broker>) -> Result<(Writer, RecoveryReport), StoreError> {
+    /// `timers` receive every lifetime and pending delayed message found.
+    pub fn open(
+        broker: Arc<Broker>,
+        timers: TimerSenders,
+    ) -> Result<(Writer, RecoveryReport), StoreError> {
         let started = Instant::now();
         let cfg = broker.config.store.clone();
         let dir = cfg.path.clone();
@@ -131,6 +136,9 @@ impl Writer {
             last_checkpoint: Instant::now(),
             want_checkpoint: false,
             poisoned: None,
+            pending: Default::default(),
+            timers,
+            max_age_ms: cfg.max_age_ms(),
             _lock: lock,
         };
 
@@ -170,6 +178,21 @@ impl Writer {
 
     fn load_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError> {
         self.last_id = cp.last_event_id;
+        for d in &cp.delayed {
+            self.pending.insert(
+                d.id,
+                Pending {
+                    topic: d.topic.clone(),
+                    due_ms: d.due_ms,
+                    pos: d.pos,
+                    len: d.len,
+                },
+            );
+            self.changes.push(Change::Delayed {
+                due_ms: d.due_ms,
+                id: d.id,
+            });
+        }
         for tm in &cp.topics {
             let path = self
                 .index_dir

@@ -80,6 +80,13 @@ impl SegmentSet {
             .push(seg);
     }
 
+    /// Drops the `n` oldest segments (retention).
+    pub fn remove_prefix(&self, n: usize) {
+        let mut segs = self.segs.write().unwrap_or_else(|p| p.into_inner());
+        let n = n.min(segs.len().saturating_sub(1)); // never the active one
+        segs.drain(..n);
+    }
+
     pub fn all(&self) -> Vec<Arc<Segment>> {
         self.segs.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

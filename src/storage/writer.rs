@@ -27,15 +27,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{error, info, warn};
 
-use super::checkpoint::{Checkpoint, TopicMeta};
+use super::checkpoint::{Checkpoint, DelayedMeta, TopicMeta};
 use super::index::{self, ENTRY_LEN, Entry};
-use super::record::{self, DeleteReason, FLAG_BATCH_MORE, Kind, Record};
+use super::record::{self, Decoded, DeleteReason, FLAG_BATCH_MORE, Kind, Record};
 use super::segment::Segment;
 use super::{StoreError, now_ms, sync_dir};
 use crate::broker::{Broker, Topic, TopicState};
 use crate::config::FsyncPolicy;
 use crate::protocol::{ErrCode, Message, ProtoError};
 use crate::stats::Stats;
+use crate::timer::TimerSenders;
 
 /// Most requests one group commit takes from the channel.
 const MAX_GROUP_REQUESTS: usize = 4096;
@@ -52,18 +53,21 @@ pub enum WriteOp {
         topic: String,
         life_ms: u64,
     },
+    /// `create_id` set: delete only that incarnation of the topic (expiry
+    /// must not remove a topic re-created under the same name).
     Delete {
         topic: String,
         reason: DeleteReason,
+        create_id: Option<u64>,
     },
-    Pub {
-        topic: String,
-        msg: Message,
-    },
-    MPub {
-        topic: String,
-        msgs: Vec<Message>,
-    },
+    Pub { topic: String, msg: Message },
+    MPub { topic: String, msgs: Vec<Message> },
+    DPub { topic: String, delay_ms: u64, msg: Message },
+    /// Deliver these pending delayed messages (ids of their DPUB records),
+    /// in this order. Ids no longer pending are skipped.
+    Fire { ids: Vec<u64> },
+    /// Delete sealed segments older than `store.maxDays` at `now_ms`.
+    Retention { now_ms: u64 },
     /// Finish what is queued before it, fsync, checkpoint, and stop.
     Shutdown,
 }
@@ -101,9 +105,24 @@ pub(super) struct WTopic {
     pub(super) unsynced: bool,
 }
 
+/// A delayed message waiting in the log for its due time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Pending {
+    pub(super) topic: String,
+    pub(super) due_ms: u64,
+    /// Global log position and length of its DPUB record.
+    pub(super) pos: u64,
+    pub(super) len: u32,
+}
+
 /// Structural changes published at commit, in order.
 pub(super) enum Change {
     Created(Arc<Topic>),
+    /// A delayed message to hand to the delay thread.
+    Delayed { due_ms: u64, id: u64 },
+    /// Segments deleted by retention: dropped from the shared set and
+    /// unlinked after the topics' new first entries are published.
+    SegmentsRemoved(Vec<Arc<Segment>>),
     Deleted {
         name: String,
         create_id: u64,
@@ -139,6 +158,9 @@ pub struct Writer {
     pub(super) last_checkpoint: Instant,
     pub(super) want_checkpoint: bool,
     pub(super) poisoned: Option<String>,
+    pub(super) pending: HashMap<u64, Pending>,
+    pub(super) timers: TimerSenders,
+    pub(super) max_age_ms: u64,
     /// Holds the data directory's lock for the writer's lifetime.
     pub(super) _lock: File,
     pub(super) log_sample: u64,
@@ -301,21 +323,32 @@ impl Writer {
                 })
                 .map(|_| WriteOk::Id(id))
             }
-            WriteOp::Delete { topic, reason } => {
-                if !self.topics.contains_key(&topic) {
+            WriteOp::Delete {
+                topic,
+                reason,
+                create_id,
+            } => {
+                let current = self.topics.get(&topic).map(|t| t.shared.create_id);
+                if current.is_none() || create_id.is_some_and(|c| Some(c) != current) {
                     return Err(no_topic(&topic));
                 }
                 let id = self.last_id + 1;
-                self.append(&Record {
-                    event_id: id,
-                    timestamp_ms: now,
-                    kind: Kind::Delete,
-                    flags: 0,
-                    topic: &topic,
-                    headers: b"",
-                    body: &[reason as u8],
-                })
-                .map(|_| WriteOk::Id(id))
+                let r = self
+                    .append(&Record {
+                        event_id: id,
+                        timestamp_ms: now,
+                        kind: Kind::Delete,
+                        flags: 0,
+                        topic: &topic,
+                        headers: b"",
+                        body: &[reason as u8],
+                    })
+                    .map(|_| WriteOk::Id(id));
+                if r.is_ok() && reason == DeleteReason::Expired {
+                    info!("topic {topic} expired (event id {id})");
+                    Stats::add(&self.broker.stats.topics_expired, 1);
+                }
+                r
             }
             WriteOp::Pub { topic, msg } => {
                 if !self.topics.contains_key(&topic) {
@@ -373,6 +406,32 @@ impl Writer {
                 self.count_published(&topic, self.last_id, n as u64);
                 Ok(WriteOk::Range(first, self.last_id))
             }
+            WriteOp::DPub {
+                topic,
+                delay_ms,
+                msg,
+            } => {
+                if !self.topics.contains_key(&topic) {
+                    return Err(no_topic(&topic));
+                }
+                let id = self.last_id + 1;
+                let due_ms = now.saturating_add(delay_ms);
+                let mut body = Vec::with_capacity(8 + msg.payload.len());
+                body.extend_from_slice(&due_ms.to_le_bytes());
+                body.extend_from_slice(&msg.payload);
+                self.append(&Record {
+                    event_id: id,
+                    timestamp_ms: now,
+                    kind: Kind::DPub,
+                    flags: 0,
+                    topic: &topic,
+                    headers: &msg.headers,
+                    body: &body,
+                })
+                .map(|_| WriteOk::Id(id))
+            }
+            WriteOp::Fire { ids } => self.fire(&ids, now).map(|_| WriteOk::Done),
+            WriteOp::Retention { now_ms } => self.retention(now_ms).map(|_| WriteOk::Done),
             WriteOp::Shutdown => Ok(WriteOk::Done),
         };
         match res {
@@ -501,8 +560,34 @@ impl Writer {
                     let reason = rec.delete_reason().unwrap_or(DeleteReason::Deleted);
                     self.drop_topic(t, reason);
                 }
+                // Its pending delayed messages go with it.
+                let before = self.pending.len();
+                self.pending.retain(|_, p| p.topic != rec.topic);
+                let dropped = (before - self.pending.len()) as u64;
+                Stats::add(&self.broker.stats.delayed_dropped, dropped);
             }
-            Kind::Pub => {
+            Kind::DPub => {
+                let due_ms = rec.body_u64().unwrap_or(rec.timestamp_ms);
+                self.pending.insert(
+                    rec.event_id,
+                    Pending {
+                        topic: rec.topic.to_string(),
+                        due_ms,
+                        pos,
+                        len: len as u32,
+                    },
+                );
+                self.changes.push(Change::Delayed {
+                    due_ms,
+                    id: rec.event_id,
+                });
+            }
+            Kind::Pub | Kind::Fire => {
+                if rec.kind == Kind::Fire
+                    && let Some(dpub) = rec.body_u64()
+                {
+                    self.pending.remove(&dpub);
+                }
                 let Some(t) = self.topics.get_mut(rec.topic) else {
                     warn!(
                         "message {} names unknown topic {}; not indexed",
@@ -528,6 +613,139 @@ impl Writer {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Appends a Fire record for each id still pending, in the given order.
+    fn fire(&mut self, ids: &[u64], now: u64) -> Result<(), StoreError> {
+        let mut buf = Vec::new();
+        for &id in ids {
+            let Some(p) = self.pending.get(&id).cloned() else {
+                continue; // fired already, or its topic was deleted
+            };
+            if !self.topics.contains_key(&p.topic) {
+                self.pending.remove(&id);
+                Stats::add(&self.broker.stats.delayed_dropped, 1);
+                continue;
+            }
+            buf.resize(p.len as usize, 0);
+            self.read_log(&mut buf, p.pos)?;
+            let (headers, payload) = match record::decode(&buf) {
+                Decoded::Record { rec, .. } if rec.event_id == id && rec.kind == Kind::DPub => {
+                    (rec.headers.to_vec(), rec.payload().to_vec())
+                }
+                _ => {
+                    return Err(StoreError::corrupt(
+                        &self.active.path,
+                        p.pos,
+                        format!("the DPUB record of event {id} is not where the writer put it"),
+                    ));
+                }
+            };
+            let mut body = Vec::with_capacity(8 + payload.len());
+            body.extend_from_slice(&id.to_le_bytes());
+            body.extend_from_slice(&payload);
+            let fired = self.last_id + 1;
+            self.append(&Record {
+                event_id: fired,
+                timestamp_ms: now,
+                kind: Kind::Fire,
+                flags: 0,
+                topic: &p.topic,
+                headers: &headers,
+                body: &body,
+            })?;
+            self.count_published(&p.topic, fired, 1);
+        }
+        Ok(())
+    }
+
+    /// Reads log bytes at a global position, from the file or from the
+    /// part of the group not yet written.
+    fn read_log(&self, buf: &mut [u8], pos: u64) -> Result<(), StoreError> {
+        let flushed_end = self.active.base + self.active_len;
+        if pos >= flushed_end {
+            let at = (pos - flushed_end) as usize;
+            let src = self.buf.get(at..at + buf.len()).ok_or_else(|| {
+                StoreError::corrupt(&self.active.path, pos, "read past the end of the log")
+            })?;
+            buf.copy_from_slice(src);
+            return Ok(());
+        }
+        let seg = self.broker.segments.find(pos).ok_or_else(|| {
+            StoreError::corrupt(&self.log_dir, pos, "no segment holds this position")
+        })?;
+        seg.read_exact_at(buf, pos)
+    }
+
+    /// Deletes the oldest sealed segments whose last write is older than
+    /// `store.maxDays`, never the active one and never one at or after a
+    /// pending delayed message's record.
+    fn retention(&mut self, now_ms: u64) -> Result<(), StoreError> {
+        let cutoff = now_ms.saturating_sub(self.max_age_ms);
+        let min_pending = self.pending.values().map(|p| p.pos).min();
+        let segs = self.broker.segments.all();
+        let mut doomed = Vec::new();
+        for pair in segs.windows(2) {
+            let (seg, next) = (&pair[0], &pair[1]);
+            if min_pending.is_some_and(|p| p < next.base) {
+                break;
+            }
+            let meta = seg
+                .file
+                .metadata()
+                .map_err(|e| StoreError::io("stat segment", &seg.path, e))?;
+            let mtime_ms = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(u64::MAX, |d| d.as_millis() as u64);
+            if mtime_ms >= cutoff {
+                break;
+            }
+            self.sealed_bytes = self.sealed_bytes.saturating_sub(meta.len());
+            doomed.push(Arc::clone(seg));
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let keep_from = segs[doomed.len()].base;
+        info!(
+            "retention: deleting {} segment(s) before log position {keep_from}",
+            doomed.len()
+        );
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        for name in names {
+            let Some(t) = self.topics.get_mut(&name) else {
+                continue;
+            };
+            let hi = t.flushed_entries;
+            let first = search_pos(&t.shared.index, t.state.first_entry, hi, keep_from)
+                .map_err(|e| StoreError::io("read index", &t.path, e))?;
+            if first == t.state.first_entry {
+                continue;
+            }
+            t.state.first_entry = first;
+            if first < t.state.entries {
+                t.state.first_id = if first < hi {
+                    index::EntrySource::entry(&t.shared.index, first)
+                        .map_err(|e| StoreError::io("read index", &t.path, e))?
+                        .event_id
+                } else {
+                    // The first retained entry is still in the buffer.
+                    t.buf
+                        .get(((first - hi) as usize) * ENTRY_LEN..)
+                        .and_then(Entry::decode)
+                        .map_or(t.state.last_id, |e| e.event_id)
+                };
+            }
+            if !t.dirty {
+                t.dirty = true;
+                self.dirty.push(name);
+            }
+        }
+        self.changes.push(Change::SegmentsRemoved(doomed));
+        self.want_checkpoint = true;
         Ok(())
     }
 
@@ -607,14 +825,25 @@ impl Writer {
             self.sync_log()?;
         }
         // Publish: only now may readers see the group.
+        let mut removed_segments = Vec::new();
         for change in self.changes.drain(..) {
             match change {
-                Change::Created(t) => self.broker.insert_topic(t),
+                Change::Created(t) => {
+                    if t.expires_ms > 0 {
+                        let item = (t.name.clone(), t.create_id);
+                        let _ = self.timers.lifetime.send((t.expires_ms, item));
+                    }
+                    self.broker.insert_topic(t);
+                }
                 Change::Deleted {
                     name,
                     create_id,
                     reason,
                 } => self.broker.remove_topic(&name, create_id, reason),
+                Change::Delayed { due_ms, id } => {
+                    let _ = self.timers.delay.send((due_ms, id));
+                }
+                Change::SegmentsRemoved(segs) => removed_segments.extend(segs),
             }
         }
         for name in self.dirty.drain(..) {
@@ -623,9 +852,23 @@ impl Writer {
                 t.shared.publish(t.state);
             }
         }
+        // Readers now start past the removed segments; a reader still
+        // holding one keeps its file open until it lets go.
+        if !removed_segments.is_empty() {
+            self.broker.segments.remove_prefix(removed_segments.len());
+            for seg in &removed_segments {
+                if let Err(e) = std::fs::remove_file(&seg.path) {
+                    warn!("could not remove segment {}: {e}", seg.path.display());
+                }
+            }
+            sync_dir(&self.log_dir)?;
+        }
         self.broker.set_last_event_id(self.last_id);
         let stats = &self.broker.stats;
         Stats::add(&stats.commits, 1);
+        stats
+            .delayed_pending
+            .store(self.pending.len() as u64, Ordering::Relaxed);
         stats.disk_bytes.store(
             self.sealed_bytes + self.active_len + self.index_bytes,
             Ordering::Relaxed,
@@ -659,10 +902,23 @@ impl Writer {
         }
         sync_dir(&self.index_dir)?;
         topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut delayed: Vec<DelayedMeta> = self
+            .pending
+            .iter()
+            .map(|(&id, p)| DelayedMeta {
+                id,
+                due_ms: p.due_ms,
+                pos: p.pos,
+                len: p.len,
+                topic: p.topic.clone(),
+            })
+            .collect();
+        delayed.sort_by_key(|d| d.id);
         Checkpoint {
             log_pos: self.next_pos(),
             last_event_id: self.last_id,
             topics,
+            delayed,
         }
         .store(&self.dir)?;
         self.since_checkpoint = 0;
@@ -674,4 +930,19 @@ impl Writer {
 
 fn no_topic(topic: &str) -> ProtoError {
     ProtoError::new(ErrCode::NoTopic, format!("no topic {topic}"))
+}
+
+/// The first entry in `lo..hi` whose log position is at or after `pos`
+/// (positions increase with entry numbers, like event ids).
+fn search_pos(file: &File, mut lo: u64, mut hi: u64, pos: u64) -> std::io::Result<u64> {
+    use index::EntrySource;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if file.entry(mid)?.pos < pos {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
 }
