@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -232,7 +231,10 @@ fn round_trip_is_byte_exact() {
             payloads[i].len(),
             "message {i}: payload length"
         );
-        assert!(m.payload == payloads[i], "message {i}: payload bytes differ");
+        assert!(
+            m.payload == payloads[i],
+            "message {i}: payload bytes differ"
+        );
         assert!(
             m.ts + 60_000 >= before && m.ts <= after + 60_000,
             "message {i}: timestamp {} not within a minute of [{before}, {after}]",
@@ -254,10 +256,18 @@ fn headers_are_delivered_verbatim() {
 
     let mut c = f.server.client();
     let id2 = c
-        .publish_with_headers("hdr", &[("a", "1"), ("b", "x=y"), ("c", "")], b"via\r\nclient")
+        .publish_with_headers(
+            "hdr",
+            &[("a", "1"), ("b", "x=y"), ("c", "")],
+            b"via\r\nclient",
+        )
         .expect("publish with headers");
     let id3 = c
-        .publish_with_headers("hdr", &[("k.e-y_9", "~!\"#$%&'()*+,-./:;<>?@[\\]^_`{|}")], b"")
+        .publish_with_headers(
+            "hdr",
+            &[("k.e-y_9", "~!\"#$%&'()*+,-./:;<>?@[\\]^_`{|}")],
+            b"",
+        )
         .expect("publish with punctuation header");
     assert!(id1 < id2 && id2 < id3);
 
@@ -329,8 +339,14 @@ fn mpub_ids_are_consecutive_and_delivered_in_order() {
         got.iter().map(|m| m.id).collect::<Vec<_>>(),
         vec![first, first + 1, first + 2]
     );
-    assert_eq!((got[0].headers.as_str(), &got[0].payload[..]), ("k=1", &b"ab"[..]));
-    assert_eq!((got[1].headers.as_str(), &got[1].payload[..]), ("", &b""[..]));
+    assert_eq!(
+        (got[0].headers.as_str(), &got[0].payload[..]),
+        ("k=1", &b"ab"[..])
+    );
+    assert_eq!(
+        (got[1].headers.as_str(), &got[1].payload[..]),
+        ("", &b""[..])
+    );
     assert_eq!(
         (got[2].headers.as_str(), &got[2].payload[..]),
         ("k=3 z= u=a=b", &b"he\r\nl"[..])
@@ -372,7 +388,12 @@ fn mpub_ids_are_consecutive_and_delivered_in_order() {
     }
     ranges.sort();
     for w in ranges.windows(2) {
-        assert!(w[0].1 < w[1].0, "MPUB ranges overlap: {:?} {:?}", w[0], w[1]);
+        assert!(
+            w[0].1 < w[1].0,
+            "MPUB ranges overlap: {:?} {:?}",
+            w[0],
+            w[1]
+        );
     }
 
     let total = THREADS * ROUNDS * EACH;
@@ -453,20 +474,39 @@ fn sub_start_positions() {
     let got = collect(&mut s, 2, 32);
     assert_eq!(ids(&got), vec![a6, a7]);
     assert_eq!(got[0].payload, b"a6");
-    assert_eq!((got[1].headers.as_str(), &got[1].payload[..]), ("h=7", &b"a7"[..]));
+    assert_eq!(
+        (got[1].headers.as_str(), &got[1].payload[..]),
+        ("h=7", &b"a7"[..])
+    );
     assert!(s.silent_for(QUIET));
     assert_eq!(cmd(&mut s, "STOP"), "OK");
+}
 
-    // A future id: nothing until the sequence passes it.
-    let mut s2 = f.server.raw();
-    sub(&mut s2, &format!("pa {}", a7 + 2));
-    let a8 = publish(&mut p, "pa", "", b"a8"); // a7 + 1
-    let a9 = publish(&mut p, "pa", "", b"a9"); // a7 + 2
-    let a10 = publish(&mut p, "pa", "", b"a10");
-    assert_eq!((a8, a9), (a7 + 1, a7 + 2));
-    let got = read_batch(&mut s2);
-    assert_eq!(ids(&got), vec![a10], "SUB from {} got older messages", a7 + 2);
-    assert_eq!(cmd(&mut s2, "STOP"), "OK");
+/// `SUB t N` with N beyond the last event id so far: only messages with an
+/// id greater than N, even those published after the SUB.
+#[test]
+fn sub_from_future_id() {
+    let f = fast();
+    let mut p = f.server.raw();
+    create(&mut p, "fut");
+    let a1 = publish(&mut p, "fut", "", b"a1");
+    let mut s = f.server.raw();
+    sub(&mut s, &format!("fut {}", a1 + 2));
+    assert!(s.silent_for(QUIET), "SUB after a future id sent something");
+    let a2 = publish(&mut p, "fut", "", b"a2"); // a1 + 1
+    let a3 = publish(&mut p, "fut", "", b"a3"); // a1 + 2
+    let a4 = publish(&mut p, "fut", "", b"a4");
+    assert_eq!((a2, a3), (a1 + 1, a1 + 2));
+    let got = read_batch(&mut s);
+    assert_eq!(
+        got.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![a4],
+        "SUB fut {} delivered messages with ids <= {}",
+        a1 + 2,
+        a1 + 2
+    );
+    assert_eq!(got[0].payload, b"a4");
+    assert_eq!(cmd(&mut s, "STOP"), "OK");
 }
 
 #[test]
@@ -486,7 +526,10 @@ fn batches_wait_for_ack() {
         assert_eq!(b.len(), want, "batch {n}");
         seen.extend(b);
         // No next batch (and nothing else) before the ACK.
-        assert!(s.silent_for(QUIET), "server sent more before the ACK of batch {n}");
+        assert!(
+            s.silent_for(QUIET),
+            "server sent more before the ACK of batch {n}"
+        );
         s.send(b"ACK\r\n");
     }
     assert_eq!(seen.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
@@ -523,7 +566,8 @@ fn waiting_subscriber_wakes_on_publish() {
 
     // The same through the client library, from a thread.
     let mut c = f.server.client();
-    c.subscribe("live", "$", &SubOptions::default()).expect("subscribe");
+    c.subscribe("live", "$", &SubOptions::default())
+        .expect("subscribe");
     let (tx, rx) = mpsc::channel();
     let h = thread::spawn(move || {
         let ev = c.next_event().expect("event");
@@ -531,7 +575,10 @@ fn waiting_subscriber_wakes_on_publish() {
         ev
     });
     // The waiter must not see anything before the publish.
-    assert!(rx.recv_timeout(QUIET).is_err(), "subscriber woke with nothing published");
+    assert!(
+        rx.recv_timeout(QUIET).is_err(),
+        "subscriber woke with nothing published"
+    );
     let id = publish(&mut p, "live", "", b"wake");
     let ev = h.join().expect("subscriber thread");
     let SubEvent::Batch(msgs) = ev else {
@@ -608,7 +655,8 @@ fn stop_returns_to_command_mode() {
 
     // STOP through the client library.
     let mut c = f.server.client();
-    c.subscribe("st", "0", &SubOptions::default()).expect("subscribe");
+    c.subscribe("st", "0", &SubOptions::default())
+        .expect("subscribe");
     assert!(matches!(c.next_event().expect("batch"), SubEvent::Batch(m) if m.len() == 3));
     c.stop().expect("stop");
     assert_eq!(c.info("st").expect("info").messages, 3);
@@ -638,9 +686,15 @@ fn delete_ends_subscribers() {
     assert_eq!(cmd(&mut s1, "PING"), "PONG");
     assert_eq!(cmd(&mut s2, "PING"), "PONG");
     let info = cmd(&mut s1, "INFO del");
-    assert!(info.starts_with("ERR NOTOPIC"), "INFO after DELETE: {info:?}");
+    assert!(
+        info.starts_with("ERR NOTOPIC"),
+        "INFO after DELETE: {info:?}"
+    );
     let sub_gone = cmd(&mut s2, "SUB del 0");
-    assert!(sub_gone.starts_with("ERR NOTOPIC"), "SUB after DELETE: {sub_gone:?}");
+    assert!(
+        sub_gone.starts_with("ERR NOTOPIC"),
+        "SUB after DELETE: {sub_gone:?}"
+    );
 
     // The name is free again at once, and the new topic is empty.
     let create_id = create(&mut p, "del");
@@ -791,7 +845,9 @@ fn list_info_and_stats() {
         disk0,
         stat_u64(&s1, "disk_bytes")
     );
-    let _second = f.server.client();
+    // A second connection, surely accepted once it has answered a PING.
+    let mut second = f.server.client();
+    second.ping().expect("ping");
     let s2 = c.stats().expect("stats");
     assert!(stat_u64(&s2, "connections") >= 2);
     assert!(stat_u64(&s2, "uptime_ms") >= stat_u64(&s0, "uptime_ms"));
@@ -799,7 +855,12 @@ fn list_info_and_stats() {
     // DELETE takes an event id and removes the topic from LIST and STATS.
     let del = c.delete("b_1").expect("delete");
     assert!(del > last);
-    let names: Vec<String> = c.list().expect("list").into_iter().map(|t| t.name).collect();
+    let names: Vec<String> = c
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names, vec!["alpha", "alpha-2", "mid.x", "zeta"]);
     let s3 = c.stats().expect("stats");
     assert_eq!(stat_u64(&s3, "topics"), 4);
@@ -849,7 +910,9 @@ fn many_subscribers_get_everything_in_order() {
         .collect();
     drop(ready_tx);
     for _ in 0..SUBS {
-        ready_rx.recv_timeout(common::WAIT).expect("subscriber ready");
+        ready_rx
+            .recv_timeout(common::WAIT)
+            .expect("subscriber ready");
     }
 
     let pubs: Vec<_> = (0..PUBS)
@@ -879,7 +942,10 @@ fn many_subscribers_get_everything_in_order() {
         for w in got.windows(2) {
             assert!(w[0].0 < w[1].0, "subscriber {i}: ids not increasing");
         }
-        assert!(got == published, "subscriber {i}: messages differ from those published");
+        assert!(
+            got == published,
+            "subscriber {i}: messages differ from those published"
+        );
     }
 }
 
@@ -911,7 +977,10 @@ fn reads_across_segments() {
     let mut c = f.server.client();
     let stats = c.stats().expect("stats");
     let segments = stat_u64(&stats, "segments");
-    assert!(segments > 1, "300 x 100 bytes with maxLogSize 4096: {segments} segment(s)");
+    assert!(
+        segments > 1,
+        "300 x 100 bytes with maxLogSize 4096: {segments} segment(s)"
+    );
     let t = c.info("seg").expect("info");
     assert_eq!((t.messages, t.first_id, t.last_id), (300, ids[0], ids[299]));
 
