@@ -425,8 +425,14 @@ impl Conn {
             ("commits", Stats::get(&s.commits).to_string()),
             ("fsyncs", Stats::get(&s.fsyncs).to_string()),
             ("rejected_busy", Stats::get(&s.rejected_busy).to_string()),
-            ("delayed_pending", Stats::get(&s.delayed_pending).to_string()),
-            ("delayed_dropped", Stats::get(&s.delayed_dropped).to_string()),
+            (
+                "delayed_pending",
+                Stats::get(&s.delayed_pending).to_string(),
+            ),
+            (
+                "delayed_dropped",
+                Stats::get(&s.delayed_dropped).to_string(),
+            ),
             ("topics_expired", Stats::get(&s.topics_expired).to_string()),
             (
                 "writer_poisoned",
@@ -488,7 +494,10 @@ impl Conn {
         encode_ok(&mut self.out, &[]);
         self.flush()?;
         Stats::add(&self.broker.stats.subscribers, 1);
-        let res = self.sub_loop(&topic, &mut next, batch, ack_wait, alive);
+        // `after` may be above every id stored so far: entries written
+        // later can still be <= after, so it stays a floor until passed.
+        let floor = (after > st.last_id).then_some(after);
+        let res = self.sub_loop(&topic, &mut next, floor, batch, ack_wait, alive);
         Stats::sub(&self.broker.stats.subscribers, 1);
         res
     }
@@ -497,6 +506,7 @@ impl Conn {
         &mut self,
         topic: &Topic,
         next: &mut u64,
+        mut floor: Option<u64>,
         batch: usize,
         ack_wait: Duration,
         alive: Duration,
@@ -511,6 +521,22 @@ impl Conn {
                 return Ok(Flow::Continue);
             }
             *next = (*next).max(st.first_entry);
+            if let Some(after) = floor
+                && st.entries > *next
+            {
+                match index::search_after(&topic.index, *next, st.entries, after) {
+                    Ok(n) => *next = n,
+                    Err(e) => {
+                        let msg = format!("reading the index of {}: {e}", topic.name);
+                        encode_err(&mut self.out, &ProtoError::new(ErrCode::Internal, msg));
+                        self.flush()?;
+                        return Ok(Flow::Continue);
+                    }
+                }
+                if *next < st.entries {
+                    floor = None; // ids only grow from here
+                }
+            }
             if st.entries > *next {
                 let want = batch.min((st.entries - *next) as usize);
                 let sent = match self.put_batch(topic, *next, want) {

@@ -119,10 +119,7 @@ fn ask_writer(broker: &Broker, op: WriteOp) -> Option<WriteResult> {
 
 /// Runs `fire` for due items, sleeping on `rx` (woken by new items) until
 /// the next due time. Returns when the channel closes or `fire` says stop.
-fn run_schedule<T: Ord>(
-    rx: Receiver<(u64, T)>,
-    mut fire: impl FnMut(Vec<T>) -> bool,
-) {
+fn run_schedule<T: Ord>(rx: Receiver<(u64, T)>, mut fire: impl FnMut(Vec<T>) -> bool) {
     let mut sched = Schedule::default();
     loop {
         let now = now_ms();

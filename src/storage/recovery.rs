@@ -22,9 +22,9 @@ use super::index::{self, ENTRY_LEN};
 use super::record::{self, Decoded, FLAG_BATCH_MORE};
 use super::segment::{Segment, list_segments};
 use super::writer::{Change, Pending, WTopic, Writer};
-use crate::timer::TimerSenders;
 use super::{StoreError, sync_dir};
 use crate::broker::{Broker, Topic, TopicState};
+use crate::timer::TimerSenders;
 
 /// Read window for replay.
 const WINDOW: usize = 4 << 20;

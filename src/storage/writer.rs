@@ -60,14 +60,28 @@ pub enum WriteOp {
         reason: DeleteReason,
         create_id: Option<u64>,
     },
-    Pub { topic: String, msg: Message },
-    MPub { topic: String, msgs: Vec<Message> },
-    DPub { topic: String, delay_ms: u64, msg: Message },
+    Pub {
+        topic: String,
+        msg: Message,
+    },
+    MPub {
+        topic: String,
+        msgs: Vec<Message>,
+    },
+    DPub {
+        topic: String,
+        delay_ms: u64,
+        msg: Message,
+    },
     /// Deliver these pending delayed messages (ids of their DPUB records),
     /// in this order. Ids no longer pending are skipped.
-    Fire { ids: Vec<u64> },
+    Fire {
+        ids: Vec<u64>,
+    },
     /// Delete sealed segments older than `store.maxDays` at `now_ms`.
-    Retention { now_ms: u64 },
+    Retention {
+        now_ms: u64,
+    },
     /// Finish what is queued before it, fsync, checkpoint, and stop.
     Shutdown,
 }
@@ -119,7 +133,10 @@ pub(super) struct Pending {
 pub(super) enum Change {
     Created(Arc<Topic>),
     /// A delayed message to hand to the delay thread.
-    Delayed { due_ms: u64, id: u64 },
+    Delayed {
+        due_ms: u64,
+        id: u64,
+    },
     /// Segments deleted by retention: dropped from the shared set and
     /// unlinked after the topics' new first entries are published.
     SegmentsRemoved(Vec<Arc<Segment>>),
