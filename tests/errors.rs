@@ -281,8 +281,10 @@ fn bad_requests_get_their_err_keep_the_connection_and_write_nothing() {
     assert!(l.starts_with("TOPIC t "), "info t: {l:?}");
     raw.send(b"lIsT\n");
     expect_line(&mut raw, "TOPICS 2", "lIsT");
-    let _ = raw.line();
-    let _ = raw.line();
+    let first = raw.line();
+    assert!(first.starts_with(&format!("TOPIC {long_ok} ")), "{first:?}");
+    let second = raw.line();
+    assert!(second.starts_with("TOPIC t "), "{second:?}");
     // Several bad requests pipelined in one write: one reply each, in order.
     raw.send(b"FOO\r\n\r\nCREATE t\r\nPUB nosuch 3\r\nabc\r\nINFO nosuch\nPING\r\n");
     for code in ["UNKNOWN", "BADREQ", "EXISTS", "NOTOPIC", "NOTOPIC"] {
@@ -800,18 +802,26 @@ fn expected_errs(input: &[u8]) -> usize {
 }
 
 fn garbage(rng: &mut Rng, round: usize) -> Vec<u8> {
-    let len = if round % 25 == 24 {
+    let len = if round % 50 == 49 {
+        4096 + rng.below(3000) as usize
+    } else if round % 25 == 24 {
         4000 + rng.below(3000) as usize
     } else {
         1 + rng.below(400) as usize
     };
     let mut g = vec![0x01u8];
     while g.len() < len {
+        // Every 50th input has no line end at all: a line over 4096 bytes.
         let b = match rng.below(16) {
             0 | 1 => b'\n',
             2 => b'\r',
             3 | 4 => b' ',
             _ => rng.next() as u8,
+        };
+        let b = if b == b'\n' && round % 50 == 49 {
+            b'x'
+        } else {
+            b
         };
         g.push(b);
         if b == b'\n' {
@@ -833,6 +843,7 @@ fn random_garbage_writes_nothing_and_the_server_survives() {
 
     let mut rng = Rng(0x0123_4567_89ab_cdef);
     let mut total_errs = 0;
+    let mut fatal = 0;
     for round in 0..200 {
         let input = garbage(&mut rng, round);
         let mut s = TcpStream::connect(&server.addr).expect("connect");
@@ -858,8 +869,17 @@ fn random_garbage_writes_nothing_and_the_server_survives() {
             "round {round}: one ERR per garbage line"
         );
         total_errs += lines.len();
+        if round % 50 == 49 {
+            fatal += 1;
+            assert_eq!(
+                lines.len(),
+                1,
+                "round {round}: one ERR for a line over 4096 bytes"
+            );
+        }
     }
     assert!(total_errs > 200, "the garbage exercised the error path");
+    assert!(fatal > 0, "some garbage lost the framing");
 
     let mut raw = server.raw();
     raw.send(b"PING\r\n");
