@@ -163,7 +163,7 @@ pub struct WorkerConfig {
 pub struct TimeoutConfig {
     /// `timeout.net.write`: socket write timeout.
     pub net_write_ms: u64,
-    /// `timeout.server.alive`: idle time after which a silent client is dropped.
+    /// `timeout.server.alive`: interval of ALIVE heartbeats to an idle subscriber.
     pub server_alive_ms: u64,
 }
 
@@ -185,7 +185,7 @@ pub struct LimitsConfig {
 pub struct SubConfig {
     /// Batch size of a SUB that does not give one (≤ `limits.maxBatch`).
     pub default_batch: usize,
-    /// `sub.defaultAckTimeout`: ack timeout of a group SUB that does not give one.
+    /// `sub.defaultAckTimeout`: how long a SUB without `ack=` waits for ACK/STOP.
     pub default_ack_timeout_ms: u64,
 }
 

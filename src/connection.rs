@@ -459,6 +459,13 @@ impl Conn {
             );
             return Ok(Flow::Continue);
         };
+        if args.group.is_some() && self.broker.role == Role::Slave {
+            encode_err(
+                &mut self.out,
+                &ProtoError::new(ErrCode::ReadOnly, "group subscriptions need the master"),
+            );
+            return Ok(Flow::Continue);
+        }
         if args.group.is_some() || args.from == SubFrom::Committed {
             encode_err(
                 &mut self.out,

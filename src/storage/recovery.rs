@@ -21,7 +21,7 @@ use super::checkpoint::Checkpoint;
 use super::index::{self, ENTRY_LEN};
 use super::record::{self, Decoded, FLAG_BATCH_MORE};
 use super::segment::{Segment, list_segments};
-use super::writer::{Change, Pending, WTopic, Writer};
+use super::writer::{Change, Pending, WTopic, Writer, load_lease};
 use super::{StoreError, sync_dir};
 use crate::broker::{Broker, Topic, TopicState};
 use crate::timer::TimerSenders;
@@ -139,6 +139,7 @@ impl Writer {
             pending: Default::default(),
             timers,
             max_age_ms: cfg.max_age_ms(),
+            id_lease: 0,
             _lock: lock,
         };
 
@@ -160,6 +161,16 @@ impl Writer {
             w.replay_segment(seg, from, is_newest, &mut report)?;
         }
         w.active_len = file_len(&w.active)?;
+        let lease = load_lease(&dir)?;
+        if lease > w.last_id {
+            // Ids up to the lease may have been seen before a crash.
+            info!(
+                "resuming event ids after the lease {lease} (last record {})",
+                w.last_id
+            );
+            w.last_id = lease;
+        }
+        w.id_lease = w.last_id;
         w.commit()?;
         if report.replayed_records > 0 || report.truncated_bytes > 0 || cp.is_none() {
             w.checkpoint()?;

@@ -46,6 +46,39 @@ const MAX_GROUP_BYTES: usize = 8 << 20;
 /// log moved, so a restart after an idle period replays nothing.
 const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
 
+/// Holds the highest event id the writer may have assigned, so recovery
+/// never reuses an id even if records written after the last fsync are lost.
+pub const ID_LEASE_FILE: &str = "idlease";
+/// Ids leased per write of [`ID_LEASE_FILE`]: one atomic file write per
+/// this many ids. After a crash the sequence resumes above the lease.
+const ID_LEASE_BLOCK: u64 = 1 << 20;
+
+/// Writes the lease file atomically (temp, fsync, rename, fsync dir).
+pub(super) fn store_lease(dir: &std::path::Path, lease: u64) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let tmp = dir.join("idlease.tmp");
+    let path = dir.join(ID_LEASE_FILE);
+    let mut f = File::create(&tmp).map_err(|e| StoreError::io("create id lease", &tmp, e))?;
+    f.write_all(format!("{lease}\n").as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StoreError::io("write id lease", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename id lease", &path, e))?;
+    sync_dir(dir)
+}
+
+/// Reads the lease file; 0 when there is none yet.
+pub(super) fn load_lease(dir: &std::path::Path) -> Result<u64, StoreError> {
+    let path = dir.join(ID_LEASE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => t
+            .trim()
+            .parse()
+            .map_err(|_| StoreError::corrupt(&path, 0, format!("not a number: {:?}", t.trim()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(StoreError::io("read id lease", &path, e)),
+    }
+}
+
 /// One change to apply, sent by a connection (or a timer) to the writer.
 #[derive(Debug)]
 pub enum WriteOp {
@@ -178,6 +211,8 @@ pub struct Writer {
     pub(super) pending: HashMap<u64, Pending>,
     pub(super) timers: TimerSenders,
     pub(super) max_age_ms: u64,
+    /// Ids up to this may have been handed out (see [`ID_LEASE_FILE`]).
+    pub(super) id_lease: u64,
     /// Holds the data directory's lock for the writer's lifetime.
     pub(super) _lock: File,
     pub(super) log_sample: u64,
@@ -269,7 +304,12 @@ impl Writer {
         if self.poisoned.is_some() {
             return;
         }
-        if let Err(e) = self.commit().and_then(|_| self.checkpoint()) {
+        // The lease shrinks back to the last id: a clean restart leaves no gap.
+        let res = self
+            .commit()
+            .and_then(|_| self.checkpoint())
+            .and_then(|_| store_lease(&self.dir, self.last_id));
+        if let Err(e) = res {
             error!("final checkpoint failed: {e}");
         } else {
             info!(
@@ -485,6 +525,14 @@ impl Writer {
     }
 
     fn append_unchecked(&mut self, rec: &Record<'_>) -> Result<(), StoreError> {
+        if rec.event_id > self.id_lease {
+            // Record durably that ids up to the new lease may be in use
+            // before handing any out, so a crash that loses unsynced
+            // records (fsync interval/never) can never lead to reuse.
+            let lease = rec.event_id.saturating_add(ID_LEASE_BLOCK);
+            store_lease(&self.dir, lease)?;
+            self.id_lease = lease;
+        }
         let pos = self.next_pos();
         let start = self.buf.len();
         record::encode(&mut self.buf, rec);
