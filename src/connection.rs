@@ -30,10 +30,13 @@ use crate::storage::writer::{WriteOk, WriteOp, WriteReq, WriteResult};
 
 /// Writes a connection may have queued at the writer at once; also the
 /// capacity of its reply channel, so the writer never blocks on a reply.
-const MAX_INFLIGHT: usize = 256;
+const MAX_INFLIGHT: usize = 64;
 /// Flush replies once this much output is pending, even mid-pipeline.
 const OUT_FLUSH_BYTES: usize = 64 << 10;
-/// Bytes read from the socket at a time.
+/// Bytes read from the socket at a time: small while the client sends
+/// small requests (an idle connection then costs a few KiB), doubling up to
+/// the maximum while reads keep filling the buffer.
+const MIN_READ: usize = 4 << 10;
 const READ_CHUNK: usize = 64 << 10;
 /// A batch stops growing past this many record bytes (at least one message).
 const MAX_BATCH_BYTES: u64 = 1 << 20;
@@ -78,6 +81,7 @@ pub struct Conn {
     inflight: usize,
     entries: Vec<Entry>,
     rbuf: Vec<u8>,
+    read_size: usize,
 }
 
 /// The connection thread's body.
@@ -122,6 +126,7 @@ impl Conn {
             inflight: 0,
             entries: Vec::new(),
             rbuf: Vec::new(),
+            read_size: MIN_READ,
         })
     }
 
@@ -176,7 +181,7 @@ impl Conn {
             self.start = 0;
         }
         let old = self.inbuf.len();
-        self.inbuf.resize(old + READ_CHUNK, 0);
+        self.inbuf.resize(old + self.read_size, 0);
         if nonblocking.is_some() {
             self.stream.set_nonblocking(true)?;
         }
@@ -192,6 +197,11 @@ impl Conn {
         match res {
             Ok(n) => {
                 self.inbuf.truncate(old + n);
+                self.read_size = if n == self.read_size {
+                    (self.read_size * 2).min(READ_CHUNK)
+                } else {
+                    MIN_READ.max(self.read_size / 2)
+                };
                 Ok(n)
             }
             Err(e) => {
