@@ -21,7 +21,7 @@ run-slave: build
 
 # The one test command: unit tests and integration tests against the real binary.
 test:
-	$(CARGO) test --all-targets
+	$(CARGO) test
 
 lint:
 	$(CARGO) fmt --check

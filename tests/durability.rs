@@ -4,13 +4,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::{Opts, Server};
 use smss::client::{Client, SubEvent, SubOptions};
+use smss::storage::record::{self, ScanEnd};
 
 /// Reads every message of `topic` from the start: (event id, payload).
 fn drain(s: &Server, topic: &str) -> Vec<(u64, Vec<u8>)> {
@@ -47,6 +48,15 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// Where the records of a segment end (the file may carry zero fill after).
+fn data_end(seg: &Path) -> u64 {
+    let f = std::fs::File::open(seg).expect("open segment");
+    match record::scan(std::io::BufReader::new(f), |_, _| {}).expect("scan") {
+        ScanEnd::Clean { offset } => offset,
+        other => panic!("segment does not end cleanly: {other:?}"),
+    }
 }
 
 fn stat(c: &mut Client, name: &str) -> u64 {
@@ -200,14 +210,15 @@ fn garbage_after_the_last_record_is_cut_at_restart() {
     drop(c);
     s.kill9();
     let seg = segments(dir.path()).pop().expect("a segment");
-    let good_len = std::fs::metadata(&seg).expect("stat").len();
-    // A torn write: the start of a record header, then junk.
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
+    let good_len = data_end(&seg);
+    // A torn write right after the last record (over the zero fill): the
+    // start of a record header, then junk.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
         .open(&seg)
         .expect("open");
-    f.write_all(&[0x40, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3])
-        .expect("append garbage");
+    f.write_all_at(&[0x40, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3], good_len)
+        .expect("write garbage");
     drop(f);
 
     let s = Server::start(dir.path());
@@ -241,7 +252,7 @@ fn corruption_in_the_middle_refuses_to_start_and_names_file_and_offset() {
     s.kill9(); // no shutdown checkpoint: recovery re-reads these records
     let seg = segments(dir.path()).pop().expect("segment");
     let mut bytes = std::fs::read(&seg).expect("read");
-    let mid = bytes.len() / 2;
+    let mid = data_end(&seg) as usize / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&seg, &bytes).expect("write");
 
@@ -269,7 +280,7 @@ fn a_torn_mpub_batch_is_dropped_whole() {
     s.kill9();
     // Cut the file inside the batch's third record, as a crash mid-write would.
     let seg = segments(dir.path()).pop().expect("segment");
-    let len = std::fs::metadata(&seg).expect("stat").len();
+    let len = data_end(&seg);
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&seg)
@@ -352,7 +363,7 @@ fn ids_are_not_reused_when_unsynced_records_are_lost() {
     let mut c = s.client();
     c.create("t", 0).expect("create");
     let seg = segments(dir.path()).pop().expect("segment");
-    let keep = std::fs::metadata(&seg).expect("stat").len();
+    let keep = data_end(&seg);
     let mut seen = 0;
     for i in 0..20 {
         seen = c.publish("t", format!("{i}").as_bytes()).expect("pub");

@@ -122,6 +122,7 @@ impl Writer {
             log_dir,
             index_dir: index_dir.clone(),
             active_len: file_len(&newest)?,
+            active_alloc: 0,
             active: newest,
             buf: Vec::new(),
             sealed_bytes,
@@ -161,6 +162,7 @@ impl Writer {
             w.replay_segment(seg, from, is_newest, &mut report)?;
         }
         w.active_len = file_len(&w.active)?;
+        w.active_alloc = w.active_len;
         let lease = load_lease(&dir)?;
         if lease > w.last_id {
             // Ids up to the lease may have been seen before a crash.
