@@ -805,10 +805,16 @@ mod tests {
     #[test]
     fn ok_lines() {
         assert_eq!(parse_ok_id("OK 17").expect("ok"), 17);
-        assert_eq!(parse_ok_id("OK 17 extra").expect("trailing fields allowed"), 17);
+        assert_eq!(
+            parse_ok_id("OK 17 extra").expect("trailing fields allowed"),
+            17
+        );
         assert!(matches!(parse_ok_id("OK"), Err(ClientError::Protocol(_))));
         assert!(matches!(parse_ok_id("OK x"), Err(ClientError::Protocol(_))));
-        assert!(matches!(parse_ok_id("OK -1"), Err(ClientError::Protocol(_))));
+        assert!(matches!(
+            parse_ok_id("OK -1"),
+            Err(ClientError::Protocol(_))
+        ));
         assert!(matches!(parse_ok_id("PONG"), Err(ClientError::Protocol(_))));
         let e = parse_ok_id("OK 99999999999999999999").expect_err("overflow");
         assert!(e.to_string().contains("99999999999999999999"), "{e}");
@@ -870,9 +876,20 @@ mod tests {
                 ("empty".into(), "".into())
             ]
         );
-        assert!(parse_msg_line("MSG 7 1 0").expect("no headers").headers.is_empty());
-        assert!(matches!(parse_msg_line("MSG 7 1 5 novalue"), Err(ClientError::Protocol(_))));
-        assert!(matches!(parse_msg_line("MSG 7 1"), Err(ClientError::Protocol(_))));
+        assert!(
+            parse_msg_line("MSG 7 1 0")
+                .expect("no headers")
+                .headers
+                .is_empty()
+        );
+        assert!(matches!(
+            parse_msg_line("MSG 7 1 5 novalue"),
+            Err(ClientError::Protocol(_))
+        ));
+        assert!(matches!(
+            parse_msg_line("MSG 7 1"),
+            Err(ClientError::Protocol(_))
+        ));
         assert_eq!(split_header("k=v=w"), Some(("k".into(), "v=w".into())));
         assert_eq!(split_header("=v"), None);
         assert_eq!(split_header("kv"), None);
@@ -912,8 +929,9 @@ mod tests {
                 match step {
                     Expect(want) => {
                         let mut got = vec![0u8; want.len()];
-                        s.read_exact(&mut got)
-                            .map_err(|e| format!("expecting {:?}: {e}", String::from_utf8_lossy(want)))?;
+                        s.read_exact(&mut got).map_err(|e| {
+                            format!("expecting {:?}: {e}", String::from_utf8_lossy(want))
+                        })?;
                         if got != want {
                             return Err(format!(
                                 "expected {:?}, got {:?}",
@@ -1051,7 +1069,10 @@ mod tests {
         c.ack().expect("ack");
         assert_eq!(c.next_event().expect("alive"), SubEvent::Alive);
         assert_eq!(c.next_event().expect("standby"), SubEvent::Standby);
-        assert_eq!(c.next_event().expect("end"), SubEvent::End("deleted".into()));
+        assert_eq!(
+            c.next_event().expect("end"),
+            SubEvent::End("deleted".into())
+        );
         drop(c);
         finish(h);
     }
@@ -1106,7 +1127,8 @@ mod tests {
         static LONG: [u8; 5000] = [b'A'; 5000];
         let (addr, h) = fake_server(vec![Send(b"PON"), Expect(b"X"), Send(&LONG)]);
         let mut c = Client::connect_timeout(&addr, T).expect("connect");
-        c.set_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        c.set_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
         match c.read_line() {
             Err(ClientError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}"),
             other => panic!("unexpected {other:?}"),
