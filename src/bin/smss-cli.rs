@@ -574,10 +574,21 @@ fn describe(offset: u64, r: &Record<'_>) -> String {
         (Kind::Delete, _, Some(reason)) => s.push_str(&format!(" reason={}", reason.as_str())),
         _ => {
             // A message, or a CREATE/DELETE whose body is malformed: show it.
+            let body = match (r.kind, r.body_u64()) {
+                (Kind::DPub, Some(due)) => {
+                    s.push_str(&format!(" due_ms={due}"));
+                    r.payload()
+                }
+                (Kind::Fire, Some(dpub)) => {
+                    s.push_str(&format!(" dpub_id={dpub}"));
+                    r.payload()
+                }
+                _ => r.body,
+            };
             s.push_str(" body=");
-            let n = r.body.len().min(PREVIEW_BYTES);
-            escape(&r.body[..n], &mut s);
-            if r.body.len() > n {
+            let n = body.len().min(PREVIEW_BYTES);
+            escape(&body[..n], &mut s);
+            if body.len() > n {
                 s.push_str("...");
             }
         }

@@ -1,0 +1,233 @@
+//! `smss-cli` against a real server: every subcommand, its output and exit code.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::Server;
+
+fn cli(s: &Server, args: &[&str]) -> Output {
+    let port = s.addr.rsplit(':').next().expect("port");
+    Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+        .args(["--port", port, "--timeout", "20000"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run smss-cli")
+}
+
+fn cli_stdin(s: &Server, args: &[&str], input: &[u8]) -> Output {
+    let port = s.addr.rsplit(':').next().expect("port");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+        .args(["--port", port])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn smss-cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}, stderr {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).expect("utf8 stdout")
+}
+
+#[test]
+fn create_pub_sub_list_info_stats() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    let created: u64 = ok(&cli(&s, &["create", "orders"]))
+        .trim()
+        .parse()
+        .expect("id");
+    assert_eq!(created, 1);
+    let a: u64 = ok(&cli(&s, &["pub", "orders", "hello"]))
+        .trim()
+        .parse()
+        .expect("id");
+    let b: u64 = ok(&cli(
+        &s,
+        &["pub", "orders", "--header", "k=v", "with header"],
+    ))
+    .trim()
+    .parse()
+    .expect("id");
+    let c: u64 = ok(&cli_stdin(&s, &["pub", "orders"], b"from\nstdin"))
+        .trim()
+        .parse()
+        .expect("id");
+    assert!(a < b && b < c);
+
+    let out = ok(&cli(&s, &["sub", "orders", "--count", "3"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with(&format!("{a} ")) && lines[0].ends_with(" hello"));
+    assert!(lines[1].starts_with(&format!("{b} ")) && lines[1].ends_with(" k=v with header"));
+    assert!(out.ends_with(" from\nstdin\n"), "raw payload: {out:?}");
+
+    let raw = ok(&cli(
+        &s,
+        &[
+            "sub",
+            "orders",
+            "--from",
+            &a.to_string(),
+            "--count",
+            "1",
+            "--raw",
+        ],
+    ));
+    assert_eq!(raw, "with header\n");
+
+    let list = ok(&cli(&s, &["list"]));
+    assert!(list.starts_with("name created_ms expires_ms messages first_id last_id\n"));
+    let row: Vec<&str> = list.lines().nth(1).expect("row").split(' ').collect();
+    assert_eq!(row[0], "orders");
+    assert_eq!(row[3..].join(" "), format!("3 {a} {c}"));
+    assert_eq!(ok(&cli(&s, &["info", "orders"])), list);
+
+    let stats = ok(&cli(&s, &["stats"]));
+    assert!(stats.lines().any(|l| l == format!("last_event_id {c}")));
+    assert!(stats.lines().any(|l| l == "role master"));
+    assert_eq!(ok(&cli(&s, &["ping"])).trim(), "PONG");
+}
+
+#[test]
+fn delayed_publish_and_delete() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    ok(&cli(&s, &["create", "later", "--life", "600000"]));
+    let info = ok(&cli(&s, &["info", "later"]));
+    let row: Vec<u64> = info
+        .lines()
+        .nth(1)
+        .expect("row")
+        .split(' ')
+        .skip(1)
+        .map(|x| x.parse().expect("number"))
+        .collect();
+    assert_eq!(row[1], row[0] + 600_000, "expires = created + life");
+    let dpub: u64 = ok(&cli(&s, &["pub", "later", "--delay", "200", "soon"]))
+        .trim()
+        .parse()
+        .expect("id");
+    // `sub` waits for the delivery: the read itself is the signal.
+    let out = ok(&cli(&s, &["sub", "later", "--count", "1"]));
+    let id: u64 = out.split(' ').next().expect("id").parse().expect("id");
+    assert!(id > dpub, "a fired message gets a new event id");
+    assert!(out.ends_with(" soon\n"));
+    ok(&cli(&s, &["delete", "later"]));
+    let gone = cli(&s, &["info", "later"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NOTOPIC"));
+}
+
+#[test]
+fn dump_prints_every_record_and_flags_corruption() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    ok(&cli(&s, &["create", "t"]));
+    ok(&cli_stdin(
+        &s,
+        &["pub", "t", "--header", "a=1"],
+        b"payload\r\nwith\0bytes",
+    ));
+    let seg = dir.path().join("data/log/00000000000000000000.log");
+    let out = ok(&cli(&s, &["dump", seg.to_str().expect("path")]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("@0 id=1 ") && lines[0].contains("kind=CREATE"));
+    assert!(lines[1].contains("kind=PUB") && lines[1].contains("headers=\"a=1\""));
+    assert!(
+        lines[1].contains("payload\\x0d\\x0awith\\x00bytes"),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2], "records=2 end=clean");
+    drop(s);
+
+    let mut bytes = std::fs::read(&seg).expect("read");
+    bytes[50] ^= 0xff; // inside the PUB record
+    let bad = dir.path().join("bad.log");
+    std::fs::write(&bad, &bytes).expect("write");
+    let o = Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+        .args(["dump", bad.to_str().expect("path")])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("records=1 end=CORRUPT at "), "{out}");
+}
+
+#[test]
+fn usage_and_connection_errors_have_distinct_exit_codes() {
+    let o = Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+        .args(["frobnicate"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "usage error");
+    let o = Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+        .args(["pub"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "missing topic");
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let o = Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+        .args(["--port", &port.to_string(), "ping"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1), "connection failure");
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("smss-cli: "));
+}
+
+#[test]
+fn server_flags_help_version_and_bad_config() {
+    let smss = env!("CARGO_BIN_EXE_smss");
+    let o = Command::new(smss).arg("--help").output().expect("run");
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--config"));
+    let o = Command::new(smss).arg("--version").output().expect("run");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("smss "));
+    let o = Command::new(smss).arg("--bogus").output().expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--bogus"));
+
+    let dir = common::tempdir();
+    let missing = dir.path().join("nope.yaml");
+    let o = Command::new(smss)
+        .arg("--config")
+        .arg(&missing)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nope.yaml"));
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "store:\n  fsink: always\n").expect("write");
+    let o = Command::new(smss)
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("fsink"),
+        "names the key"
+    );
+}
