@@ -66,6 +66,15 @@ fn stat(c: &mut Client, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no numeric stat {name}"))
 }
 
+/// A write whose OK comes after every earlier commit has fully finished,
+/// so STATS read after it reflects them. (A subscriber can see a commit's
+/// messages a moment before its counters are updated.)
+fn fence(c: &mut Client) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    c.create(&format!("fence-{n}"), 0).expect("fence create");
+}
+
 fn err_code<T: std::fmt::Debug>(r: smss::client::Result<T>) -> String {
     match r {
         Err(e) => e
@@ -214,8 +223,7 @@ fn a_topic_life_ends_with_end_expired_and_the_name_is_free_again() {
     assert_eq!(info.expires_ms, info.created_ms + 1000);
 
     let mut sc = s.client();
-    sc.subscribe("t", "0", &SubOptions::default())
-        .expect("sub");
+    sc.subscribe("t", "0", &SubOptions::default()).expect("sub");
     let end = next_non_alive(&mut sc);
     let at = now_ms();
     assert_eq!(end, SubEvent::End("expired".into()));
@@ -560,6 +568,7 @@ fn dpub_delivers_later_with_a_new_id_headers_and_payload() {
     );
     sc.ack().expect("ack");
     sc.stop().expect("stop");
+    fence(&mut c);
     assert_eq!(stat(&mut c, "delayed_pending"), 0);
     let info = c.info("t").expect("info");
     assert_eq!((info.messages, info.first_id), (1, m.event_id));
@@ -627,6 +636,7 @@ fn pending_dpubs_survive_kill9_and_fire_in_due_order() {
     assert_eq!(payloads(&rest), vec![b"marker".to_vec()]);
     assert!(rest[0].event_id > marker_dpub);
     assert_eq!(c.info("t").expect("info").messages, 4);
+    fence(&mut c);
     assert_eq!(stat(&mut c, "delayed_pending"), 0);
 }
 
@@ -661,6 +671,7 @@ fn a_fired_message_does_not_fire_again_after_kill9() {
     );
     assert_eq!(all[0].event_id, got[0].event_id);
     assert_eq!(c.info("t").expect("info").messages, 2);
+    fence(&mut c);
     assert_eq!(stat(&mut c, "delayed_pending"), 0);
 }
 
@@ -743,6 +754,7 @@ fn retention_never_deletes_a_pending_delayed_message() {
     assert!(got[0].event_id > dpub);
     assert!(got[0].timestamp_ms >= due, "fired before due");
     assert!(arrived <= due + LATE_MS + 1000, "fired far too late");
+    fence(&mut c);
     assert_eq!(stat(&mut c, "writer_poisoned"), 0);
     assert_eq!(stat(&mut c, "delayed_pending"), 0);
 }
@@ -851,6 +863,7 @@ fn thousands_of_pending_dpubs_use_no_extra_threads_and_fire_once_each() {
         assert_eq!(l, "ALIVE", "unexpected {l:?} before the OK of STOP");
     }
     let mut c = s.client();
+    fence(&mut c);
     assert_eq!(stat(&mut c, "delayed_pending"), 0);
     assert_eq!(c.info("t").expect("info").messages, N as u64);
 }
