@@ -928,6 +928,16 @@ impl Writer {
         if sync_now {
             self.sync_log()?;
         }
+        // Counters first, so STATS never lags what SUB and INFO show.
+        self.broker.set_last_event_id(self.last_id);
+        let stats = &self.broker.stats;
+        stats
+            .delayed_pending
+            .store(self.pending.len() as u64, Ordering::Relaxed);
+        stats.disk_bytes.store(
+            self.sealed_bytes + self.active_len + self.index_bytes,
+            Ordering::Relaxed,
+        );
         // Publish: only now may readers see the group.
         let mut removed_segments = Vec::new();
         for change in self.changes.drain(..) {
@@ -967,16 +977,7 @@ impl Writer {
             }
             sync_dir(&self.log_dir)?;
         }
-        self.broker.set_last_event_id(self.last_id);
-        let stats = &self.broker.stats;
-        Stats::add(&stats.commits, 1);
-        stats
-            .delayed_pending
-            .store(self.pending.len() as u64, Ordering::Relaxed);
-        stats.disk_bytes.store(
-            self.sealed_bytes + self.active_len + self.index_bytes,
-            Ordering::Relaxed,
-        );
+        Stats::add(&self.broker.stats.commits, 1);
         Ok(())
     }
 
