@@ -568,17 +568,13 @@ impl Conn {
                 self.flush()?;
                 *next += sent as u64;
                 last_sent = Instant::now();
-                match self.sub_input(Some(ack_wait))? {
+                let input = self.sub_input(Some(ack_wait))?;
+                if let Some(flow) = self.sub_end(&input) {
+                    return Ok(flow);
+                }
+                match input {
                     SubInput::Ack => continue,
-                    SubInput::Stop => {
-                        encode_ok(&mut self.out, &[]);
-                        return Ok(Flow::Continue);
-                    }
-                    SubInput::Quit => {
-                        encode_ok(&mut self.out, &[]);
-                        return Ok(Flow::Close);
-                    }
-                    SubInput::Nothing => {
+                    _ => {
                         info!(
                             "{}: no ACK within {} ms on {}; closing",
                             self.peer,
@@ -587,26 +583,35 @@ impl Conn {
                         );
                         return Ok(Flow::Close);
                     }
-                    SubInput::Closed => return Ok(Flow::Close),
                 }
             }
-            match self.sub_input(None)? {
-                SubInput::Stop => {
-                    encode_ok(&mut self.out, &[]);
-                    return Ok(Flow::Continue);
-                }
-                SubInput::Quit => {
-                    encode_ok(&mut self.out, &[]);
-                    return Ok(Flow::Close);
-                }
-                SubInput::Closed => return Ok(Flow::Close),
-                SubInput::Ack | SubInput::Nothing => {}
+            // Idle: STOP, QUIT or a hang-up may arrive; a stray ACK is ignored.
+            let input = self.sub_input(None)?;
+            if let Some(flow) = self.sub_end(&input) {
+                return Ok(flow);
             }
             if last_sent.elapsed() >= alive {
                 encode_line(&mut self.out, "ALIVE");
                 self.flush()?;
                 last_sent = Instant::now();
             }
+        }
+    }
+
+    /// STOP, QUIT and a hang-up end a subscription the same way wherever
+    /// they arrive; `None` for anything else.
+    fn sub_end(&mut self, input: &SubInput) -> Option<Flow> {
+        match input {
+            SubInput::Stop => {
+                encode_ok(&mut self.out, &[]);
+                Some(Flow::Continue)
+            }
+            SubInput::Quit => {
+                encode_ok(&mut self.out, &[]);
+                Some(Flow::Close)
+            }
+            SubInput::Closed => Some(Flow::Close),
+            SubInput::Ack | SubInput::Nothing => None,
         }
     }
 
