@@ -376,13 +376,10 @@ pub fn sub_drain(o: &Opts, topic: &str) -> Result<Report, BenchError> {
     ensure_topic(o, topic)?;
     let mut fill = o.clone();
     fill.mode = Mode::Pub;
+    // Pipelined single publishes: the backlog holds exactly `count` messages.
     fill.conns = 4;
-    if o.protocol == Protocol::Smss {
-        fill.mpub = 256;
-        fill.pipeline = 4;
-    } else {
-        fill.pipeline = 64;
-    }
+    fill.mpub = 0;
+    fill.pipeline = 64;
     let filled = pub_load(&fill, topic)?;
     if filled.errors > 0 {
         return Err(BenchError::Server(format!(
