@@ -4,7 +4,7 @@ CONFIG ?= config/config.yaml
 SLAVE_CONFIG ?= config/slave.yaml
 MASTER ?= 127.0.0.1:12301
 
-.PHONY: build release run-master run-slave test lint fmt clean
+.PHONY: build release run-master run-slave test lint fmt clean bench bench-peers
 
 build:
 	$(CARGO) build --release
@@ -22,6 +22,18 @@ run-slave: build
 # The one test command: unit tests and integration tests against the real binary.
 test:
 	$(CARGO) test
+
+# Benchmarks (not part of `make test`): starts its own smss with a temp data dir,
+# fsync always then interval, and prints a table. See src/bench/mod.rs.
+bench: build
+	./target/release/smss-cli bench matrix
+
+# The same publish/drain rows against Redis 7 Streams and beanstalkd (installed
+# with apt if missing), with smss ÷ peer ratios.
+bench-peers: build
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+	command -v beanstalkd >/dev/null || (apt-get update && apt-get install -y beanstalkd)
+	./target/release/smss-cli bench peers
 
 lint:
 	$(CARGO) fmt --check

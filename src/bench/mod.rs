@@ -1,0 +1,432 @@
+//! `smss-cli bench`: load generator and benchmark harness.
+//!
+//! - `bench pub|sub|e2e|delay …` runs one measurement against a running
+//!   server (smss, or Redis/beanstalkd with `--protocol resp|beanstalk`) and
+//!   prints one `key=value` line.
+//! - `bench matrix` starts its own smss (temp dir, `fsync: always`, then
+//!   `interval`), runs a fixed matrix and prints a table (`make bench`).
+//! - `bench peers` does the same publish/drain rows against Redis 7 Streams
+//!   and beanstalkd started from PATH, and prints smss ÷ peer ratios
+//!   (`make bench-peers`).
+//!
+//! Threads: one per client connection (plus an RSS sampler in the matrix);
+//! plain blocking sockets, requests pre-built, one write per pipeline window.
+//! Servers the bench starts are killed by PID when their guard drops, also on
+//! error or panic. Every loop is bounded by its count and by `--max-secs`.
+
+mod load;
+mod servers;
+mod wire;
+
+use std::ffi::OsString;
+use std::fmt;
+
+pub use load::{Report, run_one};
+
+/// Text of `smss-cli bench --help`.
+pub const USAGE: &str = "\
+usage: smss-cli bench pub|sub|e2e|delay [options]   one measurement, one key=value line
+       smss-cli bench matrix [--smss PATH] [--max-secs X] [--restart-gib G]
+       smss-cli bench peers  [--smss PATH] [--max-secs X]
+
+options of one measurement:
+  --host H              server host (127.0.0.1)
+  --port P              server port (12301 smss, 6379 resp, 11300 beanstalk)
+  --protocol NAME       smss | resp | beanstalk (smss)
+  --conns C             client connections, one thread each (1)
+  --count N             messages (10000)
+  --size S              payload bytes (200)
+  --pipeline P          requests in flight per connection (1)
+  --mpub B              smss only: B messages per MPUB request (off)
+  --batch B             sub: messages per batch/XREAD COUNT/reserve group (256)
+  --topic T             topic / stream key / tube (fresh bench-<pid>-<n>)
+  --delay-ms D          delay: how far ahead at least the due second lies (2000)
+  --max-secs X          stop after X seconds and report truncated=1 (60)
+";
+
+/// What can go wrong in the bench.
+#[derive(Debug)]
+pub enum BenchError {
+    /// Bad command line.
+    Usage(String),
+    /// A socket, file or process operation failed.
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    /// The peer sent something the bench cannot parse, or closed early.
+    Protocol(String),
+    /// The server answered with an error where the bench needs success.
+    Server(String),
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BenchError::Usage(m) => write!(f, "{m}"),
+            BenchError::Io { what, .. } => write!(f, "{what}"),
+            BenchError::Protocol(m) => write!(f, "protocol: {m}"),
+            BenchError::Server(m) => write!(f, "server said: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BenchError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
+
+/// Which wire protocol the bench speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Smss,
+    Resp,
+    Beanstalk,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Smss => "smss",
+            Protocol::Resp => "resp",
+            Protocol::Beanstalk => "beanstalk",
+        }
+    }
+    fn default_port(self) -> u16 {
+        match self {
+            Protocol::Smss => 12301,
+            Protocol::Resp => 6379,
+            Protocol::Beanstalk => 11300,
+        }
+    }
+}
+
+/// Kind of one measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Pub,
+    Sub,
+    E2e,
+    Delay,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Pub => "pub",
+            Mode::Sub => "sub",
+            Mode::E2e => "e2e",
+            Mode::Delay => "delay",
+        }
+    }
+}
+
+/// Options of one measurement (validated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opts {
+    pub mode: Mode,
+    pub host: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub conns: usize,
+    pub count: u64,
+    pub size: usize,
+    pub pipeline: usize,
+    /// Messages per MPUB request; 0 = plain PUB.
+    pub mpub: usize,
+    pub batch: usize,
+    pub topic: Option<String>,
+    pub delay_ms: u64,
+    pub max_secs: f64,
+}
+
+impl Opts {
+    pub fn new(mode: Mode, protocol: Protocol, port: u16) -> Opts {
+        Opts {
+            mode,
+            host: "127.0.0.1".into(),
+            port,
+            protocol,
+            conns: 1,
+            count: 10_000,
+            size: 200,
+            pipeline: 1,
+            mpub: 0,
+            batch: 256,
+            topic: None,
+            delay_ms: 2000,
+            max_secs: 60.0,
+        }
+    }
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Options of `bench matrix` and `bench peers`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuiteOpts {
+    /// The smss server binary; `None` = `smss` next to the running executable.
+    pub smss: Option<std::path::PathBuf>,
+    pub max_secs: f64,
+    /// Size of the log for the restart row in GiB; 0 skips it.
+    pub restart_gib: f64,
+}
+
+/// A parsed `bench` command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    One(Opts),
+    Matrix(SuiteOpts),
+    Peers(SuiteOpts),
+    Help,
+}
+
+fn value<T: std::str::FromStr>(
+    p: &mut lexopt::Parser,
+    name: &str,
+    ok: impl Fn(&T) -> bool,
+) -> Result<T, BenchError> {
+    let raw = p
+        .value()
+        .map_err(|e| BenchError::Usage(format!("{name}: {e}")))?;
+    let s = raw
+        .to_str()
+        .ok_or_else(|| BenchError::Usage(format!("{name}: not UTF-8")))?;
+    s.parse::<T>()
+        .ok()
+        .filter(|v| ok(v))
+        .ok_or_else(|| BenchError::Usage(format!("{name}: bad value {s:?}")))
+}
+
+/// Parses the arguments after `bench`.
+pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
+    use lexopt::prelude::*;
+    let usage = |m: String| BenchError::Usage(m);
+    let mut p = lexopt::Parser::from_args(args);
+    let first = match p.next().map_err(|e| usage(e.to_string()))? {
+        Some(Value(v)) => v
+            .into_string()
+            .map_err(|_| usage("the mode is not UTF-8".into()))?,
+        Some(Long("help")) | Some(Short('h')) => return Ok(Command::Help),
+        Some(other) => return Err(usage(format!("expected a mode first, got {other:?}"))),
+        None => {
+            return Err(usage(
+                "missing mode (pub, sub, e2e, delay, matrix, peers)".into(),
+            ));
+        }
+    };
+    if first == "help" {
+        return Ok(Command::Help);
+    }
+    if first == "matrix" || first == "peers" {
+        let mut s = SuiteOpts {
+            smss: None,
+            max_secs: 10.0,
+            restart_gib: if first == "matrix" { 1.0 } else { 0.0 },
+        };
+        while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
+            match arg {
+                Long("smss") => s.smss = Some(value::<String>(&mut p, "--smss", |_| true)?.into()),
+                Long("max-secs") => {
+                    s.max_secs = value(&mut p, "--max-secs", |v: &f64| *v > 0.0 && *v <= 3600.0)?
+                }
+                Long("restart-gib") => {
+                    s.restart_gib =
+                        value(&mut p, "--restart-gib", |v: &f64| (0.0..=16.0).contains(v))?
+                }
+                Long("help") => return Ok(Command::Help),
+                other => return Err(usage(format!("bench {first}: unexpected {other:?}"))),
+            }
+        }
+        return Ok(if first == "matrix" {
+            Command::Matrix(s)
+        } else {
+            Command::Peers(s)
+        });
+    }
+    let mode = match first.as_str() {
+        "pub" => Mode::Pub,
+        "sub" => Mode::Sub,
+        "e2e" => Mode::E2e,
+        "delay" => Mode::Delay,
+        m => return Err(usage(format!("unknown bench mode {m:?}"))),
+    };
+    let mut o = Opts::new(mode, Protocol::Smss, 0);
+    let mut port = None;
+    while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
+        match arg {
+            Long("host") => o.host = value(&mut p, "--host", |s: &String| !s.is_empty())?,
+            Long("port") => port = Some(value(&mut p, "--port", |v: &u16| *v > 0)?),
+            Long("protocol") => {
+                let s: String = value(&mut p, "--protocol", |_| true)?;
+                o.protocol = match s.as_str() {
+                    "smss" => Protocol::Smss,
+                    "resp" | "redis" => Protocol::Resp,
+                    "beanstalk" | "beanstalkd" => Protocol::Beanstalk,
+                    _ => return Err(usage(format!("--protocol: unknown {s:?}"))),
+                };
+            }
+            Long("conns") => {
+                o.conns = value(&mut p, "--conns", |v: &usize| (1..=10_000).contains(v))?
+            }
+            Long("count") => o.count = value(&mut p, "--count", |v: &u64| *v >= 1)?,
+            Long("size") => o.size = value(&mut p, "--size", |v: &usize| *v <= 64 << 20)?,
+            Long("pipeline") => {
+                o.pipeline = value(&mut p, "--pipeline", |v: &usize| (1..=4096).contains(v))?
+            }
+            Long("mpub") => o.mpub = value(&mut p, "--mpub", |v: &usize| *v <= 100_000)?,
+            Long("batch") => {
+                o.batch = value(&mut p, "--batch", |v: &usize| (1..=100_000).contains(v))?
+            }
+            Long("topic") => {
+                o.topic = Some(value(&mut p, "--topic", |s: &String| {
+                    !s.is_empty()
+                        && s.len() <= 128
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                })?)
+            }
+            Long("delay-ms") => o.delay_ms = value(&mut p, "--delay-ms", |v: &u64| *v >= 1)?,
+            Long("max-secs") => {
+                o.max_secs = value(&mut p, "--max-secs", |v: &f64| *v > 0.0 && *v <= 86_400.0)?
+            }
+            Long("help") => return Ok(Command::Help),
+            other => return Err(usage(format!("bench {first}: unexpected {other:?}"))),
+        }
+    }
+    o.port = port.unwrap_or(o.protocol.default_port());
+    if o.mpub > 0 && o.protocol != Protocol::Smss {
+        return Err(usage("--mpub is for --protocol smss only".into()));
+    }
+    if matches!(mode, Mode::E2e | Mode::Delay) && o.protocol != Protocol::Smss {
+        return Err(usage(format!("bench {first} is for --protocol smss only")));
+    }
+    Ok(Command::One(o))
+}
+
+/// Entry point of `smss-cli bench <args>` (the args after `bench`).
+pub fn run(args: Vec<OsString>) -> Result<(), BenchError> {
+    match parse_args(args)? {
+        Command::Help => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Command::One(o) => {
+            let r = run_one(&o)?;
+            println!("{}", r.line());
+            Ok(())
+        }
+        Command::Matrix(s) => servers::matrix(&s),
+        Command::Peers(s) => servers::peers(&s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Command, BenchError> {
+        parse_args(s.split_whitespace().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn defaults() {
+        let Command::One(o) = parse("pub").expect("test") else {
+            panic!("not one")
+        };
+        assert_eq!(o, Opts::new(Mode::Pub, Protocol::Smss, 12301));
+        assert_eq!(o.addr(), "127.0.0.1:12301");
+        let Command::One(o) = parse("sub --protocol resp").expect("test") else {
+            panic!("not one")
+        };
+        assert_eq!((o.mode, o.port, o.batch), (Mode::Sub, 6379, 256));
+        let Command::One(o) = parse("pub --protocol beanstalk").expect("test") else {
+            panic!("not one")
+        };
+        assert_eq!(o.port, 11300);
+        assert_eq!(
+            parse("matrix").expect("test"),
+            Command::Matrix(SuiteOpts {
+                smss: None,
+                max_secs: 10.0,
+                restart_gib: 1.0
+            })
+        );
+        assert_eq!(
+            parse("peers --max-secs 5").expect("test"),
+            Command::Peers(SuiteOpts {
+                smss: None,
+                max_secs: 5.0,
+                restart_gib: 0.0
+            })
+        );
+        assert_eq!(parse("--help").expect("test"), Command::Help);
+    }
+
+    #[test]
+    fn all_options() {
+        let c = parse(
+            "pub --host h --port 9 --protocol smss --conns 16 --count 5 --size 7 \
+             --pipeline 32 --mpub 4 --batch 8 --topic t1 --delay-ms 3 --max-secs 1.5",
+        )
+        .expect("test");
+        let Command::One(o) = c else {
+            panic!("not one")
+        };
+        assert_eq!(
+            (
+                o.host.as_str(),
+                o.port,
+                o.conns,
+                o.count,
+                o.size,
+                o.pipeline,
+                o.mpub,
+                o.batch
+            ),
+            ("h", 9, 16, 5, 7, 32, 4, 8)
+        );
+        assert_eq!(
+            (o.topic.as_deref(), o.delay_ms, o.max_secs),
+            (Some("t1"), 3, 1.5)
+        );
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        for bad in [
+            "",
+            "fly",
+            "pub --conns 0",
+            "pub --conns x",
+            "pub --count 0",
+            "pub --pipeline 0",
+            "pub --port 0",
+            "pub --port 70000",
+            "pub --protocol kafka",
+            "pub --max-secs 0",
+            "pub --max-secs -1",
+            "pub --topic a/b",
+            "pub --protocol resp --mpub 8",
+            "e2e --protocol resp",
+            "pub --frobnicate",
+            "pub extra",
+            "pub --conns",
+            "matrix --restart-gib -1",
+            "matrix --conns 3",
+        ] {
+            let r = parse(bad);
+            assert!(matches!(r, Err(BenchError::Usage(_))), "{bad:?} gave {r:?}");
+        }
+    }
+}
