@@ -53,6 +53,8 @@ enum CliError {
     Io { what: String, source: io::Error },
     /// `dump` found a corrupt record.
     Corrupt(String),
+    /// A benchmark failed.
+    Bench(String),
     /// `--help` after the command: not an error; `run` prints the help.
     HelpRequested,
 }
@@ -60,7 +62,7 @@ enum CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(m) | CliError::Corrupt(m) => f.write_str(m),
+            CliError::Usage(m) | CliError::Corrupt(m) | CliError::Bench(m) => f.write_str(m),
             CliError::HelpRequested => f.write_str("help requested"),
             CliError::Client(e) => write!(f, "{e}"),
             CliError::Io { what, source } => write!(f, "{what}: {source}"),
@@ -73,7 +75,10 @@ impl std::error::Error for CliError {
         match self {
             CliError::Client(e) => Some(e),
             CliError::Io { source, .. } => Some(source),
-            CliError::Usage(_) | CliError::Corrupt(_) | CliError::HelpRequested => None,
+            CliError::Usage(_)
+            | CliError::Corrupt(_)
+            | CliError::Bench(_)
+            | CliError::HelpRequested => None,
         }
     }
 }
@@ -201,6 +206,14 @@ fn run() -> Result<()> {
             None => return Err(usage("missing command")),
         }
     };
+    if name == "bench" {
+        // The bench has its own flags (and its own --host/--port).
+        let rest: Vec<OsString> = p.raw_args()?.collect();
+        return smss::bench::run(rest).map_err(|e| match e {
+            smss::bench::BenchError::Usage(m) => CliError::Usage(format!("bench: {m}")),
+            other => CliError::Bench(other.to_string()),
+        });
+    }
     let cmd = match parse_command(&mut p, &name) {
         Err(CliError::HelpRequested) => return print_help(),
         r => r?,
@@ -233,11 +246,6 @@ fn parse_command(p: &mut lexopt::Parser, name: &str) -> Result<Command> {
             Command::Dump {
                 path: path.into_iter().next().unwrap_or_default(),
             }
-        }
-        "bench" => {
-            return Err(usage(
-                "the bench command is reserved and not implemented yet",
-            ));
         }
         other => {
             return Err(usage(format!("unknown command {other:?}")));
