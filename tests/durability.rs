@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{Opts, Server};
-use smss::client::{Client, SubEvent, SubOptions};
+use common::{Opts, Server, stat};
+use smss::client::{SubEvent, SubOptions};
 use smss::storage::record::{self, ScanEnd};
 
 /// Reads every message of `topic` from the start: (event id, payload).
@@ -57,15 +57,6 @@ fn data_end(seg: &Path) -> u64 {
         ScanEnd::Clean { offset } => offset,
         other => panic!("segment does not end cleanly: {other:?}"),
     }
-}
-
-fn stat(c: &mut Client, name: &str) -> u64 {
-    c.stats()
-        .expect("stats")
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or_else(|| panic!("no stat {name}"))
 }
 
 #[test]

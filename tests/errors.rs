@@ -8,23 +8,12 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Opts, Raw, Server, WAIT};
+use common::{Opts, Raw, Server, WAIT, stat};
 use smss::client::{Client, SubEvent, SubOptions};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// One `STAT <name> <value>` of a `STATS` reply, as a number.
-fn stat(c: &mut Client, name: &str) -> u64 {
-    let stats = c.stats().expect("STATS");
-    let (_, v) = stats
-        .iter()
-        .find(|(k, _)| k == name)
-        .unwrap_or_else(|| panic!("STATS has no {name}: {stats:?}"));
-    v.parse()
-        .unwrap_or_else(|_| panic!("STAT {name} is not a number: {v:?}"))
-}
 
 /// Asserts that `line` is `ERR <code>` or `ERR <code> <text…>`.
 fn assert_err(line: &str, code: &str, what: &str) {

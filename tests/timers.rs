@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Opts, Raw, Server};
+use common::{Opts, Raw, Server, stat};
 use smss::client::{Client, Delivered, SubEvent, SubOptions};
 
 /// How late after its due time a timer may act on a loaded machine.
@@ -57,18 +57,9 @@ fn wait_wall_clock_past(ms: u64) {
     );
 }
 
-fn stat(c: &mut Client, name: &str) -> u64 {
-    c.stats()
-        .expect("stats")
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or_else(|| panic!("no numeric stat {name}"))
-}
-
 /// A write whose OK comes after every earlier commit has fully finished,
-/// so STATS read after it reflects them. (A subscriber can see a commit's
-/// messages a moment before its counters are updated.)
+/// so STATS read after it reflects them (also work done by timer threads,
+/// which may still be in flight when a test looks).
 fn fence(c: &mut Client) {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -51,6 +51,17 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("create temp dir")
 }
 
+/// A numeric STATS value; panics naming the stat when it is missing.
+pub fn stat(c: &mut Client, name: &str) -> u64 {
+    let stats = c.stats().expect("STATS");
+    let (_, v) = stats
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("STATS has no {name}: {stats:?}"));
+    v.parse()
+        .unwrap_or_else(|_| panic!("STAT {name} is not a number: {v:?}"))
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_smss")
 }
