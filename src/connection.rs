@@ -161,14 +161,14 @@ impl Conn {
             }
             self.settle()?;
             self.flush()?;
-            if self.fill(None)? == 0 {
+            if self.fill(false)? == 0 {
                 return Ok(());
             }
         }
     }
 
     /// Reads more input. `Ok(0)` means the client hung up.
-    fn fill(&mut self, nonblocking: Option<()>) -> io::Result<usize> {
+    fn fill(&mut self, nonblocking: bool) -> io::Result<usize> {
         if self.start == self.inbuf.len() {
             self.inbuf.clear();
             self.start = 0;
@@ -182,7 +182,7 @@ impl Conn {
         }
         let old = self.inbuf.len();
         self.inbuf.resize(old + self.read_size, 0);
-        if nonblocking.is_some() {
+        if nonblocking {
             self.stream.set_nonblocking(true)?;
         }
         let res = loop {
@@ -191,7 +191,7 @@ impl Conn {
                 other => break other,
             }
         };
-        if nonblocking.is_some() {
+        if nonblocking {
             self.stream.set_nonblocking(false)?;
         }
         match res {
@@ -652,7 +652,7 @@ impl Conn {
                 }
                 Parsed::NeedMore => {
                     let res = match deadline {
-                        None => self.fill(Some(())),
+                        None => self.fill(true),
                         Some(d) => {
                             let Some(left) = d.checked_duration_since(Instant::now()) else {
                                 return Ok(SubInput::Nothing);
@@ -661,7 +661,7 @@ impl Conn {
                                 return Ok(SubInput::Nothing);
                             }
                             self.stream.set_read_timeout(Some(left))?;
-                            let r = self.fill(None);
+                            let r = self.fill(false);
                             self.stream.set_read_timeout(None)?;
                             r
                         }

@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use super::checkpoint::Checkpoint;
 use super::index::{self, ENTRY_LEN};
 use super::record::{self, Decoded, FLAG_BATCH_MORE};
 use super::segment::{Segment, list_segments};
-use super::writer::{Change, Pending, WTopic, Writer, load_lease};
+use super::writer::{Change, Pending, Writer, load_lease};
 use super::{StoreError, sync_dir};
 use crate::broker::{Broker, Topic, TopicState};
 use crate::timer::TimerSenders;
@@ -239,28 +240,16 @@ impl Writer {
                 last_id: tm.last_id,
                 ended: None,
             };
-            let shared = Arc::new(Topic::new(
+            let shared = Topic::new(
                 tm.name.clone(),
                 tm.create_id,
                 tm.created_ms,
                 tm.expires_ms,
                 file,
                 state,
-            ));
-            self.changes.push(Change::Created(Arc::clone(&shared)));
-            self.index_bytes += want;
-            self.topics.insert(
-                tm.name.clone(),
-                WTopic {
-                    shared,
-                    path,
-                    state,
-                    flushed_entries: tm.entries,
-                    buf: Vec::new(),
-                    dirty: false,
-                    unsynced: have > want,
-                },
             );
+            self.index_bytes += want;
+            self.register_topic(shared, path, have > want);
         }
         Ok(())
     }
@@ -350,7 +339,7 @@ impl Writer {
                     let want = need.max(WINDOW).min((len - off) as usize);
                     win.resize(want, 0);
                     seg.file
-                        .read_exact_at_compat(&mut win, off)
+                        .read_exact_at(&mut win, off)
                         .map_err(|e| StoreError::io("read segment", &seg.path, e))?;
                     win_at = off;
                     cur = 0;
@@ -439,7 +428,7 @@ fn all_zero(seg: &Segment, from: u64, to: u64) -> Result<bool, StoreError> {
     while at < to {
         let n = ((to - at) as usize).min(buf.len());
         seg.file
-            .read_exact_at_compat(&mut buf[..n], at)
+            .read_exact_at(&mut buf[..n], at)
             .map_err(|e| StoreError::io("read segment", &seg.path, e))?;
         if buf[..n].iter().any(|&b| b != 0) {
             return Ok(false);
@@ -464,7 +453,7 @@ fn find_valid_after(
     }
     let mut buf = vec![0u8; (end - from - 1) as usize];
     seg.file
-        .read_exact_at_compat(&mut buf, from + 1)
+        .read_exact_at(&mut buf, from + 1)
         .map_err(|e| StoreError::io("read segment", &seg.path, e))?;
     for i in 0..buf.len() {
         if let Decoded::Record { rec, .. } = record::decode(&buf[i..])
@@ -474,15 +463,4 @@ fn find_valid_after(
         }
     }
     Ok(None)
-}
-
-/// `read_exact_at` under a name that does not clash with [`Segment`]'s.
-trait ReadExactAt {
-    fn read_exact_at_compat(&self, buf: &mut [u8], off: u64) -> std::io::Result<()>;
-}
-
-impl ReadExactAt for File {
-    fn read_exact_at_compat(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(self, buf, off)
-    }
 }

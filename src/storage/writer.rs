@@ -613,27 +613,15 @@ impl Writer {
                     .truncate(true)
                     .open(&path)
                     .map_err(|e| StoreError::io("create index", &path, e))?;
-                let shared = Arc::new(Topic::new(
+                let shared = Topic::new(
                     rec.topic.to_string(),
                     rec.event_id,
                     rec.timestamp_ms,
                     expires_ms,
                     file,
                     TopicState::default(),
-                ));
-                self.changes.push(Change::Created(Arc::clone(&shared)));
-                self.topics.insert(
-                    rec.topic.to_string(),
-                    WTopic {
-                        shared,
-                        path,
-                        state: TopicState::default(),
-                        flushed_entries: 0,
-                        buf: Vec::new(),
-                        dirty: false,
-                        unsynced: true,
-                    },
                 );
+                self.register_topic(shared, path, true);
             }
             Kind::Delete => {
                 if let Some(t) = self.topics.remove(rec.topic) {
@@ -827,6 +815,27 @@ impl Writer {
         self.changes.push(Change::SegmentsRemoved(doomed));
         self.want_checkpoint = true;
         Ok(())
+    }
+
+    /// Makes a topic known to the writer (created live, replayed, or loaded
+    /// from the checkpoint); readers see it at the next commit. Its index
+    /// file holds exactly the entries of the topic's current state.
+    pub(super) fn register_topic(&mut self, shared: Topic, path: PathBuf, unsynced: bool) {
+        let state = shared.state();
+        let shared = Arc::new(shared);
+        self.changes.push(Change::Created(Arc::clone(&shared)));
+        self.topics.insert(
+            shared.name.clone(),
+            WTopic {
+                shared,
+                path,
+                state,
+                flushed_entries: state.entries,
+                buf: Vec::new(),
+                dirty: false,
+                unsynced,
+            },
+        );
     }
 
     fn drop_topic(&mut self, t: WTopic, reason: DeleteReason) {
