@@ -14,7 +14,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use crossbeam_channel::SendTimeoutError;
 use log::{debug, info, warn};
 
 use crate::broker::{Broker, Topic};
@@ -26,10 +26,9 @@ use crate::protocol::{
 use crate::stats::Stats;
 use crate::storage::index::{self, Entry};
 use crate::storage::record::{self, Decoded, DeleteReason};
-use crate::storage::writer::{WriteOk, WriteOp, WriteReq, WriteResult};
+use crate::storage::writer::{ReplySlot, TakeError, WriteOk, WriteOp, WriteReq};
 
-/// Writes a connection may have queued at the writer at once; also the
-/// capacity of its reply channel, so the writer never blocks on a reply.
+/// Writes a connection may have queued at the writer at once.
 const MAX_INFLIGHT: usize = 64;
 /// Flush replies once this much output is pending, even mid-pipeline.
 const OUT_FLUSH_BYTES: usize = 64 << 10;
@@ -76,8 +75,8 @@ pub struct Conn {
     start: usize,
     out: Vec<u8>,
     authed: bool,
-    reply_tx: Sender<WriteResult>,
-    reply_rx: Receiver<WriteResult>,
+    /// Where the writer leaves this connection's results.
+    reply: Arc<ReplySlot>,
     inflight: usize,
     entries: Vec<Entry>,
     rbuf: Vec<u8>,
@@ -111,7 +110,6 @@ impl Conn {
             max_batch: cfg.limits.max_batch,
         };
         let authed = cfg.auth.token.is_empty();
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(MAX_INFLIGHT);
         Ok(Conn {
             stream,
             peer,
@@ -121,8 +119,8 @@ impl Conn {
             start: 0,
             out: Vec::new(),
             authed,
-            reply_tx,
-            reply_rx,
+            // Made on the connection's own thread, which waits on it.
+            reply: ReplySlot::new(),
             inflight: 0,
             entries: Vec::new(),
             rbuf: Vec::new(),
@@ -241,17 +239,15 @@ impl Conn {
     /// Waits for every write in flight and queues its reply.
     fn settle(&mut self) -> io::Result<()> {
         while self.inflight > 0 {
-            let res = match self.reply_rx.recv_timeout(WRITER_REPLY_TIMEOUT) {
+            let res = match self.reply.take(WRITER_REPLY_TIMEOUT) {
                 Ok(r) => r,
-                Err(RecvTimeoutError::Timeout) => {
+                Err(TakeError::TimedOut) => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the writer did not answer in time",
                     ));
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    Err(ProtoError::new(ErrCode::Internal, "writer stopped"))
-                }
+                Err(TakeError::Gone) => Err(ProtoError::new(ErrCode::Internal, "writer stopped")),
             };
             self.inflight -= 1;
             match res {
@@ -282,7 +278,7 @@ impl Conn {
         }
         let req = WriteReq {
             op,
-            reply: self.reply_tx.clone(),
+            reply: Arc::clone(&self.reply),
         };
         let wait = Duration::from_millis(self.broker.config.worker.send_timeout_ms);
         match self.broker.writer.send_timeout(req, wait) {
