@@ -1,10 +1,14 @@
 //! One measurement (`pub`, `sub`, `e2e`, `delay`) against a running server.
 //!
-//! `pub`: one thread per connection, all connected before a barrier; each
-//! keeps `pipeline` requests in flight (one write of a pre-built window, then
-//! the replies). `sub`: an untimed fill, then one subscriber drains it, timed.
-//! `e2e` and `delay`: a subscriber on the calling thread and a publisher
-//! thread. Every loop stops at its count or at `--max-secs`, whichever first.
+//! `pub`: the connections are spread over `--threads` client threads (default
+//! one per connection), all connected before a barrier. Each thread drives
+//! its connections in lockstep: one write of a pre-built window of `pipeline`
+//! requests to each, then each one's replies in turn, so no connection has
+//! more than `pipeline` requests in flight. `sub`: an untimed fill, then one
+//! subscriber drains it, timed. `e2e` and `delay`: a subscriber on the
+//! calling thread and a publisher thread. Every loop stops at its count or at
+//! `--max-secs`, whichever first. Around each timed part the CPU time of the
+//! bench (and of the server, given its PID) is read from `/proc`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -21,6 +25,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(200);
 /// How long a subscriber waits for stragglers once publishing has ended.
 const GRACE: Duration = Duration::from_secs(3);
+/// Clock ticks per second of the `/proc/<pid>/stat` CPU fields (`getconf
+/// CLK_TCK`). The kernel exports them in USER_HZ, which is 100 on every
+/// Linux architecture we run on; hardcoded to need no libc call.
+const CLOCK_TICKS_PER_S: f64 = 100.0;
 
 /// Result of one measurement.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +36,9 @@ pub struct Report {
     pub mode: &'static str,
     pub protocol: &'static str,
     pub conns: usize,
+    /// `pub`: client threads the connections were spread over (0 = not
+    /// reported, other modes).
+    pub threads: usize,
     /// Messages asked for.
     pub count: u64,
     /// Messages done (published and acknowledged, or received).
@@ -48,6 +59,12 @@ pub struct Report {
     pub lateness_ms: Option<[i64; 3]>,
     /// First error text, if any.
     pub note: String,
+    /// CPU seconds (user+system) of the bench process during the timed part;
+    /// `None` when `/proc/self/stat` could not be read.
+    pub client_cpu_s: Option<f64>,
+    /// CPU seconds of the server over the same interval; `None` when its PID
+    /// is unknown or its `/proc/<pid>/stat` could not be read.
+    pub server_cpu_s: Option<f64>,
 }
 
 impl Report {
@@ -60,6 +77,19 @@ impl Report {
     }
     pub fn mb_per_s(&self) -> f64 {
         self.msgs_per_s() * self.size as f64 / 1e6
+    }
+    /// CPU µs of the bench per message done.
+    pub fn client_us_per_msg(&self) -> Option<f64> {
+        self.us_per_msg(self.client_cpu_s)
+    }
+    /// CPU µs of the server per message done.
+    pub fn server_us_per_msg(&self) -> Option<f64> {
+        self.us_per_msg(self.server_cpu_s)
+    }
+    fn us_per_msg(&self, cpu_s: Option<f64>) -> Option<f64> {
+        cpu_s
+            .filter(|_| self.done > 0)
+            .map(|s| s * 1e6 / self.done as f64)
     }
 
     /// The one `key=value` line.
@@ -86,6 +116,20 @@ impl Report {
             self.errors,
             u8::from(self.truncated),
         );
+        if self.threads > 0 {
+            s.push_str(&format!(" threads={}", self.threads));
+        }
+        for (who, cpu, per_msg) in [
+            ("client", self.client_cpu_s, self.client_us_per_msg()),
+            ("server", self.server_cpu_s, self.server_us_per_msg()),
+        ] {
+            if let Some(c) = cpu {
+                s.push_str(&format!(" {who}_cpu_s={c:.2}"));
+            }
+            if let Some(u) = per_msg {
+                s.push_str(&format!(" {who}_us_per_msg={u:.1}"));
+            }
+        }
         if let Some([p50, p99, max]) = self.lateness_ms {
             s.push_str(&format!(
                 " lateness_p50_ms={p50} lateness_p99_ms={p99} lateness_max_ms={max}"
@@ -131,6 +175,52 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// utime + stime in clock ticks from the text of `/proc/<pid>/stat`. The
+/// comm field (2) is in parentheses and may itself contain spaces and
+/// parentheses, so the fields are counted from after the last `)`: there
+/// field 3 (state) comes first, utime and stime are fields 14 and 15.
+pub(super) fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(14 - 3);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU seconds used so far by process `pid` (`None` = this process), all
+/// threads including exited ones; `None` when unreadable.
+fn cpu_s(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let s = std::fs::read_to_string(path).ok()?;
+    Some(stat_cpu_ticks(&s)? as f64 / CLOCK_TICKS_PER_S)
+}
+
+/// CPU times of the bench and the server at the start of a timed part.
+struct CpuMark {
+    client: Option<f64>,
+    server_pid: Option<u32>,
+    server: Option<f64>,
+}
+
+impl CpuMark {
+    fn start(server_pid: Option<u32>) -> CpuMark {
+        CpuMark {
+            client: cpu_s(None),
+            server_pid,
+            server: server_pid.and_then(|p| cpu_s(Some(p))),
+        }
+    }
+    /// Stores the CPU used since [`CpuMark::start`] in `r`.
+    fn finish(self, r: &mut Report) {
+        let since = |then: Option<f64>, now: Option<f64>| Some((now? - then?).max(0.0));
+        r.client_cpu_s = since(self.client, cpu_s(None));
+        r.server_cpu_s = since(self.server, self.server_pid.and_then(|p| cpu_s(Some(p))));
+    }
+}
+
 fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| b'a' + (i % 26) as u8).collect()
 }
@@ -153,6 +243,13 @@ fn join<T>(h: std::thread::JoinHandle<T>) -> Result<T, BenchError> {
 
 /// Runs one measurement as `o` describes.
 pub fn run_one(o: &Opts) -> Result<Report, BenchError> {
+    if let Some(pid) = o.server_pid
+        && cpu_s(Some(pid)).is_none()
+    {
+        return Err(BenchError::Usage(format!(
+            "--server-pid {pid}: cannot read /proc/{pid}/stat (no such process?)"
+        )));
+    }
     let topic = o.topic.clone().unwrap_or_else(fresh_topic);
     match o.mode {
         Mode::Pub => {
@@ -242,66 +339,123 @@ struct PubOut {
     note: String,
 }
 
+/// Share `i` of `total` split into `parts` shares that differ by at most
+/// one; the first `total % parts` shares get the extra one.
+fn share(total: u64, parts: u64, i: u64) -> u64 {
+    total / parts + u64::from(i < total % parts)
+}
+
+/// Requests per connection, grouped by client thread: `total` requests over
+/// `conns` connections, the connections over `threads` threads (0 = one per
+/// connection; clamped to `conns`). Connection `k` (counting across threads
+/// in order) gets share `k` of the requests, as with one thread each.
+fn plan(total: u64, conns: usize, threads: usize) -> Vec<Vec<u64>> {
+    let conns = conns.max(1) as u64;
+    let threads = if threads == 0 {
+        conns
+    } else {
+        (threads as u64).min(conns)
+    };
+    let mut k = 0;
+    (0..threads)
+        .map(|t| {
+            (0..share(conns, threads, t))
+                .map(|_| {
+                    k += 1;
+                    share(total, conns, k - 1)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// What one publishing thread does.
 struct PubJob {
     window: Arc<Vec<u8>>,
     req_len: usize,
     proto: Protocol,
     pipeline: usize,
-    reqs: u64,
     max: Duration,
     barrier: Arc<Barrier>,
 }
 
-fn pub_thread(mut c: Conn, job: PubJob) -> PubOut {
+/// One connection of a publishing thread and its requests still to send
+/// (0 once done or broken).
+struct Lane {
+    c: Conn,
+    left: u64,
+}
+
+/// Drives `lanes` in lockstep: each round writes every unfinished lane's
+/// window, then reads each one's replies in turn. Blocking sockets suffice,
+/// as with one thread per connection: the replies to one window (at most
+/// `pipeline` short lines) fit in the socket buffers, so a server never
+/// blocks on a lane whose replies are read later in the round.
+fn pub_thread(mut lanes: Vec<Lane>, job: PubJob) -> PubOut {
     let PubJob {
         window,
         req_len,
         proto,
         pipeline,
-        reqs,
         max,
         barrier,
     } = job;
+    let reqs: u64 = lanes.iter().map(|l| l.left).sum();
     let mut out = PubOut {
         lat: Vec::with_capacity(reqs.min(1 << 22) as usize),
         ..PubOut::default()
     };
+    // (lane, when its window was written, requests in it) of this round.
+    let mut sent: Vec<(usize, Instant, u64)> = Vec::with_capacity(lanes.len());
     barrier.wait();
     let deadline = Instant::now() + max;
-    let mut left = reqs;
-    'run: while left > 0 {
-        let t0 = Instant::now();
-        if t0 >= deadline {
+    while lanes.iter().any(|l| l.left > 0) {
+        if Instant::now() >= deadline {
             out.truncated = true;
             break;
         }
-        let w = (pipeline as u64).min(left);
-        if let Err(e) = c.send(&window[..w as usize * req_len]) {
-            out.errors += w;
-            out.note = e.to_string();
-            break;
-        }
-        for i in 0..w {
-            match pub_reply(&mut c, proto) {
-                Ok(None) => {
-                    out.ok_reqs += 1;
-                    out.lat.push(t0.elapsed().as_micros() as u64);
-                }
-                Ok(Some(e)) => {
-                    out.errors += 1;
-                    if out.note.is_empty() {
-                        out.note = e;
-                    }
-                }
+        sent.clear();
+        for (i, l) in lanes.iter_mut().enumerate() {
+            if l.left == 0 {
+                continue;
+            }
+            let w = (pipeline as u64).min(l.left);
+            let t0 = Instant::now();
+            match l.c.send(&window[..w as usize * req_len]) {
+                Ok(()) => sent.push((i, t0, w)),
                 Err(e) => {
-                    out.errors += w - i;
+                    out.errors += w;
                     out.note = e.to_string();
-                    break 'run;
+                    l.left = 0;
                 }
             }
         }
-        left -= w;
+        'lanes: for &(i, t0, w) in &sent {
+            let l = &mut lanes[i];
+            for k in 0..w {
+                match pub_reply(&mut l.c, proto) {
+                    Ok(None) => {
+                        out.ok_reqs += 1;
+                        out.lat.push(t0.elapsed().as_micros() as u64);
+                    }
+                    Ok(Some(e)) => {
+                        out.errors += 1;
+                        if out.note.is_empty() {
+                            out.note = e;
+                        }
+                    }
+                    Err(e) => {
+                        // The connection is unusable: its window's unread
+                        // replies are errors, its remaining requests unsent.
+                        out.errors += w - k;
+                        out.note = e.to_string();
+                        l.left = 0;
+                        continue 'lanes;
+                    }
+                }
+            }
+            l.left -= w;
+        }
     }
     out
 }
@@ -317,29 +471,39 @@ pub fn pub_load(o: &Opts, topic: &str) -> Result<Report, BenchError> {
     let window = Arc::new(window);
     let total_reqs = o.count.div_ceil(per_req);
     let conns = (o.conns as u64).min(total_reqs).max(1) as usize;
-    let mut cs = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        cs.push(pub_conn(o, topic)?);
+    let plan = plan(total_reqs, conns, o.threads);
+    let mut groups = Vec::with_capacity(plan.len());
+    for reqs in &plan {
+        let mut lanes = Vec::with_capacity(reqs.len());
+        for &left in reqs {
+            lanes.push(Lane {
+                c: pub_conn(o, topic)?,
+                left,
+            });
+        }
+        groups.push(lanes);
     }
-    let barrier = Arc::new(Barrier::new(conns + 1));
+    let barrier = Arc::new(Barrier::new(groups.len() + 1));
     let max = Duration::from_secs_f64(o.max_secs);
-    let mut handles = Vec::with_capacity(conns);
-    for (i, c) in cs.into_iter().enumerate() {
-        let reqs = total_reqs / conns as u64 + u64::from((i as u64) < total_reqs % conns as u64);
+    let mut handles = Vec::with_capacity(groups.len());
+    for (i, lanes) in groups.into_iter().enumerate() {
         let job = PubJob {
             window: Arc::clone(&window),
             req_len: req.len(),
             proto: o.protocol,
             pipeline: o.pipeline,
-            reqs,
             max,
             barrier: Arc::clone(&barrier),
         };
-        handles.push(spawn(format!("bench-pub-{i}"), move || pub_thread(c, job))?);
+        handles.push(spawn(format!("bench-pub-{i}"), move || {
+            pub_thread(lanes, job)
+        })?);
     }
+    let mut r = report(o, conns);
+    r.threads = handles.len();
     barrier.wait();
     let start = Instant::now();
-    let mut r = report(o, conns);
+    let cpu = CpuMark::start(o.server_pid);
     let mut lat = Vec::new();
     for h in handles {
         let t = join(h)?;
@@ -352,6 +516,7 @@ pub fn pub_load(o: &Opts, topic: &str) -> Result<Report, BenchError> {
         lat.extend_from_slice(&t.lat);
     }
     r.secs = start.elapsed().as_secs_f64();
+    cpu.finish(&mut r);
     r.set_latency(lat);
     Ok(r)
 }
@@ -376,6 +541,7 @@ pub fn sub_drain(o: &Opts, topic: &str) -> Result<Report, BenchError> {
     ensure_topic(o, topic)?;
     let mut fill = o.clone();
     fill.mode = Mode::Pub;
+    fill.threads = 0;
     // Pipelined single publishes: the backlog holds exactly `count` messages.
     fill.conns = 4;
     fill.mpub = 0;
@@ -395,12 +561,14 @@ pub fn sub_drain(o: &Opts, topic: &str) -> Result<Report, BenchError> {
     let deadline = Instant::now() + Duration::from_secs_f64(o.max_secs);
     let mut lat = Vec::with_capacity((target as usize / o.batch) + 1);
     let start = Instant::now();
+    let cpu = CpuMark::start(o.server_pid);
     match o.protocol {
         Protocol::Smss => drain_smss(o, topic, &mut c, target, deadline, &mut r, &mut lat)?,
         Protocol::Resp => drain_resp(o, topic, &mut c, target, deadline, &mut r, &mut lat)?,
         Protocol::Beanstalk => drain_bean(o, topic, &mut c, target, deadline, &mut r, &mut lat)?,
     }
     r.secs = start.elapsed().as_secs_f64();
+    cpu.finish(&mut r);
     r.set_latency(lat);
     Ok(r)
 }
@@ -631,6 +799,7 @@ pub fn e2e(o: &Opts, topic: &str) -> Result<Report, BenchError> {
         errors: AtomicU64::new(0),
     });
     let base = Instant::now();
+    let cpu = CpuMark::start(o.server_pid);
     let max = Duration::from_secs_f64(o.max_secs);
     let mut pc = connect(o)?;
     let (size, pipeline) = (o.size.max(8), o.pipeline);
@@ -717,6 +886,7 @@ pub fn e2e(o: &Opts, topic: &str) -> Result<Report, BenchError> {
     r.errors = prog.errors.load(Ordering::Relaxed);
     r.truncated = r.done < o.count;
     r.secs = (last_rx - base).as_secs_f64();
+    cpu.finish(&mut r);
     r.set_latency(lat);
     Ok(r)
 }
@@ -779,6 +949,7 @@ pub fn delay(o: &Opts, topic: &str) -> Result<Report, BenchError> {
     let mut late_ms = Vec::with_capacity(n as usize);
     let mut in_batch = 0u64;
     let start = Instant::now();
+    let cpu = CpuMark::start(o.server_pid);
     let deadline = start + max + Duration::from_millis(o.delay_ms) + Duration::from_secs(1);
     while r.done < o.count {
         if Instant::now() >= deadline {
@@ -813,6 +984,7 @@ pub fn delay(o: &Opts, topic: &str) -> Result<Report, BenchError> {
     r.errors = prog.errors.load(Ordering::Relaxed);
     r.truncated = r.done < o.count;
     r.secs = start.elapsed().as_secs_f64();
+    cpu.finish(&mut r);
     late_ms.sort_unstable();
     r.lateness_ms = Some([
         percentile(&late_ms, 0.5),
@@ -867,6 +1039,102 @@ mod tests {
         ] {
             assert!(l.contains(kv), "{kv} missing in {l}");
         }
+    }
+
+    #[test]
+    fn report_line_has_cpu_figures_when_known() {
+        let mut r = Report {
+            mode: "pub",
+            done: 200_000,
+            threads: 16,
+            client_cpu_s: Some(1.5),
+            ..Report::default()
+        };
+        let l = r.line();
+        for kv in ["threads=16", "client_cpu_s=1.50", "client_us_per_msg=7.5"] {
+            assert!(l.contains(kv), "{kv} missing in {l}");
+        }
+        assert!(!l.contains("server_"), "{l}");
+        r.server_cpu_s = Some(0.5);
+        let l = r.line();
+        assert!(l.contains("server_cpu_s=0.50 server_us_per_msg=2.5"), "{l}");
+        // Nothing done: CPU seconds, but no per-message figure.
+        r.done = 0;
+        let l = r.line();
+        assert!(l.contains("client_cpu_s=1.50"), "{l}");
+        assert!(!l.contains("us_per_msg"), "{l}");
+        assert_eq!(Report::default().client_us_per_msg(), None);
+    }
+
+    #[test]
+    fn shares_differ_by_at_most_one() {
+        for (total, parts) in [(10, 3), (3, 10), (0, 4), (7, 7), (1_000_003, 256)] {
+            let v: Vec<u64> = (0..parts).map(|i| share(total, parts, i)).collect();
+            assert_eq!(v.iter().sum::<u64>(), total, "{total}/{parts}");
+            let (lo, hi) = (v.iter().min(), v.iter().max());
+            assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "{v:?}");
+            // The extra ones go to the first shares.
+            assert!(v.windows(2).all(|w| w[0] >= w[1]), "{v:?}");
+        }
+        assert_eq!(share(10, 3, 0), 4);
+        assert_eq!(share(10, 3, 2), 3);
+    }
+
+    #[test]
+    fn plan_spreads_connections_and_requests() {
+        for (total, conns, threads, want_threads) in [
+            (200_000, 256, 16, 16),
+            (200_000, 256, 256, 256),
+            (200_000, 256, 0, 256),
+            (200_001, 256, 7, 7),
+            (100, 16, 4, 4),
+            (5, 3, 10, 3),
+            (1, 1, 1, 1),
+            (7, 10, 3, 3),
+        ] {
+            let p = plan(total, conns, threads);
+            let tag = format!("total={total} conns={conns} threads={threads}");
+            assert_eq!(p.len(), want_threads, "{tag}");
+            // Connections over threads: exact total, at most one extra.
+            let per_thread: Vec<usize> = p.iter().map(Vec::len).collect();
+            assert_eq!(per_thread.iter().sum::<usize>(), conns, "{tag}");
+            let (lo, hi) = (per_thread.iter().min(), per_thread.iter().max());
+            assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "{tag}");
+            assert!(per_thread.iter().all(|&n| n >= 1), "{tag}");
+            // Requests over connections: exact total, at most one extra,
+            // in the same order as with one thread per connection.
+            let reqs: Vec<u64> = p.concat();
+            assert_eq!(reqs.iter().sum::<u64>(), total, "{tag}");
+            let want: Vec<u64> = (0..conns as u64)
+                .map(|k| total / conns as u64 + u64::from(k < total % conns as u64))
+                .collect();
+            assert_eq!(reqs, want, "{tag}");
+        }
+        assert_eq!(plan(10, 4, 2), vec![vec![3, 3], vec![2, 2]]);
+        assert_eq!(plan(10, 5, 2), vec![vec![2, 2, 2], vec![2, 2]]);
+    }
+
+    #[test]
+    fn proc_stat_cpu_ticks() {
+        // Fields 14 and 15 (utime, stime) are 7 and 5 here.
+        let plain = "1234 (smss) S 1 1234 1234 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 3 0 999";
+        assert_eq!(stat_cpu_ticks(plain), Some(12));
+        // The comm may hold spaces and parentheses, even a ") " lookalike.
+        let odd = "77 (a (b) ) S 9 z) S 1 77 77 0 -1 0 0 0 0 0 250 31 0 0 20 0 1 0 5";
+        assert_eq!(stat_cpu_ticks(odd), Some(281));
+        let spaced = "5 (bench pub 3) R 1 5 5 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 5\n";
+        assert_eq!(stat_cpu_ticks(spaced), Some(3));
+        for bad in [
+            "",
+            "no paren at all 1 2 3",
+            "1 (x) S 1 2 3",
+            "1 (x) S 1 1 1 0 -1 0 0 0 0 0 abc 5 0",
+        ] {
+            assert_eq!(stat_cpu_ticks(bad), None, "{bad:?}");
+        }
+        // This process can read its own.
+        assert!(cpu_s(None).is_some());
+        assert!(cpu_s(Some(std::process::id())).is_some());
     }
 
     #[test]

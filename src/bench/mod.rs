@@ -9,8 +9,14 @@
 //!   and beanstalkd started from PATH, and prints smss ÷ peer ratios
 //!   (`make bench-peers`).
 //!
-//! Threads: one per client connection (plus an RSS sampler in the matrix);
-//! plain blocking sockets, requests pre-built, one write per pipeline window.
+//! Threads: `pub` spreads its connections over `--threads T` client threads
+//! (default one per connection), each driving its connections in lockstep;
+//! the other modes use a few threads; plus an RSS sampler in the matrix.
+//! Plain blocking sockets, requests pre-built, one write per pipeline window.
+//! Fewer client threads than connections keep the client's own thread
+//! switching from eating the CPU the measured server needs (client and
+//! server share a small machine). CPU time of the bench and, when its PID is
+//! known, of the server is read from `/proc` around the timed part.
 //! Servers the bench starts are killed by PID when their guard drops, also on
 //! error or panic. Every loop is bounded by its count and by `--max-secs`.
 
@@ -27,13 +33,17 @@ pub use load::{Report, run_one};
 pub const USAGE: &str = "\
 usage: smss-cli bench pub|sub|e2e|delay [options]   one measurement, one key=value line
        smss-cli bench matrix [--smss PATH] [--max-secs X] [--restart-gib G]
-       smss-cli bench peers  [--smss PATH] [--max-secs X]
+                             [--client-threads T]
+       smss-cli bench peers  [--smss PATH] [--max-secs X] [--client-threads T]
 
 options of one measurement:
   --host H              server host (127.0.0.1)
   --port P              server port (12301 smss, 6379 resp, 11300 beanstalk)
   --protocol NAME       smss | resp | beanstalk (smss)
-  --conns C             client connections, one thread each (1)
+  --conns C             client connections (1)
+  --threads T           pub only: client threads the connections are spread
+                        over, each driving its share in lockstep; at most C
+                        (default: one thread per connection)
   --count N             messages (10000)
   --size S              payload bytes (200)
   --pipeline P          requests in flight per connection (1)
@@ -42,6 +52,16 @@ options of one measurement:
   --topic T             topic / stream key / tube (fresh bench-<pid>-<n>)
   --delay-ms D          delay: how far ahead at least the due second lies (2000)
   --max-secs X          stop after X seconds and report truncated=1 (60)
+  --server-pid PID      also report the server's CPU time (server_cpu_s,
+                        server_us_per_msg) from /proc/PID/stat
+
+The line has client_cpu_s and client_us_per_msg: CPU time (user+system) of
+the bench itself during the timed part, from /proc/self/stat; a pub line
+also has threads=, the client threads used.
+
+options of matrix and peers:
+  --client-threads T    client threads of every pub row (0 = one per
+                        connection, the default)
 ";
 
 /// What can go wrong in the bench.
@@ -147,6 +167,11 @@ pub struct Opts {
     pub topic: Option<String>,
     pub delay_ms: u64,
     pub max_secs: f64,
+    /// `pub`: client threads the connections are spread over; 0 = one per
+    /// connection. Clamped to the number of connections.
+    pub threads: usize,
+    /// The server's PID, to report its CPU time; `None` = unknown.
+    pub server_pid: Option<u32>,
 }
 
 impl Opts {
@@ -165,6 +190,8 @@ impl Opts {
             topic: None,
             delay_ms: 2000,
             max_secs: 60.0,
+            threads: 0,
+            server_pid: None,
         }
     }
     pub fn addr(&self) -> String {
@@ -180,6 +207,8 @@ pub struct SuiteOpts {
     pub max_secs: f64,
     /// Size of the log for the restart row in GiB; 0 skips it.
     pub restart_gib: f64,
+    /// Client threads of every `pub` row; 0 = one per connection.
+    pub client_threads: usize,
 }
 
 /// A parsed `bench` command line.
@@ -233,6 +262,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
             smss: None,
             max_secs: 10.0,
             restart_gib: if first == "matrix" { 1.0 } else { 0.0 },
+            client_threads: 0,
         };
         while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
             match arg {
@@ -243,6 +273,9 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
                 Long("restart-gib") => {
                     s.restart_gib =
                         value(&mut p, "--restart-gib", |v: &f64| (0.0..=16.0).contains(v))?
+                }
+                Long("client-threads") => {
+                    s.client_threads = value(&mut p, "--client-threads", |v: &usize| *v <= 10_000)?
                 }
                 Long("help") => return Ok(Command::Help),
                 other => return Err(usage(format!("bench {first}: unexpected {other:?}"))),
@@ -279,6 +312,12 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
             Long("conns") => {
                 o.conns = value(&mut p, "--conns", |v: &usize| (1..=10_000).contains(v))?
             }
+            Long("threads") => {
+                o.threads = value(&mut p, "--threads", |v: &usize| (1..=10_000).contains(v))?
+            }
+            Long("server-pid") => {
+                o.server_pid = Some(value(&mut p, "--server-pid", |v: &u32| *v > 0)?)
+            }
             Long("count") => o.count = value(&mut p, "--count", |v: &u64| *v >= 1)?,
             Long("size") => o.size = value(&mut p, "--size", |v: &usize| *v <= 64 << 20)?,
             Long("pipeline") => {
@@ -307,6 +346,13 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
     o.port = port.unwrap_or(o.protocol.default_port());
     if o.mpub > 0 && o.protocol != Protocol::Smss {
         return Err(usage("--mpub is for --protocol smss only".into()));
+    }
+    // Only `pub` has many connections to spread; elsewhere it would be a
+    // silent no-op.
+    if o.threads > 0 && mode != Mode::Pub {
+        return Err(usage(format!(
+            "--threads is for bench pub only, not {first}"
+        )));
     }
     if matches!(mode, Mode::E2e | Mode::Delay) && o.protocol != Protocol::Smss {
         return Err(usage(format!("bench {first} is for --protocol smss only")));
@@ -359,7 +405,8 @@ mod tests {
             Command::Matrix(SuiteOpts {
                 smss: None,
                 max_secs: 10.0,
-                restart_gib: 1.0
+                restart_gib: 1.0,
+                client_threads: 0
             })
         );
         assert_eq!(
@@ -367,7 +414,8 @@ mod tests {
             Command::Peers(SuiteOpts {
                 smss: None,
                 max_secs: 5.0,
-                restart_gib: 0.0
+                restart_gib: 0.0,
+                client_threads: 0
             })
         );
         assert_eq!(parse("--help").expect("test"), Command::Help);
@@ -403,6 +451,48 @@ mod tests {
     }
 
     #[test]
+    fn threads_server_pid_and_client_threads() {
+        let one = |s: &str| match parse(s).expect("test") {
+            Command::One(o) => o,
+            other => panic!("{s:?} gave {other:?}"),
+        };
+        let o = one("pub --conns 256 --threads 16 --server-pid 4242");
+        assert_eq!((o.conns, o.threads, o.server_pid), (256, 16, Some(4242)));
+        // More threads than connections is accepted; the run clamps it.
+        assert_eq!(one("pub --conns 2 --threads 8").threads, 8);
+        assert_eq!(one("pub").threads, 0);
+        assert_eq!(one("pub").server_pid, None);
+        // --server-pid works for every mode.
+        assert_eq!(one("sub --server-pid 1").server_pid, Some(1));
+        assert_eq!(
+            parse("matrix --client-threads 16").expect("test"),
+            Command::Matrix(SuiteOpts {
+                smss: None,
+                max_secs: 10.0,
+                restart_gib: 1.0,
+                client_threads: 16
+            })
+        );
+        let Command::Peers(s) = parse("peers --client-threads 0").expect("test") else {
+            panic!("not peers")
+        };
+        assert_eq!(s.client_threads, 0);
+        // The usage error names the option.
+        match parse("pub --threads 0") {
+            Err(BenchError::Usage(m)) => assert!(m.contains("--threads"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match parse("sub --threads 2") {
+            Err(BenchError::Usage(m)) => assert!(m.contains("pub only"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match parse("matrix --client-threads x") {
+            Err(BenchError::Usage(m)) => assert!(m.contains("--client-threads"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn bad_values_are_errors() {
         for bad in [
             "",
@@ -424,6 +514,26 @@ mod tests {
             "pub --conns",
             "matrix --restart-gib -1",
             "matrix --conns 3",
+            "pub --threads 0",
+            "pub --threads -2",
+            "pub --threads x",
+            "pub --threads 10001",
+            "pub --threads",
+            "sub --threads 4",
+            "e2e --threads 2",
+            "delay --threads 1",
+            "pub --server-pid 0",
+            "pub --server-pid -5",
+            "pub --server-pid abc",
+            "pub --server-pid 4294967296",
+            "pub --server-pid",
+            "matrix --server-pid 7",
+            "matrix --threads 4",
+            "matrix --client-threads -1",
+            "matrix --client-threads many",
+            "matrix --client-threads 10001",
+            "peers --client-threads",
+            "pub --client-threads 4",
         ] {
             let r = parse(bad);
             assert!(matches!(r, Err(BenchError::Usage(_))), "{bad:?} gave {r:?}");

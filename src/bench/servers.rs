@@ -1,5 +1,6 @@
 //! `bench matrix` and `bench peers`: start servers, run fixed rows, print
-//! tables. Every server started here lives in a [`Proc`] guard that kills it
+//! tables, with the CPU µs per message of server and bench (the two share
+//! the machine, so the bench's own cost matters). Every server started here lives in a [`Proc`] guard that kills it
 //! by PID and waits for it when dropped (also on error or panic); every temp
 //! directory lives in a [`TempDir`] guard that removes it.
 
@@ -312,11 +313,25 @@ struct Row {
     r: Report,
 }
 
+/// A CPU µs/msg figure for a table cell; `-` when unknown.
+fn us_cell(v: Option<f64>) -> String {
+    v.map(|u| format!("{u:.1}")).unwrap_or_else(|| "-".into())
+}
+
 fn print_rows(title: &str, rows: &[Row]) {
     println!("\n{title}");
     println!(
-        "{:<38} {:>10} {:>8} {:>9} {:>9} {:>9} {:>6} {:>5}",
-        "row", "msgs/s", "MB/s", "p50_us", "p99_us", "p999_us", "errors", "trunc"
+        "{:<38} {:>10} {:>8} {:>9} {:>9} {:>9} {:>6} {:>5} {:>9} {:>9}",
+        "row",
+        "msgs/s",
+        "MB/s",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "errors",
+        "trunc",
+        "srv_us/m",
+        "cli_us/m"
     );
     for Row { label, r } in rows {
         let (p50, p99, p999) = match r.lateness_ms {
@@ -328,7 +343,7 @@ fn print_rows(title: &str, rows: &[Row]) {
             ),
         };
         println!(
-            "{:<38} {:>10.0} {:>8.2} {:>9} {:>9} {:>9} {:>6} {:>5}",
+            "{:<38} {:>10.0} {:>8.2} {:>9} {:>9} {:>9} {:>6} {:>5} {:>9} {:>9}",
             label,
             r.msgs_per_s(),
             r.mb_per_s(),
@@ -336,7 +351,9 @@ fn print_rows(title: &str, rows: &[Row]) {
             p99,
             p999,
             r.errors,
-            u8::from(r.truncated)
+            u8::from(r.truncated),
+            us_cell(r.server_us_per_msg()),
+            us_cell(r.client_us_per_msg())
         );
         if !r.note.is_empty() {
             println!("{:<38}   note: {}", "", r.note);
@@ -344,17 +361,32 @@ fn print_rows(title: &str, rows: &[Row]) {
     }
 }
 
-/// Runs one measurement, echoing its key=value line to stderr.
-fn measure(o: &Opts) -> Result<Report, BenchError> {
-    let r = load::run_one(o)?;
+/// Runs one measurement against `server` (whose CPU time it reports),
+/// echoing its key=value line to stderr.
+fn measure(server: &Proc, o: &Opts) -> Result<Report, BenchError> {
+    let o = Opts {
+        server_pid: Some(server.pid()),
+        ..o.clone()
+    };
+    let r = load::run_one(&o)?;
     eprintln!("{}", r.line());
     Ok(r)
 }
 
-fn pub_opts(p: Protocol, port: u16, conns: usize, pipeline: usize, max_secs: f64) -> Opts {
+/// A publish row: `conns` connections over `threads` client threads (0 =
+/// one per connection).
+fn pub_opts(
+    p: Protocol,
+    port: u16,
+    conns: usize,
+    pipeline: usize,
+    threads: usize,
+    max_secs: f64,
+) -> Opts {
     let mut o = Opts::new(Mode::Pub, p, port);
     o.conns = conns;
     o.pipeline = pipeline;
+    o.threads = threads;
     o.count = (20_000 * conns as u64 * pipeline as u64).min(400_000);
     o.max_secs = max_secs;
     o
@@ -374,31 +406,32 @@ fn pub_rows(
     server: &Proc,
     p: Protocol,
     conns: &[usize],
-    max_secs: f64,
+    s: &SuiteOpts,
     tag: &str,
 ) -> Result<(Vec<Row>, u64, u64), BenchError> {
     let mut rows = Vec::new();
     let (mut peak, mut hwm) = (0, 0);
+    let (threads, max_secs) = (s.client_threads, s.max_secs);
     for &c in conns {
-        let o = pub_opts(p, server.port, c, 1, max_secs);
+        let o = pub_opts(p, server.port, c, 1, threads, max_secs);
         let r = if c == 256 {
             let s = RssSampler::start(server.pid())?;
-            let r = measure(&o);
+            let r = measure(server, &o);
             peak = s.finish();
             hwm = server.hwm_kb();
             r?
         } else {
-            measure(&o)?
+            measure(server, &o)?
         };
         rows.push(Row {
             label: format!("{tag} pub C={c}"),
             r,
         });
     }
-    let o = pub_opts(p, server.port, 16, 32, max_secs);
+    let o = pub_opts(p, server.port, 16, 32, threads, max_secs);
     rows.push(Row {
         label: format!("{tag} pub C=16 P=32"),
-        r: measure(&o)?,
+        r: measure(server, &o)?,
     });
     Ok((rows, peak, hwm))
 }
@@ -424,20 +457,26 @@ pub fn matrix(s: &SuiteOpts) -> Result<(), BenchError> {
         );
         figures.push((format!("idle RSS (fsync={fsync})"), mib(server.rss_kb())));
         let tag = format!("smss {fsync}");
-        let (r, peak, hwm) =
-            pub_rows(&server, Protocol::Smss, &[1, 16, 64, 256], s.max_secs, &tag)?;
+        let (r, peak, hwm) = pub_rows(&server, Protocol::Smss, &[1, 16, 64, 256], s, &tag)?;
         rows.extend(r);
         figures.push((
             format!("peak RSS during 256-conn run (fsync={fsync})"),
             format!("{} sampled, VmHWM {}", mib(peak), mib(hwm)),
         ));
         if fsync == "always" {
-            let mut o = pub_opts(Protocol::Smss, server.port, 16, 32, s.max_secs);
+            let mut o = pub_opts(
+                Protocol::Smss,
+                server.port,
+                16,
+                32,
+                s.client_threads,
+                s.max_secs,
+            );
             o.mpub = 32;
             o.pipeline = 4;
             rows.push(Row {
                 label: format!("{tag} mpub C=16 B=32 P=4"),
-                r: measure(&o)?,
+                r: measure(&server, &o)?,
             });
             let st = smss_stats(&server.addr())?;
             let (disk, msgs) = (
@@ -458,14 +497,17 @@ pub fn matrix(s: &SuiteOpts) -> Result<(), BenchError> {
             }
             rows.push(Row {
                 label: format!("{tag} sub drain 200k batch 256"),
-                r: measure(&drain_opts(Protocol::Smss, server.port, s.max_secs))?,
+                r: measure(
+                    &server,
+                    &drain_opts(Protocol::Smss, server.port, s.max_secs),
+                )?,
             });
             let mut o = Opts::new(Mode::E2e, Protocol::Smss, server.port);
             o.count = 20_000;
             o.max_secs = s.max_secs;
             rows.push(Row {
                 label: format!("{tag} e2e P=1"),
-                r: measure(&o)?,
+                r: measure(&server, &o)?,
             });
             let mut o = Opts::new(Mode::Delay, Protocol::Smss, server.port);
             o.count = 10_000;
@@ -473,7 +515,7 @@ pub fn matrix(s: &SuiteOpts) -> Result<(), BenchError> {
             o.max_secs = s.max_secs;
             rows.push(Row {
                 label: format!("{tag} delay 10k same second"),
-                r: measure(&o)?,
+                r: measure(&server, &o)?,
             });
             figures.push((
                 "VmHWM of smss after all rows (fsync=always)".into(),
@@ -517,7 +559,7 @@ fn restart_row(
         .saturating_sub(512)
         .max(16);
     o.max_secs = (s.max_secs * 12.0).max(60.0);
-    let fill = measure(&o)?;
+    let fill = measure(&server, &o)?;
     drop(server); // SIGKILL: the worst case for recovery.
     let log_bytes = dir_bytes(&dir.join("data"));
     let t0 = Instant::now();
@@ -645,12 +687,14 @@ pub fn peers(s: &SuiteOpts) -> Result<(), BenchError> {
             let server = start_system(label, &bin, &tmp, n)?;
             eprintln!("bench: {label} pid {} on {}", server.pid(), server.addr());
             sys.idle_kb = server.rss_kb();
-            let (rows, peak, hwm) = pub_rows(&server, protocol, &[16, 64, 256], s.max_secs, label)?;
+            let (rows, peak, hwm) = pub_rows(&server, protocol, &[16, 64, 256], s, label)?;
             sys.rows.extend(rows.into_iter().map(|r| r.r));
             sys.peak_kb = peak;
             sys.hwm_kb = hwm;
-            sys.rows
-                .push(measure(&drain_opts(protocol, server.port, s.max_secs))?);
+            sys.rows.push(measure(
+                &server,
+                &drain_opts(protocol, server.port, s.max_secs),
+            )?);
             Ok(())
         };
         if let Err(e) = run(&mut sys) {
@@ -708,6 +752,29 @@ fn print_peers(systems: &[System], row_names: &[&str]) {
     line("idle RSS", &|s| mib(s.idle_kb));
     line("peak RSS C=256", &|s| mib(s.peak_kb));
     line("VmHWM after C=256", &|s| mib(s.hwm_kb));
+    println!("\nCPU µs per message, server / client (same rows)");
+    print!("{:<18}", "row");
+    for s in systems {
+        print!(" {:>18}", s.label);
+    }
+    println!();
+    for (i, name) in row_names.iter().enumerate() {
+        print!("{name:<18}");
+        for s in systems {
+            let cell = s.rows.get(i).map_or_else(
+                || "-".to_string(),
+                |r| {
+                    format!(
+                        "{} / {}",
+                        us_cell(r.server_us_per_msg()),
+                        us_cell(r.client_us_per_msg())
+                    )
+                },
+            );
+            print!(" {cell:>18}");
+        }
+        println!();
+    }
     for s in systems {
         if let Some(why) = &s.skipped {
             println!("{}: {why}", s.label);
