@@ -14,7 +14,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::SendTimeoutError;
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use log::{debug, info, warn};
 
 use crate::broker::{Broker, Topic};
@@ -26,9 +26,10 @@ use crate::protocol::{
 use crate::stats::Stats;
 use crate::storage::index::{self, Entry};
 use crate::storage::record::{self, Decoded, DeleteReason};
-use crate::storage::writer::{ReplySlot, TakeError, WriteOk, WriteOp, WriteReq};
+use crate::storage::writer::{WriteOk, WriteOp, WriteReq, WriteResult};
 
-/// Writes a connection may have queued at the writer at once.
+/// Writes a connection may have queued at the writer at once; also the
+/// capacity of its reply channel, so the writer never blocks on a reply.
 const MAX_INFLIGHT: usize = 64;
 /// Flush replies once this much output is pending, even mid-pipeline.
 const OUT_FLUSH_BYTES: usize = 64 << 10;
@@ -75,8 +76,8 @@ pub struct Conn {
     start: usize,
     out: Vec<u8>,
     authed: bool,
-    /// Where the writer leaves this connection's results.
-    reply: Arc<ReplySlot>,
+    reply_tx: Sender<WriteResult>,
+    reply_rx: Receiver<WriteResult>,
     inflight: usize,
     entries: Vec<Entry>,
     rbuf: Vec<u8>,
@@ -110,6 +111,7 @@ impl Conn {
             max_batch: cfg.limits.max_batch,
         };
         let authed = cfg.auth.token.is_empty();
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(MAX_INFLIGHT);
         Ok(Conn {
             stream,
             peer,
@@ -119,8 +121,8 @@ impl Conn {
             start: 0,
             out: Vec::new(),
             authed,
-            // Made on the connection's own thread, which waits on it.
-            reply: ReplySlot::new(),
+            reply_tx,
+            reply_rx,
             inflight: 0,
             entries: Vec::new(),
             rbuf: Vec::new(),
@@ -239,15 +241,17 @@ impl Conn {
     /// Waits for every write in flight and queues its reply.
     fn settle(&mut self) -> io::Result<()> {
         while self.inflight > 0 {
-            let res = match self.reply.take(WRITER_REPLY_TIMEOUT) {
+            let res = match self.reply_rx.recv_timeout(WRITER_REPLY_TIMEOUT) {
                 Ok(r) => r,
-                Err(TakeError::TimedOut) => {
+                Err(RecvTimeoutError::Timeout) => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the writer did not answer in time",
                     ));
                 }
-                Err(TakeError::Gone) => Err(ProtoError::new(ErrCode::Internal, "writer stopped")),
+                Err(RecvTimeoutError::Disconnected) => {
+                    Err(ProtoError::new(ErrCode::Internal, "writer stopped"))
+                }
             };
             self.inflight -= 1;
             match res {
@@ -278,7 +282,7 @@ impl Conn {
         }
         let req = WriteReq {
             op,
-            reply: Arc::clone(&self.reply),
+            reply: self.reply_tx.clone(),
         };
         let wait = Duration::from_millis(self.broker.config.worker.send_timeout_ms);
         match self.broker.writer.send_timeout(req, wait) {

@@ -20,7 +20,7 @@ use crate::config::{Config, init_logging};
 use crate::connection;
 use crate::error::Error;
 use crate::stats::Stats;
-use crate::storage::writer::{ReplySlot, WriteOk, WriteOp, WriteReq, Writer};
+use crate::storage::writer::{WriteOk, WriteOp, WriteReq, Writer};
 use crate::timer::{self, TimerReceivers};
 
 /// Stack of a connection thread: parsing and replies keep their buffers on
@@ -156,16 +156,16 @@ fn shutdown(broker: &Broker, local: SocketAddr) {
         wake_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_secs(1));
-    let reply = ReplySlot::new();
+    let (tx, rx) = crossbeam_channel::bounded(1);
     let req = WriteReq {
         op: WriteOp::Shutdown,
-        reply: Arc::clone(&reply),
+        reply: tx,
     };
     if broker.writer.send_timeout(req, SHUTDOWN_WAIT).is_err() {
         warn!("the writer did not take the shutdown request");
         return;
     }
-    match reply.take(SHUTDOWN_WAIT) {
+    match rx.recv_timeout(SHUTDOWN_WAIT) {
         Ok(Ok(WriteOk::Done)) => {}
         other => warn!("the writer did not confirm shutdown: {other:?}"),
     }

@@ -22,7 +22,7 @@ use log::{debug, warn};
 use crate::broker::Broker;
 use crate::storage::now_ms;
 use crate::storage::record::DeleteReason;
-use crate::storage::writer::{ReplySlot, TakeError, WriteOp, WriteReq, WriteResult};
+use crate::storage::writer::{WriteOp, WriteReq, WriteResult};
 
 /// Most delayed messages fired by one write request.
 const FIRE_BATCH: usize = 1000;
@@ -112,23 +112,9 @@ pub fn channels() -> (TimerSenders, TimerReceivers) {
 /// Sends one request to the writer and waits for its result. `None` when
 /// the writer is gone (shutdown): the timer thread should end.
 fn ask_writer(broker: &Broker, op: WriteOp) -> Option<WriteResult> {
-    let reply = ReplySlot::new();
-    broker
-        .writer
-        .send(WriteReq {
-            op,
-            reply: Arc::clone(&reply),
-        })
-        .ok()?;
-    // The writer answers every request it takes, or drops it when it
-    // stops (`Gone`); a slow answer (a long retention pass) is waited out.
-    loop {
-        match reply.take(Duration::from_secs(60)) {
-            Ok(r) => return Some(r),
-            Err(TakeError::Gone) => return None,
-            Err(TakeError::TimedOut) => warn!("the writer is slow to answer a timer request"),
-        }
-    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    broker.writer.send(WriteReq { op, reply: tx }).ok()?;
+    rx.recv().ok()
 }
 
 /// Runs `fire` for due items, sleeping on `rx` (woken by new items) until

@@ -16,15 +16,15 @@
 //! with `ERR INTERNAL` until restart (STATS shows `writer_poisoned 1`), since
 //! after a failed fsync nothing about the file's contents can be trusted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{error, info, warn};
 
 use super::checkpoint::{Checkpoint, DelayedMeta, TopicMeta};
@@ -138,73 +138,8 @@ pub type WriteResult = Result<WriteOk, ProtoError>;
 #[derive(Debug)]
 pub struct WriteReq {
     pub op: WriteOp,
-    /// Where the result goes.
-    pub reply: Arc<ReplySlot>,
-}
-
-/// Where the writer leaves the results of one thread's requests, in order.
-///
-/// The thread that makes the slot waits on it by parking, the writer
-/// unparks it once per group. Cheaper than a channel per connection: no
-/// spinning and yielding before sleeping, which with hundreds of
-/// connection threads on two cores was a large share of the server's CPU.
-#[derive(Debug)]
-pub struct ReplySlot {
-    owner: std::thread::Thread,
-    results: Mutex<VecDeque<WriteResult>>,
-}
-
-/// Why [`ReplySlot::take`] has no result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TakeError {
-    TimedOut,
-    /// The writer dropped the request unanswered (it stopped).
-    Gone,
-}
-
-impl ReplySlot {
-    /// A slot for results to the calling thread.
-    pub fn new() -> Arc<ReplySlot> {
-        Arc::new(ReplySlot {
-            owner: std::thread::current(),
-            results: Mutex::new(VecDeque::new()),
-        })
-    }
-
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<WriteResult>> {
-        // Only push and pop happen under the lock; a poisoned queue is intact.
-        self.results.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Writer: leaves a result; the owner is woken by [`wake`](Self::wake).
-    fn put(&self, res: WriteResult) {
-        self.queue().push_back(res);
-    }
-
-    fn wake(&self) {
-        self.owner.unpark();
-    }
-
-    /// Owner: the next result, waiting up to `timeout` for it. Must be
-    /// called from the thread that made the slot.
-    pub fn take(self: &Arc<Self>, timeout: Duration) -> Result<WriteResult, TakeError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(r) = self.queue().pop_front() {
-                return Ok(r);
-            }
-            // Only the owner holds the slot: the writer let go of every
-            // request (after putting its result, so look once more).
-            if Arc::strong_count(self) == 1 {
-                return self.queue().pop_front().ok_or(TakeError::Gone);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(TakeError::TimedOut);
-            }
-            std::thread::park_timeout(left);
-        }
-    }
+    /// Where the result goes; the sender must have room for it.
+    pub reply: Sender<WriteResult>,
 }
 
 /// The writer's own view of a topic, ahead of what readers see until commit.
@@ -332,7 +267,7 @@ impl Writer {
             for (i, req) in group.iter_mut().enumerate() {
                 let op = std::mem::replace(&mut req.op, WriteOp::Shutdown);
                 if let WriteOp::Shutdown = op {
-                    shutdown = Some((i, Arc::clone(&req.reply)));
+                    shutdown = Some((i, req.reply.clone()));
                     results.push(Ok(WriteOk::Done));
                     // Anything queued after Shutdown is refused below.
                     continue;
@@ -357,24 +292,15 @@ impl Writer {
             {
                 self.poison(&e);
             }
-            // All results first, then one wake-up per waiting thread.
-            for (i, (req, res)) in group.iter().zip(results.drain(..)).enumerate() {
+            for (i, (req, res)) in group.drain(..).zip(results.drain(..)).enumerate() {
                 if shutdown.as_ref().is_some_and(|(at, _)| *at == i) {
                     continue; // answered after the final checkpoint
                 }
-                req.reply.put(res);
+                let _ = req.reply.try_send(res);
             }
-            for (i, req) in group.iter().enumerate() {
-                let again = i > 0 && Arc::ptr_eq(&group[i - 1].reply, &req.reply);
-                if !again {
-                    req.reply.wake();
-                }
-            }
-            group.clear();
             if let Some((_, reply)) = shutdown {
                 self.finish();
-                reply.put(Ok(WriteOk::Done));
-                reply.wake();
+                let _ = reply.try_send(Ok(WriteOk::Done));
                 return;
             }
         }
