@@ -35,6 +35,8 @@ usage: smss-cli bench pub|sub|e2e|delay [options]   one measurement, one key=val
        smss-cli bench matrix [--smss PATH] [--max-secs X] [--restart-gib G]
                              [--client-threads T]
        smss-cli bench peers  [--smss PATH] [--max-secs X] [--client-threads T]
+                             [--rounds R]   (R rounds over all servers; each
+                             row shows its median round: the machine is noisy)
 
 options of one measurement:
   --host H              server host (127.0.0.1)
@@ -209,6 +211,8 @@ pub struct SuiteOpts {
     pub restart_gib: f64,
     /// Client threads of every `pub` row; 0 = one per connection.
     pub client_threads: usize,
+    /// `peers`: rounds over all systems; each row reports its median round.
+    pub rounds: usize,
 }
 
 /// A parsed `bench` command line.
@@ -263,6 +267,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
             max_secs: 10.0,
             restart_gib: if first == "matrix" { 1.0 } else { 0.0 },
             client_threads: 0,
+            rounds: 1,
         };
         while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
             match arg {
@@ -276,6 +281,9 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
                 }
                 Long("client-threads") => {
                     s.client_threads = value(&mut p, "--client-threads", |v: &usize| *v <= 10_000)?
+                }
+                Long("rounds") if first == "peers" => {
+                    s.rounds = value(&mut p, "--rounds", |v: &usize| (1..=20).contains(v))?
                 }
                 Long("help") => return Ok(Command::Help),
                 other => return Err(usage(format!("bench {first}: unexpected {other:?}"))),
@@ -406,7 +414,8 @@ mod tests {
                 smss: None,
                 max_secs: 10.0,
                 restart_gib: 1.0,
-                client_threads: 0
+                client_threads: 0,
+                rounds: 1
             })
         );
         assert_eq!(
@@ -415,7 +424,8 @@ mod tests {
                 smss: None,
                 max_secs: 5.0,
                 restart_gib: 0.0,
-                client_threads: 0
+                client_threads: 0,
+                rounds: 1
             })
         );
         assert_eq!(parse("--help").expect("test"), Command::Help);
@@ -470,13 +480,21 @@ mod tests {
                 smss: None,
                 max_secs: 10.0,
                 restart_gib: 1.0,
-                client_threads: 16
+                client_threads: 16,
+                rounds: 1
             })
         );
         let Command::Peers(s) = parse("peers --client-threads 0").expect("test") else {
             panic!("not peers")
         };
-        assert_eq!(s.client_threads, 0);
+        assert_eq!((s.client_threads, s.rounds), (0, 1));
+        let Command::Peers(s) = parse("peers --rounds 3").expect("test") else {
+            panic!("not peers")
+        };
+        assert_eq!(s.rounds, 3);
+        for bad in ["peers --rounds 0", "peers --rounds 21", "matrix --rounds 3"] {
+            assert!(matches!(parse(bad), Err(BenchError::Usage(_))), "{bad}");
+        }
         // The usage error names the option.
         match parse("pub --threads 0") {
             Err(BenchError::Usage(m)) => assert!(m.contains("--threads"), "{m}"),

@@ -666,8 +666,8 @@ pub fn peers(s: &SuiteOpts) -> Result<(), BenchError> {
         "pub C=16 P=32",
         "drain 200k B=256",
     ];
-    let mut systems = Vec::new();
-    for (n, (label, protocol, prog)) in defs.into_iter().enumerate() {
+    let mut systems: Vec<System> = Vec::new();
+    for (label, _, prog) in defs {
         let mut sys = System {
             label,
             rows: Vec::new(),
@@ -680,31 +680,81 @@ pub fn peers(s: &SuiteOpts) -> Result<(), BenchError> {
             let why = format!("{prog} not on PATH (apt-get install redis-server beanstalkd)");
             eprintln!("bench: skipping {label}: {why}");
             sys.skipped = Some(why);
-            systems.push(sys);
-            continue;
-        }
-        let run = |sys: &mut System| -> Result<(), BenchError> {
-            let server = start_system(label, &bin, &tmp, n)?;
-            eprintln!("bench: {label} pid {} on {}", server.pid(), server.addr());
-            sys.idle_kb = server.rss_kb();
-            let (rows, peak, hwm) = pub_rows(&server, protocol, &[16, 64, 256], s, label)?;
-            sys.rows.extend(rows.into_iter().map(|r| r.r));
-            sys.peak_kb = peak;
-            sys.hwm_kb = hwm;
-            sys.rows.push(measure(
-                &server,
-                &drain_opts(protocol, server.port, s.max_secs),
-            )?);
-            Ok(())
-        };
-        if let Err(e) = run(&mut sys) {
-            eprintln!("bench: {label} failed: {e}");
-            sys.skipped = Some(format!("failed: {e}"));
         }
         systems.push(sys);
     }
+    // Rounds go over all systems in turn, so a slow spell of the machine
+    // hits every system instead of one.
+    let mut rounds: Vec<Vec<Option<System>>> = Vec::new();
+    for round in 0..s.rounds {
+        if s.rounds > 1 {
+            eprintln!("bench: round {} of {}", round + 1, s.rounds);
+        }
+        let mut this = Vec::new();
+        for (n, (label, protocol, _)) in defs.into_iter().enumerate() {
+            if systems[n].skipped.is_some() {
+                this.push(None);
+                continue;
+            }
+            let run = || -> Result<System, BenchError> {
+                let server = start_system(label, &bin, &tmp, round * defs.len() + n)?;
+                eprintln!("bench: {label} pid {} on {}", server.pid(), server.addr());
+                let idle_kb = server.rss_kb();
+                let (rows, peak_kb, hwm_kb) =
+                    pub_rows(&server, protocol, &[16, 64, 256], s, label)?;
+                let mut rows: Vec<Report> = rows.into_iter().map(|r| r.r).collect();
+                rows.push(measure(
+                    &server,
+                    &drain_opts(protocol, server.port, s.max_secs),
+                )?);
+                Ok(System {
+                    label,
+                    rows,
+                    idle_kb,
+                    peak_kb,
+                    hwm_kb,
+                    skipped: None,
+                })
+            };
+            match run() {
+                Ok(sys) => this.push(Some(sys)),
+                Err(e) => {
+                    eprintln!("bench: {label} failed: {e}");
+                    systems[n].skipped = Some(format!("failed: {e}"));
+                    this.push(None);
+                }
+            }
+        }
+        rounds.push(this);
+    }
+    for (n, sys) in systems.iter_mut().enumerate() {
+        if sys.skipped.is_none() {
+            let runs: Vec<&System> = rounds.iter().filter_map(|r| r[n].as_ref()).collect();
+            combine_rounds(sys, &runs, row_names.len());
+        }
+    }
     print_peers(&systems, &row_names);
     Ok(())
+}
+
+/// One system's figures over its rounds: per row the median round by
+/// msgs/s (its whole report, so rate, latency and CPU stay one run's), the
+/// median idle RSS and the highest peak RSS.
+fn combine_rounds(sys: &mut System, runs: &[&System], rows: usize) {
+    sys.rows.clear();
+    for i in 0..rows {
+        let mut col: Vec<&Report> = runs.iter().filter_map(|r| r.rows.get(i)).collect();
+        col.sort_by(|a, b| a.msgs_per_s().total_cmp(&b.msgs_per_s()));
+        match col.get(col.len() / 2) {
+            Some(r) => sys.rows.push((*r).clone()),
+            None => break,
+        }
+    }
+    let mut idle: Vec<u64> = runs.iter().map(|r| r.idle_kb).collect();
+    idle.sort_unstable();
+    sys.idle_kb = idle.get(idle.len() / 2).copied().unwrap_or(0);
+    sys.peak_kb = runs.iter().map(|r| r.peak_kb).max().unwrap_or(0);
+    sys.hwm_kb = runs.iter().map(|r| r.hwm_kb).max().unwrap_or(0);
 }
 
 fn print_peers(systems: &[System], row_names: &[&str]) {
@@ -825,4 +875,42 @@ fn print_peers(systems: &[System], row_names: &[&str]) {
             "NOT met"
         }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn system(rates: &[u64], idle_kb: u64, peak_kb: u64) -> System {
+        System {
+            label: "x",
+            rows: rates
+                .iter()
+                .map(|&done| Report {
+                    done,
+                    secs: 1.0,
+                    p99_us: done, // marks which run a row came from
+                    ..Report::default()
+                })
+                .collect(),
+            idle_kb,
+            peak_kb,
+            hwm_kb: peak_kb,
+            skipped: None,
+        }
+    }
+
+    #[test]
+    fn rounds_combine_to_the_median_run_per_row_and_the_highest_peak() {
+        let a = system(&[100, 900], 10, 50);
+        let b = system(&[300, 700], 30, 40);
+        let c = system(&[200], 20, 60); // a round that lost its last row
+        let mut sys = system(&[], 0, 0);
+        combine_rounds(&mut sys, &[&a, &b, &c], 2);
+        let rates: Vec<u64> = sys.rows.iter().map(|r| r.done).collect();
+        assert_eq!(rates, [200, 900]);
+        // The whole report of the median run is kept, not a mix.
+        assert_eq!(sys.rows[0].p99_us, 200);
+        assert_eq!((sys.idle_kb, sys.peak_kb, sys.hwm_kb), (20, 60, 60));
+    }
 }
