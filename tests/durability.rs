@@ -10,32 +10,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::{Opts, Server, stat};
-use smss::client::{SubEvent, SubOptions};
+use smss::client::SubOptions;
 use smss::storage::record::{self, ScanEnd};
 
 /// Reads every message of `topic` from the start: (event id, payload).
 fn drain(s: &Server, topic: &str) -> Vec<(u64, Vec<u8>)> {
     let mut c = s.client();
     let total = c.info(topic).expect("info").messages;
-    let mut got = Vec::new();
     if total == 0 {
-        return got;
+        return Vec::new();
     }
     let opts = SubOptions {
         batch: Some(500),
         ..SubOptions::default()
     };
     c.subscribe(topic, "0", &opts).expect("sub");
-    while (got.len() as u64) < total {
-        match c.next_event().expect("event") {
-            SubEvent::Batch(msgs) => {
-                got.extend(msgs.into_iter().map(|m| (m.event_id, m.payload)));
-                c.ack().expect("ack");
-            }
-            SubEvent::Alive => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let got = common::collect(&mut c, total as usize);
     c.stop().expect("stop");
     got
 }

@@ -889,22 +889,7 @@ fn many_subscribers_get_everything_in_order() {
                 };
                 c.subscribe("fan", "0", &opts).expect("subscribe");
                 ready.send(()).expect("ready");
-                let mut got = Vec::new();
-                // Every event is a batch of at least one message (or a rare ALIVE).
-                for _ in 0..TOTAL * 2 {
-                    if got.len() >= TOTAL {
-                        break;
-                    }
-                    match c.next_event().expect("event") {
-                        SubEvent::Batch(ms) => {
-                            got.extend(ms.into_iter().map(|m| (m.event_id, m.payload)));
-                            c.ack().expect("ack");
-                        }
-                        SubEvent::Alive => {}
-                        other => panic!("subscriber {i}: unexpected {other:?}"),
-                    }
-                }
-                got
+                common::collect(&mut c, TOTAL)
             })
         })
         .collect();

@@ -1,8 +1,9 @@
 //! `bench matrix` and `bench peers`: start servers, run fixed rows, print
 //! tables, with the CPU µs per message of server and bench (the two share
-//! the machine, so the bench's own cost matters). Every server started here lives in a [`Proc`] guard that kills it
-//! by PID and waits for it when dropped (also on error or panic); every temp
-//! directory lives in a [`TempDir`] guard that removes it.
+//! the machine, so the bench's own cost matters). Every server started here
+//! lives in a [`Proc`] guard that kills it by PID and waits for it when
+//! dropped (also on error or panic); every temp directory lives in a
+//! [`TempDir`] guard that removes it.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use smss::client::Client;
+use smss::client::{Client, SubEvent};
 
 /// Longest a test waits for anything the server should do promptly.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -49,6 +49,28 @@ pub fn tempdir() -> tempfile::TempDir {
         .prefix("smss-test-")
         .tempdir()
         .expect("create temp dir")
+}
+
+/// Reads a running subscription's batches, acking each, until `total`
+/// messages arrived: (event id, payload) in delivery order. Every event is
+/// a batch of at least one message or a rare ALIVE, so `2 * total` events
+/// bound the loop; fewer messages come back if the server sent fewer.
+pub fn collect(c: &mut Client, total: usize) -> Vec<(u64, Vec<u8>)> {
+    let mut got = Vec::with_capacity(total);
+    for _ in 0..total * 2 {
+        if got.len() >= total {
+            break;
+        }
+        match c.next_event().expect("event") {
+            SubEvent::Batch(ms) => {
+                got.extend(ms.into_iter().map(|m| (m.event_id, m.payload)));
+                c.ack().expect("ack");
+            }
+            SubEvent::Alive => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    got
 }
 
 /// A numeric STATS value; panics naming the stat when it is missing.
