@@ -1,5 +1,6 @@
 //! Shared in-memory state: the topics readers can see, the log segments, the
-//! last published event id, counters, and the sender into the writer.
+//! last published event id, the durable log tail, the role, counters, and
+//! the sender into the writer.
 //!
 //! Everything here is *published* state: the writer changes it only after a
 //! group commit is flushed (and fsynced under `fsync: always`), so a reader
@@ -14,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use crate::cli::Role;
 use crate::config::Config;
+use crate::replication::{Role, RoleCell};
 use crate::stats::Stats;
+use crate::storage::ops::WriteReq;
 use crate::storage::record::DeleteReason;
 use crate::storage::segment::SegmentSet;
-use crate::storage::writer::WriteReq;
+use crate::storage::tail::DurableTail;
 
 /// A topic's published counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,10 +116,12 @@ impl Topic {
 
 pub struct Broker {
     pub config: Config,
-    pub role: Role,
+    role: RoleCell,
     pub started: Instant,
     pub stats: Stats,
     pub segments: SegmentSet,
+    /// How far the log is durable; published by the writer after each sync.
+    pub durable: DurableTail,
     pub writer: Sender<WriteReq>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     last_event_id: AtomicU64,
@@ -128,15 +132,21 @@ impl Broker {
     pub fn new(config: Config, role: Role, writer: Sender<WriteReq>) -> Broker {
         Broker {
             config,
-            role,
+            role: RoleCell::new(role),
             started: Instant::now(),
             stats: Stats::default(),
             segments: SegmentSet::default(),
+            durable: DurableTail::default(),
             writer,
             topics: RwLock::new(BTreeMap::new()),
             last_event_id: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// Master or slave; PROMOTE may change it at run time.
+    pub fn role(&self) -> Role {
+        self.role.get()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {

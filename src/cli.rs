@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::DEFAULT_CONFIG_PATH;
+use crate::replication::Role;
 
 /// The `--help` text.
 pub const USAGE: &str = "\
@@ -33,28 +34,6 @@ Values may also be given as --flag=VALUE.
 
 /// The `--version` text (without a trailing newline).
 pub const VERSION_TEXT: &str = concat!("smss ", env!("CARGO_PKG_VERSION"));
-
-/// Which side of replication this server is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Master,
-    Slave,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Master => "master",
-            Role::Slave => "slave",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The parsed, checked flags of a server run.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,15 +18,15 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use log::{debug, info, warn};
 
 use crate::broker::{Broker, Topic};
-use crate::cli::Role;
 use crate::protocol::{
     self, ErrCode, Limits, Parsed, ProtoError, Request, SubArgs, SubFrom, encode_err, encode_line,
     encode_msg, encode_ok, encode_topic, parse_request,
 };
+use crate::replication::Role;
 use crate::stats::Stats;
 use crate::storage::index::{self, Entry};
+use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use crate::storage::record::{self, Decoded, DeleteReason};
-use crate::storage::writer::{WriteOk, WriteOp, WriteReq, WriteResult};
 
 /// Writes a connection may have queued at the writer at once; also the
 /// capacity of its reply channel, so the writer never blocks on a reply.
@@ -250,7 +250,7 @@ impl Conn {
                     ));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    Err(ProtoError::new(ErrCode::Internal, "writer stopped"))
+                    Err(WriteError::Storage("writer stopped".into()))
                 }
             };
             self.inflight -= 1;
@@ -258,7 +258,7 @@ impl Conn {
                 Ok(WriteOk::Id(id)) => encode_ok(&mut self.out, &[id]),
                 Ok(WriteOk::Range(a, b)) => encode_ok(&mut self.out, &[a, b]),
                 Ok(WriteOk::Done) => encode_ok(&mut self.out, &[]),
-                Err(e) => encode_err(&mut self.out, &e),
+                Err(e) => encode_err(&mut self.out, &write_err(&e)),
             }
         }
         Ok(())
@@ -271,7 +271,7 @@ impl Conn {
     }
 
     fn submit(&mut self, op: WriteOp) -> io::Result<()> {
-        if self.broker.role == Role::Slave {
+        if self.broker.role() == Role::Slave {
             return self.reply_err(&ProtoError::new(
                 ErrCode::ReadOnly,
                 "this server is a slave; write to the master",
@@ -412,7 +412,7 @@ impl Conn {
     fn put_stats(&mut self) {
         let b = &self.broker;
         let s = &b.stats;
-        let role = match b.role {
+        let role = match b.role() {
             Role::Master => "master",
             Role::Slave => "slave",
         };
@@ -449,7 +449,7 @@ impl Conn {
                 u8::from(s.writer_poisoned.load(std::sync::atomic::Ordering::Relaxed)).to_string(),
             ),
         ];
-        if b.role == Role::Slave {
+        if b.role() == Role::Slave {
             lines.push(("master_event_id", "0".to_string()));
             lines.push(("replication_lag_ms", "0".to_string()));
         }
@@ -469,7 +469,7 @@ impl Conn {
             );
             return Ok(Flow::Continue);
         };
-        if args.group.is_some() && self.broker.role == Role::Slave {
+        if args.group.is_some() && self.broker.role() == Role::Slave {
             encode_err(
                 &mut self.out,
                 &ProtoError::new(ErrCode::ReadOnly, "group subscriptions need the master"),
@@ -784,6 +784,19 @@ fn put_topic(out: &mut Vec<u8>, t: &Topic) {
         if st.messages() > 0 { st.first_id } else { 0 },
         if st.messages() > 0 { st.last_id } else { 0 },
     );
+}
+
+/// The reply a refused or failed write gets.
+fn write_err(e: &WriteError) -> ProtoError {
+    let code = match e {
+        WriteError::NoTopic(_) => ErrCode::NoTopic,
+        WriteError::Exists(_) => ErrCode::Exists,
+        WriteError::Invalid(_) => ErrCode::BadReq,
+        WriteError::Poisoned(_) | WriteError::ShuttingDown | WriteError::Storage(_) => {
+            ErrCode::Internal
+        }
+    };
+    ProtoError::new(code, e.to_string())
 }
 
 fn not_yet(out: &mut Vec<u8>, cmd: &str) {

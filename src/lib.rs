@@ -9,6 +9,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod stats;
 pub mod storage;

@@ -15,13 +15,15 @@ use std::time::Duration;
 use log::{error, info, warn};
 
 use crate::broker::Broker;
-use crate::cli::{Role, ServerArgs};
+use crate::cli::ServerArgs;
 use crate::config::{Config, init_logging};
 use crate::connection;
 use crate::error::Error;
+use crate::replication::Role;
 use crate::stats::Stats;
-use crate::storage::writer::{WriteOk, WriteOp, WriteReq, Writer};
-use crate::timer::{self, TimerReceivers};
+use crate::storage::ops::{self, TimerReceivers, WriteOk, WriteOp, WriteReq};
+use crate::storage::writer::Writer;
+use crate::timer;
 
 /// Stack of a connection thread: parsing and replies keep their buffers on
 /// the heap, so little stack is touched.
@@ -57,7 +59,7 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     let (tx, rx) = crossbeam_channel::bounded(config.worker.buff_size);
     let listen = config.listen_addr();
     let broker = Arc::new(Broker::new(config, args.role, tx));
-    let (timer_tx, timer_rx) = timer::channels();
+    let (timer_tx, timer_rx) = ops::timer_channels();
     let (writer, _report) = Writer::open(Arc::clone(&broker), timer_tx)?;
 
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<Wake>(4);
@@ -137,7 +139,7 @@ fn spawn_timers(broker: &Arc<Broker>, rx: TimerReceivers) -> Result<(), Error> {
         .name("delay".into())
         .spawn(move || timer::run_delay(rx.delay, b))
         .map_err(io_err("starting the delay thread"))?;
-    if broker.role == Role::Master {
+    if broker.role() == Role::Master {
         let b = Arc::clone(broker);
         std::thread::Builder::new()
             .name("retention".into())

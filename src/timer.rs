@@ -16,13 +16,13 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, warn};
 
 use crate::broker::Broker;
 use crate::storage::now_ms;
+use crate::storage::ops::{Expiry, WriteOp, WriteReq, WriteResult};
 use crate::storage::record::DeleteReason;
-use crate::storage::writer::{WriteOp, WriteReq, WriteResult};
 
 /// Most delayed messages fired by one write request.
 const FIRE_BATCH: usize = 1000;
@@ -44,14 +44,6 @@ impl<T: Ord> Default for Schedule<T> {
 impl<T: Ord> Schedule<T> {
     pub fn push(&mut self, due_ms: u64, item: T) {
         self.heap.push(Reverse((due_ms, item)));
-    }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
     }
 
     /// Removes and returns up to `max` items due at `now_ms`, in due order.
@@ -76,37 +68,6 @@ impl<T: Ord> Schedule<T> {
             .peek()
             .map(|Reverse((due, _))| Duration::from_millis(due.saturating_sub(now_ms)))
     }
-}
-
-/// What the writer tells the timer threads after a commit.
-#[derive(Clone)]
-pub struct TimerSenders {
-    /// (expires_ms, (topic, create_id))
-    pub lifetime: Sender<(u64, (String, u64))>,
-    /// (due_ms, DPUB event id)
-    pub delay: Sender<(u64, u64)>,
-}
-
-pub struct TimerReceivers {
-    pub lifetime: Receiver<(u64, (String, u64))>,
-    pub delay: Receiver<(u64, u64)>,
-}
-
-/// Unbounded: the writer must never block on a timer thread; entries are
-/// a few words each and exist once per topic or pending message.
-pub fn channels() -> (TimerSenders, TimerReceivers) {
-    let (lt, lr) = crossbeam_channel::unbounded();
-    let (dt, dr) = crossbeam_channel::unbounded();
-    (
-        TimerSenders {
-            lifetime: lt,
-            delay: dt,
-        },
-        TimerReceivers {
-            lifetime: lr,
-            delay: dr,
-        },
-    )
 }
 
 /// Sends one request to the writer and waits for its result. `None` when
@@ -149,7 +110,7 @@ fn run_schedule<T: Ord>(rx: Receiver<(u64, T)>, mut fire: impl FnMut(Vec<T>) -> 
 }
 
 /// The `lifetime` thread: deletes topics whose life has ended.
-pub fn run_lifetime(rx: Receiver<(u64, (String, u64))>, broker: Arc<Broker>) {
+pub fn run_lifetime(rx: Receiver<(u64, Expiry)>, broker: Arc<Broker>) {
     run_schedule(rx, |due| {
         for (topic, create_id) in due {
             debug!("topic {topic} (created as event {create_id}) expired");
@@ -221,7 +182,7 @@ mod tests {
             s.push(5, i);
         }
         assert_eq!(s.pop_due(5, 4), vec![0, 1, 2, 3]);
-        assert_eq!(s.len(), 6);
+        assert_eq!(s.pop_due(5, 10), vec![4, 5, 6, 7, 8, 9], "the rest stays");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! smss-checkpoint 1
+//! format <storage format version of the log, indexes and this file>
 //! log_pos <global position covered>
 //! last_event_id <id>
 //! topic <name> <create_id> <created_ms> <expires_ms> <entries> <first_entry> <first_id> <last_id>
@@ -14,11 +15,17 @@
 //! ```
 //!
 //! Written by the writer thread only: temp file, fsync, rename, fsync dir.
+//!
+//! The `format` line is the data directory's storage format version
+//! ([`FORMAT_VERSION`]): a server refuses to open a directory written in a
+//! version it does not know rather than misread it. A checkpoint without
+//! the line was written before it existed, in version 1.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
+use super::record::FORMAT_VERSION;
 use super::{StoreError, sync_dir};
 
 pub const FILE_NAME: &str = "checkpoint";
@@ -49,18 +56,33 @@ pub struct DelayedMeta {
     pub topic: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// Storage format version the directory was written in.
+    pub format: u32,
     pub log_pos: u64,
     pub last_event_id: u64,
     pub topics: Vec<TopicMeta>,
     pub delayed: Vec<DelayedMeta>,
 }
 
+impl Default for Checkpoint {
+    fn default() -> Checkpoint {
+        Checkpoint {
+            format: FORMAT_VERSION,
+            log_pos: 0,
+            last_event_id: 0,
+            topics: Vec::new(),
+            delayed: Vec::new(),
+        }
+    }
+}
+
 impl Checkpoint {
     pub fn encode(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "{MAGIC}");
+        let _ = writeln!(s, "format {}", self.format);
         let _ = writeln!(s, "log_pos {}", self.log_pos);
         let _ = writeln!(s, "last_event_id {}", self.last_event_id);
         for t in &self.topics {
@@ -107,7 +129,11 @@ impl Checkpoint {
         if lines.next() != Some(MAGIC) {
             return Err(format!("first line is not {MAGIC:?}"));
         }
-        let mut cp = Checkpoint::default();
+        // Absent in checkpoints written before the line existed: version 1.
+        let mut cp = Checkpoint {
+            format: 1,
+            ..Checkpoint::default()
+        };
         for (no, line) in lines.enumerate() {
             let bad = || format!("line {}: {line:?}", no + 2);
             let mut f = line.split(' ');
@@ -115,6 +141,7 @@ impl Checkpoint {
                 s.and_then(|s| s.parse().ok()).ok_or_else(bad)
             };
             match f.next() {
+                Some("format") => cp.format = u32::try_from(num(f.next())?).map_err(|_| bad())?,
                 Some("log_pos") => cp.log_pos = num(f.next())?,
                 Some("last_event_id") => cp.last_event_id = num(f.next())?,
                 Some("topic") => {
@@ -161,9 +188,15 @@ impl Checkpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io("read checkpoint", &path, e)),
         };
-        Checkpoint::decode(&text)
-            .map(Some)
-            .map_err(|reason| StoreError::corrupt(&path, 0, reason))
+        let cp =
+            Checkpoint::decode(&text).map_err(|reason| StoreError::corrupt(&path, 0, reason))?;
+        if cp.format != FORMAT_VERSION {
+            return Err(StoreError::Version {
+                path,
+                found: cp.format,
+            });
+        }
+        Ok(Some(cp))
     }
 
     /// Writes `dir/checkpoint` atomically (temp, fsync, rename, fsync dir).
@@ -186,6 +219,7 @@ mod tests {
 
     fn sample() -> Checkpoint {
         Checkpoint {
+            format: FORMAT_VERSION,
             log_pos: 12345,
             last_event_id: 99,
             topics: vec![TopicMeta {
@@ -212,6 +246,39 @@ mod tests {
     fn round_trip() {
         let cp = sample();
         assert_eq!(Checkpoint::decode(&cp.encode()), Ok(cp));
+    }
+
+    #[test]
+    fn the_format_version_is_written_and_an_unknown_one_refused() -> Result<(), StoreError> {
+        let text = sample().encode();
+        assert!(text.contains(&format!("\nformat {FORMAT_VERSION}\n")));
+        // Written before the format line existed: version 1.
+        let old: String = text
+            .lines()
+            .filter(|l| !l.starts_with("format ") && !l.starts_with("crc "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let old = format!("{old}crc {:08x}\n", crc32fast::hash(old.as_bytes()));
+        assert_eq!(Checkpoint::decode(&old).map(|c| c.format), Ok(1));
+        let dir =
+            tempfile::tempdir().map_err(|e| StoreError::io("tempdir", Path::new("/tmp"), e))?;
+        Checkpoint {
+            format: FORMAT_VERSION + 1,
+            ..sample()
+        }
+        .store(dir.path())?;
+        match Checkpoint::load(dir.path()) {
+            Err(e @ StoreError::Version { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&format!("version {}", FORMAT_VERSION + 1)),
+                    "{msg}"
+                );
+                assert!(msg.contains("checkpoint"), "names the file: {msg}");
+            }
+            other => panic!("an unknown format must be refused: {other:?}"),
+        }
+        Ok(())
     }
 
     #[test]

@@ -13,11 +13,18 @@
 //! deletes these files. Connection threads read segments and indexes with
 //! pread (`read_exact_at`) and never past what the writer has flushed.
 
+mod apply;
 pub mod checkpoint;
+mod delayed;
+mod execute;
 pub mod index;
+pub mod lease;
+pub mod ops;
 pub mod record;
 pub mod recovery;
+mod retention;
 pub mod segment;
+pub mod tail;
 pub mod writer;
 
 use std::fmt;
@@ -41,6 +48,8 @@ pub enum StoreError {
     },
     /// Another process holds the data directory.
     Locked { path: PathBuf },
+    /// The directory was written in a storage format this build does not read.
+    Version { path: PathBuf, found: u32 },
 }
 
 impl StoreError {
@@ -80,6 +89,13 @@ impl fmt::Display for StoreError {
                 f,
                 "data directory is in use by another smss process (lock held on {})",
                 path.display()
+            ),
+            StoreError::Version { path, found } => write!(
+                f,
+                "{} says the data directory is in storage format version {found}; this smss \
+                 reads version {}: run the smss release that wrote it",
+                path.display(),
+                record::FORMAT_VERSION
             ),
         }
     }

@@ -14,18 +14,19 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{info, warn};
 
 use super::checkpoint::Checkpoint;
 use super::index::{self, ENTRY_LEN};
+use super::lease::load_lease;
+use super::ops::TimerSenders;
 use super::record::{self, Decoded, FLAG_BATCH_MORE};
 use super::segment::{Segment, list_segments};
-use super::writer::{Change, Pending, Writer, load_lease};
+use super::writer::{Change, Pending, Writer};
 use super::{StoreError, sync_dir};
 use crate::broker::{Broker, Topic, TopicState};
-use crate::timer::TimerSenders;
 
 /// Read window for replay.
 const WINDOW: usize = 4 << 20;
@@ -112,38 +113,8 @@ impl Writer {
             broker.segments.push(Arc::clone(s));
         }
 
-        let mut w = Writer {
-            policy: cfg.fsync,
-            fsync_interval: Duration::from_millis(cfg.fsync_interval_ms),
-            max_log_size: cfg.max_log_size,
-            checkpoint_bytes: cfg.checkpoint_bytes,
-            log_sample: broker.config.log.sample,
-            broker,
-            dir: dir.clone(),
-            log_dir,
-            index_dir: index_dir.clone(),
-            active_len: file_len(&newest)?,
-            active_alloc: 0,
-            active: newest,
-            buf: Vec::new(),
-            sealed_bytes,
-            index_bytes: 0,
-            last_id: 0,
-            topics: Default::default(),
-            changes: Vec::new(),
-            dirty: Vec::new(),
-            last_sync: Instant::now(),
-            log_unsynced: false,
-            since_checkpoint: 0,
-            last_checkpoint: Instant::now(),
-            want_checkpoint: false,
-            poisoned: None,
-            pending: Default::default(),
-            timers,
-            max_age_ms: cfg.max_age_ms(),
-            id_lease: 0,
-            _lock: lock,
-        };
+        let active_len = file_len(&newest)?;
+        let mut w = Writer::new(broker, lock, newest, active_len, sealed_bytes, timers);
 
         if let Some(cp) = &cp {
             w.load_checkpoint(cp)?;
@@ -175,6 +146,8 @@ impl Writer {
         }
         w.id_lease = w.last_id;
         w.commit()?;
+        // What survived the crash is the durable log now.
+        w.publish_durable();
         if report.replayed_records > 0 || report.truncated_bytes > 0 || cp.is_none() {
             w.checkpoint()?;
         }

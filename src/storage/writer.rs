@@ -1,16 +1,19 @@
 //! The persistence thread: the only code that writes the log, the indexes
 //! and the checkpoint.
 //!
-//! Connection threads send [`WriteReq`]s through the bounded crossbeam
-//! channel (`worker.buffSize`). The thread runs a **group commit** loop: take
-//! one request, drain what else is queued (bounded), append every record to
-//! an in-memory buffer, write the buffer with one positional write, fsync once
-//! (per `store.fsync`), publish the new state to [`Broker`], then answer every
-//! request. An `OK` therefore means the record is in the log (fsynced under
-//! `always`) and visible to INFO and SUB.
+//! Connection threads and timers send [`WriteReq`]s (see [`super::ops`])
+//! through the bounded crossbeam channel (`worker.buffSize`). The thread runs
+//! a **group commit** loop: take one request, drain what else is queued
+//! (bounded), turn each into records ([`super::execute`]), write the buffer
+//! with one positional write, fsync once (per `store.fsync`), publish the new
+//! state to [`Broker`] and the durable tail, then answer every request. An
+//! `OK` therefore means the record is in the log (fsynced under `always`)
+//! and visible to INFO and SUB.
 //!
-//! Live writes, crash-recovery replay ([`super::recovery`]) and — later —
-//! replication all go through [`Writer::apply`], the one apply path.
+//! This file owns the loop and the files: commit, flush, sync, segment roll,
+//! poisoning and checkpoints. Live writes, crash-recovery replay
+//! ([`super::recovery`]) and — later — replication all change the writer's
+//! state through [`super::apply`], the one apply path.
 //!
 //! A failed write or fsync *poisons* the writer: every later write is refused
 //! with `ERR INTERNAL` until restart (STATS shows `writer_poisoned 1`), since
@@ -24,19 +27,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{error, info, warn};
 
 use super::checkpoint::{Checkpoint, DelayedMeta, TopicMeta};
-use super::index::{self, ENTRY_LEN, Entry};
-use super::record::{self, Decoded, DeleteReason, FLAG_BATCH_MORE, Kind, Record};
+use super::index::ENTRY_LEN;
+use super::lease::store_lease;
+use super::ops::{TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
+use super::record::{DeleteReason, FORMAT_VERSION};
 use super::segment::Segment;
-use super::{StoreError, now_ms, sync_dir};
+use super::tail::TailPos;
+use super::{StoreError, sync_dir};
 use crate::broker::{Broker, Topic, TopicState};
-use crate::config::FsyncPolicy;
-use crate::protocol::{ErrCode, Message, ProtoError};
+use crate::config::{Config, FsyncPolicy};
 use crate::stats::Stats;
-use crate::timer::TimerSenders;
 
 /// Zero fill kept ahead of the write position of the active segment.
 const PREALLOC_CHUNK: u64 = 4 << 20;
@@ -50,96 +54,31 @@ const MAX_GROUP_BYTES: usize = 8 << 20;
 /// log moved, so a restart after an idle period replays nothing.
 const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
 
-/// Holds the highest event id the writer may have assigned, so recovery
-/// never reuses an id even if records written after the last fsync are lost.
-pub const ID_LEASE_FILE: &str = "idlease";
-/// Ids leased per write of [`ID_LEASE_FILE`]: one atomic file write per
-/// this many ids. After a crash the sequence resumes above the lease.
-const ID_LEASE_BLOCK: u64 = 1 << 20;
-
-/// Writes the lease file atomically (temp, fsync, rename, fsync dir).
-pub(super) fn store_lease(dir: &std::path::Path, lease: u64) -> Result<(), StoreError> {
-    use std::io::Write as _;
-    let tmp = dir.join("idlease.tmp");
-    let path = dir.join(ID_LEASE_FILE);
-    let mut f = File::create(&tmp).map_err(|e| StoreError::io("create id lease", &tmp, e))?;
-    f.write_all(format!("{lease}\n").as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| StoreError::io("write id lease", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename id lease", &path, e))?;
-    sync_dir(dir)
+/// The writer's settings, taken from the config once.
+#[derive(Debug, Clone)]
+pub(super) struct Tuning {
+    pub(super) policy: FsyncPolicy,
+    pub(super) fsync_interval: Duration,
+    pub(super) max_log_size: u64,
+    /// Write a checkpoint after this many log bytes.
+    pub(super) checkpoint_bytes: u64,
+    /// Retention: sealed segments older than this go.
+    pub(super) max_age_ms: u64,
+    /// Log a line every this many published messages (0: never).
+    pub(super) log_sample: u64,
 }
 
-/// Reads the lease file; 0 when there is none yet.
-pub(super) fn load_lease(dir: &std::path::Path) -> Result<u64, StoreError> {
-    let path = dir.join(ID_LEASE_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(t) => t
-            .trim()
-            .parse()
-            .map_err(|_| StoreError::corrupt(&path, 0, format!("not a number: {:?}", t.trim()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(StoreError::io("read id lease", &path, e)),
+impl Tuning {
+    fn from_config(cfg: &Config) -> Tuning {
+        Tuning {
+            policy: cfg.store.fsync,
+            fsync_interval: Duration::from_millis(cfg.store.fsync_interval_ms),
+            max_log_size: cfg.store.max_log_size,
+            checkpoint_bytes: cfg.store.checkpoint_bytes,
+            max_age_ms: cfg.store.max_age_ms(),
+            log_sample: cfg.log.sample,
+        }
     }
-}
-
-/// One change to apply, sent by a connection (or a timer) to the writer.
-#[derive(Debug)]
-pub enum WriteOp {
-    Create {
-        topic: String,
-        life_ms: u64,
-    },
-    /// `create_id` set: delete only that incarnation of the topic (expiry
-    /// must not remove a topic re-created under the same name).
-    Delete {
-        topic: String,
-        reason: DeleteReason,
-        create_id: Option<u64>,
-    },
-    Pub {
-        topic: String,
-        msg: Message,
-    },
-    MPub {
-        topic: String,
-        msgs: Vec<Message>,
-    },
-    DPub {
-        topic: String,
-        delay_ms: u64,
-        msg: Message,
-    },
-    /// Deliver these pending delayed messages (ids of their DPUB records),
-    /// in this order. Ids no longer pending are skipped.
-    Fire {
-        ids: Vec<u64>,
-    },
-    /// Delete sealed segments older than `store.maxDays` at `now_ms`.
-    Retention {
-        now_ms: u64,
-    },
-    /// Finish what is queued before it, fsync, checkpoint, and stop.
-    Shutdown,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteOk {
-    /// The event id of the record written.
-    Id(u64),
-    /// First and last event id of an MPUB.
-    Range(u64, u64),
-    /// Shutdown finished.
-    Done,
-}
-
-pub type WriteResult = Result<WriteOk, ProtoError>;
-
-#[derive(Debug)]
-pub struct WriteReq {
-    pub op: WriteOp,
-    /// Where the result goes; the sender must have room for it.
-    pub reply: Sender<WriteResult>,
 }
 
 /// The writer's own view of a topic, ahead of what readers see until commit.
@@ -186,6 +125,7 @@ pub(super) enum Change {
 
 pub struct Writer {
     pub(super) broker: Arc<Broker>,
+    pub(super) tuning: Tuning,
     pub(super) dir: PathBuf,
     pub(super) log_dir: PathBuf,
     pub(super) index_dir: PathBuf,
@@ -204,44 +144,70 @@ pub struct Writer {
     pub(super) topics: HashMap<String, WTopic>,
     pub(super) changes: Vec<Change>,
     pub(super) dirty: Vec<String>,
-    pub(super) policy: FsyncPolicy,
-    pub(super) fsync_interval: Duration,
     pub(super) last_sync: Instant,
     /// Log bytes written but not fsynced.
     pub(super) log_unsynced: bool,
-    pub(super) max_log_size: u64,
-    pub(super) checkpoint_bytes: u64,
     pub(super) since_checkpoint: u64,
     pub(super) last_checkpoint: Instant,
     pub(super) want_checkpoint: bool,
     pub(super) poisoned: Option<String>,
     pub(super) pending: HashMap<u64, Pending>,
     pub(super) timers: TimerSenders,
-    pub(super) max_age_ms: u64,
-    /// Ids up to this may have been handed out (see [`ID_LEASE_FILE`]).
+    /// Ids up to this may have been handed out (see [`super::lease`]).
     pub(super) id_lease: u64,
     /// Holds the data directory's lock for the writer's lifetime.
-    pub(super) _lock: File,
-    pub(super) log_sample: u64,
-}
-
-fn internal(msg: impl Into<String>) -> ProtoError {
-    ProtoError::new(ErrCode::Internal, msg)
+    _lock: File,
 }
 
 impl Writer {
+    /// A writer with no topics over the segments already in the broker's
+    /// set, appending to `active` (whose file is `active_len` bytes).
+    pub(super) fn new(
+        broker: Arc<Broker>,
+        lock: File,
+        active: Arc<Segment>,
+        active_len: u64,
+        sealed_bytes: u64,
+        timers: TimerSenders,
+    ) -> Writer {
+        let dir = broker.config.store.path.clone();
+        Writer {
+            tuning: Tuning::from_config(&broker.config),
+            broker,
+            log_dir: dir.join("log"),
+            index_dir: dir.join("index"),
+            dir,
+            active,
+            active_len,
+            active_alloc: active_len,
+            buf: Vec::new(),
+            sealed_bytes,
+            index_bytes: 0,
+            last_id: 0,
+            topics: HashMap::new(),
+            changes: Vec::new(),
+            dirty: Vec::new(),
+            last_sync: Instant::now(),
+            log_unsynced: false,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            want_checkpoint: false,
+            poisoned: None,
+            pending: HashMap::new(),
+            timers,
+            id_lease: 0,
+            _lock: lock,
+        }
+    }
+
     /// Global log position where the next record goes.
     pub fn next_pos(&self) -> u64 {
         self.active.base + self.active_len + self.buf.len() as u64
     }
 
-    pub fn last_id(&self) -> u64 {
-        self.last_id
-    }
-
     /// The thread body: group commit until Shutdown or until every sender is gone.
     pub fn run(mut self, rx: Receiver<WriteReq>) {
-        let tick = self.fsync_interval.min(Duration::from_secs(1));
+        let tick = self.tuning.fsync_interval.min(Duration::from_secs(1));
         let mut group: Vec<WriteReq> = Vec::with_capacity(64);
         let mut results: Vec<WriteResult> = Vec::with_capacity(64);
         loop {
@@ -273,7 +239,7 @@ impl Writer {
                     continue;
                 }
                 if shutdown.is_some() {
-                    results.push(Err(internal("server is shutting down")));
+                    results.push(Err(WriteError::ShuttingDown));
                     continue;
                 }
                 results.push(self.execute(op));
@@ -282,12 +248,12 @@ impl Writer {
                 self.poison(&e);
                 for r in results.iter_mut() {
                     if r.is_ok() {
-                        *r = Err(internal(format!("storage failed: {e}")));
+                        *r = Err(WriteError::Storage(e.to_string()));
                     }
                 }
             }
             if self.poisoned.is_none()
-                && (self.want_checkpoint || self.since_checkpoint >= self.checkpoint_bytes)
+                && (self.want_checkpoint || self.since_checkpoint >= self.tuning.checkpoint_bytes)
                 && let Err(e) = self.checkpoint()
             {
                 self.poison(&e);
@@ -331,7 +297,7 @@ impl Writer {
         if self.poisoned.is_some() {
             return;
         }
-        let res = if self.log_unsynced && self.last_sync.elapsed() >= self.fsync_interval {
+        let res = if self.log_unsynced && self.last_sync.elapsed() >= self.tuning.fsync_interval {
             self.sync_log()
         } else {
             Ok(())
@@ -359,501 +325,9 @@ impl Writer {
         self.buf.clear();
     }
 
-    /// Validates one request and appends its record(s) to the group.
-    fn execute(&mut self, op: WriteOp) -> WriteResult {
-        if let Some(why) = &self.poisoned {
-            return Err(internal(format!(
-                "storage failed earlier, writes refused until restart: {why}"
-            )));
-        }
-        let now = now_ms();
-        let res = match op {
-            WriteOp::Create { topic, life_ms } => {
-                if self.topics.contains_key(&topic) {
-                    return Err(ProtoError::new(
-                        ErrCode::Exists,
-                        format!("topic {topic} exists"),
-                    ));
-                }
-                let id = self.last_id + 1;
-                self.append(&Record {
-                    event_id: id,
-                    timestamp_ms: now,
-                    kind: Kind::Create,
-                    flags: 0,
-                    topic: &topic,
-                    headers: b"",
-                    body: &life_ms.to_le_bytes(),
-                })
-                .map(|_| WriteOk::Id(id))
-            }
-            WriteOp::Delete {
-                topic,
-                reason,
-                create_id,
-            } => {
-                let current = self.topics.get(&topic).map(|t| t.shared.create_id);
-                if current.is_none() || create_id.is_some_and(|c| Some(c) != current) {
-                    return Err(no_topic(&topic));
-                }
-                let id = self.last_id + 1;
-                let r = self
-                    .append(&Record {
-                        event_id: id,
-                        timestamp_ms: now,
-                        kind: Kind::Delete,
-                        flags: 0,
-                        topic: &topic,
-                        headers: b"",
-                        body: &[reason as u8],
-                    })
-                    .map(|_| WriteOk::Id(id));
-                if r.is_ok() && reason == DeleteReason::Expired {
-                    info!("topic {topic} expired (event id {id})");
-                    Stats::add(&self.broker.stats.topics_expired, 1);
-                }
-                r
-            }
-            WriteOp::Pub { topic, msg } => {
-                if !self.topics.contains_key(&topic) {
-                    return Err(no_topic(&topic));
-                }
-                let id = self.last_id + 1;
-                let r = self
-                    .append(&Record {
-                        event_id: id,
-                        timestamp_ms: now,
-                        kind: Kind::Pub,
-                        flags: 0,
-                        topic: &topic,
-                        headers: &msg.headers,
-                        body: &msg.payload,
-                    })
-                    .map(|_| WriteOk::Id(id));
-                if r.is_ok() {
-                    self.count_published(&topic, id, 1);
-                }
-                r
-            }
-            WriteOp::MPub { topic, msgs } => {
-                if !self.topics.contains_key(&topic) {
-                    return Err(no_topic(&topic));
-                }
-                if msgs.is_empty() {
-                    return Err(ProtoError::new(ErrCode::BadReq, "MPUB needs a message"));
-                }
-                // A batch never spans segments, so recovery can drop a torn
-                // batch by truncating one file.
-                let total: usize = msgs
-                    .iter()
-                    .map(|m| record::encoded_len(topic.len(), m.headers.len(), m.payload.len()))
-                    .sum();
-                if let Err(e) = self.ensure_room(total) {
-                    return self.fail(e);
-                }
-                let first = self.last_id + 1;
-                let n = msgs.len();
-                for (i, m) in msgs.iter().enumerate() {
-                    let rec = Record {
-                        event_id: self.last_id + 1,
-                        timestamp_ms: now,
-                        kind: Kind::Pub,
-                        flags: if i + 1 < n { FLAG_BATCH_MORE } else { 0 },
-                        topic: &topic,
-                        headers: &m.headers,
-                        body: &m.payload,
-                    };
-                    if let Err(e) = self.append_unchecked(&rec) {
-                        return self.fail(e);
-                    }
-                }
-                self.count_published(&topic, self.last_id, n as u64);
-                Ok(WriteOk::Range(first, self.last_id))
-            }
-            WriteOp::DPub {
-                topic,
-                delay_ms,
-                msg,
-            } => {
-                if !self.topics.contains_key(&topic) {
-                    return Err(no_topic(&topic));
-                }
-                let id = self.last_id + 1;
-                let due_ms = now.saturating_add(delay_ms);
-                let mut body = Vec::with_capacity(8 + msg.payload.len());
-                body.extend_from_slice(&due_ms.to_le_bytes());
-                body.extend_from_slice(&msg.payload);
-                self.append(&Record {
-                    event_id: id,
-                    timestamp_ms: now,
-                    kind: Kind::DPub,
-                    flags: 0,
-                    topic: &topic,
-                    headers: &msg.headers,
-                    body: &body,
-                })
-                .map(|_| WriteOk::Id(id))
-            }
-            WriteOp::Fire { ids } => self.fire(&ids, now).map(|_| WriteOk::Done),
-            WriteOp::Retention { now_ms } => self.retention(now_ms).map(|_| WriteOk::Done),
-            WriteOp::Shutdown => Ok(WriteOk::Done),
-        };
-        match res {
-            Ok(ok) => Ok(ok),
-            Err(e) => self.fail(e),
-        }
-    }
-
-    fn fail(&mut self, e: StoreError) -> WriteResult {
+    pub(super) fn fail(&mut self, e: StoreError) -> WriteResult {
         self.poison(&e);
-        Err(internal(format!("storage failed: {e}")))
-    }
-
-    fn count_published(&self, topic: &str, last_id: u64, n: u64) {
-        let stats = &self.broker.stats;
-        let before = stats.messages_published.fetch_add(n, Ordering::Relaxed);
-        let sample = self.log_sample;
-        if sample > 0 && (before / sample) != ((before + n) / sample) {
-            info!(
-                "published to {topic}: event id {last_id} ({} messages so far)",
-                before + n
-            );
-        }
-    }
-
-    /// Appends one record (rolling the segment first if it would not fit).
-    fn append(&mut self, rec: &Record<'_>) -> Result<(), StoreError> {
-        self.ensure_room(record::encoded_len(
-            rec.topic.len(),
-            rec.headers.len(),
-            rec.body.len(),
-        ))?;
-        self.append_unchecked(rec)
-    }
-
-    fn append_unchecked(&mut self, rec: &Record<'_>) -> Result<(), StoreError> {
-        if rec.event_id > self.id_lease {
-            // Record durably that ids up to the new lease may be in use
-            // before handing any out, so a crash that loses unsynced
-            // records (fsync interval/never) can never lead to reuse.
-            let lease = rec.event_id.saturating_add(ID_LEASE_BLOCK);
-            store_lease(&self.dir, lease)?;
-            self.id_lease = lease;
-        }
-        let pos = self.next_pos();
-        let start = self.buf.len();
-        record::encode(&mut self.buf, rec);
-        let len = self.buf.len() - start;
-        self.apply(rec, pos, len)
-    }
-
-    /// Rolls to a new segment when `bytes` more would overflow the active one.
-    fn ensure_room(&mut self, bytes: usize) -> Result<(), StoreError> {
-        let used = self.active_len + self.buf.len() as u64;
-        if used == 0 || used + bytes as u64 <= self.max_log_size {
-            return Ok(());
-        }
-        self.flush_log()?;
-        // A sealed segment holds exactly its records: drop the zero fill.
-        self.active
-            .file
-            .set_len(self.active_len)
-            .map_err(|e| StoreError::io("trim segment", &self.active.path, e))?;
-        self.active_alloc = self.active_len;
-        if self.policy != FsyncPolicy::Never {
-            self.log_unsynced = true;
-            self.sync_log()?;
-        }
-        let base = self.next_pos();
-        let seg = Arc::new(Segment::open(&self.log_dir, base, true)?);
-        sync_dir(&self.log_dir)?;
-        info!("rolled to new segment {}", seg.path.display());
-        self.sealed_bytes += self.active_len;
-        self.active = Arc::clone(&seg);
-        self.active_len = 0;
-        self.active_alloc = 0;
-        self.broker.segments.push(seg);
-        self.want_checkpoint = true;
-        Ok(())
-    }
-
-    /// The one apply path: updates the writer's state for a record already
-    /// placed at log position `pos` (live write, recovery or replication).
-    pub(super) fn apply(
-        &mut self,
-        rec: &Record<'_>,
-        pos: u64,
-        len: usize,
-    ) -> Result<(), StoreError> {
-        self.last_id = self.last_id.max(rec.event_id);
-        self.since_checkpoint += len as u64;
-        match rec.kind {
-            Kind::Create => {
-                if let Some(old) = self.topics.remove(rec.topic) {
-                    // Only reachable through a damaged log; keep the newest.
-                    warn!(
-                        "topic {} created again at event id {}",
-                        rec.topic, rec.event_id
-                    );
-                    self.drop_topic(old, DeleteReason::Deleted);
-                }
-                let life_ms = rec.life_ms().unwrap_or(0);
-                let expires_ms = if life_ms == 0 {
-                    0
-                } else {
-                    rec.timestamp_ms.saturating_add(life_ms)
-                };
-                let path = self
-                    .index_dir
-                    .join(index::file_name(rec.topic, rec.event_id));
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-                    .map_err(|e| StoreError::io("create index", &path, e))?;
-                let shared = Topic::new(
-                    rec.topic.to_string(),
-                    rec.event_id,
-                    rec.timestamp_ms,
-                    expires_ms,
-                    file,
-                    TopicState::default(),
-                );
-                self.register_topic(shared, path, true);
-            }
-            Kind::Delete => {
-                if let Some(t) = self.topics.remove(rec.topic) {
-                    let reason = rec.delete_reason().unwrap_or(DeleteReason::Deleted);
-                    self.drop_topic(t, reason);
-                }
-                // Its pending delayed messages go with it.
-                let before = self.pending.len();
-                self.pending.retain(|_, p| p.topic != rec.topic);
-                let dropped = (before - self.pending.len()) as u64;
-                Stats::add(&self.broker.stats.delayed_dropped, dropped);
-            }
-            Kind::DPub => {
-                let due_ms = rec.body_u64().unwrap_or(rec.timestamp_ms);
-                self.pending.insert(
-                    rec.event_id,
-                    Pending {
-                        topic: rec.topic.to_string(),
-                        due_ms,
-                        pos,
-                        len: len as u32,
-                    },
-                );
-                self.changes.push(Change::Delayed {
-                    due_ms,
-                    id: rec.event_id,
-                });
-            }
-            Kind::Pub | Kind::Fire => {
-                if rec.kind == Kind::Fire
-                    && let Some(dpub) = rec.body_u64()
-                {
-                    self.pending.remove(&dpub);
-                }
-                let Some(t) = self.topics.get_mut(rec.topic) else {
-                    warn!(
-                        "message {} names unknown topic {}; not indexed",
-                        rec.event_id, rec.topic
-                    );
-                    return Ok(());
-                };
-                Entry {
-                    event_id: rec.event_id,
-                    pos,
-                    len: len as u32,
-                }
-                .encode_into(&mut t.buf);
-                if t.state.entries == t.state.first_entry {
-                    t.state.first_id = rec.event_id;
-                }
-                t.state.entries += 1;
-                t.state.last_id = rec.event_id;
-                self.index_bytes += ENTRY_LEN as u64;
-                if !t.dirty {
-                    t.dirty = true;
-                    self.dirty.push(rec.topic.to_string());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Appends a Fire record for each id still pending, in the given order.
-    fn fire(&mut self, ids: &[u64], now: u64) -> Result<(), StoreError> {
-        let mut buf = Vec::new();
-        for &id in ids {
-            let Some(p) = self.pending.get(&id).cloned() else {
-                continue; // fired already, or its topic was deleted
-            };
-            if !self.topics.contains_key(&p.topic) {
-                self.pending.remove(&id);
-                Stats::add(&self.broker.stats.delayed_dropped, 1);
-                continue;
-            }
-            buf.resize(p.len as usize, 0);
-            self.read_log(&mut buf, p.pos)?;
-            let (headers, payload) = match record::decode(&buf) {
-                Decoded::Record { rec, .. } if rec.event_id == id && rec.kind == Kind::DPub => {
-                    (rec.headers.to_vec(), rec.payload().to_vec())
-                }
-                _ => {
-                    return Err(StoreError::corrupt(
-                        &self.active.path,
-                        p.pos,
-                        format!("the DPUB record of event {id} is not where the writer put it"),
-                    ));
-                }
-            };
-            let mut body = Vec::with_capacity(8 + payload.len());
-            body.extend_from_slice(&id.to_le_bytes());
-            body.extend_from_slice(&payload);
-            let fired = self.last_id + 1;
-            self.append(&Record {
-                event_id: fired,
-                timestamp_ms: now,
-                kind: Kind::Fire,
-                flags: 0,
-                topic: &p.topic,
-                headers: &headers,
-                body: &body,
-            })?;
-            self.count_published(&p.topic, fired, 1);
-        }
-        Ok(())
-    }
-
-    /// Reads log bytes at a global position, from the file or from the
-    /// part of the group not yet written.
-    fn read_log(&self, buf: &mut [u8], pos: u64) -> Result<(), StoreError> {
-        let flushed_end = self.active.base + self.active_len;
-        if pos >= flushed_end {
-            let at = (pos - flushed_end) as usize;
-            let src = self.buf.get(at..at + buf.len()).ok_or_else(|| {
-                StoreError::corrupt(&self.active.path, pos, "read past the end of the log")
-            })?;
-            buf.copy_from_slice(src);
-            return Ok(());
-        }
-        let seg = self.broker.segments.find(pos).ok_or_else(|| {
-            StoreError::corrupt(&self.log_dir, pos, "no segment holds this position")
-        })?;
-        seg.read_exact_at(buf, pos)
-    }
-
-    /// Deletes the oldest sealed segments whose last write is older than
-    /// `store.maxDays`, never the active one and never one at or after a
-    /// pending delayed message's record.
-    fn retention(&mut self, now_ms: u64) -> Result<(), StoreError> {
-        let cutoff = now_ms.saturating_sub(self.max_age_ms);
-        let min_pending = self.pending.values().map(|p| p.pos).min();
-        let segs = self.broker.segments.all();
-        let mut doomed = Vec::new();
-        for pair in segs.windows(2) {
-            let (seg, next) = (&pair[0], &pair[1]);
-            if min_pending.is_some_and(|p| p < next.base) {
-                break;
-            }
-            let meta = seg
-                .file
-                .metadata()
-                .map_err(|e| StoreError::io("stat segment", &seg.path, e))?;
-            let mtime_ms = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(u64::MAX, |d| d.as_millis() as u64);
-            if mtime_ms >= cutoff {
-                break;
-            }
-            self.sealed_bytes = self.sealed_bytes.saturating_sub(meta.len());
-            doomed.push(Arc::clone(seg));
-        }
-        if doomed.is_empty() {
-            return Ok(());
-        }
-        let keep_from = segs[doomed.len()].base;
-        info!(
-            "retention: deleting {} segment(s) before log position {keep_from}",
-            doomed.len()
-        );
-        let names: Vec<String> = self.topics.keys().cloned().collect();
-        for name in names {
-            let Some(t) = self.topics.get_mut(&name) else {
-                continue;
-            };
-            let hi = t.flushed_entries;
-            let first = search_pos(&t.shared.index, t.state.first_entry, hi, keep_from)
-                .map_err(|e| StoreError::io("read index", &t.path, e))?;
-            if first == t.state.first_entry {
-                continue;
-            }
-            t.state.first_entry = first;
-            if first < t.state.entries {
-                t.state.first_id = if first < hi {
-                    index::EntrySource::entry(&t.shared.index, first)
-                        .map_err(|e| StoreError::io("read index", &t.path, e))?
-                        .event_id
-                } else {
-                    // The first retained entry is still in the buffer.
-                    t.buf
-                        .get(((first - hi) as usize) * ENTRY_LEN..)
-                        .and_then(Entry::decode)
-                        .map_or(t.state.last_id, |e| e.event_id)
-                };
-            }
-            if !t.dirty {
-                t.dirty = true;
-                self.dirty.push(name);
-            }
-        }
-        self.changes.push(Change::SegmentsRemoved(doomed));
-        self.want_checkpoint = true;
-        Ok(())
-    }
-
-    /// Makes a topic known to the writer (created live, replayed, or loaded
-    /// from the checkpoint); readers see it at the next commit. Its index
-    /// file holds exactly the entries of the topic's current state.
-    pub(super) fn register_topic(&mut self, shared: Topic, path: PathBuf, unsynced: bool) {
-        let state = shared.state();
-        let shared = Arc::new(shared);
-        self.changes.push(Change::Created(Arc::clone(&shared)));
-        self.topics.insert(
-            shared.name.clone(),
-            WTopic {
-                shared,
-                path,
-                state,
-                flushed_entries: state.entries,
-                buf: Vec::new(),
-                dirty: false,
-                unsynced,
-            },
-        );
-    }
-
-    fn drop_topic(&mut self, t: WTopic, reason: DeleteReason) {
-        // The file is unlinked now; readers holding the handle finish their
-        // read and then see the END. Failing to unlink only leaks space.
-        if let Err(e) = std::fs::remove_file(&t.path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!("could not remove index {}: {e}", t.path.display());
-        }
-        self.index_bytes = self
-            .index_bytes
-            .saturating_sub(t.state.entries * ENTRY_LEN as u64);
-        self.changes.push(Change::Deleted {
-            name: t.shared.name.clone(),
-            create_id: t.shared.create_id,
-            reason,
-        });
+        Err(WriteError::Storage(e.to_string()))
     }
 
     fn flush_log(&mut self) -> Result<(), StoreError> {
@@ -879,7 +353,7 @@ impl Writer {
         if end + PREALLOC_MARGIN <= self.active_alloc {
             return Ok(());
         }
-        let limit = self.max_log_size.max(end);
+        let limit = self.tuning.max_log_size.max(end);
         let target = (end + PREALLOC_CHUNK).min(limit);
         if target <= self.active_alloc {
             return Ok(());
@@ -905,6 +379,46 @@ impl Writer {
         self.log_unsynced = false;
         self.last_sync = Instant::now();
         Stats::add(&self.broker.stats.fsyncs, 1);
+        self.publish_durable();
+        Ok(())
+    }
+
+    /// Everything written so far is durable under the policy: tell the
+    /// readers that may only see durable records (replication senders).
+    pub(super) fn publish_durable(&self) {
+        self.broker.durable.publish(TailPos {
+            pos: self.active.base + self.active_len,
+            last_id: self.last_id,
+        });
+    }
+
+    /// Rolls to a new segment when `bytes` more would overflow the active one.
+    pub(super) fn ensure_room(&mut self, bytes: usize) -> Result<(), StoreError> {
+        let used = self.active_len + self.buf.len() as u64;
+        if used == 0 || used + bytes as u64 <= self.tuning.max_log_size {
+            return Ok(());
+        }
+        self.flush_log()?;
+        // A sealed segment holds exactly its records: drop the zero fill.
+        self.active
+            .file
+            .set_len(self.active_len)
+            .map_err(|e| StoreError::io("trim segment", &self.active.path, e))?;
+        self.active_alloc = self.active_len;
+        if self.tuning.policy != FsyncPolicy::Never {
+            self.log_unsynced = true;
+            self.sync_log()?;
+        }
+        let base = self.next_pos();
+        let seg = Arc::new(Segment::open(&self.log_dir, base, true)?);
+        sync_dir(&self.log_dir)?;
+        info!("rolled to new segment {}", seg.path.display());
+        self.sealed_bytes += self.active_len;
+        self.active = Arc::clone(&seg);
+        self.active_len = 0;
+        self.active_alloc = 0;
+        self.broker.segments.push(seg);
+        self.want_checkpoint = true;
         Ok(())
     }
 
@@ -929,13 +443,15 @@ impl Writer {
             t.buf.clear();
             t.unsynced = true;
         }
-        let sync_now = match self.policy {
+        let sync_now = match self.tuning.policy {
             FsyncPolicy::Always => true,
-            FsyncPolicy::Interval => self.last_sync.elapsed() >= self.fsync_interval,
+            FsyncPolicy::Interval => self.last_sync.elapsed() >= self.tuning.fsync_interval,
             FsyncPolicy::Never => false,
         };
         if sync_now {
             self.sync_log()?;
+        } else if self.tuning.policy == FsyncPolicy::Never {
+            self.publish_durable();
         }
         // Counters first, so STATS never lags what SUB and INFO show.
         self.broker.set_last_event_id(self.last_id);
@@ -1029,6 +545,7 @@ impl Writer {
             .collect();
         delayed.sort_by_key(|d| d.id);
         Checkpoint {
+            format: FORMAT_VERSION,
             log_pos: self.next_pos(),
             last_event_id: self.last_id,
             topics,
@@ -1040,23 +557,4 @@ impl Writer {
         self.want_checkpoint = false;
         Ok(())
     }
-}
-
-fn no_topic(topic: &str) -> ProtoError {
-    ProtoError::new(ErrCode::NoTopic, format!("no topic {topic}"))
-}
-
-/// The first entry in `lo..hi` whose log position is at or after `pos`
-/// (positions increase with entry numbers, like event ids).
-fn search_pos(file: &File, mut lo: u64, mut hi: u64, pos: u64) -> std::io::Result<u64> {
-    use index::EntrySource;
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if file.entry(mid)?.pos < pos {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    Ok(lo)
 }

@@ -1,0 +1,167 @@
+//! The one apply path: how a record changes the writer's state (topics,
+//! index entries, pending delayed messages, the last event id).
+//!
+//! Runs on the writer thread, for a record already placed in the log at a
+//! known position: a live write ([`super::execute`]), crash-recovery replay
+//! ([`super::recovery`]) and, later, a record received from the master. The
+//! changes become visible to readers only at the next commit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use log::warn;
+
+use super::StoreError;
+use super::index::{self, ENTRY_LEN, Entry};
+use super::record::{DeleteReason, Kind, Record};
+use super::writer::{Change, Pending, WTopic, Writer};
+use crate::broker::{Topic, TopicState};
+use crate::stats::Stats;
+
+impl Writer {
+    /// The one apply path: updates the writer's state for a record already
+    /// placed at log position `pos` (live write, recovery or replication).
+    pub(super) fn apply(
+        &mut self,
+        rec: &Record<'_>,
+        pos: u64,
+        len: usize,
+    ) -> Result<(), StoreError> {
+        self.last_id = self.last_id.max(rec.event_id);
+        self.since_checkpoint += len as u64;
+        match rec.kind {
+            Kind::Create => {
+                if let Some(old) = self.topics.remove(rec.topic) {
+                    // Only reachable through a damaged log; keep the newest.
+                    warn!(
+                        "topic {} created again at event id {}",
+                        rec.topic, rec.event_id
+                    );
+                    self.drop_topic(old, DeleteReason::Deleted);
+                }
+                let life_ms = rec.life_ms().unwrap_or(0);
+                let expires_ms = if life_ms == 0 {
+                    0
+                } else {
+                    rec.timestamp_ms.saturating_add(life_ms)
+                };
+                let path = self
+                    .index_dir
+                    .join(index::file_name(rec.topic, rec.event_id));
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .map_err(|e| StoreError::io("create index", &path, e))?;
+                let shared = Topic::new(
+                    rec.topic.to_string(),
+                    rec.event_id,
+                    rec.timestamp_ms,
+                    expires_ms,
+                    file,
+                    TopicState::default(),
+                );
+                self.register_topic(shared, path, true);
+            }
+            Kind::Delete => {
+                if let Some(t) = self.topics.remove(rec.topic) {
+                    let reason = rec.delete_reason().unwrap_or(DeleteReason::Deleted);
+                    self.drop_topic(t, reason);
+                }
+                // Its pending delayed messages go with it.
+                let before = self.pending.len();
+                self.pending.retain(|_, p| p.topic != rec.topic);
+                let dropped = (before - self.pending.len()) as u64;
+                Stats::add(&self.broker.stats.delayed_dropped, dropped);
+            }
+            Kind::DPub => {
+                let due_ms = rec.body_u64().unwrap_or(rec.timestamp_ms);
+                self.pending.insert(
+                    rec.event_id,
+                    Pending {
+                        topic: rec.topic.to_string(),
+                        due_ms,
+                        pos,
+                        len: len as u32,
+                    },
+                );
+                self.changes.push(Change::Delayed {
+                    due_ms,
+                    id: rec.event_id,
+                });
+            }
+            Kind::Pub | Kind::Fire => {
+                if rec.kind == Kind::Fire
+                    && let Some(dpub) = rec.body_u64()
+                {
+                    self.pending.remove(&dpub);
+                }
+                let Some(t) = self.topics.get_mut(rec.topic) else {
+                    warn!(
+                        "message {} names unknown topic {}; not indexed",
+                        rec.event_id, rec.topic
+                    );
+                    return Ok(());
+                };
+                Entry {
+                    event_id: rec.event_id,
+                    pos,
+                    len: len as u32,
+                }
+                .encode_into(&mut t.buf);
+                if t.state.entries == t.state.first_entry {
+                    t.state.first_id = rec.event_id;
+                }
+                t.state.entries += 1;
+                t.state.last_id = rec.event_id;
+                self.index_bytes += ENTRY_LEN as u64;
+                if !t.dirty {
+                    t.dirty = true;
+                    self.dirty.push(rec.topic.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a topic known to the writer (created live, replayed, or loaded
+    /// from the checkpoint); readers see it at the next commit. Its index
+    /// file holds exactly the entries of the topic's current state.
+    pub(super) fn register_topic(&mut self, shared: Topic, path: PathBuf, unsynced: bool) {
+        let state = shared.state();
+        let shared = Arc::new(shared);
+        self.changes.push(Change::Created(Arc::clone(&shared)));
+        self.topics.insert(
+            shared.name.clone(),
+            WTopic {
+                shared,
+                path,
+                state,
+                flushed_entries: state.entries,
+                buf: Vec::new(),
+                dirty: false,
+                unsynced,
+            },
+        );
+    }
+
+    fn drop_topic(&mut self, t: WTopic, reason: DeleteReason) {
+        // The file is unlinked now; readers holding the handle finish their
+        // read and then see the END. Failing to unlink only leaks space.
+        if let Err(e) = std::fs::remove_file(&t.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!("could not remove index {}: {e}", t.path.display());
+        }
+        self.index_bytes = self
+            .index_bytes
+            .saturating_sub(t.state.entries * ENTRY_LEN as u64);
+        self.changes.push(Change::Deleted {
+            name: t.shared.name.clone(),
+            create_id: t.shared.create_id,
+            reason,
+        });
+    }
+}

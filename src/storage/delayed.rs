@@ -1,0 +1,75 @@
+//! Delayed messages in the writer: the pending set (DPUB records waiting
+//! for their due time) and firing them as FIRE records.
+//!
+//! Runs on the writer thread, asked by the `delay` timer thread
+//! ([`crate::timer`]). A pending message's payload stays in its DPUB
+//! record in the log; only its position is kept here and in the checkpoint.
+
+use super::StoreError;
+use super::record::{self, Decoded, Kind, Record};
+use super::writer::Writer;
+use crate::stats::Stats;
+
+impl Writer {
+    /// Appends a Fire record for each id still pending, in the given order.
+    pub(super) fn fire(&mut self, ids: &[u64], now: u64) -> Result<(), StoreError> {
+        let mut buf = Vec::new();
+        for &id in ids {
+            let Some(p) = self.pending.get(&id).cloned() else {
+                continue; // fired already, or its topic was deleted
+            };
+            if !self.topics.contains_key(&p.topic) {
+                self.pending.remove(&id);
+                Stats::add(&self.broker.stats.delayed_dropped, 1);
+                continue;
+            }
+            buf.resize(p.len as usize, 0);
+            self.read_log(&mut buf, p.pos)?;
+            let (headers, payload) = match record::decode(&buf) {
+                Decoded::Record { rec, .. } if rec.event_id == id && rec.kind == Kind::DPub => {
+                    (rec.headers.to_vec(), rec.payload().to_vec())
+                }
+                _ => {
+                    return Err(StoreError::corrupt(
+                        &self.active.path,
+                        p.pos,
+                        format!("the DPUB record of event {id} is not where the writer put it"),
+                    ));
+                }
+            };
+            let mut body = Vec::with_capacity(8 + payload.len());
+            body.extend_from_slice(&id.to_le_bytes());
+            body.extend_from_slice(&payload);
+            let fired = self.last_id + 1;
+            self.append(&Record {
+                event_id: fired,
+                timestamp_ms: now,
+                kind: Kind::Fire,
+                flags: 0,
+                topic: &p.topic,
+                headers: &headers,
+                body: &body,
+            })?;
+            self.count_published(&p.topic, fired, 1);
+        }
+        Ok(())
+    }
+
+    /// Reads log bytes at a global position, from the file or from the
+    /// part of the group not yet written.
+    fn read_log(&self, buf: &mut [u8], pos: u64) -> Result<(), StoreError> {
+        let flushed_end = self.active.base + self.active_len;
+        if pos >= flushed_end {
+            let at = (pos - flushed_end) as usize;
+            let src = self.buf.get(at..at + buf.len()).ok_or_else(|| {
+                StoreError::corrupt(&self.active.path, pos, "read past the end of the log")
+            })?;
+            buf.copy_from_slice(src);
+            return Ok(());
+        }
+        let seg = self.broker.segments.find(pos).ok_or_else(|| {
+            StoreError::corrupt(&self.log_dir, pos, "no segment holds this position")
+        })?;
+        seg.read_exact_at(buf, pos)
+    }
+}

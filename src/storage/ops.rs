@@ -1,0 +1,145 @@
+//! The writer's contract: what connections, timers (and later the
+//! replication receiver) may ask the persistence thread to do, and what it
+//! answers. Types only; no thread runs here.
+//!
+//! Requests travel through the one bounded crossbeam channel
+//! (`worker.buffSize`) into the writer; each carries its own reply sender,
+//! which must have room for the result so the writer never blocks on a
+//! reply. After a commit the writer tells the timer threads about new
+//! lifetimes and delayed messages through the unbounded [`TimerSenders`].
+
+use std::fmt;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::record::DeleteReason;
+use crate::protocol::Message;
+
+/// One change to apply, sent by a connection (or a timer) to the writer.
+#[derive(Debug)]
+pub enum WriteOp {
+    Create {
+        topic: String,
+        life_ms: u64,
+    },
+    /// `create_id` set: delete only that incarnation of the topic (expiry
+    /// must not remove a topic re-created under the same name).
+    Delete {
+        topic: String,
+        reason: DeleteReason,
+        create_id: Option<u64>,
+    },
+    Pub {
+        topic: String,
+        msg: Message,
+    },
+    MPub {
+        topic: String,
+        msgs: Vec<Message>,
+    },
+    DPub {
+        topic: String,
+        delay_ms: u64,
+        msg: Message,
+    },
+    /// Deliver these pending delayed messages (ids of their DPUB records),
+    /// in this order. Ids no longer pending are skipped.
+    Fire {
+        ids: Vec<u64>,
+    },
+    /// Delete sealed segments older than `store.maxDays` at `now_ms`.
+    Retention {
+        now_ms: u64,
+    },
+    /// Finish what is queued before it, fsync, checkpoint, and stop.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOk {
+    /// The event id of the record written.
+    Id(u64),
+    /// First and last event id of an MPUB.
+    Range(u64, u64),
+    /// Shutdown (or a timer's request) finished.
+    Done,
+}
+
+/// Why the writer refused or failed a request. Nothing of a refused or
+/// failed request is visible to readers. The connection maps each to an
+/// `ERR` code; the texts are what the client reads after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    NoTopic(String),
+    Exists(String),
+    /// The request is well formed on the wire but not acceptable.
+    Invalid(String),
+    /// A failed fsync (or write) earlier made the store refuse writes.
+    Poisoned(String),
+    ShuttingDown,
+    /// This request's storage step failed; the text names file and step.
+    Storage(String),
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::NoTopic(t) => write!(f, "no topic {t}"),
+            WriteError::Exists(t) => write!(f, "topic {t} exists"),
+            WriteError::Invalid(why) => f.write_str(why),
+            WriteError::Poisoned(why) => {
+                write!(
+                    f,
+                    "storage failed earlier, writes refused until restart: {why}"
+                )
+            }
+            WriteError::ShuttingDown => f.write_str("server is shutting down"),
+            WriteError::Storage(why) => write!(f, "storage failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+pub type WriteResult = Result<WriteOk, WriteError>;
+
+#[derive(Debug)]
+pub struct WriteReq {
+    pub op: WriteOp,
+    /// Where the result goes; the sender must have room for it.
+    pub reply: Sender<WriteResult>,
+}
+
+/// A topic incarnation whose life ends: (name, create_id).
+pub type Expiry = (String, u64);
+
+/// What the writer tells the timer threads after a commit.
+#[derive(Clone)]
+pub struct TimerSenders {
+    /// (expires_ms, topic incarnation)
+    pub lifetime: Sender<(u64, Expiry)>,
+    /// (due_ms, DPUB event id)
+    pub delay: Sender<(u64, u64)>,
+}
+
+pub struct TimerReceivers {
+    pub lifetime: Receiver<(u64, Expiry)>,
+    pub delay: Receiver<(u64, u64)>,
+}
+
+/// Unbounded: the writer must never block on a timer thread; entries are
+/// a few words each and exist once per topic or pending message.
+pub fn timer_channels() -> (TimerSenders, TimerReceivers) {
+    let (lt, lr) = crossbeam_channel::unbounded();
+    let (dt, dr) = crossbeam_channel::unbounded();
+    (
+        TimerSenders {
+            lifetime: lt,
+            delay: dt,
+        },
+        TimerReceivers {
+            lifetime: lr,
+            delay: dr,
+        },
+    )
+}

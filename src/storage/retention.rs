@@ -1,0 +1,116 @@
+//! Retention: deleting the oldest sealed segments once they are older than
+//! `store.maxDays`, unless something still needs them.
+//!
+//! Runs on the writer thread, asked by the `retention` timer thread. What
+//! must be kept is a list of *holds*: log positions at or after which no
+//! segment may go (today the oldest pending delayed message; later what
+//! slaves and consumer groups still need). Topics' first entries move past
+//! the deleted segments at the same commit.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use log::info;
+
+use super::StoreError;
+use super::index::{self, ENTRY_LEN, Entry};
+use super::writer::{Change, Writer};
+
+impl Writer {
+    /// Log positions retention must keep: no segment holding bytes at or
+    /// after the lowest of them is deleted.
+    fn retention_holds(&self) -> Vec<u64> {
+        self.pending
+            .values()
+            .map(|p| p.pos)
+            .min()
+            .into_iter()
+            .collect()
+    }
+
+    /// Deletes the oldest sealed segments whose last write is older than
+    /// `store.maxDays`, never the active one and never one holding bytes at
+    /// or after a hold.
+    pub(super) fn retention(&mut self, now_ms: u64) -> Result<(), StoreError> {
+        let cutoff = now_ms.saturating_sub(self.tuning.max_age_ms);
+        let hold = self.retention_holds().into_iter().min();
+        let segs = self.broker.segments.all();
+        let mut doomed = Vec::new();
+        for pair in segs.windows(2) {
+            let (seg, next) = (&pair[0], &pair[1]);
+            if hold.is_some_and(|p| p < next.base) {
+                break;
+            }
+            let meta = seg
+                .file
+                .metadata()
+                .map_err(|e| StoreError::io("stat segment", &seg.path, e))?;
+            let mtime_ms = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(u64::MAX, |d| d.as_millis() as u64);
+            if mtime_ms >= cutoff {
+                break;
+            }
+            self.sealed_bytes = self.sealed_bytes.saturating_sub(meta.len());
+            doomed.push(Arc::clone(seg));
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let keep_from = segs[doomed.len()].base;
+        info!(
+            "retention: deleting {} segment(s) before log position {keep_from}",
+            doomed.len()
+        );
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        for name in names {
+            let Some(t) = self.topics.get_mut(&name) else {
+                continue;
+            };
+            let hi = t.flushed_entries;
+            let first = search_pos(&t.shared.index, t.state.first_entry, hi, keep_from)
+                .map_err(|e| StoreError::io("read index", &t.path, e))?;
+            if first == t.state.first_entry {
+                continue;
+            }
+            t.state.first_entry = first;
+            if first < t.state.entries {
+                t.state.first_id = if first < hi {
+                    index::EntrySource::entry(&t.shared.index, first)
+                        .map_err(|e| StoreError::io("read index", &t.path, e))?
+                        .event_id
+                } else {
+                    // The first retained entry is still in the buffer.
+                    t.buf
+                        .get(((first - hi) as usize) * ENTRY_LEN..)
+                        .and_then(Entry::decode)
+                        .map_or(t.state.last_id, |e| e.event_id)
+                };
+            }
+            if !t.dirty {
+                t.dirty = true;
+                self.dirty.push(name);
+            }
+        }
+        self.changes.push(Change::SegmentsRemoved(doomed));
+        self.want_checkpoint = true;
+        Ok(())
+    }
+}
+
+/// The first entry in `lo..hi` whose log position is at or after `pos`
+/// (positions increase with entry numbers, like event ids).
+fn search_pos(file: &File, mut lo: u64, mut hi: u64, pos: u64) -> std::io::Result<u64> {
+    use index::EntrySource;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if file.entry(mid)?.pos < pos {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
