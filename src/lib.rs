@@ -1,4 +1,45 @@
-//! smss — a small persistent message queue.
+//! smss — a small persistent message queue for one or two small machines.
+//!
+//! # Threads and channels
+//!
+//! ```text
+//!  clients ──TCP──▶ acceptor ──spawn──▶ conn-<peer> (one per client, 128 KiB stack)
+//!                                          │  WriteReq (bounded crossbeam channel,
+//!  lifetime / delay / retention timers ────┤  worker.buffSize; full = ERR, not a hang)
+//!                                          ▼
+//!                                       writer (the ONE persistence thread)
+//!                                          │ group commit: drain queue, append,
+//!                                          │ one write + one fsync, publish, reply
+//!                                          ▼
+//!                 data/log/*.log  data/index/*.idx  data/checkpoint  data/idlease
+//!  conn-<peer> and SUB loops read segments and indexes with pread, only up
+//!  to what the writer has published (Broker's topic states, DurableTail).
+//! ```
+//!
+//! - [`server`]: start-up, the acceptor (connection cap, `ERR BUSY`), signals
+//!   and shutdown. [`connection`] dispatches one client's commands over
+//!   [`wire`] (frame I/O of one socket); [`subscription`] runs a SUB.
+//!   [`protocol`] is pure: parse requests, encode every reply line.
+//! - [`storage`]: the commit log ([`storage::segment`], [`storage::record`]),
+//!   per-topic indexes, checkpoints, recovery; [`storage::writer`] is the
+//!   persistence thread and [`storage::ops`] its contract (`WriteOp` in,
+//!   `WriteResult` out). All files are created, appended, rolled, truncated
+//!   and deleted by the writer only; timers and connections ask it.
+//! - [`broker`]: the shared, published state (topics, segments, last event
+//!   id, durable tail, role) that readers see; [`timer`]: lifetimes, delayed
+//!   messages and retention, each asking the writer through the channel.
+//! - [`replication`]: the role (master/slave) and, to come, the `repl-<peer>`
+//!   senders and the slave's receiver feeding the same writer.
+//!
+//! # Durability
+//!
+//! An `OK` to a write means its record is in the log and visible to INFO and
+//! SUB; under `store.fsync: always` (the default) it was fsynced first. Every
+//! record carries one global, increasing event id and a CRC32; live writes,
+//! recovery and replication change state through one apply path. Recovery
+//! loads the checkpoint, replays the log after it, cuts a torn tail, and
+//! refuses to start on damage in the middle of the log. A failed write or
+//! fsync poisons the writer: writes are refused, never half-done.
 #![deny(clippy::unwrap_used)]
 
 pub mod bench;
