@@ -1,7 +1,6 @@
 //! smss — a small persistent message queue.
 #![deny(clippy::unwrap_used)]
 
-pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod client;

@@ -6,6 +6,9 @@
 //!
 //! Exit codes: 0 success, 1 server error / connection failure / corrupt
 //! segment (one line `smss-cli: <message>` on stderr), 2 usage error.
+#![deny(clippy::unwrap_used)]
+
+mod bench;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -209,8 +212,8 @@ fn run() -> Result<()> {
     if name == "bench" {
         // The bench has its own flags (and its own --host/--port).
         let rest: Vec<OsString> = p.raw_args()?.collect();
-        return smss::bench::run(rest).map_err(|e| match e {
-            smss::bench::BenchError::Usage(m) => CliError::Usage(format!("bench: {m}")),
+        return bench::run(rest).map_err(|e| match e {
+            bench::BenchError::Usage(m) => CliError::Usage(format!("bench: {m}")),
             other => CliError::Bench(other.to_string()),
         });
     }

@@ -27,7 +27,7 @@ mod wire;
 use std::ffi::OsString;
 use std::fmt;
 
-pub use load::{Report, run_one};
+use load::run_one;
 
 /// Text of `smss-cli bench --help`.
 pub const USAGE: &str = "\
