@@ -1,0 +1,479 @@
+//! The bench's command line: its modes, the options of one measurement and
+//! of the suites (`matrix`, `peers`), their parsing and validation, and the
+//! `bench --help` text.
+
+use std::ffi::OsString;
+
+use super::error::BenchError;
+
+/// Text of `smss-cli bench --help`.
+pub const USAGE: &str = "\
+usage: smss-cli bench pub|sub|e2e|delay [options]   one measurement, one key=value line
+       smss-cli bench matrix [--smss PATH] [--max-secs X] [--restart-gib G]
+                             [--client-threads T]
+       smss-cli bench peers  [--smss PATH] [--max-secs X] [--client-threads T]
+                             [--rounds R]   (R rounds over all servers; each
+                             row shows its median round: the machine is noisy)
+
+options of one measurement:
+  --host H              server host (127.0.0.1)
+  --port P              server port (12301 smss, 6379 resp, 11300 beanstalk)
+  --protocol NAME       smss | resp | beanstalk (smss)
+  --conns C             client connections (1)
+  --threads T           pub only: client threads the connections are spread
+                        over, each driving its share in lockstep; at most C
+                        (default: one thread per connection)
+  --count N             messages (10000)
+  --size S              payload bytes (200)
+  --pipeline P          requests in flight per connection (1)
+  --mpub B              smss only: B messages per MPUB request (off)
+  --batch B             sub: messages per batch/XREAD COUNT/reserve group (256)
+  --topic T             topic / stream key / tube (fresh bench-<pid>-<n>)
+  --delay-ms D          delay: how far ahead at least the due second lies (2000)
+  --max-secs X          stop after X seconds and report truncated=1 (60)
+  --server-pid PID      also report the server's CPU time (server_cpu_s,
+                        server_us_per_msg) from /proc/PID/stat
+
+The line has client_cpu_s and client_us_per_msg: CPU time (user+system) of
+the bench itself during the timed part, from /proc/self/stat; a pub line
+also has threads=, the client threads used.
+
+options of matrix and peers:
+  --client-threads T    client threads of every pub row (0 = one per
+                        connection, the default)
+";
+
+/// Which wire protocol the bench speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Smss,
+    Resp,
+    Beanstalk,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Smss => "smss",
+            Protocol::Resp => "resp",
+            Protocol::Beanstalk => "beanstalk",
+        }
+    }
+    fn default_port(self) -> u16 {
+        match self {
+            Protocol::Smss => 12301,
+            Protocol::Resp => 6379,
+            Protocol::Beanstalk => 11300,
+        }
+    }
+}
+
+/// Kind of one measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Pub,
+    Sub,
+    E2e,
+    Delay,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Pub => "pub",
+            Mode::Sub => "sub",
+            Mode::E2e => "e2e",
+            Mode::Delay => "delay",
+        }
+    }
+}
+
+/// Options of one measurement (validated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opts {
+    pub mode: Mode,
+    pub host: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub conns: usize,
+    pub count: u64,
+    pub size: usize,
+    pub pipeline: usize,
+    /// Messages per MPUB request; 0 = plain PUB.
+    pub mpub: usize,
+    pub batch: usize,
+    pub topic: Option<String>,
+    pub delay_ms: u64,
+    pub max_secs: f64,
+    /// `pub`: client threads the connections are spread over; 0 = one per
+    /// connection. Clamped to the number of connections.
+    pub threads: usize,
+    /// The server's PID, to report its CPU time; `None` = unknown.
+    pub server_pid: Option<u32>,
+}
+
+impl Opts {
+    pub fn new(mode: Mode, protocol: Protocol, port: u16) -> Opts {
+        Opts {
+            mode,
+            host: "127.0.0.1".into(),
+            port,
+            protocol,
+            conns: 1,
+            count: 10_000,
+            size: 200,
+            pipeline: 1,
+            mpub: 0,
+            batch: 256,
+            topic: None,
+            delay_ms: 2000,
+            max_secs: 60.0,
+            threads: 0,
+            server_pid: None,
+        }
+    }
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Options of `bench matrix` and `bench peers`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuiteOpts {
+    /// The smss server binary; `None` = `smss` next to the running executable.
+    pub smss: Option<std::path::PathBuf>,
+    pub max_secs: f64,
+    /// Size of the log for the restart row in GiB; 0 skips it.
+    pub restart_gib: f64,
+    /// Client threads of every `pub` row; 0 = one per connection.
+    pub client_threads: usize,
+    /// `peers`: rounds over all systems; each row reports its median round.
+    pub rounds: usize,
+}
+
+/// A parsed `bench` command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    One(Opts),
+    Matrix(SuiteOpts),
+    Peers(SuiteOpts),
+    Help,
+}
+
+fn value<T: std::str::FromStr>(
+    p: &mut lexopt::Parser,
+    name: &str,
+    ok: impl Fn(&T) -> bool,
+) -> Result<T, BenchError> {
+    let raw = p
+        .value()
+        .map_err(|e| BenchError::Usage(format!("{name}: {e}")))?;
+    let s = raw
+        .to_str()
+        .ok_or_else(|| BenchError::Usage(format!("{name}: not UTF-8")))?;
+    s.parse::<T>()
+        .ok()
+        .filter(|v| ok(v))
+        .ok_or_else(|| BenchError::Usage(format!("{name}: bad value {s:?}")))
+}
+
+/// Parses the arguments after `bench`.
+pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
+    use lexopt::prelude::*;
+    let usage = |m: String| BenchError::Usage(m);
+    let mut p = lexopt::Parser::from_args(args);
+    let first = match p.next().map_err(|e| usage(e.to_string()))? {
+        Some(Value(v)) => v
+            .into_string()
+            .map_err(|_| usage("the mode is not UTF-8".into()))?,
+        Some(Long("help")) | Some(Short('h')) => return Ok(Command::Help),
+        Some(other) => return Err(usage(format!("expected a mode first, got {other:?}"))),
+        None => {
+            return Err(usage(
+                "missing mode (pub, sub, e2e, delay, matrix, peers)".into(),
+            ));
+        }
+    };
+    if first == "help" {
+        return Ok(Command::Help);
+    }
+    if first == "matrix" || first == "peers" {
+        let mut s = SuiteOpts {
+            smss: None,
+            max_secs: 10.0,
+            restart_gib: if first == "matrix" { 1.0 } else { 0.0 },
+            client_threads: 0,
+            rounds: 1,
+        };
+        while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
+            match arg {
+                Long("smss") => s.smss = Some(value::<String>(&mut p, "--smss", |_| true)?.into()),
+                Long("max-secs") => {
+                    s.max_secs = value(&mut p, "--max-secs", |v: &f64| *v > 0.0 && *v <= 3600.0)?
+                }
+                Long("restart-gib") => {
+                    s.restart_gib =
+                        value(&mut p, "--restart-gib", |v: &f64| (0.0..=16.0).contains(v))?
+                }
+                Long("client-threads") => {
+                    s.client_threads = value(&mut p, "--client-threads", |v: &usize| *v <= 10_000)?
+                }
+                Long("rounds") if first == "peers" => {
+                    s.rounds = value(&mut p, "--rounds", |v: &usize| (1..=20).contains(v))?
+                }
+                Long("help") => return Ok(Command::Help),
+                other => return Err(usage(format!("bench {first}: unexpected {other:?}"))),
+            }
+        }
+        return Ok(if first == "matrix" {
+            Command::Matrix(s)
+        } else {
+            Command::Peers(s)
+        });
+    }
+    let mode = match first.as_str() {
+        "pub" => Mode::Pub,
+        "sub" => Mode::Sub,
+        "e2e" => Mode::E2e,
+        "delay" => Mode::Delay,
+        m => return Err(usage(format!("unknown bench mode {m:?}"))),
+    };
+    let mut o = Opts::new(mode, Protocol::Smss, 0);
+    let mut port = None;
+    while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
+        match arg {
+            Long("host") => o.host = value(&mut p, "--host", |s: &String| !s.is_empty())?,
+            Long("port") => port = Some(value(&mut p, "--port", |v: &u16| *v > 0)?),
+            Long("protocol") => {
+                let s: String = value(&mut p, "--protocol", |_| true)?;
+                o.protocol = match s.as_str() {
+                    "smss" => Protocol::Smss,
+                    "resp" | "redis" => Protocol::Resp,
+                    "beanstalk" | "beanstalkd" => Protocol::Beanstalk,
+                    _ => return Err(usage(format!("--protocol: unknown {s:?}"))),
+                };
+            }
+            Long("conns") => {
+                o.conns = value(&mut p, "--conns", |v: &usize| (1..=10_000).contains(v))?
+            }
+            Long("threads") => {
+                o.threads = value(&mut p, "--threads", |v: &usize| (1..=10_000).contains(v))?
+            }
+            Long("server-pid") => {
+                o.server_pid = Some(value(&mut p, "--server-pid", |v: &u32| *v > 0)?)
+            }
+            Long("count") => o.count = value(&mut p, "--count", |v: &u64| *v >= 1)?,
+            Long("size") => o.size = value(&mut p, "--size", |v: &usize| *v <= 64 << 20)?,
+            Long("pipeline") => {
+                o.pipeline = value(&mut p, "--pipeline", |v: &usize| (1..=4096).contains(v))?
+            }
+            Long("mpub") => o.mpub = value(&mut p, "--mpub", |v: &usize| *v <= 100_000)?,
+            Long("batch") => {
+                o.batch = value(&mut p, "--batch", |v: &usize| (1..=100_000).contains(v))?
+            }
+            Long("topic") => {
+                o.topic = Some(value(&mut p, "--topic", |s: &String| {
+                    !s.is_empty()
+                        && s.len() <= 128
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                })?)
+            }
+            Long("delay-ms") => o.delay_ms = value(&mut p, "--delay-ms", |v: &u64| *v >= 1)?,
+            Long("max-secs") => {
+                o.max_secs = value(&mut p, "--max-secs", |v: &f64| *v > 0.0 && *v <= 86_400.0)?
+            }
+            Long("help") => return Ok(Command::Help),
+            other => return Err(usage(format!("bench {first}: unexpected {other:?}"))),
+        }
+    }
+    o.port = port.unwrap_or(o.protocol.default_port());
+    if o.mpub > 0 && o.protocol != Protocol::Smss {
+        return Err(usage("--mpub is for --protocol smss only".into()));
+    }
+    // Only `pub` has many connections to spread; elsewhere it would be a
+    // silent no-op.
+    if o.threads > 0 && mode != Mode::Pub {
+        return Err(usage(format!(
+            "--threads is for bench pub only, not {first}"
+        )));
+    }
+    if matches!(mode, Mode::E2e | Mode::Delay) && o.protocol != Protocol::Smss {
+        return Err(usage(format!("bench {first} is for --protocol smss only")));
+    }
+    Ok(Command::One(o))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Command, BenchError> {
+        parse_args(s.split_whitespace().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn defaults() {
+        let Command::One(o) = parse("pub").expect("test") else {
+            panic!("not one")
+        };
+        assert_eq!(o, Opts::new(Mode::Pub, Protocol::Smss, 12301));
+        assert_eq!(o.addr(), "127.0.0.1:12301");
+        let Command::One(o) = parse("sub --protocol resp").expect("test") else {
+            panic!("not one")
+        };
+        assert_eq!((o.mode, o.port, o.batch), (Mode::Sub, 6379, 256));
+        let Command::One(o) = parse("pub --protocol beanstalk").expect("test") else {
+            panic!("not one")
+        };
+        assert_eq!(o.port, 11300);
+        assert_eq!(
+            parse("matrix").expect("test"),
+            Command::Matrix(SuiteOpts {
+                smss: None,
+                max_secs: 10.0,
+                restart_gib: 1.0,
+                client_threads: 0,
+                rounds: 1
+            })
+        );
+        assert_eq!(
+            parse("peers --max-secs 5").expect("test"),
+            Command::Peers(SuiteOpts {
+                smss: None,
+                max_secs: 5.0,
+                restart_gib: 0.0,
+                client_threads: 0,
+                rounds: 1
+            })
+        );
+        assert_eq!(parse("--help").expect("test"), Command::Help);
+    }
+
+    #[test]
+    fn all_options() {
+        let c = parse(
+            "pub --host h --port 9 --protocol smss --conns 16 --count 5 --size 7 \
+             --pipeline 32 --mpub 4 --batch 8 --topic t1 --delay-ms 3 --max-secs 1.5",
+        )
+        .expect("test");
+        let Command::One(o) = c else {
+            panic!("not one")
+        };
+        assert_eq!(
+            (
+                o.host.as_str(),
+                o.port,
+                o.conns,
+                o.count,
+                o.size,
+                o.pipeline,
+                o.mpub,
+                o.batch
+            ),
+            ("h", 9, 16, 5, 7, 32, 4, 8)
+        );
+        assert_eq!(
+            (o.topic.as_deref(), o.delay_ms, o.max_secs),
+            (Some("t1"), 3, 1.5)
+        );
+    }
+
+    #[test]
+    fn threads_server_pid_and_client_threads() {
+        let one = |s: &str| match parse(s).expect("test") {
+            Command::One(o) => o,
+            other => panic!("{s:?} gave {other:?}"),
+        };
+        let o = one("pub --conns 256 --threads 16 --server-pid 4242");
+        assert_eq!((o.conns, o.threads, o.server_pid), (256, 16, Some(4242)));
+        // More threads than connections is accepted; the run clamps it.
+        assert_eq!(one("pub --conns 2 --threads 8").threads, 8);
+        assert_eq!(one("pub").threads, 0);
+        assert_eq!(one("pub").server_pid, None);
+        // --server-pid works for every mode.
+        assert_eq!(one("sub --server-pid 1").server_pid, Some(1));
+        assert_eq!(
+            parse("matrix --client-threads 16").expect("test"),
+            Command::Matrix(SuiteOpts {
+                smss: None,
+                max_secs: 10.0,
+                restart_gib: 1.0,
+                client_threads: 16,
+                rounds: 1
+            })
+        );
+        let Command::Peers(s) = parse("peers --client-threads 0").expect("test") else {
+            panic!("not peers")
+        };
+        assert_eq!((s.client_threads, s.rounds), (0, 1));
+        let Command::Peers(s) = parse("peers --rounds 3").expect("test") else {
+            panic!("not peers")
+        };
+        assert_eq!(s.rounds, 3);
+        for bad in ["peers --rounds 0", "peers --rounds 21", "matrix --rounds 3"] {
+            assert!(matches!(parse(bad), Err(BenchError::Usage(_))), "{bad}");
+        }
+        // The usage error names the option.
+        match parse("pub --threads 0") {
+            Err(BenchError::Usage(m)) => assert!(m.contains("--threads"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match parse("sub --threads 2") {
+            Err(BenchError::Usage(m)) => assert!(m.contains("pub only"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match parse("matrix --client-threads x") {
+            Err(BenchError::Usage(m)) => assert!(m.contains("--client-threads"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        for bad in [
+            "",
+            "fly",
+            "pub --conns 0",
+            "pub --conns x",
+            "pub --count 0",
+            "pub --pipeline 0",
+            "pub --port 0",
+            "pub --port 70000",
+            "pub --protocol kafka",
+            "pub --max-secs 0",
+            "pub --max-secs -1",
+            "pub --topic a/b",
+            "pub --protocol resp --mpub 8",
+            "e2e --protocol resp",
+            "pub --frobnicate",
+            "pub extra",
+            "pub --conns",
+            "matrix --restart-gib -1",
+            "matrix --conns 3",
+            "pub --threads 0",
+            "pub --threads -2",
+            "pub --threads x",
+            "pub --threads 10001",
+            "pub --threads",
+            "sub --threads 4",
+            "e2e --threads 2",
+            "delay --threads 1",
+            "pub --server-pid 0",
+            "pub --server-pid -5",
+            "pub --server-pid abc",
+            "pub --server-pid 4294967296",
+            "pub --server-pid",
+            "matrix --server-pid 7",
+            "matrix --threads 4",
+            "matrix --client-threads -1",
+            "matrix --client-threads many",
+            "matrix --client-threads 10001",
+            "peers --client-threads",
+            "pub --client-threads 4",
+        ] {
+            let r = parse(bad);
+            assert!(matches!(r, Err(BenchError::Usage(_))), "{bad:?} gave {r:?}");
+        }
+    }
+}
