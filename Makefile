@@ -24,7 +24,7 @@ test:
 	$(CARGO) test
 
 # Benchmarks (not part of `make test`): starts its own smss with a temp data dir,
-# fsync always then interval, and prints a table. See src/bench/mod.rs.
+# fsync always then interval, and prints a table. See src/bin/smss-cli/bench/mod.rs.
 bench: build
 	./target/release/smss-cli bench matrix
 

@@ -42,7 +42,6 @@
 //! fsync poisons the writer: writes are refused, never half-done.
 #![deny(clippy::unwrap_used)]
 
-pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod client;

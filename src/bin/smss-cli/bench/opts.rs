@@ -1,33 +1,10 @@
-//! `smss-cli bench`: load generator and benchmark harness.
-//!
-//! - `bench pub|sub|e2e|delay …` runs one measurement against a running
-//!   server (smss, or Redis/beanstalkd with `--protocol resp|beanstalk`) and
-//!   prints one `key=value` line.
-//! - `bench matrix` starts its own smss (temp dir, `fsync: always`, then
-//!   `interval`), runs a fixed matrix and prints a table (`make bench`).
-//! - `bench peers` does the same publish/drain rows against Redis 7 Streams
-//!   and beanstalkd started from PATH, and prints smss ÷ peer ratios
-//!   (`make bench-peers`).
-//!
-//! Threads: `pub` spreads its connections over `--threads T` client threads
-//! (default one per connection), each driving its connections in lockstep;
-//! the other modes use a few threads; plus an RSS sampler in the matrix.
-//! Plain blocking sockets, requests pre-built, one write per pipeline window.
-//! Fewer client threads than connections keep the client's own thread
-//! switching from eating the CPU the measured server needs (client and
-//! server share a small machine). CPU time of the bench and, when its PID is
-//! known, of the server is read from `/proc` around the timed part.
-//! Servers the bench starts are killed by PID when their guard drops, also on
-//! error or panic. Every loop is bounded by its count and by `--max-secs`.
-
-mod load;
-mod servers;
-mod wire;
+//! The bench's command line: its modes, the options of one measurement and
+//! of the suites (`matrix`, `peers`), their parsing and validation, and the
+//! `bench --help` text.
 
 use std::ffi::OsString;
-use std::fmt;
 
-pub use load::{Report, run_one};
+use super::error::BenchError;
 
 /// Text of `smss-cli bench --help`.
 pub const USAGE: &str = "\
@@ -65,47 +42,6 @@ options of matrix and peers:
   --client-threads T    client threads of every pub row (0 = one per
                         connection, the default)
 ";
-
-/// What can go wrong in the bench.
-#[derive(Debug)]
-pub enum BenchError {
-    /// Bad command line.
-    Usage(String),
-    /// A socket, file or process operation failed.
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    /// The peer sent something the bench cannot parse, or closed early.
-    Protocol(String),
-    /// The server answered with an error where the bench needs success.
-    Server(String),
-}
-
-impl fmt::Display for BenchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BenchError::Usage(m) => write!(f, "{m}"),
-            BenchError::Io { what, .. } => write!(f, "{what}"),
-            BenchError::Protocol(m) => write!(f, "protocol: {m}"),
-            BenchError::Server(m) => write!(f, "server said: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for BenchError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BenchError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
-    let what = what.into();
-    move |source| BenchError::Io { what, source }
-}
 
 /// Which wire protocol the bench speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,23 +302,6 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
         return Err(usage(format!("bench {first} is for --protocol smss only")));
     }
     Ok(Command::One(o))
-}
-
-/// Entry point of `smss-cli bench <args>` (the args after `bench`).
-pub fn run(args: Vec<OsString>) -> Result<(), BenchError> {
-    match parse_args(args)? {
-        Command::Help => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        Command::One(o) => {
-            let r = run_one(&o)?;
-            println!("{}", r.line());
-            Ok(())
-        }
-        Command::Matrix(s) => servers::matrix(&s),
-        Command::Peers(s) => servers::peers(&s),
-    }
 }
 
 #[cfg(test)]

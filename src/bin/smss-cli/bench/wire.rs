@@ -9,7 +9,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::ops::Range;
 use std::time::Duration;
 
-use super::BenchError;
+use super::error::BenchError;
 
 /// Deepest RESP nesting the general parser accepts.
 const RESP_MAX_DEPTH: usize = 16;

@@ -1,0 +1,100 @@
+//! What every load uses: its timeouts, connecting, creating the topic,
+//! fresh topic names, payloads, bench threads and the empty report.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::bench::error::{BenchError, io_err};
+use crate::bench::opts::{Opts, Protocol};
+use crate::bench::report::Report;
+use crate::bench::wire::{Conn, Reply};
+
+/// Stack of a bench client thread: buffers are on the heap.
+const THREAD_STACK_BYTES: usize = 256 << 10;
+/// How long a blocking socket call may take before the bench gives up.
+pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Read timeout of subscribers that must also watch the clock.
+pub(super) const POLL: Duration = Duration::from_millis(200);
+/// How long a subscriber waits for stragglers once publishing has ended.
+pub(super) const GRACE: Duration = Duration::from_secs(3);
+
+/// A topic name no earlier run used: short, since it is stored per message.
+pub(super) fn fresh_topic() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "b{}-{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub(super) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(super) fn payload(size: usize) -> Vec<u8> {
+    (0..size).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+pub(super) fn spawn<T: Send + 'static>(
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<std::thread::JoinHandle<T>, BenchError> {
+    std::thread::Builder::new()
+        .name(name)
+        .stack_size(THREAD_STACK_BYTES)
+        .spawn(f)
+        .map_err(io_err("starting a bench thread"))
+}
+
+pub(super) fn join<T>(h: std::thread::JoinHandle<T>) -> Result<T, BenchError> {
+    h.join()
+        .map_err(|_| BenchError::Protocol("a bench thread panicked".into()))
+}
+
+pub(super) fn connect(o: &Opts) -> Result<Conn, BenchError> {
+    Conn::connect(&o.addr(), IO_TIMEOUT)
+}
+
+/// Creates the smss topic (an existing one is fine); others need nothing.
+pub(super) fn ensure_topic(o: &Opts, topic: &str) -> Result<(), BenchError> {
+    if o.protocol != Protocol::Smss {
+        return Ok(());
+    }
+    let mut c = connect(o)?;
+    c.send(format!("CREATE {topic}\r\n").as_bytes())?;
+    match c.smss()? {
+        Reply::Ok(..) => Ok(()),
+        Reply::Err(e) if e.starts_with("ERR EXISTS") => Ok(()),
+        other => Err(BenchError::Server(format!("CREATE {topic}: {other:?}"))),
+    }
+}
+
+pub(super) fn report(o: &Opts, conns: usize) -> Report {
+    Report {
+        mode: o.mode.name(),
+        protocol: o.protocol.name(),
+        conns,
+        count: o.count,
+        size: o.size,
+        pipeline: o.pipeline,
+        mpub: o.mpub,
+        batch: o.batch,
+        ..Report::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_short_and_fresh() {
+        let (a, b) = (fresh_topic(), fresh_topic());
+        assert_ne!(a, b);
+        assert!(a.len() <= 12, "{a}");
+    }
+}

@@ -1,0 +1,306 @@
+//! The `pub` load: requests pre-built per protocol, connections spread over
+//! client threads, each thread driving its connections in lockstep.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use super::common::{connect, join, payload, report, spawn};
+use super::cpu::CpuMark;
+use crate::bench::error::BenchError;
+use crate::bench::opts::{Opts, Protocol};
+use crate::bench::report::Report;
+use crate::bench::wire::{self, Bean, Conn, Reply};
+
+/// One request's bytes and how many messages it carries.
+fn pub_request(o: &Opts, topic: &str, body: &[u8]) -> (Vec<u8>, u64) {
+    let mut req = Vec::new();
+    match o.protocol {
+        Protocol::Smss if o.mpub > 0 => {
+            wire::smss_mpub(&mut req, topic, body, o.mpub);
+            return (req, o.mpub as u64);
+        }
+        Protocol::Smss => wire::smss_pub(&mut req, topic, body),
+        Protocol::Resp => {
+            wire::resp_encode(&mut req, &[b"XADD", topic.as_bytes(), b"*", b"d", body])
+        }
+        Protocol::Beanstalk => wire::bean_put(&mut req, body),
+    }
+    (req, 1)
+}
+
+/// Reads one publish reply: `Ok(None)` = success, `Ok(Some(text))` = an
+/// error reply (counted), `Err` = the connection is unusable.
+fn pub_reply(c: &mut Conn, p: Protocol) -> Result<Option<String>, BenchError> {
+    match p {
+        Protocol::Smss => match c.smss()? {
+            Reply::Ok(..) => Ok(None),
+            Reply::Err(e) => Ok(Some(e)),
+            other => Err(BenchError::Protocol(format!("unexpected reply {other:?}"))),
+        },
+        Protocol::Resp => match c.frame(wire::resp_skip)? {
+            false => Ok(None),
+            true => Ok(Some("RESP error reply".into())),
+        },
+        Protocol::Beanstalk => match c.bean()? {
+            Bean::Inserted(_) => Ok(None),
+            other => Ok(Some(format!("{other:?}"))),
+        },
+    }
+}
+
+/// Opens a publishing connection (beanstalkd: `use <tube>`).
+fn pub_conn(o: &Opts, topic: &str) -> Result<Conn, BenchError> {
+    let mut c = connect(o)?;
+    if o.protocol == Protocol::Beanstalk {
+        c.send(format!("use {topic}\r\n").as_bytes())?;
+        match c.bean()? {
+            Bean::Using => {}
+            other => return Err(BenchError::Server(format!("use {topic}: {other:?}"))),
+        }
+    }
+    Ok(c)
+}
+
+#[derive(Default)]
+struct PubOut {
+    ok_reqs: u64,
+    errors: u64,
+    truncated: bool,
+    lat: Vec<u64>,
+    note: String,
+}
+
+/// Share `i` of `total` split into `parts` shares that differ by at most
+/// one; the first `total % parts` shares get the extra one.
+fn share(total: u64, parts: u64, i: u64) -> u64 {
+    total / parts + u64::from(i < total % parts)
+}
+
+/// Requests per connection, grouped by client thread: `total` requests over
+/// `conns` connections, the connections over `threads` threads (0 = one per
+/// connection; clamped to `conns`). Connection `k` (counting across threads
+/// in order) gets share `k` of the requests, as with one thread each.
+fn plan(total: u64, conns: usize, threads: usize) -> Vec<Vec<u64>> {
+    let conns = conns.max(1) as u64;
+    let threads = if threads == 0 {
+        conns
+    } else {
+        (threads as u64).min(conns)
+    };
+    let mut k = 0;
+    (0..threads)
+        .map(|t| {
+            (0..share(conns, threads, t))
+                .map(|_| {
+                    k += 1;
+                    share(total, conns, k - 1)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// What one publishing thread does.
+struct PubJob {
+    window: Arc<Vec<u8>>,
+    req_len: usize,
+    proto: Protocol,
+    pipeline: usize,
+    max: Duration,
+    barrier: Arc<Barrier>,
+}
+
+/// One connection of a publishing thread and its requests still to send
+/// (0 once done or broken).
+struct Lane {
+    c: Conn,
+    left: u64,
+}
+
+/// Drives `lanes` in lockstep: each round writes every unfinished lane's
+/// window, then reads each one's replies in turn. Blocking sockets suffice,
+/// as with one thread per connection: the replies to one window (at most
+/// `pipeline` short lines) fit in the socket buffers, so a server never
+/// blocks on a lane whose replies are read later in the round.
+fn pub_thread(mut lanes: Vec<Lane>, job: PubJob) -> PubOut {
+    let PubJob {
+        window,
+        req_len,
+        proto,
+        pipeline,
+        max,
+        barrier,
+    } = job;
+    let reqs: u64 = lanes.iter().map(|l| l.left).sum();
+    let mut out = PubOut {
+        lat: Vec::with_capacity(reqs.min(1 << 22) as usize),
+        ..PubOut::default()
+    };
+    // (lane, when its window was written, requests in it) of this round.
+    let mut sent: Vec<(usize, Instant, u64)> = Vec::with_capacity(lanes.len());
+    barrier.wait();
+    let deadline = Instant::now() + max;
+    while lanes.iter().any(|l| l.left > 0) {
+        if Instant::now() >= deadline {
+            out.truncated = true;
+            break;
+        }
+        sent.clear();
+        for (i, l) in lanes.iter_mut().enumerate() {
+            if l.left == 0 {
+                continue;
+            }
+            let w = (pipeline as u64).min(l.left);
+            let t0 = Instant::now();
+            match l.c.send(&window[..w as usize * req_len]) {
+                Ok(()) => sent.push((i, t0, w)),
+                Err(e) => {
+                    out.errors += w;
+                    out.note = e.to_string();
+                    l.left = 0;
+                }
+            }
+        }
+        'lanes: for &(i, t0, w) in &sent {
+            let l = &mut lanes[i];
+            for k in 0..w {
+                match pub_reply(&mut l.c, proto) {
+                    Ok(None) => {
+                        out.ok_reqs += 1;
+                        out.lat.push(t0.elapsed().as_micros() as u64);
+                    }
+                    Ok(Some(e)) => {
+                        out.errors += 1;
+                        if out.note.is_empty() {
+                            out.note = e;
+                        }
+                    }
+                    Err(e) => {
+                        // The connection is unusable: its window's unread
+                        // replies are errors, its remaining requests unsent.
+                        out.errors += w - k;
+                        out.note = e.to_string();
+                        l.left = 0;
+                        continue 'lanes;
+                    }
+                }
+            }
+            l.left -= w;
+        }
+    }
+    out
+}
+
+/// The `pub` measurement (the topic must exist).
+pub(super) fn pub_load(o: &Opts, topic: &str) -> Result<Report, BenchError> {
+    let body = payload(o.size);
+    let (req, per_req) = pub_request(o, topic, &body);
+    let mut window = Vec::with_capacity(req.len() * o.pipeline);
+    for _ in 0..o.pipeline {
+        window.extend_from_slice(&req);
+    }
+    let window = Arc::new(window);
+    let total_reqs = o.count.div_ceil(per_req);
+    let conns = (o.conns as u64).min(total_reqs).max(1) as usize;
+    let plan = plan(total_reqs, conns, o.threads);
+    let mut groups = Vec::with_capacity(plan.len());
+    for reqs in &plan {
+        let mut lanes = Vec::with_capacity(reqs.len());
+        for &left in reqs {
+            lanes.push(Lane {
+                c: pub_conn(o, topic)?,
+                left,
+            });
+        }
+        groups.push(lanes);
+    }
+    let barrier = Arc::new(Barrier::new(groups.len() + 1));
+    let max = Duration::from_secs_f64(o.max_secs);
+    let mut handles = Vec::with_capacity(groups.len());
+    for (i, lanes) in groups.into_iter().enumerate() {
+        let job = PubJob {
+            window: Arc::clone(&window),
+            req_len: req.len(),
+            proto: o.protocol,
+            pipeline: o.pipeline,
+            max,
+            barrier: Arc::clone(&barrier),
+        };
+        handles.push(spawn(format!("bench-pub-{i}"), move || {
+            pub_thread(lanes, job)
+        })?);
+    }
+    let mut r = report(o, conns);
+    r.threads = handles.len();
+    barrier.wait();
+    let start = Instant::now();
+    let cpu = CpuMark::start(o.server_pid);
+    let mut lat = Vec::new();
+    for h in handles {
+        let t = join(h)?;
+        r.done += t.ok_reqs * per_req;
+        r.errors += t.errors;
+        r.truncated |= t.truncated;
+        if r.note.is_empty() {
+            r.note = t.note;
+        }
+        lat.extend_from_slice(&t.lat);
+    }
+    r.secs = start.elapsed().as_secs_f64();
+    cpu.finish(&mut r);
+    r.set_latency(lat);
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_differ_by_at_most_one() {
+        for (total, parts) in [(10, 3), (3, 10), (0, 4), (7, 7), (1_000_003, 256)] {
+            let v: Vec<u64> = (0..parts).map(|i| share(total, parts, i)).collect();
+            assert_eq!(v.iter().sum::<u64>(), total, "{total}/{parts}");
+            let (lo, hi) = (v.iter().min(), v.iter().max());
+            assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "{v:?}");
+            // The extra ones go to the first shares.
+            assert!(v.windows(2).all(|w| w[0] >= w[1]), "{v:?}");
+        }
+        assert_eq!(share(10, 3, 0), 4);
+        assert_eq!(share(10, 3, 2), 3);
+    }
+
+    #[test]
+    fn plan_spreads_connections_and_requests() {
+        for (total, conns, threads, want_threads) in [
+            (200_000, 256, 16, 16),
+            (200_000, 256, 256, 256),
+            (200_000, 256, 0, 256),
+            (200_001, 256, 7, 7),
+            (100, 16, 4, 4),
+            (5, 3, 10, 3),
+            (1, 1, 1, 1),
+            (7, 10, 3, 3),
+        ] {
+            let p = plan(total, conns, threads);
+            let tag = format!("total={total} conns={conns} threads={threads}");
+            assert_eq!(p.len(), want_threads, "{tag}");
+            // Connections over threads: exact total, at most one extra.
+            let per_thread: Vec<usize> = p.iter().map(Vec::len).collect();
+            assert_eq!(per_thread.iter().sum::<usize>(), conns, "{tag}");
+            let (lo, hi) = (per_thread.iter().min(), per_thread.iter().max());
+            assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "{tag}");
+            assert!(per_thread.iter().all(|&n| n >= 1), "{tag}");
+            // Requests over connections: exact total, at most one extra,
+            // in the same order as with one thread per connection.
+            let reqs: Vec<u64> = p.concat();
+            assert_eq!(reqs.iter().sum::<u64>(), total, "{tag}");
+            let want: Vec<u64> = (0..conns as u64)
+                .map(|k| total / conns as u64 + u64::from(k < total % conns as u64))
+                .collect();
+            assert_eq!(reqs, want, "{tag}");
+        }
+        assert_eq!(plan(10, 4, 2), vec![vec![3, 3], vec![2, 2]]);
+        assert_eq!(plan(10, 5, 2), vec![vec![2, 2, 2], vec![2, 2]]);
+    }
+}

@@ -1,0 +1,57 @@
+//! `smss-cli bench`: load generator and benchmark harness.
+//!
+//! - `bench pub|sub|e2e|delay …` runs one measurement against a running
+//!   server (smss, or Redis/beanstalkd with `--protocol resp|beanstalk`) and
+//!   prints one `key=value` line.
+//! - `bench matrix` starts its own smss (temp dir, `fsync: always`, then
+//!   `interval`), runs a fixed matrix and prints a table (`make bench`).
+//! - `bench peers` does the same publish/drain rows against Redis 7 Streams
+//!   and beanstalkd started from PATH, and prints smss ÷ peer ratios
+//!   (`make bench-peers`).
+//!
+//! Threads: `pub` spreads its connections over `--threads T` client threads
+//! (default one per connection), each driving its connections in lockstep;
+//! the other modes use a few threads; plus an RSS sampler in the matrix.
+//! Plain blocking sockets, requests pre-built, one write per pipeline window.
+//! Fewer client threads than connections keep the client's own thread
+//! switching from eating the CPU the measured server needs (client and
+//! server share a small machine). CPU time of the bench and, when its PID is
+//! known, of the server is read from `/proc` around the timed part.
+//! Servers the bench starts are killed by PID when their guard drops, also on
+//! error or panic. Every loop is bounded by its count and by `--max-secs`.
+//!
+//! Modules from the bottom up, each using only ones before it: [`error`],
+//! [`opts`] (the command line), [`wire`] (protocol codecs and the
+//! connection), [`report`] (one measurement's figures), [`load`] (one
+//! measurement), [`suite`] (`matrix` and `peers`). This file only
+//! dispatches, so none of them needs to reach back up to it.
+
+mod error;
+mod load;
+mod opts;
+mod report;
+mod suite;
+mod wire;
+
+use std::ffi::OsString;
+
+pub use error::BenchError;
+use load::run_one;
+use opts::{Command, USAGE, parse_args};
+
+/// Entry point of `smss-cli bench <args>` (the args after `bench`).
+pub fn run(args: Vec<OsString>) -> Result<(), BenchError> {
+    match parse_args(args)? {
+        Command::Help => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Command::One(o) => {
+            let r = run_one(&o)?;
+            println!("{}", r.line());
+            Ok(())
+        }
+        Command::Matrix(s) => suite::matrix::run(&s),
+        Command::Peers(s) => suite::peers::run(&s),
+    }
+}

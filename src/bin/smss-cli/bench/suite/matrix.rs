@@ -1,0 +1,251 @@
+//! `bench matrix`: smss alone with `fsync: always`, then `interval`, every
+//! row against each, the disk bytes per message, and the restart after
+//! `kill -9` of a log of `--restart-gib` GiB.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::procs::{TempDir, smss_bin, start_smss, write_smss_config};
+use super::rows::{Row, drain_opts, measure, mib, pub_opts, pub_rows, us_cell};
+use crate::bench::error::BenchError;
+use crate::bench::opts::{Mode, Opts, Protocol, SuiteOpts};
+use crate::bench::wire::{Conn, Reply};
+
+/// smss `STATS` as name/value pairs.
+fn smss_stats(addr: &str) -> Result<Vec<(String, String)>, BenchError> {
+    let mut c = Conn::connect(addr, Duration::from_secs(10))?;
+    c.send(b"STATS\r\n")?;
+    let n = match c.smss()? {
+        Reply::Other(l) => l
+            .strip_prefix("STATS ")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| BenchError::Protocol(format!("STATS: {l}")))?,
+        other => return Err(BenchError::Protocol(format!("STATS: {other:?}"))),
+    };
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        if let Reply::Other(l) = c.smss()? {
+            let mut it = l.splitn(3, ' ');
+            if let (Some("STAT"), Some(k), Some(val)) = (it.next(), it.next(), it.next()) {
+                v.push((k.to_string(), val.to_string()));
+            }
+        }
+    }
+    Ok(v)
+}
+
+fn stat_u64(stats: &[(String, String)], key: &str) -> u64 {
+    stats
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn print_rows(title: &str, rows: &[Row]) {
+    println!("\n{title}");
+    println!(
+        "{:<38} {:>10} {:>8} {:>9} {:>9} {:>9} {:>6} {:>5} {:>9} {:>9}",
+        "row",
+        "msgs/s",
+        "MB/s",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "errors",
+        "trunc",
+        "srv_us/m",
+        "cli_us/m"
+    );
+    for Row { label, r } in rows {
+        let (p50, p99, p999) = match r.lateness_ms {
+            Some([a, b, c]) => (format!("{a}ms"), format!("{b}ms"), format!("max {c}ms")),
+            None => (
+                r.p50_us.to_string(),
+                r.p99_us.to_string(),
+                r.p999_us.to_string(),
+            ),
+        };
+        println!(
+            "{:<38} {:>10.0} {:>8.2} {:>9} {:>9} {:>9} {:>6} {:>5} {:>9} {:>9}",
+            label,
+            r.msgs_per_s(),
+            r.mb_per_s(),
+            p50,
+            p99,
+            p999,
+            r.errors,
+            u8::from(r.truncated),
+            us_cell(r.server_us_per_msg()),
+            us_cell(r.client_us_per_msg())
+        );
+        if !r.note.is_empty() {
+            println!("{:<38}   note: {}", "", r.note);
+        }
+    }
+}
+
+/// `bench matrix`.
+pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
+    let bin = smss_bin(s)?;
+    let tmp = TempDir::new("matrix")?;
+    let mut rows = Vec::new();
+    let mut figures: Vec<(String, String)> = Vec::new();
+    for fsync in ["always", "interval"] {
+        let dir = tmp.sub(fsync)?;
+        let config = write_smss_config(&dir, fsync)?;
+        let server = start_smss(&bin, &config, &format!("smss fsync={fsync}"))?;
+        eprintln!(
+            "bench: smss fsync={fsync} pid {} on {}",
+            server.pid(),
+            server.addr()
+        );
+        figures.push((format!("idle RSS (fsync={fsync})"), mib(server.rss_kb())));
+        let tag = format!("smss {fsync}");
+        let (r, peak, hwm) = pub_rows(&server, Protocol::Smss, &[1, 16, 64, 256], s, &tag)?;
+        rows.extend(r);
+        figures.push((
+            format!("peak RSS during 256-conn run (fsync={fsync})"),
+            format!("{} sampled, VmHWM {}", mib(peak), mib(hwm)),
+        ));
+        if fsync == "always" {
+            let mut o = pub_opts(
+                Protocol::Smss,
+                server.port,
+                16,
+                32,
+                s.client_threads,
+                s.max_secs,
+            );
+            o.mpub = 32;
+            o.pipeline = 4;
+            rows.push(Row {
+                label: format!("{tag} mpub C=16 B=32 P=4"),
+                r: measure(&server, &o)?,
+            });
+            let st = smss_stats(&server.addr())?;
+            let (disk, msgs) = (
+                stat_u64(&st, "disk_bytes"),
+                stat_u64(&st, "messages_published"),
+            );
+            let on_disk = dir_bytes(&dir.join("data"));
+            if msgs > 0 {
+                figures.push((
+                    "disk bytes per 200-byte message".into(),
+                    format!(
+                        "{:.1} (STATS disk_bytes {disk} / messages_published {msgs}; \
+                         data dir {on_disk} bytes = {:.1}/msg)",
+                        disk as f64 / msgs as f64,
+                        on_disk as f64 / msgs as f64
+                    ),
+                ));
+            }
+            rows.push(Row {
+                label: format!("{tag} sub drain 200k batch 256"),
+                r: measure(
+                    &server,
+                    &drain_opts(Protocol::Smss, server.port, s.max_secs),
+                )?,
+            });
+            let mut o = Opts::new(Mode::E2e, Protocol::Smss, server.port);
+            o.count = 20_000;
+            o.max_secs = s.max_secs;
+            rows.push(Row {
+                label: format!("{tag} e2e P=1"),
+                r: measure(&server, &o)?,
+            });
+            let mut o = Opts::new(Mode::Delay, Protocol::Smss, server.port);
+            o.count = 10_000;
+            o.pipeline = 64;
+            o.max_secs = s.max_secs;
+            rows.push(Row {
+                label: format!("{tag} delay 10k same second"),
+                r: measure(&server, &o)?,
+            });
+            figures.push((
+                "VmHWM of smss after all rows (fsync=always)".into(),
+                mib(server.hwm_kb()),
+            ));
+        }
+        drop(server);
+    }
+    if s.restart_gib > 0.0 {
+        match restart_row(&bin, &tmp, s) {
+            Ok(f) => figures.extend(f),
+            Err(e) => figures.push(("restart".into(), format!("failed: {e}"))),
+        }
+    }
+    print_rows("smss bench matrix (200-byte messages)", &rows);
+    println!();
+    for (k, v) in &figures {
+        println!("{k:<48} {v}");
+    }
+    Ok(())
+}
+
+/// Builds a log of about `restart_gib` GiB (fsync never, 64 KiB messages),
+/// kills the server with SIGKILL and times a restart until PING answers.
+fn restart_row(
+    bin: &Path,
+    tmp: &TempDir,
+    s: &SuiteOpts,
+) -> Result<Vec<(String, String)>, BenchError> {
+    let dir = tmp.sub("restart")?;
+    let config = write_smss_config(&dir, "never")?;
+    let server = start_smss(bin, &config, "smss restart-fill")?;
+    let mut o = Opts::new(Mode::Pub, Protocol::Smss, server.port);
+    o.size = 64 << 10;
+    o.mpub = 16;
+    o.conns = 2;
+    o.pipeline = 2;
+    // 32 MiB short of the size asked for: the log then ends half-way between
+    // two checkpoints (every 64 MiB), so recovery has a tail to replay.
+    o.count = ((s.restart_gib * 16384.0) as u64)
+        .saturating_sub(512)
+        .max(16);
+    o.max_secs = (s.max_secs * 12.0).max(60.0);
+    let fill = measure(&server, &o)?;
+    drop(server); // SIGKILL: the worst case for recovery.
+    let log_bytes = dir_bytes(&dir.join("data"));
+    let t0 = Instant::now();
+    let server = start_smss(bin, &config, "smss restarted")?;
+    let ready = t0.elapsed();
+    let mut c = Conn::connect(&server.addr(), Duration::from_secs(30))?;
+    c.send(b"PING\r\n")?;
+    match c.smss()? {
+        Reply::Pong => {}
+        other => return Err(BenchError::Server(format!("PING after restart: {other:?}"))),
+    }
+    let serving = t0.elapsed();
+    Ok(vec![
+        (
+            "restart after kill -9".into(),
+            format!(
+                "log {:.2} GiB ({} msgs of 64 KiB{}): READY {} ms, PING {} ms",
+                log_bytes as f64 / (1u64 << 30) as f64,
+                fill.done,
+                if fill.truncated {
+                    ", fill truncated"
+                } else {
+                    ""
+                },
+                ready.as_millis(),
+                serving.as_millis()
+            ),
+        ),
+        ("RSS after restart".into(), mib(server.rss_kb())),
+    ])
+}

@@ -1,0 +1,15 @@
+//! `bench matrix` and `bench peers`: start servers, run fixed rows, print
+//! tables, with the CPU µs per message of server and bench (the two share
+//! the machine, so the bench's own cost matters). Every server started here
+//! lives in a [`procs::Proc`] guard that kills it by PID and waits for it when
+//! dropped (also on error or panic); every temp directory lives in a
+//! [`procs::TempDir`] guard that removes it.
+//!
+//! [`procs`] owns the guards and starting the servers, [`rows`] the publish
+//! and drain rows both suites run; [`matrix`] and [`peers`] are the two
+//! suites. This file only declares them.
+
+pub mod matrix;
+pub mod peers;
+mod procs;
+mod rows;

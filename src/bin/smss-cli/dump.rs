@@ -1,0 +1,101 @@
+//! `smss-cli dump`: the records of one segment file, offline, one line
+//! each with a short preview of the body, then how the file ends.
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+
+use smss::storage::record::{self, Kind, Record, ScanEnd};
+
+use crate::error::{CliError, Result, stdout_err};
+
+/// Printable ASCII as is (backslash doubled), everything else as `\xNN`.
+fn escape(bytes: &[u8], out: &mut String) {
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'"' => out.push_str("\\\""),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+}
+
+const PREVIEW_BYTES: usize = 64;
+
+fn describe(offset: u64, r: &Record<'_>) -> String {
+    let mut s = format!(
+        "@{offset} id={} ts={} kind={} flags={} topic={} headers=\"",
+        r.event_id,
+        r.timestamp_ms,
+        r.kind.name(),
+        r.flags,
+        r.topic
+    );
+    escape(r.headers, &mut s);
+    s.push_str(&format!("\" len={}", r.body.len()));
+    match (r.kind, r.life_ms(), r.delete_reason()) {
+        (Kind::Create, Some(life), _) => s.push_str(&format!(" life_ms={life}")),
+        (Kind::Delete, _, Some(reason)) => s.push_str(&format!(" reason={}", reason.as_str())),
+        _ => {
+            // A message, or a CREATE/DELETE whose body is malformed: show it.
+            let body = match (r.kind, r.body_u64()) {
+                (Kind::DPub, Some(due)) => {
+                    s.push_str(&format!(" due_ms={due}"));
+                    r.payload()
+                }
+                (Kind::Fire, Some(dpub)) => {
+                    s.push_str(&format!(" dpub_id={dpub}"));
+                    r.payload()
+                }
+                _ => r.body,
+            };
+            s.push_str(" body=");
+            let n = body.len().min(PREVIEW_BYTES);
+            escape(&body[..n], &mut s);
+            if body.len() > n {
+                s.push_str("...");
+            }
+        }
+    }
+    s
+}
+
+pub fn dump(path: &OsString) -> Result<()> {
+    let shown = std::path::Path::new(path).display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| CliError::Io {
+        what: format!("opening {shown}"),
+        source: e,
+    })?;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut records = 0u64;
+    let mut write_err: Option<io::Error> = None;
+    let end = record::scan(io::BufReader::new(file), |offset, r| {
+        records += 1;
+        if write_err.is_none()
+            && let Err(e) = writeln!(out, "{}", describe(offset, r))
+        {
+            write_err = Some(e);
+        }
+    })
+    .map_err(|e| CliError::Io {
+        what: format!("reading {shown}"),
+        source: e,
+    })?;
+    if let Some(e) = write_err {
+        return Err(stdout_err(e));
+    }
+    let summary = match &end {
+        ScanEnd::Clean { .. } => "clean".to_string(),
+        ScanEnd::Torn { offset } => format!("torn at {offset}"),
+        ScanEnd::Corrupt { offset, reason } => format!("CORRUPT at {offset}: {reason}"),
+    };
+    writeln!(out, "records={records} end={summary}").map_err(stdout_err)?;
+    out.flush().map_err(stdout_err)?;
+    match end {
+        ScanEnd::Corrupt { offset, reason } => Err(CliError::Corrupt(format!(
+            "{shown}: corrupt record at offset {offset}: {reason}"
+        ))),
+        ScanEnd::Clean { .. } | ScanEnd::Torn { .. } => Ok(()),
+    }
+}
