@@ -431,7 +431,7 @@ impl Conn {
                 Stats::get(&s.messages_published).to_string(),
             ),
             ("subscribers", Stats::get(&s.subscribers).to_string()),
-            ("segments", b.segments.len().to_string()),
+            ("segments", b.segments.count().to_string()),
             ("commits", Stats::get(&s.commits).to_string()),
             ("fsyncs", Stats::get(&s.fsyncs).to_string()),
             ("rejected_busy", Stats::get(&s.rejected_busy).to_string()),

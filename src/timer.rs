@@ -21,11 +21,13 @@ use log::{debug, warn};
 
 use crate::broker::Broker;
 use crate::storage::now_ms;
-use crate::storage::ops::{Expiry, WriteOp, WriteReq, WriteResult};
+use crate::storage::ops::{Expiry, WriteError, WriteOp, WriteReq, WriteResult};
 use crate::storage::record::DeleteReason;
 
 /// Most delayed messages fired by one write request.
 const FIRE_BATCH: usize = 1000;
+/// How long a timer waits before asking again after a transient failure.
+const RETRY_MS: u64 = 1000;
 
 /// Items ordered by due time (Unix ms), earliest first; ties by item.
 #[derive(Debug)]
@@ -78,16 +80,32 @@ fn ask_writer(broker: &Broker, op: WriteOp) -> Option<WriteResult> {
     rx.recv().ok()
 }
 
+/// What a timer's work on its due items came to.
+enum Fired<T> {
+    Done,
+    /// The writer failed for want of a resource (a full disk): try these
+    /// again after [`RETRY_MS`]. Firing and expiry are idempotent.
+    Retry(Vec<T>),
+    /// The writer is gone.
+    Stop,
+}
+
 /// Runs `fire` for due items, sleeping on `rx` (woken by new items) until
 /// the next due time. Returns when the channel closes or `fire` says stop.
-fn run_schedule<T: Ord>(rx: Receiver<(u64, T)>, mut fire: impl FnMut(Vec<T>) -> bool) {
+fn run_schedule<T: Ord>(rx: Receiver<(u64, T)>, mut fire: impl FnMut(Vec<T>) -> Fired<T>) {
     let mut sched = Schedule::default();
     loop {
         let now = now_ms();
         let due = sched.pop_due(now, FIRE_BATCH);
         if !due.is_empty() {
-            if !fire(due) {
-                return;
+            match fire(due) {
+                Fired::Done => {}
+                Fired::Retry(items) => {
+                    for item in items {
+                        sched.push(now + RETRY_MS, item);
+                    }
+                }
+                Fired::Stop => return,
             }
             continue;
         }
@@ -112,30 +130,48 @@ fn run_schedule<T: Ord>(rx: Receiver<(u64, T)>, mut fire: impl FnMut(Vec<T>) -> 
 /// The `lifetime` thread: deletes topics whose life has ended.
 pub fn run_lifetime(rx: Receiver<(u64, Expiry)>, broker: Arc<Broker>) {
     run_schedule(rx, |due| {
+        let mut retry = Vec::new();
         for (topic, create_id) in due {
             debug!("topic {topic} (created as event {create_id}) expired");
             let op = WriteOp::Delete {
-                topic,
+                topic: topic.clone(),
                 reason: DeleteReason::Expired,
                 create_id: Some(create_id),
             };
-            if ask_writer(&broker, op).is_none() {
-                return false;
+            match ask_writer(&broker, op) {
+                None => return Fired::Stop,
+                Some(Err(e @ WriteError::Storage(_))) => {
+                    warn!("expiring topic {topic} failed, retrying: {e}");
+                    retry.push((topic, create_id));
+                }
+                // Deleted already, or done.
+                Some(_) => {}
             }
         }
-        true
+        if retry.is_empty() {
+            Fired::Done
+        } else {
+            Fired::Retry(retry)
+        }
     });
 }
 
 /// The `delay` thread: fires delayed messages when they fall due.
 pub fn run_delay(rx: Receiver<(u64, u64)>, broker: Arc<Broker>) {
-    run_schedule(rx, |ids| match ask_writer(&broker, WriteOp::Fire { ids }) {
-        Some(Err(e)) => {
-            warn!("firing delayed messages failed: {e}");
-            true
+    run_schedule(rx, |ids| {
+        match ask_writer(&broker, WriteOp::Fire { ids: ids.clone() }) {
+            // Ids fired before the failure are skipped the next time.
+            Some(Err(e @ WriteError::Storage(_))) => {
+                warn!("firing delayed messages failed, retrying: {e}");
+                Fired::Retry(ids)
+            }
+            Some(Err(e)) => {
+                warn!("firing delayed messages failed: {e}");
+                Fired::Done
+            }
+            Some(Ok(_)) => Fired::Done,
+            None => Fired::Stop,
         }
-        Some(Ok(_)) => true,
-        None => false,
     });
 }
 
@@ -190,7 +226,10 @@ mod tests {
         let (tx, rx) = crossbeam_channel::unbounded();
         let (fired_tx, fired_rx) = crossbeam_channel::unbounded();
         let t = std::thread::spawn(move || {
-            run_schedule(rx, |items: Vec<u64>| fired_tx.send(items).is_ok())
+            run_schedule(rx, |items: Vec<u64>| match fired_tx.send(items) {
+                Ok(()) => Fired::Done,
+                Err(_) => Fired::Stop,
+            })
         });
         let now = now_ms();
         tx.send((now + 3_600_000, 1)).expect("send"); // an hour away

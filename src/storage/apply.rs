@@ -6,6 +6,7 @@
 //! ([`super::recovery`]) and, later, a record received from the master. The
 //! changes become visible to readers only at the next commit.
 
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,9 +15,10 @@ use log::warn;
 use super::StoreError;
 use super::index::{self, ENTRY_LEN, Entry};
 use super::record::{DeleteReason, Kind, Record};
-use super::writer::{Change, Pending, WTopic, Writer};
+use super::state::{Change, Pending, WTopic};
+use super::undo::Undo;
+use super::writer::Writer;
 use crate::broker::{Topic, TopicState};
-use crate::stats::Stats;
 
 impl Writer {
     /// The one apply path: updates the writer's state for a record already
@@ -45,16 +47,12 @@ impl Writer {
                 } else {
                     rec.timestamp_ms.saturating_add(life_ms)
                 };
-                let path = self
-                    .index_dir
-                    .join(index::file_name(rec.topic, rec.event_id));
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-                    .map_err(|e| StoreError::io("create index", &path, e))?;
+                // A live CREATE opened its index before appending, so that
+                // running out of descriptors fails the request, not the group.
+                let (path, file) = match self.opened_index.take() {
+                    Some((id, path, file)) if id == rec.event_id => (path, file),
+                    _ => self.open_index(rec.topic, rec.event_id)?,
+                };
                 let shared = Topic::new(
                     rec.topic.to_string(),
                     rec.event_id,
@@ -64,6 +62,7 @@ impl Writer {
                     TopicState::default(),
                 );
                 self.register_topic(shared, path, true);
+                self.undo.push(Undo::Created(rec.topic.to_string()));
             }
             Kind::Delete => {
                 if let Some(t) = self.topics.remove(rec.topic) {
@@ -71,10 +70,18 @@ impl Writer {
                     self.drop_topic(t, reason);
                 }
                 // Its pending delayed messages go with it.
-                let before = self.pending.len();
-                self.pending.retain(|_, p| p.topic != rec.topic);
-                let dropped = (before - self.pending.len()) as u64;
-                Stats::add(&self.broker.stats.delayed_dropped, dropped);
+                let gone: Vec<u64> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.topic == rec.topic)
+                    .map(|(&id, _)| id)
+                    .collect();
+                for id in gone {
+                    if let Some(p) = self.pending.remove(&id) {
+                        self.undo.push(Undo::PendingRemoved(id, p));
+                        self.counts.delayed_dropped += 1;
+                    }
+                }
             }
             Kind::DPub => {
                 let due_ms = rec.body_u64().unwrap_or(rec.timestamp_ms);
@@ -87,6 +94,7 @@ impl Writer {
                         len: len as u32,
                     },
                 );
+                self.undo.push(Undo::PendingAdded(rec.event_id));
                 self.changes.push(Change::Delayed {
                     due_ms,
                     id: rec.event_id,
@@ -95,8 +103,9 @@ impl Writer {
             Kind::Pub | Kind::Fire => {
                 if rec.kind == Kind::Fire
                     && let Some(dpub) = rec.body_u64()
+                    && let Some(p) = self.pending.remove(&dpub)
                 {
-                    self.pending.remove(&dpub);
+                    self.undo.push(Undo::PendingRemoved(dpub, p));
                 }
                 let Some(t) = self.topics.get_mut(rec.topic) else {
                     warn!(
@@ -105,6 +114,13 @@ impl Writer {
                     );
                     return Ok(());
                 };
+                if !t.dirty {
+                    self.undo.push(Undo::Touched {
+                        name: rec.topic.to_string(),
+                        state: t.state,
+                        flushed_entries: t.flushed_entries,
+                    });
+                }
                 Entry {
                     event_id: rec.event_id,
                     pos,
@@ -148,13 +164,6 @@ impl Writer {
     }
 
     fn drop_topic(&mut self, t: WTopic, reason: DeleteReason) {
-        // The file is unlinked now; readers holding the handle finish their
-        // read and then see the END. Failing to unlink only leaks space.
-        if let Err(e) = std::fs::remove_file(&t.path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!("could not remove index {}: {e}", t.path.display());
-        }
         self.index_bytes = self
             .index_bytes
             .saturating_sub(t.state.entries * ENTRY_LEN as u64);
@@ -162,6 +171,27 @@ impl Writer {
             name: t.shared.name.clone(),
             create_id: t.shared.create_id,
             reason,
+            index_path: t.path.clone(),
         });
+        self.undo.push(Undo::Removed(Box::new(t)));
+    }
+
+    /// Creates (empty) the index file of a topic incarnation.
+    pub(super) fn open_index(
+        &self,
+        topic: &str,
+        create_id: u64,
+    ) -> Result<(PathBuf, File), StoreError> {
+        let path = self.index_dir.join(index::file_name(topic, create_id));
+        #[cfg(test)]
+        super::fault::hit(super::fault::Step::IndexCreate)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("create index", &path, e))?;
+        Ok((path, file))
     }
 }

@@ -7,8 +7,8 @@
 
 use super::StoreError;
 use super::record::{self, Decoded, Kind, Record};
+use super::undo::Undo;
 use super::writer::Writer;
-use crate::stats::Stats;
 
 impl Writer {
     /// Appends a Fire record for each id still pending, in the given order.
@@ -20,7 +20,8 @@ impl Writer {
             };
             if !self.topics.contains_key(&p.topic) {
                 self.pending.remove(&id);
-                Stats::add(&self.broker.stats.delayed_dropped, 1);
+                self.undo.push(Undo::PendingRemoved(id, p));
+                self.counts.delayed_dropped += 1;
                 continue;
             }
             buf.resize(p.len as usize, 0);

@@ -3,9 +3,10 @@
 //!
 //! Runs on the writer thread. A refused request ([`WriteError`]) appends
 //! nothing; an accepted one is applied at once through [`super::apply`] so
-//! later requests of the same group see it (a CREATE then a PUB).
-
-use std::sync::atomic::Ordering;
+//! later requests of the same group see it (a CREATE then a PUB). Every step
+//! that can fail for want of a resource — the id lease, a segment roll, a
+//! new index file — runs before the request changes anything, so such a
+//! failure costs only that request.
 
 use log::info;
 
@@ -15,6 +16,7 @@ use super::now_ms;
 use super::ops::{WriteError, WriteOk, WriteOp, WriteResult};
 use super::record::{self, DeleteReason, FLAG_BATCH_MORE, Kind, Record};
 use super::writer::Writer;
+use crate::protocol::Message;
 use crate::stats::Stats;
 
 impl Writer {
@@ -29,17 +31,7 @@ impl Writer {
                 if self.topics.contains_key(&topic) {
                     return Err(WriteError::Exists(topic));
                 }
-                let id = self.last_id + 1;
-                self.append(&Record {
-                    event_id: id,
-                    timestamp_ms: now,
-                    kind: Kind::Create,
-                    flags: 0,
-                    topic: &topic,
-                    headers: b"",
-                    body: &life_ms.to_le_bytes(),
-                })
-                .map(|_| WriteOk::Id(id))
+                self.create(&topic, life_ms, now)
             }
             WriteOp::Delete {
                 topic,
@@ -51,43 +43,39 @@ impl Writer {
                     return Err(WriteError::NoTopic(topic));
                 }
                 let id = self.last_id + 1;
-                let r = self
-                    .append(&Record {
-                        event_id: id,
-                        timestamp_ms: now,
-                        kind: Kind::Delete,
-                        flags: 0,
-                        topic: &topic,
-                        headers: b"",
-                        body: &[reason as u8],
-                    })
-                    .map(|_| WriteOk::Id(id));
+                let r = self.append(&Record {
+                    event_id: id,
+                    timestamp_ms: now,
+                    kind: Kind::Delete,
+                    flags: 0,
+                    topic: &topic,
+                    headers: b"",
+                    body: &[reason as u8],
+                });
                 if r.is_ok() && reason == DeleteReason::Expired {
                     info!("topic {topic} expired (event id {id})");
-                    Stats::add(&self.broker.stats.topics_expired, 1);
+                    self.counts.topics_expired += 1;
                 }
-                r
+                r.map(|_| WriteOk::Id(id))
             }
             WriteOp::Pub { topic, msg } => {
                 if !self.topics.contains_key(&topic) {
                     return Err(WriteError::NoTopic(topic));
                 }
                 let id = self.last_id + 1;
-                let r = self
-                    .append(&Record {
-                        event_id: id,
-                        timestamp_ms: now,
-                        kind: Kind::Pub,
-                        flags: 0,
-                        topic: &topic,
-                        headers: &msg.headers,
-                        body: &msg.payload,
-                    })
-                    .map(|_| WriteOk::Id(id));
+                let r = self.append(&Record {
+                    event_id: id,
+                    timestamp_ms: now,
+                    kind: Kind::Pub,
+                    flags: 0,
+                    topic: &topic,
+                    headers: &msg.headers,
+                    body: &msg.payload,
+                });
                 if r.is_ok() {
                     self.count_published(&topic, id, 1);
                 }
-                r
+                r.map(|_| WriteOk::Id(id))
             }
             WriteOp::MPub { topic, msgs } => {
                 if !self.topics.contains_key(&topic) {
@@ -96,33 +84,7 @@ impl Writer {
                 if msgs.is_empty() {
                     return Err(WriteError::Invalid("MPUB needs a message".into()));
                 }
-                // A batch never spans segments, so recovery can drop a torn
-                // batch by truncating one file.
-                let total: usize = msgs
-                    .iter()
-                    .map(|m| record::encoded_len(topic.len(), m.headers.len(), m.payload.len()))
-                    .sum();
-                if let Err(e) = self.ensure_room(total) {
-                    return self.fail(e);
-                }
-                let first = self.last_id + 1;
-                let n = msgs.len();
-                for (i, m) in msgs.iter().enumerate() {
-                    let rec = Record {
-                        event_id: self.last_id + 1,
-                        timestamp_ms: now,
-                        kind: Kind::Pub,
-                        flags: if i + 1 < n { FLAG_BATCH_MORE } else { 0 },
-                        topic: &topic,
-                        headers: &m.headers,
-                        body: &m.payload,
-                    };
-                    if let Err(e) = self.append_unchecked(&rec) {
-                        return self.fail(e);
-                    }
-                }
-                self.count_published(&topic, self.last_id, n as u64);
-                Ok(WriteOk::Range(first, self.last_id))
+                self.mpub(&topic, &msgs, now)
             }
             WriteOp::DPub {
                 topic,
@@ -158,9 +120,54 @@ impl Writer {
         }
     }
 
-    pub(super) fn count_published(&self, topic: &str, last_id: u64, n: u64) {
-        let stats = &self.broker.stats;
-        let before = stats.messages_published.fetch_add(n, Ordering::Relaxed);
+    fn create(&mut self, topic: &str, life_ms: u64, now: u64) -> Result<WriteOk, StoreError> {
+        let id = self.last_id + 1;
+        let body = life_ms.to_le_bytes();
+        let rec = Record {
+            event_id: id,
+            timestamp_ms: now,
+            kind: Kind::Create,
+            flags: 0,
+            topic,
+            headers: b"",
+            body: &body,
+        };
+        self.reserve(id, record::encoded_len(topic.len(), 0, body.len()))?;
+        let (path, file) = self.open_index(topic, id)?;
+        self.opened_index = Some((id, path, file));
+        self.append_reserved(&rec)?;
+        Ok(WriteOk::Id(id))
+    }
+
+    /// All `msgs` with consecutive ids in one segment, or none of them.
+    fn mpub(&mut self, topic: &str, msgs: &[Message], now: u64) -> Result<WriteOk, StoreError> {
+        // A batch never spans segments, so recovery can drop a torn batch
+        // by truncating one file.
+        let total: usize = msgs
+            .iter()
+            .map(|m| record::encoded_len(topic.len(), m.headers.len(), m.payload.len()))
+            .sum();
+        let first = self.last_id + 1;
+        let n = msgs.len();
+        self.reserve(self.last_id + n as u64, total)?;
+        for (i, m) in msgs.iter().enumerate() {
+            self.append_reserved(&Record {
+                event_id: self.last_id + 1,
+                timestamp_ms: now,
+                kind: Kind::Pub,
+                flags: if i + 1 < n { FLAG_BATCH_MORE } else { 0 },
+                topic,
+                headers: &m.headers,
+                body: &m.payload,
+            })?;
+        }
+        self.count_published(topic, self.last_id, n as u64);
+        Ok(WriteOk::Range(first, self.last_id))
+    }
+
+    pub(super) fn count_published(&mut self, topic: &str, last_id: u64, n: u64) {
+        let before = Stats::get(&self.broker.stats.messages_published) + self.counts.published;
+        self.counts.published += n;
         let sample = self.tuning.log_sample;
         if sample > 0 && (before / sample) != ((before + n) / sample) {
             info!(
@@ -172,23 +179,29 @@ impl Writer {
 
     /// Appends one record (rolling the segment first if it would not fit).
     pub(super) fn append(&mut self, rec: &Record<'_>) -> Result<(), StoreError> {
-        self.ensure_room(record::encoded_len(
-            rec.topic.len(),
-            rec.headers.len(),
-            rec.body.len(),
-        ))?;
-        self.append_unchecked(rec)
+        let len = record::encoded_len(rec.topic.len(), rec.headers.len(), rec.body.len());
+        self.reserve(rec.event_id, len)?;
+        self.append_reserved(rec)
     }
 
-    fn append_unchecked(&mut self, rec: &Record<'_>) -> Result<(), StoreError> {
-        if rec.event_id > self.id_lease {
+    /// Makes sure ids up to `last_id` are leased and `bytes` more fit in the
+    /// active segment. Changes no state a failure would have to undo.
+    fn reserve(&mut self, last_id: u64, bytes: usize) -> Result<(), StoreError> {
+        if last_id > self.id_lease {
             // Record durably that ids up to the new lease may be in use
             // before handing any out, so a crash that loses unsynced
             // records (fsync interval/never) can never lead to reuse.
-            let lease = rec.event_id.saturating_add(ID_LEASE_BLOCK);
+            let lease = last_id.saturating_add(ID_LEASE_BLOCK);
+            #[cfg(test)]
+            super::fault::hit(super::fault::Step::Lease)?;
             store_lease(&self.dir, lease)?;
             self.id_lease = lease;
         }
+        self.ensure_room(bytes)
+    }
+
+    /// Encodes a reserved record into the group and applies it.
+    fn append_reserved(&mut self, rec: &Record<'_>) -> Result<(), StoreError> {
         let pos = self.next_pos();
         let start = self.buf.len();
         record::encode(&mut self.buf, rec);

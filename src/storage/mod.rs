@@ -15,8 +15,12 @@
 
 mod apply;
 pub mod checkpoint;
+#[cfg(test)]
+mod commit_tests;
 mod delayed;
 mod execute;
+#[cfg(test)]
+pub(crate) mod fault;
 pub mod index;
 pub mod lease;
 pub mod ops;
@@ -24,7 +28,9 @@ pub mod record;
 pub mod recovery;
 mod retention;
 pub mod segment;
+mod state;
 pub mod tail;
+mod undo;
 pub mod writer;
 
 use std::fmt;
@@ -50,6 +56,21 @@ pub enum StoreError {
     Locked { path: PathBuf },
     /// The directory was written in a storage format this build does not read.
     Version { path: PathBuf, found: u32 },
+    /// An earlier failed fsync made the writer refuse writes; the text says which.
+    Poisoned(String),
+}
+
+impl StoreError {
+    /// A failed fsync: after it the file's contents cannot be trusted, so
+    /// the writer refuses further writes. Every other failure (a full disk,
+    /// no file descriptors) fails only the requests involved.
+    pub fn is_sync_failure(&self) -> bool {
+        match self {
+            StoreError::Io { op, .. } => op.starts_with("fsync"),
+            StoreError::Poisoned(_) => true,
+            _ => false,
+        }
+    }
 }
 
 impl StoreError {
@@ -90,6 +111,7 @@ impl fmt::Display for StoreError {
                 "data directory is in use by another smss process (lock held on {})",
                 path.display()
             ),
+            StoreError::Poisoned(why) => write!(f, "storage failed earlier: {why}"),
             StoreError::Version { path, found } => write!(
                 f,
                 "{} says the data directory is in storage format version {found}; this smss \

@@ -24,7 +24,8 @@ use super::lease::load_lease;
 use super::ops::TimerSenders;
 use super::record::{self, Decoded, FLAG_BATCH_MORE};
 use super::segment::{Segment, list_segments};
-use super::writer::{Change, Pending, Writer};
+use super::state::{Change, Pending};
+use super::writer::Writer;
 use super::{StoreError, sync_dir};
 use crate::broker::{Broker, Topic, TopicState};
 

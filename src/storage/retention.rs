@@ -14,7 +14,9 @@ use log::info;
 
 use super::StoreError;
 use super::index::{self, ENTRY_LEN, Entry};
-use super::writer::{Change, Writer};
+use super::state::Change;
+use super::undo::Undo;
+use super::writer::Writer;
 
 impl Writer {
     /// Log positions retention must keep: no segment holding bytes at or
@@ -36,6 +38,7 @@ impl Writer {
         let hold = self.retention_holds().into_iter().min();
         let segs = self.broker.segments.all();
         let mut doomed = Vec::new();
+        let mut doomed_bytes = 0;
         for pair in segs.windows(2) {
             let (seg, next) = (&pair[0], &pair[1]);
             if hold.is_some_and(|p| p < next.base) {
@@ -53,46 +56,58 @@ impl Writer {
             if mtime_ms >= cutoff {
                 break;
             }
-            self.sealed_bytes = self.sealed_bytes.saturating_sub(meta.len());
+            doomed_bytes += meta.len();
             doomed.push(Arc::clone(seg));
         }
         if doomed.is_empty() {
             return Ok(());
         }
         let keep_from = segs[doomed.len()].base;
-        info!(
-            "retention: deleting {} segment(s) before log position {keep_from}",
-            doomed.len()
-        );
-        let names: Vec<String> = self.topics.keys().cloned().collect();
-        for name in names {
-            let Some(t) = self.topics.get_mut(&name) else {
-                continue;
-            };
+        // Read every topic's new first entry before changing anything, so
+        // a failed read leaves the writer as it was.
+        let mut moved = Vec::new();
+        for (name, t) in &self.topics {
             let hi = t.flushed_entries;
             let first = search_pos(&t.shared.index, t.state.first_entry, hi, keep_from)
                 .map_err(|e| StoreError::io("read index", &t.path, e))?;
             if first == t.state.first_entry {
                 continue;
             }
-            t.state.first_entry = first;
-            if first < t.state.entries {
-                t.state.first_id = if first < hi {
-                    index::EntrySource::entry(&t.shared.index, first)
-                        .map_err(|e| StoreError::io("read index", &t.path, e))?
-                        .event_id
-                } else {
-                    // The first retained entry is still in the buffer.
-                    t.buf
-                        .get(((first - hi) as usize) * ENTRY_LEN..)
-                        .and_then(Entry::decode)
-                        .map_or(t.state.last_id, |e| e.event_id)
-                };
-            }
+            let first_id = if first >= t.state.entries {
+                t.state.first_id
+            } else if first < hi {
+                index::EntrySource::entry(&t.shared.index, first)
+                    .map_err(|e| StoreError::io("read index", &t.path, e))?
+                    .event_id
+            } else {
+                // The first retained entry is still in the buffer.
+                t.buf
+                    .get(((first - hi) as usize) * ENTRY_LEN..)
+                    .and_then(Entry::decode)
+                    .map_or(t.state.last_id, |e| e.event_id)
+            };
+            moved.push((name.clone(), first, first_id));
+        }
+        info!(
+            "retention: deleting {} segment(s) before log position {keep_from}",
+            doomed.len()
+        );
+        self.sealed_bytes = self.sealed_bytes.saturating_sub(doomed_bytes);
+        for (name, first, first_id) in moved {
+            let Some(t) = self.topics.get_mut(&name) else {
+                continue;
+            };
             if !t.dirty {
+                self.undo.push(Undo::Touched {
+                    name: name.clone(),
+                    state: t.state,
+                    flushed_entries: t.flushed_entries,
+                });
                 t.dirty = true;
                 self.dirty.push(name);
             }
+            t.state.first_entry = first;
+            t.state.first_id = first_id;
         }
         self.changes.push(Change::SegmentsRemoved(doomed));
         self.want_checkpoint = true;

@@ -87,16 +87,20 @@ impl SegmentSet {
         segs.drain(..n);
     }
 
+    /// Drops every segment starting at or after `base` (a failed group's
+    /// rolls; no reader can be in them, they were never published).
+    pub fn remove_from(&self, base: u64) {
+        let mut segs = self.segs.write().unwrap_or_else(|p| p.into_inner());
+        let keep = segs.partition_point(|s| s.base < base).max(1);
+        segs.truncate(keep);
+    }
+
     pub fn all(&self) -> Vec<Arc<Segment>> {
         self.segs.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.segs.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -144,6 +148,10 @@ mod tests {
         assert_eq!(set.find(100).map(|s| s.base), Some(100));
         assert_eq!(set.find(1000).map(|s| s.base), Some(250));
         assert_eq!(list_segments(dir.path())?, vec![0, 100, 250]);
+        set.remove_from(100);
+        assert_eq!(set.find(1000).map(|s| s.base), Some(0), "rolls taken back");
+        set.remove_from(0);
+        assert_eq!(set.count(), 1, "never the last segment");
         Ok(())
     }
 }

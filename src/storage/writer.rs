@@ -34,11 +34,13 @@ use super::checkpoint::{Checkpoint, DelayedMeta, TopicMeta};
 use super::index::ENTRY_LEN;
 use super::lease::store_lease;
 use super::ops::{TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
-use super::record::{DeleteReason, FORMAT_VERSION};
+use super::record::FORMAT_VERSION;
 use super::segment::Segment;
+use super::state::{Change, GroupCounts, Pending, WTopic};
 use super::tail::TailPos;
+use super::undo::{Mark, UndoLog};
 use super::{StoreError, sync_dir};
-use crate::broker::{Broker, Topic, TopicState};
+use crate::broker::Broker;
 use crate::config::{Config, FsyncPolicy};
 use crate::stats::Stats;
 
@@ -53,6 +55,8 @@ const MAX_GROUP_BYTES: usize = 8 << 20;
 /// With no writes, write a checkpoint this long after the last one if the
 /// log moved, so a restart after an idle period replays nothing.
 const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
+/// A checkpoint that failed for want of a resource is tried again after this.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
 
 /// The writer's settings, taken from the config once.
 #[derive(Debug, Clone)]
@@ -79,48 +83,6 @@ impl Tuning {
             log_sample: cfg.log.sample,
         }
     }
-}
-
-/// The writer's own view of a topic, ahead of what readers see until commit.
-pub(super) struct WTopic {
-    pub(super) shared: Arc<Topic>,
-    pub(super) path: PathBuf,
-    pub(super) state: TopicState,
-    /// Entries already written to the index file.
-    pub(super) flushed_entries: u64,
-    /// Index bytes not yet written.
-    pub(super) buf: Vec<u8>,
-    pub(super) dirty: bool,
-    /// Written since the last checkpoint's fsync.
-    pub(super) unsynced: bool,
-}
-
-/// A delayed message waiting in the log for its due time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Pending {
-    pub(super) topic: String,
-    pub(super) due_ms: u64,
-    /// Global log position and length of its DPUB record.
-    pub(super) pos: u64,
-    pub(super) len: u32,
-}
-
-/// Structural changes published at commit, in order.
-pub(super) enum Change {
-    Created(Arc<Topic>),
-    /// A delayed message to hand to the delay thread.
-    Delayed {
-        due_ms: u64,
-        id: u64,
-    },
-    /// Segments deleted by retention: dropped from the shared set and
-    /// unlinked after the topics' new first entries are published.
-    SegmentsRemoved(Vec<Arc<Segment>>),
-    Deleted {
-        name: String,
-        create_id: u64,
-        reason: DeleteReason,
-    },
 }
 
 pub struct Writer {
@@ -153,6 +115,14 @@ pub struct Writer {
     pub(super) poisoned: Option<String>,
     pub(super) pending: HashMap<u64, Pending>,
     pub(super) timers: TimerSenders,
+    /// The index file a live CREATE opened before appending its record:
+    /// (create id, path, file), taken by the apply path.
+    pub(super) opened_index: Option<(u64, PathBuf, File)>,
+    /// What to take back if the group being built fails.
+    pub(super) undo: UndoLog,
+    pub(super) counts: GroupCounts,
+    /// After a checkpoint failed for want of a resource, not before this.
+    checkpoint_retry_at: Option<Instant>,
     /// Ids up to this may have been handed out (see [`super::lease`]).
     pub(super) id_lease: u64,
     /// Holds the data directory's lock for the writer's lifetime.
@@ -195,6 +165,10 @@ impl Writer {
             poisoned: None,
             pending: HashMap::new(),
             timers,
+            opened_index: None,
+            undo: UndoLog::default(),
+            counts: GroupCounts::default(),
+            checkpoint_retry_at: None,
             id_lease: 0,
             _lock: lock,
         }
@@ -209,7 +183,6 @@ impl Writer {
     pub fn run(mut self, rx: Receiver<WriteReq>) {
         let tick = self.tuning.fsync_interval.min(Duration::from_secs(1));
         let mut group: Vec<WriteReq> = Vec::with_capacity(64);
-        let mut results: Vec<WriteResult> = Vec::with_capacity(64);
         loop {
             let first = match rx.recv_timeout(tick) {
                 Ok(r) => r,
@@ -229,47 +202,67 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut shutdown = None;
-            for (i, req) in group.iter_mut().enumerate() {
-                let op = std::mem::replace(&mut req.op, WriteOp::Shutdown);
-                if let WriteOp::Shutdown = op {
-                    shutdown = Some((i, req.reply.clone()));
-                    results.push(Ok(WriteOk::Done));
-                    // Anything queued after Shutdown is refused below.
-                    continue;
-                }
-                if shutdown.is_some() {
-                    results.push(Err(WriteError::ShuttingDown));
-                    continue;
-                }
-                results.push(self.execute(op));
-            }
-            if let Err(e) = self.commit() {
-                self.poison(&e);
-                for r in results.iter_mut() {
-                    if r.is_ok() {
-                        *r = Err(WriteError::Storage(e.to_string()));
-                    }
-                }
-            }
-            if self.poisoned.is_none()
-                && (self.want_checkpoint || self.since_checkpoint >= self.tuning.checkpoint_bytes)
-                && let Err(e) = self.checkpoint()
-            {
-                self.poison(&e);
-            }
-            for (i, (req, res)) in group.drain(..).zip(results.drain(..)).enumerate() {
-                if shutdown.as_ref().is_some_and(|(at, _)| *at == i) {
-                    continue; // answered after the final checkpoint
-                }
-                let _ = req.reply.try_send(res);
-            }
-            if let Some((_, reply)) = shutdown {
-                self.finish();
-                let _ = reply.try_send(Ok(WriteOk::Done));
+            if self.group_commit(&mut group) {
                 return;
             }
         }
+    }
+
+    /// Executes, commits and answers one group; true after a Shutdown in it.
+    pub(super) fn group_commit(&mut self, group: &mut Vec<WriteReq>) -> bool {
+        self.begin_group();
+        let mut results: Vec<WriteResult> = Vec::with_capacity(group.len());
+        let mut shutdown = None;
+        for (i, req) in group.iter_mut().enumerate() {
+            let op = std::mem::replace(&mut req.op, WriteOp::Shutdown);
+            if let WriteOp::Shutdown = op {
+                shutdown = Some((i, req.reply.clone()));
+                results.push(Ok(WriteOk::Done));
+                // Anything queued after Shutdown is refused below.
+                continue;
+            }
+            if shutdown.is_some() {
+                results.push(Err(WriteError::ShuttingDown));
+                continue;
+            }
+            results.push(self.execute(op));
+        }
+        if let Err(e) = self.commit() {
+            // Nothing of the group stayed, in memory or in the log: every
+            // request that was to be OK'd gets the error instead.
+            for r in results.iter_mut() {
+                if r.is_ok() {
+                    *r = Err(WriteError::Storage(e.to_string()));
+                }
+            }
+        }
+        if self.checkpoint_due() {
+            self.try_checkpoint();
+        }
+        for (i, (req, res)) in group.drain(..).zip(results).enumerate() {
+            if shutdown.as_ref().is_some_and(|(at, _)| *at == i) {
+                continue; // answered after the final checkpoint
+            }
+            let _ = req.reply.try_send(res);
+        }
+        if let Some((_, reply)) = shutdown {
+            self.finish();
+            let _ = reply.try_send(Ok(WriteOk::Done));
+            return true;
+        }
+        false
+    }
+
+    /// Opens the undo log of a new group at the last committed position.
+    fn begin_group(&mut self) {
+        self.undo.begin(Mark {
+            last_id: self.last_id,
+            since_checkpoint: self.since_checkpoint,
+            index_bytes: self.index_bytes,
+            sealed_bytes: self.sealed_bytes,
+            active: Arc::clone(&self.active),
+            active_len: self.active_len + self.buf.len() as u64,
+        });
     }
 
     /// Final fsync and checkpoint before the thread ends.
@@ -297,36 +290,66 @@ impl Writer {
         if self.poisoned.is_some() {
             return;
         }
-        let res = if self.log_unsynced && self.last_sync.elapsed() >= self.tuning.fsync_interval {
-            self.sync_log()
-        } else {
-            Ok(())
-        };
-        let res = res.and_then(|_| {
-            if self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= IDLE_CHECKPOINT_AFTER
-            {
-                self.checkpoint()
-            } else {
-                Ok(())
+        if self.log_unsynced && self.last_sync.elapsed() >= self.tuning.fsync_interval {
+            match self.sync_log() {
+                Ok(()) => self.publish_durable(),
+                Err(e) => {
+                    self.poison(&e);
+                    return;
+                }
             }
-        });
-        if let Err(e) = res {
-            self.poison(&e);
+        }
+        if self.since_checkpoint > 0
+            && self.last_checkpoint.elapsed() >= IDLE_CHECKPOINT_AFTER
+            && self.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
+        {
+            self.try_checkpoint();
         }
     }
 
-    fn poison(&mut self, e: &StoreError) {
+    fn checkpoint_due(&self) -> bool {
+        self.poisoned.is_none()
+            && (self.want_checkpoint || self.since_checkpoint >= self.tuning.checkpoint_bytes)
+            && self.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// A checkpoint only shortens the next replay: one that fails for want
+    /// of a resource (a full disk) is retried later; a failed fsync poisons.
+    fn try_checkpoint(&mut self) {
+        match self.checkpoint() {
+            Ok(()) => self.checkpoint_retry_at = None,
+            Err(e) if e.is_sync_failure() => self.poison(&e),
+            Err(e) => {
+                warn!(
+                    "checkpoint failed, retrying in {}s: {e}",
+                    CHECKPOINT_RETRY.as_secs()
+                );
+                self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
+            }
+        }
+    }
+
+    /// After a failed fsync nothing about the files can be trusted: refuse
+    /// every later write until restart (recovery then checks the log).
+    pub(super) fn poison(&mut self, e: &StoreError) {
+        if self.poisoned.is_some() {
+            return;
+        }
         error!("storage failure, refusing all further writes until restart: {e}");
         self.poisoned = Some(e.to_string());
         self.broker
             .stats
             .writer_poisoned
             .store(true, Ordering::Relaxed);
-        self.buf.clear();
     }
 
+    /// A request's storage step failed. Its own state is untouched (each
+    /// step that can fail runs before the request changes anything), so
+    /// only this request gets the error — unless an fsync failed.
     pub(super) fn fail(&mut self, e: StoreError) -> WriteResult {
-        self.poison(&e);
+        if e.is_sync_failure() {
+            self.poison(&e);
+        }
         Err(WriteError::Storage(e.to_string()))
     }
 
@@ -338,10 +361,15 @@ impl Writer {
         self.active
             .file
             .write_all_at(&self.buf, self.active_len)
-            .map_err(|e| StoreError::io("write segment", &self.active.path, e))?;
+            .map_err(|e| {
+                // A short write may have reached the file.
+                self.undo.wrote = true;
+                StoreError::io("write segment", &self.active.path, e)
+            })?;
         self.active_len += self.buf.len() as u64;
         self.buf.clear();
         self.log_unsynced = true;
+        self.undo.wrote = true;
         Ok(())
     }
 
@@ -379,12 +407,12 @@ impl Writer {
         self.log_unsynced = false;
         self.last_sync = Instant::now();
         Stats::add(&self.broker.stats.fsyncs, 1);
-        self.publish_durable();
         Ok(())
     }
 
-    /// Everything written so far is durable under the policy: tell the
-    /// readers that may only see durable records (replication senders).
+    /// Everything written so far is committed and durable under the policy:
+    /// tell the readers that may only see durable records (replication
+    /// senders). Never called inside a group, whose records may yet be cut.
     pub(super) fn publish_durable(&self) {
         self.broker.durable.publish(TailPos {
             pos: self.active.base + self.active_len,
@@ -410,23 +438,48 @@ impl Writer {
             self.sync_log()?;
         }
         let base = self.next_pos();
+        #[cfg(test)]
+        super::fault::hit(super::fault::Step::Roll)?;
         let seg = Arc::new(Segment::open(&self.log_dir, base, true)?);
-        sync_dir(&self.log_dir)?;
-        info!("rolled to new segment {}", seg.path.display());
+        self.undo.new_segments.push(Arc::clone(&seg));
         self.sealed_bytes += self.active_len;
         self.active = Arc::clone(&seg);
         self.active_len = 0;
         self.active_alloc = 0;
         self.broker.segments.push(seg);
         self.want_checkpoint = true;
+        sync_dir(&self.log_dir)?;
+        info!("rolled to new segment {}", self.active.path.display());
         Ok(())
     }
 
     /// Writes the group, fsyncs per policy, then publishes it to readers.
+    /// On failure the group is taken back (memory and log) before the error
+    /// is returned; only a failed fsync or a failed cut poisons.
     pub(super) fn commit(&mut self) -> Result<(), StoreError> {
-        if self.poisoned.is_some() {
-            return Ok(());
+        let res = match &self.poisoned {
+            // Poisoned inside this group (a roll's fsync): none of it stays.
+            Some(why) if self.undo.active() => Err(StoreError::Poisoned(why.clone())),
+            _ => self.write_group(),
+        };
+        if let Err(e) = res {
+            if e.is_sync_failure() {
+                self.poison(&e);
+            }
+            if let Err(cut) = self.rollback() {
+                self.poison(&cut);
+            }
+            return Err(e);
         }
+        self.publish();
+        self.undo.end();
+        Ok(())
+    }
+
+    /// Writes the group's log bytes and index entries and fsyncs per policy.
+    fn write_group(&mut self) -> Result<(), StoreError> {
+        #[cfg(test)]
+        super::fault::hit(super::fault::Step::Write)?;
         self.flush_log()?;
         for name in &self.dirty {
             let Some(t) = self.topics.get_mut(name) else {
@@ -449,13 +502,71 @@ impl Writer {
             FsyncPolicy::Never => false,
         };
         if sync_now {
+            #[cfg(test)]
+            super::fault::hit(super::fault::Step::Fsync)?;
             self.sync_log()?;
-        } else if self.tuning.policy == FsyncPolicy::Never {
-            self.publish_durable();
         }
+        Ok(())
+    }
+
+    /// Takes back a group that failed: the writer's state returns to the
+    /// group's mark and the log is cut back to it, durably, so a request
+    /// answered ERR is not replayed at the next start.
+    fn rollback(&mut self) -> Result<(), StoreError> {
+        let Some((mark, unlink)) = self.undo.revert(&mut self.topics, &mut self.pending) else {
+            return Ok(());
+        };
+        for path in unlink {
+            let _ = std::fs::remove_file(path); // an unused index; only space
+        }
+        self.changes.clear();
+        self.dirty.clear();
+        self.counts = GroupCounts::default();
+        self.buf.clear();
+        self.last_id = mark.last_id;
+        self.since_checkpoint = mark.since_checkpoint;
+        self.index_bytes = mark.index_bytes;
+        self.sealed_bytes = mark.sealed_bytes;
+        let rolled = std::mem::take(&mut self.undo.new_segments);
+        let wrote = std::mem::replace(&mut self.undo.wrote, false);
+        if !rolled.is_empty() {
+            self.broker.segments.remove_from(rolled[0].base);
+            for seg in &rolled {
+                let _ = std::fs::remove_file(&seg.path);
+            }
+        }
+        self.active = mark.active;
+        self.active_len = mark.active_len;
+        if wrote || !rolled.is_empty() {
+            self.active
+                .file
+                .set_len(self.active_len)
+                .and_then(|_| self.active.file.sync_all())
+                .map_err(|e| StoreError::io("fsync cut log", &self.active.path, e))?;
+            self.active_alloc = self.active_len;
+            self.log_unsynced = false;
+            if !rolled.is_empty() {
+                sync_dir(&self.log_dir)?;
+            }
+        }
+        warn!(
+            "group commit failed: cut the log back to position {} (event id {})",
+            self.next_pos(),
+            self.last_id
+        );
+        Ok(())
+    }
+
+    /// Makes a written group visible: counters, structural changes, then
+    /// the topics' new states, which wake their subscribers.
+    fn publish(&mut self) {
         // Counters first, so STATS never lags what SUB and INFO show.
         self.broker.set_last_event_id(self.last_id);
         let stats = &self.broker.stats;
+        let counts = std::mem::take(&mut self.counts);
+        Stats::add(&stats.messages_published, counts.published);
+        Stats::add(&stats.topics_expired, counts.topics_expired);
+        Stats::add(&stats.delayed_dropped, counts.delayed_dropped);
         stats
             .delayed_pending
             .store(self.pending.len() as u64, Ordering::Relaxed);
@@ -463,7 +574,6 @@ impl Writer {
             self.sealed_bytes + self.active_len + self.index_bytes,
             Ordering::Relaxed,
         );
-        // Publish: only now may readers see the group.
         let mut removed_segments = Vec::new();
         for change in self.changes.drain(..) {
             match change {
@@ -478,7 +588,17 @@ impl Writer {
                     name,
                     create_id,
                     reason,
-                } => self.broker.remove_topic(&name, create_id, reason),
+                    index_path,
+                } => {
+                    // Readers holding the handle finish their read, then
+                    // see the END. Failing to unlink only leaks space.
+                    if let Err(e) = std::fs::remove_file(&index_path)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        warn!("could not remove index {}: {e}", index_path.display());
+                    }
+                    self.broker.remove_topic(&name, create_id, reason)
+                }
                 Change::Delayed { due_ms, id } => {
                     let _ = self.timers.delay.send((due_ms, id));
                 }
@@ -500,16 +620,23 @@ impl Writer {
                     warn!("could not remove segment {}: {e}", seg.path.display());
                 }
             }
-            sync_dir(&self.log_dir)?;
+            // The group is committed already; a directory that cannot be
+            // fsynced is a failed fsync all the same.
+            if let Err(e) = sync_dir(&self.log_dir) {
+                self.poison(&e);
+            }
+        }
+        if !self.log_unsynced || self.tuning.policy == FsyncPolicy::Never {
+            self.publish_durable();
         }
         Stats::add(&self.broker.stats.commits, 1);
-        Ok(())
     }
 
     /// Makes the index files and the log durable, then writes a checkpoint
     /// at the current position. Call only after a successful commit.
     pub(super) fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.sync_log()?;
+        self.publish_durable();
         let mut topics = Vec::with_capacity(self.topics.len());
         for t in self.topics.values_mut() {
             if t.unsynced {

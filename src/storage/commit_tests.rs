@@ -1,0 +1,230 @@
+//! Tests of the commit path under injected failures (see [`super::fault`]):
+//! every request answered OK is in the log after a restart, and every
+//! request answered ERR left nothing behind; only a failed fsync poisons.
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::fault::{self, Step};
+use super::index;
+use super::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult, timer_channels};
+use super::writer::Writer;
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::protocol::Message;
+use crate::replication::Role;
+
+fn open(dir: &Path, max_log_size: u64) -> Writer {
+    let mut cfg = Config::default();
+    cfg.store.path = dir.to_path_buf();
+    cfg.store.max_log_size = max_log_size;
+    let (tx, _rx) = crossbeam_channel::bounded(1);
+    let broker = Arc::new(Broker::new(cfg, Role::Master, tx));
+    let (timers, _timer_rx) = timer_channels();
+    match Writer::open(broker, timers) {
+        Ok((w, _)) => w,
+        Err(e) => panic!("open {}: {e}", dir.display()),
+    }
+}
+
+/// Runs `ops` as one group commit and returns their answers.
+fn group(w: &mut Writer, ops: Vec<WriteOp>) -> Vec<WriteResult> {
+    let mut reqs = Vec::new();
+    let mut replies = Vec::new();
+    for op in ops {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        reqs.push(WriteReq { op, reply: tx });
+        replies.push(rx);
+    }
+    w.group_commit(&mut reqs);
+    replies
+        .iter()
+        .map(|r| r.try_recv().unwrap_or(Err(WriteError::ShuttingDown)))
+        .collect()
+}
+
+fn msg(body: &str) -> Message {
+    Message {
+        headers: Vec::new(),
+        payload: body.as_bytes().to_vec(),
+    }
+}
+
+fn create(t: &str) -> WriteOp {
+    WriteOp::Create {
+        topic: t.into(),
+        life_ms: 0,
+    }
+}
+
+fn publish(t: &str) -> WriteOp {
+    WriteOp::Pub {
+        topic: t.into(),
+        msg: msg("a payload of some length to fill segments"),
+    }
+}
+
+/// A group touching every kind of write, two topics.
+fn mixed() -> Vec<WriteOp> {
+    vec![
+        create("a"),
+        publish("a"),
+        publish("a"),
+        create("b"),
+        publish("b"),
+        WriteOp::MPub {
+            topic: "a".into(),
+            msgs: vec![msg("m1"), msg("m2"), msg("m3")],
+        },
+        publish("b"),
+        WriteOp::DPub {
+            topic: "a".into(),
+            delay_ms: 3_600_000,
+            msg: msg("later"),
+        },
+        publish("a"),
+    ]
+}
+
+/// What a store holds: (topic, create id) pairs and every message id.
+fn contents(w: &Writer) -> (BTreeSet<(String, u64)>, BTreeSet<u64>) {
+    let mut topics = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    for t in w.broker.topics() {
+        topics.insert((t.name.clone(), t.create_id));
+        let st = t.state();
+        let mut out = Vec::new();
+        let n = (st.entries - st.first_entry) as usize;
+        if let Err(e) = index::read_entries(&t.index, st.first_entry, n, &mut out) {
+            panic!("index of {}: {e}", t.name);
+        }
+        ids.extend(out.iter().map(|e| e.event_id));
+    }
+    (topics, ids)
+}
+
+/// What the answers promise: the topics created and message ids OK'd.
+fn promised(ops: &[&str], res: &[WriteResult]) -> (BTreeSet<(String, u64)>, BTreeSet<u64>) {
+    let mut topics = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    for (what, r) in ops.iter().zip(res) {
+        match (what.split_once(' '), r) {
+            (Some(("create", t)), Ok(WriteOk::Id(id))) => {
+                topics.insert((t.to_string(), *id));
+            }
+            (Some(("pub", _)), Ok(WriteOk::Id(id))) => {
+                ids.insert(*id);
+            }
+            (Some(("mpub", _)), Ok(WriteOk::Range(a, b))) => ids.extend(*a..=*b),
+            _ => {}
+        }
+    }
+    (topics, ids)
+}
+
+const MIXED: [&str; 9] = [
+    "create a", "pub a", "pub a", "create b", "pub b", "mpub a", "pub b", "dpub a", "pub a",
+];
+
+/// One committed group, then `mixed()` with `step` failing on its `nth`
+/// call; checks the answers against the store before and after a restart.
+fn check(step: Step, nth: u32, kind: ErrorKind, max_log_size: u64, lease_in: Option<u64>) {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let ctx = format!("{step:?} call {nth} ({kind:?})");
+    let mut w = open(dir.path(), max_log_size);
+    let before = group(&mut w, vec![create("z"), publish("z")]);
+    assert!(before.iter().all(|r| r.is_ok()), "{ctx}: setup {before:?}");
+    let (mut want_topics, mut want_ids) = contents(&w);
+    if let Some(n) = lease_in {
+        w.id_lease = w.last_id + n; // the lease runs out inside the group
+    }
+    fault::arm(step, nth, kind);
+    let res = group(&mut w, mixed());
+    fault::disarm();
+    assert!(
+        res.iter().any(|r| r.is_err()),
+        "{ctx}: the fault must fail something: {res:?}"
+    );
+    let (t, i) = promised(&MIXED, &res);
+    want_topics.extend(t);
+    want_ids.extend(i);
+    assert_eq!(
+        contents(&w),
+        (want_topics.clone(), want_ids.clone()),
+        "{ctx}: live {res:?}"
+    );
+    let poisoned = step == Step::Fsync;
+    assert_eq!(
+        w.poisoned.is_some(),
+        poisoned,
+        "{ctx}: only a failed fsync poisons"
+    );
+    // Writes work again by themselves, except after a failed fsync.
+    let after = group(&mut w, vec![create("later"), publish("z")]);
+    if poisoned {
+        assert!(after.iter().all(|r| r.is_err()), "{ctx}: {after:?}");
+    } else {
+        assert!(
+            after.iter().all(|r| r.is_ok()),
+            "{ctx}: writes resume: {after:?}"
+        );
+        let (t, i) = promised(&["create later", "pub z"], &after);
+        want_topics.extend(t);
+        want_ids.extend(i);
+    }
+    let last = w.last_id;
+    drop(w);
+    let w = open(dir.path(), max_log_size);
+    assert_eq!(
+        contents(&w),
+        (want_topics, want_ids),
+        "{ctx}: after restart {res:?}"
+    );
+    assert!(w.last_id >= last, "{ctx}: ids never go back");
+}
+
+#[test]
+fn a_failed_index_create_fails_only_its_create() {
+    for nth in 1..=2 {
+        check(Step::IndexCreate, nth, ErrorKind::Other, 64 << 20, None);
+    }
+}
+
+#[test]
+fn a_failed_roll_fails_only_the_request_that_needed_it() {
+    // Segments of 150 bytes: a roll every two records or so.
+    for nth in [1, 2, 3, 4] {
+        check(Step::Roll, nth, ErrorKind::Other, 150, None);
+    }
+}
+
+#[test]
+fn a_failed_lease_write_fails_only_the_request_that_needed_it() {
+    for lease_in in [1, 3, 6] {
+        check(
+            Step::Lease,
+            1,
+            ErrorKind::StorageFull,
+            64 << 20,
+            Some(lease_in),
+        );
+    }
+}
+
+#[test]
+fn a_failed_write_fails_the_whole_group_and_leaves_nothing() {
+    check(Step::Write, 1, ErrorKind::StorageFull, 64 << 20, None);
+    // Also when the group rolled segments before the write failed.
+    check(Step::Write, 1, ErrorKind::StorageFull, 300, None);
+}
+
+#[test]
+fn a_failed_fsync_fails_the_group_poisons_and_leaves_nothing() {
+    check(Step::Fsync, 1, ErrorKind::Other, 64 << 20, None);
+    check(Step::Fsync, 1, ErrorKind::Other, 300, None);
+}

@@ -1,0 +1,128 @@
+//! The undo log of the group being built: what to put back when its commit
+//! fails, so a request answered `ERR` changed nothing.
+//!
+//! Owned by the writer thread. A group starts at a [`Mark`] (the last
+//! committed log position and the writer's counters then); every change the
+//! group makes to topics and pending delayed messages is recorded as it
+//! happens. [`UndoLog::revert`] replays the record backwards; the writer then
+//! cuts the log back to the mark ([`super::writer`]). Recovery replays
+//! without a group, so nothing is recorded then.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::segment::Segment;
+use super::state::{Pending, WTopic};
+use crate::broker::TopicState;
+
+/// Where the group started: everything before it is committed.
+pub(super) struct Mark {
+    pub(super) last_id: u64,
+    pub(super) since_checkpoint: u64,
+    pub(super) index_bytes: u64,
+    pub(super) sealed_bytes: u64,
+    pub(super) active: Arc<Segment>,
+    /// Bytes of `active` written when the group started.
+    pub(super) active_len: u64,
+}
+
+/// One change to take back.
+pub(super) enum Undo {
+    /// A topic created in this group: remove it and its new index file.
+    Created(String),
+    /// A topic removed in this group: put it back.
+    Removed(Box<WTopic>),
+    /// A topic's counters before this group first changed them.
+    Touched {
+        name: String,
+        state: TopicState,
+        flushed_entries: u64,
+    },
+    PendingAdded(u64),
+    PendingRemoved(u64, Pending),
+}
+
+#[derive(Default)]
+pub(super) struct UndoLog {
+    mark: Option<Mark>,
+    ops: Vec<Undo>,
+    /// Segments the group rolled to.
+    pub(super) new_segments: Vec<Arc<Segment>>,
+    /// Log bytes of the group reached a file.
+    pub(super) wrote: bool,
+}
+
+impl UndoLog {
+    pub(super) fn begin(&mut self, mark: Mark) {
+        self.mark = Some(mark);
+        self.ops.clear();
+        self.new_segments.clear();
+        self.wrote = false;
+    }
+
+    /// The group is committed: nothing to take back any more.
+    pub(super) fn end(&mut self) {
+        self.mark = None;
+        self.ops.clear();
+        self.new_segments.clear();
+        self.wrote = false;
+    }
+
+    /// Records a change, while a group is open.
+    pub(super) fn push(&mut self, u: Undo) {
+        if self.mark.is_some() {
+            self.ops.push(u);
+        }
+    }
+
+    pub(super) fn active(&self) -> bool {
+        self.mark.is_some()
+    }
+
+    /// Takes back every recorded change to `topics` and `pending`, newest
+    /// first. Returns the group's mark and the index files of topics it
+    /// created (to unlink); `None` when no group is open.
+    pub(super) fn revert(
+        &mut self,
+        topics: &mut HashMap<String, WTopic>,
+        pending: &mut HashMap<u64, Pending>,
+    ) -> Option<(Mark, Vec<PathBuf>)> {
+        let mark = self.mark.take()?;
+        let mut unlink = Vec::new();
+        for u in self.ops.drain(..).rev() {
+            match u {
+                Undo::Created(name) => {
+                    if let Some(t) = topics.remove(&name) {
+                        unlink.push(t.path);
+                    }
+                }
+                Undo::Removed(t) => {
+                    topics.insert(t.shared.name.clone(), *t);
+                }
+                Undo::Touched {
+                    name,
+                    state,
+                    flushed_entries,
+                } => {
+                    if let Some(t) = topics.get_mut(&name) {
+                        t.state = state;
+                        t.flushed_entries = flushed_entries;
+                    }
+                }
+                Undo::PendingAdded(id) => {
+                    pending.remove(&id);
+                }
+                Undo::PendingRemoved(id, p) => {
+                    pending.insert(id, p);
+                }
+            }
+        }
+        // Nothing of the group is buffered any more.
+        for t in topics.values_mut() {
+            t.buf.clear();
+            t.dirty = false;
+        }
+        Some((mark, unlink))
+    }
+}
