@@ -20,8 +20,8 @@ use log::{debug, info, warn};
 use crate::broker::{Broker, Topic};
 use crate::cli::Role;
 use crate::protocol::{
-    self, ErrCode, Limits, Parsed, ProtoError, Request, SubArgs, SubFrom, encode_err, encode_line,
-    encode_msg, encode_ok, encode_topic, parse_request,
+    self, ErrCode, Limits, Parsed, ProtoError, Request, SubArgs, SubFrom, encode_count, encode_end,
+    encode_err, encode_line, encode_msg, encode_ok, encode_stat, encode_topic, parse_request,
 };
 use crate::stats::Stats;
 use crate::storage::index::{self, Entry};
@@ -377,7 +377,7 @@ impl Conn {
             },
             Request::List => {
                 let topics = self.broker.topics();
-                encode_line(&mut self.out, &format!("TOPICS {}", topics.len()));
+                encode_count(&mut self.out, "TOPICS", topics.len() as u64);
                 for t in &topics {
                     put_topic(&mut self.out, t);
                 }
@@ -453,9 +453,9 @@ impl Conn {
             lines.push(("master_event_id", "0".to_string()));
             lines.push(("replication_lag_ms", "0".to_string()));
         }
-        encode_line(&mut self.out, &format!("STATS {}", lines.len()));
+        encode_count(&mut self.out, "STATS", lines.len() as u64);
         for (k, v) in lines {
-            encode_line(&mut self.out, &format!("STAT {k} {v}"));
+            encode_stat(&mut self.out, k, &v);
         }
     }
 
@@ -533,7 +533,7 @@ impl Conn {
             let until_alive = alive.saturating_sub(last_sent.elapsed());
             let st = topic.wait_beyond(*next, until_alive.min(IDLE_POLL));
             if let Some(reason) = st.ended {
-                encode_line(&mut self.out, &format!("END {}", reason.as_str()));
+                encode_end(&mut self.out, reason.as_str());
                 self.flush()?;
                 return Ok(Flow::Continue);
             }
@@ -703,7 +703,7 @@ impl Conn {
             n += 1;
         }
         let mark = self.out.len();
-        encode_line(&mut self.out, &format!("BATCH {n}"));
+        encode_count(&mut self.out, "BATCH", n as u64);
         let mut i = 0;
         while i < n {
             // A run of entries read with one pread: same segment, dense enough.

@@ -87,24 +87,7 @@ pub fn encode_topic(
     out.extend_from_slice(CRLF);
 }
 
-/// `GROUP <name> <committed_id> <active: 0|1> <standby_count>`.
-pub fn encode_group(
-    out: &mut Vec<u8>,
-    name: &str,
-    committed_id: u64,
-    active: bool,
-    standby_count: u64,
-) {
-    out.extend_from_slice(b"GROUP ");
-    out.extend_from_slice(name.as_bytes());
-    for v in [committed_id, u64::from(active), standby_count] {
-        out.push(b' ');
-        push_u64(out, v);
-    }
-    out.extend_from_slice(CRLF);
-}
-
-/// A keyword and a count: `BATCH 3`, `TOPICS 2`, `GROUPS 1`, `STATS 9`.
+/// A keyword and a count: `BATCH 3`, `TOPICS 2`, `STATS 9`.
 pub fn encode_count(out: &mut Vec<u8>, keyword: &str, count: u64) {
     out.extend_from_slice(keyword.as_bytes());
     out.push(b' ');
@@ -127,6 +110,13 @@ pub fn encode_stat_u64(out: &mut Vec<u8>, name: &str, value: u64) {
     out.extend_from_slice(name.as_bytes());
     out.push(b' ');
     push_u64(out, value);
+    out.extend_from_slice(CRLF);
+}
+
+/// `END <reason>`: the subscribed topic went away (`deleted`, `expired`).
+pub fn encode_end(out: &mut Vec<u8>, reason: &str) {
+    out.extend_from_slice(b"END ");
+    out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(CRLF);
 }
 
@@ -176,16 +166,15 @@ mod tests {
 
         let mut out = Vec::new();
         encode_topic(&mut out, "orders", 1000, 0, 3, 4, 9);
-        encode_group(&mut out, "g", 9, true, 2);
-        encode_group(&mut out, "h", 0, false, 0);
         encode_count(&mut out, "BATCH", 3);
         encode_stat(&mut out, "role", "master");
         encode_stat_u64(&mut out, "topics", 7);
         encode_line(&mut out, "PONG");
         encode_line(&mut out, "END deleted");
+        encode_end(&mut out, "expired");
         assert_eq!(
             out,
-            b"TOPIC orders 1000 0 3 4 9\r\nGROUP g 9 1 2\r\nGROUP h 0 0 0\r\nBATCH 3\r\nSTAT role master\r\nSTAT topics 7\r\nPONG\r\nEND deleted\r\n"
+            b"TOPIC orders 1000 0 3 4 9\r\nBATCH 3\r\nSTAT role master\r\nSTAT topics 7\r\nPONG\r\nEND deleted\r\nEND expired\r\n"
         );
     }
 }

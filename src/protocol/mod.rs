@@ -205,31 +205,6 @@ pub enum Request {
     Promote,
 }
 
-impl Request {
-    /// The command's canonical (upper-case) name, for logs and error texts.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Request::Ping => "PING",
-            Request::Auth { .. } => "AUTH",
-            Request::Quit => "QUIT",
-            Request::Create { .. } => "CREATE",
-            Request::Delete { .. } => "DELETE",
-            Request::Pub { .. } => "PUB",
-            Request::MPub { .. } => "MPUB",
-            Request::DPub { .. } => "DPUB",
-            Request::Info { .. } => "INFO",
-            Request::List => "LIST",
-            Request::Stats => "STATS",
-            Request::Sub(_) => "SUB",
-            Request::Ack => "ACK",
-            Request::Stop => "STOP",
-            Request::Groups { .. } => "GROUPS",
-            Request::Repl { .. } => "REPL",
-            Request::Promote => "PROMOTE",
-        }
-    }
-}
-
 /// The result of one [`parse_request`] call.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {

@@ -902,10 +902,13 @@ mod tests {
     }
 
     #[test]
-    fn request_names() {
-        assert_eq!(Request::Ping.name(), "PING");
-        assert_eq!(req(b"MPUB t 1\r\n0\r\n\r\n").name(), "MPUB");
-        assert_eq!(req(b"sub t $\r\n").name(), "SUB");
+    fn request_kinds() {
+        assert_eq!(req(b"PING\r\n"), Request::Ping);
+        assert!(matches!(
+            req(b"MPUB t 1\r\n0\r\n\r\n"),
+            Request::MPub { .. }
+        ));
+        assert!(matches!(req(b"sub t $\r\n"), Request::Sub(_)));
     }
 
     #[test]
