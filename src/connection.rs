@@ -21,9 +21,10 @@ use crate::broker::{Broker, Topic};
 use crate::cli::Role;
 use crate::protocol::{
     self, ErrCode, Limits, Parsed, ProtoError, Request, SubArgs, SubFrom, encode_count, encode_end,
-    encode_err, encode_line, encode_msg, encode_ok, encode_stat, encode_topic, parse_request,
+    encode_err, encode_line, encode_msg, encode_ok, encode_stat, encode_stat_u64, encode_topic,
+    parse_request,
 };
-use crate::stats::Stats;
+use crate::stats::{Gauges, StatValue, Stats};
 use crate::storage::index::{self, Entry};
 use crate::storage::record::{self, Decoded, DeleteReason};
 use crate::storage::writer::{WriteOk, WriteOp, WriteReq, WriteResult};
@@ -411,51 +412,19 @@ impl Conn {
 
     fn put_stats(&mut self) {
         let b = &self.broker;
-        let s = &b.stats;
-        let role = match b.role {
-            Role::Master => "master",
-            Role::Slave => "slave",
-        };
-        let mut lines: Vec<(&str, String)> = vec![
-            ("role", role.to_string()),
-            ("last_event_id", b.last_event_id().to_string()),
-            ("topics", b.topic_count().to_string()),
-            ("connections", Stats::get(&s.connections).to_string()),
-            (
-                "uptime_ms",
-                (b.started.elapsed().as_millis() as u64).to_string(),
-            ),
-            ("disk_bytes", Stats::get(&s.disk_bytes).to_string()),
-            (
-                "messages_published",
-                Stats::get(&s.messages_published).to_string(),
-            ),
-            ("subscribers", Stats::get(&s.subscribers).to_string()),
-            ("segments", b.segments.len().to_string()),
-            ("commits", Stats::get(&s.commits).to_string()),
-            ("fsyncs", Stats::get(&s.fsyncs).to_string()),
-            ("rejected_busy", Stats::get(&s.rejected_busy).to_string()),
-            (
-                "delayed_pending",
-                Stats::get(&s.delayed_pending).to_string(),
-            ),
-            (
-                "delayed_dropped",
-                Stats::get(&s.delayed_dropped).to_string(),
-            ),
-            ("topics_expired", Stats::get(&s.topics_expired).to_string()),
-            (
-                "writer_poisoned",
-                u8::from(s.writer_poisoned.load(std::sync::atomic::Ordering::Relaxed)).to_string(),
-            ),
-        ];
-        if b.role == Role::Slave {
-            lines.push(("master_event_id", "0".to_string()));
-            lines.push(("replication_lag_ms", "0".to_string()));
-        }
-        encode_count(&mut self.out, "STATS", lines.len() as u64);
-        for (k, v) in lines {
-            encode_stat(&mut self.out, k, &v);
+        let pairs = b.stats.report(&Gauges {
+            role: b.role,
+            last_event_id: b.last_event_id(),
+            topics: b.topic_count() as u64,
+            uptime_ms: b.started.elapsed().as_millis() as u64,
+            segments: b.segments.len() as u64,
+        });
+        encode_count(&mut self.out, "STATS", pairs.len() as u64);
+        for (name, value) in pairs {
+            match value {
+                StatValue::Text(t) => encode_stat(&mut self.out, name, t),
+                StatValue::Num(n) => encode_stat_u64(&mut self.out, name, n),
+            }
         }
     }
 
