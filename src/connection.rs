@@ -26,7 +26,8 @@ use crate::protocol::{
 };
 use crate::stats::{Gauges, StatValue, Stats};
 use crate::storage::index::{self, Entry};
-use crate::storage::record::{self, Decoded, DeleteReason};
+use crate::storage::reader::{ReadErrorKind, Reader};
+use crate::storage::record::DeleteReason;
 use crate::storage::writer::{WriteOk, WriteOp, WriteReq, WriteResult};
 
 /// Writes a connection may have queued at the writer at once; also the
@@ -81,7 +82,7 @@ pub struct Conn {
     reply_rx: Receiver<WriteResult>,
     inflight: usize,
     entries: Vec<Entry>,
-    rbuf: Vec<u8>,
+    reader: Reader,
     read_size: usize,
 }
 
@@ -126,7 +127,7 @@ impl Conn {
             reply_rx,
             inflight: 0,
             entries: Vec::new(),
-            rbuf: Vec::new(),
+            reader: Reader::new(),
             read_size: MIN_READ,
         })
     }
@@ -673,70 +674,21 @@ impl Conn {
         }
         let mark = self.out.len();
         encode_count(&mut self.out, "BATCH", n as u64);
-        let mut i = 0;
-        while i < n {
-            // A run of entries read with one pread: same segment, dense enough.
-            let first = self.entries[i];
-            let seg = self
-                .broker
-                .segments
-                .find(first.pos)
-                .ok_or_else(|| format!("no segment holds position {}", first.pos))?;
-            let mut j = i + 1;
-            let mut useful = u64::from(first.len);
-            while j < n {
-                let e = self.entries[j];
-                let span = e.pos + u64::from(e.len) - first.pos;
-                let same = self
-                    .broker
-                    .segments
-                    .find(e.pos)
-                    .is_some_and(|s| s.base == seg.base);
-                if !same || e.pos < first.pos || span > 2 * (useful + u64::from(e.len)) + (64 << 10)
-                {
-                    break;
-                }
-                useful += u64::from(e.len);
-                j += 1;
-            }
-            let last = self.entries[j - 1];
-            let span = (last.pos + u64::from(last.len) - first.pos) as usize;
-            self.rbuf.resize(span, 0);
-            if let Err(e) = seg.read_exact_at(&mut self.rbuf, first.pos) {
+        let out = &mut self.out;
+        let res = self.reader.read(
+            &self.broker.segments,
+            &topic.name,
+            &self.entries[..n],
+            |m| encode_msg(out, m.event_id, m.timestamp_ms, m.headers, m.payload),
+        );
+        if let Err(e) = res {
+            // A batch is announced with its count, so a failed one is taken
+            // back, except (as before the reader was split out) when no
+            // segment held a record: then what was queued stays.
+            if !matches!(e.kind, ReadErrorKind::NoSegment) {
                 self.out.truncate(mark);
-                return Err(e.to_string());
             }
-            for e in &self.entries[i..j] {
-                let at = (e.pos - first.pos) as usize;
-                let end = at + e.len as usize;
-                let rec = match self.rbuf.get(at..end).map(record::decode) {
-                    Some(Decoded::Record { rec, .. })
-                        if rec.event_id == e.event_id && rec.is_message() =>
-                    {
-                        rec
-                    }
-                    _ => {
-                        self.out.truncate(mark);
-                        return Err(format!(
-                            "the record of event {} in {} does not match the index of {}",
-                            e.event_id,
-                            seg.path.display(),
-                            topic.name
-                        ));
-                    }
-                };
-                encode_msg(
-                    &mut self.out,
-                    rec.event_id,
-                    rec.timestamp_ms,
-                    rec.headers,
-                    rec.payload(),
-                );
-            }
-            i = j;
-        }
-        if self.rbuf.capacity() > 4 * MAX_BATCH_BYTES as usize {
-            self.rbuf = Vec::new();
+            return Err(e.to_string());
         }
         Ok(n)
     }

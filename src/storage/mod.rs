@@ -15,6 +15,7 @@
 
 pub mod checkpoint;
 pub mod index;
+pub mod reader;
 pub mod record;
 pub mod recovery;
 pub mod segment;
