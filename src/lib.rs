@@ -12,4 +12,6 @@ pub mod protocol;
 pub mod server;
 pub mod stats;
 pub mod storage;
+pub mod subscription;
 pub mod timer;
+pub mod wire;
