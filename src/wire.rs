@@ -199,3 +199,84 @@ fn is_timeout(e: &io::Error) -> bool {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::protocol::Request;
+
+    const LIM: Limits = Limits {
+        max_payload: 1 << 20,
+        max_batch: 100,
+    };
+
+    /// A connected (client, server-side Wire) pair on localhost.
+    fn pair() -> io::Result<(TcpStream, Wire)> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        Ok((client, Wire::new(server, LIM)))
+    }
+
+    /// The next request, reading (with a generous deadline) until it is whole.
+    fn next(wire: &mut Wire) -> io::Result<Parsed> {
+        loop {
+            match wire.next_request() {
+                Parsed::NeedMore => {
+                    let got = wire.read_until(Instant::now() + Duration::from_secs(5))?;
+                    assert_eq!(got, Input::Data);
+                }
+                parsed => return Ok(parsed),
+            }
+        }
+    }
+
+    #[test]
+    fn requests_poll_deadline_and_hang_up() -> io::Result<()> {
+        let (mut client, mut wire) = pair()?;
+        assert_eq!(wire.next_request(), Parsed::NeedMore);
+        assert_eq!(wire.poll()?, Input::Nothing);
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert_eq!(wire.read_until(soon)?, Input::Nothing);
+        assert!(Instant::now() >= soon);
+
+        client.write_all(b"PING\r\nFOO\r\nPU")?;
+        assert!(matches!(
+            next(&mut wire)?,
+            Parsed::Request {
+                req: Request::Ping,
+                consumed: 6
+            }
+        ));
+        assert!(matches!(
+            next(&mut wire)?,
+            Parsed::Error { consumed: 5, .. }
+        ));
+        // The PU is kept until the rest of the request arrives.
+        assert_eq!(wire.next_request(), Parsed::NeedMore);
+        client.write_all(b"B t 1\r\nx\r\n")?;
+        assert!(matches!(
+            next(&mut wire)?,
+            Parsed::Request {
+                req: Request::Pub { .. },
+                consumed: 12
+            }
+        ));
+
+        crate::protocol::encode_line(&mut wire.out, "PONG");
+        assert!(!wire.out_full());
+        wire.flush()?;
+        let mut got = [0u8; 6];
+        client.read_exact(&mut got)?;
+        assert_eq!(&got, b"PONG\r\n");
+
+        drop(client);
+        assert_eq!(
+            wire.read_until(Instant::now() + Duration::from_secs(5))?,
+            Input::Closed
+        );
+        Ok(())
+    }
+}
