@@ -1,87 +1,53 @@
-//! One client's connection: parse requests, answer them in order, run
-//! subscriptions.
+//! One client's connection: command dispatch. The auth gate, writes
+//! submitted to the persistence thread with their replies settled in
+//! request order, and the reads (PING, AUTH, INFO, LIST, STATS); SUB hands
+//! the connection to [`crate::subscription`], frame I/O is [`Wire`]'s.
 //!
 //! Runs on its own thread (`conn-<peer>`), blocking sockets with a write
 //! timeout (`timeout.net.write`) so a client that stops reading cannot hold
 //! the thread forever. Writes go to the persistence thread through the
-//! bounded channel; every write request that is already in the input buffer
-//! is submitted before the first reply is awaited, so a pipelining client
-//! gets its writes group-committed together. Replies stay in request order
-//! because non-write requests first wait for the writes before them.
+//! broker's bounded writer channel, each carrying a sender of this
+//! connection's reply channel (capacity `MAX_INFLIGHT`); every write
+//! request that is already in the input buffer is submitted before the first
+//! reply is awaited, so a pipelining client gets its writes group-committed
+//! together. Replies stay in request order because non-write requests first
+//! wait for the writes before them. Reads take the broker's topic map lock
+//! (shared) and a topic's state lock only briefly.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io;
+use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
-use log::{debug, info, warn};
+use log::{debug, warn};
 
 use crate::broker::{Broker, Topic};
 use crate::protocol::{
-    self, ErrCode, Limits, Parsed, ProtoError, Request, SubArgs, SubFrom, encode_err, encode_line,
-    encode_msg, encode_ok, encode_topic, parse_request,
+    ErrCode, Limits, Parsed, ProtoError, Request, encode_count, encode_err, encode_line, encode_ok,
+    encode_stat, encode_stat_u64, encode_topic,
 };
 use crate::replication::Role;
-use crate::stats::Stats;
-use crate::storage::index::{self, Entry};
+use crate::stats::{Gauges, StatValue, Stats};
 use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
-use crate::storage::record::{self, Decoded, DeleteReason};
+use crate::storage::record::DeleteReason;
+use crate::subscription;
+use crate::wire::{Flow, Wire};
 
 /// Writes a connection may have queued at the writer at once; also the
 /// capacity of its reply channel, so the writer never blocks on a reply.
 const MAX_INFLIGHT: usize = 64;
-/// Flush replies once this much output is pending, even mid-pipeline.
-const OUT_FLUSH_BYTES: usize = 64 << 10;
-/// Bytes read from the socket at a time: small while the client sends
-/// small requests (an idle connection then costs a few KiB), doubling up to
-/// the maximum while reads keep filling the buffer.
-const MIN_READ: usize = 4 << 10;
-const READ_CHUNK: usize = 64 << 10;
-/// A batch stops growing past this many record bytes (at least one message).
-const MAX_BATCH_BYTES: u64 = 1 << 20;
-/// How often an idle subscriber checks its socket for STOP or a hang-up.
-const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How long the writer may take to answer before the connection gives up.
 const WRITER_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
-/// After a framing error, how long to drain the client's input before
-/// closing (closing with unread input makes Linux send RST, losing the ERR).
-const FATAL_DRAIN: Duration = Duration::from_millis(200);
-
-/// What the caller should do after handling a request.
-#[derive(Debug, PartialEq, Eq)]
-enum Flow {
-    Continue,
-    Close,
-}
-
-/// Input during a subscription.
-enum SubInput {
-    Ack,
-    Stop,
-    Quit,
-    /// Nothing arrived (idle poll) or the wait timed out.
-    Nothing,
-    /// The client hung up, or the framing is lost (ERR already queued).
-    Closed,
-}
 
 pub struct Conn {
-    stream: TcpStream,
+    wire: Wire,
     peer: String,
     broker: Arc<Broker>,
-    limits: Limits,
-    inbuf: Vec<u8>,
-    /// First unconsumed byte of `inbuf`.
-    start: usize,
-    out: Vec<u8>,
     authed: bool,
     reply_tx: Sender<WriteResult>,
     reply_rx: Receiver<WriteResult>,
     inflight: usize,
-    entries: Vec<Entry>,
-    rbuf: Vec<u8>,
-    read_size: usize,
 }
 
 /// The connection thread's body.
@@ -113,127 +79,45 @@ impl Conn {
         let authed = cfg.auth.token.is_empty();
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(MAX_INFLIGHT);
         Ok(Conn {
-            stream,
+            wire: Wire::new(stream, limits),
             peer,
             broker,
-            limits,
-            inbuf: Vec::new(),
-            start: 0,
-            out: Vec::new(),
             authed,
             reply_tx,
             reply_rx,
             inflight: 0,
-            entries: Vec::new(),
-            rbuf: Vec::new(),
-            read_size: MIN_READ,
         })
     }
 
     fn run(&mut self) -> io::Result<()> {
         loop {
             loop {
-                match parse_request(&self.inbuf[self.start..], &self.limits) {
+                match self.wire.next_request() {
                     Parsed::NeedMore => break,
-                    Parsed::Request { req, consumed } => {
-                        self.start += consumed;
+                    Parsed::Request { req, .. } => {
                         if self.handle(req)? == Flow::Close {
                             self.settle()?;
-                            self.flush()?;
+                            self.wire.flush()?;
                             return Ok(());
                         }
                     }
-                    Parsed::Error { err, consumed } => {
-                        self.start += consumed;
-                        self.reply_err(&err)?;
-                    }
+                    Parsed::Error { err, .. } => self.reply_err(&err)?,
                     Parsed::Fatal { err } => {
                         self.reply_err(&err)?;
-                        self.flush()?;
-                        self.close_after_fatal();
+                        self.wire.flush()?;
+                        self.wire.close_after_fatal();
                         return Ok(());
                     }
                 }
-                if self.out.len() >= OUT_FLUSH_BYTES {
+                if self.wire.out_full() {
                     self.settle()?;
-                    self.flush()?;
+                    self.wire.flush()?;
                 }
             }
             self.settle()?;
-            self.flush()?;
-            if self.fill(false)? == 0 {
+            self.wire.flush()?;
+            if self.wire.read()? == 0 {
                 return Ok(());
-            }
-        }
-    }
-
-    /// Reads more input. `Ok(0)` means the client hung up.
-    fn fill(&mut self, nonblocking: bool) -> io::Result<usize> {
-        if self.start == self.inbuf.len() {
-            self.inbuf.clear();
-            self.start = 0;
-            if self.inbuf.capacity() > 4 * READ_CHUNK {
-                // Give back the memory of a large payload.
-                self.inbuf.shrink_to(READ_CHUNK);
-            }
-        } else if self.start > 0 && self.start >= self.inbuf.len() / 2 {
-            self.inbuf.drain(..self.start);
-            self.start = 0;
-        }
-        let old = self.inbuf.len();
-        self.inbuf.resize(old + self.read_size, 0);
-        if nonblocking {
-            self.stream.set_nonblocking(true)?;
-        }
-        let res = loop {
-            match self.stream.read(&mut self.inbuf[old..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        if nonblocking {
-            self.stream.set_nonblocking(false)?;
-        }
-        match res {
-            Ok(n) => {
-                self.inbuf.truncate(old + n);
-                self.read_size = if n == self.read_size {
-                    (self.read_size * 2).min(READ_CHUNK)
-                } else {
-                    MIN_READ.max(self.read_size / 2)
-                };
-                Ok(n)
-            }
-            Err(e) => {
-                self.inbuf.truncate(old);
-                Err(e)
-            }
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out)?;
-            self.out.clear();
-            if self.out.capacity() > 4 * OUT_FLUSH_BYTES {
-                self.out.shrink_to(OUT_FLUSH_BYTES);
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends the ERR, then drains input briefly so the close does not RST it away.
-    fn close_after_fatal(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + FATAL_DRAIN;
-        let mut sink = [0u8; 4096];
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
-                break;
-            }
-            match self.stream.read(&mut sink) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
             }
         }
     }
@@ -255,10 +139,10 @@ impl Conn {
             };
             self.inflight -= 1;
             match res {
-                Ok(WriteOk::Id(id)) => encode_ok(&mut self.out, &[id]),
-                Ok(WriteOk::Range(a, b)) => encode_ok(&mut self.out, &[a, b]),
-                Ok(WriteOk::Done) => encode_ok(&mut self.out, &[]),
-                Err(e) => encode_err(&mut self.out, &write_err(&e)),
+                Ok(WriteOk::Id(id)) => encode_ok(&mut self.wire.out, &[id]),
+                Ok(WriteOk::Range(a, b)) => encode_ok(&mut self.wire.out, &[a, b]),
+                Ok(WriteOk::Done) => encode_ok(&mut self.wire.out, &[]),
+                Err(e) => encode_err(&mut self.wire.out, &write_err(&e)),
             }
         }
         Ok(())
@@ -266,7 +150,7 @@ impl Conn {
 
     fn reply_err(&mut self, err: &ProtoError) -> io::Result<()> {
         self.settle()?;
-        encode_err(&mut self.out, err);
+        encode_err(&mut self.wire.out, err);
         Ok(())
     }
 
@@ -350,50 +234,52 @@ impl Conn {
     /// Requests that do not write; called with nothing in flight.
     fn handle_read(&mut self, req: Request) -> io::Result<Flow> {
         match req {
-            Request::Ping => encode_line(&mut self.out, "PONG"),
+            Request::Ping => encode_line(&mut self.wire.out, "PONG"),
             Request::Auth { token } => {
                 let want = &self.broker.config.auth.token;
                 if want.is_empty() || constant_time_eq(want.as_bytes(), token.as_bytes()) {
                     self.authed = true;
-                    encode_ok(&mut self.out, &[]);
+                    encode_ok(&mut self.wire.out, &[]);
                 } else {
                     warn!("{}: AUTH with a wrong token", self.peer);
                     encode_err(
-                        &mut self.out,
+                        &mut self.wire.out,
                         &ProtoError::new(ErrCode::NoAuth, "wrong token"),
                     );
                 }
             }
             Request::Quit => {
-                encode_ok(&mut self.out, &[]);
+                encode_ok(&mut self.wire.out, &[]);
                 return Ok(Flow::Close);
             }
             Request::Info { topic } => match self.broker.topic(&topic) {
-                Some(t) => put_topic(&mut self.out, &t),
+                Some(t) => put_topic(&mut self.wire.out, &t),
                 None => encode_err(
-                    &mut self.out,
+                    &mut self.wire.out,
                     &ProtoError::new(ErrCode::NoTopic, format!("no topic {topic}")),
                 ),
             },
             Request::List => {
                 let topics = self.broker.topics();
-                encode_line(&mut self.out, &format!("TOPICS {}", topics.len()));
+                encode_count(&mut self.wire.out, "TOPICS", topics.len() as u64);
                 for t in &topics {
-                    put_topic(&mut self.out, t);
+                    put_topic(&mut self.wire.out, t);
                 }
             }
             Request::Stats => self.put_stats(),
-            Request::Sub(args) => return self.subscribe(args),
+            Request::Sub(args) => {
+                return subscription::run(&mut self.wire, &self.broker, &self.peer, args);
+            }
             Request::Ack | Request::Stop => encode_err(
-                &mut self.out,
+                &mut self.wire.out,
                 &ProtoError::new(
                     ErrCode::BadReq,
                     "ACK and STOP only answer a subscription batch",
                 ),
             ),
-            Request::Groups { .. } => not_yet(&mut self.out, "GROUPS"),
-            Request::Repl { .. } => not_yet(&mut self.out, "REPL"),
-            Request::Promote => not_yet(&mut self.out, "PROMOTE"),
+            Request::Groups { .. } => not_yet(&mut self.wire.out, "GROUPS"),
+            Request::Repl { .. } => not_yet(&mut self.wire.out, "REPL"),
+            Request::Promote => not_yet(&mut self.wire.out, "PROMOTE"),
             Request::Create { .. }
             | Request::Delete { .. }
             | Request::Pub { .. }
@@ -401,7 +287,7 @@ impl Conn {
             | Request::DPub { .. } => {
                 // Routed to `submit` by `handle`; kept total for the compiler.
                 encode_err(
-                    &mut self.out,
+                    &mut self.wire.out,
                     &ProtoError::new(ErrCode::Internal, "write routed as a read"),
                 );
             }
@@ -411,365 +297,20 @@ impl Conn {
 
     fn put_stats(&mut self) {
         let b = &self.broker;
-        let s = &b.stats;
-        let role = match b.role() {
-            Role::Master => "master",
-            Role::Slave => "slave",
-        };
-        let mut lines: Vec<(&str, String)> = vec![
-            ("role", role.to_string()),
-            ("last_event_id", b.last_event_id().to_string()),
-            ("topics", b.topic_count().to_string()),
-            ("connections", Stats::get(&s.connections).to_string()),
-            (
-                "uptime_ms",
-                (b.started.elapsed().as_millis() as u64).to_string(),
-            ),
-            ("disk_bytes", Stats::get(&s.disk_bytes).to_string()),
-            (
-                "messages_published",
-                Stats::get(&s.messages_published).to_string(),
-            ),
-            ("subscribers", Stats::get(&s.subscribers).to_string()),
-            ("segments", b.segments.count().to_string()),
-            ("commits", Stats::get(&s.commits).to_string()),
-            ("fsyncs", Stats::get(&s.fsyncs).to_string()),
-            ("rejected_busy", Stats::get(&s.rejected_busy).to_string()),
-            (
-                "delayed_pending",
-                Stats::get(&s.delayed_pending).to_string(),
-            ),
-            (
-                "delayed_dropped",
-                Stats::get(&s.delayed_dropped).to_string(),
-            ),
-            ("topics_expired", Stats::get(&s.topics_expired).to_string()),
-            (
-                "writer_poisoned",
-                u8::from(s.writer_poisoned.load(std::sync::atomic::Ordering::Relaxed)).to_string(),
-            ),
-        ];
-        if b.role() == Role::Slave {
-            lines.push(("master_event_id", "0".to_string()));
-            lines.push(("replication_lag_ms", "0".to_string()));
-        }
-        encode_line(&mut self.out, &format!("STATS {}", lines.len()));
-        for (k, v) in lines {
-            encode_line(&mut self.out, &format!("STAT {k} {v}"));
-        }
-    }
-
-    // ---- subscriptions -------------------------------------------------
-
-    fn subscribe(&mut self, args: SubArgs) -> io::Result<Flow> {
-        let Some(topic) = self.broker.topic(&args.topic) else {
-            encode_err(
-                &mut self.out,
-                &ProtoError::new(ErrCode::NoTopic, format!("no topic {}", args.topic)),
-            );
-            return Ok(Flow::Continue);
-        };
-        if args.group.is_some() && self.broker.role() == Role::Slave {
-            encode_err(
-                &mut self.out,
-                &ProtoError::new(ErrCode::ReadOnly, "group subscriptions need the master"),
-            );
-            return Ok(Flow::Continue);
-        }
-        if args.group.is_some() || args.from == SubFrom::Committed {
-            encode_err(
-                &mut self.out,
-                &ProtoError::new(ErrCode::BadReq, "consumer groups are not supported yet"),
-            );
-            return Ok(Flow::Continue);
-        }
-        let cfg = &self.broker.config;
-        let batch = args
-            .batch
-            .unwrap_or(cfg.sub.default_batch)
-            .clamp(1, cfg.limits.max_batch);
-        let ack_wait = Duration::from_millis(args.ack_ms.unwrap_or(cfg.sub.default_ack_timeout_ms));
-        let alive = Duration::from_millis(cfg.timeout.server_alive_ms);
-        let st = topic.state();
-        let after = match args.from {
-            SubFrom::After(n) => n,
-            SubFrom::Latest | SubFrom::Committed => st.last_id,
-        };
-        let mut next = match index::search_after(&topic.index, st.first_entry, st.entries, after) {
-            Ok(n) => n,
-            Err(e) => {
-                encode_err(
-                    &mut self.out,
-                    &ProtoError::new(
-                        ErrCode::Internal,
-                        format!("reading the index of {}: {e}", topic.name),
-                    ),
-                );
-                return Ok(Flow::Continue);
-            }
-        };
-        encode_ok(&mut self.out, &[]);
-        self.flush()?;
-        Stats::add(&self.broker.stats.subscribers, 1);
-        // `after` may be above every id stored so far: entries written
-        // later can still be <= after, so it stays a floor until passed.
-        let floor = (after > st.last_id).then_some(after);
-        let res = self.sub_loop(&topic, &mut next, floor, batch, ack_wait, alive);
-        Stats::sub(&self.broker.stats.subscribers, 1);
-        res
-    }
-
-    fn sub_loop(
-        &mut self,
-        topic: &Topic,
-        next: &mut u64,
-        mut floor: Option<u64>,
-        batch: usize,
-        ack_wait: Duration,
-        alive: Duration,
-    ) -> io::Result<Flow> {
-        let mut last_sent = Instant::now();
-        loop {
-            let until_alive = alive.saturating_sub(last_sent.elapsed());
-            let st = topic.wait_beyond(*next, until_alive.min(IDLE_POLL));
-            if let Some(reason) = st.ended {
-                encode_line(&mut self.out, &format!("END {}", reason.as_str()));
-                self.flush()?;
-                return Ok(Flow::Continue);
-            }
-            *next = (*next).max(st.first_entry);
-            if let Some(after) = floor
-                && st.entries > *next
-            {
-                match index::search_after(&topic.index, *next, st.entries, after) {
-                    Ok(n) => *next = n,
-                    Err(e) => {
-                        let msg = format!("reading the index of {}: {e}", topic.name);
-                        encode_err(&mut self.out, &ProtoError::new(ErrCode::Internal, msg));
-                        self.flush()?;
-                        return Ok(Flow::Continue);
-                    }
-                }
-                if *next < st.entries {
-                    floor = None; // ids only grow from here
-                }
-            }
-            if st.entries > *next {
-                let want = batch.min((st.entries - *next) as usize);
-                let sent = match self.put_batch(topic, *next, want) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        warn!("{}: subscription to {} failed: {e}", self.peer, topic.name);
-                        encode_err(&mut self.out, &ProtoError::new(ErrCode::Internal, e));
-                        self.flush()?;
-                        return Ok(Flow::Continue);
-                    }
-                };
-                self.flush()?;
-                *next += sent as u64;
-                last_sent = Instant::now();
-                let input = self.sub_input(Some(ack_wait))?;
-                if let Some(flow) = self.sub_end(&input) {
-                    return Ok(flow);
-                }
-                match input {
-                    SubInput::Ack => continue,
-                    _ => {
-                        info!(
-                            "{}: no ACK within {} ms on {}; closing",
-                            self.peer,
-                            ack_wait.as_millis(),
-                            topic.name
-                        );
-                        return Ok(Flow::Close);
-                    }
-                }
-            }
-            // Idle: STOP, QUIT or a hang-up may arrive; a stray ACK is ignored.
-            let input = self.sub_input(None)?;
-            if let Some(flow) = self.sub_end(&input) {
-                return Ok(flow);
-            }
-            if last_sent.elapsed() >= alive {
-                encode_line(&mut self.out, "ALIVE");
-                self.flush()?;
-                last_sent = Instant::now();
+        let pairs = b.stats.report(&Gauges {
+            role: b.role(),
+            last_event_id: b.last_event_id(),
+            topics: b.topic_count() as u64,
+            uptime_ms: b.started.elapsed().as_millis() as u64,
+            segments: b.segments.count() as u64,
+        });
+        encode_count(&mut self.wire.out, "STATS", pairs.len() as u64);
+        for (name, value) in pairs {
+            match value {
+                StatValue::Text(t) => encode_stat(&mut self.wire.out, name, t),
+                StatValue::Num(n) => encode_stat_u64(&mut self.wire.out, name, n),
             }
         }
-    }
-
-    /// STOP, QUIT and a hang-up end a subscription the same way wherever
-    /// they arrive; `None` for anything else.
-    fn sub_end(&mut self, input: &SubInput) -> Option<Flow> {
-        match input {
-            SubInput::Stop => {
-                encode_ok(&mut self.out, &[]);
-                Some(Flow::Continue)
-            }
-            SubInput::Quit => {
-                encode_ok(&mut self.out, &[]);
-                Some(Flow::Close)
-            }
-            SubInput::Closed => Some(Flow::Close),
-            SubInput::Ack | SubInput::Nothing => None,
-        }
-    }
-
-    /// Reads what the subscriber sent: blocking up to `wait` (after a batch)
-    /// or without blocking (`None`, while idle).
-    fn sub_input(&mut self, wait: Option<Duration>) -> io::Result<SubInput> {
-        let deadline = wait.map(|w| Instant::now() + w);
-        loop {
-            match parse_request(&self.inbuf[self.start..], &self.limits) {
-                Parsed::Request { req, consumed } => {
-                    self.start += consumed;
-                    match req {
-                        Request::Ack => return Ok(SubInput::Ack),
-                        Request::Stop => return Ok(SubInput::Stop),
-                        Request::Quit => return Ok(SubInput::Quit),
-                        _ => {
-                            encode_err(
-                                &mut self.out,
-                                &ProtoError::new(
-                                    ErrCode::BadReq,
-                                    "only ACK, STOP or QUIT during a subscription",
-                                ),
-                            );
-                            self.flush()?;
-                        }
-                    }
-                }
-                Parsed::Error { err, consumed } => {
-                    self.start += consumed;
-                    encode_err(&mut self.out, &err);
-                    self.flush()?;
-                }
-                Parsed::Fatal { err } => {
-                    encode_err(&mut self.out, &err);
-                    self.flush()?;
-                    self.close_after_fatal();
-                    return Ok(SubInput::Closed);
-                }
-                Parsed::NeedMore => {
-                    let res = match deadline {
-                        None => self.fill(true),
-                        Some(d) => {
-                            let Some(left) = d.checked_duration_since(Instant::now()) else {
-                                return Ok(SubInput::Nothing);
-                            };
-                            if left.is_zero() {
-                                return Ok(SubInput::Nothing);
-                            }
-                            self.stream.set_read_timeout(Some(left))?;
-                            let r = self.fill(false);
-                            self.stream.set_read_timeout(None)?;
-                            r
-                        }
-                    };
-                    match res {
-                        Ok(0) => return Ok(SubInput::Closed),
-                        Ok(_) => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                            ) =>
-                        {
-                            if deadline.is_none() {
-                                return Ok(SubInput::Nothing);
-                            }
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Queues `BATCH n` and up to `want` messages starting at entry `from`;
-    /// returns how many were queued. On error nothing is queued.
-    fn put_batch(&mut self, topic: &Topic, from: u64, want: usize) -> Result<usize, String> {
-        self.entries.clear();
-        index::read_entries(&topic.index, from, want, &mut self.entries)
-            .map_err(|e| format!("reading the index of {}: {e}", topic.name))?;
-        // Bound the batch by bytes, keeping at least one message.
-        let mut bytes = 0u64;
-        let mut n = 0;
-        for e in &self.entries {
-            if n > 0 && bytes + u64::from(e.len) > MAX_BATCH_BYTES {
-                break;
-            }
-            bytes += u64::from(e.len);
-            n += 1;
-        }
-        let mark = self.out.len();
-        encode_line(&mut self.out, &format!("BATCH {n}"));
-        let mut i = 0;
-        while i < n {
-            // A run of entries read with one pread: same segment, dense enough.
-            let first = self.entries[i];
-            let seg = self
-                .broker
-                .segments
-                .find(first.pos)
-                .ok_or_else(|| format!("no segment holds position {}", first.pos))?;
-            let mut j = i + 1;
-            let mut useful = u64::from(first.len);
-            while j < n {
-                let e = self.entries[j];
-                let span = e.pos + u64::from(e.len) - first.pos;
-                let same = self
-                    .broker
-                    .segments
-                    .find(e.pos)
-                    .is_some_and(|s| s.base == seg.base);
-                if !same || e.pos < first.pos || span > 2 * (useful + u64::from(e.len)) + (64 << 10)
-                {
-                    break;
-                }
-                useful += u64::from(e.len);
-                j += 1;
-            }
-            let last = self.entries[j - 1];
-            let span = (last.pos + u64::from(last.len) - first.pos) as usize;
-            self.rbuf.resize(span, 0);
-            if let Err(e) = seg.read_exact_at(&mut self.rbuf, first.pos) {
-                self.out.truncate(mark);
-                return Err(e.to_string());
-            }
-            for e in &self.entries[i..j] {
-                let at = (e.pos - first.pos) as usize;
-                let end = at + e.len as usize;
-                let rec = match self.rbuf.get(at..end).map(record::decode) {
-                    Some(Decoded::Record { rec, .. })
-                        if rec.event_id == e.event_id && rec.is_message() =>
-                    {
-                        rec
-                    }
-                    _ => {
-                        self.out.truncate(mark);
-                        return Err(format!(
-                            "the record of event {} in {} does not match the index of {}",
-                            e.event_id,
-                            seg.path.display(),
-                            topic.name
-                        ));
-                    }
-                };
-                encode_msg(
-                    &mut self.out,
-                    rec.event_id,
-                    rec.timestamp_ms,
-                    rec.headers,
-                    rec.payload(),
-                );
-            }
-            i = j;
-        }
-        if self.rbuf.capacity() > 4 * MAX_BATCH_BYTES as usize {
-            self.rbuf = Vec::new();
-        }
-        Ok(n)
     }
 }
 
@@ -800,7 +341,7 @@ fn write_err(e: &WriteError) -> ProtoError {
 }
 
 fn not_yet(out: &mut Vec<u8>, cmd: &str) {
-    protocol::encode_err(
+    encode_err(
         out,
         &ProtoError::new(
             ErrCode::Unknown,

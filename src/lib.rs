@@ -53,4 +53,6 @@ pub mod replication;
 pub mod server;
 pub mod stats;
 pub mod storage;
+pub mod subscription;
 pub mod timer;
+pub mod wire;

@@ -1,5 +1,15 @@
 //! `smss`: the server binary. Parses the command line and runs the server;
 //! only this function decides the exit code.
+//!
+//! The architecture (threads, channels, files, durability) is described at
+//! the top of the library, `src/lib.rs`. What the process does from here:
+//! - loads `--config` (default `config/config.yaml`), opens and recovers the
+//!   data directory, then prints `READY <addr>` on stdout once it serves;
+//! - runs until SIGTERM or SIGINT, then drains the writer, fsyncs, writes a
+//!   checkpoint and exits 0;
+//! - exits 1 when start-up fails (bad config, damaged or locked data
+//!   directory, port in use) or the persistence thread dies, with the reason
+//!   on stderr and in the log; exits 2 on a command-line error.
 
 use std::process::ExitCode;
 

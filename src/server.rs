@@ -19,6 +19,7 @@ use crate::cli::ServerArgs;
 use crate::config::{Config, init_logging};
 use crate::connection;
 use crate::error::Error;
+use crate::protocol::{ErrCode, ProtoError, encode_err};
 use crate::replication::Role;
 use crate::stats::Stats;
 use crate::storage::ops::{self, TimerReceivers, WriteOk, WriteOp, WriteReq};
@@ -220,7 +221,9 @@ fn accept_loop(listener: TcpListener, broker: Arc<Broker>) {
 }
 
 fn refuse_busy(mut stream: TcpStream, why: &str) {
+    let mut line = Vec::new();
+    encode_err(&mut line, &ProtoError::new(ErrCode::Busy, why));
     let _ = stream.set_write_timeout(Some(BUSY_WRITE_TIMEOUT));
-    let _ = stream.write_all(format!("ERR BUSY {why}\r\n").as_bytes());
+    let _ = stream.write_all(&line);
     let _ = stream.shutdown(Shutdown::Write);
 }

@@ -24,6 +24,7 @@ pub(crate) mod fault;
 pub mod index;
 pub mod lease;
 pub mod ops;
+pub mod reader;
 pub mod record;
 pub mod recovery;
 mod retention;

@@ -1,250 +1,17 @@
-//! The smss wire protocol, version 1: turns client bytes into [`Request`]s and server
-//! replies into bytes. The protocol document (shared PROTOCOL.md, restated in README.md) is the contract; this
-//! module is the server's only implementation of its framing.
+//! Request parsing: the unread bytes of a connection's input buffer into one
+//! [`Request`] and how many bytes it used (the contract is in the module docs of
+//! [`crate::protocol`]).
 //!
-//! The module is **pure**: no sockets, no I/O, no threads, no locks, no clocks. The
-//! connection thread owns a growing input buffer and calls [`parse_request`] on its
-//! unread part; the answer says how many bytes the request used:
-//!
-//! - [`Parsed::NeedMore`]: the buffer does not yet hold a whole request — a normal
-//!   state, nothing is consumed; read more and call again from the same start.
-//! - [`Parsed::Request`]: a whole, valid request of `consumed` bytes.
-//! - [`Parsed::Error`]: a bad request whose framing is intact: reply `ERR`, drop
-//!   `consumed` bytes, keep the connection.
-//! - [`Parsed::Fatal`]: framing is lost (line over [`MAX_LINE_BYTES`], unparsable byte
-//!   count or MPUB count, payload over the limit, payload not followed by CRLF): reply
-//!   `ERR` and close the connection.
-//!
-//! Every line read is bounded by [`MAX_LINE_BYTES`], every declared length is checked
-//! against [`Limits`] before anything is copied, and payloads are skipped by length, so
-//! one call costs O(bytes of request lines), not O(payload bytes), until the whole
-//! request is there and its payloads are copied once. No input can make it panic.
-//!
-//! The `encode_*` functions append reply lines (always ending in `\r\n`) to a caller's
-//! `Vec<u8>` without allocating anything else.
+//! Pure: runs on whichever thread calls it (the connection threads), touches no
+//! socket, channel, lock or clock, and no input can make it panic.
 
-use std::fmt;
-use std::io::Write as _;
-
-/// Longest request line, including its `\n` (and the `\r` before it, if any).
-pub const MAX_LINE_BYTES: usize = 4096;
-/// Most `key=value` headers one message may carry.
-pub const MAX_HEADERS: usize = 32;
-/// Longest header key.
-pub const MAX_HEADER_KEY_BYTES: usize = 64;
-/// Longest header value (a value may be empty).
-pub const MAX_HEADER_VALUE_BYTES: usize = 1024;
-/// Longest topic or group name.
-pub const MAX_NAME_BYTES: usize = 128;
-/// Longest error text [`encode_err`] writes; a longer text is cut, so an `ERR` line always
-/// fits in [`MAX_LINE_BYTES`].
-pub const MAX_ERR_TEXT_BYTES: usize = 1024;
+use super::{
+    ErrCode, Limits, MAX_HEADER_KEY_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS, MAX_LINE_BYTES,
+    MAX_NAME_BYTES, Message, Parsed, ProtoError, Request, SubArgs, SubFrom,
+};
 
 /// How much of a client-supplied token is quoted back in an error text.
 const QUOTE_BYTES: usize = 64;
-const CRLF: &[u8] = b"\r\n";
-
-/// The `CODE` of an `ERR <CODE> <text…>` reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrCode {
-    /// Malformed line, bad argument, bad name.
-    BadReq,
-    /// No such command.
-    Unknown,
-    /// The topic does not exist.
-    NoTopic,
-    /// The topic already exists.
-    Exists,
-    /// Payload over the configured maximum.
-    TooBig,
-    /// A write sent to a slave.
-    ReadOnly,
-    /// AUTH missing or wrong.
-    NoAuth,
-    /// Connection limit reached.
-    Busy,
-    /// The server failed; nothing was written.
-    Internal,
-}
-
-impl ErrCode {
-    /// The code as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrCode::BadReq => "BADREQ",
-            ErrCode::Unknown => "UNKNOWN",
-            ErrCode::NoTopic => "NOTOPIC",
-            ErrCode::Exists => "EXISTS",
-            ErrCode::TooBig => "TOOBIG",
-            ErrCode::ReadOnly => "READONLY",
-            ErrCode::NoAuth => "NOAUTH",
-            ErrCode::Busy => "BUSY",
-            ErrCode::Internal => "INTERNAL",
-        }
-    }
-}
-
-impl fmt::Display for ErrCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An error to send to the client as `ERR <code> <msg>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProtoError {
-    pub code: ErrCode,
-    pub msg: String,
-}
-
-impl ProtoError {
-    pub fn new(code: ErrCode, msg: impl Into<String>) -> Self {
-        ProtoError {
-            code,
-            msg: msg.into(),
-        }
-    }
-}
-
-impl fmt::Display for ProtoError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.msg.is_empty() {
-            write!(f, "{}", self.code)
-        } else {
-            write!(f, "{} {}", self.code, self.msg)
-        }
-    }
-}
-
-impl std::error::Error for ProtoError {}
-
-/// Configured limits the parser enforces.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest payload of one message, in bytes; a larger declared `<n>` is `TOOBIG`.
-    pub max_payload: usize,
-    /// Largest MPUB `<count>` and SUB `batch=`.
-    pub max_batch: usize,
-}
-
-/// One message as published.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Message {
-    /// The header tokens exactly as received, joined by single spaces ("k=v k2=v2"); empty when none.
-    pub headers: Vec<u8>,
-    pub payload: Vec<u8>,
-}
-
-/// Where a subscription starts (SUB's `<after>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubFrom {
-    /// `0` (from the oldest retained message) or a number N (event ids greater than N).
-    After(u64),
-    /// `$`: only messages written after the SUB.
-    Latest,
-    /// `-`: from the group's committed position (only with a group).
-    Committed,
-}
-
-/// The arguments of a SUB request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubArgs {
-    pub topic: String,
-    pub from: SubFrom,
-    /// `batch=<n>`, 1..=max_batch; `None` means the configured default.
-    pub batch: Option<usize>,
-    /// `ack=<ms>`, at least 1; `None` means the configured default.
-    pub ack_ms: Option<u64>,
-    /// `group=<name>`.
-    pub group: Option<String>,
-}
-
-/// One parsed, validated client request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    Ping,
-    Auth {
-        token: String,
-    },
-    Quit,
-    Create {
-        topic: String,
-        life_ms: u64,
-    }, // life_ms absent -> 0
-    Delete {
-        topic: String,
-    },
-    Pub {
-        topic: String,
-        msg: Message,
-    },
-    MPub {
-        topic: String,
-        msgs: Vec<Message>,
-    },
-    DPub {
-        topic: String,
-        delay_ms: u64,
-        msg: Message,
-    },
-    Info {
-        topic: String,
-    },
-    List,
-    Stats,
-    Sub(SubArgs),
-    Ack,
-    Stop,
-    Groups {
-        topic: String,
-    },
-    Repl {
-        after: u64,
-    },
-    Promote,
-}
-
-impl Request {
-    /// The command's canonical (upper-case) name, for logs and error texts.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Request::Ping => "PING",
-            Request::Auth { .. } => "AUTH",
-            Request::Quit => "QUIT",
-            Request::Create { .. } => "CREATE",
-            Request::Delete { .. } => "DELETE",
-            Request::Pub { .. } => "PUB",
-            Request::MPub { .. } => "MPUB",
-            Request::DPub { .. } => "DPUB",
-            Request::Info { .. } => "INFO",
-            Request::List => "LIST",
-            Request::Stats => "STATS",
-            Request::Sub(_) => "SUB",
-            Request::Ack => "ACK",
-            Request::Stop => "STOP",
-            Request::Groups { .. } => "GROUPS",
-            Request::Repl { .. } => "REPL",
-            Request::Promote => "PROMOTE",
-        }
-    }
-}
-
-/// The result of one [`parse_request`] call.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Parsed {
-    /// The buffer does not yet hold a whole request.
-    NeedMore,
-    /// A whole request; `consumed` bytes of the buffer belong to it (line + payloads + their CRLFs).
-    Request { req: Request, consumed: usize },
-    /// A bad request whose framing is intact: reply with the error, drop `consumed` bytes, keep the connection.
-    Error { err: ProtoError, consumed: usize },
-    /// Framing is lost: reply with the error and close the connection.
-    Fatal { err: ProtoError },
-}
-
-// ---------------------------------------------------------------------------------------
-// Parsing
-// ---------------------------------------------------------------------------------------
 
 /// Why parsing stopped before a request (valid or not) was complete.
 enum Stop {
@@ -882,139 +649,11 @@ fn quote(tok: &[u8]) -> String {
     s
 }
 
-// ---------------------------------------------------------------------------------------
-// Encoding
-// ---------------------------------------------------------------------------------------
-
-/// Appends the decimal digits of `v`.
-fn push_u64(out: &mut Vec<u8>, v: u64) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{v}");
-}
-
-/// `OK` or `OK 1 2`.
-pub fn encode_ok(out: &mut Vec<u8>, values: &[u64]) {
-    out.extend_from_slice(b"OK");
-    for &v in values {
-        out.push(b' ');
-        push_u64(out, v);
-    }
-    out.extend_from_slice(CRLF);
-}
-
-/// `ERR <CODE> <msg>`. The text is made safe for one line: bytes outside 0x20–0x7E
-/// become `?` and it is cut at [`MAX_ERR_TEXT_BYTES`]; an empty text gives `ERR <CODE>`.
-pub fn encode_err(out: &mut Vec<u8>, err: &ProtoError) {
-    out.extend_from_slice(b"ERR ");
-    out.extend_from_slice(err.code.as_str().as_bytes());
-    if !err.msg.is_empty() {
-        out.push(b' ');
-        out.extend(
-            err.msg
-                .bytes()
-                .take(MAX_ERR_TEXT_BYTES)
-                .map(|b| if (0x20..=0x7e).contains(&b) { b } else { b'?' }),
-        );
-    }
-    out.extend_from_slice(CRLF);
-}
-
-/// `MSG <event_id> <timestamp_ms> <n>[ <headers>]\r\n` + payload + `\r\n`.
-pub fn encode_msg(
-    out: &mut Vec<u8>,
-    event_id: u64,
-    timestamp_ms: u64,
-    headers: &[u8],
-    payload: &[u8],
-) {
-    out.reserve(40 + headers.len() + payload.len());
-    out.extend_from_slice(b"MSG ");
-    push_u64(out, event_id);
-    out.push(b' ');
-    push_u64(out, timestamp_ms);
-    out.push(b' ');
-    push_u64(out, payload.len() as u64);
-    if !headers.is_empty() {
-        out.push(b' ');
-        out.extend_from_slice(headers);
-    }
-    out.extend_from_slice(CRLF);
-    out.extend_from_slice(payload);
-    out.extend_from_slice(CRLF);
-}
-
-/// `TOPIC <name> <created_ms> <expires_ms> <messages> <first_id> <last_id>`.
-pub fn encode_topic(
-    out: &mut Vec<u8>,
-    name: &str,
-    created_ms: u64,
-    expires_ms: u64,
-    messages: u64,
-    first_id: u64,
-    last_id: u64,
-) {
-    out.extend_from_slice(b"TOPIC ");
-    out.extend_from_slice(name.as_bytes());
-    for v in [created_ms, expires_ms, messages, first_id, last_id] {
-        out.push(b' ');
-        push_u64(out, v);
-    }
-    out.extend_from_slice(CRLF);
-}
-
-/// `GROUP <name> <committed_id> <active: 0|1> <standby_count>`.
-pub fn encode_group(
-    out: &mut Vec<u8>,
-    name: &str,
-    committed_id: u64,
-    active: bool,
-    standby_count: u64,
-) {
-    out.extend_from_slice(b"GROUP ");
-    out.extend_from_slice(name.as_bytes());
-    for v in [committed_id, u64::from(active), standby_count] {
-        out.push(b' ');
-        push_u64(out, v);
-    }
-    out.extend_from_slice(CRLF);
-}
-
-/// A keyword and a count: `BATCH 3`, `TOPICS 2`, `GROUPS 1`, `STATS 9`.
-pub fn encode_count(out: &mut Vec<u8>, keyword: &str, count: u64) {
-    out.extend_from_slice(keyword.as_bytes());
-    out.push(b' ');
-    push_u64(out, count);
-    out.extend_from_slice(CRLF);
-}
-
-/// `STAT <name> <value>` with a text value (e.g. `role master`).
-pub fn encode_stat(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.extend_from_slice(b"STAT ");
-    out.extend_from_slice(name.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(CRLF);
-}
-
-/// `STAT <name> <value>` with a numeric value.
-pub fn encode_stat_u64(out: &mut Vec<u8>, name: &str, value: u64) {
-    out.extend_from_slice(b"STAT ");
-    out.extend_from_slice(name.as_bytes());
-    out.push(b' ');
-    push_u64(out, value);
-    out.extend_from_slice(CRLF);
-}
-
-/// Any simple line (`PONG`, `ALIVE`, `STANDBY`, `END deleted`, …) plus `\r\n`. The
-/// caller passes server-made text without line ends.
-pub fn encode_line(out: &mut Vec<u8>, line: &str) {
-    out.extend_from_slice(line.as_bytes());
-    out.extend_from_slice(CRLF);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The round-trip test checks a payload survives parse and encode byte for byte.
+    use crate::protocol::encode_msg;
 
     const LIM: Limits = Limits {
         max_payload: 1 << 20,
@@ -1263,10 +902,13 @@ mod tests {
     }
 
     #[test]
-    fn request_names() {
-        assert_eq!(Request::Ping.name(), "PING");
-        assert_eq!(req(b"MPUB t 1\r\n0\r\n\r\n").name(), "MPUB");
-        assert_eq!(req(b"sub t $\r\n").name(), "SUB");
+    fn request_kinds() {
+        assert_eq!(req(b"PING\r\n"), Request::Ping);
+        assert!(matches!(
+            req(b"MPUB t 1\r\n0\r\n\r\n"),
+            Request::MPub { .. }
+        ));
+        assert!(matches!(req(b"sub t $\r\n"), Request::Sub(_)));
     }
 
     #[test]
@@ -1838,78 +1480,5 @@ mod tests {
             let seed = rng.next();
             assert_chunking_invariant(&input, &limits, seed);
         }
-    }
-
-    // ----- encoders -----------------------------------------------------------------
-
-    #[test]
-    fn encoders_produce_exact_bytes() {
-        let mut out = Vec::new();
-        encode_ok(&mut out, &[]);
-        encode_ok(&mut out, &[1, 2]);
-        encode_ok(&mut out, &[0, u64::MAX]);
-        assert_eq!(out, b"OK\r\nOK 1 2\r\nOK 0 18446744073709551615\r\n");
-
-        let mut out = Vec::new();
-        encode_err(&mut out, &ProtoError::new(ErrCode::BadReq, "empty line"));
-        encode_err(&mut out, &ProtoError::new(ErrCode::NoTopic, "no topic 't'"));
-        encode_err(&mut out, &ProtoError::new(ErrCode::Internal, ""));
-        encode_err(&mut out, &ProtoError::new(ErrCode::Busy, "a\r\nb\u{e9}"));
-        assert_eq!(
-            out,
-            b"ERR BADREQ empty line\r\nERR NOTOPIC no topic 't'\r\nERR INTERNAL\r\nERR BUSY a??b??\r\n"
-        );
-        let mut out = Vec::new();
-        encode_err(
-            &mut out,
-            &ProtoError::new(ErrCode::BadReq, "x".repeat(10_000)),
-        );
-        assert_eq!(out.len(), "ERR BADREQ ".len() + MAX_ERR_TEXT_BYTES + 2);
-
-        let mut out = Vec::new();
-        encode_msg(&mut out, 12, 1_700_000_000_000, b"", b"hi");
-        encode_msg(&mut out, 13, 5, b"k=v a=b", b"");
-        assert_eq!(
-            out,
-            b"MSG 12 1700000000000 2\r\nhi\r\nMSG 13 5 0 k=v a=b\r\n\r\n"
-        );
-
-        let mut out = Vec::new();
-        encode_topic(&mut out, "orders", 1000, 0, 3, 4, 9);
-        encode_group(&mut out, "g", 9, true, 2);
-        encode_group(&mut out, "h", 0, false, 0);
-        encode_count(&mut out, "BATCH", 3);
-        encode_stat(&mut out, "role", "master");
-        encode_stat_u64(&mut out, "topics", 7);
-        encode_line(&mut out, "PONG");
-        encode_line(&mut out, "END deleted");
-        assert_eq!(
-            out,
-            b"TOPIC orders 1000 0 3 4 9\r\nGROUP g 9 1 2\r\nGROUP h 0 0 0\r\nBATCH 3\r\nSTAT role master\r\nSTAT topics 7\r\nPONG\r\nEND deleted\r\n"
-        );
-    }
-
-    #[test]
-    fn error_codes_and_display() {
-        let all = [
-            (ErrCode::BadReq, "BADREQ"),
-            (ErrCode::Unknown, "UNKNOWN"),
-            (ErrCode::NoTopic, "NOTOPIC"),
-            (ErrCode::Exists, "EXISTS"),
-            (ErrCode::TooBig, "TOOBIG"),
-            (ErrCode::ReadOnly, "READONLY"),
-            (ErrCode::NoAuth, "NOAUTH"),
-            (ErrCode::Busy, "BUSY"),
-            (ErrCode::Internal, "INTERNAL"),
-        ];
-        for (code, text) in all {
-            assert_eq!(code.as_str(), text);
-        }
-        assert_eq!(
-            ProtoError::new(ErrCode::BadReq, "bad name").to_string(),
-            "BADREQ bad name"
-        );
-        let err: Box<dyn std::error::Error> = Box::new(ProtoError::new(ErrCode::Busy, "full"));
-        assert_eq!(err.to_string(), "BUSY full");
     }
 }

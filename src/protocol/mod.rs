@@ -1,0 +1,248 @@
+//! The smss wire protocol, version 1: turns client bytes into [`Request`]s and server
+//! replies into bytes. The protocol document (shared PROTOCOL.md, restated in README.md) is the contract; this
+//! module is the server's only implementation of its framing.
+//!
+//! The module is **pure**: no sockets, no I/O, no threads, no locks, no clocks. The
+//! connection thread owns a growing input buffer and calls [`parse_request`] on its
+//! unread part; the answer says how many bytes the request used:
+//!
+//! - [`Parsed::NeedMore`]: the buffer does not yet hold a whole request — a normal
+//!   state, nothing is consumed; read more and call again from the same start.
+//! - [`Parsed::Request`]: a whole, valid request of `consumed` bytes.
+//! - [`Parsed::Error`]: a bad request whose framing is intact: reply `ERR`, drop
+//!   `consumed` bytes, keep the connection.
+//! - [`Parsed::Fatal`]: framing is lost (line over [`MAX_LINE_BYTES`], unparsable byte
+//!   count or MPUB count, payload over the limit, payload not followed by CRLF): reply
+//!   `ERR` and close the connection.
+//!
+//! Every line read is bounded by [`MAX_LINE_BYTES`], every declared length is checked
+//! against [`Limits`] before anything is copied, and payloads are skipped by length, so
+//! one call costs O(bytes of request lines), not O(payload bytes), until the whole
+//! request is there and its payloads are copied once. No input can make it panic.
+//!
+//! The `encode_*` functions append reply lines (always ending in `\r\n`) to a caller's
+//! `Vec<u8>` without allocating anything else.
+
+mod encode;
+mod parse;
+
+use std::fmt;
+
+pub use encode::*;
+pub use parse::{parse_request, valid_name};
+
+/// Longest request line, including its `\n` (and the `\r` before it, if any).
+pub const MAX_LINE_BYTES: usize = 4096;
+/// Most `key=value` headers one message may carry.
+pub const MAX_HEADERS: usize = 32;
+/// Longest header key.
+pub const MAX_HEADER_KEY_BYTES: usize = 64;
+/// Longest header value (a value may be empty).
+pub const MAX_HEADER_VALUE_BYTES: usize = 1024;
+/// Longest topic or group name.
+pub const MAX_NAME_BYTES: usize = 128;
+/// Longest error text [`encode_err`] writes; a longer text is cut, so an `ERR` line always
+/// fits in [`MAX_LINE_BYTES`].
+pub const MAX_ERR_TEXT_BYTES: usize = 1024;
+
+/// The `CODE` of an `ERR <CODE> <text…>` reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrCode {
+    /// Malformed line, bad argument, bad name.
+    BadReq,
+    /// No such command.
+    Unknown,
+    /// The topic does not exist.
+    NoTopic,
+    /// The topic already exists.
+    Exists,
+    /// Payload over the configured maximum.
+    TooBig,
+    /// A write sent to a slave.
+    ReadOnly,
+    /// AUTH missing or wrong.
+    NoAuth,
+    /// Connection limit reached.
+    Busy,
+    /// The server failed; nothing was written.
+    Internal,
+}
+
+impl ErrCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrCode::BadReq => "BADREQ",
+            ErrCode::Unknown => "UNKNOWN",
+            ErrCode::NoTopic => "NOTOPIC",
+            ErrCode::Exists => "EXISTS",
+            ErrCode::TooBig => "TOOBIG",
+            ErrCode::ReadOnly => "READONLY",
+            ErrCode::NoAuth => "NOAUTH",
+            ErrCode::Busy => "BUSY",
+            ErrCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl fmt::Display for ErrCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error to send to the client as `ERR <code> <msg>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtoError {
+    pub code: ErrCode,
+    pub msg: String,
+}
+
+impl ProtoError {
+    pub fn new(code: ErrCode, msg: impl Into<String>) -> Self {
+        ProtoError {
+            code,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.msg.is_empty() {
+            write!(f, "{}", self.code)
+        } else {
+            write!(f, "{} {}", self.code, self.msg)
+        }
+    }
+}
+
+impl std::error::Error for ProtoError {}
+
+/// Configured limits the parser enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest payload of one message, in bytes; a larger declared `<n>` is `TOOBIG`.
+    pub max_payload: usize,
+    /// Largest MPUB `<count>` and SUB `batch=`.
+    pub max_batch: usize,
+}
+
+/// One message as published.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    /// The header tokens exactly as received, joined by single spaces ("k=v k2=v2"); empty when none.
+    pub headers: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// Where a subscription starts (SUB's `<after>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubFrom {
+    /// `0` (from the oldest retained message) or a number N (event ids greater than N).
+    After(u64),
+    /// `$`: only messages written after the SUB.
+    Latest,
+    /// `-`: from the group's committed position (only with a group).
+    Committed,
+}
+
+/// The arguments of a SUB request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubArgs {
+    pub topic: String,
+    pub from: SubFrom,
+    /// `batch=<n>`, 1..=max_batch; `None` means the configured default.
+    pub batch: Option<usize>,
+    /// `ack=<ms>`, at least 1; `None` means the configured default.
+    pub ack_ms: Option<u64>,
+    /// `group=<name>`.
+    pub group: Option<String>,
+}
+
+/// One parsed, validated client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Ping,
+    Auth {
+        token: String,
+    },
+    Quit,
+    Create {
+        topic: String,
+        life_ms: u64,
+    }, // life_ms absent -> 0
+    Delete {
+        topic: String,
+    },
+    Pub {
+        topic: String,
+        msg: Message,
+    },
+    MPub {
+        topic: String,
+        msgs: Vec<Message>,
+    },
+    DPub {
+        topic: String,
+        delay_ms: u64,
+        msg: Message,
+    },
+    Info {
+        topic: String,
+    },
+    List,
+    Stats,
+    Sub(SubArgs),
+    Ack,
+    Stop,
+    Groups {
+        topic: String,
+    },
+    Repl {
+        after: u64,
+    },
+    Promote,
+}
+
+/// The result of one [`parse_request`] call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// The buffer does not yet hold a whole request.
+    NeedMore,
+    /// A whole request; `consumed` bytes of the buffer belong to it (line + payloads + their CRLFs).
+    Request { req: Request, consumed: usize },
+    /// A bad request whose framing is intact: reply with the error, drop `consumed` bytes, keep the connection.
+    Error { err: ProtoError, consumed: usize },
+    /// Framing is lost: reply with the error and close the connection.
+    Fatal { err: ProtoError },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_and_display() {
+        let all = [
+            (ErrCode::BadReq, "BADREQ"),
+            (ErrCode::Unknown, "UNKNOWN"),
+            (ErrCode::NoTopic, "NOTOPIC"),
+            (ErrCode::Exists, "EXISTS"),
+            (ErrCode::TooBig, "TOOBIG"),
+            (ErrCode::ReadOnly, "READONLY"),
+            (ErrCode::NoAuth, "NOAUTH"),
+            (ErrCode::Busy, "BUSY"),
+            (ErrCode::Internal, "INTERNAL"),
+        ];
+        for (code, text) in all {
+            assert_eq!(code.as_str(), text);
+        }
+        assert_eq!(
+            ProtoError::new(ErrCode::BadReq, "bad name").to_string(),
+            "BADREQ bad name"
+        );
+        let err: Box<dyn std::error::Error> = Box::new(ProtoError::new(ErrCode::Busy, "full"));
+        assert_eq!(err.to_string(), "BUSY full");
+    }
+}

@@ -1,0 +1,282 @@
+//! Buffered frame I/O of one client socket: the input buffer and the
+//! requests parsed from it, the output buffer of encoded replies, and the
+//! reads (blocking, with a deadline, or a nonblocking poll) that refill it.
+//!
+//! Knows the protocol's framing but nothing of the broker: what a request
+//! means is the caller's business. Runs on the socket's connection thread,
+//! which owns it alone; it touches no channel and no lock.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{Limits, Parsed, parse_request};
+
+/// Flush replies once this much output is pending, even mid-pipeline.
+const OUT_FLUSH_BYTES: usize = 64 << 10;
+/// Bytes read from the socket at a time: small while the client sends
+/// small requests (an idle connection then costs a few KiB), doubling up to
+/// the maximum while reads keep filling the buffer.
+const MIN_READ: usize = 4 << 10;
+const READ_CHUNK: usize = 64 << 10;
+/// After a framing error, how long to drain the client's input before
+/// closing (closing with unread input makes Linux send RST, losing the ERR).
+const FATAL_DRAIN: Duration = Duration::from_millis(200);
+
+/// What the caller should do after handling a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Close,
+}
+
+/// What a poll or a read with a deadline brought.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// More bytes are in the input buffer.
+    Data,
+    /// The client hung up.
+    Closed,
+    /// Nothing arrived (the poll found nothing, or the deadline passed).
+    Nothing,
+}
+
+pub struct Wire {
+    stream: TcpStream,
+    limits: Limits,
+    inbuf: Vec<u8>,
+    /// First unconsumed byte of `inbuf`.
+    start: usize,
+    /// Encoded replies waiting for [`Wire::flush`]; callers append to it
+    /// with the `protocol::encode_*` functions.
+    pub out: Vec<u8>,
+    read_size: usize,
+}
+
+impl Wire {
+    /// Takes a socket already set up (timeouts, nodelay) by the caller.
+    pub fn new(stream: TcpStream, limits: Limits) -> Wire {
+        Wire {
+            stream,
+            limits,
+            inbuf: Vec::new(),
+            start: 0,
+            out: Vec::new(),
+            read_size: MIN_READ,
+        }
+    }
+
+    /// Parses the next request from the unread input and consumes its bytes
+    /// (for `Request` and `Error`; `NeedMore` and `Fatal` consume nothing).
+    pub fn next_request(&mut self) -> Parsed {
+        let parsed = parse_request(&self.inbuf[self.start..], &self.limits);
+        if let Parsed::Request { consumed, .. } | Parsed::Error { consumed, .. } = &parsed {
+            self.start += consumed;
+        }
+        parsed
+    }
+
+    /// True once enough replies are queued to flush mid-pipeline.
+    pub fn out_full(&self) -> bool {
+        self.out.len() >= OUT_FLUSH_BYTES
+    }
+
+    /// Blocks for more input. `Ok(0)` means the client hung up.
+    pub fn read(&mut self) -> io::Result<usize> {
+        self.fill(false)
+    }
+
+    /// Reads what has already arrived, without blocking.
+    pub fn poll(&mut self) -> io::Result<Input> {
+        match self.fill(true) {
+            Ok(0) => Ok(Input::Closed),
+            Ok(_) => Ok(Input::Data),
+            Err(e) if is_timeout(&e) => Ok(Input::Nothing),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Blocks for more input until `deadline`.
+    pub fn read_until(&mut self, deadline: Instant) -> io::Result<Input> {
+        loop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Ok(Input::Nothing);
+            };
+            if left.is_zero() {
+                return Ok(Input::Nothing);
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            let res = self.fill(false);
+            self.stream.set_read_timeout(None)?;
+            match res {
+                Ok(0) => return Ok(Input::Closed),
+                Ok(_) => return Ok(Input::Data),
+                // The timeout may fire a little early: wait out the rest.
+                Err(e) if is_timeout(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads more input. `Ok(0)` means the client hung up.
+    fn fill(&mut self, nonblocking: bool) -> io::Result<usize> {
+        if self.start == self.inbuf.len() {
+            self.inbuf.clear();
+            self.start = 0;
+            if self.inbuf.capacity() > 4 * READ_CHUNK {
+                // Give back the memory of a large payload.
+                self.inbuf.shrink_to(READ_CHUNK);
+            }
+        } else if self.start > 0 && self.start >= self.inbuf.len() / 2 {
+            self.inbuf.drain(..self.start);
+            self.start = 0;
+        }
+        let old = self.inbuf.len();
+        self.inbuf.resize(old + self.read_size, 0);
+        if nonblocking {
+            self.stream.set_nonblocking(true)?;
+        }
+        let res = loop {
+            match self.stream.read(&mut self.inbuf[old..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        if nonblocking {
+            self.stream.set_nonblocking(false)?;
+        }
+        match res {
+            Ok(n) => {
+                self.inbuf.truncate(old + n);
+                self.read_size = if n == self.read_size {
+                    (self.read_size * 2).min(READ_CHUNK)
+                } else {
+                    MIN_READ.max(self.read_size / 2)
+                };
+                Ok(n)
+            }
+            Err(e) => {
+                self.inbuf.truncate(old);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes every queued reply (bounded by the socket's write timeout).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out)?;
+            self.out.clear();
+            if self.out.capacity() > 4 * OUT_FLUSH_BYTES {
+                self.out.shrink_to(OUT_FLUSH_BYTES);
+            }
+        }
+        Ok(())
+    }
+
+    /// After the ERR of a framing error is flushed: drains input briefly so
+    /// the close does not RST the ERR away.
+    pub fn close_after_fatal(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + FATAL_DRAIN;
+        let mut sink = [0u8; 4096];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.stream.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// A nonblocking read found nothing, or a read timeout passed.
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::protocol::Request;
+
+    const LIM: Limits = Limits {
+        max_payload: 1 << 20,
+        max_batch: 100,
+    };
+
+    /// A connected (client, server-side Wire) pair on localhost.
+    fn pair() -> io::Result<(TcpStream, Wire)> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        Ok((client, Wire::new(server, LIM)))
+    }
+
+    /// The next request, reading (with a generous deadline) until it is whole.
+    fn next(wire: &mut Wire) -> io::Result<Parsed> {
+        loop {
+            match wire.next_request() {
+                Parsed::NeedMore => {
+                    let got = wire.read_until(Instant::now() + Duration::from_secs(5))?;
+                    assert_eq!(got, Input::Data);
+                }
+                parsed => return Ok(parsed),
+            }
+        }
+    }
+
+    #[test]
+    fn requests_poll_deadline_and_hang_up() -> io::Result<()> {
+        let (mut client, mut wire) = pair()?;
+        assert_eq!(wire.next_request(), Parsed::NeedMore);
+        assert_eq!(wire.poll()?, Input::Nothing);
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert_eq!(wire.read_until(soon)?, Input::Nothing);
+        assert!(Instant::now() >= soon);
+
+        client.write_all(b"PING\r\nFOO\r\nPU")?;
+        assert!(matches!(
+            next(&mut wire)?,
+            Parsed::Request {
+                req: Request::Ping,
+                consumed: 6
+            }
+        ));
+        assert!(matches!(
+            next(&mut wire)?,
+            Parsed::Error { consumed: 5, .. }
+        ));
+        // The PU is kept until the rest of the request arrives.
+        assert_eq!(wire.next_request(), Parsed::NeedMore);
+        client.write_all(b"B t 1\r\nx\r\n")?;
+        assert!(matches!(
+            next(&mut wire)?,
+            Parsed::Request {
+                req: Request::Pub { .. },
+                consumed: 12
+            }
+        ));
+
+        crate::protocol::encode_line(&mut wire.out, "PONG");
+        assert!(!wire.out_full());
+        wire.flush()?;
+        let mut got = [0u8; 6];
+        client.read_exact(&mut got)?;
+        assert_eq!(&got, b"PONG\r\n");
+
+        drop(client);
+        assert_eq!(
+            wire.read_until(Instant::now() + Duration::from_secs(5))?,
+            Input::Closed
+        );
+        Ok(())
+    }
+}
