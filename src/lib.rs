@@ -42,17 +42,17 @@
 //! fsync poisons the writer: writes are refused, never half-done.
 #![deny(clippy::unwrap_used)]
 
-pub mod broker;
+pub(crate) mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod connection;
+pub(crate) mod connection;
 pub mod error;
-pub mod protocol;
+pub(crate) mod protocol;
 pub mod replication;
 pub mod server;
-pub mod stats;
+pub(crate) mod stats;
 pub mod storage;
-pub mod subscription;
-pub mod timer;
-pub mod wire;
+pub(crate) mod subscription;
+pub(crate) mod timer;
+pub(crate) mod wire;

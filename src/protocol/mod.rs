@@ -29,7 +29,7 @@ mod parse;
 use std::fmt;
 
 pub use encode::*;
-pub use parse::{parse_request, valid_name};
+pub use parse::parse_request;
 
 /// Longest request line, including its `\n` (and the `\r` before it, if any).
 pub const MAX_LINE_BYTES: usize = 4096;

@@ -14,25 +14,25 @@
 //! pread (`read_exact_at`) and never past what the writer has flushed.
 
 mod apply;
-pub mod checkpoint;
+pub(crate) mod checkpoint;
 #[cfg(test)]
 mod commit_tests;
 mod delayed;
 mod execute;
 #[cfg(test)]
 pub(crate) mod fault;
-pub mod index;
-pub mod lease;
-pub mod ops;
-pub mod reader;
+pub(crate) mod index;
+pub(crate) mod lease;
+pub(crate) mod ops;
+pub(crate) mod reader;
 pub mod record;
-pub mod recovery;
+pub(crate) mod recovery;
 mod retention;
-pub mod segment;
+pub(crate) mod segment;
 mod state;
-pub mod tail;
+pub(crate) mod tail;
 mod undo;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::fmt;
 use std::io;

@@ -50,9 +50,9 @@ pub struct ReadError {
 pub enum ReadErrorKind {
     /// No segment holds `pos` (retention removed it, or the index is wrong).
     NoSegment,
-    /// The pread of a run failed; `offset` is where it started in `path`.
+    /// The pread of a run failed; `offset` is where it started in the
+    /// segment the error names.
     Read {
-        path: PathBuf,
         offset: u64,
         source: StoreError,
     },
@@ -71,7 +71,6 @@ impl fmt::Display for ReadError {
             ReadErrorKind::Read {
                 offset,
                 source: StoreError::Io { op, path, source },
-                ..
             } => write!(f, "{op} {} at offset {offset}: {source}", path.display()),
             ReadErrorKind::Read { source, .. } => write!(f, "{source}"),
             ReadErrorKind::Mismatch {
@@ -156,7 +155,6 @@ impl Reader {
                     fail(
                         first.pos,
                         ReadErrorKind::Read {
-                            path: seg.path.clone(),
                             offset,
                             source,
                         },
