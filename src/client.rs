@@ -1,5 +1,5 @@
 //! The blocking client API: one [`Client`] is one TCP connection to an smss
-//! server speaking protocol version 1 (`PROTOCOL.md`).
+//! server speaking protocol version 1 (restated in README.md).
 //!
 //! Owns the socket (a buffered reader and a buffered writer over one
 //! `TcpStream`) and its own small reply parser; it shares no code with the

@@ -1,6 +1,6 @@
 //! The smss wire protocol, version 1: turns client bytes into [`Request`]s and server
-//! replies into bytes. The protocol document (shared PROTOCOL.md, restated in README.md) is the contract; this
-//! module is the server's only implementation of its framing.
+//! replies into bytes. The protocol (restated in README.md's Protocol section) is a
+//! fixed contract; this module is the server's only implementation of its framing.
 //!
 //! The module is **pure**: no sockets, no I/O, no threads, no locks, no clocks. The
 //! connection thread owns a growing input buffer and calls [`parse_request`] on its

@@ -52,10 +52,7 @@ pub enum ReadErrorKind {
     NoSegment,
     /// The pread of a run failed; `offset` is where it started in the
     /// segment the error names.
-    Read {
-        offset: u64,
-        source: StoreError,
-    },
+    Read { offset: u64, source: StoreError },
     /// The bytes at the entry's position are not the message it names.
     Mismatch {
         event_id: u64,
@@ -151,15 +148,7 @@ impl Reader {
             self.buf.resize(span, 0);
             let offset = first.pos.saturating_sub(seg.base);
             seg.read_exact_at(&mut self.buf, first.pos)
-                .map_err(|source| {
-                    fail(
-                        first.pos,
-                        ReadErrorKind::Read {
-                            offset,
-                            source,
-                        },
-                    )
-                })?;
+                .map_err(|source| fail(first.pos, ReadErrorKind::Read { offset, source }))?;
             for e in &entries[i..j] {
                 let at = (e.pos - first.pos) as usize;
                 let end = at + e.len as usize;

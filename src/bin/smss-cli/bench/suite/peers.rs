@@ -251,13 +251,13 @@ fn print_peers(systems: &[System], row_names: &[&str]) {
         }
     }
     println!("(* = stopped by --max-secs before its count; the rate is still valid)");
-    // The targets of DESIGN.md, evaluated on this run.
+    // The project's speed targets (README, Performance), evaluated on this run.
     let (Some(sm), Some(ra), Some(re)) =
         (by("smss always"), by("redis always"), by("redis everysec"))
     else {
         return;
     };
-    println!("\ntargets (DESIGN.md):");
+    println!("\ntargets:");
     for (i, name) in row_names.iter().enumerate().take(3) {
         if let (Some(a), Some(b), Some(c)) = (rate(sm, i), rate(ra, i), rate(re, i)) {
             let ok = a >= c && a >= 1.5 * b;
