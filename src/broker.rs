@@ -18,6 +18,7 @@ use crossbeam_channel::Sender;
 use crate::config::Config;
 use crate::replication::{Role, RoleCell};
 use crate::stats::Stats;
+use crate::storage::handles::IndexHandles;
 use crate::storage::ops::WriteReq;
 use crate::storage::record::DeleteReason;
 use crate::storage::segment::SegmentSet;
@@ -48,8 +49,6 @@ pub struct Topic {
     pub create_id: u64,
     pub created_ms: u64,
     pub expires_ms: u64,
-    /// Shared with the writer, which appends with positional writes.
-    pub index: File,
     state: Mutex<TopicState>,
     changed: Condvar,
 }
@@ -60,7 +59,6 @@ impl Topic {
         create_id: u64,
         created_ms: u64,
         expires_ms: u64,
-        index: File,
         state: TopicState,
     ) -> Topic {
         Topic {
@@ -68,7 +66,6 @@ impl Topic {
             create_id,
             created_ms,
             expires_ms,
-            index,
             state: Mutex::new(state),
             changed: Condvar::new(),
         }
@@ -120,6 +117,8 @@ pub struct Broker {
     pub started: Instant,
     pub stats: Stats,
     pub segments: SegmentSet,
+    /// The open index files, bounded (readers and the writer share them).
+    pub index_files: IndexHandles,
     /// How far the log is durable; published by the writer after each sync.
     pub durable: DurableTail,
     pub writer: Sender<WriteReq>,
@@ -129,8 +128,16 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(config: Config, role: Role, writer: Sender<WriteReq>) -> Broker {
+    /// `index_handles`: how many index files may be open at once.
+    pub fn new(
+        config: Config,
+        role: Role,
+        writer: Sender<WriteReq>,
+        index_handles: usize,
+    ) -> Broker {
+        let index_files = IndexHandles::new(&config.store.path.join("index"), index_handles);
         Broker {
+            index_files,
             config,
             role: RoleCell::new(role),
             started: Instant::now(),
@@ -165,6 +172,13 @@ impl Broker {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// The open index file of a topic (opened again if it was evicted).
+    pub fn index_of(&self, t: &Topic) -> std::io::Result<Arc<File>> {
+        self.index_files
+            .get(&t.name, t.create_id)
+            .map_err(std::io::Error::other)
     }
 
     pub fn topic_count(&self) -> usize {

@@ -303,6 +303,7 @@ impl Conn {
             topics: b.topic_count() as u64,
             uptime_ms: b.started.elapsed().as_millis() as u64,
             segments: b.segments.count() as u64,
+            index_files_open: b.index_files.open_count() as u64,
         });
         encode_count(&mut self.wire.out, "STATS", pairs.len() as u64);
         for (name, value) in pairs {

@@ -10,6 +10,7 @@
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use log::{error, info, warn};
@@ -19,6 +20,7 @@ use crate::cli::ServerArgs;
 use crate::config::{Config, init_logging};
 use crate::connection;
 use crate::error::Error;
+use crate::fds::{self, FdBudget};
 use crate::protocol::{ErrCode, ProtoError, encode_err};
 use crate::replication::Role;
 use crate::stats::Stats;
@@ -57,9 +59,11 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
             args.master.as_deref().unwrap_or("?")
         );
     }
+    let fds = fd_budget(config.limits.max_connections);
     let (tx, rx) = crossbeam_channel::bounded(config.worker.buff_size);
     let listen = config.listen_addr();
-    let broker = Arc::new(Broker::new(config, args.role, tx));
+    let broker = Arc::new(Broker::new(config, args.role, tx, fds.index_handles));
+    (broker.stats.connections_max).store(fds.max_connections as u64, Ordering::Relaxed);
     let (timer_tx, timer_rx) = ops::timer_channels();
     let (writer, _report) = Writer::open(Arc::clone(&broker), timer_tx)?;
 
@@ -109,7 +113,7 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     let acc_broker = Arc::clone(&broker);
     std::thread::Builder::new()
         .name("acceptor".into())
-        .spawn(move || accept_loop(listener, acc_broker))
+        .spawn(move || accept_loop(listener, acc_broker, fds.max_connections))
         .map_err(io_err("starting the acceptor thread"))?;
 
     let wake = wake_rx.recv().unwrap_or(Wake::WriterExited);
@@ -174,8 +178,36 @@ fn shutdown(broker: &Broker, local: SocketAddr) {
     }
 }
 
-fn accept_loop(listener: TcpListener, broker: Arc<Broker>) {
-    let max = broker.config.limits.max_connections as u64;
+/// Raises the descriptor limit and splits it (see [`fds`]); logs both.
+fn fd_budget(configured_connections: usize) -> FdBudget {
+    let limit = match fds::raise_nofile_limit() {
+        Ok((before, now, hard)) => {
+            info!("file descriptors: soft limit {before} raised to {now} (hard limit {hard})");
+            now
+        }
+        Err(e) => {
+            // Plan with the conservative default every Linux starts with.
+            warn!("cannot read or raise the file-descriptor limit ({e}); assuming 1024");
+            1024
+        }
+    };
+    let budget = fds::plan(limit, configured_connections);
+    if budget.capped {
+        warn!(
+            "limits.maxConnections {configured_connections} lowered to {} by the file-descriptor \
+             limit {limit} (raise it with LimitNOFILE= or ulimit -n)",
+            budget.max_connections
+        );
+    }
+    info!(
+        "up to {} connections, {} open index files",
+        budget.max_connections, budget.index_handles
+    );
+    budget
+}
+
+fn accept_loop(listener: TcpListener, broker: Arc<Broker>, max_connections: usize) {
+    let max = max_connections as u64;
     for conn in listener.incoming() {
         if broker.is_shutting_down() {
             return;

@@ -25,8 +25,10 @@ pub struct Stats {
     /// Delayed messages dropped because their topic went away first.
     pub delayed_dropped: AtomicU64,
     pub topics_expired: AtomicU64,
-    /// Set when a write or fsync failed: the writer refuses further writes.
+    /// Set when an fsync failed: the writer refuses further writes.
     pub writer_poisoned: AtomicBool,
+    /// The connection cap in force (config and descriptor budget).
+    pub connections_max: AtomicU64,
 }
 
 /// The broker-side values STATS shows, read by the caller.
@@ -37,6 +39,8 @@ pub struct Gauges {
     pub topics: u64,
     pub uptime_ms: u64,
     pub segments: u64,
+    /// Index files open now (bounded; see `storage::handles`).
+    pub index_files_open: u64,
 }
 
 /// The value of one `STAT <name> <value>` line.
@@ -85,6 +89,8 @@ impl Stats {
                 "writer_poisoned",
                 Num(u64::from(self.writer_poisoned.load(Ordering::Relaxed))),
             ),
+            ("connections_max", Num(Stats::get(&self.connections_max))),
+            ("index_files_open", Num(g.index_files_open)),
         ];
         if g.role == Role::Slave {
             // Replication is not implemented yet; the names are part of the protocol.
@@ -111,6 +117,7 @@ mod tests {
             topics: 3,
             uptime_ms: 1234,
             segments: 1,
+            index_files_open: 4,
         };
         let pairs = s.report(&g);
         let names: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
@@ -133,6 +140,8 @@ mod tests {
                 "delayed_dropped",
                 "topics_expired",
                 "writer_poisoned",
+                "connections_max",
+                "index_files_open",
             ]
         );
         assert_eq!(pairs[0].1, StatValue::Text("master"));
@@ -141,14 +150,15 @@ mod tests {
         assert_eq!(pairs[4].1, StatValue::Num(1234));
         assert_eq!(pairs[9].1, StatValue::Num(5));
         assert_eq!(pairs[15].1, StatValue::Num(1));
+        assert_eq!(pairs[17].1, StatValue::Num(4));
 
         let slave = s.report(&Gauges {
             role: Role::Slave,
             ..g
         });
         assert_eq!(slave[0].1, StatValue::Text("slave"));
-        assert_eq!(slave.len(), 18);
-        assert_eq!(slave[16], ("master_event_id", StatValue::Num(0)));
-        assert_eq!(slave[17], ("replication_lag_ms", StatValue::Num(0)));
+        assert_eq!(slave.len(), 20);
+        assert_eq!(slave[18], ("master_event_id", StatValue::Num(0)));
+        assert_eq!(slave[19], ("replication_lag_ms", StatValue::Num(0)));
     }
 }

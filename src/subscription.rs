@@ -90,7 +90,10 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
         SubFrom::After(n) => n,
         SubFrom::Latest | SubFrom::Committed => st.last_id,
     };
-    let mut next = match index::search_after(&topic.index, st.first_entry, st.entries, after) {
+    let found = broker
+        .index_of(&topic)
+        .and_then(|f| index::search_after(&*f, st.first_entry, st.entries, after));
+    let mut next = match found {
         Ok(n) => n,
         Err(e) => {
             encode_err(
@@ -141,7 +144,9 @@ impl Sub<'_> {
             if let Some(after) = floor
                 && st.entries > *next
             {
-                match index::search_after(&topic.index, *next, st.entries, after) {
+                let found = (self.broker.index_of(&self.topic))
+                    .and_then(|f| index::search_after(&*f, *next, st.entries, after));
+                match found {
                     Ok(n) => *next = n,
                     Err(e) => {
                         let msg = format!("reading the index of {}: {e}", topic.name);
@@ -267,7 +272,9 @@ impl Sub<'_> {
     fn put_batch(&mut self, from: u64, want: usize) -> Result<usize, String> {
         let topic = &self.topic;
         self.entries.clear();
-        index::read_entries(&topic.index, from, want, &mut self.entries)
+        self.broker
+            .index_of(topic)
+            .and_then(|f| index::read_entries(&f, from, want, &mut self.entries))
             .map_err(|e| format!("reading the index of {}: {e}", topic.name))?;
         // Bound the batch by bytes, keeping at least one message.
         let mut bytes = 0u64;

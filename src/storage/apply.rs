@@ -6,14 +6,12 @@
 //! ([`super::recovery`]) and, later, a record received from the master. The
 //! changes become visible to readers only at the next commit.
 
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use log::warn;
 
 use super::StoreError;
-use super::index::{self, ENTRY_LEN, Entry};
+use super::index::{ENTRY_LEN, Entry};
 use super::record::{DeleteReason, Kind, Record};
 use super::state::{Change, Pending, WTopic};
 use super::undo::Undo;
@@ -49,19 +47,18 @@ impl Writer {
                 };
                 // A live CREATE opened its index before appending, so that
                 // running out of descriptors fails the request, not the group.
-                let (path, file) = match self.opened_index.take() {
-                    Some((id, path, file)) if id == rec.event_id => (path, file),
-                    _ => self.open_index(rec.topic, rec.event_id)?,
-                };
+                if self.index_created.take() != Some(rec.event_id) {
+                    self.create_index(rec.topic, rec.event_id)?;
+                }
                 let shared = Topic::new(
                     rec.topic.to_string(),
                     rec.event_id,
                     rec.timestamp_ms,
                     expires_ms,
-                    file,
                     TopicState::default(),
                 );
-                self.register_topic(shared, path, true);
+                // Empty: the index directory's fsync makes it durable.
+                self.register_topic(shared, false);
                 self.undo.push(Undo::Created(rec.topic.to_string()));
             }
             Kind::Delete => {
@@ -145,7 +142,7 @@ impl Writer {
     /// Makes a topic known to the writer (created live, replayed, or loaded
     /// from the checkpoint); readers see it at the next commit. Its index
     /// file holds exactly the entries of the topic's current state.
-    pub(super) fn register_topic(&mut self, shared: Topic, path: PathBuf, unsynced: bool) {
+    pub(super) fn register_topic(&mut self, shared: Topic, unsynced: bool) {
         let state = shared.state();
         let shared = Arc::new(shared);
         self.changes.push(Change::Created(Arc::clone(&shared)));
@@ -153,7 +150,6 @@ impl Writer {
             shared.name.clone(),
             WTopic {
                 shared,
-                path,
                 state,
                 flushed_entries: state.entries,
                 buf: Vec::new(),
@@ -171,27 +167,14 @@ impl Writer {
             name: t.shared.name.clone(),
             create_id: t.shared.create_id,
             reason,
-            index_path: t.path.clone(),
         });
         self.undo.push(Undo::Removed(Box::new(t)));
     }
 
     /// Creates (empty) the index file of a topic incarnation.
-    pub(super) fn open_index(
-        &self,
-        topic: &str,
-        create_id: u64,
-    ) -> Result<(PathBuf, File), StoreError> {
-        let path = self.index_dir.join(index::file_name(topic, create_id));
+    pub(super) fn create_index(&self, topic: &str, create_id: u64) -> Result<(), StoreError> {
         #[cfg(test)]
         super::fault::hit(super::fault::Step::IndexCreate)?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| StoreError::io("create index", &path, e))?;
-        Ok((path, file))
+        self.broker.index_files.create(topic, create_id).map(|_| ())
     }
 }

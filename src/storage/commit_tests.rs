@@ -21,7 +21,8 @@ fn open(dir: &Path, max_log_size: u64) -> Writer {
     cfg.store.path = dir.to_path_buf();
     cfg.store.max_log_size = max_log_size;
     let (tx, _rx) = crossbeam_channel::bounded(1);
-    let broker = Arc::new(Broker::new(cfg, Role::Master, tx));
+    // Few index handles, so the tests run through evictions too.
+    let broker = Arc::new(Broker::new(cfg, Role::Master, tx, 2));
     let (timers, _timer_rx) = timer_channels();
     match Writer::open(broker, timers) {
         Ok((w, _)) => w,
@@ -97,7 +98,11 @@ fn contents(w: &Writer) -> (BTreeSet<(String, u64)>, BTreeSet<u64>) {
         let st = t.state();
         let mut out = Vec::new();
         let n = (st.entries - st.first_entry) as usize;
-        if let Err(e) = index::read_entries(&t.index, st.first_entry, n, &mut out) {
+        let file = match w.broker.index_files.get(&t.name, t.create_id) {
+            Ok(f) => f,
+            Err(e) => panic!("index of {}: {e}", t.name),
+        };
+        if let Err(e) = index::read_entries(&file, st.first_entry, n, &mut out) {
             panic!("index of {}: {e}", t.name);
         }
         ids.extend(out.iter().map(|e| e.event_id));

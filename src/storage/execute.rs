@@ -133,8 +133,8 @@ impl Writer {
             body: &body,
         };
         self.reserve(id, record::encoded_len(topic.len(), 0, body.len()))?;
-        let (path, file) = self.open_index(topic, id)?;
-        self.opened_index = Some((id, path, file));
+        self.create_index(topic, id)?;
+        self.index_created = Some(id);
         self.append_reserved(&rec)?;
         Ok(WriteOk::Id(id))
     }

@@ -21,6 +21,7 @@ mod delayed;
 mod execute;
 #[cfg(test)]
 pub(crate) mod fault;
+pub(crate) mod handles;
 pub(crate) mod index;
 pub(crate) mod lease;
 pub(crate) mod ops;

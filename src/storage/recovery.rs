@@ -185,14 +185,10 @@ impl Writer {
             let path = self
                 .index_dir
                 .join(index::file_name(&tm.name, tm.create_id));
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| StoreError::io("open index", &path, e))?;
+            // Only looked at here: kept open later on demand, within the
+            // bounded set of index handles.
             let want = tm.entries * ENTRY_LEN as u64;
-            let have = file
-                .metadata()
+            let have = std::fs::metadata(&path)
                 .map_err(|e| StoreError::io("stat index", &path, e))?
                 .len();
             if have < want {
@@ -204,7 +200,10 @@ impl Writer {
             }
             if have > want {
                 // Entries written after the checkpoint; replay rewrites them.
-                file.set_len(want)
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(want))
                     .map_err(|e| StoreError::io("truncate index", &path, e))?;
             }
             let state = TopicState {
@@ -219,11 +218,10 @@ impl Writer {
                 tm.create_id,
                 tm.created_ms,
                 tm.expires_ms,
-                file,
                 state,
             );
             self.index_bytes += want;
-            self.register_topic(shared, path, have > want);
+            self.register_topic(shared, have > want);
         }
         Ok(())
     }

@@ -66,18 +66,20 @@ impl Writer {
         // Read every topic's new first entry before changing anything, so
         // a failed read leaves the writer as it was.
         let mut moved = Vec::new();
+        let files = &self.broker.index_files;
         for (name, t) in &self.topics {
             let hi = t.flushed_entries;
-            let first = search_pos(&t.shared.index, t.state.first_entry, hi, keep_from)
-                .map_err(|e| StoreError::io("read index", &t.path, e))?;
+            let read_err = |e| StoreError::io("read index", &files.path(name, t.shared.create_id), e);
+            let file = files.get(name, t.shared.create_id)?;
+            let first = search_pos(&file, t.state.first_entry, hi, keep_from).map_err(read_err)?;
             if first == t.state.first_entry {
                 continue;
             }
             let first_id = if first >= t.state.entries {
                 t.state.first_id
             } else if first < hi {
-                index::EntrySource::entry(&t.shared.index, first)
-                    .map_err(|e| StoreError::io("read index", &t.path, e))?
+                index::EntrySource::entry(&*file, first)
+                    .map_err(read_err)?
                     .event_id
             } else {
                 // The first retained entry is still in the buffer.

@@ -5,7 +5,6 @@
 //! Owned by the writer thread (types only; [`super::writer`] holds them).
 //! Readers never see these: they see what the commit publishes to the broker.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::record::DeleteReason;
@@ -15,7 +14,6 @@ use crate::broker::{Topic, TopicState};
 /// The writer's own view of a topic, ahead of what readers see until commit.
 pub(super) struct WTopic {
     pub(super) shared: Arc<Topic>,
-    pub(super) path: PathBuf,
     pub(super) state: TopicState,
     /// Entries already written to the index file.
     pub(super) flushed_entries: u64,
@@ -54,7 +52,6 @@ pub(super) enum Change {
         name: String,
         create_id: u64,
         reason: DeleteReason,
-        index_path: PathBuf,
     },
 }
 

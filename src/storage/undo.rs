@@ -9,7 +9,6 @@
 //! without a group, so nothing is recorded then.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::segment::Segment;
@@ -82,19 +81,19 @@ impl UndoLog {
 
     /// Takes back every recorded change to `topics` and `pending`, newest
     /// first. Returns the group's mark and the index files of topics it
-    /// created (to unlink); `None` when no group is open.
+    /// created, (name, create id), to unlink; `None` when no group is open.
     pub(super) fn revert(
         &mut self,
         topics: &mut HashMap<String, WTopic>,
         pending: &mut HashMap<u64, Pending>,
-    ) -> Option<(Mark, Vec<PathBuf>)> {
+    ) -> Option<(Mark, Vec<(String, u64)>)> {
         let mark = self.mark.take()?;
         let mut unlink = Vec::new();
         for u in self.ops.drain(..).rev() {
             match u {
                 Undo::Created(name) => {
                     if let Some(t) = topics.remove(&name) {
-                        unlink.push(t.path);
+                        unlink.push((name, t.shared.create_id));
                     }
                 }
                 Undo::Removed(t) => {

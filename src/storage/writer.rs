@@ -115,9 +115,9 @@ pub struct Writer {
     pub(super) poisoned: Option<String>,
     pub(super) pending: HashMap<u64, Pending>,
     pub(super) timers: TimerSenders,
-    /// The index file a live CREATE opened before appending its record:
-    /// (create id, path, file), taken by the apply path.
-    pub(super) opened_index: Option<(u64, PathBuf, File)>,
+    /// The create id of a live CREATE whose index file exists already
+    /// (made before its record was appended); taken by the apply path.
+    pub(super) index_created: Option<u64>,
     /// What to take back if the group being built fails.
     pub(super) undo: UndoLog,
     pub(super) counts: GroupCounts,
@@ -165,7 +165,7 @@ impl Writer {
             poisoned: None,
             pending: HashMap::new(),
             timers,
-            opened_index: None,
+            index_created: None,
             undo: UndoLog::default(),
             counts: GroupCounts::default(),
             checkpoint_retry_at: None,
@@ -488,10 +488,14 @@ impl Writer {
             if t.buf.is_empty() {
                 continue;
             }
-            t.shared
-                .index
+            let files = &self.broker.index_files;
+            files
+                .get(&t.shared.name, t.shared.create_id)?
                 .write_all_at(&t.buf, t.flushed_entries * ENTRY_LEN as u64)
-                .map_err(|e| StoreError::io("write index", &t.path, e))?;
+                .map_err(|e| {
+                    let path = files.path(&t.shared.name, t.shared.create_id);
+                    StoreError::io("write index", &path, e)
+                })?;
             t.flushed_entries += (t.buf.len() / ENTRY_LEN) as u64;
             t.buf.clear();
             t.unsynced = true;
@@ -516,8 +520,10 @@ impl Writer {
         let Some((mark, unlink)) = self.undo.revert(&mut self.topics, &mut self.pending) else {
             return Ok(());
         };
-        for path in unlink {
-            let _ = std::fs::remove_file(path); // an unused index; only space
+        for (name, create_id) in unlink {
+            self.broker.index_files.forget(create_id);
+            // An index nobody used; failing to unlink only leaks space.
+            let _ = std::fs::remove_file(self.broker.index_files.path(&name, create_id));
         }
         self.changes.clear();
         self.dirty.clear();
@@ -588,14 +594,16 @@ impl Writer {
                     name,
                     create_id,
                     reason,
-                    index_path,
                 } => {
                     // Readers holding the handle finish their read, then
                     // see the END. Failing to unlink only leaks space.
-                    if let Err(e) = std::fs::remove_file(&index_path)
+                    let files = &self.broker.index_files;
+                    files.forget(create_id);
+                    let path = files.path(&name, create_id);
+                    if let Err(e) = std::fs::remove_file(&path)
                         && e.kind() != std::io::ErrorKind::NotFound
                     {
-                        warn!("could not remove index {}: {e}", index_path.display());
+                        warn!("could not remove index {}: {e}", path.display());
                     }
                     self.broker.remove_topic(&name, create_id, reason)
                 }
@@ -640,10 +648,15 @@ impl Writer {
         let mut topics = Vec::with_capacity(self.topics.len());
         for t in self.topics.values_mut() {
             if t.unsynced {
-                t.shared
-                    .index
+                // Any descriptor of the file will do: fsync flushes the file.
+                let files = &self.broker.index_files;
+                files
+                    .get(&t.shared.name, t.shared.create_id)?
                     .sync_data()
-                    .map_err(|e| StoreError::io("fsync index", &t.path, e))?;
+                    .map_err(|e| {
+                        let path = files.path(&t.shared.name, t.shared.create_id);
+                        StoreError::io("fsync index", &path, e)
+                    })?;
                 t.unsynced = false;
             }
             topics.push(TopicMeta {
