@@ -69,7 +69,8 @@ impl Writer {
         let files = &self.broker.index_files;
         for (name, t) in &self.topics {
             let hi = t.flushed_entries;
-            let read_err = |e| StoreError::io("read index", &files.path(name, t.shared.create_id), e);
+            let read_err =
+                |e| StoreError::io("read index", &files.path(name, t.shared.create_id), e);
             let file = files.get(name, t.shared.create_id)?;
             let first = search_pos(&file, t.state.first_entry, hi, keep_from).map_err(read_err)?;
             if first == t.state.first_entry {

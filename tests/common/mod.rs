@@ -120,7 +120,33 @@ impl Server {
 
     /// Starts the binary with an existing config file and waits for READY.
     pub fn start_config(dir: &Path, config: &Path) -> Server {
-        let mut child = Command::new(bin())
+        Server::spawn_ready(Command::new(bin()), dir, config)
+    }
+
+    /// Like `start_with`, with the child's RLIMIT_NOFILE (soft and hard) set
+    /// to `nofile` before exec, as a small machine or a systemd unit would.
+    pub fn start_with_nofile(dir: &Path, opts: &Opts, nofile: u64) -> Server {
+        use std::os::unix::process::CommandExt;
+        let config = write_config(dir, opts);
+        let mut cmd = Command::new(bin());
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Server::spawn_ready(cmd, dir, &config)
+    }
+
+    fn spawn_ready(mut cmd: Command, dir: &Path, config: &Path) -> Server {
+        let mut child = cmd
             .arg("--config")
             .arg(config)
             .stdout(Stdio::piped())
