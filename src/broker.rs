@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::config::Config;
+use crate::replication::state::ReplState;
 use crate::replication::{Role, RoleCell};
 use crate::stats::Stats;
 use crate::storage::handles::IndexHandles;
@@ -121,6 +122,8 @@ pub struct Broker {
     pub index_files: IndexHandles,
     /// How far the log is durable; published by the writer after each sync.
     pub durable: DurableTail,
+    /// Replication: slaves (on a master), the master (on a slave).
+    pub repl: ReplState,
     pub writer: Sender<WriteReq>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     last_event_id: AtomicU64,
@@ -144,6 +147,7 @@ impl Broker {
             stats: Stats::default(),
             segments: SegmentSet::default(),
             durable: DurableTail::default(),
+            repl: ReplState::default(),
             writer,
             topics: RwLock::new(BTreeMap::new()),
             last_event_id: AtomicU64::new(0),

@@ -141,7 +141,7 @@ impl Conn {
             match res {
                 Ok(WriteOk::Id(id)) => encode_ok(&mut self.wire.out, &[id]),
                 Ok(WriteOk::Range(a, b)) => encode_ok(&mut self.wire.out, &[a, b]),
-                Ok(WriteOk::Done) => encode_ok(&mut self.wire.out, &[]),
+                Ok(WriteOk::Done | WriteOk::Plan(_)) => encode_ok(&mut self.wire.out, &[]),
                 Err(e) => encode_err(&mut self.wire.out, &write_err(&e)),
             }
         }

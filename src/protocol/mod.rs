@@ -199,10 +199,21 @@ pub enum Request {
     Groups {
         topic: String,
     },
-    Repl {
-        after: u64,
-    },
+    Repl(ReplArgs),
     Promote,
+}
+
+/// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1]`: what a slave
+/// has (see README, Replication).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplArgs {
+    /// The slave has every record up to this event id.
+    pub after: u64,
+    /// Its data directory's history id; 0 when it has none yet.
+    pub history: u64,
+    pub epoch: u64,
+    /// It holds no records: it needs the state first.
+    pub empty: bool,
 }
 
 /// The result of one [`parse_request`] call.

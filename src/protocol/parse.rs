@@ -7,7 +7,7 @@
 
 use super::{
     ErrCode, Limits, MAX_HEADER_KEY_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS, MAX_LINE_BYTES,
-    MAX_NAME_BYTES, Message, Parsed, ProtoError, Request, SubArgs, SubFrom,
+    MAX_NAME_BYTES, Message, Parsed, ProtoError, ReplArgs, Request, SubArgs, SubFrom,
 };
 
 /// How much of a client-supplied token is quoted back in an error text.
@@ -101,7 +101,7 @@ const COMMANDS: [CommandSpec; 17] = [
     spec(
         "REPL",
         Kind::Simple(SimpleCmd::Repl),
-        "REPL <after_event_id>",
+        "REPL <after_event_id> [history=<hex>] [epoch=<n>] [empty=0|1]",
     ),
     spec("PROMOTE", Kind::Simple(SimpleCmd::Promote), "PROMOTE"),
 ];
@@ -468,13 +468,50 @@ fn parse_simple(
         SimpleCmd::Groups => Request::Groups {
             topic: topic_arg(args.required()?)?,
         },
-        SimpleCmd::Repl => Request::Repl {
-            after: number(args.required()?, "event id")?,
-        },
+        SimpleCmd::Repl => Request::Repl(parse_repl(&mut args)?),
         SimpleCmd::Promote => Request::Promote,
     };
     args.finish()?;
     Ok(req)
+}
+
+fn parse_repl(args: &mut Args<'_>) -> Result<ReplArgs, ProtoError> {
+    let mut r = ReplArgs {
+        after: number(args.required()?, "event id")?,
+        ..ReplArgs::default()
+    };
+    while let Some(opt) = args.optional() {
+        let Some((key, value)) = split_eq(opt) else {
+            return Err(bad(format!(
+                "REPL option '{}' is not key=value",
+                quote(opt)
+            )));
+        };
+        match key {
+            b"history" => {
+                r.history = std::str::from_utf8(value)
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.len() <= 16)
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .ok_or_else(|| bad(format!("invalid REPL history '{}'", quote(value))))?
+            }
+            b"epoch" => r.epoch = number(value, "REPL epoch")?,
+            b"empty" => {
+                r.empty = match value {
+                    b"0" => false,
+                    b"1" => true,
+                    _ => return Err(bad(format!("invalid REPL empty '{}'", quote(value)))),
+                }
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown REPL option '{}' (history, epoch, empty)",
+                    quote(key)
+                )));
+            }
+        }
+    }
+    Ok(r)
 }
 
 fn parse_sub(args: &mut Args<'_>, limits: &Limits) -> Result<SubArgs, ProtoError> {
@@ -895,9 +932,27 @@ mod tests {
         assert_eq!(req(b"GROUPS t\r\n"), Request::Groups { topic: "t".into() });
         assert_eq!(
             req(b"REPL 18446744073709551615\r\n"),
-            Request::Repl { after: u64::MAX }
+            Request::Repl(ReplArgs {
+                after: u64::MAX,
+                ..ReplArgs::default()
+            })
         );
-        assert_eq!(req(b"REPL 007\r\n"), Request::Repl { after: 7 });
+        assert_eq!(
+            req(b"REPL 007\r\n"),
+            Request::Repl(ReplArgs {
+                after: 7,
+                ..ReplArgs::default()
+            })
+        );
+        assert_eq!(
+            req(b"REPL 5 history=00ff epoch=2 empty=1\r\n"),
+            Request::Repl(ReplArgs {
+                after: 5,
+                history: 0xff,
+                epoch: 2,
+                empty: true
+            })
+        );
         assert_eq!(req(b"PROMOTE\r\n"), Request::Promote);
     }
 

@@ -9,6 +9,7 @@
 
 pub mod receiver;
 pub mod sender;
+pub mod state;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use log::warn;
 
 use super::StoreError;
+use super::checkpoint::EpochMeta;
 use super::index::{ENTRY_LEN, Entry};
 use super::record::{DeleteReason, Kind, Record};
 use super::state::{Change, Pending, WTopic};
@@ -78,6 +79,19 @@ impl Writer {
                         self.undo.push(Undo::PendingRemoved(id, p));
                         self.counts.delayed_dropped += 1;
                     }
+                }
+            }
+            Kind::Epoch => {
+                if let Some((epoch, prev_last_id, history)) = rec.epoch_fields() {
+                    self.epochs.push(EpochMeta {
+                        epoch,
+                        start_id: rec.event_id,
+                        prev_last_id,
+                    });
+                    if self.history == 0 {
+                        self.history = history;
+                    }
+                    self.want_checkpoint = true;
                 }
             }
             Kind::DPub => {
@@ -159,7 +173,7 @@ impl Writer {
         );
     }
 
-    fn drop_topic(&mut self, t: WTopic, reason: DeleteReason) {
+    pub(super) fn drop_topic(&mut self, t: WTopic, reason: DeleteReason) {
         self.index_bytes = self
             .index_bytes
             .saturating_sub(t.state.entries * ENTRY_LEN as u64);

@@ -9,6 +9,8 @@
 //! format <storage format version of the log, indexes and this file>
 //! log_pos <global position covered>
 //! last_event_id <id>
+//! history <16 hex digits: the data directory's history id; 0 = none yet>
+//! epoch <epoch> <first event id of it> <last event id of the epochs before>
 //! topic <name> <create_id> <created_ms> <expires_ms> <entries> <first_entry> <first_id> <last_id>
 //! delayed <dpub_event_id> <due_ms> <log_pos> <record_len> <topic>
 //! crc <crc32 of every byte before this line, 8 hex digits>
@@ -25,7 +27,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use super::record::FORMAT_VERSION;
+use super::record::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use super::{StoreError, sync_dir};
 
 pub const FILE_NAME: &str = "checkpoint";
@@ -62,8 +64,23 @@ pub struct Checkpoint {
     pub format: u32,
     pub log_pos: u64,
     pub last_event_id: u64,
+    /// The history this data belongs to (0: a slave that has not synced).
+    pub history: u64,
+    /// Every epoch after the first, oldest first.
+    pub epochs: Vec<EpochMeta>,
     pub topics: Vec<TopicMeta>,
     pub delayed: Vec<DelayedMeta>,
+}
+
+/// The start of an epoch: written by PROMOTE as an EPOCH record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochMeta {
+    pub epoch: u64,
+    /// Event id of its EPOCH record.
+    pub start_id: u64,
+    /// The last event id of the epochs before it: a server that has records
+    /// above this from an older epoch holds what this history never had.
+    pub prev_last_id: u64,
 }
 
 impl Default for Checkpoint {
@@ -72,6 +89,8 @@ impl Default for Checkpoint {
             format: FORMAT_VERSION,
             log_pos: 0,
             last_event_id: 0,
+            history: 0,
+            epochs: Vec::new(),
             topics: Vec::new(),
             delayed: Vec::new(),
         }
@@ -85,6 +104,10 @@ impl Checkpoint {
         let _ = writeln!(s, "format {}", self.format);
         let _ = writeln!(s, "log_pos {}", self.log_pos);
         let _ = writeln!(s, "last_event_id {}", self.last_event_id);
+        let _ = writeln!(s, "history {:016x}", self.history);
+        for e in &self.epochs {
+            let _ = writeln!(s, "epoch {} {} {}", e.epoch, e.start_id, e.prev_last_id);
+        }
         for t in &self.topics {
             let _ = writeln!(
                 s,
@@ -144,6 +167,17 @@ impl Checkpoint {
                 Some("format") => cp.format = u32::try_from(num(f.next())?).map_err(|_| bad())?,
                 Some("log_pos") => cp.log_pos = num(f.next())?,
                 Some("last_event_id") => cp.last_event_id = num(f.next())?,
+                Some("history") => {
+                    cp.history = f
+                        .next()
+                        .and_then(|h| u64::from_str_radix(h, 16).ok())
+                        .ok_or_else(bad)?
+                }
+                Some("epoch") => cp.epochs.push(EpochMeta {
+                    epoch: num(f.next())?,
+                    start_id: num(f.next())?,
+                    prev_last_id: num(f.next())?,
+                }),
                 Some("topic") => {
                     let name = f.next().ok_or_else(bad)?.to_string();
                     cp.topics.push(TopicMeta {
@@ -190,7 +224,7 @@ impl Checkpoint {
         };
         let cp =
             Checkpoint::decode(&text).map_err(|reason| StoreError::corrupt(&path, 0, reason))?;
-        if cp.format != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&cp.format) {
             return Err(StoreError::Version {
                 path,
                 found: cp.format,
@@ -222,6 +256,12 @@ mod tests {
             format: FORMAT_VERSION,
             log_pos: 12345,
             last_event_id: 99,
+            history: 0x0123_4567_89ab_cdef,
+            epochs: vec![EpochMeta {
+                epoch: 1,
+                start_id: 1_048_700,
+                prev_last_id: 90,
+            }],
             topics: vec![TopicMeta {
                 name: "orders.v1".into(),
                 create_id: 1,

@@ -17,6 +17,7 @@ use super::ops::{WriteError, WriteOk, WriteOp, WriteResult};
 use super::record::{self, DeleteReason, FLAG_BATCH_MORE, Kind, Record};
 use super::writer::Writer;
 use crate::protocol::Message;
+use crate::replication::Role;
 use crate::stats::Stats;
 
 impl Writer {
@@ -112,6 +113,29 @@ impl Writer {
             }
             WriteOp::Fire { ids } => self.fire(&ids, now).map(|_| WriteOk::Done),
             WriteOp::Retention { now_ms } => self.retention(now_ms).map(|_| WriteOk::Done),
+            WriteOp::ReplPlan {
+                after_id,
+                history,
+                epoch,
+                empty,
+            } => self.repl_plan(after_id, history, epoch, empty),
+            WriteOp::Replicate { records } => {
+                if self.broker.role() != Role::Slave {
+                    return Err(WriteError::Invalid("this server is not a slave".into()));
+                }
+                self.replicate(&records)
+            }
+            WriteOp::ReplLease { lease } => self.repl_lease(lease),
+            WriteOp::ReplReset {
+                history,
+                diverged_after,
+            } => self.repl_reset(history, diverged_after),
+            WriteOp::ReplSynced { history } => {
+                self.history = history;
+                self.want_checkpoint = true;
+                Ok(WriteOk::Done)
+            }
+            WriteOp::Promote => self.promote(),
             WriteOp::Shutdown => Ok(WriteOk::Done),
         };
         match res {

@@ -24,10 +24,12 @@ pub(crate) mod fault;
 pub(crate) mod handles;
 pub(crate) mod index;
 pub(crate) mod lease;
+pub(crate) mod logread;
 pub(crate) mod ops;
 pub(crate) mod reader;
 pub mod record;
 pub(crate) mod recovery;
+mod replica;
 mod retention;
 pub(crate) mod segment;
 mod state;
@@ -117,8 +119,9 @@ impl fmt::Display for StoreError {
             StoreError::Version { path, found } => write!(
                 f,
                 "{} says the data directory is in storage format version {found}; this smss \
-                 reads version {}: run the smss release that wrote it",
+                 reads versions {} to {}: run the smss release that wrote it",
                 path.display(),
+                record::OLDEST_FORMAT_VERSION,
                 record::FORMAT_VERSION
             ),
         }

@@ -51,11 +51,92 @@ pub enum WriteOp {
     Retention {
         now_ms: u64,
     },
+    /// Master: how to serve a slave that asks for the records after
+    /// `after_id` (see [`ReplPlan`]).
+    ReplPlan {
+        after_id: u64,
+        /// The slave's history id (0: it has none yet) and epoch.
+        history: u64,
+        epoch: u64,
+        /// The slave holds no records at all.
+        empty: bool,
+    },
+    /// Slave: append these records from the master as they are (the
+    /// master's ids and timestamps): whole records, whole MPUB batches.
+    /// Records the slave has already are skipped.
+    Replicate {
+        records: Vec<u8>,
+    },
+    /// Slave: the master's id lease moved; keep at least this much.
+    ReplLease {
+        lease: u64,
+    },
+    /// Slave: discard every topic and record (a full resync follows) and
+    /// adopt the master's `history`. With `diverged_after`, first move the
+    /// records after that id, which the master never had, into a file.
+    ReplReset {
+        history: u64,
+        diverged_after: Option<u64>,
+    },
+    /// Slave: the snapshot of a full resync is applied; the data now
+    /// belongs to `history` (until then a restart resyncs from scratch).
+    ReplSynced {
+        history: u64,
+    },
+    /// Slave becoming master: write the EPOCH record of a new epoch, with an
+    /// id above every id the old master could have assigned.
+    Promote,
     /// Finish what is queued before it, fsync, checkpoint, and stop.
     Shutdown,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a master serves one slave (the answer to [`WriteOp::ReplPlan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplPlan {
+    pub history: u64,
+    pub epoch: u64,
+    pub mode: ReplMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplMode {
+    /// Send the records after `after_id`, from the log.
+    Stream {
+        after_id: u64,
+    },
+    /// The slave must discard what it has: send `snapshot` (in id order,
+    /// every id ≤ `after_id`), then the records after `after_id`.
+    Full {
+        after_id: u64,
+        snapshot: Vec<SnapItem>,
+    },
+    /// The slave has records after `keep_id` from an epoch this history
+    /// ended there: it must move them aside, then resync.
+    Diverged {
+        keep_id: u64,
+    },
+    Refused(String),
+}
+
+/// One record of a full-resync snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapItem {
+    /// A record built from the master's state (CREATE of a live topic,
+    /// EPOCH), encoded.
+    Built { id: u64, bytes: Vec<u8> },
+    /// A record to copy from the log (a pending DPUB).
+    Logged { id: u64, pos: u64, len: u32 },
+}
+
+impl SnapItem {
+    pub fn id(&self) -> u64 {
+        match self {
+            SnapItem::Built { id, .. } | SnapItem::Logged { id, .. } => *id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOk {
     /// The event id of the record written.
     Id(u64),
@@ -63,6 +144,8 @@ pub enum WriteOk {
     Range(u64, u64),
     /// Shutdown (or a timer's request) finished.
     Done,
+    /// The answer to [`WriteOp::ReplPlan`].
+    Plan(Box<ReplPlan>),
 }
 
 /// Why the writer refused or failed a request. Nothing of a refused or

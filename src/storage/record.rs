@@ -21,8 +21,9 @@
 //!
 //! A `len` of 0 marks the end of the written part of a segment (zero fill).
 //!
-//! Format version 1. Changing the layout means a new version number in the
-//! checkpoint and a reader for the old layout; never reinterpret old bytes.
+//! Format version 2 (version 1 had no EPOCH kind; this code reads both).
+//! Changing the layout means a new version number in the checkpoint and a
+//! reader for the old layout; never reinterpret old bytes.
 
 use std::io::Read;
 
@@ -31,8 +32,13 @@ pub const HEADER_LEN: usize = 29;
 /// Set on every record of an MPUB batch except the last: recovery discards a
 /// batch whose last record is missing, so a batch is all-or-nothing.
 pub const FLAG_BATCH_MORE: u8 = 1;
-/// The record format this code reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The record format this code writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this code reads (a subset of the current one).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+/// The topic field of records that belong to no topic (EPOCH): not a valid
+/// topic name, so it can never collide with one.
+pub const NO_TOPIC: &str = "$";
 
 /// What a record means. The body layout depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +57,10 @@ pub enum Kind {
     /// record (u64), then the payload. Naming the DPUB makes firing
     /// idempotent across crashes and on slaves.
     Fire = 5,
+    /// A new epoch began (PROMOTE). Topic [`NO_TOPIC`]. Body: the epoch
+    /// (u64), the last event id of the epochs before it (u64), the data
+    /// directory's history id (u64).
+    Epoch = 6,
 }
 
 impl Kind {
@@ -61,6 +71,7 @@ impl Kind {
             3 => Some(Kind::Pub),
             4 => Some(Kind::DPub),
             5 => Some(Kind::Fire),
+            6 => Some(Kind::Epoch),
             _ => None,
         }
     }
@@ -72,6 +83,7 @@ impl Kind {
             Kind::Pub => "PUB",
             Kind::DPub => "DPUB",
             Kind::Fire => "FIRE",
+            Kind::Epoch => "EPOCH",
         }
     }
 }
@@ -134,6 +146,17 @@ impl Record<'_> {
             Kind::DPub | Kind::Fire => self.body.get(8..).unwrap_or(&[]),
             _ => self.body,
         }
+    }
+
+    /// The three u64 of an Epoch body: (epoch, previous last id, history).
+    pub fn epoch_fields(&self) -> Option<(u64, u64, u64)> {
+        let f = |i: usize| {
+            self.body
+                .get(i * 8..i * 8 + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
+        Some((f(0)?, f(1)?, f(2)?))
     }
 
     /// True for records that are delivered to subscribers.

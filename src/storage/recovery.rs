@@ -28,6 +28,7 @@ use super::state::{Change, Pending};
 use super::writer::Writer;
 use super::{StoreError, sync_dir};
 use crate::broker::{Broker, Topic, TopicState};
+use crate::replication::Role;
 
 /// Read window for replay.
 const WINDOW: usize = 4 << 20;
@@ -40,6 +41,26 @@ const RESYNC_LIMIT: u64 = 64 << 20;
 pub struct RecoveryReport {
     pub replayed_records: u64,
     pub truncated_bytes: u64,
+}
+
+/// A new history id: 64 bits from the kernel's random source (falling
+/// back to the time and process id, which are unique enough for this).
+pub(crate) fn new_history_id() -> u64 {
+    use std::io::Read as _;
+    let mut b = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    let id = match random {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => now_ms_nanos() ^ (u64::from(std::process::id()) << 32),
+    };
+    id.max(1)
+}
+
+fn now_ms_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
 }
 
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
@@ -137,7 +158,8 @@ impl Writer {
         w.active_len = file_len(&w.active)?;
         w.active_alloc = w.active_len;
         let lease = load_lease(&dir)?;
-        if lease > w.last_id {
+        let is_master = w.broker.role() == Role::Master;
+        if lease > w.last_id && is_master {
             // Ids up to the lease may have been seen before a crash.
             info!(
                 "resuming event ids after the lease {lease} (last record {})",
@@ -145,11 +167,22 @@ impl Writer {
             );
             w.last_id = lease;
         }
-        w.id_lease = w.last_id;
+        // A slave assigns no ids: it resumes from the last record it has,
+        // and keeps the lease (its master's) for a PROMOTE.
+        w.id_lease = w.last_id.max(lease);
+        if w.history == 0 && (is_master || w.last_id > 0) {
+            // A new data directory (or one from before histories) starts one.
+            w.history = new_history_id();
+            w.want_checkpoint = true;
+        }
         w.commit()?;
         // What survived the crash is the durable log now.
         w.publish_durable();
-        if report.replayed_records > 0 || report.truncated_bytes > 0 || cp.is_none() {
+        if report.replayed_records > 0
+            || report.truncated_bytes > 0
+            || cp.is_none()
+            || w.want_checkpoint
+        {
             w.checkpoint()?;
         }
         w.since_checkpoint = 0;
@@ -166,6 +199,8 @@ impl Writer {
 
     fn load_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError> {
         self.last_id = cp.last_event_id;
+        self.history = cp.history;
+        self.epochs = cp.epochs.clone();
         for d in &cp.delayed {
             self.pending.insert(
                 d.id,

@@ -46,6 +46,10 @@ pub(super) enum Change {
     /// Segments deleted by retention: dropped from the shared set and
     /// unlinked after the topics' new first entries are published.
     SegmentsRemoved(Vec<Arc<Segment>>),
+    /// Segments a slave's reset dropped: out of the shared set at publish,
+    /// their files unlinked after the next checkpoint (which no longer
+    /// points into them).
+    SegmentsDropped(Vec<Arc<Segment>>),
     /// A topic removed; its index file is unlinked when this is published,
     /// so a group that fails before can still put the topic back.
     Deleted {

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::checkpoint::EpochMeta;
 use super::segment::Segment;
 use super::state::{Pending, WTopic};
 use crate::broker::TopicState;
@@ -24,6 +25,9 @@ pub(super) struct Mark {
     pub(super) active: Arc<Segment>,
     /// Bytes of `active` written when the group started.
     pub(super) active_len: u64,
+    pub(super) history: u64,
+    /// A few entries at most (one per failover).
+    pub(super) epochs: Vec<EpochMeta>,
 }
 
 /// One change to take back.

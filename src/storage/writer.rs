@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{error, info, warn};
 
-use super::checkpoint::{Checkpoint, DelayedMeta, TopicMeta};
+use super::checkpoint::{Checkpoint, DelayedMeta, EpochMeta, TopicMeta};
 use super::index::ENTRY_LEN;
 use super::lease::store_lease;
 use super::ops::{TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
@@ -123,8 +123,16 @@ pub struct Writer {
     pub(super) counts: GroupCounts,
     /// After a checkpoint failed for want of a resource, not before this.
     checkpoint_retry_at: Option<Instant>,
-    /// Ids up to this may have been handed out (see [`super::lease`]).
+    /// Ids up to this may have been handed out (see [`super::lease`]); on
+    /// a slave, the master's lease.
     pub(super) id_lease: u64,
+    /// The history this data belongs to (0: a slave not synced yet).
+    pub(super) history: u64,
+    /// Every epoch after the first (PROMOTEs), oldest first.
+    pub(super) epochs: Vec<EpochMeta>,
+    /// Segments dropped from the log (a slave's reset) whose files go only
+    /// after the next checkpoint no longer points into them.
+    pub(super) unlink_after_checkpoint: Vec<Arc<Segment>>,
     /// Holds the data directory's lock for the writer's lifetime.
     _lock: File,
 }
@@ -170,6 +178,9 @@ impl Writer {
             counts: GroupCounts::default(),
             checkpoint_retry_at: None,
             id_lease: 0,
+            history: 0,
+            epochs: Vec::new(),
+            unlink_after_checkpoint: Vec::new(),
             _lock: lock,
         }
     }
@@ -254,7 +265,7 @@ impl Writer {
     }
 
     /// Opens the undo log of a new group at the last committed position.
-    fn begin_group(&mut self) {
+    pub(super) fn begin_group(&mut self) {
         self.undo.begin(Mark {
             last_id: self.last_id,
             since_checkpoint: self.since_checkpoint,
@@ -262,6 +273,8 @@ impl Writer {
             sealed_bytes: self.sealed_bytes,
             active: Arc::clone(&self.active),
             active_len: self.active_len + self.buf.len() as u64,
+            history: self.history,
+            epochs: self.epochs.clone(),
         });
     }
 
@@ -353,7 +366,7 @@ impl Writer {
         Err(WriteError::Storage(e.to_string()))
     }
 
-    fn flush_log(&mut self) -> Result<(), StoreError> {
+    pub(super) fn flush_log(&mut self) -> Result<(), StoreError> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -426,6 +439,11 @@ impl Writer {
         if used == 0 || used + bytes as u64 <= self.tuning.max_log_size {
             return Ok(());
         }
+        self.roll()
+    }
+
+    /// Seals the active segment and starts a new one at the next position.
+    pub(super) fn roll(&mut self) -> Result<(), StoreError> {
         self.flush_log()?;
         // A sealed segment holds exactly its records: drop the zero fill.
         self.active
@@ -533,6 +551,8 @@ impl Writer {
         self.since_checkpoint = mark.since_checkpoint;
         self.index_bytes = mark.index_bytes;
         self.sealed_bytes = mark.sealed_bytes;
+        self.history = mark.history;
+        self.epochs = mark.epochs;
         let rolled = std::mem::take(&mut self.undo.new_segments);
         let wrote = std::mem::replace(&mut self.undo.wrote, false);
         if !rolled.is_empty() {
@@ -568,6 +588,10 @@ impl Writer {
     fn publish(&mut self) {
         // Counters first, so STATS never lags what SUB and INFO show.
         self.broker.set_last_event_id(self.last_id);
+        let repl = &self.broker.repl;
+        repl.history.store(self.history, Ordering::Relaxed);
+        repl.epoch.store(self.epoch(), Ordering::Relaxed);
+        repl.lease.store(self.id_lease, Ordering::Relaxed);
         let stats = &self.broker.stats;
         let counts = std::mem::take(&mut self.counts);
         Stats::add(&stats.messages_published, counts.published);
@@ -611,6 +635,10 @@ impl Writer {
                     let _ = self.timers.delay.send((due_ms, id));
                 }
                 Change::SegmentsRemoved(segs) => removed_segments.extend(segs),
+                Change::SegmentsDropped(segs) => {
+                    self.broker.segments.remove_prefix(segs.len());
+                    self.unlink_after_checkpoint.extend(segs);
+                }
             }
         }
         for name in self.dirty.drain(..) {
@@ -688,6 +716,8 @@ impl Writer {
             format: FORMAT_VERSION,
             log_pos: self.next_pos(),
             last_event_id: self.last_id,
+            history: self.history,
+            epochs: self.epochs.clone(),
             topics,
             delayed,
         }
@@ -695,6 +725,19 @@ impl Writer {
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         self.want_checkpoint = false;
+        if !self.unlink_after_checkpoint.is_empty() {
+            for seg in self.unlink_after_checkpoint.drain(..) {
+                if let Err(e) = std::fs::remove_file(&seg.path) {
+                    warn!("could not remove segment {}: {e}", seg.path.display());
+                }
+            }
+            sync_dir(&self.log_dir)?;
+        }
         Ok(())
+    }
+
+    /// The epoch this data is in (0 before the first PROMOTE).
+    pub(super) fn epoch(&self) -> u64 {
+        self.epochs.last().map_or(0, |e| e.epoch)
     }
 }

@@ -1,0 +1,139 @@
+//! What the replication threads share with the rest of the server: the
+//! master's view of its slaves, a slave's view of its master, and the few
+//! numbers the writer publishes for them (history, epoch, id lease).
+//!
+//! Held by the broker. Senders (`repl-<peer>`) and the receiver update it;
+//! STATS, SLAVES and retention read it. Atomics for single numbers, one
+//! mutex for each list; never held across I/O.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// How a slave's replication is going (`repl_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinkState {
+    #[default]
+    Connecting,
+    /// Receiving the state and backlog of a full resync.
+    Syncing,
+    Streaming,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Connecting => "connecting",
+            LinkState::Syncing => "syncing",
+            LinkState::Streaming => "streaming",
+        }
+    }
+}
+
+/// One connected slave, as its sender sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaveInfo {
+    /// A number unique to this connection.
+    pub id: u64,
+    pub addr: String,
+    /// The last event id it has acknowledged durably.
+    pub acked_id: u64,
+    /// Log position up to which it has acknowledged (retention keeps it).
+    pub acked_pos: u64,
+    /// When the newest record it acknowledged was written here (Unix ms).
+    pub acked_ts_ms: u64,
+    pub state: LinkState,
+}
+
+/// A slave's view of its master.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MasterView {
+    pub addr: String,
+    pub state: LinkState,
+    /// The master's last event id, from its latest heartbeat.
+    pub master_event_id: u64,
+    /// Timestamp (master clock, Unix ms) of the newest record applied here.
+    pub applied_ts_ms: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ReplState {
+    /// The data directory's history id (0: a slave not synced yet).
+    pub history: AtomicU64,
+    pub epoch: AtomicU64,
+    /// The writer's id lease: a slave keeps it for a PROMOTE.
+    pub lease: AtomicU64,
+    slaves: Mutex<Vec<SlaveInfo>>,
+    next_slave: AtomicU64,
+    master: Mutex<MasterView>,
+    pub reconnects: AtomicU64,
+    pub full_syncs: AtomicU64,
+    /// Set by PROMOTE: the receiver stops.
+    pub promoted: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ReplState {
+    /// A sender registers its slave; the returned id names it later.
+    pub fn add_slave(&self, addr: &str) -> u64 {
+        let id = self.next_slave.fetch_add(1, Ordering::Relaxed) + 1;
+        lock(&self.slaves).push(SlaveInfo {
+            id,
+            addr: addr.to_string(),
+            acked_id: 0,
+            acked_pos: 0,
+            acked_ts_ms: 0,
+            state: LinkState::Syncing,
+        });
+        id
+    }
+
+    pub fn update_slave(&self, id: u64, f: impl FnOnce(&mut SlaveInfo)) {
+        if let Some(s) = lock(&self.slaves).iter_mut().find(|s| s.id == id) {
+            f(s);
+        }
+    }
+
+    pub fn remove_slave(&self, id: u64) {
+        lock(&self.slaves).retain(|s| s.id != id);
+    }
+
+    pub fn slaves(&self) -> Vec<SlaveInfo> {
+        lock(&self.slaves).clone()
+    }
+
+    /// The lowest log position a connected slave still needs.
+    pub fn lowest_acked_pos(&self) -> Option<u64> {
+        lock(&self.slaves).iter().map(|s| s.acked_pos).min()
+    }
+
+    pub fn master(&self) -> MasterView {
+        lock(&self.master).clone()
+    }
+
+    pub fn update_master(&self, f: impl FnOnce(&mut MasterView)) {
+        f(&mut lock(&self.master));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slaves_come_and_go_and_hold_the_lowest_position() {
+        let r = ReplState::default();
+        let a = r.add_slave("127.0.0.1:1");
+        let b = r.add_slave("127.0.0.1:2");
+        r.update_slave(a, |s| s.acked_pos = 500);
+        r.update_slave(b, |s| s.acked_pos = 300);
+        assert_eq!(r.lowest_acked_pos(), Some(300));
+        r.remove_slave(b);
+        assert_eq!(r.lowest_acked_pos(), Some(500));
+        assert_eq!(r.slaves().len(), 1);
+        r.remove_slave(a);
+        assert_eq!(r.lowest_acked_pos(), None);
+    }
+}

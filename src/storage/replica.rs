@@ -1,0 +1,352 @@
+//! The writer's side of replication: planning how to serve a slave (on the
+//! master), and on a slave applying the master's records, keeping its id
+//! lease, resetting for a full resync (moving a divergent tail aside
+//! first), and PROMOTE's new epoch.
+//!
+//! Runs on the writer thread, asked through the channel by the
+//! replication threads (`repl-<peer>` senders, the slave's receiver) and by
+//! PROMOTE. Replicated records go through the one apply path unchanged:
+//! the same bytes, the master's ids and timestamps.
+
+use std::io::Write as _;
+
+use log::{info, warn};
+
+use super::lease::ID_LEASE_BLOCK;
+use super::logread;
+use super::ops::{ReplMode, ReplPlan, SnapItem, WriteOk};
+use super::record::{self, Decoded, FLAG_BATCH_MORE, Kind, NO_TOPIC, Record};
+use super::state::Change;
+use super::writer::Writer;
+use super::{StoreError, now_ms, sync_dir};
+use crate::replication::Role;
+use crate::stats::Stats;
+
+/// Where moved-aside divergent records go, under the data directory.
+pub const DIVERGED_DIR: &str = "diverged";
+
+impl Writer {
+    /// How to serve a slave that has the records up to `after_id` of
+    /// `history` in `epoch` (`empty`: it has none at all).
+    pub(super) fn repl_plan(
+        &mut self,
+        after_id: u64,
+        history: u64,
+        epoch: u64,
+        empty: bool,
+    ) -> Result<WriteOk, StoreError> {
+        let refuse = |why: String| {
+            Ok(WriteOk::Plan(Box::new(ReplPlan {
+                history: self.history,
+                epoch: self.epoch(),
+                mode: ReplMode::Refused(why),
+            })))
+        };
+        if self.broker.role() != Role::Master {
+            return refuse("this server is a slave; replicate from its master".into());
+        }
+        if !empty && history != 0 && history != self.history {
+            return refuse(format!(
+                "the slave's data belongs to history {history:016x}, this master's to {:016x}; \
+                 start the slave on an empty data directory",
+                self.history
+            ));
+        }
+        if epoch > self.epoch() {
+            return refuse(format!(
+                "the slave has seen epoch {epoch}, this master is in epoch {}: it was \
+                 promoted past this one",
+                self.epoch()
+            ));
+        }
+        // Records of an older epoch above where this history left it are
+        // records this master never had.
+        let end_of_epoch = self
+            .epochs
+            .iter()
+            .find(|e| e.epoch > epoch)
+            .map_or(self.last_id, |e| e.prev_last_id);
+        let mode = if !empty && after_id > end_of_epoch {
+            ReplMode::Diverged {
+                keep_id: end_of_epoch,
+            }
+        } else {
+            let first_retained = self.first_retained_id()?;
+            if empty || after_id.saturating_add(1) < first_retained {
+                let after = after_id.max(first_retained.saturating_sub(1));
+                ReplMode::Full {
+                    after_id: after,
+                    snapshot: self.snapshot(after),
+                }
+            } else {
+                ReplMode::Stream { after_id }
+            }
+        };
+        Ok(WriteOk::Plan(Box::new(ReplPlan {
+            history: self.history,
+            epoch: self.epoch(),
+            mode,
+        })))
+    }
+
+    /// The id of the oldest record still in the log (last id + 1 if none).
+    fn first_retained_id(&self) -> Result<u64, StoreError> {
+        for seg in self.broker.segments.all() {
+            if let Some(id) = logread::first_id(&seg)? {
+                return Ok(id);
+            }
+        }
+        Ok(self.last_id + 1)
+    }
+
+    /// The state the records after `after_id` depend on, as records with
+    /// ids up to `after_id`, in id order: a CREATE for each live topic, a
+    /// copy of each pending DPUB, an EPOCH for each epoch.
+    fn snapshot(&self, after_id: u64) -> Vec<SnapItem> {
+        let mut items = Vec::new();
+        for t in self.topics.values() {
+            let s = &t.shared;
+            if s.create_id > after_id {
+                continue; // its CREATE is streamed
+            }
+            let life_ms = if s.expires_ms == 0 {
+                0
+            } else {
+                s.expires_ms.saturating_sub(s.created_ms).max(1)
+            };
+            let mut bytes = Vec::new();
+            record::encode(
+                &mut bytes,
+                &Record {
+                    event_id: s.create_id,
+                    timestamp_ms: s.created_ms,
+                    kind: Kind::Create,
+                    flags: 0,
+                    topic: &s.name,
+                    headers: b"",
+                    body: &life_ms.to_le_bytes(),
+                },
+            );
+            items.push(SnapItem::Built {
+                id: s.create_id,
+                bytes,
+            });
+        }
+        for (&id, p) in &self.pending {
+            if id <= after_id {
+                items.push(SnapItem::Logged {
+                    id,
+                    pos: p.pos,
+                    len: p.len,
+                });
+            }
+        }
+        for e in self.epochs.iter().filter(|e| e.start_id <= after_id) {
+            items.push(SnapItem::Built {
+                id: e.start_id,
+                bytes: epoch_record(e.start_id, 0, e.epoch, e.prev_last_id, self.history),
+            });
+        }
+        items.sort_by_key(SnapItem::id);
+        items
+    }
+
+    /// Slave: appends the master's records (whole MPUB batches) and applies
+    /// them; records it has already are skipped.
+    pub(super) fn replicate(&mut self, bytes: &[u8]) -> Result<WriteOk, StoreError> {
+        let mut at = 0;
+        while at < bytes.len() {
+            // One record, or a whole MPUB batch: they never span segments.
+            let mut end = at;
+            let last_id = loop {
+                let Decoded::Record { rec, len } = record::decode(&bytes[end..]) else {
+                    return Err(StoreError::corrupt(
+                        std::path::Path::new("(from the master)"),
+                        end as u64,
+                        "not a whole record",
+                    ));
+                };
+                end += len;
+                if rec.flags & FLAG_BATCH_MORE == 0 || end >= bytes.len() {
+                    break rec.event_id;
+                }
+            };
+            let batch = &bytes[at..end];
+            at = end;
+            if last_id <= self.last_id {
+                continue; // had it already (a resumed stream)
+            }
+            self.reserve_replicated(last_id, batch.len())?;
+            let mut off = 0;
+            while off < batch.len() {
+                let Decoded::Record { rec, len } = record::decode(&batch[off..]) else {
+                    break; // decoded above
+                };
+                if rec.event_id > self.last_id {
+                    let pos = self.next_pos();
+                    self.buf.extend_from_slice(&batch[off..off + len]);
+                    self.apply(&rec, pos, len)?;
+                    if rec.is_message() {
+                        self.counts.published += 1;
+                    }
+                }
+                off += len;
+            }
+        }
+        Ok(WriteOk::Id(self.last_id))
+    }
+
+    /// A slave keeps the master's lease: ids up to it may exist there.
+    pub(super) fn repl_lease(&mut self, lease: u64) -> Result<WriteOk, StoreError> {
+        if lease > self.id_lease {
+            super::lease::store_lease(&self.dir, lease)?;
+            self.id_lease = lease;
+        }
+        self.broker
+            .repl
+            .lease
+            .store(self.id_lease, std::sync::atomic::Ordering::Relaxed);
+        Ok(WriteOk::Done)
+    }
+
+    /// Slave: forgets every topic and record, ready for a full resync from
+    /// a master of `history`. With `diverged_after`, the records after that
+    /// id are first copied into a file under `diverged/`.
+    pub(super) fn repl_reset(
+        &mut self,
+        history: u64,
+        diverged_after: Option<u64>,
+    ) -> Result<WriteOk, StoreError> {
+        self.broker
+            .repl
+            .full_syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(keep) = diverged_after {
+            self.move_aside(keep)?;
+        }
+        self.flush_log()?;
+        let old = self.broker.segments.all();
+        self.roll()?;
+        for name in self.topics.keys().cloned().collect::<Vec<_>>() {
+            if let Some(t) = self.topics.remove(&name) {
+                self.drop_topic(t, record::DeleteReason::Deleted);
+            }
+        }
+        for id in self.pending.keys().copied().collect::<Vec<_>>() {
+            if let Some(p) = self.pending.remove(&id) {
+                self.undo.push(super::undo::Undo::PendingRemoved(id, p));
+            }
+        }
+        self.changes.push(Change::SegmentsDropped(old));
+        self.sealed_bytes = 0;
+        self.last_id = 0;
+        // Adopted once the snapshot is in (ReplSynced): until then a
+        // restart starts the resync over.
+        self.history = 0;
+        self.epochs.clear();
+        // Durable before anything of the new history arrives: a restart
+        // must never replay the old records in front of the new ones.
+        self.commit()?;
+        self.checkpoint()?;
+        self.begin_group();
+        info!("replication: local data discarded for a full resync of history {history:016x}");
+        Ok(WriteOk::Done)
+    }
+
+    /// Copies the records after `keep_id` into `diverged/<first>-<last>.log`
+    /// (segment format: `smss-cli dump` reads it), durably.
+    fn move_aside(&mut self, keep_id: u64) -> Result<(), StoreError> {
+        self.flush_log()?;
+        let end = self.active.base + self.active_len;
+        let segments = &self.broker.segments;
+        let mut pos = logread::position_after(segments, end, keep_id)?;
+        let mut bytes = Vec::new();
+        let (mut first, mut last, mut count) = (0, 0, 0usize);
+        while pos < end {
+            let chunk = logread::read_chunk(segments, pos, end, logread::CHUNK_BYTES)?;
+            if chunk.next_pos <= pos {
+                break;
+            }
+            if chunk.count > 0 {
+                if first == 0 {
+                    if let Decoded::Record { rec, .. } = record::decode(&chunk.bytes) {
+                        first = rec.event_id;
+                    }
+                }
+                last = chunk.last_id;
+                count += chunk.count;
+                bytes.extend_from_slice(&chunk.bytes);
+            }
+            pos = chunk.next_pos;
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        let dir = self.dir.join(DIVERGED_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
+        let path = dir.join(format!("{first:020}-{last:020}.log"));
+        let mut f = std::fs::File::create(&path).map_err(|e| StoreError::io("create", &path, e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| StoreError::io("write diverged records", &path, e))?;
+        sync_dir(&dir)?;
+        warn!(
+            "replication: {count} records (event ids {first}..={last}) the new master never had \
+             were moved to {}",
+            path.display()
+        );
+        Stats::add(&self.broker.stats.repl_diverged_records, count as u64);
+        Ok(())
+    }
+
+    /// PROMOTE: appends the EPOCH record of a new epoch, above every id the
+    /// old master could have handed out. Returns its id.
+    pub(super) fn promote(&mut self) -> Result<WriteOk, StoreError> {
+        let id = self.last_id.max(self.id_lease) + 1;
+        let epoch = self.epoch() + 1;
+        if self.history == 0 {
+            self.history = super::recovery::new_history_id();
+        }
+        let bytes = epoch_record(id, now_ms(), epoch, self.last_id, self.history);
+        self.reserve_replicated(id, bytes.len())?;
+        let pos = self.next_pos();
+        self.buf.extend_from_slice(&bytes);
+        if let Decoded::Record { rec, len } = record::decode(&bytes) {
+            self.apply(&rec, pos, len)?;
+        }
+        info!("promoted: epoch {epoch} starts at event id {id}");
+        Ok(WriteOk::Id(id))
+    }
+
+    /// Leases ids up to `last_id` and makes room for `bytes` more.
+    fn reserve_replicated(&mut self, last_id: u64, bytes: usize) -> Result<(), StoreError> {
+        if last_id > self.id_lease {
+            let lease = last_id.saturating_add(ID_LEASE_BLOCK);
+            super::lease::store_lease(&self.dir, lease)?;
+            self.id_lease = lease;
+        }
+        self.ensure_room(bytes)
+    }
+}
+
+/// An EPOCH record.
+fn epoch_record(id: u64, ts: u64, epoch: u64, prev_last_id: u64, history: u64) -> Vec<u8> {
+    let mut body = Vec::with_capacity(24);
+    body.extend_from_slice(&epoch.to_le_bytes());
+    body.extend_from_slice(&prev_last_id.to_le_bytes());
+    body.extend_from_slice(&history.to_le_bytes());
+    let mut out = Vec::new();
+    record::encode(
+        &mut out,
+        &Record {
+            event_id: id,
+            timestamp_ms: ts,
+            kind: Kind::Epoch,
+            flags: 0,
+            topic: NO_TOPIC,
+            headers: b"",
+            body: &body,
+        },
+    );
+    out
+}
