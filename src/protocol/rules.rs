@@ -104,6 +104,16 @@ pub fn delay_ms_arg(tok: &[u8]) -> Result<u64, ProtoError> {
     Ok(delay_ms)
 }
 
+/// "from 1 to N", or "at least 1" when the caller (the client) does not know the
+/// server's limit and passes `usize::MAX`.
+fn one_to(max: usize) -> String {
+    if max == usize::MAX {
+        "at least 1".to_string()
+    } else {
+        format!("from 1 to {max}")
+    }
+}
+
 /// MPUB's `<count>`: from 1 to `max_batch`.
 pub fn mpub_count_arg(tok: &[u8], max_batch: usize) -> Result<usize, ProtoError> {
     parse_u64(tok)
@@ -111,8 +121,9 @@ pub fn mpub_count_arg(tok: &[u8], max_batch: usize) -> Result<usize, ProtoError>
         .filter(|c| (1..=max_batch).contains(c))
         .ok_or_else(|| {
             bad(format!(
-                "MPUB count '{}' is not a number from 1 to {max_batch}",
-                quote(tok)
+                "MPUB count '{}' is not a number {}",
+                quote(tok),
+                one_to(max_batch)
             ))
         })
 }
@@ -131,7 +142,7 @@ pub fn batch_arg(tok: &[u8], max_batch: usize) -> Result<usize, ProtoError> {
     usize::try_from(number(tok, "batch")?)
         .ok()
         .filter(|b| (1..=max_batch).contains(b))
-        .ok_or_else(|| bad(format!("batch must be from 1 to {max_batch}")))
+        .ok_or_else(|| bad(format!("batch must be {}", one_to(max_batch))))
 }
 
 /// SUB's `ack=<ms>`: at least 1.
