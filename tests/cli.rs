@@ -231,3 +231,28 @@ fn server_flags_help_version_and_bad_config() {
         "names the key"
     );
 }
+
+#[test]
+fn open_bind_warning_names_the_bound_port() {
+    let dir = common::tempdir();
+    let config = dir.path().join("config.yaml");
+    let yaml = format!(
+        "port: 0\nbind: 0.0.0.0\nlog:\n  path: {}\n  level: info\nstore:\n  path: {}\n",
+        dir.path().join("smss.log").display(),
+        dir.path().join("data").display()
+    );
+    std::fs::write(&config, yaml).expect("write config");
+    // Nothing connects: the test only reads what the server logged before READY.
+    let s = Server::start_config(dir.path(), &config);
+    let port = s.addr.rsplit(':').next().expect("port").to_string();
+    assert_ne!(port, "0", "READY shows the bound port");
+    let log = s.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("not loopback"))
+        .unwrap_or_else(|| panic!("no open-bind warning in the log: {log}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(&format!("0.0.0.0:{port}")), "{line}");
+    assert!(line.contains(&format!("port {port} ")), "{line}");
+    assert!(!line.contains("port 0 "), "{line}");
+}
