@@ -256,3 +256,40 @@ fn open_bind_warning_names_the_bound_port() {
     assert!(line.contains(&format!("port {port} ")), "{line}");
     assert!(!line.contains("port 0 "), "{line}");
 }
+
+#[test]
+fn dump_refuses_a_file_that_is_not_a_segment() {
+    let dump = |path: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+            .arg("dump")
+            .arg(path)
+            .output()
+            .expect("run")
+    };
+    let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let o = dump(&readme);
+    assert_eq!(o.status.code(), Some(1), "not a segment is an error");
+    assert!(o.stdout.is_empty(), "{}", String::from_utf8_lossy(&o.stdout));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("smss-cli: ") && err.contains("README.md is not a segment file"),
+        "{err}"
+    );
+    let dir = common::tempdir();
+    let text = dir.path().join("00000000000000000000.log");
+    std::fs::write(&text, "hello, this is text\n").expect("write");
+    let o = dump(&text);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("first record"));
+    // Zero fill with data after it is not a segment either.
+    let mut bytes = vec![0u8; 100];
+    bytes[60] = 1;
+    std::fs::write(&text, &bytes).expect("write");
+    assert_eq!(dump(&text).status.code(), Some(1));
+    // An empty segment, or one that is all zero fill, is valid and empty.
+    for len in [0, 3, 4096] {
+        std::fs::write(&text, vec![0u8; len]).expect("write");
+        let o = dump(&text);
+        assert_eq!(ok(&o), "records=0 end=clean\n", "{len} zero bytes");
+    }
+}
