@@ -2,10 +2,11 @@
 //! server speaking protocol version 1 (restated in README.md).
 //!
 //! Owns the socket (a buffered reader and a buffered writer over one
-//! `TcpStream`) and its own small reply parser; it shares no code with the
-//! server's `protocol` module, so it doubles as an independent check of the
-//! wire format. It runs on the caller's thread and touches no channels or
-//! locks. Writes are buffered and flushed before every read; every read has a
+//! `TcpStream`) and its own small reply parser, which shares no code with the
+//! server's, so it doubles as an independent check of the reply format. What
+//! it does share is the server's rules for arguments: [`check`] applies them
+//! before anything is sent. It runs on the caller's thread and touches no
+//! channels or locks. Writes are buffered and flushed before every read; every read has a
 //! timeout (30 s unless changed with [`Client::set_timeout`]).
 //!
 //! Used by `smss-cli`, by the integration tests, and by Rust programs.
@@ -30,8 +31,9 @@
 //! # }
 //! ```
 //!
-//! Error handling: an `ERR <CODE> <msg>` reply becomes [`ClientError::Server`]
-//! and leaves the connection usable (unless the server closed it, see the
+//! Error handling: an argument the server would refuse is
+//! [`ClientError::BadArgument`], and nothing was sent. An `ERR <CODE> <msg>`
+//! reply becomes [`ClientError::Server`] and leaves the connection usable (unless the server closed it, see the
 //! protocol). An I/O error or a [`ClientError::Protocol`] error in the middle
 //! of a multi-line reply leaves the framing unknown: drop the client.
 
@@ -39,6 +41,8 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+pub mod check;
 
 /// A line, its `\r\n` included, is at most this many bytes.
 pub const MAX_LINE_BYTES: usize = 4096;
@@ -53,9 +57,12 @@ pub enum ClientError {
     Io(io::Error),
     /// The server replied `ERR <code> <msg>`.
     Server { code: String, msg: String },
-    /// The reply did not follow the protocol (or a request could not be
-    /// framed); the text includes the offending line.
+    /// The reply did not follow the protocol; the text includes the
+    /// offending line.
     Protocol(String),
+    /// An argument breaks the protocol's rules (the text names it and quotes
+    /// it); the request was not sent and the connection is untouched.
+    BadArgument(String),
 }
 
 impl fmt::Display for ClientError {
@@ -67,6 +74,7 @@ impl fmt::Display for ClientError {
             }
             ClientError::Server { code, msg } => write!(f, "server error {code}: {msg}"),
             ClientError::Protocol(s) => write!(f, "protocol error: {s}"),
+            ClientError::BadArgument(s) => write!(f, "{s}; nothing was sent"),
         }
     }
 }
@@ -75,7 +83,9 @@ impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ClientError::Io(e) => Some(e),
-            ClientError::Server { .. } | ClientError::Protocol(_) => None,
+            ClientError::Server { .. } | ClientError::Protocol(_) | ClientError::BadArgument(_) => {
+                None
+            }
         }
     }
 }
@@ -180,28 +190,6 @@ fn io_err(e: io::Error, what: impl fmt::Display) -> ClientError {
 
 fn protocol(what: &str, line: &str) -> ClientError {
     ClientError::Protocol(format!("{what}: {line:?}"))
-}
-
-/// Refuses a token that would break the request line's framing.
-fn check_token(what: &str, tok: &str) -> Result<()> {
-    if tok.contains(['\r', '\n']) {
-        return Err(ClientError::Protocol(format!(
-            "{what} {tok:?} contains CR or LF; refusing to send it"
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses a header that cannot be sent as one `key=value` token.
-fn check_header(key: &str, value: &str) -> Result<()> {
-    let bad = |s: &str| s.contains([' ', '\r', '\n']);
-    if bad(key) || bad(value) || key.contains('=') {
-        return Err(ClientError::Protocol(format!(
-            "header {key:?}={value:?}: keys and values cannot contain spaces, CR or LF, \
-             and keys cannot contain '='; refusing to send it"
-        )));
-    }
-    Ok(())
 }
 
 /// Turns an `ERR <CODE> <msg>` line into a [`ClientError::Server`].
@@ -335,8 +323,8 @@ fn parse_count(line: &str, keyword: &str) -> Result<u64> {
 
 /// Appends ` k=v k=v` for the headers, after checking them.
 fn push_headers(line: &mut String, headers: &[(&str, &str)]) -> Result<()> {
+    check::headers(headers)?;
     for (k, v) in headers {
-        check_header(k, v)?;
         line.push(' ');
         line.push_str(k);
         line.push('=');
@@ -402,7 +390,7 @@ impl Client {
 
     /// `AUTH <token>` → `OK`.
     pub fn auth(&mut self, token: &str) -> Result<()> {
-        check_token("token", token)?;
+        check::token(token)?;
         self.send_line(&format!("AUTH {token}"))?;
         let line = self.read_line()?;
         parse_ok(&line)
@@ -424,7 +412,8 @@ impl Client {
 
     /// `CREATE <topic> [<life_ms>]` → event id. `life_ms` 0 sends no lifetime.
     pub fn create(&mut self, topic: &str, life_ms: u64) -> Result<u64> {
-        check_token("topic", topic)?;
+        check::topic(topic)?;
+        check::life_ms(life_ms)?;
         if life_ms == 0 {
             self.send_line(&format!("CREATE {topic}"))?;
         } else {
@@ -436,7 +425,7 @@ impl Client {
 
     /// `DELETE <topic>` → event id.
     pub fn delete(&mut self, topic: &str) -> Result<u64> {
-        check_token("topic", topic)?;
+        check::topic(topic)?;
         self.send_line(&format!("DELETE {topic}"))?;
         let line = self.read_line()?;
         parse_ok_id(&line)
@@ -454,7 +443,7 @@ impl Client {
         headers: &[(&str, &str)],
         payload: &[u8],
     ) -> Result<u64> {
-        check_token("topic", topic)?;
+        check::topic(topic)?;
         let mut line = format!("PUB {topic} {}", payload.len());
         push_headers(&mut line, headers)?;
         self.send_frame(&line, payload)?;
@@ -464,10 +453,23 @@ impl Client {
 
     /// `MPUB <topic> <count>` + one frame per payload → (first, last) event id.
     pub fn mpublish(&mut self, topic: &str, payloads: &[&[u8]]) -> Result<(u64, u64)> {
-        check_token("topic", topic)?;
+        self.mpublish_with_headers(topic, &[], payloads)
+    }
+
+    /// `MPUB` with the same headers on every message → (first, last) event id.
+    pub fn mpublish_with_headers(
+        &mut self,
+        topic: &str,
+        headers: &[(&str, &str)],
+        payloads: &[&[u8]],
+    ) -> Result<(u64, u64)> {
+        check::topic(topic)?;
+        check::mpub_count(payloads.len())?;
+        let mut tail = String::new();
+        push_headers(&mut tail, headers)?;
         self.write_all(format!("MPUB {topic} {}\r\n", payloads.len()).as_bytes())?;
         for p in payloads {
-            self.send_frame(&p.len().to_string(), p)?;
+            self.send_frame(&format!("{}{tail}", p.len()), p)?;
         }
         let line = self.read_line()?;
         let toks = expect_reply(&line, "OK")?;
@@ -489,7 +491,8 @@ impl Client {
         headers: &[(&str, &str)],
         payload: &[u8],
     ) -> Result<u64> {
-        check_token("topic", topic)?;
+        check::topic(topic)?;
+        check::delay_ms(delay_ms)?;
         let mut line = format!("DPUB {topic} {delay_ms} {}", payload.len());
         push_headers(&mut line, headers)?;
         self.send_frame(&line, payload)?;
@@ -499,7 +502,7 @@ impl Client {
 
     /// `INFO <topic>` → its `TOPIC` line.
     pub fn info(&mut self, topic: &str) -> Result<TopicInfo> {
-        check_token("topic", topic)?;
+        check::topic(topic)?;
         self.send_line(&format!("INFO {topic}"))?;
         let line = self.read_line()?;
         parse_topic_line(&line)
@@ -520,7 +523,7 @@ impl Client {
 
     /// `GROUPS <topic>` → the topic's consumer groups.
     pub fn groups(&mut self, topic: &str) -> Result<Vec<GroupInfo>> {
-        check_token("topic", topic)?;
+        check::topic(topic)?;
         self.send_line(&format!("GROUPS {topic}"))?;
         let line = self.read_line()?;
         let n = parse_count(&line, "GROUPS")?;
@@ -560,8 +563,8 @@ impl Client {
 
     /// Sends SUB; returns after OK. `from` is the raw `<after>` token: "0", "$", "-", or a number.
     pub fn subscribe(&mut self, topic: &str, from: &str, opts: &SubOptions) -> Result<()> {
-        check_token("topic", topic)?;
-        check_token("start position", from)?;
+        check::topic(topic)?;
+        check::subscription(from, opts)?;
         let mut line = format!("SUB {topic} {from}");
         if let Some(b) = opts.batch {
             line.push_str(&format!(" batch={b}"));
@@ -570,7 +573,6 @@ impl Client {
             line.push_str(&format!(" ack={a}"));
         }
         if let Some(g) = &opts.group {
-            check_token("group", g)?;
             line.push_str(&format!(" group={g}"));
         }
         self.send_line(&line)?;
@@ -897,14 +899,15 @@ mod tests {
 
     #[test]
     fn header_and_token_checks() {
-        assert!(check_header("k", "v").is_ok());
-        assert!(check_header("k", "").is_ok());
-        assert!(check_header("k k", "v").is_err());
-        assert!(check_header("k", "a b").is_err());
-        assert!(check_header("k", "a\r\n").is_err());
-        assert!(check_header("k=", "v").is_err());
-        assert!(check_token("topic", "bad name!").is_ok());
-        assert!(check_token("topic", "a\r\nPING").is_err());
+        assert!(check::header("k", "v").is_ok());
+        assert!(check::header("k", "").is_ok());
+        assert!(check::header("k k", "v").is_err());
+        assert!(check::header("k", "a b").is_err());
+        assert!(check::header("k", "a\r\n").is_err());
+        assert!(check::header("k=", "v").is_err());
+        // The server's name rule, not just framing, is checked now.
+        assert!(check::topic("bad name!").is_err());
+        assert!(check::topic("a\r\nPING").is_err());
     }
 
     // ---- end to end against a scripted fake server ----
@@ -991,7 +994,28 @@ mod tests {
         let e = c
             .publish_with_headers("t", &[("k", "a b")], b"x")
             .expect_err("refused");
-        assert!(matches!(e, ClientError::Protocol(_)), "{e:?}");
+        assert!(matches!(e, ClientError::BadArgument(_)), "{e:?}");
+        // A space would shift CREATE's arguments: `CREATE inj 60000`.
+        let e = c.create("inj 60000", 0).expect_err("refused");
+        assert!(
+            e.to_string()
+                .starts_with("invalid topic name 'inj 60000': 1-128 bytes"),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("; nothing was sent"), "{e}");
+        for e in [
+            c.create("t", 999).expect_err("life_ms"),
+            c.dpublish("t", 0, b"x").expect_err("delay_ms"),
+            c.mpublish("t", &[]).expect_err("count"),
+            c.mpublish_with_headers("t", &[("=", "v")], &[b"x"])
+                .expect_err("header"),
+            c.subscribe("t", "1 2", &SubOptions::default())
+                .expect_err("from"),
+            c.auth("two words").expect_err("token"),
+            c.info("a/b").expect_err("topic"),
+        ] {
+            assert!(matches!(e, ClientError::BadArgument(_)), "{e:?}");
+        }
         // Nothing was sent: the next exchange is the PING.
         c.ping().expect("ping");
         drop(c);

@@ -523,14 +523,21 @@ impl Config {
     }
 
     /// Settings that are allowed but probably a mistake, as messages to log once the
-    /// logger is up. Empty for the defaults.
+    /// logger is up. Empty for the defaults. Names the configured port; the server
+    /// logs [`Config::warnings_for`] the address it actually bound instead.
     pub fn warnings(&self) -> Vec<String> {
+        self.warnings_for(self.listen_addr())
+    }
+
+    /// [`Config::warnings`], naming `bound` (with `port: 0`, the port the OS picked).
+    pub fn warnings_for(&self, bound: SocketAddr) -> Vec<String> {
         let mut out = Vec::new();
         if !self.bind.is_loopback() && self.auth.token.is_empty() {
             out.push(format!(
-                "bind is {} (not loopback) and auth.token is empty: ANYONE who can reach \
-                 port {} can read and write every topic",
-                self.bind, self.port
+                "listening on {bound}: bind {} is not loopback and auth.token is empty: \
+                 ANYONE who can reach port {} can read and write every topic",
+                self.bind,
+                bound.port()
             ));
         }
         if self.limits.max_payload as u64 >= self.store.max_log_size {

@@ -50,9 +50,6 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 pub fn run(args: ServerArgs) -> Result<(), Error> {
     let config = Config::load(&args.config)?;
     init_logging(&config.log)?;
-    for w in config.warnings() {
-        warn!("{w}");
-    }
     if args.role == Role::Slave {
         warn!(
             "running as a read-only slave of {}; replication is not implemented in this version",
@@ -89,6 +86,10 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         .local_addr()
         .map_err(io_err("reading the listening address"))?;
     info!("listening on {local} as {}", args.role.as_str());
+    // Logged once bound: with `port: 0` only the listener knows the real port.
+    for w in broker.config.warnings_for(local) {
+        warn!("{w}");
+    }
     // Tests and scripts wait for this line instead of guessing when we are up.
     println!("READY {local}");
     let _ = std::io::stdout().flush();

@@ -76,7 +76,9 @@ fn create_pub_sub_list_info_stats() {
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with(&format!("{a} ")) && lines[0].ends_with(" hello"));
     assert!(lines[1].starts_with(&format!("{b} ")) && lines[1].ends_with(" k=v with header"));
-    assert!(out.ends_with(" from\nstdin\n"), "raw payload: {out:?}");
+    // One message, one line: the newline in the payload is escaped.
+    assert!(out.ends_with(" from\\nstdin\n"), "escaped payload: {out:?}");
+    assert_eq!(lines.len(), 3, "{out:?}");
 
     let raw = ok(&cli(
         &s,
@@ -229,5 +231,285 @@ fn server_flags_help_version_and_bad_config() {
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("fsink"),
         "names the key"
+    );
+}
+
+#[test]
+fn open_bind_warning_names_the_bound_port() {
+    let dir = common::tempdir();
+    let config = dir.path().join("config.yaml");
+    let yaml = format!(
+        "port: 0\nbind: 0.0.0.0\nlog:\n  path: {}\n  level: info\nstore:\n  path: {}\n",
+        dir.path().join("smss.log").display(),
+        dir.path().join("data").display()
+    );
+    std::fs::write(&config, yaml).expect("write config");
+    // Nothing connects: the test only reads what the server logged before READY.
+    let s = Server::start_config(dir.path(), &config);
+    let port = s.addr.rsplit(':').next().expect("port").to_string();
+    assert_ne!(port, "0", "READY shows the bound port");
+    let log = s.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("not loopback"))
+        .unwrap_or_else(|| panic!("no open-bind warning in the log: {log}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(&format!("0.0.0.0:{port}")), "{line}");
+    assert!(line.contains(&format!("port {port} ")), "{line}");
+    assert!(!line.contains("port 0 "), "{line}");
+}
+
+#[test]
+fn dump_refuses_a_file_that_is_not_a_segment() {
+    let dump = |path: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+            .arg("dump")
+            .arg(path)
+            .output()
+            .expect("run")
+    };
+    let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let o = dump(&readme);
+    assert_eq!(o.status.code(), Some(1), "not a segment is an error");
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("smss-cli: ") && err.contains("README.md is not a segment file"),
+        "{err}"
+    );
+    let dir = common::tempdir();
+    let text = dir.path().join("00000000000000000000.log");
+    std::fs::write(&text, "hello, this is text\n").expect("write");
+    let o = dump(&text);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("first record"));
+    // Zero fill with data after it is not a segment either.
+    let mut bytes = vec![0u8; 100];
+    bytes[60] = 1;
+    std::fs::write(&text, &bytes).expect("write");
+    assert_eq!(dump(&text).status.code(), Some(1));
+    // An empty segment, or one that is all zero fill, is valid and empty.
+    for len in [0, 3, 4096] {
+        std::fs::write(&text, vec![0u8; len]).expect("write");
+        let o = dump(&text);
+        assert_eq!(ok(&o), "records=0 end=clean\n", "{len} zero bytes");
+    }
+}
+
+/// smss-cli with exactly these arguments (no --port added), stdin empty.
+fn cli_bare(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run smss-cli")
+}
+
+#[test]
+fn bad_arguments_are_refused_before_connecting() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    ok(&cli(&s, &["create", "t"]));
+    // A port nothing listens on: a refusal there proves nothing connected.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+        .to_string();
+    let cases: [(&[&str], &str); 8] = [
+        (&["create", "inj 60000"], "invalid topic name 'inj 60000'"),
+        (&["create", "t2", "--life", "500"], "life_ms"),
+        (&["delete", "a/b"], "invalid topic name 'a/b'"),
+        (&["info", ""], "invalid topic name ''"),
+        (&["pub", "t", "x", "--header", "k=a b"], "header 'k'"),
+        (&["pub", "t", "x", "--delay", "0"], "delay_ms"),
+        (&["sub", "t", "--from", "-"], "needs group"),
+        (&["sub", "t", "--group", "g 1"], "invalid group name 'g 1'"),
+    ];
+    for (args, want) in cases {
+        for o in [cli(&s, args), {
+            let mut a = vec!["--port", free.as_str()];
+            a.extend_from_slice(args);
+            cli_bare(&a)
+        }] {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(want), "{args:?}: {err}");
+            assert!(!err.contains("connecting"), "{args:?}: {err}");
+            assert!(o.stdout.is_empty(), "{args:?}");
+        }
+    }
+    let o = cli_bare(&["--port", &free, "--token", "two words", "ping"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid token 'two words'"));
+    // Nothing reached the server: only `t` exists and nothing was published.
+    let list = ok(&cli(&s, &["list"]));
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(
+        list.lines().nth(1).expect("row").starts_with("t "),
+        "{list}"
+    );
+    assert!(ok(&cli(&s, &["stats"])).contains("\nlast_event_id 1\n"));
+}
+
+#[test]
+fn help_per_command_and_global_options_after_the_command() {
+    let global = ok(&cli_bare(&["help"]));
+    assert!(global.contains("\n  bench "), "{global}");
+    assert!(global.contains("\n  help [<command>]"), "{global}");
+    assert_eq!(ok(&cli_bare(&["--help"])), global);
+    let sub = ok(&cli_bare(&["help", "sub"]));
+    assert!(
+        sub.starts_with("usage: smss-cli [global options] sub <topic> [--from"),
+        "{sub}"
+    );
+    assert!(sub.contains("where to start (default 0)"), "{sub}");
+    assert!(sub.contains("--raw"), "{sub}");
+    assert_eq!(ok(&cli_bare(&["sub", "--help"])), sub);
+    assert_eq!(ok(&cli_bare(&["sub", "t", "-h"])), sub);
+    let pubh = ok(&cli_bare(&["pub", "--help"]));
+    assert!(pubh.contains("--lines"), "{pubh}");
+    assert_ne!(pubh, global);
+    for cmd in ["create", "delete", "list", "info", "stats", "ping", "dump"] {
+        let h = ok(&cli_bare(&["help", cmd]));
+        assert!(h.starts_with("usage: smss-cli "), "{cmd}: {h}");
+        assert!(h.contains(&format!(" {cmd}")), "{cmd}: {h}");
+        assert_eq!(ok(&cli_bare(&[cmd, "--help"])), h, "{cmd}");
+    }
+    let bench = ok(&cli_bare(&["help", "bench"]));
+    assert!(bench.starts_with("usage: smss-cli bench "), "{bench}");
+    let o = cli_bare(&["help", "frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    // --host, --port, --token and --timeout after the command.
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    let port = s.addr.rsplit(':').next().expect("port");
+    let o = cli_bare(&["ping", "--port", port, "--timeout", "20000"]);
+    assert_eq!(ok(&o), "PONG\n");
+    let o = cli_bare(&[
+        "--timeout",
+        "20000",
+        "create",
+        "--host",
+        "127.0.0.1",
+        "x",
+        "--port",
+        port,
+    ]);
+    assert_eq!(ok(&o), "1\n");
+    let o = cli_bare(&["info", "x", "--port", port, "--token", "unused"]);
+    assert!(ok(&o).contains("\nx "));
+}
+
+#[test]
+fn sub_escapes_payloads_unless_raw() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    ok(&cli(&s, &["create", "t"]));
+    let payload = b"a\nb\r\tc\\d \x01\xc3\xa9";
+    ok(&cli_stdin(&s, &["pub", "t", "--header", "k=v"], payload));
+    ok(&cli(&s, &["pub", "t", "k=x"]));
+    let out = ok(&cli(&s, &["sub", "t", "--count", "2"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert!(
+        lines[0].ends_with(r" k=v a\nb\r\tc\\d \x01\xc3\xa9"),
+        "{:?}",
+        lines[0]
+    );
+    let raw = cli(&s, &["sub", "t", "--count", "1", "--raw"]);
+    assert!(raw.status.success());
+    let mut want = payload.to_vec();
+    want.push(b'\n');
+    assert_eq!(raw.stdout, want, "--raw prints the bytes as they are");
+}
+
+#[test]
+fn pub_lines_publishes_each_line_over_one_connection_in_batches() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    ok(&cli(&s, &["create", "t"]));
+    let commits_before = common::stat(&mut s.client(), "commits");
+    let input: String = (1..=10_000).map(|i| format!("{i}\n")).collect();
+    let out = ok(&cli_stdin(&s, &["pub", "t", "--lines"], input.as_bytes()));
+    let ids: Vec<u64> = out
+        .split_whitespace()
+        .map(|x| x.parse().expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 2, "prints the first and last id: {out:?}");
+    assert_eq!(ids[1] - ids[0] + 1, 10_000, "{out:?}");
+    let mut c = s.client();
+    let info = c.info("t").expect("info");
+    assert_eq!(
+        (info.messages, info.first_id, info.last_id),
+        (10_000, ids[0], ids[1])
+    );
+    // 100 lines per MPUB, each one group commit at most: not 10000 PUBs.
+    let commits = common::stat(&mut c, "commits") - commits_before;
+    assert!(commits <= 110, "{commits} commits for 10000 lines");
+    let first = ok(&cli(&s, &["sub", "t", "--count", "3", "--raw"]));
+    assert_eq!(first, "1\n2\n3\n");
+    let last = ok(&cli(
+        &s,
+        &[
+            "sub",
+            "t",
+            "--from",
+            &(ids[1] - 1).to_string(),
+            "--count",
+            "1",
+            "--raw",
+        ],
+    ));
+    assert_eq!(last, "10000\n");
+
+    // CRLF line ends, a last line without one, an empty line, headers, --batch.
+    let out = ok(&cli_stdin(
+        &s,
+        &[
+            "pub", "t", "--lines", "--header", "src=file", "--batch", "2",
+        ],
+        b"a\r\n\nb",
+    ));
+    let ids: Vec<u64> = out
+        .split_whitespace()
+        .map(|x| x.parse().expect("id"))
+        .collect();
+    assert_eq!(ids[1] - ids[0], 2, "{out:?}");
+    let got = ok(&cli(
+        &s,
+        &[
+            "sub",
+            "t",
+            "--from",
+            &(ids[0] - 1).to_string(),
+            "--count",
+            "3",
+        ],
+    ));
+    let tails: Vec<&str> = got
+        .lines()
+        .map(|l| l.splitn(3, ' ').nth(2).expect("rest"))
+        .collect();
+    assert_eq!(tails, ["src=file a", "src=file ", "src=file b"], "{got:?}");
+    // Nothing on stdin publishes nothing.
+    let o = cli_stdin(&s, &["pub", "t", "--lines"], b"");
+    assert!(o.status.success() && o.stdout.is_empty());
+    assert_eq!(c.info("t").expect("info").messages, 10_003);
+    // --lines takes no payload and no --delay.
+    assert_eq!(
+        cli(&s, &["pub", "t", "x", "--lines"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        cli(&s, &["pub", "t", "--lines", "--delay", "5"])
+            .status
+            .code(),
+        Some(2)
     );
 }

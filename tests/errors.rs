@@ -875,3 +875,49 @@ fn random_garbage_writes_nothing_and_the_server_survives() {
     expect_line(&mut raw, "PONG", "PING after the garbage");
     assert_eq!(written(&mut c), before, "garbage wrote nothing");
 }
+
+// ---------------------------------------------------------------------------
+// Too many arguments say so, before any argument is judged
+// ---------------------------------------------------------------------------
+
+#[test]
+fn too_many_arguments_are_named_as_such() {
+    let dir = common::tempdir();
+    let server = Server::start_with(dir.path(), &fast());
+    let mut c = server.client();
+    c.create("t", 0).expect("CREATE t");
+    let before = written(&mut c);
+    let mut raw = server.raw();
+    for (line, verb) in [
+        ("CREATE a b c", "CREATE"),
+        ("CREATE bad/name 1 2", "CREATE"),
+        ("DELETE t x", "DELETE"),
+        ("INFO t x", "INFO"),
+        ("PING x", "PING"),
+        ("LIST x", "LIST"),
+        ("STATS x", "STATS"),
+        ("AUTH a b", "AUTH"),
+        ("SUB t 0 batch=1 ack=9 group=g x", "SUB"),
+        ("GROUPS t x", "GROUPS"),
+        ("REPL 0 history=0 epoch=0 empty=0 x", "REPL"),
+        ("PROMOTE x", "PROMOTE"),
+    ] {
+        raw.send(format!("{line}\r\n").as_bytes());
+        let got = raw.line();
+        assert!(
+            got.starts_with(&format!("ERR BADREQ too many arguments for {verb} ")),
+            "{line}: {got}"
+        );
+        assert!(got.contains(&format!("usage: {verb}")), "{line}: {got}");
+    }
+    raw.send(b"MPUB t 1 x\r\n1\r\na\r\n");
+    let got = raw.line();
+    assert!(
+        got.starts_with("ERR BADREQ too many arguments for MPUB "),
+        "{got}"
+    );
+    // Still usable, and nothing was written.
+    raw.send(b"PING\r\n");
+    expect_line(&mut raw, "PONG", "PING after the arity errors");
+    assert_eq!(written(&mut c), before, "arity errors wrote nothing");
+}

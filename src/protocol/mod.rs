@@ -20,11 +20,16 @@
 //! one call costs O(bytes of request lines), not O(payload bytes), until the whole
 //! request is there and its payloads are copied once. No input can make it panic.
 //!
+//! [`rules`] says what one argument (a name, a header, a number) must look like; the
+//! parser applies it after framing, and the client applies the same functions
+//! before sending.
+//!
 //! The `encode_*` functions append reply lines (always ending in `\r\n`) to a caller's
 //! `Vec<u8>` without allocating anything else.
 
 mod encode;
 mod parse;
+pub mod rules;
 
 use std::fmt;
 

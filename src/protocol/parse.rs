@@ -4,14 +4,18 @@
 //!
 //! Pure: runs on whichever thread calls it (the connection threads), touches no
 //! socket, channel, lock or clock, and no input can make it panic.
+//!
+//! This file owns framing and arity (how many arguments each command takes); what
+//! one argument must look like is in [`super::rules`], shared with the client.
 
-use super::{
-    ErrCode, Limits, MAX_HEADER_KEY_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS, MAX_LINE_BYTES,
-    MAX_NAME_BYTES, Message, Parsed, ProtoError, ReplArgs, Request, SubArgs, SubFrom,
+use super::rules::{
+    ack_ms_arg, bad, batch_arg, delay_ms_arg, header_arg, header_count, is_visible, life_ms_arg,
+    mpub_count_arg, name_arg, number, parse_u64, quote, sub_from_arg, sub_group_rule, topic_arg,
+    word_arg,
 };
-
-/// How much of a client-supplied token is quoted back in an error text.
-const QUOTE_BYTES: usize = 64;
+use super::{
+    ErrCode, Limits, MAX_LINE_BYTES, Message, Parsed, ProtoError, ReplArgs, Request, SubArgs,
+};
 
 /// Why parsing stopped before a request (valid or not) was complete.
 enum Stop {
@@ -56,54 +60,80 @@ struct CommandSpec {
     name: &'static str,
     kind: Kind,
     usage: &'static str,
+    /// Most arguments after the verb; [`VARIADIC`] for PUB and DPUB, whose headers
+    /// are counted by their own rule.
+    max_args: usize,
 }
 
-const fn spec(name: &'static str, kind: Kind, usage: &'static str) -> CommandSpec {
-    CommandSpec { name, kind, usage }
+const VARIADIC: usize = usize::MAX;
+
+const fn spec(name: &'static str, kind: Kind, usage: &'static str, max_args: usize) -> CommandSpec {
+    CommandSpec {
+        name,
+        kind,
+        usage,
+        max_args,
+    }
 }
 
 const COMMANDS: [CommandSpec; 17] = [
-    spec("PING", Kind::Simple(SimpleCmd::Ping), "PING"),
-    spec("AUTH", Kind::Simple(SimpleCmd::Auth), "AUTH <token>"),
-    spec("QUIT", Kind::Simple(SimpleCmd::Quit), "QUIT"),
+    spec("PING", Kind::Simple(SimpleCmd::Ping), "PING", 0),
+    spec("AUTH", Kind::Simple(SimpleCmd::Auth), "AUTH <token>", 1),
+    spec("QUIT", Kind::Simple(SimpleCmd::Quit), "QUIT", 0),
     spec(
         "CREATE",
         Kind::Simple(SimpleCmd::Create),
         "CREATE <topic> [<life_ms>]",
+        2,
     ),
-    spec("DELETE", Kind::Simple(SimpleCmd::Delete), "DELETE <topic>"),
+    spec(
+        "DELETE",
+        Kind::Simple(SimpleCmd::Delete),
+        "DELETE <topic>",
+        1,
+    ),
     spec(
         "PUB",
         Kind::Payload(PayloadCmd::Pub),
         "PUB <topic> <n> [<key>=<value> ...]",
+        VARIADIC,
     ),
     spec(
         "MPUB",
         Kind::Payload(PayloadCmd::MPub),
         "MPUB <topic> <count>",
+        2,
     ),
     spec(
         "DPUB",
         Kind::Payload(PayloadCmd::DPub),
         "DPUB <topic> <delay_ms> <n> [<key>=<value> ...]",
+        VARIADIC,
     ),
-    spec("INFO", Kind::Simple(SimpleCmd::Info), "INFO <topic>"),
-    spec("LIST", Kind::Simple(SimpleCmd::List), "LIST"),
-    spec("STATS", Kind::Simple(SimpleCmd::Stats), "STATS"),
+    spec("INFO", Kind::Simple(SimpleCmd::Info), "INFO <topic>", 1),
+    spec("LIST", Kind::Simple(SimpleCmd::List), "LIST", 0),
+    spec("STATS", Kind::Simple(SimpleCmd::Stats), "STATS", 0),
     spec(
         "SUB",
         Kind::Simple(SimpleCmd::Sub),
         "SUB <topic> <after> [batch=<n>] [ack=<ms>] [group=<name>]",
+        5,
     ),
-    spec("ACK", Kind::Simple(SimpleCmd::Ack), "ACK"),
-    spec("STOP", Kind::Simple(SimpleCmd::Stop), "STOP"),
-    spec("GROUPS", Kind::Simple(SimpleCmd::Groups), "GROUPS <topic>"),
+    spec("ACK", Kind::Simple(SimpleCmd::Ack), "ACK", 0),
+    spec("STOP", Kind::Simple(SimpleCmd::Stop), "STOP", 0),
+    spec(
+        "GROUPS",
+        Kind::Simple(SimpleCmd::Groups),
+        "GROUPS <topic>",
+        1,
+    ),
     spec(
         "REPL",
         Kind::Simple(SimpleCmd::Repl),
         "REPL <after_event_id> [history=<hex>] [epoch=<n>] [empty=0|1]",
+        4,
     ),
-    spec("PROMOTE", Kind::Simple(SimpleCmd::Promote), "PROMOTE"),
+    spec("PROMOTE", Kind::Simple(SimpleCmd::Promote), "PROMOTE", 0),
 ];
 
 /// Exact, case-insensitive command lookup (no prefix matching).
@@ -262,10 +292,7 @@ fn build_pub(
     if !delayed {
         return Ok(Request::Pub { topic, msg });
     }
-    let delay_ms = number(delay, "delay_ms")?;
-    if delay_ms == 0 {
-        return Err(bad("DPUB delay_ms must be at least 1"));
-    }
+    let delay_ms = delay_ms_arg(delay)?;
     Ok(Request::DPub {
         topic,
         delay_ms,
@@ -291,16 +318,7 @@ fn parse_mpub(
         Some(tok) if !tok.is_empty() || extra.is_some() => tok,
         _ => return Ok(usage_error(spec, line_len)),
     };
-    let count = parse_u64(count_tok)
-        .and_then(|c| usize::try_from(c).ok())
-        .filter(|c| (1..=limits.max_batch).contains(c))
-        .ok_or_else(|| {
-            Stop::Fatal(bad(format!(
-                "MPUB count '{}' is not a number from 1 to {}",
-                quote(count_tok),
-                limits.max_batch
-            )))
-        })?;
+    let count = mpub_count_arg(count_tok, limits.max_batch).map_err(Stop::Fatal)?;
 
     let mut pos = line_len;
     let mut frames: Vec<(&[u8], &[u8])> = Vec::new();
@@ -325,7 +343,7 @@ fn parse_mpub(
     let checked = check_line(line)
         .and_then(|()| topic_arg(topic))
         .and_then(|topic| match (extra, first_err) {
-            (Some(_), _) => Err(usage(spec)),
+            (Some(_), _) => Err(too_many(spec)),
             (None, Some(err)) => Err(err),
             (None, None) => Ok(topic),
         });
@@ -402,27 +420,11 @@ fn check_headers(raw: &[u8]) -> Result<(), ProtoError> {
         return Ok(());
     }
     for (index, tok) in tokens(raw).enumerate() {
-        if index >= MAX_HEADERS {
-            return Err(bad(format!("too many headers: at most {MAX_HEADERS}")));
-        }
+        header_count(index + 1)?;
         let Some((key, value)) = split_eq(tok) else {
             return Err(bad(format!("header '{}' is not key=value", quote(tok))));
         };
-        if key.is_empty()
-            || key.len() > MAX_HEADER_KEY_BYTES
-            || !key.iter().all(|&b| is_name_byte(b))
-        {
-            return Err(bad(format!(
-                "invalid header key '{}': 1-{MAX_HEADER_KEY_BYTES} bytes of A-Z a-z 0-9 . _ -",
-                quote(key)
-            )));
-        }
-        if value.len() > MAX_HEADER_VALUE_BYTES || !value.iter().all(|&b| is_visible(b)) {
-            return Err(bad(format!(
-                "invalid value of header '{}': 0-{MAX_HEADER_VALUE_BYTES} bytes of visible ASCII",
-                quote(key)
-            )));
-        }
+        header_arg(key, value)?;
     }
     Ok(())
 }
@@ -436,22 +438,23 @@ fn parse_simple(
 ) -> Result<Request, ProtoError> {
     let mut toks = tokens(line);
     let _verb = toks.next();
+    // Arity before content: `CREATE a b c` is too many arguments, not a bad life_ms.
+    if toks.clone().count() > spec.max_args {
+        return Err(too_many(spec));
+    }
     let mut args = Args { spec, toks };
     let req = match cmd {
         SimpleCmd::Ping => Request::Ping,
         SimpleCmd::Auth => Request::Auth {
-            token: ascii(args.required()?),
+            token: word_arg(args.required()?, "token")?,
         },
         SimpleCmd::Quit => Request::Quit,
         SimpleCmd::Create => {
             let topic = topic_arg(args.required()?)?;
             let life_ms = match args.optional() {
                 None => 0,
-                Some(tok) => number(tok, "life_ms")?,
+                Some(tok) => life_ms_arg(tok)?,
             };
-            if life_ms != 0 && life_ms < 1000 {
-                return Err(bad("CREATE life_ms must be 0 or at least 1000"));
-            }
             Request::Create { topic, life_ms }
         }
         SimpleCmd::Delete => Request::Delete {
@@ -516,11 +519,7 @@ fn parse_repl(args: &mut Args<'_>) -> Result<ReplArgs, ProtoError> {
 
 fn parse_sub(args: &mut Args<'_>, limits: &Limits) -> Result<SubArgs, ProtoError> {
     let topic = topic_arg(args.required()?)?;
-    let from = match args.required()? {
-        b"$" => SubFrom::Latest,
-        b"-" => SubFrom::Committed,
-        tok => SubFrom::After(number(tok, "SUB position")?),
-    };
+    let from = sub_from_arg(args.required()?)?;
     let mut sub = SubArgs {
         topic,
         from,
@@ -537,20 +536,12 @@ fn parse_sub(args: &mut Args<'_>, limits: &Limits) -> Result<SubArgs, ProtoError
             if sub.batch.is_some() {
                 return Err(duplicate());
             }
-            let batch = usize::try_from(number(value, "batch")?)
-                .ok()
-                .filter(|b| (1..=limits.max_batch).contains(b))
-                .ok_or_else(|| bad(format!("batch must be from 1 to {}", limits.max_batch)))?;
-            sub.batch = Some(batch);
+            sub.batch = Some(batch_arg(value, limits.max_batch)?);
         } else if key.eq_ignore_ascii_case(b"ack") {
             if sub.ack_ms.is_some() {
                 return Err(duplicate());
             }
-            let ack_ms = number(value, "ack")?;
-            if ack_ms == 0 {
-                return Err(bad("ack must be at least 1 ms"));
-            }
-            sub.ack_ms = Some(ack_ms);
+            sub.ack_ms = Some(ack_ms_arg(value)?);
         } else if key.eq_ignore_ascii_case(b"group") {
             if sub.group.is_some() {
                 return Err(duplicate());
@@ -563,9 +554,7 @@ fn parse_sub(args: &mut Args<'_>, limits: &Limits) -> Result<SubArgs, ProtoError
             )));
         }
     }
-    if sub.from == SubFrom::Committed && sub.group.is_none() {
-        return Err(bad("SUB position '-' needs group=<name>"));
-    }
+    sub_group_rule(sub.from, sub.group.is_some())?;
     Ok(sub)
 }
 
@@ -584,11 +573,12 @@ impl<'a> Args<'a> {
         self.toks.next()
     }
 
-    /// Rejects extra arguments.
+    /// Rejects extra arguments (counted up front already; kept so no command can
+    /// silently ignore one).
     fn finish(mut self) -> Result<(), ProtoError> {
         match self.toks.next() {
             None => Ok(()),
-            Some(_) => Err(usage(self.spec)),
+            Some(_) => Err(too_many(self.spec)),
         }
     }
 }
@@ -600,66 +590,22 @@ fn usage(spec: &CommandSpec) -> ProtoError {
     ))
 }
 
+fn too_many(spec: &CommandSpec) -> ProtoError {
+    let most = match spec.max_args {
+        0 => "none".to_string(),
+        n => format!("at most {n}"),
+    };
+    bad(format!(
+        "too many arguments for {} ({most}): usage: {}",
+        spec.name, spec.usage
+    ))
+}
+
 fn usage_error(spec: &CommandSpec, consumed: usize) -> Parsed {
     Parsed::Error {
         err: usage(spec),
         consumed,
     }
-}
-
-fn bad(msg: impl Into<String>) -> ProtoError {
-    ProtoError::new(ErrCode::BadReq, msg)
-}
-
-/// Validates a topic or group name: 1–128 bytes of A-Z a-z 0-9 . _ -
-pub fn valid_name(name: &[u8]) -> bool {
-    !name.is_empty() && name.len() <= MAX_NAME_BYTES && name.iter().all(|&b| is_name_byte(b))
-}
-
-fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
-}
-
-fn is_visible(b: u8) -> bool {
-    (0x21..=0x7e).contains(&b)
-}
-
-fn topic_arg(tok: &[u8]) -> Result<String, ProtoError> {
-    name_arg(tok, "topic")
-}
-
-fn name_arg(tok: &[u8], what: &str) -> Result<String, ProtoError> {
-    if valid_name(tok) {
-        Ok(ascii(tok))
-    } else {
-        Err(bad(format!(
-            "invalid {what} name '{}': 1-{MAX_NAME_BYTES} bytes of A-Z a-z 0-9 . _ -",
-            quote(tok)
-        )))
-    }
-}
-
-fn number(tok: &[u8], what: &str) -> Result<u64, ProtoError> {
-    parse_u64(tok).ok_or_else(|| {
-        bad(format!(
-            "invalid {what} '{}': expected an unsigned decimal number",
-            quote(tok)
-        ))
-    })
-}
-
-/// Unsigned decimal digits only, fitting in u64 (leading zeros allowed).
-fn parse_u64(tok: &[u8]) -> Option<u64> {
-    if tok.is_empty() {
-        return None;
-    }
-    tok.iter().try_fold(0u64, |acc, &b| {
-        if b.is_ascii_digit() {
-            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
-    })
 }
 
 /// Splits a token at its first `=`.
@@ -668,29 +614,15 @@ fn split_eq(tok: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((tok.get(..at)?, tok.get(at + 1..)?))
 }
 
-/// A String from bytes already known to be ASCII.
-fn ascii(tok: &[u8]) -> String {
-    tok.iter().map(|&b| char::from(b)).collect()
-}
-
-/// A client token for an error text: printable, at most [`QUOTE_BYTES`] bytes.
-fn quote(tok: &[u8]) -> String {
-    let mut s: String = tok
-        .iter()
-        .take(QUOTE_BYTES)
-        .map(|&b| if is_visible(b) { char::from(b) } else { '?' })
-        .collect();
-    if tok.len() > QUOTE_BYTES {
-        s.push_str("...");
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     // The round-trip test checks a payload survives parse and encode byte for byte.
     use crate::protocol::encode_msg;
+    use crate::protocol::rules::valid_name;
+    use crate::protocol::{
+        MAX_HEADER_KEY_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS, MAX_NAME_BYTES, SubFrom,
+    };
 
     const LIM: Limits = Limits {
         max_payload: 1 << 20,
@@ -1386,6 +1318,64 @@ mod tests {
                 other => panic!("{:?}: {other:?}", show(&input)),
             }
         }
+    }
+
+    /// The error text of a request that must be a non-fatal BADREQ consuming all of it.
+    fn badreq_text(input: &[u8]) -> String {
+        match parse_request(input, &LIM) {
+            Parsed::Error { err, consumed } => {
+                assert_eq!((err.code, consumed), (ErrCode::BadReq, input.len()));
+                err.msg
+            }
+            other => panic!("{:?}: expected Error, got {other:?}", show(input)),
+        }
+    }
+
+    #[test]
+    fn too_many_arguments_is_said_for_every_command() {
+        let msg = badreq_text(b"CREATE a b c\r\n");
+        assert!(
+            msg.starts_with("too many arguments for CREATE (at most 2): usage: CREATE <topic>"),
+            "{msg}"
+        );
+        // Arity is checked before content: not "invalid life_ms 'b'", not a bad name.
+        for input in [&b"CREATE bad/t 1 2\r\n"[..], b"INFO a/b c\r\n"] {
+            let msg = badreq_text(input);
+            assert!(msg.starts_with("too many arguments"), "{msg}");
+        }
+        assert!(badreq_text(b"PING x\r\n").starts_with("too many arguments for PING (none)"));
+        for spec in &COMMANDS {
+            if spec.max_args == VARIADIC {
+                continue;
+            }
+            let args = " x".repeat(spec.max_args + 1);
+            let mut input = format!("{}{args}\r\n", spec.name).into_bytes();
+            if matches!(spec.kind, Kind::Payload(PayloadCmd::MPub)) {
+                // MPUB t 1 x: the count fixes the framing, so the message follows.
+                input = b"MPUB t 1 x\r\n0\r\n\r\n".to_vec();
+            }
+            let msg = badreq_text(&input);
+            let want = format!("too many arguments for {}", spec.name);
+            assert!(msg.starts_with(&want), "{:?}: {msg}", show(&input));
+            assert!(msg.ends_with(spec.usage), "{msg}");
+            // One argument fewer is not an arity error.
+            let fewer = format!("{}{}\r\n", spec.name, " x".repeat(spec.max_args));
+            if let Parsed::Error { err, .. } = parse_request(fewer.as_bytes(), &LIM) {
+                assert!(!err.msg.starts_with("too many"), "{fewer:?}: {err}");
+            }
+        }
+        // SUB takes at most three options.
+        let msg = badreq_text(b"SUB t 0 batch=1 ack=5 group=g x\r\n");
+        assert!(
+            msg.starts_with("too many arguments for SUB (at most 5)"),
+            "{msg}"
+        );
+        // Too few still says so.
+        let msg = badreq_text(b"CREATE\r\n");
+        assert!(
+            msg.starts_with("wrong number of arguments for CREATE"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -268,10 +268,10 @@ impl Writer {
                 break;
             }
             if chunk.count > 0 {
-                if first == 0 {
-                    if let Decoded::Record { rec, .. } = record::decode(&chunk.bytes) {
-                        first = rec.event_id;
-                    }
+                if first == 0
+                    && let Decoded::Record { rec, .. } = record::decode(&chunk.bytes)
+                {
+                    first = rec.event_id;
                 }
                 last = chunk.last_id;
                 count += chunk.count;

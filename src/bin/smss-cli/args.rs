@@ -1,6 +1,7 @@
-//! The command line of `smss-cli`: global options, the commands and their
-//! arguments (lexopt), and the `--help` text. Parsing only; nothing here
-//! connects or prints except the help.
+//! The command line of `smss-cli`: global options (before or after the
+//! command), the commands and their arguments (lexopt), and the help texts,
+//! global and per command ([`HELP`]). Parsing only; nothing here connects
+//! or prints except the help.
 
 use std::ffi::OsString;
 
@@ -8,36 +9,146 @@ use smss::client::SubOptions;
 
 use crate::error::{CliError, Result, usage};
 
-pub const USAGE: &str = "\
-usage: smss-cli [--host HOST] [--port PORT] [--token TOKEN] [--timeout MS] <command> [args]
+/// One command's help: `synopsis` (may span lines), a one-line `summary` for
+/// the global help, and `details` for `smss-cli help <command>`.
+pub struct CommandHelp {
+    pub name: &'static str,
+    synopsis: &'static str,
+    summary: &'static str,
+    details: &'static str,
+}
 
-commands:
-  create <topic> [--life MS]             create a topic; prints the event id
-  delete <topic>                         delete a topic; prints the event id
-  pub <topic> [<payload>|-] [--header k=v]... [--delay MS]
-                                         publish (payload from stdin when absent or -)
-  sub <topic> [--from 0|N|$|-] [--count N] [--batch N] [--group NAME] [--raw]
-                                         print messages as `id timestamp_ms [k=v ...] payload`
-  list                                   all topics
-  info <topic>                           one topic
-  stats                                  server statistics
-  ping                                   check the server is alive
-  dump <segment-file>                    print the records of a segment file (offline)
+/// Every command, in the order the global help lists them.
+pub const HELP: [CommandHelp; 11] = [
+    CommandHelp {
+        name: "create",
+        synopsis: "create <topic> [--life MS]",
+        summary: "create a topic; prints the event id",
+        details: "\
+Creates a topic and prints the event id of its creation.
 
-global options:
-  --host HOST      server host (default 127.0.0.1)
-  --port PORT      server port (default 12301)
-  --token TOKEN    authenticate with AUTH first
-  --timeout MS     read timeout, 0 = none (default 30000)
-  -h, --help       show this help
-  -V, --version    show the version";
+  --life MS       the topic is removed MS ms after its creation
+                  (0, the default: never; otherwise at least 1000)",
+    },
+    CommandHelp {
+        name: "delete",
+        synopsis: "delete <topic>",
+        summary: "delete a topic; prints the event id",
+        details: "\
+Deletes a topic and its messages and prints the event id of the deletion.
+Its subscribers get the end of their subscription (\"end: deleted\").",
+    },
+    CommandHelp {
+        name: "pub",
+        synopsis: "pub <topic> [<payload>|-] [--header k=v]... [--delay MS]\n\
+                   pub <topic> --lines [--header k=v]... [--batch N]",
+        summary: "publish one message, or each line of stdin",
+        details: "\
+Publishes one message and prints its event id. The payload is read from
+stdin when it is absent or -.
 
-pub const COMMANDS: &str = "create, delete, pub, sub, list, info, stats, ping, dump";
+  --header k=v    a header, repeatable (at most 32): the key is 1-64 bytes of
+                  A-Z a-z 0-9 . _ -, the value up to 1024 bytes of visible
+                  ASCII (no spaces)
+  --delay MS      deliver MS ms from now (DPUB); prints the id of the
+                  delayed-publish record, the message gets a new id when due
+  --lines         publish every line of stdin (without its \\n or \\r\\n) as
+                  one message, all over one connection in MPUB batches; prints
+                  \"<first_id> <last_id>\" (ids of other writers may fall in
+                  between when they publish at the same time)
+  --batch N       with --lines: messages per MPUB (default 100; at most the
+                  server's limits.maxBatch)",
+    },
+    CommandHelp {
+        name: "sub",
+        synopsis: "sub <topic> [--from 0|N|$|-] [--count N] [--batch N] [--group NAME] [--raw]",
+        summary: "print messages, one line each",
+        details: "\
+Prints messages one line each, \"<event_id> <timestamp_ms> [k=v ...] <payload>\",
+until --count messages arrived or the topic ends (\"end: deleted\" or
+\"end: expired\" on stderr). The payload is escaped so that one message is
+one line: \\n \\r \\t and \\\\ for themselves, \\xNN for any other byte outside
+printable ASCII.
+
+  --from P        where to start (default 0): 0 = the oldest retained
+                  message, N = the messages after event id N, $ = only
+                  messages published from now on, - = the group's position
+                  (needs --group)
+  --count N       stop after N messages (default: until the topic ends)
+  --batch N       messages per batch (default: the server's sub.defaultBatch)
+  --group NAME    read as consumer group NAME (not built in the server yet)
+  --raw           print only each payload, its bytes as they are, then \\n",
+    },
+    CommandHelp {
+        name: "list",
+        synopsis: "list",
+        summary: "all topics",
+        details: "\
+Prints a header row, then one line per topic, ordered by name:
+\"<name> <created_ms> <expires_ms> <messages> <first_id> <last_id>\"
+(expires_ms 0: no lifetime; first_id and last_id 0: no messages).",
+    },
+    CommandHelp {
+        name: "info",
+        synopsis: "info <topic>",
+        summary: "one topic",
+        details: "\
+Prints a header row and the topic's line, as `list` does.",
+    },
+    CommandHelp {
+        name: "stats",
+        synopsis: "stats",
+        summary: "server statistics",
+        details: "\
+Prints the server's statistics, \"<name> <value>\" per line.",
+    },
+    CommandHelp {
+        name: "ping",
+        synopsis: "ping",
+        summary: "check the server is alive",
+        details: "\
+Prints PONG when the server answers.",
+    },
+    CommandHelp {
+        name: "dump",
+        synopsis: "dump <segment-file>",
+        summary: "print the records of a segment file (offline)",
+        details: "\
+Reads a segment file of the commit log (data/log/*.log) directly; needs no
+server. Prints each record, then \"records=<n> end=clean|torn at OFFSET|CORRUPT
+at OFFSET\". Exits 1 on a corrupt record, and for a file that is not a
+segment (not empty, not zero fill, and its first record does not decode).",
+    },
+    CommandHelp {
+        name: "bench",
+        synopsis: "bench pub|sub|e2e|delay|matrix|peers [options]",
+        summary: "load generator and benchmarks (smss-cli bench --help)",
+        details: "",
+    },
+    CommandHelp {
+        name: "help",
+        synopsis: "help [<command>]",
+        summary: "this help, or one command's",
+        details: "\
+Prints the list of commands, or the usage of one (like <command> --help).",
+    },
+];
+
+const GLOBAL_OPTIONS: &str = "\
+global options (before or after the command):
+  --host HOST     server host (default 127.0.0.1)
+  --port PORT     server port (default 12301)
+  --token TOKEN   authenticate with AUTH first
+  --timeout MS    read timeout, 0 = none (default 30000)
+  -h, --help      show this help, or after a command that command's
+  -V, --version   show the version";
+
+pub const COMMANDS: &str = "create, delete, pub, sub, list, info, stats, ping, dump, bench, help";
 
 /// What the command line asks for.
 pub enum Invocation {
-    /// `--help`, before or after the command.
-    Help,
+    /// `--help` or `help`: the global help (None) or one command's.
+    Help(Option<String>),
     /// `--version`.
     Version,
     /// `bench` and the arguments after it, which the bench parses itself.
@@ -46,7 +157,7 @@ pub enum Invocation {
     Run(Global, Command),
 }
 
-/// Global options, before the command.
+/// Global options, before or after the command.
 pub struct Global {
     pub host: String,
     pub port: u16,
@@ -69,6 +180,12 @@ pub enum Command {
         headers: Vec<(String, String)>,
         delay_ms: Option<u64>,
     },
+    /// `pub --lines`: one message per line of stdin.
+    PubLines {
+        topic: String,
+        headers: Vec<(String, String)>,
+        batch: usize,
+    },
     Sub {
         topic: String,
         from: String,
@@ -87,6 +204,9 @@ pub enum Command {
     },
 }
 
+/// Messages per MPUB of `pub --lines` unless `--batch` says otherwise.
+const DEFAULT_LINES_BATCH: usize = 100;
+
 fn string(v: OsString, what: &str) -> Result<String> {
     v.into_string()
         .map_err(|v| usage(format!("{what} {v:?} is not valid UTF-8")))
@@ -98,7 +218,35 @@ fn number<T: std::str::FromStr>(p: &mut lexopt::Parser, flag: &str, what: &str) 
         .map_err(|_| usage(format!("{flag}: expected {what}, got {v:?}")))
 }
 
-/// Parses the whole command line: global options, then the command.
+#[derive(Clone, Copy)]
+enum GlobalFlag {
+    Host,
+    Port,
+    Token,
+    Timeout,
+}
+
+fn global_flag(arg: &lexopt::Arg<'_>) -> Option<GlobalFlag> {
+    match arg {
+        lexopt::Arg::Long("host") => Some(GlobalFlag::Host),
+        lexopt::Arg::Long("port") => Some(GlobalFlag::Port),
+        lexopt::Arg::Long("token") => Some(GlobalFlag::Token),
+        lexopt::Arg::Long("timeout") => Some(GlobalFlag::Timeout),
+        _ => None,
+    }
+}
+
+fn set_global(g: &mut Global, p: &mut lexopt::Parser, flag: GlobalFlag) -> Result<()> {
+    match flag {
+        GlobalFlag::Host => g.host = string(p.value()?, "--host")?,
+        GlobalFlag::Port => g.port = number(p, "--port", "a port number (0-65535)")?,
+        GlobalFlag::Token => g.token = Some(string(p.value()?, "--token")?),
+        GlobalFlag::Timeout => g.timeout_ms = number(p, "--timeout", "a number of milliseconds")?,
+    }
+    Ok(())
+}
+
+/// Parses the whole command line: the command, and global options around it.
 pub fn parse(mut p: lexopt::Parser) -> Result<Invocation> {
     use lexopt::prelude::*;
     let mut g = Global {
@@ -108,77 +256,139 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Invocation> {
         timeout_ms: 30_000,
     };
     let name = loop {
-        match p.next()? {
-            Some(Long("host")) => g.host = string(p.value()?, "--host")?,
-            Some(Long("port")) => g.port = number(&mut p, "--port", "a port number (0-65535)")?,
-            Some(Long("token")) => g.token = Some(string(p.value()?, "--token")?),
-            Some(Long("timeout")) => {
-                g.timeout_ms = number(&mut p, "--timeout", "a number of milliseconds")?
-            }
-            Some(Short('h') | Long("help")) => return Ok(Invocation::Help),
-            Some(Short('V') | Long("version")) => return Ok(Invocation::Version),
-            Some(Value(v)) => break string(v, "command")?,
-            Some(arg) => return Err(arg.unexpected().into()),
+        let arg = match p.next()? {
+            Some(arg) => arg,
             None => return Err(usage("missing command")),
+        };
+        if let Some(flag) = global_flag(&arg) {
+            set_global(&mut g, &mut p, flag)?;
+            continue;
+        }
+        match arg {
+            Short('h') | Long("help") => return Ok(Invocation::Help(None)),
+            Short('V') | Long("version") => return Ok(Invocation::Version),
+            Value(v) => break string(v, "command")?,
+            arg => return Err(arg.unexpected().into()),
         }
     };
     if name == "bench" {
         // The bench has its own flags (and its own --host/--port).
         return Ok(Invocation::Bench(p.raw_args()?.collect()));
     }
-    match parse_command(&mut p, &name) {
-        Err(CliError::HelpRequested) => Ok(Invocation::Help),
+    if name == "help" {
+        let topic = positionals(&mut p, &mut g, "help", 0, 1)?;
+        return match topic.into_iter().next() {
+            None => Ok(Invocation::Help(None)),
+            Some(v) => {
+                let cmd = string(v, "command")?;
+                find_help(&cmd)?;
+                Ok(Invocation::Help(Some(cmd)))
+            }
+        };
+    }
+    find_help(&name)?;
+    match parse_command(&mut p, &mut g, &name) {
+        Err(CliError::HelpRequested) => Ok(Invocation::Help(Some(name))),
         r => Ok(Invocation::Run(g, r?)),
     }
 }
 
-fn parse_command(p: &mut lexopt::Parser, name: &str) -> Result<Command> {
+fn find_help(name: &str) -> Result<&'static CommandHelp> {
+    HELP.iter()
+        .find(|h| h.name == name)
+        .ok_or_else(|| usage(format!("unknown command {name:?}")))
+}
+
+fn parse_command(p: &mut lexopt::Parser, g: &mut Global, name: &str) -> Result<Command> {
     Ok(match name {
-        "create" => parse_create(p)?,
+        "create" => parse_create(p, g)?,
         "delete" => Command::Delete {
-            topic: one_positional(p, "delete", "<topic>")?,
+            topic: one_positional(p, g, "delete")?,
         },
-        "pub" => parse_pub(p)?,
-        "sub" => parse_sub(p)?,
-        "list" => no_args(p, "list", Command::List)?,
+        "pub" => parse_pub(p, g)?,
+        "sub" => parse_sub(p, g)?,
+        "list" => no_args(p, g, "list", Command::List)?,
         "info" => Command::Info {
-            topic: one_positional(p, "info", "<topic>")?,
+            topic: one_positional(p, g, "info")?,
         },
-        "stats" => no_args(p, "stats", Command::Stats)?,
-        "ping" => no_args(p, "ping", Command::Ping)?,
+        "stats" => no_args(p, g, "stats", Command::Stats)?,
+        "ping" => no_args(p, g, "ping", Command::Ping)?,
         "dump" => {
-            let path = positionals(p, "dump", 1, 1, "<segment-file>")?;
+            let path = positionals(p, g, "dump", 1, 1)?;
             Command::Dump {
                 path: path.into_iter().next().unwrap_or_default(),
             }
         }
-        other => {
-            return Err(usage(format!("unknown command {other:?}")));
-        }
+        other => return Err(usage(format!("unknown command {other:?}"))),
     })
 }
 
-pub fn print_help() -> Result<()> {
-    println!(
-        "smss-cli {} — command line client for smss\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    println!("{USAGE}");
-    Ok(())
+/// The global help, or `smss-cli help <command>`'s.
+pub fn help_text(command: Option<&str>) -> Result<String> {
+    let mut s = String::new();
+    match command {
+        None => {
+            s.push_str(&format!(
+                "smss-cli {} — command line client for smss\n\n\
+                 usage: smss-cli [global options] <command> [args]\n\ncommands:\n",
+                env!("CARGO_PKG_VERSION")
+            ));
+            for h in &HELP {
+                let lines: Vec<&str> = h.synopsis.lines().map(str::trim).collect();
+                match lines.as_slice() {
+                    [one] if one.len() < 38 => {
+                        s.push_str(&format!("  {one:<38} {}\n", h.summary));
+                    }
+                    many => {
+                        for line in many {
+                            s.push_str(&format!("  {line}\n"));
+                        }
+                        s.push_str(&format!("  {:<38} {}\n", "", h.summary));
+                    }
+                }
+            }
+            s.push('\n');
+            s.push_str(GLOBAL_OPTIONS);
+            s.push_str("\n\n'smss-cli help <command>' or 'smss-cli <command> --help' shows a command's options.\n");
+        }
+        Some(name) => {
+            let h = find_help(name)?;
+            // dump and help never connect.
+            let offline = matches!(h.name, "dump" | "help");
+            let global = if offline { "" } else { "[global options] " };
+            for (i, line) in h.synopsis.lines().map(str::trim).enumerate() {
+                let lead = if i == 0 { "usage:" } else { "      " };
+                s.push_str(&format!("{lead} smss-cli {global}{line}\n"));
+            }
+            s.push('\n');
+            s.push_str(h.details);
+            s.push('\n');
+            if !offline {
+                s.push('\n');
+                s.push_str(GLOBAL_OPTIONS);
+                s.push('\n');
+            }
+        }
+    }
+    Ok(s)
 }
 
 /// Collects between `min` and `max` positional arguments of a command that
-/// takes no options.
+/// takes no options of its own.
 fn positionals(
     p: &mut lexopt::Parser,
+    g: &mut Global,
     cmd: &str,
     min: usize,
     max: usize,
-    shape: &str,
 ) -> Result<Vec<OsString>> {
     use lexopt::prelude::*;
     let mut out = Vec::new();
     while let Some(arg) = p.next()? {
+        if let Some(flag) = global_flag(&arg) {
+            set_global(g, p, flag)?;
+            continue;
+        }
         match arg {
             Value(v) if out.len() < max => out.push(v),
             Value(v) => return Err(usage(format!("{cmd}: unexpected argument {v:?}"))),
@@ -187,28 +397,33 @@ fn positionals(
         }
     }
     if out.len() < min {
+        let shape = find_help(cmd).map(|h| h.synopsis).unwrap_or(cmd);
         return Err(usage(format!(
-            "{cmd}: missing argument; usage: {cmd} {shape}"
+            "{cmd}: missing argument; usage: smss-cli {shape}"
         )));
     }
     Ok(out)
 }
 
-fn one_positional(p: &mut lexopt::Parser, cmd: &str, shape: &str) -> Result<String> {
-    let v = positionals(p, cmd, 1, 1, shape)?;
+fn one_positional(p: &mut lexopt::Parser, g: &mut Global, cmd: &str) -> Result<String> {
+    let v = positionals(p, g, cmd, 1, 1)?;
     string(v.into_iter().next().unwrap_or_default(), "argument")
 }
 
-fn no_args(p: &mut lexopt::Parser, cmd: &str, c: Command) -> Result<Command> {
-    positionals(p, cmd, 0, 0, "")?;
+fn no_args(p: &mut lexopt::Parser, g: &mut Global, cmd: &str, c: Command) -> Result<Command> {
+    positionals(p, g, cmd, 0, 0)?;
     Ok(c)
 }
 
-fn parse_create(p: &mut lexopt::Parser) -> Result<Command> {
+fn parse_create(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
     use lexopt::prelude::*;
     let mut topic = None;
     let mut life_ms = 0;
     while let Some(arg) = p.next()? {
+        if let Some(flag) = global_flag(&arg) {
+            set_global(g, p, flag)?;
+            continue;
+        }
         match arg {
             Long("life") => life_ms = number(p, "--life", "a number of milliseconds")?,
             Short('h') | Long("help") => return Err(CliError::HelpRequested),
@@ -220,13 +435,19 @@ fn parse_create(p: &mut lexopt::Parser) -> Result<Command> {
     Ok(Command::Create { topic, life_ms })
 }
 
-fn parse_pub(p: &mut lexopt::Parser) -> Result<Command> {
+fn parse_pub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
     use lexopt::prelude::*;
     let mut topic = None;
     let mut payload: Option<OsString> = None;
     let mut headers = Vec::new();
     let mut delay_ms = None;
+    let mut lines = false;
+    let mut batch = None;
     while let Some(arg) = p.next()? {
+        if let Some(flag) = global_flag(&arg) {
+            set_global(g, p, flag)?;
+            continue;
+        }
         match arg {
             Long("header") => {
                 let h = string(p.value()?, "--header")?;
@@ -236,6 +457,14 @@ fn parse_pub(p: &mut lexopt::Parser) -> Result<Command> {
                 headers.push((k.to_string(), v.to_string()));
             }
             Long("delay") => delay_ms = Some(number(p, "--delay", "a number of milliseconds")?),
+            Long("lines") => lines = true,
+            Long("batch") => {
+                let n: usize = number(p, "--batch", "a number of messages")?;
+                if n == 0 {
+                    return Err(usage("--batch: must be at least 1"));
+                }
+                batch = Some(n);
+            }
             Short('h') | Long("help") => return Err(CliError::HelpRequested),
             Value(v) if topic.is_none() => topic = Some(string(v, "topic")?),
             Value(v) if payload.is_none() => payload = Some(v),
@@ -243,6 +472,22 @@ fn parse_pub(p: &mut lexopt::Parser) -> Result<Command> {
         }
     }
     let topic = topic.ok_or_else(|| usage("pub: missing <topic>"))?;
+    if lines {
+        if payload.is_some() {
+            return Err(usage("pub: --lines reads stdin; give no <payload>"));
+        }
+        if delay_ms.is_some() {
+            return Err(usage("pub: --delay cannot be combined with --lines"));
+        }
+        return Ok(Command::PubLines {
+            topic,
+            headers,
+            batch: batch.unwrap_or(DEFAULT_LINES_BATCH),
+        });
+    }
+    if batch.is_some() {
+        return Err(usage("pub: --batch needs --lines"));
+    }
     let payload = payload
         .filter(|v| v != "-")
         .map(OsString::into_encoded_bytes);
@@ -254,7 +499,7 @@ fn parse_pub(p: &mut lexopt::Parser) -> Result<Command> {
     })
 }
 
-fn parse_sub(p: &mut lexopt::Parser) -> Result<Command> {
+fn parse_sub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
     use lexopt::prelude::*;
     let mut topic = None;
     let mut from = "0".to_string();
@@ -262,6 +507,10 @@ fn parse_sub(p: &mut lexopt::Parser) -> Result<Command> {
     let mut opts = SubOptions::default();
     let mut raw = false;
     while let Some(arg) = p.next()? {
+        if let Some(flag) = global_flag(&arg) {
+            set_global(g, p, flag)?;
+            continue;
+        }
         match arg {
             Long("from") => {
                 from = string(p.value()?, "--from")?;

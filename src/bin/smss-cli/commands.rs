@@ -1,14 +1,64 @@
-//! The network commands: connecting with the global options, running one
-//! command through [`smss::client::Client`] and printing its result.
+//! The network commands: checking their arguments, connecting with the
+//! global options, running one command through [`smss::client::Client`]
+//! and printing its result.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::time::Duration;
 
-use smss::client::{Client, SubEvent, SubOptions};
+use smss::client::{Client, ClientError, SubEvent, SubOptions, check};
 
 use crate::args::{Command, Global};
 use crate::dump;
-use crate::error::{CliError, Result, stdout_err};
+use crate::error::{CliError, Result, stdout_err, usage};
+
+/// Checks every argument with the client's rules (the server's) before
+/// anything connects: a bad one is a usage error naming it.
+pub fn check(g: &Global, cmd: &Command) -> Result<()> {
+    let (name, r) = match cmd {
+        Command::Create { topic, life_ms } => (
+            "create",
+            check::topic(topic).and_then(|()| check::life_ms(*life_ms)),
+        ),
+        Command::Delete { topic } => ("delete", check::topic(topic)),
+        Command::Info { topic } => ("info", check::topic(topic)),
+        Command::Pub {
+            topic,
+            headers,
+            delay_ms,
+            ..
+        } => (
+            "pub",
+            check::topic(topic)
+                .and_then(|()| check::headers(&pairs(headers)))
+                .and_then(|()| delay_ms.map_or(Ok(()), check::delay_ms)),
+        ),
+        Command::PubLines { topic, headers, .. } => (
+            "pub",
+            check::topic(topic).and_then(|()| check::headers(&pairs(headers))),
+        ),
+        Command::Sub {
+            topic, from, opts, ..
+        } => (
+            "sub",
+            check::topic(topic).and_then(|()| check::subscription(from, opts)),
+        ),
+        Command::List | Command::Stats | Command::Ping | Command::Dump { .. } => ("", Ok(())),
+    };
+    let r = r.and_then(|()| g.token.as_deref().map_or(Ok(()), check::token));
+    match r {
+        Err(ClientError::BadArgument(m)) if name.is_empty() => Err(usage(m)),
+        Err(ClientError::BadArgument(m)) => Err(usage(format!("{name}: {m}"))),
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(()),
+    }
+}
+
+fn pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
 
 pub fn connect(g: &Global) -> Result<Client> {
     let addr = if g.host.contains(':') && !g.host.starts_with('[') {
@@ -62,15 +112,24 @@ pub fn execute(c: &mut Client, cmd: Command) -> Result<()> {
                     buf
                 }
             };
-            let h: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
+            let h = pairs(&headers);
             let id = match delay_ms {
                 Some(d) => c.dpublish_with_headers(&topic, d, &h, &payload)?,
                 None => c.publish_with_headers(&topic, &h, &payload)?,
             };
             writeln!(out, "{id}").map_err(stdout_err)?;
+        }
+        Command::PubLines {
+            topic,
+            headers,
+            batch,
+        } => {
+            let stdin = io::stdin();
+            let ids = publish_lines(c, &topic, &pairs(&headers), batch, stdin.lock())?;
+            match ids {
+                Some((first, last)) => writeln!(out, "{first} {last}").map_err(stdout_err)?,
+                None => eprintln!("pub: no lines on stdin; nothing was published"),
+            }
         }
         Command::Sub {
             topic,
@@ -160,12 +219,90 @@ fn subscribe(
 }
 
 fn print_message(out: &mut impl Write, m: &smss::client::Delivered, raw: bool) -> io::Result<()> {
-    if !raw {
-        write!(out, "{} {} ", m.event_id, m.timestamp_ms)?;
-        for (k, v) in &m.headers {
-            write!(out, "{k}={v} ")?;
+    if raw {
+        out.write_all(&m.payload)?;
+        return out.write_all(b"\n");
+    }
+    let mut line = format!("{} {} ", m.event_id, m.timestamp_ms).into_bytes();
+    for (k, v) in &m.headers {
+        line.extend_from_slice(format!("{k}={v} ").as_bytes());
+    }
+    escape_payload(&m.payload, &mut line);
+    line.push(b'\n');
+    out.write_all(&line)
+}
+
+/// Printable ASCII as it is; `\n` `\r` `\t` `\\` escaped as in C; any other
+/// byte as `\xNN`. So a payload is always one line and can be told apart
+/// byte for byte.
+fn escape_payload(payload: &[u8], out: &mut Vec<u8>) {
+    for &b in payload {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x20..=0x7e => out.push(b),
+            _ => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
         }
     }
-    out.write_all(&m.payload)?;
-    out.write_all(b"\n")
+}
+
+/// `pub --lines`: every line of `input` (without its `\n` or `\r\n`) as one
+/// message, `batch` per MPUB, all over `c`. Returns the first and last event
+/// id, or None for empty input. On an error, says on stderr how many lines
+/// were published before it (each MPUB is all or nothing).
+fn publish_lines(
+    c: &mut Client,
+    topic: &str,
+    headers: &[(&str, &str)],
+    batch: usize,
+    mut input: impl BufRead,
+) -> Result<Option<(u64, u64)>> {
+    let mut ids: Option<(u64, u64)> = None;
+    let mut published: u64 = 0;
+    let mut chunk: Vec<Vec<u8>> = Vec::with_capacity(batch);
+    loop {
+        let mut line = Vec::new();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| CliError::Io {
+                what: format!(
+                    "reading line {} from stdin",
+                    published + chunk.len() as u64 + 1
+                ),
+                source: e,
+            })?;
+        if n > 0 {
+            if line.last() == Some(&b'\n') {
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+            }
+            chunk.push(line);
+        }
+        if chunk.len() == batch || (n == 0 && !chunk.is_empty()) {
+            let payloads: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            let (first, last) = match c.mpublish_with_headers(topic, headers, &payloads) {
+                Ok(r) => r,
+                Err(e) => {
+                    if published > 0 {
+                        eprintln!(
+                            "pub: {published} lines were published (ids {} to {}) before this error",
+                            ids.map_or(0, |(f, _)| f),
+                            ids.map_or(0, |(_, l)| l)
+                        );
+                    }
+                    return Err(e.into());
+                }
+            };
+            ids = Some((ids.map_or(first, |(f, _)| f), last));
+            published += chunk.len() as u64;
+            chunk.clear();
+        }
+        if n == 0 {
+            return Ok(ids);
+        }
+    }
 }

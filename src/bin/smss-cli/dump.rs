@@ -1,10 +1,16 @@
 //! `smss-cli dump`: the records of one segment file, offline, one line
 //! each with a short preview of the body, then how the file ends.
+//!
+//! A file is taken for a segment by its content: it is empty, all zero fill
+//! (a fresh active segment), or its first record decodes. Anything else is
+//! refused before a line is printed, so `dump README.md` is an error rather
+//! than `records=0 end=torn at 0`.
 
 use std::ffi::OsString;
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read, Write};
 
-use smss::storage::record::{self, Kind, Record, ScanEnd};
+use smss::storage::record::{self, Decoded, Kind, Record, ScanEnd};
 
 use crate::error::{CliError, Result, stdout_err};
 
@@ -60,12 +66,70 @@ fn describe(offset: u64, r: &Record<'_>) -> String {
     s
 }
 
+/// Why `file` (read from its start) is not a segment, or None when it is one.
+fn not_a_segment(file: &mut File) -> io::Result<Option<String>> {
+    let size = file.metadata()?.len();
+    let mut head = Vec::with_capacity(4);
+    Read::by_ref(file).take(4).read_to_end(&mut head)?;
+    if head.iter().all(|&b| b == 0) {
+        // Empty, or nothing written yet: the rest must be zero fill too.
+        let mut at = head.len() as u64;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
+                return Ok(Some(format!(
+                    "it starts with zero fill (no record) but has data at offset {}",
+                    at + i as u64
+                )));
+            }
+            at += n as u64;
+        }
+    }
+    let Ok(len_bytes) = <[u8; 4]>::try_from(head.as_slice()) else {
+        return Ok(Some(format!(
+            "it is {size} bytes long, shorter than a record"
+        )));
+    };
+    let len = u64::from(u32::from_le_bytes(len_bytes));
+    if len > size {
+        return Ok(Some(format!(
+            "its first record would be {len} bytes long but the file has {size}"
+        )));
+    }
+    let mut first = head;
+    Read::by_ref(file).take(len - 4).read_to_end(&mut first)?;
+    Ok(match record::decode(&first) {
+        Decoded::Record { .. } => None,
+        Decoded::Corrupt(reason) => Some(format!("its first record does not decode: {reason}")),
+        Decoded::Incomplete { .. } | Decoded::End => {
+            Some("its first record does not decode".to_string())
+        }
+    })
+}
+
 pub fn dump(path: &OsString) -> Result<()> {
     let shown = std::path::Path::new(path).display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| CliError::Io {
-        what: format!("opening {shown}"),
+    let open = || {
+        File::open(path).map_err(|e| CliError::Io {
+            what: format!("opening {shown}"),
+            source: e,
+        })
+    };
+    let why = not_a_segment(&mut open()?).map_err(|e| CliError::Io {
+        what: format!("reading {shown}"),
         source: e,
     })?;
+    if let Some(why) = why {
+        return Err(CliError::NotSegment(format!(
+            "{shown} is not a segment file: {why} (a segment is empty, zero fill, \
+             or starts with a whole record)"
+        )));
+    }
+    let file = open()?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let mut records = 0u64;

@@ -17,6 +17,8 @@ pub enum CliError {
     Io { what: String, source: io::Error },
     /// `dump` found a corrupt record.
     Corrupt(String),
+    /// `dump` was given a file that is not a segment.
+    NotSegment(String),
     /// A benchmark failed.
     Bench(String),
     /// `--help` after the command: not an error; `run` prints the help.
@@ -26,7 +28,10 @@ pub enum CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(m) | CliError::Corrupt(m) | CliError::Bench(m) => f.write_str(m),
+            CliError::Usage(m)
+            | CliError::Corrupt(m)
+            | CliError::NotSegment(m)
+            | CliError::Bench(m) => f.write_str(m),
             CliError::HelpRequested => f.write_str("help requested"),
             CliError::Client(e) => write!(f, "{e}"),
             CliError::Io { what, source } => write!(f, "{what}: {source}"),
@@ -41,6 +46,7 @@ impl std::error::Error for CliError {
             CliError::Io { source, .. } => Some(source),
             CliError::Usage(_)
             | CliError::Corrupt(_)
+            | CliError::NotSegment(_)
             | CliError::Bench(_)
             | CliError::HelpRequested => None,
         }

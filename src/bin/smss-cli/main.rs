@@ -5,7 +5,9 @@
 //! segment file with [`smss::storage::record::scan`]. Single-threaded.
 //!
 //! Exit codes: 0 success, 1 server error / connection failure / corrupt
-//! segment (one line `smss-cli: <message>` on stderr), 2 usage error.
+//! segment or not a segment (one line `smss-cli: <message>` on stderr), 2
+//! usage error, including an argument the server's rules refuse (checked
+//! before connecting).
 //!
 //! Modules: [`args`] (the command line), [`commands`] (the network
 //! commands), [`dump`] (the offline segment dump), [`error`] (what they
@@ -19,7 +21,7 @@ mod commands;
 mod dump;
 mod error;
 
-use std::io;
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use args::{COMMANDS, Command, Invocation};
@@ -34,7 +36,7 @@ fn main() -> ExitCode {
         }
         Err(e @ CliError::Usage(_)) => {
             eprintln!("smss-cli: {e}");
-            eprintln!("try 'smss-cli --help' (commands: {COMMANDS})");
+            eprintln!("try 'smss-cli help [<command>]' (commands: {COMMANDS})");
             ExitCode::from(2)
         }
         Err(e) => {
@@ -46,19 +48,33 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     match args::parse(lexopt::Parser::from_env())? {
-        Invocation::Help => args::print_help(),
+        // The bench owns its options and their help.
+        Invocation::Help(Some(name)) if name == "bench" => bench_run(vec!["--help".into()]),
+        Invocation::Help(name) => {
+            let text = args::help_text(name.as_deref())?;
+            let mut out = io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(error::stdout_err)
+        }
         Invocation::Version => {
             println!("smss-cli {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Invocation::Bench(rest) => bench::run(rest).map_err(|e| match e {
-            bench::BenchError::Usage(m) => CliError::Usage(format!("bench: {m}")),
-            other => CliError::Bench(other.to_string()),
-        }),
+        Invocation::Bench(rest) => bench_run(rest),
         Invocation::Run(_, Command::Dump { path }) => dump::dump(&path),
         Invocation::Run(g, cmd) => {
+            // Bad arguments are refused before connecting, by the client's own checks.
+            commands::check(&g, &cmd)?;
             let mut c = commands::connect(&g)?;
             commands::execute(&mut c, cmd)
         }
     }
+}
+
+fn bench_run(args: Vec<std::ffi::OsString>) -> Result<()> {
+    bench::run(args).map_err(|e| match e {
+        bench::BenchError::Usage(m) => CliError::Usage(format!("bench: {m}")),
+        other => CliError::Bench(other.to_string()),
+    })
 }
