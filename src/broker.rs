@@ -20,7 +20,7 @@ use crate::replication::state::ReplState;
 use crate::replication::{Role, RoleCell};
 use crate::stats::Stats;
 use crate::storage::handles::IndexHandles;
-use crate::storage::ops::WriteReq;
+use crate::storage::ops::{WriteOp, WriteReq, WriteResult};
 use crate::storage::record::DeleteReason;
 use crate::storage::segment::SegmentSet;
 use crate::storage::tail::DurableTail;
@@ -119,7 +119,7 @@ pub struct Broker {
     pub stats: Stats,
     pub segments: SegmentSet,
     /// The open index files, bounded (readers and the writer share them).
-    pub index_files: IndexHandles,
+    pub(crate) index_files: IndexHandles,
     /// How far the log is durable; published by the writer after each sync.
     pub durable: DurableTail,
     /// Replication: slaves (on a master), the master (on a slave).
@@ -158,6 +158,23 @@ impl Broker {
     /// Master or slave; PROMOTE may change it at run time.
     pub fn role(&self) -> Role {
         self.role.get()
+    }
+
+    /// PROMOTE: from now on this server is a master.
+    pub fn set_role(&self, role: Role) {
+        self.role.set(role);
+    }
+
+    /// Sends one request to the writer and waits (up to `wait`) for its
+    /// answer. `None` when the writer is gone or does not answer in time.
+    /// For threads that write one thing at a time: timers, replication,
+    /// PROMOTE.
+    pub fn ask_writer(&self, op: WriteOp, wait: Duration) -> Option<WriteResult> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.writer
+            .send_timeout(WriteReq { op, reply: tx }, wait)
+            .ok()?;
+        rx.recv_timeout(wait).ok()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {

@@ -20,14 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
-use log::{debug, warn};
+use log::{debug, info, warn};
 
 use crate::broker::{Broker, Topic};
 use crate::protocol::{
     ErrCode, Limits, Parsed, ProtoError, Request, encode_count, encode_err, encode_line, encode_ok,
     encode_stat, encode_stat_u64, encode_topic,
 };
-use crate::replication::Role;
+use crate::replication::{self, Role};
 use crate::stats::{Gauges, StatValue, Stats};
 use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use crate::storage::record::DeleteReason;
@@ -278,8 +278,10 @@ impl Conn {
                 ),
             ),
             Request::Groups { .. } => not_yet(&mut self.wire.out, "GROUPS"),
-            Request::Repl { .. } => not_yet(&mut self.wire.out, "REPL"),
-            Request::Promote => not_yet(&mut self.wire.out, "PROMOTE"),
+            Request::Repl(args) => {
+                return replication::sender::run(&mut self.wire, &self.broker, &self.peer, args);
+            }
+            Request::Promote => self.promote(),
             Request::Create { .. }
             | Request::Delete { .. }
             | Request::Pub { .. }
@@ -293,6 +295,42 @@ impl Conn {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// PROMOTE: this slave stops replicating and becomes a master.
+    fn promote(&mut self) {
+        let b = &self.broker;
+        if b.role() != Role::Slave {
+            let e = ProtoError::new(ErrCode::BadReq, "this server is a master already");
+            encode_err(&mut self.wire.out, &e);
+            return;
+        }
+        // First: the receiver stops and the writer takes no more records.
+        b.set_role(Role::Master);
+        b.repl
+            .promoted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let wait = Duration::from_millis(b.config.worker.send_timeout_ms).max(WRITER_REPLY_TIMEOUT);
+        match b.ask_writer(WriteOp::Promote, wait) {
+            Some(Ok(WriteOk::Id(id))) => {
+                info!(
+                    "{}: PROMOTE: now a master, epoch starts at event id {id}",
+                    self.peer
+                );
+                encode_ok(&mut self.wire.out, &[id]);
+            }
+            Some(Err(e)) => {
+                // Still a master: a slave that took no new epoch must not
+                // take writes either, so refuse them until restart.
+                b.set_role(Role::Slave);
+                encode_err(&mut self.wire.out, &write_err(&e));
+            }
+            _ => {
+                b.set_role(Role::Slave);
+                let e = ProtoError::new(ErrCode::Internal, "the writer did not answer");
+                encode_err(&mut self.wire.out, &e);
+            }
+        }
     }
 
     fn put_stats(&mut self) {

@@ -22,7 +22,7 @@ use crate::connection;
 use crate::error::Error;
 use crate::fds::{self, FdBudget};
 use crate::protocol::{ErrCode, ProtoError, encode_err};
-use crate::replication::Role;
+use crate::replication::{Role, receiver};
 use crate::stats::Stats;
 use crate::storage::ops::{self, TimerReceivers, WriteOk, WriteOp, WriteReq};
 use crate::storage::writer::Writer;
@@ -50,12 +50,6 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 pub fn run(args: ServerArgs) -> Result<(), Error> {
     let config = Config::load(&args.config)?;
     init_logging(&config.log)?;
-    if args.role == Role::Slave {
-        warn!(
-            "running as a read-only slave of {}; replication is not implemented in this version",
-            args.master.as_deref().unwrap_or("?")
-        );
-    }
     let fds = fd_budget(config.limits.max_connections);
     let (tx, rx) = crossbeam_channel::bounded(config.worker.buff_size);
     let listen = config.listen_addr();
@@ -110,6 +104,15 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         .map_err(io_err("starting the signal thread"))?;
 
     spawn_timers(&broker, timer_rx)?;
+    if let (Role::Slave, Some(master)) = (args.role, args.master.clone()) {
+        info!("a read-only slave of {master}");
+        let b = Arc::clone(&broker);
+        let event = args.event;
+        std::thread::Builder::new()
+            .name("repl-receiver".into())
+            .spawn(move || receiver::run(b, master, event))
+            .map_err(io_err("starting the replication receiver"))?;
+    }
 
     let acc_broker = Arc::clone(&broker);
     std::thread::Builder::new()
@@ -145,13 +148,13 @@ fn spawn_timers(broker: &Arc<Broker>, rx: TimerReceivers) -> Result<(), Error> {
         .name("delay".into())
         .spawn(move || timer::run_delay(rx.delay, b))
         .map_err(io_err("starting the delay thread"))?;
-    if broker.role() == Role::Master {
-        let b = Arc::clone(broker);
-        std::thread::Builder::new()
-            .name("retention".into())
-            .spawn(move || timer::run_retention(b))
-            .map_err(io_err("starting the retention thread"))?;
-    }
+    // Slaves too: retention is local (it writes no record), and each side
+    // keeps what its own readers and slaves still need.
+    let b = Arc::clone(broker);
+    std::thread::Builder::new()
+        .name("retention".into())
+        .spawn(move || timer::run_retention(b))
+        .map_err(io_err("starting the retention thread"))?;
     Ok(())
 }
 

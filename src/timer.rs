@@ -20,8 +20,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, warn};
 
 use crate::broker::Broker;
+use crate::replication::Role;
 use crate::storage::now_ms;
-use crate::storage::ops::{Expiry, WriteError, WriteOp, WriteReq, WriteResult};
+use crate::storage::ops::{Expiry, WriteError, WriteOp, WriteResult};
 use crate::storage::record::DeleteReason;
 
 /// Most delayed messages fired by one write request.
@@ -75,9 +76,8 @@ impl<T: Ord> Schedule<T> {
 /// Sends one request to the writer and waits for its result. `None` when
 /// the writer is gone (shutdown): the timer thread should end.
 fn ask_writer(broker: &Broker, op: WriteOp) -> Option<WriteResult> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    broker.writer.send(WriteReq { op, reply: tx }).ok()?;
-    rx.recv().ok()
+    // A timer has all the time in the world; only shutdown ends the wait.
+    broker.ask_writer(op, Duration::from_secs(3600))
 }
 
 /// What a timer's work on its due items came to.
@@ -130,6 +130,11 @@ fn run_schedule<T: Ord>(rx: Receiver<(u64, T)>, mut fire: impl FnMut(Vec<T>) -> 
 /// The `lifetime` thread: deletes topics whose life has ended.
 pub fn run_lifetime(rx: Receiver<(u64, Expiry)>, broker: Arc<Broker>) {
     run_schedule(rx, |due| {
+        if broker.role() == Role::Slave {
+            // The master's DELETE records end topics on a slave; these
+            // wait for a PROMOTE.
+            return Fired::Retry(due);
+        }
         let mut retry = Vec::new();
         for (topic, create_id) in due {
             debug!("topic {topic} (created as event {create_id}) expired");
@@ -159,6 +164,9 @@ pub fn run_lifetime(rx: Receiver<(u64, Expiry)>, broker: Arc<Broker>) {
 /// The `delay` thread: fires delayed messages when they fall due.
 pub fn run_delay(rx: Receiver<(u64, u64)>, broker: Arc<Broker>) {
     run_schedule(rx, |ids| {
+        if broker.role() == Role::Slave {
+            return Fired::Retry(ids); // the master's FIRE records do it
+        }
         match ask_writer(&broker, WriteOp::Fire { ids: ids.clone() }) {
             // Ids fired before the failure are skipped the next time.
             Some(Err(e @ WriteError::Storage(_))) => {

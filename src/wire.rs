@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Limits, Parsed, parse_request};
+use crate::protocol::{Limits, MAX_LINE_BYTES, Parsed, parse_request};
 
 /// Flush replies once this much output is pending, even mid-pipeline.
 const OUT_FLUSH_BYTES: usize = 64 << 10;
@@ -74,6 +74,24 @@ impl Wire {
             self.start += consumed;
         }
         parsed
+    }
+
+    /// Takes one whole input line (without its line end), if one has
+    /// arrived; `Err` when a line grows past the line limit. For peers that
+    /// speak frames rather than requests (a slave's ACKs to its sender).
+    pub fn take_line(&mut self) -> Result<Option<String>, String> {
+        let unread = &self.inbuf[self.start..];
+        let Some(nl) = unread.iter().position(|&b| b == b'\n') else {
+            if unread.len() > MAX_LINE_BYTES {
+                return Err(format!("a line of over {MAX_LINE_BYTES} bytes"));
+            }
+            return Ok(None);
+        };
+        let line = String::from_utf8_lossy(&unread[..nl])
+            .trim_end()
+            .to_string();
+        self.start += nl + 1;
+        Ok(Some(line))
     }
 
     /// True once enough replies are queued to flush mid-pipeline.

@@ -122,6 +122,14 @@ pub fn encode_end(out: &mut Vec<u8>, reason: &str) {
 
 /// Any simple line (`PONG`, `ALIVE`, `STANDBY`, `END deleted`, …) plus `\r\n`. The
 /// caller passes server-made text without line ends.
+/// `RECS <count> <n>` + the bytes of `count` whole log records: what a
+/// master streams to a slave.
+pub fn encode_recs(out: &mut Vec<u8>, count: usize, records: &[u8]) {
+    out.extend_from_slice(format!("RECS {count} {}\r\n", records.len()).as_bytes());
+    out.extend_from_slice(records);
+    out.extend_from_slice(b"\r\n");
+}
+
 pub fn encode_line(out: &mut Vec<u8>, line: &str) {
     out.extend_from_slice(line.as_bytes());
     out.extend_from_slice(CRLF);

@@ -1,5 +1,254 @@
-//! The master's side of replication (to come): one `repl-<peer>` thread per
-//! connected slave. It will read committed records with pread up to the
-//! writer's durable tail ([`crate::storage::tail`]), at its own pace like a
-//! subscriber, so a slow slave never slows the writer, and track the
-//! position each slave acknowledges.
+//! The master's side of replication: a connection that sent `REPL` becomes
+//! the sender of one slave, on its own connection thread.
+//!
+//! It asks the writer how to serve the slave (stream, full resync with a
+//! snapshot of the state, divergence, refusal), then streams the log with
+//! pread at its own pace, never past the writer's durable tail, so a slow
+//! or frozen slave only ever slows itself. It reads the slave's `ACK <id>`
+//! lines between chunks, publishes what the slave has (SLAVES, STATS, the
+//! retention hold) in the broker's replication state, sends the master's
+//! id lease when it moves and a heartbeat every second when idle, and drops
+//! a slave that stays silent. Frames are documented in README (Replication).
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::broker::Broker;
+use crate::protocol::{ErrCode, ProtoError, ReplArgs, encode_err, encode_line, encode_recs};
+use crate::replication::state::LinkState;
+use crate::storage::logread::{self, CHUNK_BYTES};
+use crate::storage::now_ms;
+use crate::storage::ops::{ReplMode, SnapItem, WriteOk, WriteOp};
+use crate::wire::{Flow, Input, Wire};
+
+/// A heartbeat goes out when nothing else did for this long.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A slave that acknowledges nothing for this long is dropped.
+const SLAVE_SILENCE: Duration = Duration::from_secs(10);
+/// How long the writer may take to plan.
+const PLAN_WAIT: Duration = Duration::from_secs(30);
+/// Longest wait for new durable records before looking at the slave again.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// Unregisters the slave however the sender ends.
+struct Registered<'a> {
+    broker: &'a Broker,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.broker.repl.remove_slave(self.id);
+    }
+}
+
+/// Serves `REPL` on `wire` until the slave goes away. Returns to command
+/// mode only when the request is refused.
+pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) -> io::Result<Flow> {
+    let op = WriteOp::ReplPlan {
+        after_id: args.after,
+        history: args.history,
+        epoch: args.epoch,
+        empty: args.empty,
+    };
+    let plan = match broker.ask_writer(op, PLAN_WAIT) {
+        Some(Ok(WriteOk::Plan(p))) => p,
+        Some(Err(e)) => {
+            encode_err(
+                &mut wire.out,
+                &ProtoError::new(ErrCode::Internal, e.to_string()),
+            );
+            return Ok(Flow::Continue);
+        }
+        _ => {
+            let e = ProtoError::new(ErrCode::Internal, "the writer did not answer");
+            encode_err(&mut wire.out, &e);
+            return Ok(Flow::Continue);
+        }
+    };
+    let head = format!("OK {:016x} {}", plan.history, plan.epoch);
+    let (after, snapshot) = match plan.mode {
+        ReplMode::Refused(why) => {
+            warn!("{peer}: REPL refused: {why}");
+            encode_err(&mut wire.out, &ProtoError::new(ErrCode::BadReq, why));
+            return Ok(Flow::Continue);
+        }
+        ReplMode::Diverged { keep_id } => {
+            info!("{peer}: slave holds records after event id {keep_id} this history never had");
+            encode_line(&mut wire.out, &format!("{head} diverged {keep_id}"));
+            wire.flush()?;
+            return Ok(Flow::Close);
+        }
+        ReplMode::Stream { after_id } => {
+            encode_line(&mut wire.out, &format!("{head} stream"));
+            (after_id, None)
+        }
+        ReplMode::Full { after_id, snapshot } => {
+            encode_line(&mut wire.out, &format!("{head} full"));
+            (after_id, Some(snapshot))
+        }
+    };
+    wire.flush()?;
+    let reg = Registered {
+        broker,
+        id: broker.repl.add_slave(peer),
+    };
+    info!("{peer}: replicating the records after event id {after}");
+    let mut s = Sender {
+        wire,
+        broker,
+        peer,
+        id: reg.id,
+        sent: VecDeque::new(),
+        last_ack: Instant::now(),
+    };
+    let res = s.stream(after, snapshot);
+    if let Err(e) = &res {
+        info!("{peer}: replication ended: {e}");
+    }
+    drop(reg);
+    Ok(Flow::Close)
+}
+
+struct Sender<'a> {
+    wire: &'a mut Wire,
+    broker: &'a Broker,
+    peer: &'a str,
+    id: u64,
+    /// (last event id, log position after it, when sent) of each chunk not
+    /// yet acknowledged.
+    sent: VecDeque<(u64, u64, u64)>,
+    last_ack: Instant,
+}
+
+impl Sender<'_> {
+    fn stream(&mut self, after: u64, snapshot: Option<Vec<SnapItem>>) -> Result<(), String> {
+        let b = self.broker;
+        let io = |e: io::Error| format!("socket: {e}");
+        let store = |e: crate::storage::StoreError| format!("reading the log: {e}");
+        if let Some(items) = snapshot {
+            self.send_snapshot(&items)?;
+            encode_line(&mut self.wire.out, &format!("SYNCED {after}"));
+            self.wire.flush().map_err(io)?;
+        }
+        let mut pos =
+            logread::position_after(&b.segments, b.durable.get().pos, after).map_err(store)?;
+        self.broker.repl.update_slave(self.id, |s| {
+            s.acked_id = after;
+            s.acked_pos = pos;
+            s.state = LinkState::Streaming;
+        });
+        let mut lease_sent = 0;
+        let mut last_out = Instant::now();
+        loop {
+            if b.is_shutting_down() {
+                return Err("server shutting down".into());
+            }
+            let lease = b.repl.lease.load(std::sync::atomic::Ordering::Relaxed);
+            if lease > lease_sent {
+                encode_line(&mut self.wire.out, &format!("LEASE {lease}"));
+                lease_sent = lease;
+            }
+            let tail = b.durable.get();
+            if pos < tail.pos {
+                let chunk =
+                    logread::read_chunk(&b.segments, pos, tail.pos, CHUNK_BYTES).map_err(store)?;
+                if chunk.count > 0 {
+                    encode_recs(&mut self.wire.out, chunk.count, &chunk.bytes);
+                    self.sent
+                        .push_back((chunk.last_id, chunk.next_pos, now_ms()));
+                } else if chunk.next_pos <= pos {
+                    return Err(format!("the log does not go on at position {pos}"));
+                }
+                pos = chunk.next_pos;
+            } else if last_out.elapsed() >= HEARTBEAT {
+                let hb = format!("HB {} {}", b.last_event_id(), now_ms());
+                encode_line(&mut self.wire.out, &hb);
+            } else {
+                b.durable.wait_beyond(pos, IDLE_WAIT);
+            }
+            if !self.wire.out.is_empty() {
+                self.wire.flush().map_err(io)?;
+                last_out = Instant::now();
+            }
+            self.read_acks()?;
+        }
+    }
+
+    /// The snapshot of a full resync, as RECS frames.
+    fn send_snapshot(&mut self, items: &[SnapItem]) -> Result<(), String> {
+        let mut bytes = Vec::new();
+        let mut count = 0;
+        for item in items {
+            match item {
+                SnapItem::Built { bytes: b, .. } => bytes.extend_from_slice(b),
+                SnapItem::Logged { pos, len, id } => {
+                    let seg = self
+                        .broker
+                        .segments
+                        .find(*pos)
+                        .ok_or_else(|| format!("the record of event {id} is gone"))?;
+                    let mut buf = vec![0u8; *len as usize];
+                    seg.read_exact_at(&mut buf, *pos)
+                        .map_err(|e| format!("reading event {id}: {e}"))?;
+                    bytes.extend_from_slice(&buf);
+                }
+            }
+            count += 1;
+            if bytes.len() >= CHUNK_BYTES {
+                encode_recs(&mut self.wire.out, count, &bytes);
+                self.wire.flush().map_err(|e| format!("socket: {e}"))?;
+                bytes.clear();
+                count = 0;
+                self.read_acks()?;
+            }
+        }
+        if count > 0 {
+            encode_recs(&mut self.wire.out, count, &bytes);
+        }
+        Ok(())
+    }
+
+    /// Takes in the slave's `ACK <id>` lines; errors end the stream.
+    fn read_acks(&mut self) -> Result<(), String> {
+        match self.wire.poll() {
+            Ok(Input::Closed) => return Err("the slave closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("socket: {e}")),
+        }
+        while let Some(line) = self.wire.take_line()? {
+            let acked = line
+                .strip_prefix("ACK ")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .ok_or_else(|| format!("unexpected line from the slave: {line:?}"))?;
+            self.last_ack = Instant::now();
+            let mut at = None;
+            while let Some(&(last, end, sent_ms)) = self.sent.front() {
+                if last > acked {
+                    break;
+                }
+                at = Some((end, sent_ms));
+                self.sent.pop_front();
+            }
+            self.broker.repl.update_slave(self.id, |s| {
+                s.acked_id = s.acked_id.max(acked);
+                if let Some((end, sent_ms)) = at {
+                    s.acked_pos = end;
+                    s.acked_ts_ms = sent_ms;
+                }
+            });
+        }
+        if self.last_ack.elapsed() >= SLAVE_SILENCE {
+            return Err(format!(
+                "{}: no ACK for {} s; dropping the slave",
+                self.peer,
+                SLAVE_SILENCE.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}

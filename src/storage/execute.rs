@@ -130,8 +130,9 @@ impl Writer {
                 history,
                 diverged_after,
             } => self.repl_reset(history, diverged_after),
-            WriteOp::ReplSynced { history } => {
+            WriteOp::ReplSynced { history, after_id } => {
                 self.history = history;
+                self.last_id = self.last_id.max(after_id);
                 self.want_checkpoint = true;
                 Ok(WriteOk::Done)
             }

@@ -82,6 +82,8 @@ pub enum WriteOp {
     /// belongs to `history` (until then a restart resyncs from scratch).
     ReplSynced {
         history: u64,
+        /// The snapshot stood for every record up to this id.
+        after_id: u64,
     },
     /// Slave becoming master: write the EPOCH record of a new epoch, with an
     /// id above every id the old master could have assigned.

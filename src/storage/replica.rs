@@ -9,6 +9,7 @@
 //! the same bytes, the master's ids and timestamps.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use log::{info, warn};
 
@@ -225,8 +226,10 @@ impl Writer {
             self.move_aside(keep)?;
         }
         self.flush_log()?;
-        let old = self.broker.segments.all();
         self.roll()?;
+        // Every segment but the (new, empty) active one.
+        let mut old = self.broker.segments.all();
+        old.retain(|s| !Arc::ptr_eq(s, &self.active));
         for name in self.topics.keys().cloned().collect::<Vec<_>>() {
             if let Some(t) = self.topics.remove(&name) {
                 self.drop_topic(t, record::DeleteReason::Deleted);

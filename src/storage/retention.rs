@@ -22,12 +22,10 @@ impl Writer {
     /// Log positions retention must keep: no segment holding bytes at or
     /// after the lowest of them is deleted.
     fn retention_holds(&self) -> Vec<u64> {
-        self.pending
-            .values()
-            .map(|p| p.pos)
-            .min()
-            .into_iter()
-            .collect()
+        let oldest_delayed = self.pending.values().map(|p| p.pos).min();
+        // What a connected slave has not acknowledged yet.
+        let slaves = self.broker.repl.lowest_acked_pos();
+        oldest_delayed.into_iter().chain(slaves).collect()
     }
 
     /// Deletes the oldest sealed segments whose last write is older than

@@ -31,10 +31,6 @@ impl DurableTail {
         self.at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the replication sender, next")
-    )]
     pub fn get(&self) -> TailPos {
         *self.lock()
     }
@@ -50,10 +46,6 @@ impl DurableTail {
 
     /// Waits until the tail is past log position `pos` or `timeout` passes;
     /// returns the tail seen last.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "waited on by the replication sender, next")
-    )]
     pub fn wait_beyond(&self, pos: u64, timeout: Duration) -> TailPos {
         let deadline = Instant::now() + timeout;
         let mut cur = self.lock();

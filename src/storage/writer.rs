@@ -442,8 +442,12 @@ impl Writer {
         self.roll()
     }
 
-    /// Seals the active segment and starts a new one at the next position.
+    /// Seals the active segment and starts a new one at the next position
+    /// (nothing to do while the active one is empty).
     pub(super) fn roll(&mut self) -> Result<(), StoreError> {
+        if self.active_len + self.buf.len() as u64 == 0 {
+            return Ok(());
+        }
         self.flush_log()?;
         // A sealed segment holds exactly its records: drop the zero fill.
         self.active
