@@ -48,6 +48,7 @@ pub mod client;
 pub mod config;
 pub(crate) mod connection;
 pub mod error;
+pub mod logging;
 pub(crate) mod protocol;
 pub mod replication;
 pub mod server;
