@@ -52,6 +52,8 @@ struct Sub<'a> {
     alive: Duration,
     entries: Vec<Entry>,
     reader: Reader,
+    /// What any request but ACK, STOP and QUIT gets meanwhile.
+    refusal: ProtoError,
 }
 
 /// Answers SUB and, once it is accepted, runs the subscription until it
@@ -119,6 +121,10 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
         alive,
         entries: Vec::new(),
         reader: Reader::new(),
+        refusal: ProtoError::new(
+            ErrCode::BadReq,
+            "only ACK, STOP or QUIT during a subscription",
+        ),
     };
     let res = sub.sub_loop(&mut next, floor);
     Stats::sub(&broker.stats.subscribers, 1);
@@ -220,19 +226,13 @@ impl Sub<'_> {
     fn sub_input(&mut self, wait: Option<Duration>) -> io::Result<SubInput> {
         let deadline = wait.map(|w| Instant::now() + w);
         loop {
-            match self.wire.next_request() {
+            match self.wire.next_request(Some(&self.refusal)) {
                 Parsed::Request { req, .. } => match req {
                     Request::Ack => return Ok(SubInput::Ack),
                     Request::Stop => return Ok(SubInput::Stop),
                     Request::Quit => return Ok(SubInput::Quit),
                     _ => {
-                        encode_err(
-                            &mut self.wire.out,
-                            &ProtoError::new(
-                                ErrCode::BadReq,
-                                "only ACK, STOP or QUIT during a subscription",
-                            ),
-                        );
+                        encode_err(&mut self.wire.out, &self.refusal);
                         self.wire.flush()?;
                     }
                 },
