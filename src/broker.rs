@@ -1,6 +1,6 @@
 //! Shared in-memory state: the topics readers can see, the log segments, the
-//! last published event id, the durable log tail, the role, counters, and
-//! the sender into the writer.
+//! last published event id, the durable log tail, the role, counters, the
+//! log of wrong AUTH tokens, and the sender into the writer.
 //!
 //! Everything here is *published* state: the writer changes it only after a
 //! group commit is flushed (and fsynced under `fsync: always`), so a reader
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::auth::FailureLog;
 use crate::config::Config;
 use crate::replication::state::ReplState;
 use crate::replication::{Role, RoleCell};
@@ -117,6 +118,8 @@ pub struct Broker {
     role: RoleCell,
     pub started: Instant,
     pub stats: Stats,
+    /// Wrong AUTH tokens of all connections, logged at a bounded rate.
+    pub auth_failures: FailureLog,
     pub segments: SegmentSet,
     /// The open index files, bounded (readers and the writer share them).
     pub(crate) index_files: IndexHandles,
@@ -145,6 +148,7 @@ impl Broker {
             role: RoleCell::new(role),
             started: Instant::now(),
             stats: Stats::default(),
+            auth_failures: FailureLog::default(),
             segments: SegmentSet::default(),
             durable: DurableTail::default(),
             repl: ReplState::default(),

@@ -1,10 +1,10 @@
-//! Server configuration: the YAML file (`config/config.yaml`), its defaults, its
-//! validation, and logging setup.
+//! Server configuration: the YAML file (`config/config.yaml`), its defaults and its
+//! validation (the logger it describes is installed by [`crate::logging`]).
 //!
 //! Owns: [`Config`] and its sections (the *validated* form every other module reads),
-//! the private serde "raw" structs that mirror the YAML shape exactly, [`ConfigError`],
-//! and [`init_logging`]. Runs once on the main thread at startup, before any other
-//! thread exists; touches no channels or locks (except the global logger, once).
+//! the private serde "raw" structs that mirror the YAML shape exactly, and
+//! [`ConfigError`]. Runs once on the main thread at startup, before any other
+//! thread exists; touches no channels or locks.
 //!
 //! Loading is two steps: the YAML text is deserialized into raw structs whose fields
 //! are all `Option` (`deny_unknown_fields`, camelCase keys), then each value is
@@ -14,11 +14,8 @@
 //! type errors carries serde_yaml's message, which names the key and the line.
 
 use std::fmt;
-use std::fs::OpenOptions;
-use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::LevelFilter;
 use serde::Deserialize;
@@ -42,6 +39,8 @@ pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
 pub const MAX_CLEAR_INTERVAL_SECS: u64 = 30 * 24 * 3600;
 /// Largest allowed `limits.maxDelayMs` (10 years), so `now_ms + delay_ms` cannot overflow.
 pub const MAX_DELAY_CAP_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+/// Largest allowed `limits.maxBatchBytes` (4 GiB).
+pub const MAX_BATCH_BYTES_CAP: u64 = 1 << 32;
 /// Longest allowed `auth.token` in bytes (it must fit on one 4096-byte protocol line).
 pub const MAX_TOKEN_BYTES: usize = 1024;
 
@@ -165,6 +164,9 @@ pub struct TimeoutConfig {
     pub net_write_ms: u64,
     /// `timeout.server.alive`: interval of ALIVE heartbeats to an idle subscriber.
     pub server_alive_ms: u64,
+    /// `timeout.auth`: with `auth.token` set, how long a connection may take to
+    /// authenticate before it is closed.
+    pub auth_ms: u64,
 }
 
 /// `limits:` — bounds on what clients may ask for.
@@ -176,6 +178,8 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Most messages in one MPUB and in one SUB batch.
     pub max_batch: usize,
+    /// Most payload bytes of one MPUB in all.
+    pub max_batch_bytes: u64,
     /// Longest delay of a delayed message.
     pub max_delay_ms: u64,
 }
@@ -242,6 +246,7 @@ impl Default for TimeoutConfig {
         TimeoutConfig {
             net_write_ms: 1000,
             server_alive_ms: 30_000,
+            auth_ms: 10_000,
         }
     }
 }
@@ -252,6 +257,7 @@ impl Default for LimitsConfig {
             max_payload: 4 << 20,
             max_connections: 1024,
             max_batch: 1000,
+            max_batch_bytes: 32 << 20,
             max_delay_ms: 30 * 24 * 3600 * 1000,
         }
     }
@@ -469,11 +475,14 @@ impl Config {
 
         check_ms("timeout.net.write", self.timeout.net_write_ms, 1)?;
         check_ms("timeout.server.alive", self.timeout.server_alive_ms, 10)?;
+        check_ms("timeout.auth", self.timeout.auth_ms, 1)?;
 
         let limits = &self.limits;
         check_range("limits.maxPayload", limits.max_payload, 1, 1 << 30)?;
         check_range("limits.maxConnections", limits.max_connections, 1, 100_000)?;
         check_range("limits.maxBatch", limits.max_batch, 1, 100_000)?;
+        let max_bytes = limits.max_batch_bytes;
+        check_range("limits.maxBatchBytes", max_bytes, 1, MAX_BATCH_BYTES_CAP)?;
         check_range(
             "limits.maxDelayMs",
             limits.max_delay_ms,
@@ -608,6 +617,7 @@ struct RawWorker {
 struct RawTimeout {
     net: Option<RawNet>,
     server: Option<RawServer>,
+    auth: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -628,6 +638,7 @@ struct RawLimits {
     max_payload: Option<u64>,
     max_connections: Option<u64>,
     max_batch: Option<u64>,
+    max_batch_bytes: Option<u64>,
     max_delay_ms: Option<u64>,
 }
 
@@ -730,6 +741,7 @@ impl RawConfig {
                 .server
                 .and_then(|s| s.alive)
                 .unwrap_or(d.timeout.server_alive_ms),
+            auth_ms: rt.auth.unwrap_or(d.timeout.auth_ms),
         };
 
         let rl = self.limits.unwrap_or_default();
@@ -745,6 +757,7 @@ impl RawConfig {
                 d.limits.max_connections,
             )?,
             max_batch: opt_usize("limits.maxBatch", rl.max_batch, d.limits.max_batch)?,
+            max_batch_bytes: rl.max_batch_bytes.unwrap_or(d.limits.max_batch_bytes),
             max_delay_ms: rl.max_delay_ms.unwrap_or(d.limits.max_delay_ms),
         };
 
@@ -779,60 +792,6 @@ impl RawConfig {
             replication,
         })
     }
-}
-
-// ---------------------------------------------------------------------------------
-// Logging
-
-static LOGGER_INSTALLED: AtomicBool = AtomicBool::new(false);
-
-/// Install the global logger described by `log`: lines carry an RFC 3339 UTC time,
-/// the level, the thread name (threads are named `writer`, `conn-<peer>`, …) and,
-/// at debug and trace, the module. `path: stdout` logs to standard output (coloured
-/// only when stdout is a terminal); any other path is a file opened in append mode
-/// and created if missing.
-///
-/// Only the first successful call installs a logger: a later call (or a call after
-/// someone else installed one, e.g. a test harness) returns `Ok(())` and changes
-/// nothing. An unopenable log file is [`ConfigError::LogFile`], naming the path.
-pub fn init_logging(log: &LogConfig) -> Result<(), ConfigError> {
-    use simplelog::{
-        ColorChoice, ConfigBuilder, TermLogger, TerminalMode, ThreadLogMode, WriteLogger,
-    };
-
-    if LOGGER_INSTALLED.load(Ordering::Acquire) {
-        return Ok(());
-    }
-    let config = ConfigBuilder::new()
-        .set_time_format_rfc3339()
-        .set_time_level(LevelFilter::Error)
-        .set_thread_level(LevelFilter::Error)
-        .set_thread_mode(ThreadLogMode::Names)
-        .build();
-
-    let logger: Box<dyn log::Log> = if log.path == LOG_STDOUT {
-        let color = if std::io::stdout().is_terminal() {
-            ColorChoice::Auto
-        } else {
-            ColorChoice::Never
-        };
-        TermLogger::new(log.level, config, TerminalMode::Stdout, color)
-    } else {
-        let path = PathBuf::from(&log.path);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| ConfigError::LogFile { path, source })?;
-        WriteLogger::new(log.level, config, file)
-    };
-
-    // Err here means a logger is already installed; keep it (documented above).
-    if log::set_boxed_logger(logger).is_ok() {
-        log::set_max_level(log.level);
-        LOGGER_INSTALLED.store(true, Ordering::Release);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -910,9 +869,11 @@ mod tests {
         assert_eq!(c.worker.send_timeout_ms, 5000);
         assert_eq!(c.timeout.net_write_ms, 1000);
         assert_eq!(c.timeout.server_alive_ms, 30_000);
+        assert_eq!(c.timeout.auth_ms, 10_000);
         assert_eq!(c.limits.max_payload, 4_194_304);
         assert_eq!(c.limits.max_connections, 1024);
         assert_eq!(c.limits.max_batch, 1000);
+        assert_eq!(c.limits.max_batch_bytes, 33_554_432);
         assert_eq!(c.limits.max_delay_ms, 2_592_000_000);
         assert_eq!(c.sub.default_batch, 32);
         assert_eq!(c.sub.default_ack_timeout_ms, 30_000);
@@ -977,8 +938,8 @@ store:
   fsyncIntervalMs: 5
   checkpointBytes: 8192
 worker: { buffSize: 7, sendTimeoutMs: 9 }
-timeout: { net: { write: 11 }, server: { alive: 13 } }
-limits: { maxPayload: 17, maxConnections: 19, maxBatch: 23, maxDelayMs: 29 }
+timeout: { net: { write: 11 }, server: { alive: 13 }, auth: 41 }
+limits: { maxPayload: 17, maxConnections: 19, maxBatch: 23, maxBatchBytes: 43, maxDelayMs: 29 }
 sub: { defaultBatch: 23, defaultAckTimeout: 31 }
 auth: { token: s3cr3t }
 replication: { sync: true, syncTimeoutMs: 37 }
@@ -1017,7 +978,8 @@ replication: { sync: true, syncTimeoutMs: 37 }
             c.timeout,
             TimeoutConfig {
                 net_write_ms: 11,
-                server_alive_ms: 13
+                server_alive_ms: 13,
+                auth_ms: 41
             }
         );
         assert_eq!(
@@ -1026,6 +988,7 @@ replication: { sync: true, syncTimeoutMs: 37 }
                 max_payload: 17,
                 max_connections: 19,
                 max_batch: 23,
+                max_batch_bytes: 43,
                 max_delay_ms: 29
             }
         );
@@ -1117,6 +1080,7 @@ replication: { sync: true, syncTimeoutMs: 37 }
             &["read", "timeout.net", "line 3"],
         );
         assert_parse_err("timeout: { server: { alive: 50, dead: 1 } }", &["dead"]);
+        assert_parse_err("timeout: { authMs: 5 }", &["authMs"]);
         assert_parse_err("worker: { buff_size: 10 }", &["buff_size"]);
         assert_parse_err("limits: { maxPayLoad: 10 }", &["maxPayLoad"]);
         assert_parse_err("sub: { defaultAckTimeoutMs: 10 }", &["defaultAckTimeoutMs"]);
@@ -1182,6 +1146,8 @@ replication: { sync: true, syncTimeoutMs: 37 }
                 "timeout.net.write",
             ),
             ("timeout: { server: { alive: 9 } }", "timeout.server.alive"),
+            ("timeout: { auth: 0 }", "timeout.auth"),
+            ("timeout: { auth: 2592000001 }", "timeout.auth"),
             ("limits: { maxPayload: 0 }", "limits.maxPayload"),
             ("limits: { maxPayload: 1073741825 }", "limits.maxPayload"),
             ("limits: { maxConnections: 0 }", "limits.maxConnections"),
@@ -1191,6 +1157,11 @@ replication: { sync: true, syncTimeoutMs: 37 }
             ),
             ("limits: { maxBatch: 0 }", "limits.maxBatch"),
             ("limits: { maxBatch: 100001 }", "limits.maxBatch"),
+            ("limits: { maxBatchBytes: 0 }", "limits.maxBatchBytes"),
+            (
+                "limits: { maxBatchBytes: 4294967297 }",
+                "limits.maxBatchBytes",
+            ),
             ("limits: { maxDelayMs: 0 }", "limits.maxDelayMs"),
             (
                 "limits: { maxDelayMs: 18446744073709551615 }",
@@ -1223,9 +1194,9 @@ replication: { sync: true, syncTimeoutMs: 37 }
         let yaml = "store: { maxLogSize: 4096, clearInterval: 1, fsyncIntervalMs: 1, \
                     checkpointBytes: 4096 }\n\
                     worker: { buffSize: 1000000, sendTimeoutMs: 1 }\n\
-                    timeout: { net: { write: 1 }, server: { alive: 10 } }\n\
+                    timeout: { net: { write: 1 }, server: { alive: 10 }, auth: 1 }\n\
                     limits: { maxPayload: 1073741824, maxConnections: 100000, \
-                    maxBatch: 100000, maxDelayMs: 1 }\n\
+                    maxBatch: 100000, maxBatchBytes: 4294967296, maxDelayMs: 1 }\n\
                     sub: { defaultBatch: 100000, defaultAckTimeout: 1 }\n\
                     replication: { syncTimeoutMs: 1 }\n";
         let c = Config::from_yaml(yaml).expect("boundaries are valid");
@@ -1283,38 +1254,6 @@ replication: { sync: true, syncTimeoutMs: 37 }
         assert!(shown.contains("bad.yaml"), "{shown}");
         assert!(shown.contains("bogus"), "{shown}");
         assert!(matches!(err, ConfigError::Parse { path: Some(_), .. }));
-        std::fs::remove_dir_all(&dir).ok();
-    }
-
-    #[test]
-    fn log_file_error_names_the_path() {
-        let log = LogConfig {
-            path: "/nonexistent/smss-test/dir/smss.log".into(),
-            ..LogConfig::default()
-        };
-        // Either the logger is already installed by another test (Ok, nothing done)
-        // or opening fails; it must never panic. Only check the error when we get one.
-        if let Err(e) = init_logging(&log) {
-            assert!(matches!(e, ConfigError::LogFile { .. }));
-            assert!(
-                e.to_string()
-                    .contains("/nonexistent/smss-test/dir/smss.log")
-            );
-        }
-    }
-
-    #[test]
-    fn init_logging_twice_does_not_panic() {
-        let dir = std::env::temp_dir().join(format!("smss-log-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let log = LogConfig {
-            path: dir.join("smss.log").to_string_lossy().into_owned(),
-            sample: 1,
-            level: LevelFilter::Info,
-        };
-        init_logging(&log).expect("first call");
-        init_logging(&log).expect("second call is Ok");
-        init_logging(&LogConfig::default()).expect("third call is Ok");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

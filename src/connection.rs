@@ -3,6 +3,12 @@
 //! request order, and the reads (PING, AUTH, INFO, LIST, STATS); SUB hands
 //! the connection to [`crate::subscription`], frame I/O is [`Wire`]'s.
 //!
+//! The auth gate: with `auth.token` set, a connection gets `timeout.auth`
+//! to authenticate; wrong tokens are paced and limited ([`crate::auth`]).
+//! A write the connection will refuse (`NOAUTH`, or `READONLY` on a slave)
+//! is refused when its line arrives; its payload is dropped as it streams
+//! in, so such a client cannot make the server buffer it.
+//!
 //! Runs on its own thread (`conn-<peer>`), blocking sockets with a write
 //! timeout (`timeout.net.write`) so a client that stops reading cannot hold
 //! the thread forever. Writes go to the persistence thread through the
@@ -17,11 +23,12 @@
 use std::io;
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use log::{debug, info, warn};
 
+use crate::auth;
 use crate::broker::{Broker, Topic};
 use crate::protocol::{
     ErrCode, Limits, Parsed, ProtoError, Request, encode_count, encode_err, encode_line, encode_ok,
@@ -32,7 +39,7 @@ use crate::stats::{Gauges, StatValue, Stats};
 use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use crate::storage::record::DeleteReason;
 use crate::subscription;
-use crate::wire::{Flow, Wire};
+use crate::wire::{Flow, Input, Wire};
 
 /// Writes a connection may have queued at the writer at once; also the
 /// capacity of its reply channel, so the writer never blocks on a reply.
@@ -45,6 +52,10 @@ pub struct Conn {
     peer: String,
     broker: Arc<Broker>,
     authed: bool,
+    /// Until AUTH succeeds: when the connection is closed for want of it.
+    auth_deadline: Option<Instant>,
+    /// Wrong AUTHs so far.
+    auth_failures: u32,
     reply_tx: Sender<WriteResult>,
     reply_rx: Receiver<WriteResult>,
     inflight: usize,
@@ -75,14 +86,19 @@ impl Conn {
         let limits = Limits {
             max_payload: cfg.limits.max_payload,
             max_batch: cfg.limits.max_batch,
+            max_batch_bytes: cfg.limits.max_batch_bytes,
         };
         let authed = cfg.auth.token.is_empty();
+        let auth_deadline =
+            (!authed).then(|| Instant::now() + Duration::from_millis(cfg.timeout.auth_ms));
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(MAX_INFLIGHT);
         Ok(Conn {
             wire: Wire::new(stream, limits),
             peer,
             broker,
             authed,
+            auth_deadline,
+            auth_failures: 0,
             reply_tx,
             reply_rx,
             inflight: 0,
@@ -92,7 +108,11 @@ impl Conn {
     fn run(&mut self) -> io::Result<()> {
         loop {
             loop {
-                match self.wire.next_request() {
+                if self.auth_expired() {
+                    return self.close_unauthenticated();
+                }
+                let refusal = self.payload_refusal();
+                match self.wire.next_request(refusal.as_ref()) {
                     Parsed::NeedMore => break,
                     Parsed::Request { req, .. } => {
                         if self.handle(req)? == Flow::Close {
@@ -116,9 +136,47 @@ impl Conn {
             }
             self.settle()?;
             self.wire.flush()?;
-            if self.wire.read()? == 0 {
-                return Ok(());
+            match self.read_more()? {
+                Input::Data => {}
+                Input::Closed => return Ok(()),
+                Input::Nothing => return self.close_unauthenticated(),
             }
+        }
+    }
+
+    /// Blocks for more input; until AUTH succeeds, no longer than its deadline.
+    fn read_more(&mut self) -> io::Result<Input> {
+        match self.auth_deadline {
+            Some(deadline) if !self.authed => self.wire.read_until(deadline),
+            _ => Ok(match self.wire.read()? {
+                0 => Input::Closed,
+                _ => Input::Data,
+            }),
+        }
+    }
+
+    fn auth_expired(&self) -> bool {
+        !self.authed && self.auth_deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// `timeout.auth` passed without a successful AUTH.
+    fn close_unauthenticated(&mut self) -> io::Result<()> {
+        debug!("{}: not authenticated in time; closing", self.peer);
+        self.reply_err(&ProtoError::new(ErrCode::NoAuth, "authentication timeout"))?;
+        self.wire.flush()?;
+        self.wire.close_after_fatal();
+        Ok(())
+    }
+
+    /// What every PUB, MPUB and DPUB would get now whatever its payload,
+    /// so the wire need not buffer the payload.
+    fn payload_refusal(&self) -> Option<ProtoError> {
+        if !self.authed {
+            Some(no_auth())
+        } else if self.broker.role() == Role::Slave {
+            Some(read_only())
+        } else {
+            None
         }
     }
 
@@ -156,10 +214,7 @@ impl Conn {
 
     fn submit(&mut self, op: WriteOp) -> io::Result<()> {
         if self.broker.role() == Role::Slave {
-            return self.reply_err(&ProtoError::new(
-                ErrCode::ReadOnly,
-                "this server is a slave; write to the master",
-            ));
+            return self.reply_err(&read_only());
         }
         if self.inflight >= MAX_INFLIGHT {
             self.settle()?;
@@ -187,10 +242,7 @@ impl Conn {
 
     fn handle(&mut self, req: Request) -> io::Result<Flow> {
         if !self.authed && !matches!(req, Request::Ping | Request::Auth { .. } | Request::Quit) {
-            self.reply_err(&ProtoError::new(
-                ErrCode::NoAuth,
-                "authenticate with AUTH <token> first",
-            ))?;
+            self.reply_err(&no_auth())?;
             return Ok(Flow::Continue);
         }
         match req {
@@ -236,17 +288,11 @@ impl Conn {
         match req {
             Request::Ping => encode_line(&mut self.wire.out, "PONG"),
             Request::Auth { token } => {
-                let want = &self.broker.config.auth.token;
-                if want.is_empty() || constant_time_eq(want.as_bytes(), token.as_bytes()) {
-                    self.authed = true;
-                    encode_ok(&mut self.wire.out, &[]);
-                } else {
-                    warn!("{}: AUTH with a wrong token", self.peer);
-                    encode_err(
-                        &mut self.wire.out,
-                        &ProtoError::new(ErrCode::NoAuth, "wrong token"),
-                    );
+                if !auth::token_matches(&self.broker.config.auth.token, &token) {
+                    return self.wrong_token();
                 }
+                self.authed = true;
+                encode_ok(&mut self.wire.out, &[]);
             }
             Request::Quit => {
                 encode_ok(&mut self.wire.out, &[]);
@@ -333,6 +379,34 @@ impl Conn {
         }
     }
 
+    /// A wrong AUTH: answered late, and the last one allowed closes.
+    fn wrong_token(&mut self) -> io::Result<Flow> {
+        self.auth_failures += 1;
+        if let Some(n) = self.broker.auth_failures.record() {
+            warn!(
+                "{}: AUTH with a wrong token ({n} wrong token(s) on all connections \
+                 since the last such line; at most one line per {} s)",
+                self.peer,
+                auth::LOG_INTERVAL.as_secs()
+            );
+        }
+        // Pacing, not synchronisation: each guess costs the guesser time.
+        std::thread::sleep(auth::FAIL_DELAY);
+        if self.auth_failures < auth::MAX_FAILURES {
+            encode_err(
+                &mut self.wire.out,
+                &ProtoError::new(ErrCode::NoAuth, "wrong token"),
+            );
+            return Ok(Flow::Continue);
+        }
+        let msg = format!("wrong token; closing after {} tries", auth::MAX_FAILURES);
+        encode_err(&mut self.wire.out, &ProtoError::new(ErrCode::NoAuth, msg));
+        self.wire.flush()?;
+        // Pipelined input may be unread: drain it so the ERR is not reset away.
+        self.wire.close_after_fatal();
+        Ok(Flow::Close)
+    }
+
     fn put_stats(&mut self) {
         let b = &self.broker;
         let pairs = b.stats.report(&Gauges {
@@ -389,10 +463,13 @@ fn not_yet(out: &mut Vec<u8>, cmd: &str) {
     );
 }
 
-/// Compares secrets without an early exit that leaks the matching prefix length.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn no_auth() -> ProtoError {
+    ProtoError::new(ErrCode::NoAuth, "authenticate with AUTH <token> first")
+}
+
+fn read_only() -> ProtoError {
+    ProtoError::new(
+        ErrCode::ReadOnly,
+        "this server is a slave; write to the master",
+    )
 }

@@ -18,8 +18,10 @@
 //!
 //! - [`server`]: start-up, the acceptor (connection cap, `ERR BUSY`), signals
 //!   and shutdown. [`connection`] dispatches one client's commands over
-//!   [`wire`] (frame I/O of one socket); [`subscription`] runs a SUB.
-//!   [`protocol`] is pure: parse requests, encode every reply line.
+//!   [`wire`] (frame I/O of one socket); [`subscription`] runs a SUB;
+//!   [`auth`] checks tokens and paces wrong ones. [`protocol`] is pure:
+//!   parse requests (dropping the payload of one that will be refused),
+//!   encode every reply line.
 //! - [`storage`]: the commit log ([`storage::segment`], [`storage::record`]),
 //!   per-topic indexes, checkpoints, recovery; [`storage::writer`] is the
 //!   persistence thread and [`storage::ops`] its contract (`WriteOp` in,
@@ -42,6 +44,7 @@
 //! fsync poisons the writer: writes are refused, never half-done.
 #![deny(clippy::unwrap_used)]
 
+pub(crate) mod auth;
 pub(crate) mod broker;
 pub mod cli;
 pub mod client;
@@ -49,6 +52,7 @@ pub mod config;
 pub(crate) mod connection;
 pub mod error;
 pub(crate) mod fds;
+pub mod logging;
 pub(crate) mod protocol;
 pub mod replication;
 pub mod server;

@@ -17,10 +17,11 @@ use log::{error, info, warn};
 
 use crate::broker::Broker;
 use crate::cli::ServerArgs;
-use crate::config::{Config, init_logging};
+use crate::config::Config;
 use crate::connection;
 use crate::error::Error;
 use crate::fds::{self, FdBudget};
+use crate::logging::init_logging;
 use crate::protocol::{ErrCode, ProtoError, encode_err};
 use crate::replication::{Role, receiver};
 use crate::stats::Stats;

@@ -7,6 +7,10 @@
 //! ([`Topic::wait_beyond`]) for new entries, reads the topic's index and the
 //! log segments with pread (through [`Reader`]), and bumps the
 //! `subscribers` counter; it sends nothing to the writer.
+//!
+//! Retention may delete the segments a lagging subscriber was about to read:
+//! it then goes on from the topic's oldest retained message, which the
+//! writer publishes before it lets go of the segments.
 
 use std::io;
 use std::sync::Arc;
@@ -29,6 +33,9 @@ use crate::wire::{Flow, Input, Wire};
 const MAX_BATCH_BYTES: u64 = 1 << 20;
 /// How often an idle subscriber checks its socket for STOP or a hang-up.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How many times one batch is restarted past segments retention deleted
+/// under it (each restart starts strictly further on).
+const MAX_RESTARTS: usize = 16;
 
 /// Input during a subscription.
 enum SubInput {
@@ -52,6 +59,27 @@ struct Sub<'a> {
     alive: Duration,
     entries: Vec<Entry>,
     reader: Reader,
+    /// What any request but ACK, STOP and QUIT gets meanwhile.
+    refusal: ProtoError,
+}
+
+/// Why [`Sub::try_batch`] queued nothing.
+enum Failed {
+    /// No segment holds a record the index names: retention deleted it, or
+    /// the index is wrong.
+    NoSegment(String),
+    Other(String),
+}
+
+/// What [`Sub::put_batch`] queued.
+#[derive(Debug, PartialEq, Eq)]
+enum Queued {
+    /// A batch of `n` messages from entry `from`: the entry asked for, or
+    /// the oldest retained one when retention deleted that.
+    Batch { from: u64, n: usize },
+    /// Nothing: the topic ended, or retention left nothing to read; the
+    /// loop's next wait tells which.
+    Nothing,
 }
 
 /// Answers SUB and, once it is accepted, runs the subscription until it
@@ -122,6 +150,10 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
         alive,
         entries: Vec::new(),
         reader: Reader::new(),
+        refusal: ProtoError::new(
+            ErrCode::BadReq,
+            "only ACK, STOP or QUIT during a subscription",
+        ),
     };
     let res = sub.sub_loop(&mut next, floor);
     Stats::sub(&broker.stats.subscribers, 1);
@@ -160,9 +192,12 @@ impl Sub<'_> {
                 }
             }
             if st.entries > *next {
-                let want = self.batch.min((st.entries - *next) as usize);
-                let sent = match self.put_batch(*next, want) {
-                    Ok(n) => n,
+                let sent = match self.put_batch(*next, st.entries) {
+                    Ok(Queued::Batch { from, n }) => {
+                        *next = from;
+                        n
+                    }
+                    Ok(Queued::Nothing) => continue,
                     Err(e) => {
                         warn!("{}: subscription to {} failed: {e}", self.peer, topic.name);
                         encode_err(&mut self.wire.out, &ProtoError::new(ErrCode::Internal, e));
@@ -225,19 +260,13 @@ impl Sub<'_> {
     fn sub_input(&mut self, wait: Option<Duration>) -> io::Result<SubInput> {
         let deadline = wait.map(|w| Instant::now() + w);
         loop {
-            match self.wire.next_request() {
+            match self.wire.next_request(Some(&self.refusal)) {
                 Parsed::Request { req, .. } => match req {
                     Request::Ack => return Ok(SubInput::Ack),
                     Request::Stop => return Ok(SubInput::Stop),
                     Request::Quit => return Ok(SubInput::Quit),
                     _ => {
-                        encode_err(
-                            &mut self.wire.out,
-                            &ProtoError::new(
-                                ErrCode::BadReq,
-                                "only ACK, STOP or QUIT during a subscription",
-                            ),
-                        );
+                        encode_err(&mut self.wire.out, &self.refusal);
                         self.wire.flush()?;
                     }
                 },
@@ -266,16 +295,50 @@ impl Sub<'_> {
         }
     }
 
+    /// Queues `BATCH n` and up to a batch of messages from entry `from` on
+    /// (of `entries` published). When retention deleted the segments under
+    /// `from` since the caller looked, the batch starts at the topic's oldest
+    /// retained entry instead. On error nothing is queued.
+    fn put_batch(&mut self, mut from: u64, mut entries: u64) -> Result<Queued, String> {
+        let topic = Arc::clone(&self.topic);
+        for _ in 0..MAX_RESTARTS {
+            let want = self.batch.min(entries.saturating_sub(from) as usize);
+            if want == 0 {
+                return Ok(Queued::Nothing);
+            }
+            match self.try_batch(from, want) {
+                Ok(n) => return Ok(Queued::Batch { from, n }),
+                Err(Failed::NoSegment(e)) => {
+                    // The writer publishes a topic's new first entry before it
+                    // drops the segments, so this state is past them.
+                    let st = topic.state();
+                    if st.ended.is_some() {
+                        return Ok(Queued::Nothing);
+                    }
+                    if st.first_entry <= from {
+                        return Err(e); // not retention: the index is wrong
+                    }
+                    from = st.first_entry;
+                    entries = st.entries;
+                }
+                Err(Failed::Other(e)) => return Err(e),
+            }
+        }
+        Err(format!(
+            "reading {}: retention kept deleting the segments being read",
+            topic.name
+        ))
+    }
+
     /// Queues `BATCH n` and up to `want` messages starting at entry `from`;
-    /// returns how many were queued. On error nothing is queued (but see
-    /// the no-segment case below).
-    fn put_batch(&mut self, from: u64, want: usize) -> Result<usize, String> {
+    /// returns how many were queued. On error nothing is queued.
+    fn try_batch(&mut self, from: u64, want: usize) -> Result<usize, Failed> {
         let topic = &self.topic;
         self.entries.clear();
         self.broker
             .index_of(topic)
             .and_then(|f| index::read_entries(&f, from, want, &mut self.entries))
-            .map_err(|e| format!("reading the index of {}: {e}", topic.name))?;
+            .map_err(|e| Failed::Other(format!("reading the index of {}: {e}", topic.name)))?;
         // Bound the batch by bytes, keeping at least one message.
         let mut bytes = 0u64;
         let mut n = 0;
@@ -296,14 +359,177 @@ impl Sub<'_> {
             |m| encode_msg(out, m.event_id, m.timestamp_ms, m.headers, m.payload),
         );
         if let Err(e) = res {
-            // A batch is announced with its count, so a failed one is taken
-            // back, except (as before the reader was split out) when no
-            // segment held a record: then what was queued stays.
-            if !matches!(e.kind, ReadErrorKind::NoSegment) {
-                self.wire.out.truncate(mark);
-            }
-            return Err(e.to_string());
+            // A batch is announced with its count: a failed one is taken back.
+            self.wire.out.truncate(mark);
+            return Err(match e.kind {
+                ReadErrorKind::NoSegment => Failed::NoSegment(e.to_string()),
+                _ => Failed::Other(e.to_string()),
+            });
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::unix::fs::FileExt;
+    use std::path::Path;
+
+    use super::*;
+    use crate::broker::TopicState;
+    use crate::config::Config;
+    use crate::protocol::{Limits, MAX_LINE_BYTES};
+    use crate::storage::record::{self, DeleteReason, Kind, Record};
+    use crate::storage::segment::Segment;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// A broker whose topic `t` holds ids 1..=3 in segment 0 and 4..=6 in
+    /// the next; the broker is never asked to write.
+    fn six_messages(dir: &Path) -> Result<(Broker, Arc<Topic>), Box<dyn std::error::Error>> {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let mut cfg = Config::default();
+        cfg.store.path = dir.to_path_buf();
+        let broker = Broker::new(cfg, Role::Master, tx, 4);
+        std::fs::create_dir_all(dir.join("index"))?;
+        let index = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("index").join("t@1.idx"))?;
+        let mut entries = Vec::new();
+        let mut base = 0;
+        for ids in [1..=3u64, 4..=6] {
+            let seg = Segment::open(dir, base, true)?;
+            let mut bytes = Vec::new();
+            for id in ids {
+                let start = bytes.len();
+                let body = format!("m{id}");
+                record::encode(
+                    &mut bytes,
+                    &Record {
+                        event_id: id,
+                        timestamp_ms: 1000 + id,
+                        kind: Kind::Pub,
+                        flags: 0,
+                        topic: "t",
+                        headers: b"",
+                        body: body.as_bytes(),
+                    },
+                );
+                Entry {
+                    event_id: id,
+                    pos: base + start as u64,
+                    len: (bytes.len() - start) as u32,
+                }
+                .encode_into(&mut entries);
+            }
+            seg.file.write_all_at(&bytes, 0)?;
+            broker.segments.push(Arc::new(seg));
+            base += bytes.len() as u64;
+        }
+        index.write_all_at(&entries, 0)?;
+        let state = TopicState {
+            entries: 6,
+            first_entry: 0,
+            first_id: 1,
+            last_id: 6,
+            ended: None,
+        };
+        let topic = Arc::new(Topic::new("t".into(), 1, 0, 0, state));
+        broker.insert_topic(Arc::clone(&topic));
+        Ok((broker, topic))
+    }
+
+    /// What retention does to `t`: the first entry moves past segment 0,
+    /// published before the segment is dropped.
+    fn retain_from_id_4(broker: &Broker, topic: &Topic) {
+        topic.publish(TopicState {
+            first_entry: 3,
+            first_id: 4,
+            ..topic.state()
+        });
+        broker.segments.remove_prefix(1);
+    }
+
+    fn wire() -> Result<(TcpStream, Wire), Box<dyn std::error::Error>> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        let limits = Limits {
+            max_payload: MAX_LINE_BYTES,
+            max_batch: 10,
+            max_batch_bytes: 1 << 20,
+        };
+        Ok((client, Wire::new(server, limits)))
+    }
+
+    fn sub<'a>(wire: &'a mut Wire, broker: &'a Broker, topic: Arc<Topic>) -> Sub<'a> {
+        Sub {
+            wire,
+            broker,
+            peer: "test",
+            topic,
+            batch: 10,
+            ack_wait: Duration::from_secs(5),
+            alive: Duration::from_secs(5),
+            entries: Vec::new(),
+            reader: Reader::new(),
+            refusal: ProtoError::new(ErrCode::BadReq, "subscribed"),
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_segments_retention_deleted_starts_at_the_oldest_retained() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (broker, topic) = six_messages(dir.path())?;
+        let (_client, mut wire) = wire()?;
+        let mut s = sub(&mut wire, &broker, Arc::clone(&topic));
+        // The subscriber looked (next entry 0 of 6), then retention ran.
+        retain_from_id_4(&broker, &topic);
+        assert_eq!(s.put_batch(0, 6), Ok(Queued::Batch { from: 3, n: 3 }));
+        let out = String::from_utf8(std::mem::take(&mut s.wire.out))?;
+        assert_eq!(
+            out,
+            "BATCH 3\r\nMSG 4 1004 2\r\nm4\r\nMSG 5 1005 2\r\nm5\r\nMSG 6 1006 2\r\nm6\r\n"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_deleted_topic_whose_segments_are_gone_ends_with_end_deleted() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (broker, topic) = six_messages(dir.path())?;
+        let (mut client, mut wire) = wire()?;
+        let mut s = sub(&mut wire, &broker, Arc::clone(&topic));
+        topic.end(DeleteReason::Deleted);
+        broker.segments.remove_prefix(1);
+        assert_eq!(s.put_batch(0, 6), Ok(Queued::Nothing));
+        assert!(s.wire.out.is_empty(), "no half batch queued");
+        let mut next = 0;
+        assert_eq!(s.sub_loop(&mut next, None)?, Flow::Continue);
+        client.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut got = [0u8; 13];
+        std::io::Read::read_exact(&mut client, &mut got)?;
+        assert_eq!(&got, b"END deleted\r\n");
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_segment_retention_did_not_explain_is_an_error_with_nothing_queued() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (broker, topic) = six_messages(dir.path())?;
+        let (_client, mut wire) = wire()?;
+        let mut s = sub(&mut wire, &broker, topic);
+        broker.segments.remove_prefix(1); // the first entry did not move
+        assert_eq!(
+            s.put_batch(0, 6),
+            Err("no segment holds position 0".to_string())
+        );
+        assert!(s.wire.out.is_empty(), "a failed batch is taken back whole");
+        Ok(())
     }
 }

@@ -1,6 +1,9 @@
 //! Buffered frame I/O of one client socket: the input buffer and the
 //! requests parsed from it, the output buffer of encoded replies, and the
 //! reads (blocking, with a deadline, or a nonblocking poll) that refill it.
+//! A payload request the caller says it will refuse is not buffered: its
+//! payload is dropped as it arrives ([`crate::protocol::Skip`]), so however
+//! much it declares, the buffer stays at its read size.
 //!
 //! Knows the protocol's framing but nothing of the broker: what a request
 //! means is the caller's business. Runs on the socket's connection thread,
@@ -10,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Limits, MAX_LINE_BYTES, Parsed, parse_request};
+use crate::protocol::{Limits, MAX_LINE_BYTES, Parsed, ProtoError, Skip, next_request};
 
 /// Flush replies once this much output is pending, even mid-pipeline.
 const OUT_FLUSH_BYTES: usize = 64 << 10;
@@ -47,6 +50,8 @@ pub struct Wire {
     inbuf: Vec<u8>,
     /// First unconsumed byte of `inbuf`.
     start: usize,
+    /// A refused payload request being dropped as it arrives.
+    skip: Option<Skip>,
     /// Encoded replies waiting for [`Wire::flush`]; callers append to it
     /// with the `protocol::encode_*` functions.
     pub out: Vec<u8>,
@@ -61,18 +66,20 @@ impl Wire {
             limits,
             inbuf: Vec::new(),
             start: 0,
+            skip: None,
             out: Vec::new(),
             read_size: MIN_READ,
         }
     }
 
-    /// Parses the next request from the unread input and consumes its bytes
-    /// (for `Request` and `Error`; `NeedMore` and `Fatal` consume nothing).
-    pub fn next_request(&mut self) -> Parsed {
-        let parsed = parse_request(&self.inbuf[self.start..], &self.limits);
-        if let Parsed::Request { consumed, .. } | Parsed::Error { consumed, .. } = &parsed {
-            self.start += consumed;
-        }
+    /// Parses the next request from the unread input and consumes its bytes.
+    /// With `refuse`, a PUB, MPUB or DPUB is not buffered but dropped as it
+    /// arrives, and answered with `refuse` (or its own BADREQ when malformed)
+    /// as a `Parsed::Error`; meanwhile `NeedMore` consumes what it dropped.
+    pub fn next_request(&mut self, refuse: Option<&ProtoError>) -> Parsed {
+        let unread = self.inbuf.get(self.start..).unwrap_or_default();
+        let (used, parsed) = next_request(&mut self.skip, unread, &self.limits, refuse);
+        self.start += used;
         parsed
     }
 
@@ -228,6 +235,7 @@ mod tests {
     const LIM: Limits = Limits {
         max_payload: 1 << 20,
         max_batch: 100,
+        max_batch_bytes: 1 << 30,
     };
 
     /// A connected (client, server-side Wire) pair on localhost.
@@ -241,7 +249,7 @@ mod tests {
     /// The next request, reading (with a generous deadline) until it is whole.
     fn next(wire: &mut Wire) -> io::Result<Parsed> {
         loop {
-            match wire.next_request() {
+            match wire.next_request(None) {
                 Parsed::NeedMore => {
                     let got = wire.read_until(Instant::now() + Duration::from_secs(5))?;
                     assert_eq!(got, Input::Data);
@@ -254,7 +262,7 @@ mod tests {
     #[test]
     fn requests_poll_deadline_and_hang_up() -> io::Result<()> {
         let (mut client, mut wire) = pair()?;
-        assert_eq!(wire.next_request(), Parsed::NeedMore);
+        assert_eq!(wire.next_request(None), Parsed::NeedMore);
         assert_eq!(wire.poll()?, Input::Nothing);
         let soon = Instant::now() + Duration::from_millis(20);
         assert_eq!(wire.read_until(soon)?, Input::Nothing);
@@ -273,7 +281,7 @@ mod tests {
             Parsed::Error { consumed: 5, .. }
         ));
         // The PU is kept until the rest of the request arrives.
-        assert_eq!(wire.next_request(), Parsed::NeedMore);
+        assert_eq!(wire.next_request(None), Parsed::NeedMore);
         client.write_all(b"B t 1\r\nx\r\n")?;
         assert!(matches!(
             next(&mut wire)?,

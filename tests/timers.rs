@@ -464,16 +464,29 @@ fn retention_while_a_subscriber_reads_loses_no_framing_and_ids_increase() {
     };
     assert_eq!(first.len(), 1);
     // Not ACKed yet. Retention is periodic: poll STATS from another
-    // connection until it removed segments under the reader.
+    // connection until it removed every sealed segment under the reader
+    // (only the active one is left, so nothing moves after this).
     assert!(
-        poll_until(DEADLINE, || stat(&mut c, "segments") < segs_before),
+        poll_until(DEADLINE, || stat(&mut c, "segments") == 1),
         "retention did not run"
     );
     let info = c.info("t").expect("info");
     assert!(info.first_id > first[0].event_id, "{info:?}");
 
+    // The messages after the first are gone: the subscriber goes on at the
+    // oldest retained one, with no ERR.
+    sc.ack().expect("ack");
+    let next = match next_non_alive(&mut sc) {
+        SubEvent::Batch(m) => m,
+        other => panic!("after retention: unexpected {other:?}"),
+    };
+    assert_eq!(
+        next[0].event_id, info.first_id,
+        "continues at the oldest retained"
+    );
     sc.ack().expect("ack");
     let mut got = first;
+    got.extend(next);
     while got.last().map(|m| m.event_id) != Some(last) {
         match next_non_alive(&mut sc) {
             SubEvent::Batch(m) => {

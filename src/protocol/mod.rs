@@ -12,8 +12,8 @@
 //! - [`Parsed::Error`]: a bad request whose framing is intact: reply `ERR`, drop
 //!   `consumed` bytes, keep the connection.
 //! - [`Parsed::Fatal`]: framing is lost (line over [`MAX_LINE_BYTES`], unparsable byte
-//!   count or MPUB count, payload over the limit, payload not followed by CRLF): reply
-//!   `ERR` and close the connection.
+//!   count or MPUB count, a payload or an MPUB's payloads in all over the limit, payload
+//!   not followed by CRLF): reply `ERR` and close the connection.
 //!
 //! Every line read is bounded by [`MAX_LINE_BYTES`], every declared length is checked
 //! against [`Limits`] before anything is copied, and payloads are skipped by length, so
@@ -23,6 +23,9 @@
 //! [`rules`] says what one argument (a name, a header, a number) must look like; the
 //! parser applies it after framing, and the client applies the same functions
 //! before sending.
+//! A request the connection will refuse whatever its payload holds need not be
+//! buffered at all: [`next_request`] wraps [`parse_request`] and, given the refusal,
+//! drops such a request's payload bytes as they arrive ([`Skip`]).
 //!
 //! The `encode_*` functions append reply lines (always ending in `\r\n`) to a caller's
 //! `Vec<u8>` without allocating anything else.
@@ -30,11 +33,13 @@
 mod encode;
 mod parse;
 pub mod rules;
+mod skip;
 
 use std::fmt;
 
 pub use encode::*;
 pub use parse::parse_request;
+pub use skip::{Skip, next_request};
 
 /// Longest request line, including its `\n` (and the `\r` before it, if any).
 pub const MAX_LINE_BYTES: usize = 4096;
@@ -131,6 +136,8 @@ pub struct Limits {
     pub max_payload: usize,
     /// Largest MPUB `<count>` and SUB `batch=`.
     pub max_batch: usize,
+    /// Most payload bytes one MPUB may declare in all; more is `TOOBIG`.
+    pub max_batch_bytes: u64,
 }
 
 /// One message as published.

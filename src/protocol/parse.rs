@@ -18,20 +18,20 @@ use super::{
 };
 
 /// Why parsing stopped before a request (valid or not) was complete.
-enum Stop {
+pub(super) enum Stop {
     NeedMore,
     Fatal(ProtoError),
 }
 
 #[derive(Clone, Copy)]
-enum PayloadCmd {
+pub(super) enum PayloadCmd {
     Pub,
     MPub,
     DPub,
 }
 
 #[derive(Clone, Copy)]
-enum SimpleCmd {
+pub(super) enum SimpleCmd {
     Ping,
     Auth,
     Quit,
@@ -49,16 +49,16 @@ enum SimpleCmd {
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub(super) enum Kind {
     /// The line declares byte counts; payload bytes follow it.
     Payload(PayloadCmd),
     /// The request is exactly one line.
     Simple(SimpleCmd),
 }
 
-struct CommandSpec {
+pub(super) struct CommandSpec {
     name: &'static str,
-    kind: Kind,
+    pub(super) kind: Kind,
     usage: &'static str,
     /// Most arguments after the verb; [`VARIADIC`] for PUB and DPUB, whose headers
     /// are counted by their own rule.
@@ -137,7 +137,7 @@ const COMMANDS: [CommandSpec; 17] = [
 ];
 
 /// Exact, case-insensitive command lookup (no prefix matching).
-fn lookup(verb: &[u8]) -> Option<&'static CommandSpec> {
+pub(super) fn lookup(verb: &[u8]) -> Option<&'static CommandSpec> {
     COMMANDS
         .iter()
         .find(|spec| verb.eq_ignore_ascii_case(spec.name.as_bytes()))
@@ -149,7 +149,7 @@ fn is_space(b: &u8) -> bool {
 
 type Tokens<'a> = std::slice::Split<'a, u8, fn(&u8) -> bool>;
 
-fn tokens(line: &[u8]) -> Tokens<'_> {
+pub(super) fn tokens(line: &[u8]) -> Tokens<'_> {
     line.split(is_space as fn(&u8) -> bool)
 }
 
@@ -203,7 +203,7 @@ fn parse_inner(buf: &[u8], limits: &Limits) -> Result<Parsed, Stop> {
 
 /// Finds the line at the start of `buf`: returns it without its `\n` / `\r\n`, and its
 /// length including the line end.
-fn next_line(buf: &[u8]) -> Result<(&[u8], usize), Stop> {
+pub(super) fn next_line(buf: &[u8]) -> Result<(&[u8], usize), Stop> {
     let window = buf.get(..MAX_LINE_BYTES).unwrap_or(buf);
     match window.iter().position(|&b| b == b'\n') {
         Some(end) => {
@@ -238,6 +238,26 @@ fn check_line(line: &[u8]) -> Result<(), ProtoError> {
     Ok(())
 }
 
+/// A PUB or DPUB line's tokens up to its byte count, the byte count, the header part.
+pub(super) type PubLine<'a> = ([&'a [u8]; 4], &'a [u8], &'a [u8]);
+
+/// Splits a PUB or DPUB line; `None` when the byte count is missing.
+pub(super) fn split_pub(line: &[u8], delayed: bool) -> Option<PubLine<'_>> {
+    let n_at = if delayed { 3 } else { 2 };
+    let mut parts = line.splitn(n_at + 2, is_space);
+    let mut fixed: [&[u8]; 4] = [&[]; 4];
+    for slot in fixed.iter_mut().take(n_at + 1) {
+        *slot = parts.next()?;
+    }
+    let header_part = parts.next();
+    let n_tok = fixed.get(n_at).copied().unwrap_or_default();
+    if n_tok.is_empty() && header_part.is_none() {
+        // "PUB t " — a trailing space, no byte count: nothing follows.
+        return None;
+    }
+    Some((fixed, n_tok, header_part.unwrap_or_default()))
+}
+
 /// PUB and DPUB: the byte count fixes the framing; everything else is checked only
 /// once the payload and its terminator are there, so a bad request still consumes them.
 fn parse_pub(
@@ -248,37 +268,18 @@ fn parse_pub(
     spec: &CommandSpec,
     delayed: bool,
 ) -> Result<Parsed, Stop> {
-    let n_at = if delayed { 3 } else { 2 };
-    let mut parts = line.splitn(n_at + 2, is_space);
-    let mut fixed: [&[u8]; 4] = [&[]; 4];
-    for slot in fixed.iter_mut().take(n_at + 1) {
-        match parts.next() {
-            Some(part) => *slot = part,
-            None => return Ok(usage_error(spec, line_len)),
-        }
-    }
-    let header_part = parts.next();
-    let n_tok = fixed.get(n_at).copied().unwrap_or_default();
-    if n_tok.is_empty() && header_part.is_none() {
-        // "PUB t " — a trailing space, no byte count: nothing follows.
+    let Some((fixed, n_tok, headers)) = split_pub(line, delayed) else {
         return Ok(usage_error(spec, line_len));
-    }
+    };
     let n = payload_len(n_tok, limits)?;
     let (payload, consumed) = frame_payload(buf, line_len, n)?;
-    let built = build_pub(
-        line,
-        &fixed,
-        header_part.unwrap_or_default(),
-        payload,
-        delayed,
-    );
-    Ok(match built {
+    Ok(match build_pub(line, &fixed, headers, payload, delayed) {
         Ok(req) => Parsed::Request { req, consumed },
         Err(err) => Parsed::Error { err, consumed },
     })
 }
 
-fn build_pub(
+pub(super) fn build_pub(
     line: &[u8],
     fixed: &[&[u8]; 4],
     headers: &[u8],
@@ -300,6 +301,81 @@ fn build_pub(
     })
 }
 
+/// An MPUB line's count and its topic, or what is wrong with the line.
+pub(super) type MPubLine = (usize, Result<String, ProtoError>);
+
+/// MPUB's line: `None` without a count (nothing follows), else the count, which fixes
+/// the framing (unusable: fatal), and the topic or what is wrong with the line.
+pub(super) fn mpub_line(
+    line: &[u8],
+    limits: &Limits,
+    spec: &CommandSpec,
+) -> Result<Option<MPubLine>, Stop> {
+    let mut parts = line.splitn(4, is_space);
+    let _verb = parts.next();
+    let topic = parts.next().unwrap_or_default();
+    let count_tok = parts.next();
+    let extra = parts.next();
+    let count_tok = match count_tok {
+        Some(tok) if !tok.is_empty() || extra.is_some() => tok,
+        _ => return Ok(None),
+    };
+    let count = mpub_count_arg(count_tok, limits.max_batch).map_err(Stop::Fatal)?;
+    let checked = check_line(line)
+        .and_then(|()| topic_arg(topic))
+        .and_then(|topic| match extra {
+            Some(_) => Err(too_many(spec)),
+            None => Ok(topic),
+        });
+    Ok(Some((count, checked)))
+}
+
+/// One MPUB message line at the start of `buf`.
+pub(super) struct MsgHead<'a> {
+    /// Bytes of the line, its end included.
+    pub line_len: usize,
+    pub headers: &'a [u8],
+    /// The payload length it declares.
+    pub n: usize,
+    /// What is wrong with the line, naming message `index`.
+    pub err: Option<ProtoError>,
+}
+
+/// Reads message `index`'s line and adds its byte count to `total`, the batch's
+/// declared payload bytes so far: over a limit (one payload, or the batch) is fatal.
+pub(super) fn msg_head<'a>(
+    buf: &'a [u8],
+    index: usize,
+    total: &mut u64,
+    limits: &Limits,
+) -> Result<MsgHead<'a>, Stop> {
+    let (msg_line, line_len) = next_line(buf)?;
+    let mut msg_parts = msg_line.splitn(2, is_space);
+    let n_tok = msg_parts.next().unwrap_or_default();
+    let headers = msg_parts.next().unwrap_or_default();
+    let n = payload_len(n_tok, limits)?;
+    *total = total.saturating_add(n as u64);
+    if *total > limits.max_batch_bytes {
+        return Err(Stop::Fatal(ProtoError::new(
+            ErrCode::TooBig,
+            format!(
+                "MPUB payloads total more than the maximum of {} bytes",
+                limits.max_batch_bytes
+            ),
+        )));
+    }
+    let err = check_line(msg_line)
+        .and_then(|()| check_headers(headers))
+        .err()
+        .map(|err| bad(format!("message {index}: {}", err.msg)));
+    Ok(MsgHead {
+        line_len,
+        headers,
+        n,
+        err,
+    })
+}
+
 /// MPUB: the count and each message's byte count fix the framing; a bad topic or header
 /// anywhere consumes all `count` messages and gives one error.
 fn parse_mpub(
@@ -309,44 +385,29 @@ fn parse_mpub(
     limits: &Limits,
     spec: &CommandSpec,
 ) -> Result<Parsed, Stop> {
-    let mut parts = line.splitn(4, is_space);
-    let _verb = parts.next();
-    let topic = parts.next().unwrap_or_default();
-    let count_tok = parts.next();
-    let extra = parts.next();
-    let count_tok = match count_tok {
-        Some(tok) if !tok.is_empty() || extra.is_some() => tok,
-        _ => return Ok(usage_error(spec, line_len)),
+    let Some((count, checked)) = mpub_line(line, limits, spec)? else {
+        return Ok(usage_error(spec, line_len));
     };
-    let count = mpub_count_arg(count_tok, limits.max_batch).map_err(Stop::Fatal)?;
-
     let mut pos = line_len;
+    let mut total = 0;
     let mut frames: Vec<(&[u8], &[u8])> = Vec::new();
     let mut first_err: Option<ProtoError> = None;
     for index in 1..=count {
-        let (msg_line, msg_line_len) = next_line(buf.get(pos..).unwrap_or_default())?;
-        let mut msg_parts = msg_line.splitn(2, is_space);
-        let n_tok = msg_parts.next().unwrap_or_default();
-        let headers = msg_parts.next().unwrap_or_default();
-        let n = payload_len(n_tok, limits)?;
-        let (payload, end) = frame_payload(buf, pos + msg_line_len, n)?;
-        if first_err.is_none()
-            && let Err(err) = check_line(msg_line).and_then(|()| check_headers(headers))
-        {
-            first_err = Some(bad(format!("message {index}: {}", err.msg)));
+        let head = msg_head(
+            buf.get(pos..).unwrap_or_default(),
+            index,
+            &mut total,
+            limits,
+        )?;
+        let (payload, end) = frame_payload(buf, pos + head.line_len, head.n)?;
+        if first_err.is_none() {
+            first_err = head.err;
         }
-        frames.push((headers, payload));
+        frames.push((head.headers, payload));
         pos = end;
     }
     let consumed = pos;
-
-    let checked = check_line(line)
-        .and_then(|()| topic_arg(topic))
-        .and_then(|topic| match (extra, first_err) {
-            (Some(_), _) => Err(too_many(spec)),
-            (None, Some(err)) => Err(err),
-            (None, None) => Ok(topic),
-        });
+    let checked = checked.and_then(|topic| first_err.map_or(Ok(topic), Err));
     Ok(match checked {
         Ok(topic) => {
             let msgs = frames
@@ -366,7 +427,7 @@ fn parse_mpub(
 }
 
 /// A declared payload length: unparsable → fatal BADREQ, over the limit → fatal TOOBIG.
-fn payload_len(tok: &[u8], limits: &Limits) -> Result<usize, Stop> {
+pub(super) fn payload_len(tok: &[u8], limits: &Limits) -> Result<usize, Stop> {
     let n = parse_u64(tok)
         .ok_or_else(|| Stop::Fatal(bad(format!("unparsable byte count '{}'", quote(tok)))))?;
     match usize::try_from(n) {
@@ -379,6 +440,11 @@ fn payload_len(tok: &[u8], limits: &Limits) -> Result<usize, Stop> {
             ),
         ))),
     }
+}
+
+/// The length of the payload terminator at the start of `buf`.
+pub(super) fn terminator(buf: &[u8]) -> Result<usize, Stop> {
+    frame_payload(buf, 0, 0).map(|(_, end)| end)
 }
 
 /// The `n` payload bytes at `start` and the offset just past their terminator
@@ -627,6 +693,7 @@ mod tests {
     const LIM: Limits = Limits {
         max_payload: 1 << 20,
         max_batch: 100,
+        max_batch_bytes: 1 << 30,
     };
 
     /// xorshift64*: a tiny deterministic PRNG, so failures replay.
@@ -1135,6 +1202,7 @@ mod tests {
         let small = Limits {
             max_payload: 10,
             max_batch: 3,
+            max_batch_bytes: 25,
         };
         // Byte count missing: nothing follows.
         badreq(b"PUB\r\n");
@@ -1254,6 +1322,7 @@ mod tests {
         let small = Limits {
             max_payload: 10,
             max_batch: 3,
+            max_batch_bytes: 25,
         };
         // No count: nothing follows.
         badreq(b"MPUB\r\n");
@@ -1266,6 +1335,23 @@ mod tests {
         assert_eq!(fatal_with(b"MPUB t -1\r\n", &small), ErrCode::BadReq);
         // A double space shifts the count position: it cannot be trusted.
         assert_eq!(fatal_with(b"MPUB  t 2\r\n", &small), ErrCode::BadReq);
+        // The batch's declared bytes in all: 25 fit, 26 do not, and that is known
+        // from the lines alone, before any payload byte past the limit arrives.
+        let mut fits = b"MPUB t 3\r\n10\r\n".to_vec();
+        fits.extend_from_slice(&[b'a'; 10]);
+        fits.extend_from_slice(b"\r\n10\r\n0123456789\r\n5\r\nabcde\r\n");
+        assert!(matches!(
+            parse_request(&fits, &small),
+            Parsed::Request { req: Request::MPub { ref msgs, .. }, consumed } if msgs.len() == 3 && consumed == fits.len()
+        ));
+        let over = b"MPUB t 3\r\n10\r\naaaaaaaaaa\r\n10\r\n0123456789\r\n6\r\n";
+        match parse_request(over, &small) {
+            Parsed::Fatal { err } => {
+                assert_eq!(err.code, ErrCode::TooBig);
+                assert!(err.msg.contains("maximum of 25 bytes"), "{err}");
+            }
+            other => panic!("{other:?}"),
+        }
         // Message framing.
         assert_eq!(
             fatal_with(b"MPUB t 2\r\n1\r\na\r\nx\r\n", &small),
@@ -1511,6 +1597,7 @@ mod tests {
         let limits = Limits {
             max_payload: 16,
             max_batch: 3,
+            max_batch_bytes: 25,
         };
         let mut rng = Rng(0x5eed_1234_abcd_0001);
         for round in 0..2000 {

@@ -120,7 +120,14 @@ impl Server {
 
     /// Starts the binary with an existing config file and waits for READY.
     pub fn start_config(dir: &Path, config: &Path) -> Server {
-        Server::spawn_ready(Command::new(bin()), dir, config)
+        Server::spawn_ready(Command::new(bin()), dir, config, &[])
+    }
+
+    /// Like [`Server::start_with`], with extra command-line flags
+    /// (`--role slave --master …`).
+    pub fn start_with_args(dir: &Path, opts: &Opts, args: &[&str]) -> Server {
+        let config = write_config(dir, opts);
+        Server::spawn_ready(Command::new(bin()), dir, &config, args)
     }
 
     /// Like `start_with`, with the child's RLIMIT_NOFILE (soft and hard) set
@@ -142,13 +149,14 @@ impl Server {
                 Ok(())
             });
         }
-        Server::spawn_ready(cmd, dir, &config)
+        Server::spawn_ready(cmd, dir, &config, &[])
     }
 
-    fn spawn_ready(mut cmd: Command, dir: &Path, config: &Path) -> Server {
+    fn spawn_ready(mut cmd: Command, dir: &Path, config: &Path, args: &[&str]) -> Server {
         let mut child = cmd
             .arg("--config")
             .arg(config)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null())
@@ -241,6 +249,18 @@ impl Server {
             .expect("run kill");
         assert!(ok.success());
         wait_timeout(&mut c, WAIT).expect("smss should exit after SIGTERM")
+    }
+
+    /// A `/proc/<pid>/status` figure of the server in KiB: `VmRSS` (resident
+    /// now) or `VmHWM` (the most it was ever resident).
+    pub fn mem_kib(&self, field: &str) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{path} has no {field}: line"))
     }
 
     pub fn log_text(&self) -> String {
@@ -343,6 +363,25 @@ impl Raw {
     /// True when the server closed the connection (EOF) with nothing more to read.
     pub fn at_eof(&mut self) -> bool {
         self.buf.is_empty() && self.fill() == 0
+    }
+
+    /// True when the server has closed the connection: EOF, or a reset
+    /// (input the server never read was pending when it closed). False when
+    /// a byte arrives instead; panics on a timeout.
+    pub fn closed(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut tmp = [0u8; 1024];
+        match self.stream.read(&mut tmp) {
+            Ok(0) => true,
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                false
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+            Err(e) => panic!("read failed (timeout?): {e}"),
+        }
     }
 
     /// Reads with a short timeout: true when nothing arrives in `d`
