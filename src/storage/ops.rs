@@ -195,6 +195,20 @@ pub struct WriteReq {
     pub reply: Sender<WriteResult>,
 }
 
+/// The answers of one group commit under semi-sync, held until a slave
+/// has its records durably (or the wait runs out): the writer hands them
+/// over and goes on appending.
+#[derive(Debug)]
+pub struct HeldReplies {
+    /// The group's last event id a slave must acknowledge; 0 when the group
+    /// wrote nothing (its answers need not wait).
+    pub needs_id: u64,
+    /// When the writer committed the group.
+    pub committed: std::time::Instant,
+    /// In request order: a connection matches answers to requests by order.
+    pub replies: Vec<(Sender<WriteResult>, WriteResult)>,
+}
+
 /// A topic incarnation whose life ends: (name, create_id).
 pub type Expiry = (String, u64);
 
