@@ -51,6 +51,30 @@ pub enum WriteOp {
     Retention {
         now_ms: u64,
     },
+    /// A consumer group has consumed everything up to `position`.
+    GroupCommit {
+        topic: String,
+        group: String,
+        position: u64,
+    },
+    /// A delivery of message `at` to the group ended without an ACK.
+    GroupFailed {
+        topic: String,
+        group: String,
+        at: u64,
+    },
+    /// GROUPDEL.
+    GroupDel {
+        topic: String,
+        group: String,
+    },
+    /// Copy message `at` to the `dlq` topic and commit the group past it.
+    DeadLetter {
+        topic: String,
+        group: String,
+        at: u64,
+        dlq: String,
+    },
     /// Master: how to serve a slave that asks for the records after
     /// `after_id` (see [`ReplPlan`]).
     ReplPlan {

@@ -258,6 +258,22 @@ impl Writer {
             self.index_bytes += want;
             self.register_topic(shared, have > want);
         }
+        for g in &cp.groups {
+            if let Some(t) = self.topics.get_mut(&g.topic) {
+                let st = crate::broker::GroupState {
+                    committed: g.committed,
+                    failed_at: g.failed_at,
+                    failures: g.failures,
+                    set_id: g.set_id,
+                };
+                t.groups.insert(g.name.clone(), st);
+                if !t.groups_dirty {
+                    t.groups_dirty = true;
+                    t.dirty = true;
+                    self.dirty.push(g.topic.clone());
+                }
+            }
+        }
         Ok(())
     }
 

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{error, info, warn};
 
-use super::checkpoint::{Checkpoint, DelayedMeta, EpochMeta, TopicMeta};
+use super::checkpoint::{Checkpoint, DelayedMeta, EpochMeta, GroupMeta, TopicMeta};
 use super::index::ENTRY_LEN;
 use super::lease::store_lease;
 use super::ops::{HeldReplies, TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
@@ -639,6 +639,7 @@ impl Writer {
         Stats::add(&stats.messages_published, counts.published);
         Stats::add(&stats.topics_expired, counts.topics_expired);
         Stats::add(&stats.delayed_dropped, counts.delayed_dropped);
+        Stats::add(&stats.dead_lettered, counts.dead_lettered);
         stats
             .delayed_pending
             .store(self.pending.len() as u64, Ordering::Relaxed);
@@ -686,6 +687,10 @@ impl Writer {
         for name in self.dirty.drain(..) {
             if let Some(t) = self.topics.get_mut(&name) {
                 t.dirty = false;
+                if t.groups_dirty {
+                    t.groups_dirty = false;
+                    t.shared.publish_groups(t.groups.clone());
+                }
                 t.shared.publish(t.state);
             }
         }
@@ -754,6 +759,20 @@ impl Writer {
             })
             .collect();
         delayed.sort_by_key(|d| d.id);
+        let mut groups = Vec::new();
+        for (name, t) in &self.topics {
+            for (g, st) in &t.groups {
+                groups.push(GroupMeta {
+                    topic: name.clone(),
+                    name: g.clone(),
+                    committed: st.committed,
+                    failed_at: st.failed_at,
+                    failures: st.failures,
+                    set_id: st.set_id,
+                });
+            }
+        }
+        groups.sort_by(|a, b| (&a.topic, &a.name).cmp(&(&b.topic, &b.name)));
         Checkpoint {
             format: FORMAT_VERSION,
             log_pos: self.next_pos(),
@@ -762,6 +781,7 @@ impl Writer {
             epochs: self.epochs.clone(),
             topics,
             delayed,
+            groups,
         }
         .store(&self.dir)?;
         self.since_checkpoint = 0;
