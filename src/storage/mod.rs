@@ -14,6 +14,7 @@
 //! pread (`read_exact_at`) and never past what the writer has flushed.
 
 mod apply;
+mod chain;
 pub(crate) mod checkpoint;
 #[cfg(test)]
 mod commit_tests;
@@ -27,6 +28,7 @@ pub(crate) mod ops;
 pub(crate) mod reader;
 pub mod record;
 pub(crate) mod recovery;
+mod resync;
 mod retention;
 pub(crate) mod segment;
 mod state;
