@@ -15,6 +15,7 @@
 
 mod apply;
 mod chain;
+pub mod check;
 pub(crate) mod checkpoint;
 #[cfg(test)]
 mod commit_tests;
@@ -24,10 +25,12 @@ mod execute;
 pub(crate) mod fault;
 pub(crate) mod index;
 pub(crate) mod lease;
+mod logscan;
 pub(crate) mod ops;
 pub(crate) mod reader;
 pub mod record;
 pub(crate) mod recovery;
+pub mod repair;
 mod resync;
 mod retention;
 pub(crate) mod segment;
