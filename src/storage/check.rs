@@ -209,8 +209,18 @@ fn check_checkpoint(
 ) -> Result<(), StoreError> {
     let text = std::fs::read_to_string(cp_path).unwrap_or_default();
     let line_at = |prefix: &str| text.find(prefix).map_or(0, |o| o as u64);
-    // Damage before the checkpoint position is reported where it is.
-    if cp.log_pos > ex.log_end && ex.log.cut.is_none() {
+    let files_end = ex.log.segs.last().map_or(0, |s| s.base + s.len);
+    if cp.log_pos > files_end {
+        let what = format!(
+            "the checkpoint covers the log up to position {}, but the segment files end at \
+             position {files_end}: records it counts are missing, and the server refuses to start",
+            cp.log_pos
+        );
+        ex.log
+            .findings
+            .push(Finding::new(cp_path, line_at("log_pos "), what));
+    } else if cp.log_pos > ex.log_end && ex.log.cut.is_none() {
+        // (Damage before the checkpoint position is reported where it is.)
         let what = format!(
             "the checkpoint covers the log up to position {}, but the readable log ends at \
              position {}: records it counts are missing or damaged",
@@ -475,9 +485,9 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<bool, StoreError> {
     let io = |e| StoreError::io("write the report", Path::new("stdout"), e);
     print_findings(out, ex.findings()).map_err(io)?;
     let log = &ex.log;
-    let span = match (log.segs.first(), log.segs.last()) {
-        (Some(a), Some(_)) => format!("positions {}..{}", a.base, ex.log_end),
-        _ => "empty".to_string(),
+    let span = match log.segs.first() {
+        Some(a) if log.cut.is_none() => format!(" (log positions {}..{})", a.base, ex.log_end),
+        _ => String::new(),
     };
     let cp = match &ex.checkpoint {
         Ok(Some(c)) => format!("checkpoint at log position {}", c.log_pos),
@@ -485,7 +495,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<bool, StoreError> {
         Err(_) => "checkpoint unreadable".to_string(),
     };
     let what = format!(
-        "{} segments ({span}), {} records, last event id {}, {} index files with {} entries, {cp}",
+        "{} segments{span}, {} records, last event id {}, {} index files with {} entries, {cp}",
         log.segs.len(),
         log.records,
         log.max_id,

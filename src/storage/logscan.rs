@@ -163,9 +163,8 @@ impl Scanner<'_> {
         let pos = self.out.segs[i].base + offset;
         match self.cp_pos {
             Some(p) if pos < p => what.push_str(&format!(
-                " (inside what the checkpoint covers, up to position {p}: the server does not \
-                 re-read it at start, and refuses to start if a segment ends before {p}; a \
-                 reader that reaches it gets ERR INTERNAL)"
+                " (before the checkpoint position {p}: not re-read at start; a reader that \
+                 reaches it gets ERR INTERNAL)"
             )),
             _ if i + 1 == self.out.segs.len() && self.tail => {
                 what.push_str(" (after the checkpoint, in the newest segment: the server cuts this tail at start)")

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Only the persistence thread ([`writer`]) creates, appends to, truncates or
-//! deletes these files. Connection threads read segments and indexes with
+//! deletes these files while a server runs; the offline `smss --repair`
+//! ([`repair`]) is the one other writer, with the directory locked. Connection threads read segments and indexes with
 //! pread (`read_exact_at`) and never past what the writer has flushed.
 
 mod apply;
