@@ -145,6 +145,26 @@ fn check_passes_a_clean_directory_and_refuses_a_running_servers() {
     assert!(last.contains("4 records, last event id 4"), "{out}");
     assert!(last.contains("1 index files with 3 entries"), "{out}");
     assert_eq!(snapshot(dir.path()), before, "check writes nothing");
+
+    // Deletes, re-creates, a pending delayed message, and a crash (index
+    // entries past the checkpoint): still nothing to report.
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    c.create("d", 0).expect("create d");
+    c.publish("d", b"old").expect("pub");
+    c.delete("d").expect("delete d");
+    c.create("d", 0).expect("re-create d");
+    c.publish("d", b"new").expect("pub");
+    c.dpublish("t", 600_000, b"later").expect("dpub");
+    drop(c);
+    assert!(s.sigterm().success());
+    let (ok, out, _) = offline(dir.path(), "--check");
+    assert!(ok, "with deletes and a delayed message: {out}");
+    let s = Server::start(dir.path());
+    s.client().publish("t", b"unsynced index").expect("pub");
+    s.kill9();
+    let (ok, out, _) = offline(dir.path(), "--check");
+    assert!(ok, "after kill -9: {out}");
 }
 
 #[test]

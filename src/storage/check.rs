@@ -523,3 +523,33 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<bool, StoreError> {
     writeln!(out, "check: smss --repair would {plan}").map_err(io)?;
     Ok(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_print_as_ranges() {
+        let ids: BTreeSet<u64> = [3, 5, 6, 7, 9, 12, 13].into_iter().collect();
+        assert_eq!(id_ranges(&ids), "3, 5-7, 9, 12-13");
+        assert_eq!(id_ranges(&BTreeSet::new()), "");
+        let many: BTreeSet<u64> = (0..500).map(|i| i * 2).collect();
+        let text = id_ranges(&many);
+        assert!(text.ends_with("and 400 more ranges"), "{text}");
+    }
+
+    #[test]
+    fn a_finding_names_file_offset_event_and_topic() {
+        let mut f = Finding::new(Path::new("data/log/x.log"), 43, "CRC mismatch");
+        assert_eq!(
+            f.to_string(),
+            "data/log/x.log offset 43 event - topic -: CRC mismatch"
+        );
+        f.event_id = Some(7);
+        f.topic = Some("t".into());
+        assert_eq!(
+            f.to_string(),
+            "data/log/x.log offset 43 event 7 topic t: CRC mismatch"
+        );
+    }
+}
