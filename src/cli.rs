@@ -1,5 +1,6 @@
 //! The server's command line: `smss [--config FILE] [--role master|slave]
-//! [--master HOST:PORT] [--event N]`, plus `--help` and `--version`.
+//! [--master HOST:PORT] [--event N]`, plus `--help`, `--version` and the
+//! offline `--check` / `--repair` of the data directory.
 //!
 //! Owns: parsing argv (with lexopt) into [`Command`] / [`ServerArgs`], the `--help`
 //! text ([`USAGE`]) and [`CliError`]. Pure: no I/O, runs once on the main thread.
@@ -18,6 +19,8 @@ pub const USAGE: &str = "\
 smss - a small persistent message queue server
 
 Usage: smss [--config FILE] [--role master|slave] [--master HOST:PORT] [--event N]
+       smss --check [--config FILE]
+       smss --repair [--config FILE]
 
 Options:
   --config FILE       config file to load [default: config/config.yaml]
@@ -26,6 +29,12 @@ Options:
                       refused with --role master)
   --event N           slave only: replicate from event id N instead of the
                       slave's own last event id
+  --check             verify the data directory offline (no server may be
+                      running on it): every record, the segment chain, every
+                      index, the checkpoint; print each finding; exit 0 when
+                      clean, 1 when damaged
+  --repair            cut a damaged log back to its last good record, rebuild
+                      the indexes and the checkpoint, print the event ids lost
   -h, --help          print this help and exit
   -V, --version       print the version and exit
 
@@ -70,6 +79,10 @@ pub enum Command {
     Help,
     /// Print [`VERSION_TEXT`] and exit 0.
     Version,
+    /// `--check`: verify the data directory of this config file offline.
+    Check { config: PathBuf },
+    /// `--repair`: repair the data directory of this config file offline.
+    Repair { config: PathBuf },
 }
 
 /// A command-line mistake. Each message ends by pointing at `smss --help` where that
@@ -98,6 +111,8 @@ pub enum CliError {
     MasterNotAllowed,
     /// `--event` with role master.
     EventNotAllowed,
+    /// `--check` or `--repair` with a server flag, or both together.
+    OfflineOnly { flag: &'static str },
     /// Any other lexopt error.
     Parse(lexopt::Error),
 }
@@ -127,6 +142,10 @@ impl fmt::Display for CliError {
             ),
             CliError::MasterNotAllowed => f.write_str("--master is only allowed with --role slave"),
             CliError::EventNotAllowed => f.write_str("--event is only allowed with --role slave"),
+            CliError::OfflineOnly { flag } => write!(
+                f,
+                "{flag} works on the data directory offline and takes only --config (see smss --help)"
+            ),
             CliError::Parse(e) => write!(f, "bad command line: {e} (see smss --help)"),
         }
     }
@@ -151,6 +170,7 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
     let mut role: Option<Role> = None;
     let mut master: Option<String> = None;
     let mut event: Option<u64> = None;
+    let mut offline: Option<&'static str> = None;
 
     loop {
         let arg = match parser.next() {
@@ -166,6 +186,14 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
             Short('V') | Long("version") => {
                 no_value(&mut parser, "--version")?;
                 return Ok(Command::Version);
+            }
+            Long(f @ ("check" | "repair")) => {
+                let flag = if f == "check" { "--check" } else { "--repair" };
+                no_value(&mut parser, flag)?;
+                if offline.is_some() {
+                    return Err(CliError::OfflineOnly { flag });
+                }
+                offline = Some(flag);
             }
             Long("config") => {
                 let v = value(&mut parser, "--config")?;
@@ -211,6 +239,17 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
         }
     }
 
+    let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    if let Some(flag) = offline {
+        if role.is_some() || master.is_some() || event.is_some() {
+            return Err(CliError::OfflineOnly { flag });
+        }
+        return Ok(if flag == "--check" {
+            Command::Check { config }
+        } else {
+            Command::Repair { config }
+        });
+    }
     let role = role.unwrap_or(Role::Master);
     match role {
         Role::Slave if master.is_none() => return Err(CliError::MasterRequired),
@@ -219,7 +258,7 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
         _ => {}
     }
     Ok(Command::Run(ServerArgs {
-        config: config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH)),
+        config,
         role,
         master,
         event,
@@ -556,6 +595,32 @@ mod tests {
     #[test]
     fn help_and_version() {
         assert_eq!(parse(&["--help"]).ok(), Some(Command::Help));
+        assert_eq!(
+            parse(&["--check", "--config", "c.yaml"]).ok(),
+            Some(Command::Check {
+                config: PathBuf::from("c.yaml")
+            })
+        );
+        assert_eq!(
+            parse(&["--repair"]).ok(),
+            Some(Command::Repair {
+                config: PathBuf::from(DEFAULT_CONFIG_PATH)
+            })
+        );
+        for bad in [
+            &["--check", "--repair"][..],
+            &["--repair", "--role", "master"],
+            &["--check", "--role", "slave", "--master", "h:1"],
+        ] {
+            assert!(
+                matches!(parse(bad), Err(CliError::OfflineOnly { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            parse(&["--check=yes"]),
+            Err(CliError::UnexpectedValue { .. })
+        ));
         assert_eq!(parse(&["-h"]).ok(), Some(Command::Help));
         assert_eq!(parse(&["--version"]).ok(), Some(Command::Version));
         assert_eq!(parse(&["-V"]).ok(), Some(Command::Version));

@@ -40,8 +40,12 @@
 //! record carries one global, increasing event id and a CRC32; live writes,
 //! recovery and replication change state through one apply path. Recovery
 //! loads the checkpoint, replays the log after it, cuts a torn tail, and
-//! refuses to start on damage in the middle of the log. A failed write or
-//! fsync poisons the writer: writes are refused, never half-done.
+//! refuses to start on damage in the middle of the log, a hole in the
+//! segment chain, or a log shorter than the checkpoint. A failed write or
+//! fsync poisons the writer: writes are refused, never half-done. Offline,
+//! `smss --check` ([`storage::check`]) verifies a data directory and
+//! `smss --repair` ([`storage::repair`]) cuts it back to its last good
+//! record and rebuilds the indexes and the checkpoint.
 #![deny(clippy::unwrap_used)]
 
 pub(crate) mod auth;

@@ -82,7 +82,11 @@ impl Writer {
                 }
             }
             Kind::Epoch => {
-                if let Some((epoch, prev_last_id, history)) = rec.epoch_fields() {
+                // A repaired directory carries its epochs in the checkpoint
+                // and may replay their records again.
+                let known = self.epochs.iter().any(|e| e.start_id == rec.event_id);
+                if let Some((epoch, prev_last_id, history)) = rec.epoch_fields().filter(|_| !known)
+                {
                     self.epochs.push(EpochMeta {
                         epoch,
                         start_id: rec.event_id,

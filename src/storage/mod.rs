@@ -10,10 +10,13 @@
 //! ```
 //!
 //! Only the persistence thread ([`writer`]) creates, appends to, truncates or
-//! deletes these files. Connection threads read segments and indexes with
+//! deletes these files while a server runs; the offline `smss --repair`
+//! ([`repair`]) is the one other writer, with the directory locked. Connection threads read segments and indexes with
 //! pread (`read_exact_at`) and never past what the writer has flushed.
 
 mod apply;
+mod chain;
+pub mod check;
 pub(crate) mod checkpoint;
 #[cfg(test)]
 mod commit_tests;
@@ -26,11 +29,14 @@ pub(crate) mod handles;
 pub(crate) mod index;
 pub(crate) mod lease;
 pub(crate) mod logread;
+mod logscan;
 pub(crate) mod ops;
 pub(crate) mod reader;
 pub mod record;
 pub(crate) mod recovery;
+pub mod repair;
 mod replica;
+mod resync;
 mod retention;
 pub(crate) mod segment;
 mod state;

@@ -53,11 +53,13 @@ pub enum ReadErrorKind {
     /// The pread of a run failed; `offset` is where it started in the
     /// segment the error names.
     Read { offset: u64, source: StoreError },
-    /// The bytes at the entry's position are not the message it names.
+    /// The bytes at the entry's position are not the message it names;
+    /// `why` says what is there instead (a CRC mismatch, another id, …).
     Mismatch {
         event_id: u64,
         path: PathBuf,
         offset: u64,
+        why: String,
     },
 }
 
@@ -74,9 +76,10 @@ impl fmt::Display for ReadError {
                 event_id,
                 path,
                 offset,
+                why,
             } => write!(
                 f,
-                "the record of event {event_id} in {} at offset {offset} does not match the index of {}",
+                "the record of event {event_id} in {} at offset {offset} does not match the index of {}: {why}",
                 path.display(),
                 self.topic
             ),
@@ -152,19 +155,37 @@ impl Reader {
             for e in &entries[i..j] {
                 let at = (e.pos - first.pos) as usize;
                 let end = at + e.len as usize;
-                let rec = match self.buf.get(at..end).map(record::decode) {
+                let decoded = self.buf.get(at..end).map(record::decode);
+                let why = match decoded {
                     Some(Decoded::Record { rec, .. })
                         if rec.event_id == e.event_id && rec.is_message() =>
                     {
-                        rec
+                        Ok(rec)
                     }
-                    _ => {
+                    Some(Decoded::Record { rec, .. }) if rec.event_id != e.event_id => {
+                        Err(format!("the record there has event id {}", rec.event_id))
+                    }
+                    Some(Decoded::Record { rec, .. }) => {
+                        Err(format!("the record there is a {}", rec.kind.name()))
+                    }
+                    Some(Decoded::Corrupt(reason)) => Err(reason),
+                    Some(Decoded::Incomplete { need }) => Err(format!(
+                        "the record there is {need} bytes, the index says {}",
+                        e.len
+                    )),
+                    Some(Decoded::End) => Err("there are only zero bytes there".to_string()),
+                    None => Err("the record lies outside what was read".to_string()),
+                };
+                let rec = match why {
+                    Ok(rec) => rec,
+                    Err(why) => {
                         return Err(fail(
                             e.pos,
                             ReadErrorKind::Mismatch {
                                 event_id: e.event_id,
                                 path: seg.path.clone(),
                                 offset: e.pos.saturating_sub(seg.base),
+                                why,
                             },
                         ));
                     }
@@ -319,17 +340,40 @@ mod tests {
         ));
         let text = err.to_string();
         assert!(text.contains("record of event 2 in"), "{text}");
-        assert!(text.contains("does not match the index of t"), "{text}");
+        assert!(
+            text.contains("does not match the index of t: the record there is a CREATE"),
+            "{text}"
+        );
 
         // Another event id at that position.
         let mut wrong = entries[0];
         wrong.event_id = 9;
         let (got, res) = read_all(&mut reader, &set, &[wrong]);
         assert!(got.is_empty());
+        let err = res.err().ok_or("expected an error")?;
+        assert!(
+            err.to_string().ends_with("the record there has event id 1"),
+            "{err}"
+        );
         assert!(matches!(
-            res.map_err(|e| e.kind),
-            Err(ReadErrorKind::Mismatch { event_id: 9, .. })
+            err.kind,
+            ReadErrorKind::Mismatch { event_id: 9, .. }
         ));
+
+        // A flipped byte: the CRC check fails.
+        let seg = set.find(0).ok_or("segment")?;
+        let mut b = [0u8; 1];
+        seg.file.read_exact_at(&mut b, entries[0].pos + 29)?;
+        seg.file.write_all_at(&[b[0] ^ 1], entries[0].pos + 29)?;
+        let (got, res) = read_all(&mut reader, &set, &entries[..1]);
+        assert!(got.is_empty(), "a damaged record is never handed over");
+        let err = res.err().ok_or("expected an error")?;
+        let text = err.to_string();
+        assert!(
+            text.contains("in ") && text.contains("at offset 0"),
+            "{text}"
+        );
+        assert!(text.contains("CRC mismatch"), "{text}");
 
         // Past the end of the file.
         let mut past = entries[0];

@@ -8,6 +8,10 @@
 //!   and an MPUB batch missing its last record is cut as a whole.
 //! - A bad record anywhere else, or one followed by a valid record, is
 //!   corruption: the server refuses to start, naming the file and offset.
+//! - A segment chain with a hole, or a log shorter than the checkpoint
+//!   covers ([`super::chain`]), stops the start before anything is written.
+//! - The zero fill ahead of the write position (preallocation) is dropped
+//!   quietly and reported as zero fill, not as torn bytes.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -18,11 +22,13 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use super::checkpoint::Checkpoint;
+use super::chain;
+use super::checkpoint::{self, Checkpoint};
 use super::index::{self, ENTRY_LEN};
 use super::lease::load_lease;
 use super::ops::TimerSenders;
 use super::record::{self, Decoded, FLAG_BATCH_MORE};
+use super::resync;
 use super::segment::{Segment, list_segments};
 use super::state::{Change, Pending};
 use super::writer::Writer;
@@ -32,15 +38,15 @@ use crate::replication::Role;
 
 /// Read window for replay.
 const WINDOW: usize = 4 << 20;
-/// How far past a bad record recovery looks for a valid one before
-/// deciding the bad record is a torn tail.
-const RESYNC_LIMIT: u64 = 64 << 20;
 
 /// What recovery found, for the start-up log line and for tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
     pub replayed_records: u64,
+    /// Bytes of torn or unreadable records cut from the newest segment.
     pub truncated_bytes: u64,
+    /// Bytes of zero fill (preallocation) dropped after the last record.
+    pub zero_fill_bytes: u64,
 }
 
 /// A new history id: 64 bits from the kernel's random source (falling
@@ -63,7 +69,8 @@ fn now_ms_nanos() -> u64 {
         .unwrap_or(1)
 }
 
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+/// Takes the data directory's exclusive lock (also for `smss --repair`).
+pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join("LOCK");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -102,6 +109,12 @@ impl Writer {
         let cp = Checkpoint::load(&dir)?;
         let mut bases = list_segments(&log_dir)?;
         let start_pos = cp.as_ref().map_or(0, |c| c.log_pos);
+        let cp_path = dir.join(checkpoint::FILE_NAME);
+        let infos = chain::seg_infos(&log_dir, &bases)?;
+        let cp_at = cp.as_ref().map(|c| (cp_path.as_path(), c.log_pos));
+        if let Some((path, offset, why)) = chain::first_break(&log_dir, &infos, cp_at)? {
+            return Err(StoreError::corrupt(&path, offset, why));
+        }
         if bases.is_empty() {
             Segment::open(&log_dir, start_pos, true)?;
             sync_dir(&log_dir)?;
@@ -188,12 +201,21 @@ impl Writer {
             w.checkpoint()?;
         }
         w.since_checkpoint = 0;
+        let mut cuts = String::new();
+        if report.truncated_bytes > 0 {
+            cuts.push_str(&format!(", cut {} torn bytes", report.truncated_bytes));
+        }
+        if report.zero_fill_bytes > 0 {
+            cuts.push_str(&format!(
+                ", dropped {} bytes of zero fill (preallocated, never written)",
+                report.zero_fill_bytes
+            ));
+        }
         info!(
-            "recovered {} topics, last event id {}, replayed {} records, cut {} torn bytes in {:?}",
+            "recovered {} topics, last event id {}, replayed {} records{cuts} in {:?}",
             w.topics.len(),
             w.last_id,
             report.replayed_records,
-            report.truncated_bytes,
             started.elapsed()
         );
         Ok((w, report))
@@ -402,7 +424,11 @@ impl Writer {
         if !is_newest {
             return Err(StoreError::corrupt(&seg.path, cut, reason));
         }
-        if let Some(valid) = find_valid_after(seg, bad_at.max(cut), len, self.last_id)? {
+        let ceiling = resync::id_ceiling(self.last_id, load_lease(&self.dir)?);
+        let after = bad_at.max(cut);
+        if let Some(valid) =
+            resync::find_valid_after(&seg.file, &seg.path, after, len, self.last_id, ceiling)?
+        {
             return Err(StoreError::corrupt(
                 &seg.path,
                 cut,
@@ -411,18 +437,21 @@ impl Writer {
                 ),
             ));
         }
-        if !all_zero(seg, bad_at, len)? || batch_start.is_some() {
+        // Zero fill after the last record is preallocation, not damage.
+        let zero_from = zero_tail_from(seg, bad_at, len)?;
+        if zero_from > cut {
             warn!(
                 "cutting torn tail of {} at offset {cut}: {} bytes ({reason})",
                 seg.path.display(),
-                len - cut
+                zero_from - cut
             );
         }
         seg.file
             .set_len(cut)
             .and_then(|_| seg.file.sync_all())
             .map_err(|e| StoreError::io("truncate torn tail", &seg.path, e))?;
-        report.truncated_bytes += len - cut;
+        report.truncated_bytes += zero_from - cut;
+        report.zero_fill_bytes += len - zero_from;
         if batch_start.is_some() {
             // The pending batch was never applied; its ids are free again
             // only because nobody was told about them (no OK was sent).
@@ -447,45 +476,21 @@ fn file_len(s: &Segment) -> Result<u64, StoreError> {
         .map_err(|e| StoreError::io("stat segment", &s.path, e))
 }
 
-fn all_zero(seg: &Segment, from: u64, to: u64) -> Result<bool, StoreError> {
+/// Where the zero bytes at the end of `from..to` begin (`from` when all of
+/// it is zero): the zero fill after a torn record is not counted as torn.
+fn zero_tail_from(seg: &Segment, from: u64, to: u64) -> Result<u64, StoreError> {
     let mut buf = vec![0u8; 1 << 16];
-    let mut at = from;
-    while at < to {
-        let n = ((to - at) as usize).min(buf.len());
+    let mut end = to;
+    while end > from {
+        let n = ((end - from) as usize).min(buf.len());
+        let at = end - n as u64;
         seg.file
             .read_exact_at(&mut buf[..n], at)
             .map_err(|e| StoreError::io("read segment", &seg.path, e))?;
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            return Ok(at + i as u64 + 1);
         }
-        at += n as u64;
+        end = at;
     }
-    Ok(true)
-}
-
-/// Looks for a valid record with an id above `last_id` starting anywhere in
-/// `from+1..len` (bounded). Finding one means the bad bytes are damage in the
-/// middle of the log, not a torn tail.
-fn find_valid_after(
-    seg: &Segment,
-    from: u64,
-    len: u64,
-    last_id: u64,
-) -> Result<Option<u64>, StoreError> {
-    let end = len.min(from.saturating_add(RESYNC_LIMIT));
-    if from + 1 >= end {
-        return Ok(None);
-    }
-    let mut buf = vec![0u8; (end - from - 1) as usize];
-    seg.file
-        .read_exact_at(&mut buf, from + 1)
-        .map_err(|e| StoreError::io("read segment", &seg.path, e))?;
-    for i in 0..buf.len() {
-        if let Decoded::Record { rec, .. } = record::decode(&buf[i..])
-            && rec.event_id > last_id
-        {
-            return Ok(Some(from + 1 + i as u64));
-        }
-    }
-    Ok(None)
+    Ok(from)
 }

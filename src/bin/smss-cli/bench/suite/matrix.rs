@@ -1,13 +1,15 @@
 //! `bench matrix`: smss alone with `fsync: always`, then `interval`, every
-//! row against each, the disk bytes per message, and the restart after
-//! `kill -9` of a log of `--restart-gib` GiB.
+//! row against each, the disk bytes per message, the restart after
+//! `kill -9` of a log of `--restart-gib` GiB, and the restart after
+//! `kill -9` with a 64 MiB garbage tail (recovery must find that nothing
+//! valid follows the damage without a CRC check at every byte).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::procs::{TempDir, smss_bin, start_smss, write_smss_config};
 use super::rows::{Row, drain_opts, measure, mib, pub_opts, pub_rows, us_cell};
-use crate::bench::error::BenchError;
+use crate::bench::error::{BenchError, io_err};
 use crate::bench::opts::{Mode, Opts, Protocol, SuiteOpts};
 use crate::bench::wire::{Conn, Reply};
 
@@ -188,6 +190,13 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
             Err(e) => figures.push(("restart".into(), format!("failed: {e}"))),
         }
     }
+    match garbage_tail_row(&bin, &tmp) {
+        Ok(f) => figures.push(("restart, 64 MiB garbage tail".into(), f)),
+        Err(e) => figures.push((
+            "restart, 64 MiB garbage tail".into(),
+            format!("failed: {e}"),
+        )),
+    }
     print_rows("smss bench matrix (200-byte messages)", &rows);
     println!();
     for (k, v) in &figures {
@@ -248,4 +257,75 @@ fn restart_row(
         ),
         ("RSS after restart".into(), mib(server.rss_kb())),
     ])
+}
+
+/// Bytes of random garbage written after the last record.
+const GARBAGE_TAIL: usize = 64 << 20;
+
+/// Writes a few records, kills the server with SIGKILL, writes 64 MiB of
+/// random bytes after the last record (as a disk returning junk would) and
+/// times the restart until READY; checks that the tail was cut.
+fn garbage_tail_row(bin: &Path, tmp: &TempDir) -> Result<String, BenchError> {
+    let dir = tmp.sub("garbage")?;
+    let config = write_smss_config(&dir, "always")?;
+    let server = start_smss(bin, &config, "smss garbage-fill")?;
+    let mut c = Conn::connect(&server.addr(), Duration::from_secs(10))?;
+    c.send(b"CREATE g\r\nPUB g 5\r\nhello\r\nPUB g 5\r\nworld\r\n")?;
+    for _ in 0..3 {
+        match c.smss()? {
+            Reply::Ok(..) => {}
+            other => return Err(BenchError::Server(format!("filling: {other:?}"))),
+        }
+    }
+    drop(c);
+    drop(server); // SIGKILL: no shutdown checkpoint, the tail is replayed.
+    let seg = dir.join("data/log").join(format!("{:020}.log", 0));
+    let file = std::fs::File::open(&seg).map_err(io_err(format!("opening {}", seg.display())))?;
+    let end = match smss::storage::record::scan(std::io::BufReader::new(file), |_, _| {})
+        .map_err(io_err(format!("reading {}", seg.display())))?
+    {
+        smss::storage::record::ScanEnd::Clean { offset } => offset,
+        other => {
+            return Err(BenchError::Server(format!(
+                "log did not end cleanly: {other:?}"
+            )));
+        }
+    };
+    let mut junk = Vec::with_capacity(GARBAGE_TAIL + 8);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while junk.len() < GARBAGE_TAIL {
+        // xorshift64*: fast, reproducible garbage.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        junk.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    junk.truncate(GARBAGE_TAIL);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .map_err(io_err(format!("opening {}", seg.display())))?;
+        f.write_all_at(&junk, end)
+            .and_then(|_| f.sync_all())
+            .map_err(io_err(format!("writing garbage to {}", seg.display())))?;
+    }
+    let t0 = Instant::now();
+    let server = start_smss(bin, &config, "smss restarted on garbage")?;
+    let ready = t0.elapsed();
+    let len = std::fs::metadata(&seg)
+        .map_err(io_err(format!("stat {}", seg.display())))?
+        .len();
+    drop(server);
+    if len != end {
+        return Err(BenchError::Server(format!(
+            "the garbage was not cut: {} is {len} bytes, records end at {end}",
+            seg.display()
+        )));
+    }
+    Ok(format!(
+        "READY {} ms (garbage cut back to offset {end})",
+        ready.as_millis()
+    ))
 }
