@@ -298,6 +298,35 @@ fn sigterm_exits_zero_after_a_final_checkpoint() {
 }
 
 #[test]
+fn kill9_after_deleting_a_topic_the_checkpoint_names_restarts() {
+    // Found by tests/crash.rs: the checkpoint names t's index file, DELETE
+    // removed the file, and recovery refused to start without it.
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("create t");
+    c.create("keep", 0).expect("create keep");
+    c.publish("t", b"gone").expect("pub t");
+    let kept = c.publish("keep", b"kept").expect("pub keep");
+    drop(c);
+    assert!(s.sigterm().success(), "a checkpoint naming t");
+    let s = Server::start(dir.path());
+    s.client().delete("t").expect("delete");
+    s.kill9();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    assert_eq!(
+        c.info("t").map_err(|e| e.code().map(str::to_string)).err(),
+        Some(Some("NOTOPIC".into()))
+    );
+    assert_eq!(drain(&s, "keep"), vec![(kept, b"kept".to_vec())]);
+    drop(c);
+    s.kill9();
+    let s = Server::start(dir.path());
+    assert!(s.client().info("t").is_err(), "t stays deleted");
+}
+
+#[test]
 fn a_second_server_cannot_use_the_same_data_dir() {
     let dir = common::tempdir();
     let _s = Server::start(dir.path());

@@ -48,8 +48,8 @@ pub(super) enum Change {
     /// Segments deleted by retention: dropped from the shared set and
     /// unlinked after the topics' new first entries are published.
     SegmentsRemoved(Vec<Arc<Segment>>),
-    /// A topic removed; its index file is unlinked when this is published,
-    /// so a group that fails before can still put the topic back.
+    /// A topic removed. Publishing it first stores a checkpoint that no
+    /// longer names the topic (the last one may), then unlinks its index.
     Deleted {
         name: String,
         create_id: u64,

@@ -125,6 +125,9 @@ pub struct Writer {
     checkpoint_retry_at: Option<Instant>,
     /// Ids up to this may have been handed out (see [`super::lease`]).
     pub(super) id_lease: u64,
+    /// Index files of deleted topics still named by the last checkpoint
+    /// (one that would not name them failed): unlinked after the next.
+    doomed_indexes: Vec<PathBuf>,
     /// Holds the data directory's lock for the writer's lifetime.
     _lock: File,
 }
@@ -170,6 +173,7 @@ impl Writer {
             counts: GroupCounts::default(),
             checkpoint_retry_at: None,
             id_lease: 0,
+            doomed_indexes: Vec::new(),
             _lock: lock,
         }
     }
@@ -315,9 +319,13 @@ impl Writer {
 
     /// A checkpoint only shortens the next replay: one that fails for want
     /// of a resource (a full disk) is retried later; a failed fsync poisons.
-    fn try_checkpoint(&mut self) {
+    /// True when it was stored.
+    fn try_checkpoint(&mut self) -> bool {
         match self.checkpoint() {
-            Ok(()) => self.checkpoint_retry_at = None,
+            Ok(()) => {
+                self.checkpoint_retry_at = None;
+                return true;
+            }
             Err(e) if e.is_sync_failure() => self.poison(&e),
             Err(e) => {
                 warn!(
@@ -327,6 +335,7 @@ impl Writer {
                 self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
             }
         }
+        false
     }
 
     /// After a failed fsync nothing about the files can be trusted: refuse
@@ -560,6 +569,14 @@ impl Writer {
     /// Makes a written group visible: counters, structural changes, then
     /// the topics' new states, which wake their subscribers.
     fn publish(&mut self) {
+        // The last checkpoint names a deleted topic's index file, and
+        // recovery opens every index its checkpoint names: store one that
+        // does not, so the file can go before anyone sees the deletion.
+        let deletes = self
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::Deleted { .. }));
+        let checkpointed = deletes && self.poisoned.is_none() && self.try_checkpoint();
         // Counters first, so STATS never lags what SUB and INFO show.
         self.broker.set_last_event_id(self.last_id);
         let stats = &self.broker.stats;
@@ -591,11 +608,11 @@ impl Writer {
                     index_path,
                 } => {
                     // Readers holding the handle finish their read, then
-                    // see the END. Failing to unlink only leaks space.
-                    if let Err(e) = std::fs::remove_file(&index_path)
-                        && e.kind() != std::io::ErrorKind::NotFound
-                    {
-                        warn!("could not remove index {}: {e}", index_path.display());
+                    // see the END.
+                    if checkpointed {
+                        remove_index(&index_path);
+                    } else {
+                        self.doomed_indexes.push(index_path);
                     }
                     self.broker.remove_topic(&name, create_id, reason)
                 }
@@ -679,9 +696,23 @@ impl Writer {
             delayed,
         }
         .store(&self.dir)?;
+        // No checkpoint names these any more.
+        for path in self.doomed_indexes.drain(..) {
+            remove_index(&path);
+        }
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         self.want_checkpoint = false;
         Ok(())
+    }
+}
+
+/// Unlinks a deleted topic's index file; failing to only leaks space
+/// (recovery removes index files its checkpoint does not name).
+fn remove_index(path: &std::path::Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!("could not remove index {}: {e}", path.display());
     }
 }
