@@ -1,13 +1,11 @@
-//! Durability: restarts, kill -9 under load, torn tails, corruption, shutdown.
-//! Each test runs the real binary on a temp data dir and restarts it there.
+//! Durability: restarts, torn tails, corruption, shutdown, kill -9 after a
+//! delete. Each test runs the real binary on a temp data dir and restarts
+//! it there. Kill -9 under load is tests/crash.rs, the crash harness.
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use common::{Opts, Server, stat};
 use smss::client::SubOptions;
@@ -84,99 +82,6 @@ fn restart_keeps_topics_messages_and_the_id_sequence() {
     assert_eq!(drain(&s, "b"), vec![(f, b"x".to_vec()), (l, b"y".to_vec())]);
     let next = c.publish("a", b"after").expect("pub after restart");
     assert_eq!(next, last + 1, "ids continue after restart without reuse");
-}
-
-#[test]
-fn kill9_while_publishing_loses_no_acknowledged_message() {
-    // Several rounds on one data dir, killing at a different moment each
-    // round, like a crash-test harness; the seed is printed for replay.
-    let seed = std::process::id() as u64;
-    println!("kill9 test seed {seed}");
-    let dir = common::tempdir();
-    let opts = Opts::new().store("fsync: always");
-    let mut acked: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    let mut rng = seed;
-    {
-        let s = Server::start_with(dir.path(), &opts);
-        s.client().create("load", 0).expect("create");
-        drop(s);
-    }
-    for round in 0..3u64 {
-        let s = Server::start_with(dir.path(), &opts);
-        // Everything acknowledged so far is still there, byte-exact.
-        let got = drain(&s, "load");
-        let got_map: BTreeMap<u64, Vec<u8>> = got.iter().cloned().collect();
-        for (id, p) in &acked {
-            assert_eq!(
-                got_map.get(id),
-                Some(p),
-                "round {round}: acked id {id} lost"
-            );
-        }
-        assert!(
-            got.windows(2).all(|w| w[0].0 < w[1].0),
-            "ids strictly increase"
-        );
-        let floor = got.last().map_or(0, |x| x.0);
-
-        let stop = Arc::new(AtomicBool::new(false));
-        let count = Arc::new(AtomicU64::new(0));
-        let results = Arc::new(Mutex::new(Vec::new()));
-        let mut threads = Vec::new();
-        for t in 0..6u64 {
-            let (stop, count, results) = (stop.clone(), count.clone(), results.clone());
-            let mut c = s.client();
-            threads.push(std::thread::spawn(move || {
-                for i in 0..5_000u64 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let payload = format!("r{round} t{t} i{i} {}", "x".repeat((i % 300) as usize));
-                    match c.publish("load", payload.as_bytes()) {
-                        Ok(id) => {
-                            results
-                                .lock()
-                                .expect("lock")
-                                .push((id, payload.into_bytes()));
-                            count.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => break, // the server was killed
-                    }
-                }
-            }));
-        }
-        rng = rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let kill_after = 200 + (rng >> 33) % 1500;
-        let deadline = std::time::Instant::now() + common::WAIT;
-        while count.load(Ordering::Relaxed) < kill_after && std::time::Instant::now() < deadline {
-            std::thread::yield_now();
-        }
-        s.kill9();
-        stop.store(true, Ordering::Relaxed);
-        for t in threads {
-            t.join().expect("publisher thread");
-        }
-        let new = std::mem::take(&mut *results.lock().expect("lock"));
-        assert!(!new.is_empty(), "round {round}: something was acknowledged");
-        for (id, p) in new {
-            assert!(id > floor, "new ids are above everything before the crash");
-            assert!(acked.insert(id, p).is_none(), "id {id} acknowledged twice");
-        }
-    }
-    let s = Server::start_with(dir.path(), &opts);
-    let got: BTreeMap<u64, Vec<u8>> = drain(&s, "load").into_iter().collect();
-    for (id, p) in &acked {
-        assert_eq!(
-            got.get(id),
-            Some(p),
-            "acked id {id} lost after the last crash"
-        );
-    }
-    let max = *acked.keys().last().expect("some acked");
-    let next = s.client().publish("load", b"last").expect("pub");
-    assert!(next > max, "no id is reused after crashes");
 }
 
 #[test]
@@ -295,6 +200,35 @@ fn sigterm_exits_zero_after_a_final_checkpoint() {
         s.log_text()
     );
     assert_eq!(drain(&s, "t").len(), 100);
+}
+
+#[test]
+fn kill9_after_deleting_a_topic_the_checkpoint_names_restarts() {
+    // Found by tests/crash.rs: the checkpoint names t's index file, DELETE
+    // removed the file, and recovery refused to start without it.
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("create t");
+    c.create("keep", 0).expect("create keep");
+    c.publish("t", b"gone").expect("pub t");
+    let kept = c.publish("keep", b"kept").expect("pub keep");
+    drop(c);
+    assert!(s.sigterm().success(), "a checkpoint naming t");
+    let s = Server::start(dir.path());
+    s.client().delete("t").expect("delete");
+    s.kill9();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    assert_eq!(
+        c.info("t").map_err(|e| e.code().map(str::to_string)).err(),
+        Some(Some("NOTOPIC".into()))
+    );
+    assert_eq!(drain(&s, "keep"), vec![(kept, b"kept".to_vec())]);
+    drop(c);
+    s.kill9();
+    let s = Server::start(dir.path());
+    assert!(s.client().info("t").is_err(), "t stays deleted");
 }
 
 #[test]

@@ -55,8 +55,9 @@ pub(super) enum Change {
     /// their files unlinked after the next checkpoint (which no longer
     /// points into them).
     SegmentsDropped(Vec<Arc<Segment>>),
-    /// A topic removed; its index file is unlinked when this is published,
-    /// so a group that fails before can still put the topic back.
+    /// A topic removed. Publishing it drops the topic for readers; its
+    /// index file is unlinked after the next checkpoint, which no longer
+    /// names it (a group commit that fails before can still put it back).
     Deleted {
         name: String,
         create_id: u64,

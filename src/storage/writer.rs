@@ -135,6 +135,8 @@ pub struct Writer {
     /// Segments dropped from the log (a slave's reset) whose files go only
     /// after the next checkpoint no longer points into them.
     pub(super) unlink_after_checkpoint: Vec<Arc<Segment>>,
+    /// Index files of deleted topics, unlinked after the next checkpoint.
+    doomed_indexes: Vec<PathBuf>,
     /// Holds the data directory's lock for the writer's lifetime.
     _lock: File,
 }
@@ -184,6 +186,7 @@ impl Writer {
             history: 0,
             epochs: Vec::new(),
             unlink_after_checkpoint: Vec::new(),
+            doomed_indexes: Vec::new(),
             _lock: lock,
         }
     }
@@ -663,15 +666,12 @@ impl Writer {
                     reason,
                 } => {
                     // Readers holding the handle finish their read, then
-                    // see the END. Failing to unlink only leaks space.
+                    // see the END. The file goes after the next checkpoint:
+                    // the last one may name it, and recovery opens every
+                    // index its checkpoint names.
                     let files = &self.broker.index_files;
                     files.forget(create_id);
-                    let path = files.path(&name, create_id);
-                    if let Err(e) = std::fs::remove_file(&path)
-                        && e.kind() != std::io::ErrorKind::NotFound
-                    {
-                        warn!("could not remove index {}: {e}", path.display());
-                    }
+                    self.doomed_indexes.push(files.path(&name, create_id));
                     self.broker.remove_topic(&name, create_id, reason)
                 }
                 Change::Delayed { due_ms, id } => {
@@ -787,6 +787,15 @@ impl Writer {
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         self.want_checkpoint = false;
+        // No checkpoint names these any more. Failing to unlink only
+        // leaks space (recovery removes index files no checkpoint names).
+        for path in self.doomed_indexes.drain(..) {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn!("could not remove index {}: {e}", path.display());
+            }
+        }
         if !self.unlink_after_checkpoint.is_empty() {
             for seg in self.unlink_after_checkpoint.drain(..) {
                 if let Err(e) = std::fs::remove_file(&seg.path) {
