@@ -232,6 +232,30 @@ fn kill9_after_deleting_a_topic_the_checkpoint_names_restarts() {
 }
 
 #[test]
+fn a_missing_index_of_a_live_topic_stops_the_start_naming_the_file() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    let id = c.create("t", 0).expect("create t");
+    c.publish("t", b"x").expect("pub");
+    drop(c);
+    assert!(s.sigterm().success());
+    let index = dir
+        .path()
+        .join("data")
+        .join("index")
+        .join(format!("t@{id}.idx"));
+    std::fs::remove_file(&index).expect("remove the index by hand");
+    let (status, stderr) = Server::start_failing(dir.path());
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("t@{id}.idx")),
+        "names the file: {stderr}"
+    );
+    assert!(stderr.contains("missing"), "{stderr}");
+}
+
+#[test]
 fn a_second_server_cannot_use_the_same_data_dir() {
     let dir = common::tempdir();
     let _s = Server::start(dir.path());

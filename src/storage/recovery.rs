@@ -151,9 +151,10 @@ impl Writer {
         let active_len = file_len(&newest)?;
         let mut w = Writer::new(broker, lock, newest, active_len, sealed_bytes, timers);
 
-        if let Some(cp) = &cp {
-            w.load_checkpoint(cp)?;
-        }
+        let missing = match &cp {
+            Some(cp) => w.load_checkpoint(cp)?,
+            None => Vec::new(),
+        };
         w.remove_stray_indexes()?;
         let mut report = RecoveryReport::default();
         // Segments that hold bytes at or after the start position.
@@ -167,6 +168,22 @@ impl Writer {
             let is_newest = Arc::ptr_eq(seg, &w.active);
             let from = start_pos.saturating_sub(seg.base);
             w.replay_segment(seg, from, is_newest, &mut report)?;
+        }
+        // A missing index is fine only for a topic the replayed log deletes
+        // (a DELETE is durable before its index file goes).
+        for (name, create_id) in missing {
+            if w.topics
+                .get(&name)
+                .is_some_and(|t| t.shared.create_id == create_id)
+            {
+                let path = w.index_dir.join(index::file_name(&name, create_id));
+                return Err(StoreError::corrupt(
+                    &path,
+                    0,
+                    "the checkpoint names this index file but it is missing, and the log \
+                     does not delete its topic",
+                ));
+            }
         }
         w.active_len = file_len(&w.active)?;
         w.active_alloc = w.active_len;
@@ -221,7 +238,10 @@ impl Writer {
         Ok((w, report))
     }
 
-    fn load_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError> {
+    /// Loads the checkpoint's state. Returns the topics whose index file is
+    /// missing (its DELETE must be in the log after the checkpoint).
+    fn load_checkpoint(&mut self, cp: &Checkpoint) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut missing = Vec::new();
         self.last_id = cp.last_event_id;
         self.history = cp.history;
         self.epochs = cp.epochs.clone();
@@ -247,9 +267,14 @@ impl Writer {
             // Only looked at here: kept open later on demand, within the
             // bounded set of index handles.
             let want = tm.entries * ENTRY_LEN as u64;
-            let have = std::fs::metadata(&path)
-                .map_err(|e| StoreError::io("stat index", &path, e))?
-                .len();
+            let have = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    missing.push((tm.name.clone(), tm.create_id));
+                    want
+                }
+                Err(e) => return Err(StoreError::io("stat index", &path, e)),
+            };
             if have < want {
                 return Err(StoreError::corrupt(
                     &path,
@@ -298,7 +323,7 @@ impl Writer {
                 }
             }
         }
-        Ok(())
+        Ok(missing)
     }
 
     /// Index files of topics the checkpoint does not know belong to topics

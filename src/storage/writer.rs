@@ -135,7 +135,7 @@ pub struct Writer {
     /// Segments dropped from the log (a slave's reset) whose files go only
     /// after the next checkpoint no longer points into them.
     pub(super) unlink_after_checkpoint: Vec<Arc<Segment>>,
-    /// Index files of deleted topics, unlinked after the next checkpoint.
+    /// Index files of deleted topics whose DELETE is not durable yet.
     doomed_indexes: Vec<PathBuf>,
     /// Holds the data directory's lock for the writer's lifetime.
     _lock: File,
@@ -461,7 +461,21 @@ impl Writer {
         self.log_unsynced = false;
         self.last_sync = Instant::now();
         Stats::add(&self.broker.stats.fsyncs, 1);
+        self.unlink_doomed_indexes();
         Ok(())
+    }
+
+    /// Deleted topics' index files, once their DELETE records are durable.
+    /// Failing to unlink only leaks space (recovery removes index files no
+    /// checkpoint names).
+    fn unlink_doomed_indexes(&mut self) {
+        for path in self.doomed_indexes.drain(..) {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn!("could not remove index {}: {e}", path.display());
+            }
+        }
     }
 
     /// Everything written so far is committed and durable under the policy:
@@ -666,9 +680,9 @@ impl Writer {
                     reason,
                 } => {
                     // Readers holding the handle finish their read, then
-                    // see the END. The file goes after the next checkpoint:
-                    // the last one may name it, and recovery opens every
-                    // index its checkpoint names.
+                    // see the END. The file goes once the DELETE is durable
+                    // (recovery accepts a missing index whose topic the
+                    // replayed log deletes).
                     let files = &self.broker.index_files;
                     files.forget(create_id);
                     self.doomed_indexes.push(files.path(&name, create_id));
@@ -683,6 +697,9 @@ impl Writer {
                     self.unlink_after_checkpoint.extend(segs);
                 }
             }
+        }
+        if !self.log_unsynced {
+            self.unlink_doomed_indexes();
         }
         for name in self.dirty.drain(..) {
             if let Some(t) = self.topics.get_mut(&name) {
@@ -787,15 +804,6 @@ impl Writer {
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         self.want_checkpoint = false;
-        // No checkpoint names these any more. Failing to unlink only
-        // leaks space (recovery removes index files no checkpoint names).
-        for path in self.doomed_indexes.drain(..) {
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                warn!("could not remove index {}: {e}", path.display());
-            }
-        }
         if !self.unlink_after_checkpoint.is_empty() {
             for seg in self.unlink_after_checkpoint.drain(..) {
                 if let Err(e) = std::fs::remove_file(&seg.path) {
