@@ -10,7 +10,7 @@ use super::error::BenchError;
 pub const USAGE: &str = "\
 usage: smss-cli bench pub|sub|e2e|delay [options]   one measurement, one key=value line
        smss-cli bench matrix [--smss PATH] [--max-secs X] [--restart-gib G]
-                             [--client-threads T]
+                             [--client-threads T] [--repl-backlog N]
        smss-cli bench peers  [--smss PATH] [--max-secs X] [--client-threads T]
                              [--rounds R]   (R rounds over all servers; each
                              row shows its median round: the machine is noisy)
@@ -41,6 +41,8 @@ also has threads=, the client threads used.
 options of matrix and peers:
   --client-threads T    client threads of every pub row (0 = one per
                         connection, the default)
+  --repl-backlog N      matrix: messages of the backlog a fresh slave copies
+                        in the replication catch-up row (1000000; 0 skips it)
 ";
 
 /// Which wire protocol the bench speaks.
@@ -149,6 +151,9 @@ pub struct SuiteOpts {
     pub client_threads: usize,
     /// `peers`: rounds over all systems; each row reports its median round.
     pub rounds: usize,
+    /// `matrix`: messages in the backlog of the replication catch-up row;
+    /// 0 skips that row.
+    pub repl_backlog: u64,
 }
 
 /// A parsed `bench` command line.
@@ -204,6 +209,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
             restart_gib: if first == "matrix" { 1.0 } else { 0.0 },
             client_threads: 0,
             rounds: 1,
+            repl_backlog: if first == "matrix" { 1_000_000 } else { 0 },
         };
         while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
             match arg {
@@ -217,6 +223,10 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
                 }
                 Long("client-threads") => {
                     s.client_threads = value(&mut p, "--client-threads", |v: &usize| *v <= 10_000)?
+                }
+                Long("repl-backlog") if first == "matrix" => {
+                    s.repl_backlog =
+                        value(&mut p, "--repl-backlog", |v: &u64| *v <= 100_000_000)?
                 }
                 Long("rounds") if first == "peers" => {
                     s.rounds = value(&mut p, "--rounds", |v: &usize| (1..=20).contains(v))?
@@ -334,7 +344,8 @@ mod tests {
                 max_secs: 10.0,
                 restart_gib: 1.0,
                 client_threads: 0,
-                rounds: 1
+                rounds: 1,
+                repl_backlog: 1_000_000
             })
         );
         assert_eq!(
@@ -344,7 +355,8 @@ mod tests {
                 max_secs: 5.0,
                 restart_gib: 0.0,
                 client_threads: 0,
-                rounds: 1
+                rounds: 1,
+                repl_backlog: 0
             })
         );
         assert_eq!(parse("--help").expect("test"), Command::Help);
@@ -400,7 +412,8 @@ mod tests {
                 max_secs: 10.0,
                 restart_gib: 1.0,
                 client_threads: 16,
-                rounds: 1
+                rounds: 1,
+                repl_backlog: 1_000_000
             })
         );
         let Command::Peers(s) = parse("peers --client-threads 0").expect("test") else {
@@ -411,7 +424,24 @@ mod tests {
             panic!("not peers")
         };
         assert_eq!(s.rounds, 3);
-        for bad in ["peers --rounds 0", "peers --rounds 21", "matrix --rounds 3"] {
+        let Command::Matrix(s) = parse("matrix --repl-backlog 20000").expect("test") else {
+            panic!("not matrix")
+        };
+        assert_eq!(s.repl_backlog, 20_000);
+        let Command::Matrix(s) = parse("matrix --repl-backlog 0").expect("test") else {
+            panic!("not matrix")
+        };
+        assert_eq!(s.repl_backlog, 0);
+        for bad in [
+            "peers --rounds 0",
+            "peers --rounds 21",
+            "matrix --rounds 3",
+            "peers --repl-backlog 10",
+            "matrix --repl-backlog -1",
+            "matrix --repl-backlog 1e6",
+            "matrix --repl-backlog 100000001",
+            "matrix --repl-backlog",
+        ] {
             assert!(matches!(parse(bad), Err(BenchError::Usage(_))), "{bad}");
         }
         // The usage error names the option.

@@ -1,6 +1,8 @@
 //! `bench matrix`: smss alone with `fsync: always`, then `interval`, every
-//! row against each, the disk bytes per message, and the restart after
-//! `kill -9` of a log of `--restart-gib` GiB.
+//! row against each, the disk bytes per message, the replication rows
+//! ([`super::repl`]: master with and without a slave, visibility on the
+//! slave, catch-up) with their targets, and the restart after `kill -9` of
+//! a log of `--restart-gib` GiB.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -151,6 +153,8 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
         }
         drop(server);
     }
+    let repl = super::repl::run(&bin, &tmp, s);
+    figures.extend(repl.failed.iter().cloned());
     if s.restart_gib > 0.0 {
         match restart_row(&bin, &tmp, s) {
             Ok(f) => figures.extend(f),
@@ -158,6 +162,12 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
         }
     }
     print_rows("smss bench matrix (200-byte messages)", &rows);
+    print_rows(
+        "replication (fsync always on master and slave; visible-on-slave rows: \
+         p50/p99 = publish to delivery on the slave)",
+        &repl.rows,
+    );
+    super::repl::print_checks(&repl.checks);
     println!();
     for (k, v) in &figures {
         println!("{k:<48} {v}");
