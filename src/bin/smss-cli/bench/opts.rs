@@ -225,8 +225,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
                     s.client_threads = value(&mut p, "--client-threads", |v: &usize| *v <= 10_000)?
                 }
                 Long("repl-backlog") if first == "matrix" => {
-                    s.repl_backlog =
-                        value(&mut p, "--repl-backlog", |v: &u64| *v <= 100_000_000)?
+                    s.repl_backlog = value(&mut p, "--repl-backlog", |v: &u64| *v <= 100_000_000)?
                 }
                 Long("rounds") if first == "peers" => {
                     s.rounds = value(&mut p, "--rounds", |v: &usize| (1..=20).contains(v))?

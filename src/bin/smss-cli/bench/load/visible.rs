@@ -8,14 +8,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::common::{GRACE, join, mono_ns, spawn};
+use super::common::{join, mono_ns, spawn};
 use super::live::{Ev, Progress, sub_event, subscribe_new};
 use super::publish::pub_load;
 use crate::bench::error::BenchError;
 use crate::bench::opts::Opts;
 use crate::bench::report::Report;
+
+/// How long the subscriber waits, once publishing has ended, for messages
+/// still on their way to the slave: longer than `e2e`'s grace, since a slave
+/// may lag its master by seconds, and a message that arrives late must count
+/// in the percentiles rather than be left out of them.
+const GRACE: Duration = Duration::from_secs(15);
 
 /// Sets `done` however the publisher thread ends, so the subscriber stops.
 struct Done(Arc<Progress>);
@@ -72,7 +78,10 @@ pub fn visible(o: &Opts, slave_port: u16) -> Result<Report, BenchError> {
                 break;
             }
             if done_at.get_or_insert_with(Instant::now).elapsed() > GRACE {
-                note = format!("{} published messages not seen on the slave", published - seen);
+                note = format!(
+                    "{} published messages not seen on the slave",
+                    published - seen
+                );
                 break;
             }
         }

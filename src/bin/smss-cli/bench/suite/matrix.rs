@@ -163,8 +163,8 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
     }
     print_rows("smss bench matrix (200-byte messages)", &rows);
     print_rows(
-        "replication (fsync always on master and slave; visible-on-slave rows: \
-         p50/p99 = publish to delivery on the slave)",
+        "replication (fsync always on master and slave, 16 connections; `visible` rows: \
+         p50/p99 = publish to delivery to a SUB on the slave, on the master for `none`)",
         &repl.rows,
     );
     super::repl::print_checks(&repl.checks);
