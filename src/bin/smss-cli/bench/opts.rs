@@ -11,6 +11,7 @@ pub const USAGE: &str = "\
 usage: smss-cli bench pub|sub|e2e|delay [options]   one measurement, one key=value line
        smss-cli bench matrix [--smss PATH] [--max-secs X] [--restart-gib G]
                              [--client-threads T] [--repl-backlog N]
+                             [--repl-rounds R]
        smss-cli bench peers  [--smss PATH] [--max-secs X] [--client-threads T]
                              [--rounds R]   (R rounds over all servers; each
                              row shows its median round: the machine is noisy)
@@ -43,6 +44,8 @@ options of matrix and peers:
                         connection, the default)
   --repl-backlog N      matrix: messages of the backlog a fresh slave copies
                         in the replication catch-up row (1000000; 0 skips it)
+  --repl-rounds R       matrix: rounds over the no-slave, async and semi-sync
+                        masters; each throughput row shows its median (3)
 ";
 
 /// Which wire protocol the bench speaks.
@@ -154,6 +157,8 @@ pub struct SuiteOpts {
     /// `matrix`: messages in the backlog of the replication catch-up row;
     /// 0 skips that row.
     pub repl_backlog: u64,
+    /// `matrix`: rounds of the replication throughput rows (median shown).
+    pub repl_rounds: usize,
 }
 
 /// A parsed `bench` command line.
@@ -210,6 +215,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
             client_threads: 0,
             rounds: 1,
             repl_backlog: if first == "matrix" { 1_000_000 } else { 0 },
+            repl_rounds: if first == "matrix" { 3 } else { 0 },
         };
         while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
             match arg {
@@ -226,6 +232,10 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
                 }
                 Long("repl-backlog") if first == "matrix" => {
                     s.repl_backlog = value(&mut p, "--repl-backlog", |v: &u64| *v <= 100_000_000)?
+                }
+                Long("repl-rounds") if first == "matrix" => {
+                    s.repl_rounds =
+                        value(&mut p, "--repl-rounds", |v: &usize| (1..=20).contains(v))?
                 }
                 Long("rounds") if first == "peers" => {
                     s.rounds = value(&mut p, "--rounds", |v: &usize| (1..=20).contains(v))?
@@ -344,7 +354,8 @@ mod tests {
                 restart_gib: 1.0,
                 client_threads: 0,
                 rounds: 1,
-                repl_backlog: 1_000_000
+                repl_backlog: 1_000_000,
+                repl_rounds: 3
             })
         );
         assert_eq!(
@@ -355,7 +366,8 @@ mod tests {
                 restart_gib: 0.0,
                 client_threads: 0,
                 rounds: 1,
-                repl_backlog: 0
+                repl_backlog: 0,
+                repl_rounds: 0
             })
         );
         assert_eq!(parse("--help").expect("test"), Command::Help);
@@ -412,7 +424,8 @@ mod tests {
                 restart_gib: 1.0,
                 client_threads: 16,
                 rounds: 1,
-                repl_backlog: 1_000_000
+                repl_backlog: 1_000_000,
+                repl_rounds: 3
             })
         );
         let Command::Peers(s) = parse("peers --client-threads 0").expect("test") else {
@@ -431,6 +444,10 @@ mod tests {
             panic!("not matrix")
         };
         assert_eq!(s.repl_backlog, 0);
+        let Command::Matrix(s) = parse("matrix --repl-rounds 1").expect("test") else {
+            panic!("not matrix")
+        };
+        assert_eq!((s.repl_rounds, s.repl_backlog), (1, 1_000_000));
         for bad in [
             "peers --rounds 0",
             "peers --rounds 21",
@@ -440,6 +457,9 @@ mod tests {
             "matrix --repl-backlog 1e6",
             "matrix --repl-backlog 100000001",
             "matrix --repl-backlog",
+            "matrix --repl-rounds 0",
+            "matrix --repl-rounds 21",
+            "peers --repl-rounds 2",
         ] {
             assert!(matches!(parse(bad), Err(BenchError::Usage(_))), "{bad}");
         }

@@ -3,9 +3,11 @@
 //! on both sides, 200-byte PUB over 16 connections:
 //!
 //! - the master's throughput with no slave, with one async slave and with
-//!   one semi-sync slave (`replication.sync: true`);
+//!   one semi-sync slave (`replication.sync: true`), the median of
+//!   `--repl-rounds` rounds over the three (kept up side by side);
 //! - publish-to-visible-on-slave latency under that load (a `SUB t $` on
-//!   the slave, payloads stamped with their send time: [`visible`]);
+//!   the slave, payloads stamped with their send time: [`visible`]), and
+//!   the same on the master alone as the baseline;
 //! - the catch-up rate of a fresh slave copying a `--repl-backlog` backlog.
 //!
 //! Owns starting a master and its slave, waiting until the slave streams
@@ -128,62 +130,174 @@ fn load_opts(port: u16, topic: &str, s: &SuiteOpts) -> Opts {
     o
 }
 
-/// The master's throughput with no slave, then the visibility load with
-/// the subscriber on the master itself: the baseline of the slave's.
-fn alone(bin: &Path, tmp: &TempDir, s: &SuiteOpts) -> Result<(Report, Report), BenchError> {
-    let master = start_master(bin, tmp, "repl-none", false)?;
-    create_topic(&master.addr(), "rt")?;
-    create_topic(&master.addr(), "rv")?;
-    let thr = measure(&master, &load_opts(master.port, "rt", s))?;
-    let o = Opts {
-        server_pid: Some(master.pid()),
-        ..load_opts(master.port, "rv", s)
-    };
-    let vis = visible(&o, master.port)?;
-    eprintln!("{}", vis.line());
-    Ok((thr, vis))
+/// One system of the throughput rows: a master with no slave, an async
+/// slave or a semi-sync slave, each with its STATS connection, and its
+/// rounds' reports. `slave` is declared before `master`, so it is stopped
+/// first.
+struct System {
+    tag: &'static str,
+    slave: Option<(Proc, StatsConn)>,
+    master: Proc,
+    ms: StatsConn,
+    runs: Vec<Report>,
 }
 
-/// A master with one slave (`sync`: semi-sync): the throughput row, then,
-/// once the slave has caught up again, the visibility row.
-fn with_slave(
+impl System {
+    /// Starts the master (and slave), creates the load's topic `rt` and
+    /// the visibility row's `rv` (the first writes) and waits until the
+    /// slave has them, i.e. streams.
+    fn start(
+        bin: &Path,
+        tmp: &TempDir,
+        tag: &'static str,
+        slave: bool,
+        sync: bool,
+    ) -> Result<System, BenchError> {
+        let master = start_master(bin, tmp, &format!("repl-{tag}-m"), sync)?;
+        let ms = StatsConn::connect(&master.addr())?;
+        create_topic(&master.addr(), "rt")?;
+        create_topic(&master.addr(), "rv")?;
+        let slave = match slave {
+            false => None,
+            true => {
+                let p = start_slave(bin, tmp, &format!("repl-{tag}-s"), &master)?;
+                let ss = StatsConn::connect(&p.addr())?;
+                Some((p, ss))
+            }
+        };
+        let mut sys = System {
+            tag,
+            slave,
+            master,
+            ms,
+            runs: Vec::new(),
+        };
+        sys.caught_up()?;
+        Ok(sys)
+    }
+
+    /// Waits until the slave has all the (idle) master has: how long that
+    /// took (no slave: zero).
+    fn caught_up(&mut self) -> Result<Duration, BenchError> {
+        match &mut self.slave {
+            None => Ok(Duration::ZERO),
+            Some((_, ss)) => wait_streaming(&mut self.ms, ss),
+        }
+    }
+
+    /// One round: the 16-connection load, from a slave that has everything,
+    /// with the slave's CPU per message and how long it took to catch up
+    /// after the load in the note.
+    fn round(&mut self, s: &SuiteOpts) -> Result<(), BenchError> {
+        self.caught_up()?;
+        let slave_pid = self.slave.as_ref().map(|(p, _)| p.pid());
+        let cpu = slave_pid.and_then(|pid| cpu_s(Some(pid)));
+        let mut r = measure(&self.master, &load_opts(self.master.port, "rt", s))?;
+        if let Some(pid) = slave_pid {
+            let cpu = cpu_since(pid, cpu);
+            let behind = self.caught_up()?;
+            if let Some(c) = cpu.filter(|_| r.done > 0) {
+                let per_msg = c * 1e6 / r.done as f64;
+                add_note(&mut r, format!("slave CPU {per_msg:.1} µs/msg"));
+            }
+            let ms = behind.as_millis();
+            add_note(&mut r, format!("slave caught up {ms} ms after the load"));
+        }
+        self.runs.push(r);
+        Ok(())
+    }
+
+    /// The load again with a subscriber on the slave (on the master when
+    /// there is none: the baseline), once the slave has caught up.
+    fn visibility(&mut self, s: &SuiteOpts) -> Result<Report, BenchError> {
+        self.caught_up()?;
+        let port = self
+            .slave
+            .as_ref()
+            .map_or(self.master.port, |(p, _)| p.port);
+        let o = Opts {
+            server_pid: Some(self.master.pid()),
+            ..load_opts(self.master.port, "rv", s)
+        };
+        let r = visible(&o, port)?;
+        eprintln!("{}", r.line());
+        Ok(r)
+    }
+}
+
+/// The run of median rate (the lower of the two middle ones for an even
+/// number), `None` for no runs.
+fn median_run(runs: &[Report]) -> Option<&Report> {
+    let mut v: Vec<&Report> = runs.iter().collect();
+    v.sort_by(|a, b| a.msgs_per_s().total_cmp(&b.msgs_per_s()));
+    v.get(v.len().saturating_sub(1) / 2).copied()
+}
+
+/// The throughput rows: `s.repl_rounds` rounds over the three systems,
+/// all started first and kept up, each round in a rotated order (the
+/// machine drifts), each row its median round; then each system's
+/// visibility row. Returns the rows' reports: (throughput, visibility)
+/// per system, `None` where it failed.
+fn throughput_rows(
+    out: &mut ReplRows,
     bin: &Path,
     tmp: &TempDir,
     s: &SuiteOpts,
-    tag: &str,
-    sync: bool,
-) -> Result<(Report, Report), BenchError> {
-    let master = start_master(bin, tmp, &format!("repl-{tag}-m"), sync)?;
-    let slave = start_slave(bin, tmp, &format!("repl-{tag}-s"), &master)?;
-    let (mut ms, mut ss) = (
-        StatsConn::connect(&master.addr())?,
-        StatsConn::connect(&slave.addr())?,
-    );
-    // The first writes; the slave has them once it is streaming.
-    create_topic(&master.addr(), "rt")?;
-    create_topic(&master.addr(), "rv")?;
-    wait_streaming(&mut ms, &mut ss)?;
-    let slave_cpu = cpu_s(Some(slave.pid()));
-    let mut thr = measure(&master, &load_opts(master.port, "rt", s))?;
-    let slave_cpu = cpu_since(slave.pid(), slave_cpu);
-    // The visibility row must not start behind a backlog of this one.
-    let behind = wait_streaming(&mut ms, &mut ss)?;
-    if let Some(c) = slave_cpu.filter(|_| thr.done > 0) {
-        let per_msg = c * 1e6 / thr.done as f64;
-        add_note(&mut thr, format!("slave CPU {per_msg:.1} µs/msg"));
+) -> [(Option<Report>, Option<Report>); 3] {
+    let specs = [
+        ("none", false, false),
+        ("async", true, false),
+        ("semi-sync", true, true),
+    ];
+    let mut systems: Vec<Option<System>> = specs
+        .iter()
+        .map(
+            |&(tag, slave, sync)| match System::start(bin, tmp, tag, slave, sync) {
+                Ok(sys) => Some(sys),
+                Err(e) => {
+                    out.failed
+                        .push((format!("repl {tag}"), format!("failed: {e}")));
+                    None
+                }
+            },
+        )
+        .collect();
+    let n = systems.len();
+    for round in 0..s.repl_rounds.max(1) {
+        for k in 0..n {
+            let slot = &mut systems[(round + k) % n];
+            if let Some(Err(e)) = slot.as_mut().map(|sys| sys.round(s)) {
+                let tag = slot.as_ref().map_or("", |sys| sys.tag);
+                out.failed
+                    .push((format!("repl {tag}"), format!("failed: {e}")));
+                *slot = None;
+            }
+        }
     }
-    add_note(
-        &mut thr,
-        format!("slave caught up {} ms after the load", behind.as_millis()),
-    );
-    let o = Opts {
-        server_pid: Some(master.pid()),
-        ..load_opts(master.port, "rv", s)
-    };
-    let vis = visible(&o, slave.port)?;
-    eprintln!("{}", vis.line());
-    drop(slave);
-    Ok((thr, vis))
+    let mut got: [(Option<Report>, Option<Report>); 3] = Default::default();
+    for (slot, g) in systems.iter_mut().zip(got.iter_mut()) {
+        let Some(sys) = slot else { continue };
+        let Some(mut r) = median_run(&sys.runs).cloned() else {
+            continue;
+        };
+        if sys.runs.len() > 1 {
+            let all: Vec<String> = sys.runs.iter().map(|r| num(Some(r.msgs_per_s()))).collect();
+            let note = format!("median of {} rounds: {} msgs/s", all.len(), all.join(" / "));
+            add_note(&mut r, note);
+        }
+        let tag = sys.tag;
+        g.0 = out.keep(format!("repl {tag} pub C={CONNS}"), Ok(r));
+        let on = if sys.slave.is_some() {
+            "slave"
+        } else {
+            "master"
+        };
+        g.1 = out.keep(
+            format!("repl {tag} visible on {on} C={CONNS}"),
+            sys.visibility(s),
+        );
+    }
+    got
 }
 
 /// A backlog of `s.repl_backlog` messages published fast (MPUB), then a
@@ -274,33 +388,10 @@ impl ReplRows {
 /// All replication rows and their checks.
 pub(super) fn run(bin: &Path, tmp: &TempDir, s: &SuiteOpts) -> ReplRows {
     let mut out = ReplRows::default();
-    let none = match alone(bin, tmp, s) {
-        Ok((t, v)) => {
-            let t = out.keep(format!("repl none pub C={CONNS}"), Ok(t));
-            out.keep(format!("repl none visible on master C={CONNS}"), Ok(v));
-            t
-        }
-        Err(e) => out.keep(format!("repl none pub C={CONNS}"), Err(e)),
-    };
-    let mut thr = [None, None];
-    let mut vis = [None, None];
-    for (i, (tag, sync)) in [("async", false), ("semi-sync", true)]
-        .into_iter()
-        .enumerate()
-    {
-        let label = format!("repl {tag} pub C={CONNS}");
-        match with_slave(bin, tmp, s, tag, sync) {
-            Ok((t, v)) => {
-                thr[i] = out.keep(label, Ok(t));
-                vis[i] = out.keep(format!("repl {tag} visible on slave C={CONNS}"), Ok(v));
-            }
-            Err(e) => {
-                out.keep(label, Err(e));
-            }
-        }
-    }
+    let [(none, _), (asy, vis_a), (semi, vis_s)] = throughput_rows(&mut out, bin, tmp, s);
+    let vis = [vis_a, vis_s];
     let rate = |r: &Option<Report>| r.as_ref().map(Report::msgs_per_s);
-    let (none, asy, semi) = (rate(&none), rate(&thr[0]), rate(&thr[1]));
+    let (none, asy, semi) = (rate(&none), rate(&asy), rate(&semi));
     out.checks.push(Check::new(
         "async slave's cost to the master's throughput",
         (Goal::AtMost(10.0), "%"),
@@ -467,6 +558,23 @@ fn num(v: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_run_is_a_whole_run() {
+        let run = |done: u64, note: &str| Report {
+            done,
+            secs: 1.0,
+            note: note.into(),
+            ..Report::default()
+        };
+        assert!(median_run(&[]).is_none());
+        assert_eq!(median_run(&[run(5, "a")]).map(|r| r.done), Some(5));
+        let three = [run(30, "a"), run(10, "b"), run(20, "c")];
+        assert_eq!(median_run(&three).map(|r| r.note.as_str()), Some("c"));
+        // Even: the lower middle one.
+        let four = [run(40, "a"), run(10, "b"), run(30, "c"), run(20, "d")];
+        assert_eq!(median_run(&four).map(|r| r.note.as_str()), Some("d"));
+    }
 
     #[test]
     fn costs_and_ratios() {
