@@ -24,7 +24,9 @@ test:
 	$(CARGO) test
 
 # Benchmarks (not part of `make test`): starts its own smss with a temp data dir,
-# fsync always then interval, and prints a table. See src/bin/smss-cli/bench/mod.rs.
+# fsync always then interval, then master+slave pairs for the replication rows
+# (each server on its own port and temp dir), and prints tables.
+# See src/bin/smss-cli/bench/mod.rs.
 bench: build
 	./target/release/smss-cli bench matrix
 

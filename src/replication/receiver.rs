@@ -35,6 +35,8 @@ const PROMOTED_POLL: Duration = Duration::from_millis(500);
 const WRITER_WAIT: Duration = Duration::from_secs(60);
 /// Largest RECS frame accepted (a chunk is about 1 MiB, or one record).
 const MAX_FRAME: usize = 1 << 30;
+/// Frames that have arrived are applied together up to about this much.
+const MAX_APPLY_BYTES: usize = 8 << 20;
 
 enum End {
     /// PROMOTE or shutdown: the thread ends.
@@ -111,6 +113,21 @@ impl Link {
             return Err("a line from the master is too long".into());
         }
         Ok(String::from_utf8_lossy(&buf).trim_end().to_string())
+    }
+
+    /// True when the next frame, already arrived, is RECS (never blocks).
+    fn more_records_waiting(&mut self) -> bool {
+        if self.r.buffer().is_empty() {
+            // The clone shares the socket's flags: non-blocking for one look.
+            if self.w.set_nonblocking(true).is_err() {
+                return false;
+            }
+            let filled = self.r.fill_buf().is_ok();
+            if self.w.set_nonblocking(false).is_err() || !filled {
+                return false;
+            }
+        }
+        self.r.buffer().starts_with(b"RECS ")
     }
 
     fn send(&mut self, line: &str) -> Result<(), String> {
@@ -240,7 +257,19 @@ fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, String> {
                     .ok()
                     .filter(|&n| n <= MAX_FRAME)
                     .ok_or_else(|| format!("bad frame {line:?}"))?;
-                let records = link.payload(n)?;
+                let mut records = link.payload(n)?;
+                // More frames already here go in the same writer request:
+                // one fsync for all, so a busy master does not outrun us.
+                while records.len() < MAX_APPLY_BYTES && link.more_records_waiting() {
+                    let line = link.line()?;
+                    let n = line
+                        .rsplit(' ')
+                        .next()
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .filter(|&n| n <= MAX_FRAME)
+                        .ok_or_else(|| format!("bad frame {line:?}"))?;
+                    records.extend_from_slice(&link.payload(n)?);
+                }
                 let ts = last_timestamp(&records);
                 if stopped(b) {
                     return Ok(End::Stop);

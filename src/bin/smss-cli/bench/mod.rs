@@ -4,7 +4,10 @@
 //!   server (smss, or Redis/beanstalkd with `--protocol resp|beanstalk`) and
 //!   prints one `key=value` line.
 //! - `bench matrix` starts its own smss (temp dir, `fsync: always`, then
-//!   `interval`), runs a fixed matrix and prints a table (`make bench`).
+//!   `interval`), runs a fixed matrix, then the replication rows on fresh
+//!   master and slave pairs (throughput with and without a slave,
+//!   visibility on the slave, catch-up of a `--repl-backlog` backlog), and
+//!   prints tables with the replication targets (`make bench`).
 //! - `bench peers` does the same publish/drain rows against Redis 7 Streams
 //!   and beanstalkd started from PATH, and prints smss ÷ peer ratios
 //!   (`make bench-peers`).

@@ -10,7 +10,8 @@ use super::error::BenchError;
 pub const USAGE: &str = "\
 usage: smss-cli bench pub|sub|e2e|delay [options]   one measurement, one key=value line
        smss-cli bench matrix [--smss PATH] [--max-secs X] [--restart-gib G]
-                             [--client-threads T]
+                             [--client-threads T] [--repl-backlog N]
+                             [--repl-rounds R]
        smss-cli bench peers  [--smss PATH] [--max-secs X] [--client-threads T]
                              [--rounds R]   (R rounds over all servers; each
                              row shows its median round: the machine is noisy)
@@ -41,6 +42,10 @@ also has threads=, the client threads used.
 options of matrix and peers:
   --client-threads T    client threads of every pub row (0 = one per
                         connection, the default)
+  --repl-backlog N      matrix: messages of the backlog a fresh slave copies
+                        in the replication catch-up row (1000000; 0 skips it)
+  --repl-rounds R       matrix: rounds over the no-slave, async and semi-sync
+                        masters; each throughput row shows its median (3)
 ";
 
 /// Which wire protocol the bench speaks.
@@ -149,6 +154,11 @@ pub struct SuiteOpts {
     pub client_threads: usize,
     /// `peers`: rounds over all systems; each row reports its median round.
     pub rounds: usize,
+    /// `matrix`: messages in the backlog of the replication catch-up row;
+    /// 0 skips that row.
+    pub repl_backlog: u64,
+    /// `matrix`: rounds of the replication throughput rows (median shown).
+    pub repl_rounds: usize,
 }
 
 /// A parsed `bench` command line.
@@ -204,6 +214,8 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
             restart_gib: if first == "matrix" { 1.0 } else { 0.0 },
             client_threads: 0,
             rounds: 1,
+            repl_backlog: if first == "matrix" { 1_000_000 } else { 0 },
+            repl_rounds: if first == "matrix" { 3 } else { 0 },
         };
         while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
             match arg {
@@ -217,6 +229,13 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
                 }
                 Long("client-threads") => {
                     s.client_threads = value(&mut p, "--client-threads", |v: &usize| *v <= 10_000)?
+                }
+                Long("repl-backlog") if first == "matrix" => {
+                    s.repl_backlog = value(&mut p, "--repl-backlog", |v: &u64| *v <= 100_000_000)?
+                }
+                Long("repl-rounds") if first == "matrix" => {
+                    s.repl_rounds =
+                        value(&mut p, "--repl-rounds", |v: &usize| (1..=20).contains(v))?
                 }
                 Long("rounds") if first == "peers" => {
                     s.rounds = value(&mut p, "--rounds", |v: &usize| (1..=20).contains(v))?
@@ -334,7 +353,9 @@ mod tests {
                 max_secs: 10.0,
                 restart_gib: 1.0,
                 client_threads: 0,
-                rounds: 1
+                rounds: 1,
+                repl_backlog: 1_000_000,
+                repl_rounds: 3
             })
         );
         assert_eq!(
@@ -344,7 +365,9 @@ mod tests {
                 max_secs: 5.0,
                 restart_gib: 0.0,
                 client_threads: 0,
-                rounds: 1
+                rounds: 1,
+                repl_backlog: 0,
+                repl_rounds: 0
             })
         );
         assert_eq!(parse("--help").expect("test"), Command::Help);
@@ -400,7 +423,9 @@ mod tests {
                 max_secs: 10.0,
                 restart_gib: 1.0,
                 client_threads: 16,
-                rounds: 1
+                rounds: 1,
+                repl_backlog: 1_000_000,
+                repl_rounds: 3
             })
         );
         let Command::Peers(s) = parse("peers --client-threads 0").expect("test") else {
@@ -411,7 +436,31 @@ mod tests {
             panic!("not peers")
         };
         assert_eq!(s.rounds, 3);
-        for bad in ["peers --rounds 0", "peers --rounds 21", "matrix --rounds 3"] {
+        let Command::Matrix(s) = parse("matrix --repl-backlog 20000").expect("test") else {
+            panic!("not matrix")
+        };
+        assert_eq!(s.repl_backlog, 20_000);
+        let Command::Matrix(s) = parse("matrix --repl-backlog 0").expect("test") else {
+            panic!("not matrix")
+        };
+        assert_eq!(s.repl_backlog, 0);
+        let Command::Matrix(s) = parse("matrix --repl-rounds 1").expect("test") else {
+            panic!("not matrix")
+        };
+        assert_eq!((s.repl_rounds, s.repl_backlog), (1, 1_000_000));
+        for bad in [
+            "peers --rounds 0",
+            "peers --rounds 21",
+            "matrix --rounds 3",
+            "peers --repl-backlog 10",
+            "matrix --repl-backlog -1",
+            "matrix --repl-backlog 1e6",
+            "matrix --repl-backlog 100000001",
+            "matrix --repl-backlog",
+            "matrix --repl-rounds 0",
+            "matrix --repl-rounds 21",
+            "peers --repl-rounds 2",
+        ] {
             assert!(matches!(parse(bad), Err(BenchError::Usage(_))), "{bad}");
         }
         // The usage error names the option.

@@ -1,8 +1,10 @@
 //! What every load uses: its timeouts, connecting, creating the topic,
-//! fresh topic names, payloads, bench threads and the empty report.
+//! fresh topic names, payloads, the bench's monotonic clock, bench threads
+//! and the empty report.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::bench::error::{BenchError, io_err};
 use crate::bench::opts::{Opts, Protocol};
@@ -33,6 +35,14 @@ pub(super) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Nanoseconds on one monotonic clock shared by every thread of the bench
+/// (its zero is the first call), for send stamps that another thread of the
+/// same process reads back from a payload.
+pub(super) fn mono_ns() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 pub(super) fn payload(size: usize) -> Vec<u8> {
@@ -90,6 +100,13 @@ pub(super) fn report(o: &Opts, conns: usize) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stamp_clock_never_goes_back() {
+        let a = mono_ns();
+        let b = mono_ns();
+        assert!(b >= a);
+    }
 
     #[test]
     fn topics_are_short_and_fresh() {

@@ -22,7 +22,7 @@ fn stat_cpu_ticks(stat: &str) -> Option<u64> {
 
 /// CPU seconds used so far by process `pid` (`None` = this process), all
 /// threads including exited ones; `None` when unreadable.
-pub(super) fn cpu_s(pid: Option<u32>) -> Option<f64> {
+pub fn cpu_s(pid: Option<u32>) -> Option<f64> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/stat"),
         None => "/proc/self/stat".to_string(),

@@ -22,7 +22,7 @@ pub(super) fn sub_drain(o: &Opts, topic: &str) -> Result<Report, BenchError> {
     fill.conns = 4;
     fill.mpub = 0;
     fill.pipeline = 64;
-    let filled = pub_load(&fill, topic)?;
+    let filled = pub_load(&fill, topic, false)?;
     if filled.errors > 0 {
         return Err(BenchError::Server(format!(
             "filling the backlog: {} errors, first: {}",

@@ -13,7 +13,9 @@
 //! This file only dispatches on the mode, to [`publish`] (`pub`), [`drain`]
 //! (`sub`), [`e2e`] and [`delay`]; [`common`] holds what they all use,
 //! [`cpu`] reads CPU times from `/proc`, [`live`] is the live subscriber of
-//! `e2e` and `delay`.
+//! `e2e`, `delay` and [`visible`]. [`visible`] (publish to a master,
+//! subscribe on its slave) is no mode of its own: only `bench matrix`'s
+//! replication rows run it, so it is re-exported here with [`cpu_s`].
 
 mod common;
 mod cpu;
@@ -22,11 +24,14 @@ mod drain;
 mod e2e;
 mod live;
 mod publish;
+mod visible;
 
 use super::error::BenchError;
 use super::opts::{Mode, Opts};
 use super::report::Report;
 use common::{ensure_topic, fresh_topic};
+pub use cpu::cpu_s;
+pub use visible::visible;
 
 /// Runs one measurement as `o` describes.
 pub fn run_one(o: &Opts) -> Result<Report, BenchError> {
@@ -41,7 +46,7 @@ pub fn run_one(o: &Opts) -> Result<Report, BenchError> {
     match o.mode {
         Mode::Pub => {
             ensure_topic(o, &topic)?;
-            publish::pub_load(o, &topic)
+            publish::pub_load(o, &topic, false)
         }
         Mode::Sub => drain::sub_drain(o, &topic),
         Mode::E2e => e2e::e2e(o, &topic),

@@ -1,10 +1,12 @@
 //! The `pub` load: requests pre-built per protocol, connections spread over
-//! client threads, each thread driving its connections in lockstep.
+//! client threads, each thread driving its connections in lockstep. With
+//! stamping on (the replication visibility row), each message's first 8
+//! payload bytes carry its send time ([`mono_ns`], little-endian).
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use super::common::{connect, join, payload, report, spawn};
+use super::common::{connect, join, mono_ns, payload, report, spawn};
 use super::cpu::CpuMark;
 use crate::bench::error::BenchError;
 use crate::bench::opts::{Opts, Protocol};
@@ -100,10 +102,28 @@ fn plan(total: u64, conns: usize, threads: usize) -> Vec<Vec<u64>> {
         .collect()
 }
 
+/// Where the send stamp goes in each request of a window: the payload's
+/// start, `size` bytes + CRLF before the request's end. `None` when the
+/// request is not one message of at least 8 bytes (MPUB, short payloads).
+fn stamp_offset(req_len: usize, size: usize, per_req: u64) -> Option<usize> {
+    (per_req == 1 && size >= 8 && req_len >= size + 2).then(|| req_len - size - 2)
+}
+
+/// Writes `t` (little-endian) at `at` of each of the first `w` requests
+/// of `window`, requests `req_len` bytes apart.
+fn stamp(window: &mut [u8], req_len: usize, at: usize, w: usize, t: u64) {
+    for i in 0..w {
+        let o = i * req_len + at;
+        window[o..o + 8].copy_from_slice(&t.to_le_bytes());
+    }
+}
+
 /// What one publishing thread does.
 struct PubJob {
     window: Arc<Vec<u8>>,
     req_len: usize,
+    /// Stamp offset in each request; `None` = the window is sent as built.
+    stamp_at: Option<usize>,
     proto: Protocol,
     pipeline: usize,
     max: Duration,
@@ -126,6 +146,7 @@ fn pub_thread(mut lanes: Vec<Lane>, job: PubJob) -> PubOut {
     let PubJob {
         window,
         req_len,
+        stamp_at,
         proto,
         pipeline,
         max,
@@ -138,6 +159,8 @@ fn pub_thread(mut lanes: Vec<Lane>, job: PubJob) -> PubOut {
     };
     // (lane, when its window was written, requests in it) of this round.
     let mut sent: Vec<(usize, Instant, u64)> = Vec::with_capacity(lanes.len());
+    // A stamping thread sends from its own copy, stamped before each write.
+    let mut own = stamp_at.map(|_| window.to_vec());
     barrier.wait();
     let deadline = Instant::now() + max;
     while lanes.iter().any(|l| l.left > 0) {
@@ -152,7 +175,14 @@ fn pub_thread(mut lanes: Vec<Lane>, job: PubJob) -> PubOut {
             }
             let w = (pipeline as u64).min(l.left);
             let t0 = Instant::now();
-            match l.c.send(&window[..w as usize * req_len]) {
+            let bytes = match (own.as_mut(), stamp_at) {
+                (Some(buf), Some(at)) => {
+                    stamp(buf, req_len, at, w as usize, mono_ns());
+                    &buf[..]
+                }
+                _ => &window[..],
+            };
+            match l.c.send(&bytes[..w as usize * req_len]) {
                 Ok(()) => sent.push((i, t0, w)),
                 Err(e) => {
                     out.errors += w;
@@ -191,8 +221,9 @@ fn pub_thread(mut lanes: Vec<Lane>, job: PubJob) -> PubOut {
     out
 }
 
-/// The `pub` measurement (the topic must exist).
-pub(super) fn pub_load(o: &Opts, topic: &str) -> Result<Report, BenchError> {
+/// The `pub` measurement (the topic must exist); `stamped`: each message
+/// carries its send time (see the module doc), when its request allows it.
+pub(super) fn pub_load(o: &Opts, topic: &str, stamped: bool) -> Result<Report, BenchError> {
     let body = payload(o.size);
     let (req, per_req) = pub_request(o, topic, &body);
     let mut window = Vec::with_capacity(req.len() * o.pipeline);
@@ -200,6 +231,9 @@ pub(super) fn pub_load(o: &Opts, topic: &str) -> Result<Report, BenchError> {
         window.extend_from_slice(&req);
     }
     let window = Arc::new(window);
+    let stamp_at = stamped
+        .then(|| stamp_offset(req.len(), o.size, per_req))
+        .flatten();
     let total_reqs = o.count.div_ceil(per_req);
     let conns = (o.conns as u64).min(total_reqs).max(1) as usize;
     let plan = plan(total_reqs, conns, o.threads);
@@ -221,6 +255,7 @@ pub(super) fn pub_load(o: &Opts, topic: &str) -> Result<Report, BenchError> {
         let job = PubJob {
             window: Arc::clone(&window),
             req_len: req.len(),
+            stamp_at,
             proto: o.protocol,
             pipeline: o.pipeline,
             max,
@@ -255,6 +290,28 @@ pub(super) fn pub_load(o: &Opts, topic: &str) -> Result<Report, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stamps_land_on_each_payload_start() {
+        let body = payload(12);
+        let mut req = Vec::new();
+        wire::smss_pub(&mut req, "t", &body);
+        let at = stamp_offset(req.len(), body.len(), 1).expect("a PUB can be stamped");
+        let mut window = req.repeat(3);
+        stamp(&mut window, req.len(), at, 2, 0x0102_0304_0506_0708);
+        let reqs: Vec<&[u8]> = window.chunks(req.len()).collect();
+        for r in &reqs[..2] {
+            assert!(r.starts_with(b"PUB t 12\r\n"), "{r:?}");
+            assert_eq!(&r[at..at + 8], &0x0102_0304_0506_0708u64.to_le_bytes());
+            assert_eq!(&r[at + 8..], b"ijkl\r\n");
+        }
+        // The third request was not in the window written: untouched.
+        assert_eq!(reqs[2], &req[..]);
+        // MPUB, payloads under 8 bytes: not stamped.
+        assert_eq!(stamp_offset(req.len(), 12, 32), None);
+        assert_eq!(stamp_offset(20, 7, 1), None);
+        assert_eq!(stamp_offset(5, 8, 1), None);
+    }
 
     #[test]
     fn shares_differ_by_at_most_one() {

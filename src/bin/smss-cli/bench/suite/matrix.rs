@@ -1,48 +1,19 @@
 //! `bench matrix`: smss alone with `fsync: always`, then `interval`, every
-//! row against each, the disk bytes per message, the restart after
-//! `kill -9` of a log of `--restart-gib` GiB, and the restart after
-//! `kill -9` with a 64 MiB garbage tail (recovery must find that nothing
-//! valid follows the damage without a CRC check at every byte).
+//! row against each, the disk bytes per message, the replication rows
+//! ([`super::repl`]: master with and without a slave, visibility on the
+//! slave, catch-up) with their targets, the restart after `kill -9` of a
+//! log of `--restart-gib` GiB, and the restart after `kill -9` with a
+//! 64 MiB garbage tail (recovery must find that nothing valid follows the
+//! damage without a CRC check at every byte).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::procs::{TempDir, smss_bin, start_smss, write_smss_config};
+use super::procs::{TempDir, smss_bin, smss_stats, start_smss, stat_u64, write_smss_config};
 use super::rows::{Row, drain_opts, measure, mib, pub_opts, pub_rows, us_cell};
 use crate::bench::error::{BenchError, io_err};
 use crate::bench::opts::{Mode, Opts, Protocol, SuiteOpts};
 use crate::bench::wire::{Conn, Reply};
-
-/// smss `STATS` as name/value pairs.
-fn smss_stats(addr: &str) -> Result<Vec<(String, String)>, BenchError> {
-    let mut c = Conn::connect(addr, Duration::from_secs(10))?;
-    c.send(b"STATS\r\n")?;
-    let n = match c.smss()? {
-        Reply::Other(l) => l
-            .strip_prefix("STATS ")
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| BenchError::Protocol(format!("STATS: {l}")))?,
-        other => return Err(BenchError::Protocol(format!("STATS: {other:?}"))),
-    };
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        if let Reply::Other(l) = c.smss()? {
-            let mut it = l.splitn(3, ' ');
-            if let (Some("STAT"), Some(k), Some(val)) = (it.next(), it.next(), it.next()) {
-                v.push((k.to_string(), val.to_string()));
-            }
-        }
-    }
-    Ok(v)
-}
-
-fn stat_u64(stats: &[(String, String)], key: &str) -> u64 {
-    stats
-        .iter()
-        .find(|(k, _)| k == key)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn dir_bytes(p: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(p) else {
@@ -184,6 +155,8 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
         }
         drop(server);
     }
+    let repl = super::repl::run(&bin, &tmp, s);
+    figures.extend(repl.failed.iter().cloned());
     if s.restart_gib > 0.0 {
         match restart_row(&bin, &tmp, s) {
             Ok(f) => figures.extend(f),
@@ -198,6 +171,12 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
         )),
     }
     print_rows("smss bench matrix (200-byte messages)", &rows);
+    print_rows(
+        "replication (fsync always on master and slave, 16 connections; `visible` rows: \
+         p50/p99 = publish to delivery to a SUB on the slave, on the master for `none`)",
+        &repl.rows,
+    );
+    super::repl::print_checks(&repl.checks);
     println!();
     for (k, v) in &figures {
         println!("{k:<48} {v}");

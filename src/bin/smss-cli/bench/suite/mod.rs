@@ -6,10 +6,12 @@
 //! [`procs::TempDir`] guard that removes it.
 //!
 //! [`procs`] owns the guards and starting the servers, [`rows`] the publish
-//! and drain rows both suites run; [`matrix`] and [`peers`] are the two
-//! suites. This file only declares them.
+//! and drain rows both suites run, [`repl`] the matrix's replication rows
+//! (master and slave pairs); [`matrix`] and [`peers`] are the two suites.
+//! This file only declares them.
 
 pub mod matrix;
 pub mod peers;
 mod procs;
+mod repl;
 mod rows;

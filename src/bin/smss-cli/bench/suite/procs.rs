@@ -1,6 +1,7 @@
 //! The server processes and temp directories the suites start, each in a
 //! guard that kills it by PID (or removes it) when dropped, also on error or
-//! panic; starting smss and the peers, and reading their RSS.
+//! panic; starting smss (master or slave) and the peers, reading their RSS
+//! and smss's STATS.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::bench::error::{BenchError, io_err};
 use crate::bench::opts::{Protocol, SuiteOpts};
-use crate::bench::wire::{Conn, Resp};
+use crate::bench::wire::{Conn, Reply, Resp};
 
 /// How long a freshly started server may take to accept connections.
 const START_WAIT: Duration = Duration::from_secs(60);
@@ -126,6 +127,58 @@ impl Drop for RssSampler {
     }
 }
 
+/// One connection to smss that reads STATS as often as asked (the
+/// replication rows poll it every ~20 ms, so it is not reopened each time).
+pub(super) struct StatsConn(Conn);
+
+impl StatsConn {
+    pub(super) fn connect(addr: &str) -> Result<StatsConn, BenchError> {
+        Conn::connect(addr, Duration::from_secs(10)).map(StatsConn)
+    }
+
+    /// `STATS` as name/value pairs.
+    pub(super) fn read(&mut self) -> Result<Vec<(String, String)>, BenchError> {
+        let c = &mut self.0;
+        c.send(b"STATS\r\n")?;
+        let n = match c.smss()? {
+            Reply::Other(l) => l
+                .strip_prefix("STATS ")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| BenchError::Protocol(format!("STATS: {l}")))?,
+            other => return Err(BenchError::Protocol(format!("STATS: {other:?}"))),
+        };
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            if let Reply::Other(l) = c.smss()? {
+                let mut it = l.splitn(3, ' ');
+                if let (Some("STAT"), Some(k), Some(val)) = (it.next(), it.next(), it.next()) {
+                    v.push((k.to_string(), val.to_string()));
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// STATS `last_event_id`.
+    pub(super) fn last_event_id(&mut self) -> Result<u64, BenchError> {
+        Ok(stat_u64(&self.read()?, "last_event_id"))
+    }
+}
+
+/// smss `STATS` as name/value pairs, over a connection of its own.
+pub(super) fn smss_stats(addr: &str) -> Result<Vec<(String, String)>, BenchError> {
+    StatsConn::connect(addr)?.read()
+}
+
+/// A numeric STATS value; 0 when missing or not a number.
+pub(super) fn stat_u64(stats: &[(String, String)], key: &str) -> u64 {
+    stats
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 pub(super) fn free_port() -> Result<u16, BenchError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
     l.local_addr()
@@ -156,9 +209,19 @@ pub(super) fn smss_bin(s: &SuiteOpts) -> Result<PathBuf, BenchError> {
 }
 
 pub(super) fn write_smss_config(dir: &Path, fsync: &str) -> Result<PathBuf, BenchError> {
+    write_smss_config_with(dir, fsync, "")
+}
+
+/// The bench's smss config with `extra` (whole top-level YAML sections,
+/// e.g. `replication:`) appended.
+pub(super) fn write_smss_config_with(
+    dir: &Path,
+    fsync: &str,
+    extra: &str,
+) -> Result<PathBuf, BenchError> {
     let y = format!(
         "port: 0\nbind: 127.0.0.1\nlog:\n  path: {log}\n  level: warn\n\
-         store:\n  path: {data}\n  fsync: {fsync}\nlimits:\n  maxConnections: 2048\n",
+         store:\n  path: {data}\n  fsync: {fsync}\nlimits:\n  maxConnections: 2048\n{extra}",
         log = dir.join("smss.log").display(),
         data = dir.join("data").display(),
     );
@@ -169,11 +232,22 @@ pub(super) fn write_smss_config(dir: &Path, fsync: &str) -> Result<PathBuf, Benc
 
 /// Starts smss with `config` and waits for its `READY <addr>` line.
 pub(super) fn start_smss(bin: &Path, config: &Path, name: &str) -> Result<Proc, BenchError> {
+    start_smss_args(bin, config, name, &[])
+}
+
+/// [`start_smss`] with more arguments (`--role slave --master ADDR`).
+pub(super) fn start_smss_args(
+    bin: &Path,
+    config: &Path,
+    name: &str,
+    args: &[&str],
+) -> Result<Proc, BenchError> {
     let stderr = std::fs::File::create(config.with_file_name("stderr.txt"))
         .map_err(io_err("creating the server's stderr file"))?;
     let mut child = Command::new(bin)
         .arg("--config")
         .arg(config)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
