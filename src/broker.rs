@@ -45,6 +45,19 @@ impl TopicState {
     }
 }
 
+/// A consumer group's durable state, as a log record left it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupState {
+    /// The group has consumed every message up to this event id.
+    pub committed: u64,
+    /// The message whose deliveries failed (ended without an ACK), 0 if none.
+    pub failed_at: u64,
+    /// How many deliveries of `failed_at` failed.
+    pub failures: u32,
+    /// Event id of the record that set this state.
+    pub set_id: u64,
+}
+
 #[derive(Debug)]
 pub struct Topic {
     pub name: String,
@@ -53,6 +66,8 @@ pub struct Topic {
     pub expires_ms: u64,
     state: Mutex<TopicState>,
     changed: Condvar,
+    /// Its consumer groups, by name; published by the writer at commit.
+    groups: Mutex<BTreeMap<String, GroupState>>,
 }
 
 impl Topic {
@@ -70,6 +85,7 @@ impl Topic {
             expires_ms,
             state: Mutex::new(state),
             changed: Condvar::new(),
+            groups: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -85,6 +101,30 @@ impl Topic {
     pub fn publish(&self, state: TopicState) {
         *self.lock() = state;
         self.changed.notify_all();
+    }
+
+    /// Writer only: the topic's groups after a commit; wakes subscribers
+    /// (a removed group ends its subscriptions).
+    pub fn publish_groups(&self, groups: BTreeMap<String, GroupState>) {
+        *self.groups.lock().unwrap_or_else(|p| p.into_inner()) = groups;
+        let _guard = self.lock();
+        self.changed.notify_all();
+    }
+
+    /// Every group of the topic, by name.
+    pub fn groups(&self) -> BTreeMap<String, GroupState> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn group(&self, name: &str) -> Option<GroupState> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
     }
 
     pub fn end(&self, reason: DeleteReason) {

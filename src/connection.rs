@@ -435,13 +435,15 @@ impl Conn {
                 }
             }
         };
+        let topics = b.topics();
         let pairs = b.stats.report(&Gauges {
             last_event_id,
-            topics: b.topic_count() as u64,
+            topics: topics.len() as u64,
             uptime_ms: b.started.elapsed().as_millis() as u64,
             segments: b.segments.count() as u64,
             index_files_open: b.index_files.open_count() as u64,
             epoch: r.epoch.load(Relaxed),
+            groups: topics.iter().map(|t| t.groups().len() as u64).sum(),
             repl,
         });
         encode_count(&mut self.wire.out, "STATS", pairs.len() as u64);

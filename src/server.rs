@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::fds::{self, FdBudget};
 use crate::logging::init_logging;
 use crate::protocol::{ErrCode, ProtoError, encode_err};
-use crate::replication::{Role, receiver};
+use crate::replication::{self, Role, receiver};
 use crate::stats::Stats;
 use crate::storage::ops::{self, TimerReceivers, WriteOk, WriteOp, WriteReq};
 use crate::storage::writer::Writer;
@@ -57,7 +57,19 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     let broker = Arc::new(Broker::new(config, args.role, tx, fds.index_handles));
     (broker.stats.connections_max).store(fds.max_connections as u64, Ordering::Relaxed);
     let (timer_tx, timer_rx) = ops::timer_channels();
-    let (writer, _report) = Writer::open(Arc::clone(&broker), timer_tx)?;
+    let (mut writer, _report) = Writer::open(Arc::clone(&broker), timer_tx)?;
+    if broker.config.replication.sync {
+        // Semi-sync: answers wait in `repl-sync` for a slave's ack; it ends
+        // when the writer drops the channel at shutdown.
+        let (held_tx, held_rx) = crossbeam_channel::unbounded();
+        writer.set_releaser(held_tx);
+        broker.repl.sync_active.store(true, Ordering::Relaxed);
+        let b = Arc::clone(&broker);
+        std::thread::Builder::new()
+            .name("repl-sync".into())
+            .spawn(move || replication::sync::run(held_rx, b))
+            .map_err(io_err("starting the semi-sync thread"))?;
+    }
 
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<Wake>(4);
     let writer_wake = wake_tx.clone();

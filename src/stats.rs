@@ -31,6 +31,8 @@ pub struct Stats {
     pub writer_poisoned: AtomicBool,
     /// The connection cap in force (config and descriptor budget).
     pub connections_max: AtomicU64,
+    /// Messages moved to a dead-letter topic.
+    pub dead_lettered: AtomicU64,
     /// Records a slave moved aside because its new master never had them.
     pub repl_diverged_records: AtomicU64,
 }
@@ -45,6 +47,8 @@ pub struct Gauges {
     /// Index files open now (bounded; see `storage::handles`).
     pub index_files_open: u64,
     pub epoch: u64,
+    /// Consumer groups of all topics.
+    pub groups: u64,
     /// The role, with that side's replication values.
     pub repl: ReplGauges,
 }
@@ -156,10 +160,8 @@ impl Stats {
         }
         pairs.extend([
             ("epoch", Num(g.epoch)),
-            // Consumer groups and dead-lettering are not built yet; the
-            // protocol names these fields, so they are there, at 0.
-            ("groups", Num(0)),
-            ("dead_lettered", Num(0)),
+            ("groups", Num(g.groups)),
+            ("dead_lettered", Num(Stats::get(&self.dead_lettered))),
         ]);
         match &g.repl {
             ReplGauges::Master {
@@ -214,6 +216,7 @@ mod tests {
         Stats::add(&s.connections, 2);
         Stats::add(&s.commits, 5);
         Stats::add(&s.repl_diverged_records, 6);
+        Stats::add(&s.dead_lettered, 7);
         s.writer_poisoned.store(true, Ordering::Relaxed);
         let g = Gauges {
             last_event_id: 9,
@@ -222,6 +225,7 @@ mod tests {
             segments: 1,
             index_files_open: 4,
             epoch: 2,
+            groups: 5,
             repl: ReplGauges::Master {
                 slaves: 2,
                 sync_in_force: true,
@@ -273,8 +277,8 @@ mod tests {
         assert_eq!(pairs[17].1, StatValue::Num(4));
         for (name, v) in [
             ("epoch", 2),
-            ("groups", 0),
-            ("dead_lettered", 0),
+            ("groups", 5),
+            ("dead_lettered", 7),
             ("slaves", 2),
             ("repl_sync", 1),
             ("repl_acked_event_id", 8),
@@ -315,6 +319,8 @@ mod tests {
         assert_eq!(slave[18], ("master_event_id", StatValue::Num(12)));
         assert_eq!(slave[19], ("replication_lag_ms", StatValue::Num(250)));
         assert_eq!(num(&slave, "epoch"), StatValue::Num(2));
+        assert_eq!(num(&slave, "groups"), StatValue::Num(5));
+        assert_eq!(num(&slave, "dead_lettered"), StatValue::Num(7));
         assert_eq!(
             num(&slave, "master"),
             StatValue::Text("127.0.0.1:12301".into())

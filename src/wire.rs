@@ -101,6 +101,17 @@ impl Wire {
         Ok(Some(line))
     }
 
+    /// Ends the connection both ways (a replication sender's last step).
+    pub fn shutdown(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// A second handle on the socket, for a thread that only reads (a
+    /// replication sender's ACK reader).
+    pub fn try_clone_stream(&self) -> io::Result<TcpStream> {
+        self.stream.try_clone()
+    }
+
     /// True once enough replies are queued to flush mid-pipeline.
     pub fn out_full(&self) -> bool {
         self.out.len() >= OUT_FLUSH_BYTES

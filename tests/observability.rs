@@ -182,3 +182,69 @@ fn a_slave_whose_master_is_gone_reports_connecting_and_counts_reconnects() {
     });
     assert_eq!(get(&st, "master"), addr);
 }
+
+/// Sends SIGCONT when dropped, so a stopped child is never left behind.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        signal("-STOP", pid);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal("-CONT", self.0);
+    }
+}
+
+fn signal(sig: &str, pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+#[test]
+fn repl_sync_shows_semi_sync_falling_back_and_coming_back() {
+    let (mdir, sdir) = (common::tempdir(), common::tempdir());
+    let opts = Opts::new().section("replication:\n  sync: true\n  syncTimeoutMs: 300");
+    let master = Server::start_with(mdir.path(), &opts);
+    let slave = slave_of(&master, sdir.path());
+    let mut m = master.client();
+    // A write before the slave streams would wait for it in vain.
+    wait_acked(&mut m, 0);
+    m.create("t", 0).expect("create");
+    let id = m.publish("t", b"in sync").expect("pub");
+    wait_acked(&mut m, id);
+    let st = stats(&mut m);
+    assert_eq!(
+        (get(&st, "repl_sync"), get(&st, "repl_sync_fallbacks")),
+        ("1", "0")
+    );
+
+    // A frozen slave acknowledges nothing: the write waits, then semi-sync
+    // falls back to async and says so.
+    let frozen = Stopped::stop(slave.pid());
+    let id = m.publish("t", b"while frozen").expect("pub falls back");
+    let st = stats(&mut m);
+    assert_eq!(
+        (get(&st, "repl_sync"), get(&st, "repl_sync_fallbacks")),
+        ("0", "1")
+    );
+    drop(frozen);
+    // Once the slave has caught up, semi-sync is in force again.
+    wait_acked(&mut m, id);
+    poll("semi-sync to be in force again", || {
+        let st = stats(&mut m);
+        if get(&st, "repl_sync") == "1" {
+            Ok(())
+        } else {
+            Err(st)
+        }
+    });
+    assert_eq!(get(&stats(&mut m), "repl_sync_fallbacks"), "1");
+}

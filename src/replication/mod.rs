@@ -11,6 +11,7 @@
 pub mod receiver;
 pub mod sender;
 pub mod state;
+pub mod sync;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -11,19 +11,23 @@
 //! a slave that stays silent. Frames are documented in README (Replication).
 
 use std::collections::VecDeque;
-use std::io;
-use std::sync::Arc;
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
 use crate::broker::Broker;
-use crate::protocol::{ErrCode, ProtoError, ReplArgs, encode_err, encode_line, encode_recs};
+use crate::protocol::{
+    ErrCode, MAX_LINE_BYTES, ProtoError, ReplArgs, encode_err, encode_line, encode_recs,
+};
 use crate::replication::state::LinkState;
 use crate::storage::logread::{self, CHUNK_BYTES};
 use crate::storage::now_ms;
 use crate::storage::ops::{ReplMode, SnapItem, WriteOk, WriteOp};
-use crate::wire::{Flow, Input, Wire};
+use crate::wire::{Flow, Wire};
 
 /// A heartbeat goes out when nothing else did for this long.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -31,8 +35,10 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const SLAVE_SILENCE: Duration = Duration::from_secs(10);
 /// How long the writer may take to plan.
 const PLAN_WAIT: Duration = Duration::from_secs(30);
-/// Longest wait for new durable records before looking at the slave again.
-const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// Longest wait for new durable records before checking the heartbeat.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// The ACK reader only parses short lines.
+const ACK_STACK_BYTES: usize = 64 << 10;
 
 /// Unregisters the slave however the sender ends.
 struct Registered<'a> {
@@ -98,31 +104,63 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
         id: broker.repl.add_slave(peer),
     };
     info!("{peer}: replicating the records after event id {after}");
+    let acks = Arc::new(Acks::default());
+    let reader = match wire.try_clone_stream() {
+        Ok(stream) => {
+            let (b, a, p, id) = (
+                Arc::clone(broker),
+                Arc::clone(&acks),
+                peer.to_string(),
+                reg.id,
+            );
+            std::thread::Builder::new()
+                .name(format!("repl-ack-{peer}"))
+                .stack_size(ACK_STACK_BYTES)
+                .spawn(move || read_acks(stream, &b, &a, &p, id))
+        }
+        Err(e) => Err(e),
+    };
+    let reader = match reader {
+        Ok(r) => r,
+        Err(e) => {
+            warn!("{peer}: cannot start the ACK reader: {e}");
+            return Ok(Flow::Close);
+        }
+    };
     let mut s = Sender {
         wire,
         broker,
-        peer,
+        acks: &acks,
         id: reg.id,
-        sent: VecDeque::new(),
-        last_ack: Instant::now(),
     };
     let res = s.stream(after, snapshot);
     if let Err(e) = &res {
         info!("{peer}: replication ended: {e}");
     }
+    // Wakes the ACK reader out of its read, then waits for it.
+    acks.done.store(true, Ordering::Relaxed);
+    s.wire.shutdown();
+    let _ = reader.join();
     drop(reg);
     Ok(Flow::Close)
+}
+
+/// What the sender and its ACK reader share.
+#[derive(Default)]
+struct Acks {
+    /// (last event id, log position after it, when sent) of each chunk not
+    /// yet acknowledged.
+    sent: Mutex<VecDeque<(u64, u64, u64)>>,
+    /// Either side ended: the other stops too.
+    done: AtomicBool,
 }
 
 struct Sender<'a> {
     wire: &'a mut Wire,
     broker: &'a Broker,
-    peer: &'a str,
+    acks: &'a Acks,
+    /// The slave's entry in the broker's replication state.
     id: u64,
-    /// (last event id, log position after it, when sent) of each chunk not
-    /// yet acknowledged.
-    sent: VecDeque<(u64, u64, u64)>,
-    last_ack: Instant,
 }
 
 impl Sender<'_> {
@@ -137,10 +175,10 @@ impl Sender<'_> {
         }
         let mut pos =
             logread::position_after(&b.segments, b.durable.get().pos, after).map_err(store)?;
-        self.broker.repl.update_slave(self.id, |s| {
-            s.acked_id = after;
-            s.acked_pos = pos;
-            s.state = LinkState::Streaming;
+        // The slave has everything before `pos`: retention may go that far.
+        b.repl.update_slave(self.id, |s| {
+            s.acked_id = s.acked_id.max(after);
+            s.acked_pos = s.acked_pos.max(pos);
         });
         let mut lease_sent = 0;
         let mut last_out = Instant::now();
@@ -148,7 +186,10 @@ impl Sender<'_> {
             if b.is_shutting_down() {
                 return Err("server shutting down".into());
             }
-            let lease = b.repl.lease.load(std::sync::atomic::Ordering::Relaxed);
+            if self.acks.done.load(Ordering::Relaxed) {
+                return Err("the slave stopped acknowledging".into());
+            }
+            let lease = b.repl.lease.load(Ordering::Relaxed);
             if lease > lease_sent {
                 encode_line(&mut self.wire.out, &format!("LEASE {lease}"));
                 lease_sent = lease;
@@ -159,8 +200,7 @@ impl Sender<'_> {
                     logread::read_chunk(&b.segments, pos, tail.pos, CHUNK_BYTES).map_err(store)?;
                 if chunk.count > 0 {
                     encode_recs(&mut self.wire.out, chunk.count, &chunk.bytes);
-                    self.sent
-                        .push_back((chunk.last_id, chunk.next_pos, now_ms()));
+                    lock(&self.acks.sent).push_back((chunk.last_id, chunk.next_pos, now_ms()));
                 } else if chunk.next_pos <= pos {
                     return Err(format!("the log does not go on at position {pos}"));
                 }
@@ -169,13 +209,14 @@ impl Sender<'_> {
                 let hb = format!("HB {} {}", b.last_event_id(), now_ms());
                 encode_line(&mut self.wire.out, &hb);
             } else {
+                // New durable records wake this at once; ACKs are the
+                // reader thread's.
                 b.durable.wait_beyond(pos, IDLE_WAIT);
             }
             if !self.wire.out.is_empty() {
                 self.wire.flush().map_err(io)?;
                 last_out = Instant::now();
             }
-            self.read_acks()?;
         }
     }
 
@@ -204,7 +245,6 @@ impl Sender<'_> {
                 self.wire.flush().map_err(|e| format!("socket: {e}"))?;
                 bytes.clear();
                 count = 0;
-                self.read_acks()?;
             }
         }
         if count > 0 {
@@ -212,43 +252,79 @@ impl Sender<'_> {
         }
         Ok(())
     }
+}
 
-    /// Takes in the slave's `ACK <id>` lines; errors end the stream.
-    fn read_acks(&mut self) -> Result<(), String> {
-        match self.wire.poll() {
-            Ok(Input::Closed) => return Err("the slave closed the connection".into()),
-            Ok(_) => {}
-            Err(e) => return Err(format!("socket: {e}")),
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The `repl-ack-<peer>` thread: reads the slave's `ACK <id>` lines as they
+/// come (a blocking read wakes on each), so semi-sync answers leave as soon
+/// as the slave has the records. Ends on silence, a bad line or EOF.
+fn read_acks(stream: TcpStream, b: &Broker, acks: &Acks, peer: &str, id: u64) {
+    let end = |why: String| {
+        if !acks.done.swap(true, Ordering::Relaxed) {
+            info!("{peer}: {why}");
         }
-        while let Some(line) = self.wire.take_line()? {
-            let acked = line
-                .strip_prefix("ACK ")
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .ok_or_else(|| format!("unexpected line from the slave: {line:?}"))?;
-            self.last_ack = Instant::now();
-            let mut at = None;
-            while let Some(&(last, end, sent_ms)) = self.sent.front() {
+        let _ = stream.shutdown(Shutdown::Both);
+    };
+    if let Err(e) = stream.set_read_timeout(Some(SLAVE_SILENCE)) {
+        return end(format!("socket: {e}"));
+    }
+    let Ok(clone) = stream.try_clone() else {
+        return end("socket: cannot clone".into());
+    };
+    let mut r = BufReader::new(clone);
+    let mut line = Vec::new();
+    while !acks.done.load(Ordering::Relaxed) {
+        line.clear();
+        match (&mut r)
+            .take(MAX_LINE_BYTES as u64)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) => return end("the slave closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => {
+                return end(format!(
+                    "no ACK for {} s or socket error ({e}); dropping the slave",
+                    SLAVE_SILENCE.as_secs()
+                ));
+            }
+        }
+        let text = String::from_utf8_lossy(&line);
+        let Some(acked) = text
+            .trim_end()
+            .strip_prefix("ACK ")
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return end(format!(
+                "unexpected line from the slave: {:?}",
+                text.trim_end()
+            ));
+        };
+        b.repl.note_ack(acked);
+        if b.config.replication.sync && !b.repl.sync_in_force() && acked >= b.last_event_id() {
+            b.repl.sync_active.store(true, Ordering::Relaxed);
+            info!("{peer}: slave caught up at event id {acked}; semi-sync in force again");
+        }
+        let mut at = None;
+        {
+            let mut sent = lock(&acks.sent);
+            while let Some(&(last, pos, sent_ms)) = sent.front() {
                 if last > acked {
                     break;
                 }
-                at = Some((end, sent_ms));
-                self.sent.pop_front();
+                at = Some((pos, sent_ms));
+                sent.pop_front();
             }
-            self.broker.repl.update_slave(self.id, |s| {
-                s.acked_id = s.acked_id.max(acked);
-                if let Some((end, sent_ms)) = at {
-                    s.acked_pos = end;
-                    s.acked_ts_ms = sent_ms;
-                }
-            });
         }
-        if self.last_ack.elapsed() >= SLAVE_SILENCE {
-            return Err(format!(
-                "{}: no ACK for {} s; dropping the slave",
-                self.peer,
-                SLAVE_SILENCE.as_secs()
-            ));
-        }
-        Ok(())
+        b.repl.update_slave(id, |s| {
+            s.acked_id = s.acked_id.max(acked);
+            s.state = LinkState::Streaming;
+            if let Some((pos, sent_ms)) = at {
+                s.acked_pos = pos;
+                s.acked_ts_ms = sent_ms;
+            }
+        });
     }
 }

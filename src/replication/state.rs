@@ -7,7 +7,8 @@
 //! mutex for each list; never held across I/O.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// How a slave's replication is going (`repl_state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,11 +70,13 @@ pub struct ReplState {
     pub full_syncs: AtomicU64,
     /// Set by PROMOTE: the receiver stops.
     pub promoted: AtomicBool,
-    /// Master: semi-sync is in force (`repl_sync`); set by the writer.
+    /// Semi-sync is in force (configured, and not fallen back to async).
     pub sync_active: AtomicBool,
-    /// Master: times semi-sync fell back to async after
-    /// `replication.syncTimeoutMs` (`repl_sync_fallbacks`).
     pub sync_fallbacks: AtomicU64,
+    /// The highest event id any slave has acknowledged durably; the
+    /// semi-sync releaser waits on it.
+    acked: Mutex<u64>,
+    acked_moved: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,6 +117,42 @@ impl ReplState {
         lock(&self.slaves).iter().map(|s| s.acked_pos).min()
     }
 
+    /// A slave acknowledged `id`: the watermark moves up (never down).
+    pub fn note_ack(&self, id: u64) {
+        let mut a = lock(&self.acked);
+        if id > *a {
+            *a = id;
+            self.acked_moved.notify_all();
+        }
+    }
+
+    pub fn acked(&self) -> u64 {
+        *lock(&self.acked)
+    }
+
+    /// Waits until some slave has acknowledged `id` or `deadline` passes;
+    /// true when it has.
+    pub fn wait_acked(&self, id: u64, deadline: Instant) -> bool {
+        let mut a = lock(&self.acked);
+        loop {
+            if *a >= id {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            a = match self.acked_moved.wait_timeout(a, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    pub fn sync_in_force(&self) -> bool {
+        self.sync_active.load(Ordering::Relaxed)
+    }
+
     pub fn master(&self) -> MasterView {
         lock(&self.master).clone()
     }
@@ -125,11 +164,6 @@ impl ReplState {
 
 // Read-only views for STATS and SLAVES.
 impl ReplState {
-    /// Whether a write is acknowledged only once a slave has it durably.
-    pub fn sync_in_force(&self) -> bool {
-        self.sync_active.load(Ordering::Relaxed)
-    }
-
     pub fn slave_count(&self) -> usize {
         lock(&self.slaves).len()
     }

@@ -94,6 +94,7 @@ impl Writer {
                     self.want_checkpoint = true;
                 }
             }
+            Kind::Group => self.apply_group(rec),
             Kind::DPub => {
                 let due_ms = rec.body_u64().unwrap_or(rec.timestamp_ms);
                 self.pending.insert(
@@ -169,6 +170,8 @@ impl Writer {
                 buf: Vec::new(),
                 dirty: false,
                 unsynced,
+                groups: Default::default(),
+                groups_dirty: false,
             },
         );
     }

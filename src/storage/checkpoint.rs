@@ -13,6 +13,7 @@
 //! epoch <epoch> <first event id of it> <last event id of the epochs before>
 //! topic <name> <create_id> <created_ms> <expires_ms> <entries> <first_entry> <first_id> <last_id>
 //! delayed <dpub_event_id> <due_ms> <log_pos> <record_len> <topic>
+//! group <topic> <name> <committed> <failed_at> <failures> <set_id>
 //! crc <crc32 of every byte before this line, 8 hex digits>
 //! ```
 //!
@@ -70,6 +71,18 @@ pub struct Checkpoint {
     pub epochs: Vec<EpochMeta>,
     pub topics: Vec<TopicMeta>,
     pub delayed: Vec<DelayedMeta>,
+    pub groups: Vec<GroupMeta>,
+}
+
+/// A consumer group's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMeta {
+    pub topic: String,
+    pub name: String,
+    pub committed: u64,
+    pub failed_at: u64,
+    pub failures: u32,
+    pub set_id: u64,
 }
 
 /// The start of an epoch: written by PROMOTE as an EPOCH record.
@@ -93,6 +106,7 @@ impl Default for Checkpoint {
             epochs: Vec::new(),
             topics: Vec::new(),
             delayed: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }
@@ -127,6 +141,13 @@ impl Checkpoint {
                 s,
                 "delayed {} {} {} {} {}",
                 d.id, d.due_ms, d.pos, d.len, d.topic
+            );
+        }
+        for g in &self.groups {
+            let _ = writeln!(
+                s,
+                "group {} {} {} {} {} {}",
+                g.topic, g.name, g.committed, g.failed_at, g.failures, g.set_id
             );
         }
         let crc = crc32fast::hash(s.as_bytes());
@@ -189,6 +210,18 @@ impl Checkpoint {
                         first_entry: num(f.next())?,
                         first_id: num(f.next())?,
                         last_id: num(f.next())?,
+                    });
+                }
+                Some("group") => {
+                    let topic = f.next().ok_or_else(bad)?.to_string();
+                    let name = f.next().ok_or_else(bad)?.to_string();
+                    cp.groups.push(GroupMeta {
+                        topic,
+                        name,
+                        committed: num(f.next())?,
+                        failed_at: num(f.next())?,
+                        failures: u32::try_from(num(f.next())?).map_err(|_| bad())?,
+                        set_id: num(f.next())?,
                     });
                 }
                 Some("delayed") => {
@@ -278,6 +311,14 @@ mod tests {
                 pos: 4096,
                 len: 250,
                 topic: "orders.v1".into(),
+            }],
+            groups: vec![GroupMeta {
+                topic: "orders.v1".into(),
+                name: "billing".into(),
+                committed: 97,
+                failed_at: 98,
+                failures: 2,
+                set_id: 99,
             }],
         }
     }

@@ -113,6 +113,23 @@ impl Writer {
             }
             WriteOp::Fire { ids } => self.fire(&ids, now).map(|_| WriteOk::Done),
             WriteOp::Retention { now_ms } => self.retention(now_ms).map(|_| WriteOk::Done),
+            WriteOp::GroupCommit {
+                topic,
+                group,
+                position,
+            } => return self.group_result(|w| w.commit_group_position(&topic, &group, position)),
+            WriteOp::GroupFailed { topic, group, at } => {
+                return self.group_result(|w| w.group_failed(&topic, &group, at));
+            }
+            WriteOp::GroupDel { topic, group } => {
+                return self.group_result(|w| w.group_remove(&topic, &group));
+            }
+            WriteOp::DeadLetter {
+                topic,
+                group,
+                at,
+                dlq,
+            } => return self.group_result(|w| w.dead_letter(&topic, &group, at, &dlq)),
             WriteOp::ReplPlan {
                 after_id,
                 history,
@@ -142,6 +159,20 @@ impl Writer {
         match res {
             Ok(ok) => Ok(ok),
             Err(e) => self.fail(e),
+        }
+    }
+
+    fn group_result(
+        &mut self,
+        f: impl FnOnce(&mut Writer) -> Result<WriteOk, super::groups::GroupErr>,
+    ) -> WriteResult {
+        if self.broker.role() != Role::Master {
+            return Err(WriteError::Invalid("group writes need the master".into()));
+        }
+        match f(self) {
+            Ok(ok) => Ok(ok),
+            Err(super::groups::GroupErr::Refused(e)) => Err(e),
+            Err(super::groups::GroupErr::Store(e)) => self.fail(e),
         }
     }
 

@@ -21,6 +21,7 @@ mod delayed;
 mod execute;
 #[cfg(test)]
 pub(crate) mod fault;
+mod groups;
 pub(crate) mod handles;
 pub(crate) mod index;
 pub(crate) mod lease;

@@ -51,6 +51,30 @@ pub enum WriteOp {
     Retention {
         now_ms: u64,
     },
+    /// A consumer group has consumed everything up to `position`.
+    GroupCommit {
+        topic: String,
+        group: String,
+        position: u64,
+    },
+    /// A delivery of message `at` to the group ended without an ACK.
+    GroupFailed {
+        topic: String,
+        group: String,
+        at: u64,
+    },
+    /// GROUPDEL.
+    GroupDel {
+        topic: String,
+        group: String,
+    },
+    /// Copy message `at` to the `dlq` topic and commit the group past it.
+    DeadLetter {
+        topic: String,
+        group: String,
+        at: u64,
+        dlq: String,
+    },
     /// Master: how to serve a slave that asks for the records after
     /// `after_id` (see [`ReplPlan`]).
     ReplPlan {
@@ -193,6 +217,20 @@ pub struct WriteReq {
     pub op: WriteOp,
     /// Where the result goes; the sender must have room for it.
     pub reply: Sender<WriteResult>,
+}
+
+/// The answers of one group commit under semi-sync, held until a slave
+/// has its records durably (or the wait runs out): the writer hands them
+/// over and goes on appending.
+#[derive(Debug)]
+pub struct HeldReplies {
+    /// The group's last event id a slave must acknowledge; 0 when the group
+    /// wrote nothing (its answers need not wait).
+    pub needs_id: u64,
+    /// When the writer committed the group.
+    pub committed: std::time::Instant,
+    /// In request order: a connection matches answers to requests by order.
+    pub replies: Vec<(Sender<WriteResult>, WriteResult)>,
 }
 
 /// A topic incarnation whose life ends: (name, create_id).

@@ -61,6 +61,53 @@ pub enum Kind {
     /// (u64), the last event id of the epochs before it (u64), the data
     /// directory's history id (u64).
     Epoch = 6,
+    /// A consumer group's state changed. Topic: the group's topic. Body: op
+    /// (u8: 1 = set, 2 = remove), group name length (u8), group name, then
+    /// for set: committed position (u64), the message id whose deliveries
+    /// failed (u64, 0 = none) and how many times (u32).
+    Group = 7,
+}
+
+/// A group record's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupOp<'a> {
+    Set {
+        group: &'a str,
+        committed: u64,
+        failed_at: u64,
+        failures: u32,
+    },
+    Remove {
+        group: &'a str,
+    },
+}
+
+impl GroupOp<'_> {
+    /// The body of a Group record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(32);
+        match self {
+            GroupOp::Set {
+                group,
+                committed,
+                failed_at,
+                failures,
+            } => {
+                b.push(1);
+                b.push(group.len() as u8);
+                b.extend_from_slice(group.as_bytes());
+                b.extend_from_slice(&committed.to_le_bytes());
+                b.extend_from_slice(&failed_at.to_le_bytes());
+                b.extend_from_slice(&failures.to_le_bytes());
+            }
+            GroupOp::Remove { group } => {
+                b.push(2);
+                b.push(group.len() as u8);
+                b.extend_from_slice(group.as_bytes());
+            }
+        }
+        b
+    }
 }
 
 impl Kind {
@@ -72,6 +119,7 @@ impl Kind {
             4 => Some(Kind::DPub),
             5 => Some(Kind::Fire),
             6 => Some(Kind::Epoch),
+            7 => Some(Kind::Group),
             _ => None,
         }
     }
@@ -84,6 +132,7 @@ impl Kind {
             Kind::DPub => "DPUB",
             Kind::Fire => "FIRE",
             Kind::Epoch => "EPOCH",
+            Kind::Group => "GROUP",
         }
     }
 }
@@ -157,6 +206,28 @@ impl Record<'_> {
                 .map(u64::from_le_bytes)
         };
         Some((f(0)?, f(1)?, f(2)?))
+    }
+
+    /// The content of a Group record, if its body is well formed.
+    pub fn group_op(&self) -> Option<GroupOp<'_>> {
+        let b = self.body;
+        let (&op, rest) = b.split_first()?;
+        let (&n, rest) = rest.split_first()?;
+        let group = std::str::from_utf8(rest.get(..n as usize)?).ok()?;
+        let rest = &rest[n as usize..];
+        match op {
+            1 if rest.len() == 20 => {
+                let u = |r: &[u8]| r.try_into().ok().map(u64::from_le_bytes);
+                Some(GroupOp::Set {
+                    group,
+                    committed: u(&rest[..8])?,
+                    failed_at: u(&rest[8..16])?,
+                    failures: rest[16..20].try_into().ok().map(u32::from_le_bytes)?,
+                })
+            }
+            2 if rest.is_empty() => Some(GroupOp::Remove { group }),
+            _ => None,
+        }
     }
 
     /// True for records that are delivered to subscribers.
@@ -358,6 +429,36 @@ mod tests {
             },
         );
         out
+    }
+
+    #[test]
+    fn group_and_epoch_bodies_round_trip() {
+        for op in [
+            GroupOp::Set {
+                group: "workers",
+                committed: 42,
+                failed_at: 43,
+                failures: 2,
+            },
+            GroupOp::Remove { group: "w" },
+        ] {
+            let body = op.encode();
+            let rec = Record {
+                event_id: 9,
+                timestamp_ms: 1,
+                kind: Kind::Group,
+                flags: 0,
+                topic: "t",
+                headers: b"",
+                body: &body,
+            };
+            assert_eq!(rec.group_op(), Some(op.clone()));
+            let short = Record {
+                body: &body[..body.len() - 1],
+                ..rec
+            };
+            assert_eq!(short.group_op(), None, "a cut body is not a group op");
+        }
     }
 
     #[test]

@@ -170,8 +170,10 @@ impl Writer {
         // A slave assigns no ids: it resumes from the last record it has,
         // and keeps the lease (its master's) for a PROMOTE.
         w.id_lease = w.last_id.max(lease);
-        if w.history == 0 && (is_master || w.last_id > 0) {
-            // A new data directory (or one from before histories) starts one.
+        if w.history == 0 && is_master {
+            // A new data directory (or one from before histories) starts
+            // one. A slave never does: it adopts its master's once a full
+            // resync is in (until then it counts as empty).
             w.history = new_history_id();
             w.want_checkpoint = true;
         }
@@ -257,6 +259,22 @@ impl Writer {
             );
             self.index_bytes += want;
             self.register_topic(shared, have > want);
+        }
+        for g in &cp.groups {
+            if let Some(t) = self.topics.get_mut(&g.topic) {
+                let st = crate::broker::GroupState {
+                    committed: g.committed,
+                    failed_at: g.failed_at,
+                    failures: g.failures,
+                    set_id: g.set_id,
+                };
+                t.groups.insert(g.name.clone(), st);
+                if !t.groups_dirty {
+                    t.groups_dirty = true;
+                    t.dirty = true;
+                    self.dirty.push(g.topic.clone());
+                }
+            }
         }
         Ok(())
     }

@@ -133,6 +133,37 @@ impl Writer {
                 bytes,
             });
         }
+        for (name, t) in &self.topics {
+            if t.shared.create_id > after_id {
+                continue;
+            }
+            for (g, st) in t.groups.iter().filter(|(_, st)| st.set_id <= after_id) {
+                let body = record::GroupOp::Set {
+                    group: g,
+                    committed: st.committed,
+                    failed_at: st.failed_at,
+                    failures: st.failures,
+                }
+                .encode();
+                let mut bytes = Vec::new();
+                record::encode(
+                    &mut bytes,
+                    &Record {
+                        event_id: st.set_id,
+                        timestamp_ms: 0,
+                        kind: Kind::Group,
+                        flags: 0,
+                        topic: name,
+                        headers: b"",
+                        body: &body,
+                    },
+                );
+                items.push(SnapItem::Built {
+                    id: st.set_id,
+                    bytes,
+                });
+            }
+        }
         for (&id, p) in &self.pending {
             if id <= after_id {
                 items.push(SnapItem::Logged {

@@ -5,11 +5,12 @@
 //! Owned by the writer thread (types only; [`super::writer`] holds them).
 //! Readers never see these: they see what the commit publishes to the broker.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::record::DeleteReason;
 use super::segment::Segment;
-use crate::broker::{Topic, TopicState};
+use crate::broker::{GroupState, Topic, TopicState};
 
 /// The writer's own view of a topic, ahead of what readers see until commit.
 pub(super) struct WTopic {
@@ -23,6 +24,10 @@ pub(super) struct WTopic {
     pub(super) dirty: bool,
     /// Written since the last checkpoint's fsync.
     pub(super) unsynced: bool,
+    /// Its consumer groups (the writer's copy, ahead of readers until commit).
+    pub(super) groups: BTreeMap<String, GroupState>,
+    /// A group changed in the group commit being built.
+    pub(super) groups_dirty: bool,
 }
 
 /// A delayed message waiting in the log for its due time.
@@ -66,4 +71,5 @@ pub(super) struct GroupCounts {
     pub(super) published: u64,
     pub(super) topics_expired: u64,
     pub(super) delayed_dropped: u64,
+    pub(super) dead_lettered: u64,
 }

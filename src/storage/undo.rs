@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::checkpoint::EpochMeta;
 use super::segment::Segment;
 use super::state::{Pending, WTopic};
-use crate::broker::TopicState;
+use crate::broker::{GroupState, TopicState};
 
 /// Where the group started: everything before it is committed.
 pub(super) struct Mark {
@@ -44,6 +44,12 @@ pub(super) enum Undo {
     },
     PendingAdded(u64),
     PendingRemoved(u64, Pending),
+    /// A group of `topic` before this group commit first changed it.
+    Group {
+        topic: String,
+        group: String,
+        before: Option<GroupState>,
+    },
 }
 
 #[derive(Default)]
@@ -119,12 +125,25 @@ impl UndoLog {
                 Undo::PendingRemoved(id, p) => {
                     pending.insert(id, p);
                 }
+                Undo::Group {
+                    topic,
+                    group,
+                    before,
+                } => {
+                    if let Some(t) = topics.get_mut(&topic) {
+                        match before {
+                            Some(g) => t.groups.insert(group, g),
+                            None => t.groups.remove(&group),
+                        };
+                    }
+                }
             }
         }
         // Nothing of the group is buffered any more.
         for t in topics.values_mut() {
             t.buf.clear();
             t.dirty = false;
+            t.groups_dirty = false;
         }
         Some((mark, unlink))
     }

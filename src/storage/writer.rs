@@ -27,13 +27,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{error, info, warn};
 
-use super::checkpoint::{Checkpoint, DelayedMeta, EpochMeta, TopicMeta};
+use super::checkpoint::{Checkpoint, DelayedMeta, EpochMeta, GroupMeta, TopicMeta};
 use super::index::ENTRY_LEN;
 use super::lease::store_lease;
-use super::ops::{TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
+use super::ops::{HeldReplies, TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use super::record::FORMAT_VERSION;
 use super::segment::Segment;
 use super::state::{Change, GroupCounts, Pending, WTopic};
@@ -118,6 +118,8 @@ pub struct Writer {
     /// The create id of a live CREATE whose index file exists already
     /// (made before its record was appended); taken by the apply path.
     pub(super) index_created: Option<u64>,
+    /// Semi-sync: the answers of each group go here instead of to clients.
+    releaser: Option<Sender<HeldReplies>>,
     /// What to take back if the group being built fails.
     pub(super) undo: UndoLog,
     pub(super) counts: GroupCounts,
@@ -174,6 +176,7 @@ impl Writer {
             pending: HashMap::new(),
             timers,
             index_created: None,
+            releaser: None,
             undo: UndoLog::default(),
             counts: GroupCounts::default(),
             checkpoint_retry_at: None,
@@ -250,18 +253,53 @@ impl Writer {
         if self.checkpoint_due() {
             self.try_checkpoint();
         }
+        let wrote = results
+            .iter()
+            .any(|r| matches!(r, Ok(WriteOk::Id(_) | WriteOk::Range(..))));
+        let mut replies = Vec::with_capacity(group.len());
         for (i, (req, res)) in group.drain(..).zip(results).enumerate() {
             if shutdown.as_ref().is_some_and(|(at, _)| *at == i) {
                 continue; // answered after the final checkpoint
             }
-            let _ = req.reply.try_send(res);
+            replies.push((req.reply, res));
         }
+        self.answer(replies, wrote);
         if let Some((_, reply)) = shutdown {
             self.finish();
             let _ = reply.try_send(Ok(WriteOk::Done));
             return true;
         }
         false
+    }
+
+    /// Sends a group's answers, or under semi-sync hands them to the
+    /// releaser, which sends them once a slave has the group durably.
+    fn answer(&mut self, replies: Vec<(Sender<WriteResult>, WriteResult)>, wrote: bool) {
+        if let Some(releaser) = &self.releaser {
+            let held = HeldReplies {
+                needs_id: if wrote { self.last_id } else { 0 },
+                committed: Instant::now(),
+                replies,
+            };
+            match releaser.send(held) {
+                Ok(()) => return,
+                // The releaser is gone (shutdown): answer directly.
+                Err(e) => {
+                    for (reply, res) in e.into_inner().replies {
+                        let _ = reply.try_send(res);
+                    }
+                }
+            }
+            return;
+        }
+        for (reply, res) in replies {
+            let _ = reply.try_send(res);
+        }
+    }
+
+    /// Under semi-sync: where the writer hands the answers of each group.
+    pub fn set_releaser(&mut self, releaser: Sender<HeldReplies>) {
+        self.releaser = Some(releaser);
     }
 
     /// Opens the undo log of a new group at the last committed position.
@@ -601,6 +639,7 @@ impl Writer {
         Stats::add(&stats.messages_published, counts.published);
         Stats::add(&stats.topics_expired, counts.topics_expired);
         Stats::add(&stats.delayed_dropped, counts.delayed_dropped);
+        Stats::add(&stats.dead_lettered, counts.dead_lettered);
         stats
             .delayed_pending
             .store(self.pending.len() as u64, Ordering::Relaxed);
@@ -648,6 +687,10 @@ impl Writer {
         for name in self.dirty.drain(..) {
             if let Some(t) = self.topics.get_mut(&name) {
                 t.dirty = false;
+                if t.groups_dirty {
+                    t.groups_dirty = false;
+                    t.shared.publish_groups(t.groups.clone());
+                }
                 t.shared.publish(t.state);
             }
         }
@@ -716,6 +759,20 @@ impl Writer {
             })
             .collect();
         delayed.sort_by_key(|d| d.id);
+        let mut groups = Vec::new();
+        for (name, t) in &self.topics {
+            for (g, st) in &t.groups {
+                groups.push(GroupMeta {
+                    topic: name.clone(),
+                    name: g.clone(),
+                    committed: st.committed,
+                    failed_at: st.failed_at,
+                    failures: st.failures,
+                    set_id: st.set_id,
+                });
+            }
+        }
+        groups.sort_by(|a, b| (&a.topic, &a.name).cmp(&(&b.topic, &b.name)));
         Checkpoint {
             format: FORMAT_VERSION,
             log_pos: self.next_pos(),
@@ -724,6 +781,7 @@ impl Writer {
             epochs: self.epochs.clone(),
             topics,
             delayed,
+            groups,
         }
         .store(&self.dir)?;
         self.since_checkpoint = 0;

@@ -1,0 +1,75 @@
+//! Semi-sync: the `repl-sync` thread holds each group commit's answers
+//! until a slave has acknowledged the group's records durably.
+//!
+//! The writer does not wait: after a commit it hands the group's answers
+//! here (a second watermark beside its durable log tail) and goes on
+//! appending, so one acknowledgement releases every group it covers. If no
+//! slave acknowledges a group within `replication.syncTimeoutMs`, the
+//! server falls back to async (a warning, STATS `repl_sync_fallbacks`) and
+//! releases everything held; a sender puts semi-sync back in force once its
+//! slave has caught up. Answers leave in the order they came, so each
+//! connection gets its replies in request order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use log::warn;
+
+use crate::broker::Broker;
+use crate::storage::ops::HeldReplies;
+
+/// Most time between looks at the queue while a group waits.
+const STEP: Duration = Duration::from_millis(50);
+
+fn release(held: HeldReplies) {
+    for (reply, res) in held.replies {
+        let _ = reply.try_send(res);
+    }
+}
+
+/// The thread body: runs until the writer drops its end of the channel.
+pub fn run(rx: Receiver<HeldReplies>, broker: Arc<Broker>) {
+    let repl = &broker.repl;
+    let timeout = Duration::from_millis(broker.config.replication.sync_timeout_ms);
+    let mut queue: VecDeque<HeldReplies> = VecDeque::new();
+    loop {
+        while let Ok(h) = rx.try_recv() {
+            queue.push_back(h);
+        }
+        let Some(front) = queue.front() else {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(h) => queue.push_back(h),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            continue;
+        };
+        if front.needs_id == 0 || !repl.sync_in_force() || repl.acked() >= front.needs_id {
+            if let Some(h) = queue.pop_front() {
+                release(h);
+            }
+            continue;
+        }
+        let deadline = front.committed + timeout;
+        let step = (std::time::Instant::now() + STEP).min(deadline);
+        if repl.wait_acked(front.needs_id, step) {
+            continue;
+        }
+        if std::time::Instant::now() >= deadline {
+            repl.sync_active.store(false, Ordering::Relaxed);
+            repl.sync_fallbacks.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                "semi-sync: no slave acknowledged event id {} within {} ms; falling back to \
+                 async until a slave has caught up",
+                front.needs_id,
+                timeout.as_millis()
+            );
+            for h in queue.drain(..) {
+                release(h);
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Consumer groups in the writer: applying GROUP records, and the writes a
+//! group subscription asks for — commit a position, count a failed
+//! delivery, remove a group, and move a poison message to a dead-letter
+//! topic (a copy and the commit past it, in one all-or-nothing batch).
+//!
+//! Runs on the writer thread. A group's state lives in its topic
+//! ([`super::state::WTopic`]), goes into the checkpoint, and reaches readers
+//! (GROUPS, the subscriptions) when the commit publishes it; it is
+//! replicated like every record.
+
+use log::{info, warn};
+
+use super::StoreError;
+use super::index;
+use super::ops::{WriteError, WriteOk};
+use super::record::{self, Decoded, FLAG_BATCH_MORE, GroupOp, Kind, Record};
+use super::undo::Undo;
+use super::writer::Writer;
+use crate::broker::GroupState;
+
+/// What a group write can come to: refused (nothing written) or failed.
+pub(super) enum GroupErr {
+    Refused(WriteError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for GroupErr {
+    fn from(e: StoreError) -> GroupErr {
+        GroupErr::Store(e)
+    }
+}
+
+impl Writer {
+    /// The one apply path for a GROUP record.
+    pub(super) fn apply_group(&mut self, rec: &Record<'_>) {
+        let Some(op) = rec.group_op() else {
+            warn!(
+                "group record {} has a malformed body; ignored",
+                rec.event_id
+            );
+            return;
+        };
+        let (name, new) = match op {
+            GroupOp::Set {
+                group,
+                committed,
+                failed_at,
+                failures,
+            } => (
+                group,
+                Some(GroupState {
+                    committed,
+                    failed_at,
+                    failures,
+                    set_id: rec.event_id,
+                }),
+            ),
+            GroupOp::Remove { group } => (group, None),
+        };
+        let Some(t) = self.topics.get_mut(rec.topic) else {
+            return; // its topic is gone: so are its groups
+        };
+        let before = t.groups.get(name).copied();
+        match new {
+            Some(g) => t.groups.insert(name.to_string(), g),
+            None => t.groups.remove(name),
+        };
+        let first_touch = !t.dirty;
+        let state = (t.state, t.flushed_entries);
+        t.groups_dirty = true;
+        t.dirty = true;
+        self.undo.push(Undo::Group {
+            topic: rec.topic.to_string(),
+            group: name.to_string(),
+            before,
+        });
+        if first_touch {
+            self.undo.push(Undo::Touched {
+                name: rec.topic.to_string(),
+                state: state.0,
+                flushed_entries: state.1,
+            });
+            self.dirty.push(rec.topic.to_string());
+        }
+    }
+
+    fn group_of(&self, topic: &str, group: &str) -> Result<Option<GroupState>, GroupErr> {
+        let t = self
+            .topics
+            .get(topic)
+            .ok_or_else(|| GroupErr::Refused(WriteError::NoTopic(topic.to_string())))?;
+        Ok(t.groups.get(group).copied())
+    }
+
+    /// Appends one GROUP record and applies it; returns its id.
+    fn append_group(
+        &mut self,
+        topic: &str,
+        op: &GroupOp<'_>,
+        flags: u8,
+    ) -> Result<u64, StoreError> {
+        let id = self.last_id + 1;
+        let body = op.encode();
+        self.append(&Record {
+            event_id: id,
+            timestamp_ms: super::now_ms(),
+            kind: Kind::Group,
+            flags,
+            topic,
+            headers: b"",
+            body: &body,
+        })?;
+        Ok(id)
+    }
+
+    /// The group has consumed everything up to `position` (an ACK, or a
+    /// SUB that sets where it starts); failed deliveries are forgotten.
+    pub(super) fn commit_group_position(
+        &mut self,
+        topic: &str,
+        group: &str,
+        position: u64,
+    ) -> Result<WriteOk, GroupErr> {
+        self.group_of(topic, group)?;
+        let op = GroupOp::Set {
+            group,
+            committed: position,
+            failed_at: 0,
+            failures: 0,
+        };
+        Ok(WriteOk::Id(self.append_group(topic, &op, 0)?))
+    }
+
+    /// A delivery of message `at` ended without an ACK: counted durably, so
+    /// a consumer that crashes on it every time is counted across restarts.
+    pub(super) fn group_failed(
+        &mut self,
+        topic: &str,
+        group: &str,
+        at: u64,
+    ) -> Result<WriteOk, GroupErr> {
+        let cur = self.group_of(topic, group)?.unwrap_or_default();
+        if at <= cur.committed {
+            return Ok(WriteOk::Done); // committed meanwhile: nothing failed
+        }
+        let failures = if cur.failed_at == at {
+            cur.failures + 1
+        } else {
+            1
+        };
+        let op = GroupOp::Set {
+            group,
+            committed: cur.committed,
+            failed_at: at,
+            failures,
+        };
+        Ok(WriteOk::Id(self.append_group(topic, &op, 0)?))
+    }
+
+    /// GROUPDEL: the group goes; its subscribers are told `END deleted`.
+    pub(super) fn group_remove(&mut self, topic: &str, group: &str) -> Result<WriteOk, GroupErr> {
+        if self.group_of(topic, group)?.is_none() {
+            return Err(GroupErr::Refused(WriteError::Invalid(format!(
+                "topic {topic} has no group {group}"
+            ))));
+        }
+        Ok(WriteOk::Id(self.append_group(
+            topic,
+            &GroupOp::Remove { group },
+            0,
+        )?))
+    }
+
+    /// Copies message `at` of `topic` to `dlq` with `dlq.*` headers and
+    /// commits the group past it, in one batch (all or nothing at a
+    /// crash). Returns the copy's event id.
+    pub(super) fn dead_letter(
+        &mut self,
+        topic: &str,
+        group: &str,
+        at: u64,
+        dlq: &str,
+    ) -> Result<WriteOk, GroupErr> {
+        let cur = self.group_of(topic, group)?.unwrap_or_default();
+        if !self.topics.contains_key(dlq) {
+            return Err(GroupErr::Refused(WriteError::NoTopic(dlq.to_string())));
+        }
+        if at <= cur.committed {
+            return Ok(WriteOk::Done);
+        }
+        let (headers, payload) = self.read_message(topic, at)?;
+        let mut h = headers;
+        if !h.is_empty() {
+            h.push(b' ');
+        }
+        h.extend_from_slice(
+            format!(
+                "dlq.topic={topic} dlq.id={at} dlq.group={group} dlq.deliveries={}",
+                cur.failures
+            )
+            .as_bytes(),
+        );
+        let copy_id = self.last_id + 1;
+        let set = GroupOp::Set {
+            group,
+            committed: at,
+            failed_at: 0,
+            failures: 0,
+        };
+        let set_body = set.encode();
+        let total = record::encoded_len(dlq.len(), h.len(), payload.len())
+            + record::encoded_len(topic.len(), 0, set_body.len());
+        // One segment for both, so a torn batch is cut as a whole.
+        self.ensure_room(total)?;
+        self.append(&Record {
+            event_id: copy_id,
+            timestamp_ms: super::now_ms(),
+            kind: Kind::Pub,
+            flags: FLAG_BATCH_MORE,
+            topic: dlq,
+            headers: &h,
+            body: &payload,
+        })?;
+        self.count_published(dlq, copy_id, 1);
+        self.append_group(topic, &set, 0)?;
+        self.counts.dead_lettered += 1;
+        info!(
+            "group {group} of {topic}: message {at} failed {} deliveries; moved to {dlq} as {copy_id}",
+            cur.failures
+        );
+        Ok(WriteOk::Id(copy_id))
+    }
+
+    /// Headers and payload of message `id` of `topic`.
+    fn read_message(&self, topic: &str, id: u64) -> Result<(Vec<u8>, Vec<u8>), GroupErr> {
+        let gone =
+            || GroupErr::Refused(WriteError::Invalid(format!("{topic} has no message {id}")));
+        let t = self.topics.get(topic).ok_or_else(gone)?;
+        let files = &self.broker.index_files;
+        let file = files.get(topic, t.shared.create_id)?;
+        let path = files.path(topic, t.shared.create_id);
+        let read = |e| StoreError::io("read index", &path, e);
+        let at = index::search_after(&*file, t.state.first_entry, t.flushed_entries, id - 1)
+            .map_err(read)?;
+        if at >= t.flushed_entries {
+            return Err(gone());
+        }
+        let e = index::EntrySource::entry(&*file, at).map_err(read)?;
+        if e.event_id != id {
+            return Err(gone());
+        }
+        let mut buf = vec![0u8; e.len as usize];
+        self.read_log(&mut buf, e.pos)?;
+        match record::decode(&buf) {
+            Decoded::Record { rec, .. } if rec.event_id == id && rec.is_message() => {
+                Ok((rec.headers.to_vec(), rec.payload().to_vec()))
+            }
+            _ => Err(GroupErr::Store(StoreError::corrupt(
+                &self.active.path,
+                e.pos,
+                format!("the record of event {id} does not match the index of {topic}"),
+            ))),
+        }
+    }
+}
