@@ -9,6 +9,8 @@
 //! channels or locks. Writes are buffered and flushed before every read; every read has a
 //! timeout (30 s unless changed with [`Client::set_timeout`]).
 //!
+//! The replication commands (PROMOTE, SLAVES) are in `client/repl.rs`.
+//!
 //! Used by `smss-cli`, by the integration tests, and by Rust programs.
 //!
 //! ```no_run
@@ -43,6 +45,9 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 pub mod check;
+mod repl;
+
+pub use repl::SlaveInfo;
 
 /// A line, its `\r\n` included, is at most this many bytes.
 pub const MAX_LINE_BYTES: usize = 4096;
@@ -552,13 +557,6 @@ impl Client {
             out.push((name.to_string(), value.to_string()));
         }
         Ok(out)
-    }
-
-    /// `PROMOTE` (on a slave) → the last event id.
-    pub fn promote(&mut self) -> Result<u64> {
-        self.send_line("PROMOTE")?;
-        let line = self.read_line()?;
-        parse_ok_id(&line)
     }
 
     /// Sends SUB; returns after OK. `from` is the raw `<after>` token: "0", "$", "-", or a number.

@@ -1,6 +1,6 @@
 //! One client's connection: command dispatch. The auth gate, writes
 //! submitted to the persistence thread with their replies settled in
-//! request order, and the reads (PING, AUTH, INFO, LIST, STATS); SUB hands
+//! request order, and the reads (PING, AUTH, INFO, LIST, STATS, SLAVES); SUB hands
 //! the connection to [`crate::subscription`], frame I/O is [`Wire`]'s.
 //!
 //! The auth gate: with `auth.token` set, a connection gets `timeout.auth`
@@ -32,10 +32,11 @@ use crate::auth;
 use crate::broker::{Broker, Topic};
 use crate::protocol::{
     ErrCode, Limits, Parsed, ProtoError, Request, encode_count, encode_err, encode_line, encode_ok,
-    encode_stat, encode_stat_u64, encode_topic,
+    encode_slave, encode_stat, encode_stat_u64, encode_topic,
 };
 use crate::replication::{self, Role};
-use crate::stats::{Gauges, StatValue, Stats};
+use crate::stats::{self, Gauges, ReplGauges, StatValue, Stats};
+use crate::storage::now_ms;
 use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use crate::storage::record::DeleteReason;
 use crate::subscription;
@@ -328,6 +329,7 @@ impl Conn {
                 return replication::sender::run(&mut self.wire, &self.broker, &self.peer, args);
             }
             Request::Promote => self.promote(),
+            Request::Slaves => self.put_slaves(),
             Request::Create { .. }
             | Request::Delete { .. }
             | Request::Pub { .. }
@@ -408,21 +410,72 @@ impl Conn {
     }
 
     fn put_stats(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
         let b = &self.broker;
+        let r = &b.repl;
+        let last_event_id = b.last_event_id();
+        let repl = match b.role() {
+            Role::Master => ReplGauges::Master {
+                slaves: r.slave_count() as u64,
+                sync_in_force: r.sync_in_force(),
+                acked_event_id: r.highest_acked_id(),
+                sync_fallbacks: r.sync_fallbacks.load(Relaxed),
+                full_syncs: r.full_syncs.load(Relaxed),
+            },
+            Role::Slave => {
+                let m = r.master();
+                let caught_up = last_event_id >= m.master_event_id;
+                ReplGauges::Slave {
+                    lag_ms: stats::lag_ms(caught_up, now_ms(), m.applied_ts_ms),
+                    master: m.addr,
+                    master_event_id: m.master_event_id,
+                    state: m.state.as_str(),
+                    reconnects: r.reconnects.load(Relaxed),
+                    full_syncs: r.full_syncs.load(Relaxed),
+                }
+            }
+        };
+        let topics = b.topics();
         let pairs = b.stats.report(&Gauges {
-            role: b.role(),
-            last_event_id: b.last_event_id(),
-            topics: b.topic_count() as u64,
+            last_event_id,
+            topics: topics.len() as u64,
             uptime_ms: b.started.elapsed().as_millis() as u64,
             segments: b.segments.count() as u64,
             index_files_open: b.index_files.open_count() as u64,
+            epoch: r.epoch.load(Relaxed),
+            groups: topics.iter().map(|t| t.groups().len() as u64).sum(),
+            repl,
         });
         encode_count(&mut self.wire.out, "STATS", pairs.len() as u64);
         for (name, value) in pairs {
             match value {
-                StatValue::Text(t) => encode_stat(&mut self.wire.out, name, t),
+                StatValue::Text(t) => encode_stat(&mut self.wire.out, name, &t),
                 StatValue::Num(n) => encode_stat_u64(&mut self.wire.out, name, n),
             }
+        }
+    }
+
+    /// SLAVES: the slaves connected to this master; none on a slave.
+    fn put_slaves(&mut self) {
+        let b = &self.broker;
+        let slaves = match b.role() {
+            Role::Master => b.repl.slaves(),
+            Role::Slave => Vec::new(),
+        };
+        let (last, now) = (b.last_event_id(), now_ms());
+        encode_count(&mut self.wire.out, "SLAVES", slaves.len() as u64);
+        for s in &slaves {
+            let lag_ms = stats::lag_ms(s.acked_id >= last, now, s.acked_ts_ms);
+            let lag_events = last.saturating_sub(s.acked_id);
+            let out = &mut self.wire.out;
+            encode_slave(
+                out,
+                &s.addr,
+                s.acked_id,
+                lag_events,
+                lag_ms,
+                s.state.as_str(),
+            );
         }
     }
 }

@@ -30,8 +30,11 @@
 //! - [`broker`]: the shared, published state (topics, segments, last event
 //!   id, durable tail, role) that readers see; [`timer`]: lifetimes, delayed
 //!   messages and retention, each asking the writer through the channel.
-//! - [`replication`]: the role (master/slave) and, to come, the `repl-<peer>`
-//!   senders and the slave's receiver feeding the same writer.
+//! - [`replication`]: the role (master/slave), the senders (on a master, a
+//!   connection that sent REPL streams the durable log to its slave) and the
+//!   slave's `repl-receiver` thread, which feeds the master's records to the
+//!   same writer through the same channel; [`stats`] builds STATS from the
+//!   counters and what the caller reads from the broker and replication.
 //!
 //! # Durability
 //!

@@ -5,7 +5,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::Server;
+use common::{Opts, Server};
 
 fn cli(s: &Server, args: &[&str]) -> Output {
     let port = s.addr.rsplit(':').next().expect("port");
@@ -374,7 +374,9 @@ fn help_per_command_and_global_options_after_the_command() {
     let pubh = ok(&cli_bare(&["pub", "--help"]));
     assert!(pubh.contains("--lines"), "{pubh}");
     assert_ne!(pubh, global);
-    for cmd in ["create", "delete", "list", "info", "stats", "ping", "dump"] {
+    for cmd in [
+        "create", "delete", "list", "info", "stats", "ping", "slaves", "promote", "dump",
+    ] {
         let h = ok(&cli_bare(&["help", cmd]));
         assert!(h.starts_with("usage: smss-cli "), "{cmd}: {h}");
         assert!(h.contains(&format!(" {cmd}")), "{cmd}: {h}");
@@ -511,5 +513,76 @@ fn pub_lines_publishes_each_line_over_one_connection_in_batches() {
             .status
             .code(),
         Some(2)
+    );
+}
+
+/// Runs `smss-cli` with `args` until its stdout satisfies `done`, for at
+/// most [`common::WAIT`]: replication has no reply to wait on.
+fn poll_cli(s: &Server, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let out = ok(&cli(s, args));
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "smss-cli {args:?}: last output {out:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn slaves_table_and_promote() {
+    const HEADER: &str = "addr acked_event_id lag_events lag_ms state\n";
+    let (mdir, sdir) = (common::tempdir(), common::tempdir());
+    let m = Server::start(mdir.path());
+    assert_eq!(ok(&cli(&m, &["slaves"])), HEADER, "no slaves yet");
+    let id: u64 = ok(&cli(&m, &["create", "orders"]))
+        .trim()
+        .parse()
+        .expect("id");
+    let s = Server::start_with_args(
+        sdir.path(),
+        &Opts::new(),
+        &["--role", "slave", "--master", &m.addr],
+    );
+    let table = poll_cli(&m, &["slaves"], |out| {
+        out.lines()
+            .nth(1)
+            .is_some_and(|row| row.ends_with(&format!(" {id} 0 0 streaming")))
+    });
+    assert!(table.starts_with(HEADER), "{table}");
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(rows[0].starts_with("127.0.0.1:"), "{table}");
+    // A slave has no slaves; its stats say whose slave it is.
+    assert_eq!(ok(&cli(&s, &["slaves"])), HEADER);
+    let stats = ok(&cli(&s, &["stats"]));
+    assert!(stats.contains(&format!("\nmaster {}\n", m.addr)), "{stats}");
+    assert!(stats.contains("\nrepl_state "), "{stats}");
+
+    // A master refuses promote; a slave takes it and prints where its epoch starts.
+    let o = cli(&m, &["promote"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("BADREQ") && err.contains("master"), "{err}");
+    let start: u64 = ok(&cli(&s, &["promote"])).trim().parse().expect("id");
+    assert!(start > id, "{start} after {id}");
+    let stats = ok(&cli(&s, &["stats"]));
+    assert!(stats.starts_with("role master\n"), "{stats}");
+    assert!(
+        stats.contains(&format!("\nlast_event_id {start}\n")),
+        "{stats}"
+    );
+    let written: u64 = ok(&cli(&s, &["pub", "orders", "after"]))
+        .trim()
+        .parse()
+        .expect("id");
+    assert_eq!(written, start + 1);
+    assert_eq!(
+        ok(&cli(&m, &["promote", "--help"])),
+        ok(&cli_bare(&["help", "promote"]))
     );
 }

@@ -113,6 +113,27 @@ pub fn encode_stat_u64(out: &mut Vec<u8>, name: &str, value: u64) {
     out.extend_from_slice(CRLF);
 }
 
+/// `SLAVE <addr> <acked_event_id> <lag_events> <lag_ms> <state>`: one line
+/// of a `SLAVES` reply.
+pub fn encode_slave(
+    out: &mut Vec<u8>,
+    addr: &str,
+    acked_event_id: u64,
+    lag_events: u64,
+    lag_ms: u64,
+    state: &str,
+) {
+    out.extend_from_slice(b"SLAVE ");
+    out.extend_from_slice(addr.as_bytes());
+    for v in [acked_event_id, lag_events, lag_ms] {
+        out.push(b' ');
+        push_u64(out, v);
+    }
+    out.push(b' ');
+    out.extend_from_slice(state.as_bytes());
+    out.extend_from_slice(CRLF);
+}
+
 /// `END <reason>`: the subscribed topic went away (`deleted`, `expired`).
 pub fn encode_end(out: &mut Vec<u8>, reason: &str) {
     out.extend_from_slice(b"END ");
@@ -120,8 +141,6 @@ pub fn encode_end(out: &mut Vec<u8>, reason: &str) {
     out.extend_from_slice(CRLF);
 }
 
-/// Any simple line (`PONG`, `ALIVE`, `STANDBY`, `END deleted`, …) plus `\r\n`. The
-/// caller passes server-made text without line ends.
 /// `RECS <count> <n>` + the bytes of `count` whole log records: what a
 /// master streams to a slave.
 pub fn encode_recs(out: &mut Vec<u8>, count: usize, records: &[u8]) {
@@ -130,6 +149,8 @@ pub fn encode_recs(out: &mut Vec<u8>, count: usize, records: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Any simple line (`PONG`, `ALIVE`, `STANDBY`, `END deleted`, …) plus `\r\n`. The
+/// caller passes server-made text without line ends.
 pub fn encode_line(out: &mut Vec<u8>, line: &str) {
     out.extend_from_slice(line.as_bytes());
     out.extend_from_slice(CRLF);
@@ -183,6 +204,15 @@ mod tests {
         assert_eq!(
             out,
             b"TOPIC orders 1000 0 3 4 9\r\nBATCH 3\r\nSTAT role master\r\nSTAT topics 7\r\nPONG\r\nEND deleted\r\nEND expired\r\n"
+        );
+
+        let mut out = Vec::new();
+        encode_count(&mut out, "SLAVES", 2);
+        encode_slave(&mut out, "127.0.0.1:40112", 17, 0, 0, "streaming");
+        encode_slave(&mut out, "[::1]:5", 3, 14, 1200, "syncing");
+        assert_eq!(
+            out,
+            b"SLAVES 2\r\nSLAVE 127.0.0.1:40112 17 0 0 streaming\r\nSLAVE [::1]:5 3 14 1200 syncing\r\n"
         );
     }
 }

@@ -213,6 +213,8 @@ pub enum Request {
     },
     Repl(ReplArgs),
     Promote,
+    /// A master's connected slaves (`SLAVES 0` on a slave).
+    Slaves,
 }
 
 /// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1]`: what a slave

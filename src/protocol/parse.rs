@@ -46,6 +46,7 @@ pub(super) enum SimpleCmd {
     Groups,
     Repl,
     Promote,
+    Slaves,
 }
 
 #[derive(Clone, Copy)]
@@ -76,7 +77,7 @@ const fn spec(name: &'static str, kind: Kind, usage: &'static str, max_args: usi
     }
 }
 
-const COMMANDS: [CommandSpec; 17] = [
+const COMMANDS: [CommandSpec; 18] = [
     spec("PING", Kind::Simple(SimpleCmd::Ping), "PING", 0),
     spec("AUTH", Kind::Simple(SimpleCmd::Auth), "AUTH <token>", 1),
     spec("QUIT", Kind::Simple(SimpleCmd::Quit), "QUIT", 0),
@@ -134,6 +135,7 @@ const COMMANDS: [CommandSpec; 17] = [
         4,
     ),
     spec("PROMOTE", Kind::Simple(SimpleCmd::Promote), "PROMOTE", 0),
+    spec("SLAVES", Kind::Simple(SimpleCmd::Slaves), "SLAVES", 0),
 ];
 
 /// Exact, case-insensitive command lookup (no prefix matching).
@@ -539,6 +541,7 @@ fn parse_simple(
         },
         SimpleCmd::Repl => Request::Repl(parse_repl(&mut args)?),
         SimpleCmd::Promote => Request::Promote,
+        SimpleCmd::Slaves => Request::Slaves,
     };
     args.finish()?;
     Ok(req)
@@ -953,6 +956,8 @@ mod tests {
             })
         );
         assert_eq!(req(b"PROMOTE\r\n"), Request::Promote);
+        assert_eq!(req(b"SLAVES\r\n"), Request::Slaves);
+        assert_eq!(req(b"slaves\n"), Request::Slaves);
     }
 
     #[test]
@@ -1127,6 +1132,7 @@ mod tests {
             b"ACK 1\r\n",
             b"STOP 1\r\n",
             b"PROMOTE x\r\n",
+            b"SLAVES x\r\n",
             b"AUTH\r\n",
             b"AUTH a b\r\n",
             b"CREATE\r\n",
@@ -1504,7 +1510,7 @@ mod tests {
         long_auth.extend_from_slice(b"\r\nPING\r\n");
         vec![
             b"PING\r\nPUB t 5 a=b\r\nhe\r\nl\r\nMPUB t 3\r\n3 k=v\r\nabc\r\n0\r\n\r\n4 x=1 y=2=3\r\n\0\r\n\n\r\nSUB t 0 batch=5\r\nACK\r\nSTOP\r\n".to_vec(),
-            b"AUTH tok\nCREATE t 1000\nDPUB t 10 2 h=1\n\r\n\nmpub t 1\n0\n\ninfo t\nLIST\r\nGROUPS t\r\nSTATS\r\nREPL 0\r\nPROMOTE\r\nQUIT\r\n".to_vec(),
+            b"AUTH tok\nCREATE t 1000\nDPUB t 10 2 h=1\n\r\n\nmpub t 1\n0\n\ninfo t\nLIST\r\nGROUPS t\r\nSTATS\r\nREPL 0\r\nPROMOTE\r\nSLAVES\r\nQUIT\r\n".to_vec(),
             // Errors that keep the connection, then a fatal one.
             b"PUB bad/t 3\r\nabc\r\nFOO\r\n\r\nPING  \r\nMPUB t 2\r\n1 k\r\na\r\n1\r\nb\r\nDELETE t\r\nPUB t 3\r\nabcXYZ\r\nPING\r\n".to_vec(),
             // Ends mid-request.

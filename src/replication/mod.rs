@@ -1,5 +1,6 @@
-//! Master–slave replication: which side of it this server is, and (to come)
-//! the threads that copy the log.
+//! Master–slave replication: which side of it this server is, and the
+//! threads that copy the log ([`sender`] on a master, [`receiver`] on a
+//! slave) with what they share ([`state`]).
 //!
 //! Owns [`Role`] and [`RoleCell`], the role as the broker holds it: an
 //! atomic, so PROMOTE can turn a slave into a master at run time while

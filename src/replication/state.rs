@@ -162,6 +162,22 @@ impl ReplState {
     }
 }
 
+// Read-only views for STATS and SLAVES.
+impl ReplState {
+    pub fn slave_count(&self) -> usize {
+        lock(&self.slaves).len()
+    }
+
+    /// The highest event id any connected slave has acknowledged; 0 if none.
+    pub fn highest_acked_id(&self) -> u64 {
+        lock(&self.slaves)
+            .iter()
+            .map(|s| s.acked_id)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +195,24 @@ mod tests {
         assert_eq!(r.slaves().len(), 1);
         r.remove_slave(a);
         assert_eq!(r.lowest_acked_pos(), None);
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+
+    #[test]
+    fn read_only_views() {
+        let r = ReplState::default();
+        assert!(!r.sync_in_force());
+        assert_eq!((r.slave_count(), r.highest_acked_id()), (0, 0));
+        let a = r.add_slave("127.0.0.1:1");
+        let b = r.add_slave("127.0.0.1:2");
+        r.update_slave(a, |s| s.acked_id = 7);
+        r.update_slave(b, |s| s.acked_id = 9);
+        assert_eq!((r.slave_count(), r.highest_acked_id()), (2, 9));
+        r.sync_active.store(true, Ordering::Relaxed);
+        assert!(r.sync_in_force());
     }
 }

@@ -19,7 +19,7 @@ pub struct CommandHelp {
 }
 
 /// Every command, in the order the global help lists them.
-pub const HELP: [CommandHelp; 11] = [
+pub const HELP: [CommandHelp; 13] = [
     CommandHelp {
         name: "create",
         synopsis: "create <topic> [--life MS]",
@@ -110,6 +110,27 @@ Prints the server's statistics, \"<name> <value>\" per line.",
 Prints PONG when the server answers.",
     },
     CommandHelp {
+        name: "slaves",
+        synopsis: "slaves",
+        summary: "the slaves connected to a master",
+        details: "\
+Prints a header row, then one line per slave connected to the master:
+\"<addr> <acked_event_id> <lag_events> <lag_ms> <state>\". acked_event_id is
+the last event id the slave has durably; lag_events how many ids the master
+is ahead of it; lag_ms 0 when it is caught up, else how long ago the newest
+record it has was sent; state connecting, syncing (a full resync) or
+streaming. A slave answers with no slaves: only the header row.",
+    },
+    CommandHelp {
+        name: "promote",
+        synopsis: "promote",
+        summary: "turn a slave into a master; prints the event id",
+        details: "\
+Sends PROMOTE to a slave: it stops replicating, starts a new epoch above
+every id its old master may have handed out, and takes writes from now on.
+Prints the event id where the new epoch starts. A master refuses it.",
+    },
+    CommandHelp {
         name: "dump",
         synopsis: "dump <segment-file>",
         summary: "print the records of a segment file (offline)",
@@ -143,7 +164,8 @@ global options (before or after the command):
   -h, --help      show this help, or after a command that command's
   -V, --version   show the version";
 
-pub const COMMANDS: &str = "create, delete, pub, sub, list, info, stats, ping, dump, bench, help";
+pub const COMMANDS: &str =
+    "create, delete, pub, sub, list, info, stats, ping, slaves, promote, dump, bench, help";
 
 /// What the command line asks for.
 pub enum Invocation {
@@ -199,6 +221,8 @@ pub enum Command {
     },
     Stats,
     Ping,
+    Slaves,
+    Promote,
     Dump {
         path: OsString,
     },
@@ -313,6 +337,8 @@ fn parse_command(p: &mut lexopt::Parser, g: &mut Global, name: &str) -> Result<C
         },
         "stats" => no_args(p, g, "stats", Command::Stats)?,
         "ping" => no_args(p, g, "ping", Command::Ping)?,
+        "slaves" => no_args(p, g, "slaves", Command::Slaves)?,
+        "promote" => no_args(p, g, "promote", Command::Promote)?,
         "dump" => {
             let path = positionals(p, g, "dump", 1, 1)?;
             Command::Dump {

@@ -42,7 +42,12 @@ pub fn check(g: &Global, cmd: &Command) -> Result<()> {
             "sub",
             check::topic(topic).and_then(|()| check::subscription(from, opts)),
         ),
-        Command::List | Command::Stats | Command::Ping | Command::Dump { .. } => ("", Ok(())),
+        Command::List
+        | Command::Stats
+        | Command::Ping
+        | Command::Slaves
+        | Command::Promote
+        | Command::Dump { .. } => ("", Ok(())),
     };
     let r = r.and_then(|()| g.token.as_deref().map_or(Ok(()), check::token));
     match r {
@@ -155,6 +160,14 @@ pub fn execute(c: &mut Client, cmd: Command) -> Result<()> {
             c.ping()?;
             writeln!(out, "PONG").map_err(stdout_err)?;
         }
+        Command::Slaves => {
+            let slaves = c.slaves()?;
+            print_slaves(&mut out, &slaves).map_err(stdout_err)?;
+        }
+        Command::Promote => {
+            let id = c.promote()?;
+            writeln!(out, "{id}").map_err(stdout_err)?;
+        }
         Command::Dump { path } => return dump::dump(&path),
     }
     out.flush().map_err(stdout_err)
@@ -167,6 +180,18 @@ fn print_topics(out: &mut impl Write, topics: &[smss::client::TopicInfo]) -> io:
             out,
             "{} {} {} {} {} {}",
             t.name, t.created_ms, t.expires_ms, t.messages, t.first_id, t.last_id
+        )?;
+    }
+    Ok(())
+}
+
+fn print_slaves(out: &mut impl Write, slaves: &[smss::client::SlaveInfo]) -> io::Result<()> {
+    writeln!(out, "addr acked_event_id lag_events lag_ms state")?;
+    for s in slaves {
+        writeln!(
+            out,
+            "{} {} {} {} {}",
+            s.addr, s.acked_event_id, s.lag_events, s.lag_ms, s.state
         )?;
     }
     Ok(())
