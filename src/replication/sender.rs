@@ -94,6 +94,8 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
             (after_id, None)
         }
         ReplMode::Full { after_id, snapshot } => {
+            info!("{peer}: full resync: the state up to event id {after_id}, then the log");
+            broker.repl.full_syncs.fetch_add(1, Ordering::Relaxed);
             encode_line(&mut wire.out, &format!("{head} full"));
             (after_id, Some(snapshot))
         }
