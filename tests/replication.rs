@@ -1,0 +1,434 @@
+//! Replication with real binaries: a master and its slaves, each its own
+//! process on its own port and data directory.
+//!
+//! A slave's progress has no signal a client can wait on, so tests poll its
+//! STATS `last_event_id` in bounded loops (common::repl); everything else
+//! is read from LIST, INFO, SUB and the servers' log files. Promotion,
+//! divergence and timers after PROMOTE are in tests/failover.rs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::repl::{
+    Frozen, assert_same_state, assert_strictly_increasing, client_of, free_port, ids, last_id,
+    messages, poll_until, slave_args, start_slave, state, wait_caught_up, wait_for_id,
+};
+use common::{Opts, Server, WAIT, stat, tempdir};
+use smss::client::{SubEvent, SubOptions};
+
+fn sub_opts() -> SubOptions {
+    SubOptions {
+        batch: Some(100),
+        ack_ms: Some(60_000),
+        group: None,
+    }
+}
+
+/// The next batch of a subscription, skipping ALIVE.
+fn next_batch(c: &mut smss::client::Client) -> Vec<smss::client::Delivered> {
+    for _ in 0..100 {
+        match c.next_event().expect("subscription event") {
+            SubEvent::Batch(ms) => return ms,
+            SubEvent::Alive => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("only ALIVE for 100 events");
+}
+
+fn role(c: &mut smss::client::Client) -> String {
+    let stats = c.stats().expect("STATS");
+    stats
+        .into_iter()
+        .find(|(k, _)| k == "role")
+        .map(|(_, v)| v)
+        .expect("STATS role")
+}
+
+fn hv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_slave_copies_every_kind_of_write() {
+    let (md, sd) = (tempdir(), tempdir());
+    let m = Server::start(md.path());
+    let mut mc = m.client();
+    // Written before the slave exists: it copies them when it first syncs.
+    mc.create("plain", 0).expect("CREATE plain");
+    mc.create("lived", 3_600_000).expect("CREATE lived");
+    let h1 = mc
+        .publish_with_headers("plain", &[("kind", "a"), ("user", "42")], b"first")
+        .expect("PUB");
+    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
+
+    // Written while it streams.
+    let mut short_sub = m.client();
+    mc.create("short", 1000).expect("CREATE short");
+    short_sub
+        .subscribe("short", "0", &sub_opts())
+        .expect("SUB short");
+    let (a, b) = mc
+        .mpublish("plain", &[b"m1", b"m2", b"m3", b"m4"])
+        .expect("MPUB");
+    assert_eq!(b, a + 3);
+    let (c1, c2) = mc
+        .mpublish_with_headers("lived", &[("h", "v")], &[b"l1", b"l2"])
+        .expect("MPUB with headers");
+    mc.create("doomed", 0).expect("CREATE doomed");
+    mc.publish("doomed", b"bye").expect("PUB doomed");
+    let later = mc
+        .dpublish("plain", 3_600_000, b"later")
+        .expect("DPUB later");
+    let mut fire_sub = m.client();
+    fire_sub
+        .subscribe("plain", "$", &sub_opts())
+        .expect("SUB plain $");
+    let soon = mc
+        .dpublish_with_headers("plain", 300, &[("d", "1")], b"soon")
+        .expect("DPUB soon");
+    let fired = next_batch(&mut fire_sub);
+    assert_eq!(fired.len(), 1);
+    let fire_id = fired[0].event_id;
+    assert!(fire_id > soon, "the FIRE has a new id");
+    mc.delete("doomed").expect("DELETE doomed");
+    // The lifetime of `short` ends on the master.
+    let mut ended = None;
+    for _ in 0..100 {
+        match short_sub.next_event().expect("short event") {
+            SubEvent::End(r) => {
+                ended = Some(r);
+                break;
+            }
+            SubEvent::Alive => {}
+            other => panic!("unexpected {other:?} on short"),
+        }
+    }
+    assert_eq!(ended.as_deref(), Some("expired"));
+
+    wait_caught_up(&m, &s, None);
+    let mut sc = s.client();
+    assert_eq!(role(&mut sc), "slave");
+    let (list, msgs) = assert_same_state(&mut mc, &mut sc);
+    let names: Vec<&str> = list.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["lived", "plain"], "doomed deleted, short expired");
+    assert!(sc.info("short").is_err() && sc.info("doomed").is_err());
+    let lived = list.iter().find(|t| t.name == "lived").expect("lived");
+    assert_eq!(lived.expires_ms, lived.created_ms + 3_600_000);
+
+    let plain = &msgs.iter().find(|(n, _)| n == "plain").expect("plain").1;
+    assert_eq!(
+        plain[0],
+        (
+            h1,
+            plain[0].1,
+            hv(&[("kind", "a"), ("user", "42")]),
+            b"first".to_vec()
+        )
+    );
+    let batch: Vec<_> = plain.iter().filter(|m| m.0 >= a && m.0 <= b).collect();
+    assert_eq!(
+        batch.iter().map(|m| (m.0, m.3.clone())).collect::<Vec<_>>(),
+        (a..=b)
+            .zip([b"m1", b"m2", b"m3", b"m4"])
+            .map(|(i, p)| (i, p.to_vec()))
+            .collect::<Vec<_>>(),
+        "the MPUB arrives whole with consecutive ids"
+    );
+    let soon_msgs: Vec<_> = plain.iter().filter(|m| m.3 == b"soon").collect();
+    assert_eq!(soon_msgs.len(), 1, "delivered once on the slave");
+    assert_eq!(soon_msgs[0].0, fire_id, "under the master's FIRE id");
+    assert_eq!(soon_msgs[0].2, hv(&[("d", "1")]));
+    assert!(!ids(plain).contains(&soon) && !ids(plain).contains(&later));
+    let lived_msgs = &msgs.iter().find(|(n, _)| n == "lived").expect("lived").1;
+    assert_eq!(ids(lived_msgs), vec![c1, c2]);
+    assert!(lived_msgs.iter().all(|m| m.2 == hv(&[("h", "v")])));
+
+    assert_eq!(stat(&mut sc, "delayed_pending"), 1);
+    assert_eq!(stat(&mut mc, "delayed_pending"), 1);
+    assert_eq!(last_id(&mut sc), last_id(&mut mc));
+}
+
+/// The reply line to `req` sent raw on `r`.
+fn ask(r: &mut common::Raw, req: &[u8]) -> String {
+    r.send(req);
+    r.line()
+}
+
+#[test]
+fn every_write_on_a_slave_is_refused_readonly_and_changes_nothing() {
+    let (md, sd) = (tempdir(), tempdir());
+    let m = Server::start(md.path());
+    let mut mc = m.client();
+    mc.create("t", 0).expect("CREATE");
+    mc.publish("t", b"one").expect("PUB");
+    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
+    wait_caught_up(&m, &s, None);
+    let mut sc = s.client();
+    let before = state(&mut sc);
+    let before_id = last_id(&mut sc);
+
+    let mut r = s.raw();
+    let writes: [&[u8]; 9] = [
+        b"CREATE new\r\n",
+        b"CREATE new 5000\r\n",
+        b"DELETE t\r\n",
+        b"PUB t 5\r\nhello\r\n",
+        b"PUB t 5 k=v\r\nhello\r\n",
+        b"PUB nosuch 2\r\nhi\r\n",
+        b"MPUB t 2\r\n1\r\na\r\n1 k=v\r\nb\r\n",
+        b"DPUB t 1000 3\r\nabc\r\n",
+        b"dpub t 10 0\r\n\r\n",
+    ];
+    for w in writes {
+        let reply = ask(&mut r, w);
+        assert!(
+            reply.starts_with("ERR READONLY"),
+            "{:?} got {reply:?}",
+            String::from_utf8_lossy(w)
+        );
+    }
+    // Group subscriptions need the master too; the connection stays usable.
+    let reply = ask(&mut r, b"SUB t 0 group=g\r\n");
+    assert!(reply.starts_with("ERR READONLY"), "{reply:?}");
+    assert_eq!(ask(&mut r, b"PING\r\n"), "PONG");
+
+    assert_eq!(last_id(&mut sc), before_id);
+    assert_eq!(state(&mut sc), before, "nothing changed on the slave");
+    assert_eq!(stat(&mut sc, "delayed_pending"), 0);
+    // It still replicates.
+    let id = mc.publish("t", b"two").expect("PUB on the master");
+    wait_for_id(&s, None, id);
+    assert_same_state(&mut mc, &mut sc);
+}
+
+#[test]
+fn a_subscriber_on_the_slave_gets_master_writes_live() {
+    let (md, sd) = (tempdir(), tempdir());
+    let m = Server::start(md.path());
+    let mut mc = m.client();
+    mc.create("live", 0).expect("CREATE");
+    mc.publish("live", b"old").expect("PUB");
+    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
+    wait_caught_up(&m, &s, None);
+
+    let mut sub = s.client();
+    sub.subscribe("live", "$", &sub_opts())
+        .expect("SUB $ on the slave");
+    let id = mc
+        .publish_with_headers("live", &[("k", "v")], b"new")
+        .expect("PUB");
+    let got = next_batch(&mut sub);
+    assert_eq!(got.len(), 1, "only the new message: {got:?}");
+    assert_eq!(
+        (
+            got[0].event_id,
+            got[0].headers.clone(),
+            got[0].payload.clone()
+        ),
+        (id, hv(&[("k", "v")]), b"new".to_vec())
+    );
+    sub.ack().expect("ACK");
+    let (a, b) = mc.mpublish("live", &[b"x", b"y"]).expect("MPUB");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let batch = next_batch(&mut sub);
+        got.extend(batch.into_iter().map(|d| (d.event_id, d.payload)));
+        sub.ack().expect("ACK");
+    }
+    assert_eq!(got, vec![(a, b"x".to_vec()), (b, b"y".to_vec())]);
+    // A DELETE on the master ends the slave's subscription.
+    mc.delete("live").expect("DELETE");
+    match sub.next_event().expect("END") {
+        SubEvent::End(r) => assert_eq!(r, "deleted"),
+        other => panic!("expected END deleted, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_killed_slave_restarted_catches_up_without_duplicates() {
+    let (md, sd) = (tempdir(), tempdir());
+    let m = Server::start(md.path());
+    let mut mc = m.client();
+    mc.create("t", 0).expect("CREATE");
+    for i in 0..20 {
+        mc.publish("t", format!("before-{i}").as_bytes())
+            .expect("PUB");
+    }
+    let args = slave_args(&m.addr, &["--event", "0"]);
+    let s = Server::start_with_args(sd.path(), &Opts::new(), &args);
+    wait_caught_up(&m, &s, None);
+    s.kill9();
+
+    for i in 0..20 {
+        mc.publish("t", format!("while-down-{i}").as_bytes())
+            .expect("PUB");
+    }
+    let batch: Vec<Vec<u8>> = (0..10).map(|i| format!("batch-{i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = batch.iter().map(|p| p.as_slice()).collect();
+    mc.mpublish("t", &refs).expect("MPUB");
+    mc.create("t2", 0).expect("CREATE t2");
+    mc.publish("t2", b"in t2").expect("PUB t2");
+
+    // The same command line, --event 0 included: it resumes after its own
+    // last id, it does not start over.
+    let s = Server::start_with_args(sd.path(), &Opts::new(), &args);
+    wait_caught_up(&m, &s, None);
+    let mut sc = s.client();
+    let (_, msgs) = assert_same_state(&mut mc, &mut sc);
+    let t = &msgs.iter().find(|(n, _)| n == "t").expect("t").1;
+    assert_eq!(t.len(), 50);
+    assert_strictly_increasing(t);
+    assert_eq!(
+        s.log_text().matches("full resync from").count(),
+        1,
+        "only the first start copies everything; the restarted slave streams:\n{}",
+        s.log_text()
+    );
+    // And goes on streaming.
+    let id = mc.publish("t", b"after").expect("PUB");
+    wait_for_id(&s, None, id);
+    assert_eq!(ids(&messages(&mut sc, "t")), ids(&messages(&mut mc, "t")));
+}
+
+#[test]
+fn a_restarted_master_is_found_again_by_its_slave() {
+    let (md, sd) = (tempdir(), tempdir());
+    let opts = Opts::new().port(free_port());
+    let m = Server::start_with(md.path(), &opts);
+    let addr = m.addr.clone();
+    let mut mc = m.client();
+    mc.create("t", 0).expect("CREATE");
+    mc.publish("t", b"one").expect("PUB");
+    let s = start_slave(sd.path(), &Opts::new(), &addr);
+    wait_caught_up(&m, &s, None);
+
+    drop(mc);
+    let status = m.sigterm();
+    assert!(status.success(), "clean shutdown: {status:?}");
+    let m = Server::start_with(md.path(), &opts);
+    assert_eq!(m.addr, addr, "the master is back on the same address");
+    let mut mc = m.client();
+    let id = mc.publish("t", b"two").expect("PUB after the restart");
+    wait_for_id(&s, None, id);
+    let mut sc = s.client();
+    assert_same_state(&mut mc, &mut sc);
+    assert!(
+        s.log_text().contains("reconnecting"),
+        "the slave logs that it lost its master:\n{}",
+        s.log_text()
+    );
+}
+
+#[test]
+fn bad_repl_arguments_are_refused_and_the_connection_stays_usable() {
+    let (md, sd) = (tempdir(), tempdir());
+    let m = Server::start(md.path());
+    let mut mc = m.client();
+    mc.create("t", 0).expect("CREATE");
+    let before = last_id(&mut mc);
+    let mut r = m.raw();
+    for req in [
+        &b"REPL x\r\n"[..],
+        b"REPL 1 history=zz\r\n",
+        b"REPL 1 foo=1\r\n",
+        b"REPL 1 epoch=x\r\n",
+        b"REPL 1 empty=2\r\n",
+        b"REPL 1 history\r\n",
+        b"REPL\r\n",
+    ] {
+        let reply = ask(&mut r, req);
+        assert!(
+            reply.starts_with("ERR BADREQ"),
+            "{:?} got {reply:?}",
+            String::from_utf8_lossy(req)
+        );
+        assert_eq!(ask(&mut r, b"PING\r\n"), "PONG", "usable after {req:?}");
+    }
+    assert_eq!(last_id(&mut mc), before, "nothing written");
+    assert_eq!(mc.list().expect("LIST").len(), 1);
+
+    // A slave does not serve REPL (no chains): refused, connection usable.
+    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
+    wait_caught_up(&m, &s, None);
+    let mut r = s.raw();
+    let reply = ask(&mut r, b"REPL 0\r\n");
+    assert!(reply.starts_with("ERR BADREQ"), "{reply:?}");
+    assert_eq!(ask(&mut r, b"PING\r\n"), "PONG");
+}
+
+const TOKEN: &str = "s3cret-token";
+
+fn with_token(token: &str) -> Opts {
+    Opts::new().section(&format!("auth:\n  token: {token}"))
+}
+
+#[test]
+fn replication_needs_the_masters_token() {
+    let (md, good_d, bad_d) = (tempdir(), tempdir(), tempdir());
+    let m = Server::start_with(md.path(), &with_token(TOKEN));
+    let mut r = m.raw();
+    let reply = ask(&mut r, b"REPL 0\r\n");
+    assert!(
+        reply.starts_with("ERR NOAUTH"),
+        "REPL before AUTH: {reply:?}"
+    );
+    assert_eq!(ask(&mut r, b"PING\r\n"), "PONG");
+
+    let mut mc = client_of(&m, Some(TOKEN));
+    mc.create("t", 0).expect("CREATE");
+    mc.publish("t", b"secret").expect("PUB");
+    let good = start_slave(good_d.path(), &with_token(TOKEN), &m.addr);
+    let bad = start_slave(bad_d.path(), &with_token("wrong-token"), &m.addr);
+    wait_caught_up(&m, &good, Some(TOKEN));
+    let mut gc = client_of(&good, Some(TOKEN));
+    assert_same_state(&mut mc, &mut gc);
+
+    assert!(
+        poll_until(WAIT, || bad.log_text().contains("AUTH refused")),
+        "the slave with the wrong token logs the refusal:\n{}",
+        bad.log_text()
+    );
+    let mut bc = client_of(&bad, Some("wrong-token"));
+    assert_eq!(last_id(&mut bc), 0, "it copied nothing");
+    assert!(bc.list().expect("LIST").is_empty());
+}
+
+#[test]
+fn a_frozen_slave_does_not_slow_the_master() {
+    let (md, sd) = (tempdir(), tempdir());
+    let m = Server::start(md.path());
+    let mut mc = m.client();
+    mc.create("t", 0).expect("CREATE");
+    mc.publish("t", b"warm-up").expect("PUB");
+    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
+    wait_caught_up(&m, &s, None);
+
+    let frozen = Frozen::new(&s);
+    mc.set_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    // Large enough to fill the socket buffers towards the frozen slave.
+    let payload = vec![b'x'; 16 << 10];
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..200 {
+        let t = Instant::now();
+        mc.publish("t", &payload)
+            .expect("PUB while the slave is frozen");
+        slowest = slowest.max(t.elapsed());
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10) && slowest < Duration::from_secs(2),
+        "200 PUBs took {took:?}, the slowest {slowest:?}"
+    );
+    assert_eq!(mc.info("t").expect("INFO").messages, 201);
+    drop(frozen);
+    wait_caught_up(&m, &s, None);
+    let mut sc = s.client();
+    assert_same_state(&mut mc, &mut sc);
+}
