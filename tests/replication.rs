@@ -432,3 +432,124 @@ fn a_frozen_slave_does_not_slow_the_master() {
     let mut sc = s.client();
     assert_same_state(&mut mc, &mut sc);
 }
+
+fn log_files(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join("data/log"))
+        .expect("read data/log")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_new_slave_bootstraps_from_a_master_whose_first_segments_are_gone() {
+    let (md, sd) = (tempdir(), tempdir());
+    let retention = Opts::new()
+        .store("maxLogSize: 4096")
+        .store("maxDays: 0.00001") // 864 ms
+        .store("clearInterval: 1");
+    let m = Server::start_with(md.path(), &retention);
+    let mut mc = m.client();
+    mc.create("old", 0).expect("CREATE old");
+    mc.create("lived", 3_600_000).expect("CREATE lived");
+    let payload = vec![b'p'; 100];
+    let mut first = 0;
+    for i in 0..10 {
+        let batch: Vec<&[u8]> = (0..10).map(|_| payload.as_slice()).collect();
+        let (a, _) = mc.mpublish("old", &batch).expect("MPUB");
+        if i == 0 {
+            first = a;
+        }
+    }
+    mc.publish("lived", b"kept").expect("PUB lived");
+    // Pending: it holds retention from its segment on.
+    mc.dpublish("lived", 3_600_000, b"pending").expect("DPUB");
+    for _ in 0..5 {
+        mc.publish("old", &payload).expect("PUB");
+    }
+    let first_segment = log_files(md.path())[0].clone();
+    assert!(
+        poll_until(WAIT, || !log_files(md.path()).contains(&first_segment)),
+        "retention did not delete {first_segment}: {:?}",
+        log_files(md.path())
+    );
+    let info = mc.info("old").expect("INFO old");
+    assert!(info.first_id > first, "old messages are gone: {info:?}");
+    // Nothing more can go: the segments left hold the pending DPUB or
+    // come after it, or are the active one.
+    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
+    wait_caught_up(&m, &s, None);
+    let mut sc = s.client();
+    let (list, msgs) = assert_same_state(&mut mc, &mut sc);
+    assert_eq!(
+        list.len(),
+        2,
+        "both CREATEs came with the snapshot: {list:?}"
+    );
+    let old = &msgs.iter().find(|(n, _)| n == "old").expect("old").1;
+    assert_eq!(
+        old[0].0, info.first_id,
+        "the slave starts where retention left off"
+    );
+    assert_eq!(stat(&mut sc, "delayed_pending"), 1);
+    assert_eq!(stat(&mut mc, "delayed_pending"), 1);
+}
+
+/// The `history` line of a server directory's checkpoint.
+fn history(dir: &std::path::Path) -> String {
+    let cp = std::fs::read_to_string(dir.join("data/checkpoint")).expect("read checkpoint");
+    cp.lines()
+        .find_map(|l| l.strip_prefix("history "))
+        .unwrap_or_else(|| panic!("no history line in {cp:?}"))
+        .to_string()
+}
+
+#[test]
+fn a_slave_holding_another_masters_history_is_refused_and_keeps_its_data() {
+    let (m1d, m2d, sd) = (tempdir(), tempdir(), tempdir());
+    let m1 = Server::start(m1d.path());
+    let mut c1 = m1.client();
+    c1.create("from-m1", 0).expect("CREATE");
+    c1.publish("from-m1", b"m1 data").expect("PUB");
+    let s = start_slave(sd.path(), &Opts::new(), &m1.addr);
+    wait_caught_up(&m1, &s, None);
+    let before = state(&mut s.client());
+    assert!(s.sigterm().success());
+
+    let m2 = Server::start(m2d.path());
+    let mut c2 = m2.client();
+    c2.create("from-m2", 0).expect("CREATE");
+    for i in 0..5 {
+        c2.publish("from-m2", format!("m2-{i}").as_bytes())
+            .expect("PUB");
+    }
+    let s = start_slave(sd.path(), &Opts::new(), &m2.addr);
+    assert!(
+        poll_until(WAIT, || s.log_text().contains("REPL refused")),
+        "the slave logs the refusal:\n{}",
+        s.log_text()
+    );
+    let log = s.log_text();
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("REPL refused"))
+        .expect("refusal line");
+    let (h1, h2) = (history(m1d.path()), history(m2d.path()));
+    assert_ne!(h1, h2);
+    assert!(
+        refusal.contains(&format!("history {h1}")) && refusal.contains(&h2),
+        "the refusal names both histories ({h1}, {h2}): {refusal}"
+    );
+    assert!(
+        m2.log_text().contains("REPL refused"),
+        "the master logs it too:\n{}",
+        m2.log_text()
+    );
+    let mut sc = s.client();
+    assert_eq!(state(&mut sc), before, "the slave kept its data");
+    assert!(sc.info("from-m2").is_err());
+    drop(m1);
+}
