@@ -553,3 +553,87 @@ fn a_slave_holding_another_masters_history_is_refused_and_keeps_its_data() {
     assert!(sc.info("from-m2").is_err());
     drop(m1);
 }
+
+/// Accepts one connection on `l` within [`WAIT`] (the accept runs on a
+/// helper thread, so a slave that never comes cannot hang the test).
+fn accept_one(l: &std::net::TcpListener) -> std::net::TcpStream {
+    let l = l.try_clone().expect("clone listener");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(l.accept().map(|(s, _)| s));
+    });
+    let s = rx
+        .recv_timeout(WAIT)
+        .expect("the slave did not connect")
+        .expect("accept");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s
+}
+
+fn read_line(r: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("read a line from the slave");
+    line.trim_end().to_string()
+}
+
+#[test]
+fn a_slave_killed_in_the_middle_of_a_full_resync_starts_it_over() {
+    use smss::storage::record::{self, Kind, Record};
+    use std::io::{BufReader, Write};
+    let (md, sd) = (tempdir(), tempdir());
+    // A scripted master: answers REPL with a full resync and sends part of
+    // a snapshot (one CREATE), but never the SYNCED that ends it.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let fake_addr = fake.local_addr().expect("addr").to_string();
+    let s = start_slave(sd.path(), &Opts::new(), &fake_addr);
+    let conn = accept_one(&fake);
+    let mut w = conn.try_clone().expect("clone");
+    let mut r = BufReader::new(conn);
+    let repl = read_line(&mut r);
+    assert!(
+        repl.starts_with("REPL 0 ") && repl.ends_with(" empty=1"),
+        "{repl}"
+    );
+    let mut rec = Vec::new();
+    record::encode(
+        &mut rec,
+        &Record {
+            event_id: 7,
+            timestamp_ms: 1_700_000_000_000,
+            kind: Kind::Create,
+            flags: 0,
+            topic: "half-synced",
+            headers: b"",
+            body: &0u64.to_le_bytes(),
+        },
+    );
+    w.write_all(b"OK 00000000000000ab 0 full\r\n")
+        .expect("send");
+    w.write_all(format!("RECS 1 {}\r\n", rec.len()).as_bytes())
+        .expect("send");
+    w.write_all(&rec).expect("send");
+    w.write_all(b"\r\n").expect("send");
+    assert_eq!(read_line(&mut r), "ACK 7", "the slave applied the record");
+    s.kill9();
+
+    // Restarted as the slave of a real master, it must resync from scratch
+    // (its data is of no history yet), not be refused as a stranger.
+    let m = Server::start(md.path());
+    let mut mc = m.client();
+    mc.create("real", 0).expect("CREATE");
+    mc.publish("real", b"data").expect("PUB");
+    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
+    let mut have = 0;
+    let synced = poll_until(WAIT, || {
+        have = last_id(&mut s.client());
+        have == last_id(&mut mc) && s.client().info("real").is_ok()
+    });
+    assert!(
+        synced,
+        "the slave is at event id {have}; its log:\n{}",
+        s.log_text()
+    );
+    let mut sc = s.client();
+    assert_same_state(&mut mc, &mut sc);
+    assert!(sc.info("half-synced").is_err());
+}
