@@ -301,13 +301,7 @@ fn an_old_master_rejoining_moves_its_divergent_records_aside() {
     );
     assert!(ids(t).iter().filter(|&&id| id > epoch_id).count() == 4);
 
-    let dir = md.path().join("data/diverged");
-    let files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{dir:?}: {e}"))
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
+    let files = diverged_files(md.path());
     assert_eq!(files.len(), 1, "{files:?}");
     let name = format!("{:020}-{:020}.log", lost[0], lost[3]);
     assert!(files[0].ends_with(&name), "{files:?} is not named {name}");
@@ -332,6 +326,99 @@ fn an_old_master_rejoining_moves_its_divergent_records_aside() {
     let id = sc.publish("t", b"after the rejoin").expect("PUB");
     common::repl::wait_for_id(&m, None, id);
     assert_eq!(state(&mut mc), state(&mut sc));
+}
+
+/// The `.log` files under a server directory's `data/diverged`.
+fn diverged_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(dir.join("data/diverged")) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn a_crashed_master_rejoins_after_its_slave_was_promoted_alone() {
+    let (md, sd) = (tempdir(), tempdir());
+    let m = Server::start(md.path());
+    let mut mc = m.client();
+    mc.create("t", 0).expect("CREATE");
+    mc.publish("t", b"shared").expect("PUB");
+    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
+    wait_caught_up(&m, &s, None);
+    s.kill9();
+    // Written on the master only: the slave is down.
+    let lost: Vec<u64> = (0..3)
+        .map(|i| {
+            mc.publish("t", format!("lost-{i}").as_bytes())
+                .expect("PUB")
+        })
+        .collect();
+    drop(mc);
+    m.kill9();
+
+    // The slave comes back alone (its master's port is closed) and is
+    // promoted.
+    let closed = format!("127.0.0.1:{}", common::repl::free_port());
+    let s = Server::start_with_args(sd.path(), &Opts::new(), &slave_args(&closed, &[]));
+    let mut sc = s.client();
+    let epoch_id = sc.promote().expect("PROMOTE");
+    assert!(
+        epoch_id > lost[2],
+        "above every id the old master handed out"
+    );
+    let new_id = sc.publish("t", b"new").expect("PUB");
+
+    let m = Server::start_with_args(md.path(), &Opts::new(), &slave_args(&s.addr, &[]));
+    common::repl::wait_for_id(&m, None, new_id);
+    let mut mc = m.client();
+    let (_, msgs) = assert_same_state(&mut sc, &mut mc);
+    let t = &msgs.iter().find(|(n, _)| n == "t").expect("t").1;
+    assert_eq!(
+        t.iter().map(|m| m.3.clone()).collect::<Vec<_>>(),
+        vec![b"shared".to_vec(), b"new".to_vec()]
+    );
+    let files = diverged_files(md.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (ok, out, err) = cli_dump(&files[0]);
+    assert!(ok, "{err}");
+    assert!(out.contains("records=3 end=clean"), "{out}");
+    for (i, id) in lost.iter().enumerate() {
+        assert!(out.contains(&format!("id={id} ")), "{out}");
+        assert!(out.contains(&format!("body=lost-{i}")), "{out}");
+    }
+}
+
+#[test]
+fn an_old_master_with_nothing_divergent_rejoins_by_streaming() {
+    let (md, sd) = (tempdir(), tempdir());
+    let m = Server::start(md.path());
+    let mut mc = m.client();
+    mc.create("t", 0).expect("CREATE");
+    for i in 0..5 {
+        mc.publish("t", format!("m{i}").as_bytes()).expect("PUB");
+    }
+    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
+    wait_caught_up(&m, &s, None);
+    drop(mc);
+    m.kill9();
+    let mut sc = s.client();
+    sc.promote().expect("PROMOTE");
+    let id = sc.publish("t", b"after").expect("PUB");
+
+    let m = Server::start_with_args(md.path(), &Opts::new(), &slave_args(&s.addr, &[]));
+    common::repl::wait_for_id(&m, None, id);
+    let mut mc = m.client();
+    assert_same_state(&mut sc, &mut mc);
+    assert!(diverged_files(md.path()).is_empty());
+    let log = m.log_text();
+    assert!(
+        log.contains("replicating from") && !log.contains("full resync from"),
+        "it streams the new epoch, it does not copy everything again:\n{log}"
+    );
 }
 
 #[test]
