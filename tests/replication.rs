@@ -411,8 +411,8 @@ fn a_frozen_slave_does_not_slow_the_master() {
     let frozen = Frozen::new(&s);
     mc.set_timeout(Some(Duration::from_secs(3)))
         .expect("timeout");
-    // Large enough to fill the socket buffers towards the frozen slave.
-    let payload = vec![b'x'; 16 << 10];
+    // 12.5 MiB in all: more than the socket buffers towards the slave hold.
+    let payload = vec![b'x'; 64 << 10];
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
     for _ in 0..200 {
@@ -427,6 +427,14 @@ fn a_frozen_slave_does_not_slow_the_master() {
         "200 PUBs took {took:?}, the slowest {slowest:?}"
     );
     assert_eq!(mc.info("t").expect("INFO").messages, 201);
+    // Its sender gives up on it (the socket write timeout, or no ACK),
+    // on its own thread; the master serves on meanwhile.
+    assert!(
+        poll_until(WAIT, || m.log_text().contains("replication ended")),
+        "the master still waits for the frozen slave:\n{}",
+        m.log_text()
+    );
+    mc.publish("t", b"after the drop").expect("PUB");
     drop(frozen);
     wait_caught_up(&m, &s, None);
     let mut sc = s.client();
@@ -683,5 +691,50 @@ fn a_large_mpub_reaches_the_slave_whole_and_the_slave_restarts() {
     // corruption here and the slave would not start.
     let s = start_slave(sd.path(), &slave_opts, &m.addr);
     let mut sc = s.client();
+    assert_same_state(&mut mc, &mut sc);
+}
+
+#[test]
+fn a_slave_left_behind_by_retention_resyncs_in_full() {
+    let (md, sd) = (tempdir(), tempdir());
+    let retention = Opts::new()
+        .store("maxLogSize: 4096")
+        .store("maxDays: 0.00001") // 864 ms
+        .store("clearInterval: 1");
+    let m = Server::start_with(md.path(), &retention);
+    let mut mc = m.client();
+    mc.create("t", 0).expect("CREATE");
+    mc.create("gone-meanwhile", 0).expect("CREATE");
+    mc.publish("t", b"seen by the slave").expect("PUB");
+    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
+    let seen = wait_caught_up(&m, &s, None);
+    s.kill9();
+
+    mc.delete("gone-meanwhile").expect("DELETE");
+    let payload = vec![b'q'; 100];
+    for _ in 0..6 {
+        let batch: Vec<&[u8]> = (0..10).map(|_| payload.as_slice()).collect();
+        mc.mpublish("t", &batch).expect("MPUB");
+    }
+    // Until the records right after what the slave has are deleted.
+    assert!(
+        poll_until(WAIT, || mc.info("t").expect("INFO").first_id > seen + 2),
+        "retention did not run: {:?}",
+        mc.info("t")
+    );
+    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
+    wait_caught_up(&m, &s, None);
+    let mut sc = s.client();
+    let (list, _) = assert_same_state(&mut mc, &mut sc);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        s.log_text().matches("full resync from").count(),
+        2,
+        "the second start copies everything again:\n{}",
+        s.log_text()
+    );
+    // And streams from there.
+    let id = mc.publish("t", b"after").expect("PUB");
+    wait_for_id(&s, None, id);
     assert_same_state(&mut mc, &mut sc);
 }
