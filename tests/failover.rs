@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::repl::{
     assert_same_state, cli_dump, id_lease, ids, last_id, messages, poll_until, slave_args,
-    start_slave, state, wait_caught_up,
+    start_slave, wait_caught_up,
 };
 use common::{Opts, Raw, Server, WAIT, stat, tempdir};
 use smss::client::{Client, Delivered, SubEvent, SubOptions};
@@ -96,6 +96,7 @@ fn a_slaves_timers_wait_for_the_masters_records() {
     mc.create("t", 0).expect("CREATE");
     let s = start_slave(sd.path(), &Opts::new(), &m.addr);
     wait_caught_up(&m, &s, None);
+    common::repl::wait_topic(&mut s.client(), "t");
 
     let mut on_slave = raw_sub(&s, "t", "$");
     let mut on_master = m.client();
@@ -103,6 +104,7 @@ fn a_slaves_timers_wait_for_the_masters_records() {
     let mut short_end = s.client();
     mc.create("short", 1000).expect("CREATE short");
     wait_caught_up(&m, &s, None);
+    common::repl::wait_topic(&mut short_end, "short");
     short_end
         .subscribe("short", "0", &sub_opts())
         .expect("SUB short on the slave");
@@ -165,6 +167,7 @@ fn a_promoted_slave_fires_pending_messages_and_ends_lifetimes_on_time() {
     m.kill9();
 
     let mut sc = s.client();
+    common::repl::wait_topic(&mut sc, "short");
     assert_eq!(stat(&mut sc, "delayed_pending"), 2);
     let mut sub = s.client();
     sub.subscribe("t", "$", &sub_opts()).expect("SUB");
@@ -325,7 +328,7 @@ fn an_old_master_rejoining_moves_its_divergent_records_aside() {
     // It goes on replicating from the new master.
     let id = sc.publish("t", b"after the rejoin").expect("PUB");
     common::repl::wait_for_id(&m, None, id);
-    assert_eq!(state(&mut mc), state(&mut sc));
+    assert_same_state(&mut sc, &mut mc);
 }
 
 /// The `.log` files under a server directory's `data/diverged`.

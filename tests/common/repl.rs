@@ -138,9 +138,15 @@ pub fn state(c: &mut Client) -> State {
 }
 
 /// Asserts that the two servers show the same LIST, INFO and messages.
+/// Polls first: a slave publishes its STATS counters before the topics of
+/// the same commit, so reaching an id there does not mean SUB shows it yet.
 pub fn assert_same_state(master: &mut Client, slave: &mut Client) -> State {
     let m = state(master);
-    let s = state(slave);
+    let mut s = state(slave);
+    poll_until(WAIT, || {
+        s = state(slave);
+        s == m
+    });
     assert_eq!(s.0, m.0, "LIST differs (slave, master)");
     for t in &m.0 {
         assert_eq!(
@@ -152,6 +158,14 @@ pub fn assert_same_state(master: &mut Client, slave: &mut Client) -> State {
     }
     assert_eq!(s.1, m.1, "messages differ (slave, master)");
     m
+}
+
+/// Waits until `topic` is visible on `c`'s server (see [`assert_same_state`]).
+pub fn wait_topic(c: &mut Client, topic: &str) {
+    assert!(
+        poll_until(WAIT, || c.info(topic).is_ok()),
+        "topic {topic} did not appear"
+    );
 }
 
 pub fn ids(msgs: &[Msg]) -> Vec<u64> {
