@@ -55,6 +55,14 @@ impl Drop for Registered<'_> {
 /// Serves `REPL` on `wire` until the slave goes away. Returns to command
 /// mode only when the request is refused.
 pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) -> io::Result<Flow> {
+    // Registered (holding the whole log from retention) before the writer
+    // plans: a retention pass between the plan and the streaming would
+    // delete records the plan counts on, and the slave would silently miss
+    // them. Refusals unregister when `reg` drops.
+    let reg = Registered {
+        broker,
+        id: broker.repl.add_slave(peer),
+    };
     let op = WriteOp::ReplPlan {
         after_id: args.after,
         history: args.history,
@@ -101,10 +109,6 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
         }
     };
     wire.flush()?;
-    let reg = Registered {
-        broker,
-        id: broker.repl.add_slave(peer),
-    };
     info!("{peer}: replicating the records after event id {after}");
     let acks = Arc::new(Acks::default());
     let reader = match wire.try_clone_stream() {

@@ -200,10 +200,16 @@ impl Writer {
         // A slave assigns no ids: it resumes from the last record it has,
         // and keeps the lease (its master's) for a PROMOTE.
         w.id_lease = w.last_id.max(lease);
-        if w.history == 0 && is_master {
-            // A new data directory (or one from before histories) starts
-            // one. A slave never does: it adopts its master's once a full
-            // resync is in (until then it counts as empty).
+        // A slave's checkpoint of this format with no history was written
+        // by a reset for a full resync that did not finish: its records are
+        // part of a snapshot, and a new history would get it refused by
+        // every master. Left at 0, it asks for the resync again.
+        let resync_unfinished = !is_master
+            && cp
+                .as_ref()
+                .is_some_and(|c| c.format >= record::FORMAT_VERSION);
+        if w.history == 0 && (is_master || (w.last_id > 0 && !resync_unfinished)) {
+            // A new data directory (or one from before histories) starts one.
             w.history = new_history_id();
             w.want_checkpoint = true;
         }

@@ -324,11 +324,17 @@ impl Writer {
         if self.poisoned.is_some() {
             return;
         }
-        // The lease shrinks back to the last id: a clean restart leaves no gap.
+        // A master's lease shrinks back to the last id: a clean restart
+        // leaves no gap. A slave's is its master's: kept for a PROMOTE.
+        let lease = if self.broker.role() == crate::replication::Role::Master {
+            self.last_id
+        } else {
+            self.id_lease.max(self.last_id)
+        };
         let res = self
             .commit()
             .and_then(|_| self.checkpoint())
-            .and_then(|_| store_lease(&self.dir, self.last_id));
+            .and_then(|_| store_lease(&self.dir, lease));
         if let Err(e) = res {
             error!("final checkpoint failed: {e}");
         } else {

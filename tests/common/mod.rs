@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use smss::client::{Client, SubEvent};
 
+pub mod repl;
+
 /// Longest a test waits for anything the server should do promptly.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -20,6 +22,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub struct Opts {
     pub store: Vec<String>,
     pub sections: Vec<String>,
+    /// A fixed port (a server restarted on the same address); 0 when unset.
+    pub port: u16,
 }
 
 impl Opts {
@@ -32,6 +36,10 @@ impl Opts {
     }
     pub fn section(mut self, yaml: &str) -> Opts {
         self.sections.push(yaml.to_string());
+        self
+    }
+    pub fn port(mut self, port: u16) -> Opts {
+        self.port = port;
         self
     }
 }
@@ -90,7 +98,7 @@ pub fn bin() -> &'static str {
 
 pub fn write_config(dir: &Path, opts: &Opts) -> PathBuf {
     let mut y = String::new();
-    y.push_str("port: 0\nbind: 127.0.0.1\n");
+    y.push_str(&format!("port: {}\nbind: 127.0.0.1\n", opts.port));
     y.push_str(&format!(
         "log:\n  path: {}\n  level: info\n",
         dir.join("smss.log").display()
