@@ -298,7 +298,8 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
 
     let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     if let Some(flag) = offline {
-        if role.is_some() || master.is_some() || event.is_some() {
+        let server_flag = role.is_some() || master.is_some() || event.is_some();
+        if server_flag || host.is_some() || port.is_some() {
             return Err(CliError::OfflineOnly { flag });
         }
         return Ok(if flag == "--check" {
@@ -862,6 +863,25 @@ mod tests {
         assert_eq!(run(&["-role=slave", "-host=h", "-port=2"]), slave_of("h:2"));
         assert_eq!(parse(&["-help"]).ok(), Some(Command::Help));
         assert_eq!(parse(&["-version"]).ok(), Some(Command::Version));
+        assert_eq!(
+            parse(&["-check", "-config", "c.yaml"]).ok(),
+            Some(Command::Check {
+                config: PathBuf::from("c.yaml")
+            })
+        );
+        assert_eq!(
+            parse(&["-repair"]).ok(),
+            Some(Command::Repair {
+                config: PathBuf::from(DEFAULT_CONFIG_PATH)
+            })
+        );
+        // --host and --port are server flags too: not for an offline check.
+        for args in [&["-check", "-host", "h"][..], &["-repair", "-port", "1"]] {
+            assert!(
+                matches!(parse(args), Err(CliError::OfflineOnly { .. })),
+                "{args:?}"
+            );
+        }
         // One- and two-dash spellings mix, and count as the same flag.
         assert_eq!(run(&["--role", "slave", "-master", "h:1"]), slave_of("h:1"));
         assert!(matches!(
