@@ -15,7 +15,8 @@ release: build
 run-master: build
 	./target/release/smss --config $(CONFIG) --role master
 
-# Runs a slave of $(MASTER) with config/slave.yaml (data in ./data/slave).
+# Runs a slave of $(MASTER) (by default the `make run-master` of this machine) with
+# config/slave.yaml: it listens on 127.0.0.1:12302, data in ./data/slave.
 run-slave: build
 	./target/release/smss --config $(SLAVE_CONFIG) --role slave --master $(MASTER)
 

@@ -6,6 +6,11 @@
 //! text ([`USAGE`]) and [`CliError`]. Pure: no I/O, runs once on the main thread.
 //! These are the raw flags only; the config file they name is read and validated by
 //! [`crate::config`], and `main` combines the two.
+//!
+//! The original smss's command lines work too: every long flag may be written
+//! with one dash (`-role slave`, `-config FILE`), and `--host H [--port P]`
+//! names the master as `--master H:P` does (see [`single_dash_as_long`] and
+//! [`master_from_host_port`]).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -27,6 +32,10 @@ Options:
   --role ROLE         master (the default) or slave
   --master HOST:PORT  the master to replicate from (required with --role slave,
                       refused with --role master)
+  --host HOST         the master in two flags: --host H --port P is the same
+  --port PORT         as --master H:P (PORT defaults to 12301; not together
+                      with --master). PORT is the master's, not this
+                      server's: a server listens on `port:` of its config
   --event N           slave only: replicate from event id N instead of the
                       slave's own last event id
   --check             verify the data directory offline (no server may be
@@ -38,8 +47,15 @@ Options:
   -h, --help          print this help and exit
   -V, --version       print the version and exit
 
-Values may also be given as --flag=VALUE.
+Values may also be given as --flag=VALUE. Every long flag may also be written
+with one dash, as the original smss wrote them:
+  smss -role master
+  smss -role slave -host 127.0.0.1 -port 12301 -event 0
 ";
+
+/// The master's port when `--host` is given without `--port`: the protocol's
+/// default port, which the original smss's slaves assumed too.
+pub const DEFAULT_MASTER_PORT: u16 = 12301;
 
 /// The `--version` text (without a trailing newline).
 pub const VERSION_TEXT: &str = concat!("smss ", env!("CARGO_PKG_VERSION"));
@@ -105,6 +121,12 @@ pub enum CliError {
     Repeated { flag: &'static str },
     /// A positional argument; smss takes none.
     UnexpectedArgument(String),
+    /// `--master` together with `--host`/`--port`: two names for one master.
+    MasterTwice,
+    /// `--port` without `--host`.
+    PortWithoutHost,
+    /// `--host`/`--port` with role master.
+    HostNotAllowed,
     /// `--role slave` without `--master`.
     MasterRequired,
     /// `--master` with role master.
@@ -137,8 +159,20 @@ impl fmt::Display for CliError {
                 f,
                 "unexpected argument '{arg}': smss takes only flags (see smss --help)"
             ),
+            CliError::MasterTwice => {
+                f.write_str("--master and --host/--port both name the master: give one of them")
+            }
+            CliError::PortWithoutHost => f.write_str(
+                "--port is the master's port and needs --host (--host H --port P); \
+                 the port this server listens on is `port:` in its config file",
+            ),
+            CliError::HostNotAllowed => f.write_str(
+                "--host and --port name the master and are only allowed with --role slave; \
+                 the port this server listens on is `port:` in its config file",
+            ),
             CliError::MasterRequired => f.write_str(
-                "--master is required with --role slave (e.g. --master 127.0.0.1:12301)",
+                "--master is required with --role slave (e.g. --master 127.0.0.1:12301, \
+                 or --host 127.0.0.1 --port 12301)",
             ),
             CliError::MasterNotAllowed => f.write_str("--master is only allowed with --role slave"),
             CliError::EventNotAllowed => f.write_str("--event is only allowed with --role slave"),
@@ -165,7 +199,10 @@ impl std::error::Error for CliError {
 pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliError> {
     use lexopt::Arg::{Long, Short, Value};
 
+    let (args, one_dash) = single_dash_as_long(args);
     let mut parser = lexopt::Parser::from_args(args);
+    let mut host: Option<String> = None;
+    let mut port: Option<u16> = None;
     let mut config: Option<PathBuf> = None;
     let mut role: Option<Role> = None;
     let mut master: Option<String> = None;
@@ -229,8 +266,28 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
                 })?;
                 set_once(&mut event, n, "--event")?;
             }
+            Long("host") => {
+                let v = string_value(&mut parser, "--host")?;
+                set_once(&mut host, v, "--host")?;
+            }
+            Long("port") => {
+                let v = string_value(&mut parser, "--port")?;
+                let p = match v.parse::<u16>() {
+                    Ok(p) if p > 0 => p,
+                    _ => return Err(bad("--port", &v, "must be the master's port, 1-65535")),
+                };
+                set_once(&mut port, p, "--port")?;
+            }
             Short(c) => return Err(CliError::UnknownFlag(format!("-{c}"))),
-            Long(name) => return Err(CliError::UnknownFlag(format!("--{name}"))),
+            Long(name) => {
+                // Name it as it was written.
+                let dashes = if one_dash.iter().any(|n| n == name) {
+                    "-"
+                } else {
+                    "--"
+                };
+                return Err(CliError::UnknownFlag(format!("{dashes}{name}")));
+            }
             Value(v) => {
                 return Err(CliError::UnexpectedArgument(
                     v.to_string_lossy().into_owned(),
@@ -241,7 +298,8 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
 
     let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     if let Some(flag) = offline {
-        if role.is_some() || master.is_some() || event.is_some() {
+        let server_flag = role.is_some() || master.is_some() || event.is_some();
+        if server_flag || host.is_some() || port.is_some() {
             return Err(CliError::OfflineOnly { flag });
         }
         return Ok(if flag == "--check" {
@@ -251,6 +309,7 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
         });
     }
     let role = role.unwrap_or(Role::Master);
+    let master = master_from_host_port(master, host, port, role)?;
     match role {
         Role::Slave if master.is_none() => return Err(CliError::MasterRequired),
         Role::Master if master.is_some() => return Err(CliError::MasterNotAllowed),
@@ -263,6 +322,90 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
         master,
         event,
     }))
+}
+
+/// The original smss's single-dash long flags, as the double-dash ones
+/// lexopt knows: a token `-name` or `-name=VALUE` whose name is two or more
+/// of `a-z` and `-` becomes `--name…` (lexopt would read `-role` as `-r`
+/// with the value `ole`). One-letter flags (`-h`, `-V`), values such as `-1`
+/// and everything after `--` stay as they are. Also returns the names so
+/// rewritten, for error messages.
+fn single_dash_as_long<I: IntoIterator<Item = OsString>>(args: I) -> (Vec<OsString>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut names = Vec::new();
+    let mut options_end = false;
+    for arg in args {
+        if options_end {
+            out.push(arg);
+            continue;
+        }
+        if arg == "--" {
+            options_end = true;
+            out.push(arg);
+            continue;
+        }
+        let rewritten = arg.to_str().and_then(|s| {
+            let rest = s.strip_prefix('-').filter(|r| !r.starts_with('-'))?;
+            let name = rest.split_once('=').map_or(rest, |(n, _)| n);
+            let long = name.len() >= 2
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+            long.then(|| (format!("-{s}"), name.to_string()))
+        });
+        match rewritten {
+            Some((long, name)) => {
+                out.push(OsString::from(long));
+                names.push(name);
+            }
+            None => out.push(arg),
+        }
+    }
+    (out, names)
+}
+
+/// `--host H [--port P]`, the original smss's way to name the master, as the
+/// `--master H:P` it stands for (P defaults to [`DEFAULT_MASTER_PORT`]). An
+/// IPv6 host may be given bare (`::1`) or in brackets. `--port` alone is
+/// refused: on its own it reads like the listen port, which comes from the
+/// config file.
+fn master_from_host_port(
+    master: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    role: Role,
+) -> Result<Option<String>, CliError> {
+    if master.is_some() && (host.is_some() || port.is_some()) {
+        return Err(CliError::MasterTwice);
+    }
+    let Some(host) = host else {
+        if port.is_some() {
+            return Err(CliError::PortWithoutHost);
+        }
+        return Ok(master);
+    };
+    if role == Role::Master {
+        return Err(CliError::HostNotAllowed);
+    }
+    let bracketed = match host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{host}]"),
+        Err(_) => host.clone(),
+    };
+    if bracketed.contains(':') && !bracketed.starts_with('[') {
+        return Err(bad(
+            "--host",
+            &host,
+            "must be a host name or address without a port (the port goes in --port)",
+        ));
+    }
+    let addr = format!("{bracketed}:{}", port.unwrap_or(DEFAULT_MASTER_PORT));
+    check_host_port(&addr).map_err(|reason| {
+        bad(
+            "--host",
+            &host,
+            &format!("must be a host name or address, {reason}"),
+        )
+    })?;
+    Ok(Some(addr))
 }
 
 fn bad(flag: &'static str, value: &str, reason: &str) -> CliError {
@@ -644,5 +787,249 @@ mod tests {
             assert!(USAGE.contains(flag), "USAGE lacks {flag}");
         }
         assert!(VERSION_TEXT.starts_with("smss "));
+    }
+
+    // --- the original smss's command lines ---------------------------------
+
+    fn slave_of(master: &str) -> ServerArgs {
+        ServerArgs {
+            role: Role::Slave,
+            master: Some(master.into()),
+            ..ServerArgs::default()
+        }
+    }
+
+    #[test]
+    fn seed_master_command_line() {
+        assert_eq!(run(&["-role", "master"]), ServerArgs::default());
+        assert_eq!(run(&["-role=master"]), ServerArgs::default());
+    }
+
+    #[test]
+    fn seed_slave_command_line() {
+        let a = run(&[
+            "-role",
+            "slave",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            "12301",
+            "-event",
+            "0",
+        ]);
+        assert_eq!(
+            a,
+            ServerArgs {
+                event: Some(0),
+                ..slave_of("127.0.0.1:12301")
+            }
+        );
+        // The same as the double-dash and --master forms.
+        assert_eq!(
+            a,
+            run(&[
+                "--role",
+                "slave",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "12301",
+                "--event",
+                "0"
+            ])
+        );
+        assert_eq!(
+            a,
+            run(&[
+                "--role",
+                "slave",
+                "--master",
+                "127.0.0.1:12301",
+                "--event",
+                "0"
+            ])
+        );
+    }
+
+    #[test]
+    fn every_long_flag_takes_one_dash() {
+        assert_eq!(run(&["-config", "x.yaml"]).config, PathBuf::from("x.yaml"));
+        assert_eq!(run(&["-config=x.yaml"]).config, PathBuf::from("x.yaml"));
+        assert_eq!(run(&["-role", "slave", "-master", "h:1"]), slave_of("h:1"));
+        assert_eq!(
+            run(&["-role=slave", "-master=h:1", "-event=7"]).event,
+            Some(7)
+        );
+        assert_eq!(run(&["-role=slave", "-host=h", "-port=2"]), slave_of("h:2"));
+        assert_eq!(parse(&["-help"]).ok(), Some(Command::Help));
+        assert_eq!(parse(&["-version"]).ok(), Some(Command::Version));
+        assert_eq!(
+            parse(&["-check", "-config", "c.yaml"]).ok(),
+            Some(Command::Check {
+                config: PathBuf::from("c.yaml")
+            })
+        );
+        assert_eq!(
+            parse(&["-repair"]).ok(),
+            Some(Command::Repair {
+                config: PathBuf::from(DEFAULT_CONFIG_PATH)
+            })
+        );
+        // --host and --port are server flags too: not for an offline check.
+        for args in [&["-check", "-host", "h"][..], &["-repair", "-port", "1"]] {
+            assert!(
+                matches!(parse(args), Err(CliError::OfflineOnly { .. })),
+                "{args:?}"
+            );
+        }
+        // One- and two-dash spellings mix, and count as the same flag.
+        assert_eq!(run(&["--role", "slave", "-master", "h:1"]), slave_of("h:1"));
+        assert!(matches!(
+            err(&["-role", "master", "--role", "slave"]),
+            CliError::Repeated { flag: "--role" }
+        ));
+        assert!(matches!(
+            err(&["-host", "a", "-host", "b", "-role", "slave"]),
+            CliError::Repeated { flag: "--host" }
+        ));
+    }
+
+    #[test]
+    fn one_dash_rewriting_leaves_values_and_short_flags_alone() {
+        // A single-dash flag is still missing its value when another follows.
+        assert!(matches!(
+            err(&["-config", "-role", "slave"]),
+            CliError::MissingValue { flag: "--config" }
+        ));
+        for flag in ["-config", "-role", "-master", "-event", "-host", "-port"] {
+            let e = err(&[flag]);
+            assert!(matches!(e, CliError::MissingValue { .. }), "{flag}: {e:?}");
+        }
+        // -1 is a value, not a flag.
+        assert!(matches!(
+            err(&["-role", "slave", "-master", "h:1", "-event", "-1"]),
+            CliError::BadValue {
+                flag: "--event",
+                ..
+            }
+        ));
+        // A value with a dash in an = form is kept as it is.
+        assert_eq!(
+            run(&["-config=-odd.yaml"]).config,
+            PathBuf::from("-odd.yaml")
+        );
+        // Unknown flags are named as written.
+        assert!(matches!(err(&["-foo"]), CliError::UnknownFlag(f) if f == "-foo"));
+        assert!(matches!(err(&["-foo=1"]), CliError::UnknownFlag(f) if f == "-foo"));
+        assert!(matches!(err(&["--foo"]), CliError::UnknownFlag(f) if f == "--foo"));
+        assert!(matches!(err(&["-x"]), CliError::UnknownFlag(f) if f == "-x"));
+        assert!(matches!(err(&["-Role"]), CliError::UnknownFlag(f) if f == "-R"));
+        // -h and -V keep their meaning; nothing after -- is a flag.
+        assert_eq!(parse(&["-h"]).ok(), Some(Command::Help));
+        assert_eq!(parse(&["-V"]).ok(), Some(Command::Version));
+        assert!(matches!(
+            err(&["--", "-role"]),
+            CliError::UnexpectedArgument(a) if a == "-role"
+        ));
+    }
+
+    #[test]
+    fn host_and_port_name_the_master() {
+        assert_eq!(
+            run(&[
+                "--role",
+                "slave",
+                "--host",
+                "db-1.example.com",
+                "--port",
+                "7"
+            ]),
+            slave_of("db-1.example.com:7")
+        );
+        // The port defaults to the protocol's.
+        assert_eq!(
+            run(&["-role", "slave", "-host", "10.0.0.2"]),
+            slave_of("10.0.0.2:12301")
+        );
+        assert_eq!(DEFAULT_MASTER_PORT, 12301);
+        // IPv6, bare or in brackets.
+        assert_eq!(
+            run(&["-role", "slave", "-host", "::1", "-port", "5"]),
+            slave_of("[::1]:5")
+        );
+        assert_eq!(
+            run(&["-role", "slave", "-host", "[::1]"]),
+            slave_of("[::1]:12301")
+        );
+    }
+
+    #[test]
+    fn host_and_port_mistakes() {
+        let slave = ["-role", "slave"];
+        let with = |extra: &[&str]| err(&[&slave[..], extra].concat());
+        for host in ["", "a b", "127.0.0.1:12301", "h/x", "[::1", "[nope]"] {
+            let e = with(&["-host", host]);
+            assert!(
+                matches!(e, CliError::BadValue { flag: "--host", .. }),
+                "{host:?}: {e:?}"
+            );
+            assert!(e.to_string().starts_with("--host "), "{e}");
+        }
+        assert!(
+            with(&["-host", "127.0.0.1:12301"])
+                .to_string()
+                .contains("--port")
+        );
+        for port in ["0", "65536", "abc", "-1", ""] {
+            let e = with(&["-host", "h", "-port", port]);
+            assert!(
+                matches!(e, CliError::BadValue { flag: "--port", .. }),
+                "{port:?}: {e:?}"
+            );
+            assert!(e.to_string().contains("master's port"), "{e}");
+        }
+        // --port alone: the master's port needs its host.
+        let e = with(&["-port", "12301"]);
+        assert!(matches!(e, CliError::PortWithoutHost), "{e:?}");
+        assert!(e.to_string().contains("needs --host"), "{e}");
+        assert!(matches!(
+            err(&["-role", "master", "-port", "12301"]),
+            CliError::PortWithoutHost
+        ));
+        // Both forms at once.
+        for extra in [
+            &["-host", "h"][..],
+            &["-port", "1"],
+            &["-host", "h", "-port", "1"],
+        ] {
+            let e = with(&[&["-master", "h:1"][..], extra].concat());
+            assert!(matches!(e, CliError::MasterTwice), "{extra:?}: {e:?}");
+        }
+        assert!(CliError::MasterTwice.to_string().contains("--master"));
+        // Only a slave has a master.
+        for args in [
+            &["-host", "h"][..],
+            &["-role", "master", "-host", "h", "-port", "1"],
+        ] {
+            let e = err(args);
+            assert!(matches!(e, CliError::HostNotAllowed), "{args:?}: {e:?}");
+            assert!(e.to_string().contains("--role slave"), "{e}");
+        }
+        // Neither form.
+        let e = err(&slave);
+        assert!(matches!(e, CliError::MasterRequired));
+        assert!(e.to_string().contains("--host"), "{e}");
+    }
+
+    #[test]
+    fn usage_shows_the_seed_forms() {
+        for text in [
+            "--host HOST",
+            "--port PORT",
+            "smss -role master",
+            "smss -role slave -host 127.0.0.1 -port 12301 -event 0",
+        ] {
+            assert!(USAGE.contains(text), "USAGE lacks {text:?}");
+        }
     }
 }

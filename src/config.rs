@@ -12,6 +12,10 @@
 //! takes its default; an empty file (or one with only comments) is all defaults.
 //! Every error names the YAML key it is about (`store.maxLogSize`), or for syntax and
 //! type errors carries serde_yaml's message, which names the key and the line.
+//!
+//! [`ConfigError`] lives in `config/error.rs`; the few keys of the original smss's
+//! config that this design does not need are read and explained by
+//! `config/legacy.rs` ([`IgnoredKey`]), so such a file is accepted.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,6 +23,13 @@ use std::path::{Path, PathBuf};
 
 use log::LevelFilter;
 use serde::Deserialize;
+
+mod error;
+mod legacy;
+
+pub use self::error::ConfigError;
+use self::error::invalid;
+pub use self::legacy::{IgnoredKey, LegacyKey};
 
 /// Where the server looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/config.yaml";
@@ -107,6 +118,9 @@ pub struct Config {
     pub sub: SubConfig,
     pub auth: AuthConfig,
     pub replication: ReplicationConfig,
+    /// Keys of the original smss's config found in the file, which have no effect
+    /// here; the server logs one line for each at start.
+    pub ignored: Vec<IgnoredKey>,
 }
 
 /// `log:` — where and how much to log.
@@ -294,63 +308,8 @@ impl Default for Config {
             sub: SubConfig::default(),
             auth: AuthConfig::default(),
             replication: ReplicationConfig::default(),
+            ignored: Vec::new(),
         }
-    }
-}
-
-/// What can go wrong loading the config or setting up logging.
-#[derive(Debug)]
-pub enum ConfigError {
-    /// The config file could not be read.
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The YAML is malformed, has an unknown key, or a value of the wrong type. `msg`
-    /// is serde_yaml's message (it names the key and the line). `path` is the file,
-    /// when the text came from one.
-    Parse { path: Option<PathBuf>, msg: String },
-    /// A value is out of range or otherwise unusable; `key` is its YAML key.
-    Invalid { key: &'static str, msg: String },
-    /// The log file named by `log.path` could not be opened.
-    LogFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, .. } => {
-                write!(f, "cannot read config file {}", path.display())
-            }
-            ConfigError::Parse {
-                path: Some(path),
-                msg,
-            } => write!(f, "bad config file {}: {msg}", path.display()),
-            ConfigError::Parse { path: None, msg } => write!(f, "bad config: {msg}"),
-            ConfigError::Invalid { key, msg } => write!(f, "invalid config value {key}: {msg}"),
-            ConfigError::LogFile { path, .. } => {
-                write!(f, "cannot open log file {} (log.path)", path.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConfigError::Read { source, .. } | ConfigError::LogFile { source, .. } => Some(source),
-            ConfigError::Parse { .. } | ConfigError::Invalid { .. } => None,
-        }
-    }
-}
-
-fn invalid(key: &'static str, msg: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        msg: msg.into(),
     }
 }
 
@@ -583,6 +542,7 @@ struct RawConfig {
     sub: Option<RawSub>,
     auth: Option<RawAuth>,
     replication: Option<RawReplication>,
+    background: Option<legacy::RawBackground>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -603,6 +563,7 @@ struct RawStore {
     fsync: Option<String>,
     fsync_interval_ms: Option<u64>,
     checkpoint_bytes: Option<u64>,
+    wait_del_lock_timeout_ms: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -610,6 +571,8 @@ struct RawStore {
 struct RawWorker {
     buff_size: Option<u64>,
     send_timeout_ms: Option<u64>,
+    wait_msg_timeout: Option<serde_yaml::Value>,
+    wait_msg_timeout_log_sample: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -703,6 +666,20 @@ impl RawConfig {
         };
 
         let rs = self.store.unwrap_or_default();
+        let rw = self.worker.unwrap_or_default();
+        let ignored = legacy::ignored(
+            [
+                (LegacyKey::WaitDelLockTimeoutMs, rs.wait_del_lock_timeout_ms),
+                (LegacyKey::WaitMsgTimeout, rw.wait_msg_timeout),
+                (
+                    LegacyKey::WaitMsgTimeoutLogSample,
+                    rw.wait_msg_timeout_log_sample,
+                ),
+            ]
+            .into_iter()
+            .chain(self.background.unwrap_or_default().keys()),
+        )?;
+
         let fsync = match rs.fsync {
             None => d.store.fsync,
             Some(s) => FsyncPolicy::parse(&s).ok_or_else(|| {
@@ -722,7 +699,6 @@ impl RawConfig {
             checkpoint_bytes: rs.checkpoint_bytes.unwrap_or(d.store.checkpoint_bytes),
         };
 
-        let rw = self.worker.unwrap_or_default();
         let worker = WorkerConfig {
             buff_size: match rw.buff_size {
                 None => d.worker.buff_size,
@@ -790,6 +766,7 @@ impl RawConfig {
             sub,
             auth,
             replication,
+            ignored,
         })
     }
 }
@@ -842,6 +819,7 @@ mod tests {
         assert_eq!(a.sub, b.sub);
         assert_eq!(a.auth, b.auth);
         assert_eq!(a.replication, b.replication);
+        assert_eq!(a.ignored, b.ignored);
     }
 
     fn shipped(name: &str) -> PathBuf {
@@ -1255,5 +1233,167 @@ replication: { sync: true, syncTimeoutMs: 37 }
         assert!(shown.contains("bogus"), "{shown}");
         assert!(matches!(err, ConfigError::Parse { path: Some(_), .. }));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A config.yaml as the original smss's users wrote it: its usual keys and
+    /// the five this design does not need.
+    const SEED_YAML: &str = "\
+port: 12301
+log:
+  path: stdout
+  sample: 1000
+store:
+  path: data
+  maxLogSize: 1073741824
+  maxDays: 7
+  clearInterval: 7200
+  waitDelLockTimeoutMs: 3000
+worker:
+  buffSize: 1000
+  waitMsgTimeout: 10000
+  waitMsgTimeoutLogSample: 10
+timeout:
+  net:
+    write: 1000
+  server:
+    alive: 30000
+background:
+  life:
+    defaultScanSec: 60
+  delay:
+    firstExec: 5
+";
+
+    #[test]
+    fn seed_config_is_accepted_and_its_legacy_keys_noted() {
+        let c = Config::from_yaml(SEED_YAML).expect("a seed config.yaml loads");
+        let found: Vec<(LegacyKey, &str)> = c
+            .ignored
+            .iter()
+            .map(|k| (k.key, k.value.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (LegacyKey::WaitDelLockTimeoutMs, "3000"),
+                (LegacyKey::WaitMsgTimeout, "10000"),
+                (LegacyKey::WaitMsgTimeoutLogSample, "10"),
+                (LegacyKey::LifeDefaultScanSec, "60"),
+                (LegacyKey::DelayFirstExec, "5"),
+            ]
+        );
+        // Its other keys are read as usual.
+        assert_eq!(c.log.sample, 1000);
+        assert_eq!(c.worker.buff_size, 1000);
+        assert_eq!(c.timeout.server_alive_ms, 30_000);
+        // One line per key, naming it, its value and why it does nothing.
+        let why = [
+            "the writer thread owns every file",
+            "condition variable, woken by each commit",
+            "log.sample",
+            "min-heap timer",
+            "fire at their due time",
+        ];
+        for (k, why) in c.ignored.iter().zip(why) {
+            let line = k.to_string();
+            assert!(line.contains(k.key.key()), "{line}");
+            assert!(line.contains(&format!("({})", k.value)), "{line}");
+            assert!(line.contains("has no effect here"), "{line}");
+            assert!(line.contains(why), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+        // The legacy keys are not warnings about this server's own settings.
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn legacy_keys_change_no_setting() {
+        let without: String = SEED_YAML
+            .lines()
+            .filter(|l| {
+                ![
+                    "waitDel",
+                    "waitMsg",
+                    "background",
+                    "life",
+                    "delay",
+                    "defaultScan",
+                    "firstExec",
+                ]
+                .iter()
+                .any(|k| l.trim_start().starts_with(k))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let a = Config::from_yaml(&without).expect("parses");
+        assert!(a.ignored.is_empty());
+        let mut b = Config::from_yaml(SEED_YAML).expect("parses");
+        assert_eq!(b.ignored.len(), 5);
+        b.ignored.clear();
+        assert_same(&a, &b);
+    }
+
+    #[test]
+    fn every_legacy_key_alone_and_empty_ones() {
+        for key in LegacyKey::ALL {
+            let (section, name) = key.key().rsplit_once('.').expect("dotted key");
+            // `a.b.c: v` as nested YAML.
+            let mut yaml = String::new();
+            for (depth, part) in section.split('.').enumerate() {
+                yaml.push_str(&format!("{}{part}:\n", "  ".repeat(depth)));
+            }
+            let indent = "  ".repeat(section.split('.').count());
+            let c = Config::from_yaml(&format!("{yaml}{indent}{name}: 42\n")).expect("parses");
+            assert_eq!(
+                c.ignored,
+                [IgnoredKey {
+                    key,
+                    value: "42".into()
+                }]
+            );
+            // An empty value is as if the key were missing.
+            let c = Config::from_yaml(&format!("{yaml}{indent}{name}:\n")).expect("parses");
+            assert!(c.ignored.is_empty(), "{key:?}");
+            // One value, not a list or a mapping.
+            for bad in ["[1, 2]", "{ buffSize: 10 }"] {
+                assert_invalid(&format!("{yaml}{indent}{name}: {bad}\n"), key.key());
+            }
+        }
+        // Strings and booleans are shown as written.
+        let c = Config::from_yaml("worker: { waitMsgTimeout: 10s, waitMsgTimeoutLogSample: true }")
+            .expect("parses");
+        let values: Vec<&str> = c.ignored.iter().map(|k| k.value.as_str()).collect();
+        assert_eq!(values, ["\"10s\"", "true"]);
+        assert!(Config::default().ignored.is_empty());
+        let shipped = Config::load(&shipped("config.yaml")).expect("loads");
+        assert!(shipped.ignored.is_empty());
+    }
+
+    #[test]
+    fn a_mapping_under_a_legacy_key_is_refused_naming_it() {
+        // A real key indented one level too far would otherwise vanish.
+        let e = err_of("worker:\n  waitMsgTimeout:\n    buffSize: 10\n").to_string();
+        assert!(e.contains("worker.waitMsgTimeout"), "{e}");
+        assert!(e.contains("indented too far"), "{e}");
+    }
+
+    #[test]
+    fn other_unknown_keys_near_the_legacy_ones_stay_errors() {
+        assert_parse_err("store: { waitDelLockTimeout: 1 }", &["waitDelLockTimeout"]);
+        assert_parse_err("worker: { waitMsgTimeoutMs: 1 }", &["waitMsgTimeoutMs"]);
+        assert_parse_err("background: { scan: 1 }", &["scan"]);
+        assert_parse_err(
+            "background:\n  life:\n    defaultScanSecond: 1\n",
+            &["defaultScanSecond", "line 3"],
+        );
+        assert_parse_err(
+            "background: { delay: { firstExecSecond: 1 } }",
+            &["firstExecSecond"],
+        );
+        assert_parse_err("life: { defaultScanSec: 1 }", &["life"]);
+        assert_parse_err("background: 5", &["background"]);
+        // The other unknown key of the same file is reported, not hidden by the legacy ones.
+        let e = err_of(&format!("{SEED_YAML}colour: blue\n")).to_string();
+        assert!(e.contains("colour"), "{e}");
     }
 }

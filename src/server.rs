@@ -51,6 +51,10 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 pub fn run(args: ServerArgs) -> Result<(), Error> {
     let config = Config::load(&args.config)?;
     init_logging(&config.log)?;
+    // A config written for the original smss: say what it sets that does nothing here.
+    for key in &config.ignored {
+        warn!("{key}");
+    }
     let fds = fd_budget(config.limits.max_connections);
     let (tx, rx) = crossbeam_channel::bounded(config.worker.buff_size);
     let listen = config.listen_addr();

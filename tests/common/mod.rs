@@ -160,11 +160,22 @@ impl Server {
         Server::spawn_ready(cmd, dir, &config, &[])
     }
 
+    /// Runs the binary as an operator would, `smss <args>` with `dir` as its
+    /// working directory: no `--config` is added, so `dir/config/config.yaml`
+    /// applies unless `args` names another. Waits for READY.
+    pub fn start_in(dir: &Path, args: &[&str]) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(dir).args(args);
+        Server::wait_ready(cmd, dir, &dir.join("config").join("config.yaml"))
+    }
+
     fn spawn_ready(mut cmd: Command, dir: &Path, config: &Path, args: &[&str]) -> Server {
+        cmd.arg("--config").arg(config).args(args);
+        Server::wait_ready(cmd, dir, config)
+    }
+
+    fn wait_ready(mut cmd: Command, dir: &Path, config: &Path) -> Server {
         let mut child = cmd
-            .arg("--config")
-            .arg(config)
-            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null())

@@ -1,0 +1,165 @@
+//! Keys of a config.yaml written for the original smss that this design does
+//! not need.
+//!
+//! Owns [`LegacyKey`] (those keys, and why each has no effect here),
+//! [`IgnoredKey`] (one found in the file, kept in `Config::ignored` so the
+//! server logs one line for it at start), and the raw `background:` section,
+//! which holds nothing else. Such a key is accepted, not refused; every other
+//! unknown key stays an error.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::error::{ConfigError, invalid};
+
+/// A key of the original smss's config with no effect in this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegacyKey {
+    /// `store.waitDelLockTimeoutMs`
+    WaitDelLockTimeoutMs,
+    /// `worker.waitMsgTimeout`
+    WaitMsgTimeout,
+    /// `worker.waitMsgTimeoutLogSample`
+    WaitMsgTimeoutLogSample,
+    /// `background.life.defaultScanSec`
+    LifeDefaultScanSec,
+    /// `background.delay.firstExec`
+    DelayFirstExec,
+}
+
+impl LegacyKey {
+    pub const ALL: [LegacyKey; 5] = [
+        LegacyKey::WaitDelLockTimeoutMs,
+        LegacyKey::WaitMsgTimeout,
+        LegacyKey::WaitMsgTimeoutLogSample,
+        LegacyKey::LifeDefaultScanSec,
+        LegacyKey::DelayFirstExec,
+    ];
+
+    /// The YAML key, as the original config wrote it.
+    pub fn key(self) -> &'static str {
+        match self {
+            LegacyKey::WaitDelLockTimeoutMs => "store.waitDelLockTimeoutMs",
+            LegacyKey::WaitMsgTimeout => "worker.waitMsgTimeout",
+            LegacyKey::WaitMsgTimeoutLogSample => "worker.waitMsgTimeoutLogSample",
+            LegacyKey::LifeDefaultScanSec => "background.life.defaultScanSec",
+            LegacyKey::DelayFirstExec => "background.delay.firstExec",
+        }
+    }
+
+    /// Why this server has nothing for the key to set.
+    pub fn reason(self) -> &'static str {
+        match self {
+            LegacyKey::WaitDelLockTimeoutMs => {
+                "deletes never wait for a lock here: the writer thread owns every file \
+                 and deletes old segments itself"
+            }
+            LegacyKey::WaitMsgTimeout => {
+                "subscribers wait on a condition variable, woken by each commit, so there \
+                 is no wait timeout to set"
+            }
+            LegacyKey::WaitMsgTimeoutLogSample => {
+                "there is no wait timeout whose log lines could be sampled (see \
+                 worker.waitMsgTimeout); log.sample samples the per-message log lines"
+            }
+            LegacyKey::LifeDefaultScanSec => {
+                "topic lifetimes are a min-heap timer that sleeps until the next expiry, \
+                 not a periodic scan"
+            }
+            LegacyKey::DelayFirstExec => {
+                "delayed messages fire at their due time from a min-heap timer, those \
+                 that came due while the server was down right after start; there is no \
+                 first scan to schedule"
+            }
+        }
+    }
+}
+
+/// A legacy key present in the config file, with its value as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredKey {
+    pub key: LegacyKey,
+    pub value: String,
+}
+
+/// The start-up log line.
+impl fmt::Display for IgnoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "config key {} ({}) has no effect here and is ignored: {}",
+            self.key.key(),
+            self.value,
+            self.key.reason()
+        )
+    }
+}
+
+/// The keys among `found` that have a value, in the given order. A missing
+/// or empty key (`None`) is left out, as elsewhere in the config. A list or
+/// a mapping is refused: the original keys hold one number, and a mapping
+/// here most likely holds keys indented too far, which would be lost.
+pub(super) fn ignored(
+    found: impl IntoIterator<Item = (LegacyKey, Option<Value>)>,
+) -> Result<Vec<IgnoredKey>, ConfigError> {
+    let mut out = Vec::new();
+    for (key, value) in found {
+        let value = match value {
+            None => continue,
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(Value::String(s)) => format!("{s:?}"),
+            Some(other) => {
+                let what = match other {
+                    Value::Sequence(_) => "a list",
+                    Value::Mapping(_) => "a mapping (are the keys below it indented too far?)",
+                    _ => "a tagged value",
+                };
+                return Err(invalid(
+                    key.key(),
+                    format!("must be a single value (it has no effect here), got {what}"),
+                ));
+            }
+        };
+        out.push(IgnoredKey { key, value });
+    }
+    Ok(out)
+}
+
+/// `background:` of the original config: only legacy keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawBackground {
+    life: Option<RawLife>,
+    delay: Option<RawDelay>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLife {
+    default_scan_sec: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawDelay {
+    first_exec: Option<Value>,
+}
+
+impl RawBackground {
+    /// Its keys, for [`ignored`].
+    pub(super) fn keys(self) -> [(LegacyKey, Option<Value>); 2] {
+        [
+            (
+                LegacyKey::LifeDefaultScanSec,
+                self.life.and_then(|l| l.default_scan_sec),
+            ),
+            (
+                LegacyKey::DelayFirstExec,
+                self.delay.and_then(|d| d.first_exec),
+            ),
+        ]
+    }
+}
