@@ -1,7 +1,9 @@
 //! One client's connection: command dispatch. The auth gate, writes
 //! submitted to the persistence thread with their replies settled in
 //! request order, and the reads (PING, AUTH, INFO, LIST, STATS); SUB hands
-//! the connection to [`crate::subscription`], frame I/O is [`Wire`]'s.
+//! the connection to [`crate::subscription`] (or, with a group, to
+//! [`crate::group_sub`], which also answers GROUPS and GROUPDEL); frame I/O
+//! is [`Wire`]'s.
 //!
 //! The auth gate: with `auth.token` set, a connection gets `timeout.auth`
 //! to authenticate; wrong tokens are paced and limited ([`crate::auth`]).
@@ -30,6 +32,7 @@ use log::{debug, info, warn};
 
 use crate::auth;
 use crate::broker::{Broker, Topic};
+use crate::group_sub;
 use crate::protocol::{
     ErrCode, Limits, Parsed, ProtoError, Request, encode_count, encode_err, encode_line, encode_ok,
     encode_stat, encode_stat_u64, encode_topic,
@@ -313,6 +316,9 @@ impl Conn {
                 }
             }
             Request::Stats => self.put_stats(),
+            Request::Sub(args) if args.group.is_some() => {
+                return group_sub::run(&mut self.wire, &self.broker, &self.peer, args);
+            }
             Request::Sub(args) => {
                 return subscription::run(&mut self.wire, &self.broker, &self.peer, args);
             }
@@ -323,7 +329,12 @@ impl Conn {
                     "ACK and STOP only answer a subscription batch",
                 ),
             ),
-            Request::Groups { .. } => not_yet(&mut self.wire.out, "GROUPS"),
+            Request::Groups { topic } => {
+                group_sub::put_groups(&mut self.wire.out, &self.broker, &topic)
+            }
+            Request::GroupDel { topic, group } => {
+                group_sub::groupdel(&mut self.wire.out, &self.broker, &topic, &group)
+            }
             Request::Repl(args) => {
                 return replication::sender::run(&mut self.wire, &self.broker, &self.peer, args);
             }
@@ -416,6 +427,7 @@ impl Conn {
             uptime_ms: b.started.elapsed().as_millis() as u64,
             segments: b.segments.count() as u64,
             index_files_open: b.index_files.open_count() as u64,
+            groups: b.topics().iter().map(|t| t.group_count() as u64).sum(),
         });
         encode_count(&mut self.wire.out, "STATS", pairs.len() as u64);
         for (name, value) in pairs {
@@ -451,16 +463,6 @@ fn write_err(e: &WriteError) -> ProtoError {
         }
     };
     ProtoError::new(code, e.to_string())
-}
-
-fn not_yet(out: &mut Vec<u8>, cmd: &str) {
-    encode_err(
-        out,
-        &ProtoError::new(
-            ErrCode::Unknown,
-            format!("{cmd} is not supported by this server version"),
-        ),
-    );
 }
 
 fn no_auth() -> ProtoError {

@@ -52,6 +52,8 @@ pub mod config;
 pub(crate) mod connection;
 pub mod error;
 pub(crate) mod fds;
+pub(crate) mod group_sub;
+pub(crate) mod groups;
 pub mod logging;
 pub(crate) mod protocol;
 pub mod replication;

@@ -29,7 +29,8 @@ pub struct Stats {
     pub writer_poisoned: AtomicBool,
     /// The connection cap in force (config and descriptor budget).
     pub connections_max: AtomicU64,
-    /// Messages moved to a dead-letter topic.
+    /// Messages a consumer group gave up on after `maxDeliver` failed
+    /// deliveries: moved to a dead-letter topic, or skipped without one.
     pub dead_lettered: AtomicU64,
     /// Records a slave moved aside because its new master never had them.
     pub repl_diverged_records: AtomicU64,
@@ -45,6 +46,8 @@ pub struct Gauges {
     pub segments: u64,
     /// Index files open now (bounded; see `storage::handles`).
     pub index_files_open: u64,
+    /// Consumer groups of all topics.
+    pub groups: u64,
 }
 
 /// The value of one `STAT <name> <value>` line.
@@ -95,6 +98,8 @@ impl Stats {
             ),
             ("connections_max", Num(Stats::get(&self.connections_max))),
             ("index_files_open", Num(g.index_files_open)),
+            ("groups", Num(g.groups)),
+            ("dead_lettered", Num(Stats::get(&self.dead_lettered))),
         ];
         if g.role == Role::Slave {
             // Replication is not implemented yet; the names are part of the protocol.
@@ -122,6 +127,7 @@ mod tests {
             uptime_ms: 1234,
             segments: 1,
             index_files_open: 4,
+            groups: 6,
         };
         let pairs = s.report(&g);
         let names: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
@@ -146,6 +152,8 @@ mod tests {
                 "writer_poisoned",
                 "connections_max",
                 "index_files_open",
+                "groups",
+                "dead_lettered",
             ]
         );
         assert_eq!(pairs[0].1, StatValue::Text("master"));
@@ -155,14 +163,18 @@ mod tests {
         assert_eq!(pairs[9].1, StatValue::Num(5));
         assert_eq!(pairs[15].1, StatValue::Num(1));
         assert_eq!(pairs[17].1, StatValue::Num(4));
+        Stats::add(&s.dead_lettered, 3);
+        let pairs = s.report(&g);
+        assert_eq!(pairs[18], ("groups", StatValue::Num(6)));
+        assert_eq!(pairs[19], ("dead_lettered", StatValue::Num(3)));
 
         let slave = s.report(&Gauges {
             role: Role::Slave,
             ..g
         });
         assert_eq!(slave[0].1, StatValue::Text("slave"));
-        assert_eq!(slave.len(), 20);
-        assert_eq!(slave[18], ("master_event_id", StatValue::Num(0)));
-        assert_eq!(slave[19], ("replication_lag_ms", StatValue::Num(0)));
+        assert_eq!(slave.len(), 22);
+        assert_eq!(slave[20], ("master_event_id", StatValue::Num(0)));
+        assert_eq!(slave[21], ("replication_lag_ms", StatValue::Num(0)));
     }
 }
