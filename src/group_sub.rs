@@ -231,11 +231,15 @@ impl GroupSub<'_> {
     /// subscription ends.
     fn active(&mut self) -> io::Result<Flow> {
         let topic = Arc::clone(&self.sub.topic);
-        let Some(g) = topic.group(&self.name) else {
-            return self.end("deleted");
-        };
-        let mut at = match self.place(&g, &topic.state()) {
+        let st = topic.state();
+        // A standby may take over a group its topic or GROUPDEL just ended.
+        if let Some(reason) = self.gone(&st) {
+            return self.end(reason);
+        }
+        let g = topic.group(&self.name).unwrap_or_default();
+        let mut at = match self.place(&g, &st) {
             Ok(p) => p,
+            Err(_) if self.gone(&topic.state()).is_some() => return self.end("deleted"),
             Err(e) => {
                 return self.fail(
                     ErrCode::Internal,
@@ -268,7 +272,12 @@ impl GroupSub<'_> {
                 if st.entries > at.next && g.failures > 0 && g.failed_at > at.committed {
                     let id = self.peek(at.next)?;
                     if id == g.failed_at {
-                        if self.max_deliver > 0 && g.failures >= self.max_deliver {
+                        // Only failures of the message alone are surely its
+                        // own: else it goes alone once more first.
+                        if self.max_deliver > 0
+                            && g.failures >= self.max_deliver
+                            && self.member.isolated() == id
+                        {
                             match self.give_up(&mut at, id, g.failures) {
                                 Ok(()) => continue,
                                 Err(e) => match self.write_failed(&e, &mut at)? {
@@ -495,7 +504,7 @@ impl GroupSub<'_> {
     /// its first message, before the next standby takes over, and the
     /// batch is marked for one-message batches.
     fn delivery_failed(&mut self, first: u64, last: u64) {
-        self.member.suspect(last);
+        self.member.failed(first, last);
         let op = WriteOp::GroupFailed {
             topic: self.sub.topic.name.clone(),
             group: self.name.clone(),

@@ -42,6 +42,9 @@ struct SlotState {
     /// next subscriber sends one message per batch, to isolate the culprit
     /// (memory only; the durable `failed_at` covers the first message).
     suspect_until: u64,
+    /// The message whose last failed delivery was a batch of its own: its
+    /// failures are its own, so it may be given up on (memory only).
+    isolated: u64,
 }
 
 #[derive(Debug, Default)]
@@ -168,16 +171,23 @@ impl Member<'_> {
         }
     }
 
-    /// Where the next subscriber sends one message per batch (see
-    /// [`Member::suspect`]).
+    /// Up to where the next subscriber sends one message per batch (see
+    /// [`Member::failed`]).
     pub fn suspect_until(&self) -> u64 {
         self.slot.lock().suspect_until
     }
 
-    /// A delivery of messages up to `last_id` failed: isolate them.
-    pub fn suspect(&self, last_id: u64) {
+    /// The message whose last failed delivery was a batch of one, 0 if none.
+    pub fn isolated(&self) -> u64 {
+        self.slot.lock().isolated
+    }
+
+    /// The delivery of the batch `first..=last` failed: its messages go one
+    /// at a time until the group is past them.
+    pub fn failed(&self, first: u64, last: u64) {
         let mut st = self.slot.lock();
-        st.suspect_until = st.suspect_until.max(last_id);
+        st.suspect_until = st.suspect_until.max(last);
+        st.isolated = if first == last { first } else { 0 };
     }
 
     /// The group committed `position`: what lies at or before it is no
@@ -186,6 +196,9 @@ impl Member<'_> {
         let mut st = self.slot.lock();
         if st.suspect_until <= position {
             st.suspect_until = 0;
+        }
+        if st.isolated <= position {
+            st.isolated = 0;
         }
     }
 }
@@ -202,7 +215,10 @@ impl Drop for Member<'_> {
         }
         // A slot with a suspect range stays for the next subscriber (one
         // small entry per group left with a failed delivery).
-        let empty = st.active.is_none() && st.standbys.is_empty() && st.suspect_until == 0;
+        let empty = st.active.is_none()
+            && st.standbys.is_empty()
+            && st.suspect_until == 0
+            && st.isolated == 0;
         drop(st);
         self.slot.turn.notify_all();
         if empty
@@ -293,7 +309,7 @@ mod tests {
         let r = Registry::default();
         let a = r.join(key("g"));
         let b = r.join(key("g"));
-        a.suspect(9);
+        a.failed(3, 9);
         r.end_group(&key("g"));
         assert!(a.ended() && b.ended());
         assert_eq!(b.wait_turn(NOW), Turn::Ended);
@@ -311,17 +327,18 @@ mod tests {
         let r = Registry::default();
         let a = r.join(key("g"));
         let b = r.join(key("g"));
-        a.suspect(7);
-        a.suspect(5);
+        a.failed(3, 7);
+        assert_eq!(a.isolated(), 0, "a batch of several isolates nothing");
+        a.failed(5, 5);
         drop(a);
         assert!(b.is_active());
-        assert_eq!(b.suspect_until(), 7);
-        // Even with nobody left, the next subscriber finds it.
+        assert_eq!((b.suspect_until(), b.isolated()), (7, 5));
+        // Even with nobody left, the next subscriber finds them.
         drop(b);
         let c = r.join(key("g"));
-        assert_eq!(c.suspect_until(), 7);
-        c.passed(6);
-        assert_eq!(c.suspect_until(), 7);
+        assert_eq!((c.suspect_until(), c.isolated()), (7, 5));
+        c.passed(5);
+        assert_eq!((c.suspect_until(), c.isolated()), (7, 0));
         c.passed(7);
         assert_eq!(c.suspect_until(), 0);
         drop(c);

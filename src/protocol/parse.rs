@@ -617,7 +617,8 @@ mod tests {
     use crate::protocol::encode_msg;
     use crate::protocol::rules::valid_name;
     use crate::protocol::{
-        MAX_HEADER_KEY_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS, MAX_NAME_BYTES, SubFrom,
+        MAX_HEADER_KEY_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS, MAX_NAME_BYTES, ReplArgs,
+        SubArgs, SubFrom,
     };
 
     const LIM: Limits = Limits {
