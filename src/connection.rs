@@ -2,8 +2,8 @@
 //! submitted to the persistence thread with their replies settled in
 //! request order, and the reads (PING, AUTH, INFO, LIST, STATS); SUB hands
 //! the connection to [`crate::subscription`] (or, with a group, to
-//! [`crate::group_sub`], which also answers GROUPS and GROUPDEL); frame I/O
-//! is [`Wire`]'s.
+//! [`crate::group_sub`]); GROUPS and GROUPDEL are [`crate::group_admin`]'s;
+//! frame I/O is [`Wire`]'s.
 //!
 //! The auth gate: with `auth.token` set, a connection gets `timeout.auth`
 //! to authenticate; wrong tokens are paced and limited ([`crate::auth`]).
@@ -32,7 +32,6 @@ use log::{debug, info, warn};
 
 use crate::auth;
 use crate::broker::{Broker, Topic};
-use crate::group_sub;
 use crate::protocol::{
     ErrCode, Limits, Parsed, ProtoError, Request, encode_count, encode_err, encode_line, encode_ok,
     encode_stat, encode_stat_u64, encode_topic,
@@ -43,6 +42,7 @@ use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use crate::storage::record::DeleteReason;
 use crate::subscription;
 use crate::wire::{Flow, Input, Wire};
+use crate::{group_admin, group_sub};
 
 /// Writes a connection may have queued at the writer at once; also the
 /// capacity of its reply channel, so the writer never blocks on a reply.
@@ -330,10 +330,10 @@ impl Conn {
                 ),
             ),
             Request::Groups { topic } => {
-                group_sub::put_groups(&mut self.wire.out, &self.broker, &topic)
+                group_admin::put_groups(&mut self.wire.out, &self.broker, &topic)
             }
             Request::GroupDel { topic, group } => {
-                group_sub::groupdel(&mut self.wire.out, &self.broker, &topic, &group)
+                group_admin::groupdel(&mut self.wire.out, &self.broker, &topic, &group)
             }
             Request::Repl(args) => {
                 return replication::sender::run(&mut self.wire, &self.broker, &self.peer, args);

@@ -2,7 +2,7 @@
 //! while another subscriber of the group is active, then deliver with one
 //! durable commit per ACK, counting deliveries that end without one, and
 //! giving up on a message after `maxDeliver` of them (dead letter or skip).
-//! Also GROUPS and GROUPDEL, which read and change the same state.
+//! GROUPS and GROUPDEL are [`crate::group_admin`]'s.
 //!
 //! Runs on the subscriber's connection thread, which stays in [`run`] for
 //! the whole subscription. It takes a place in the broker's group registry
@@ -28,10 +28,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
 use crate::broker::{Broker, GroupState, Topic, TopicState};
+use crate::group_admin::{WRITER_REPLY_TIMEOUT, write_err};
 use crate::groups::{GroupKey, Member, Turn};
 use crate::protocol::{
-    ErrCode, ProtoError, SubArgs, SubFrom, encode_count, encode_end, encode_err, encode_group,
-    encode_line, encode_ok,
+    ErrCode, ProtoError, SubArgs, SubFrom, encode_end, encode_err, encode_line, encode_ok,
 };
 use crate::replication::Role;
 use crate::stats::Stats;
@@ -39,10 +39,6 @@ use crate::storage::index::{self, EntrySource};
 use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use crate::subscription::{Counted, IDLE_POLL, Queued, Sub, SubInput};
 use crate::wire::{Flow, Wire};
-
-/// How long a group write may take to be answered before the subscription
-/// gives up with `ERR INTERNAL`.
-const WRITER_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Answers a group SUB and, once it is accepted, runs the subscription
 /// until it ends. Called with no write in flight, so the `OK` is in order.
@@ -522,93 +518,4 @@ impl GroupSub<'_> {
             ),
         }
     }
-}
-
-/// `GROUPS <topic>`: every group with its committed position, whether it
-/// has an active subscriber, how many standbys, and its lag (retained
-/// messages after the position).
-pub fn put_groups(out: &mut Vec<u8>, broker: &Broker, topic: &str) {
-    let Some(t) = broker.topic(topic) else {
-        let e = ProtoError::new(ErrCode::NoTopic, format!("no topic {topic}"));
-        return encode_err(out, &e);
-    };
-    let groups = t.groups();
-    let st = t.state();
-    let mut lines = Vec::new();
-    if !groups.is_empty() {
-        let file = match broker.index_of(&t) {
-            Ok(f) => f,
-            Err(e) => {
-                let msg = format!("reading the index of {topic}: {e}");
-                return encode_err(out, &ProtoError::new(ErrCode::Internal, msg));
-            }
-        };
-        for (name, g) in &groups {
-            let lag = match index::search_after(&*file, st.first_entry, st.entries, g.committed) {
-                Ok(i) => st.entries - i,
-                Err(e) => {
-                    let msg = format!("reading the index of {topic}: {e}");
-                    return encode_err(out, &ProtoError::new(ErrCode::Internal, msg));
-                }
-            };
-            let key = GroupKey {
-                topic: t.name.clone(),
-                create_id: t.create_id,
-                group: name.clone(),
-            };
-            let (active, standbys) = broker.group_subs.counts(&key);
-            encode_group(&mut lines, name, g.committed, active, standbys as u64, lag);
-        }
-    }
-    encode_count(out, "GROUPS", groups.len() as u64);
-    out.extend_from_slice(&lines);
-}
-
-/// `GROUPDEL <topic> <group>` → `OK <event_id>`; the group's subscribers,
-/// active and standby, get `END deleted`.
-pub fn groupdel(out: &mut Vec<u8>, broker: &Broker, topic: &str, group: &str) {
-    if broker.role() == Role::Slave {
-        let e = ProtoError::new(
-            ErrCode::ReadOnly,
-            "this server is a slave; write to the master",
-        );
-        return encode_err(out, &e);
-    }
-    let op = WriteOp::GroupDel {
-        topic: topic.to_string(),
-        group: group.to_string(),
-    };
-    let wait =
-        Duration::from_millis(broker.config.worker.send_timeout_ms).max(WRITER_REPLY_TIMEOUT);
-    match broker.ask_writer(op, wait) {
-        Some(Ok(WriteOk::Id(id))) => {
-            encode_ok(out, &[id]);
-            if let Some(t) = broker.topic(topic) {
-                broker.group_subs.end_group(&GroupKey {
-                    topic: t.name.clone(),
-                    create_id: t.create_id,
-                    group: group.to_string(),
-                });
-            }
-        }
-        Some(Ok(_)) => encode_ok(out, &[]),
-        Some(Err(e)) => encode_err(out, &write_err(&e)),
-        None => encode_err(
-            out,
-            &ProtoError::new(ErrCode::Internal, "the writer did not answer in time"),
-        ),
-    }
-}
-
-/// The reply a refused or failed group write gets (as for any write).
-fn write_err(e: &WriteError) -> ProtoError {
-    let code = match e {
-        WriteError::NoTopic(_) => ErrCode::NoTopic,
-        WriteError::Exists(_) => ErrCode::Exists,
-        WriteError::Invalid(_) => ErrCode::BadReq,
-        WriteError::Poisoned(_) | WriteError::ShuttingDown | WriteError::Storage(_) => {
-            ErrCode::Internal
-        }
-    };
-    ProtoError::new(code, e.to_string())
 }

@@ -3,7 +3,7 @@
 //! subscriber and a FIFO of standbys, and the in-memory hints a subscriber
 //! leaves its successor.
 //!
-//! Owned by the broker ([`crate::broker::Broker::group_subs`]); used by the
+//! Owned by the broker (its `group_subs`); used by the
 //! connection threads that run group subscriptions and answer GROUPS and
 //! GROUPDEL. It knows nothing of topics or the writer: the durable group
 //! state (committed position, failed deliveries) lives in the topic and is

@@ -71,11 +71,11 @@ until --count messages arrived or the topic ends (\"end: deleted\" or
 one line: \\n \\r \\t and \\\\ for themselves, \\xNN for any other byte outside
 printable ASCII.
 
-  --from P        where to start (default 0, with --group -): 0 = the oldest
-                  retained message, N = the messages after event id N, $ =
-                  only messages published from now on, - = the group's
-                  position (needs --group); with --group, 0, N and $ move
-                  the group's position there
+  --from P        where to start (default 0); with --group the default is -:
+                  0 = the oldest retained message, N = the messages after
+                  event id N, $ = only messages published from now on, - =
+                  the group's position (needs --group); with --group, 0, N
+                  and $ move the group's position there
   --count N       stop after N messages (default: until the topic ends)
   --batch N       messages per batch (default: the server's sub.defaultBatch)
   --group NAME    read as consumer group NAME: resumes from the group's
