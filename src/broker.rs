@@ -1,6 +1,7 @@
 //! Shared in-memory state: the topics readers can see, the log segments, the
 //! last published event id, the durable log tail, the role, counters, the
-//! log of wrong AUTH tokens, and the sender into the writer.
+//! log of wrong AUTH tokens, the registry of group subscribers, and the
+//! sender into the writer.
 //!
 //! Everything here is *published* state: the writer changes it only after a
 //! group commit is flushed (and fsynced under `fsync: always`), so a reader
@@ -17,6 +18,7 @@ use crossbeam_channel::Sender;
 
 use crate::auth::FailureLog;
 use crate::config::Config;
+use crate::groups::Registry;
 use crate::replication::state::ReplState;
 use crate::replication::{Role, RoleCell};
 use crate::stats::Stats;
@@ -119,6 +121,11 @@ impl Topic {
             .clone()
     }
 
+    /// How many groups the topic has (STATS `groups`), without a copy.
+    pub fn group_count(&self) -> usize {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     pub fn group(&self, name: &str) -> Option<GroupState> {
         self.groups
             .lock()
@@ -167,6 +174,8 @@ pub struct Broker {
     pub durable: DurableTail,
     /// Replication: slaves (on a master), the master (on a slave).
     pub repl: ReplState,
+    /// Who subscribes to which consumer group now (active and standbys).
+    pub group_subs: Registry,
     pub writer: Sender<WriteReq>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     last_event_id: AtomicU64,
@@ -192,6 +201,7 @@ impl Broker {
             segments: SegmentSet::default(),
             durable: DurableTail::default(),
             repl: ReplState::default(),
+            group_subs: Registry::default(),
             writer,
             topics: RwLock::new(BTreeMap::new()),
             last_event_id: AtomicU64::new(0),

@@ -125,9 +125,14 @@ pub struct TopicInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupInfo {
     pub name: String,
+    /// The group has consumed every message up to this event id.
     pub committed_id: u64,
+    /// A subscriber of the group is delivering now.
     pub active: bool,
+    /// Subscribers waiting to take over.
     pub standby_count: u64,
+    /// Retained messages after `committed_id`.
+    pub lag: u64,
 }
 
 /// One message received in a subscription batch.
@@ -159,7 +164,14 @@ pub enum SubEvent {
 pub struct SubOptions {
     pub batch: Option<usize>,
     pub ack_ms: Option<u64>,
+    /// Subscribe as this consumer group.
     pub group: Option<String>,
+    /// With a group: failed deliveries of one message before the server
+    /// gives up on it (0 = never; default `sub.maxDeliver`).
+    pub max_deliver: Option<u32>,
+    /// With a group: the topic a message goes to when given up on;
+    /// without it, it is skipped.
+    pub dlq: Option<String>,
 }
 
 /// A blocking connection to an smss server.
@@ -261,7 +273,7 @@ fn parse_topic_line(line: &str) -> Result<TopicInfo> {
     })
 }
 
-/// `GROUP <name> <committed_id> <active: 0|1> <standby_count>`.
+/// `GROUP <name> <committed_id> <active: 0|1> <standby_count> <lag>`.
 fn parse_group_line(line: &str) -> Result<GroupInfo> {
     let t = expect_reply(line, "GROUP")?;
     let name = t
@@ -278,6 +290,7 @@ fn parse_group_line(line: &str) -> Result<GroupInfo> {
         committed_id: parse_num(t.get(1), "committed_id", line)?,
         active,
         standby_count: parse_num(t.get(3), "standby_count", line)?,
+        lag: parse_num(t.get(4), "lag", line)?,
     })
 }
 
@@ -540,6 +553,16 @@ impl Client {
         Ok(out)
     }
 
+    /// `GROUPDEL <topic> <group>` → event id. The group's subscribers get
+    /// `END deleted`.
+    pub fn groupdel(&mut self, topic: &str, group: &str) -> Result<u64> {
+        check::topic(topic)?;
+        check::group(group)?;
+        self.send_line(&format!("GROUPDEL {topic} {group}"))?;
+        let line = self.read_line()?;
+        parse_ok_id(&line)
+    }
+
     /// `STATS` → (name, value) pairs in the server's order. A value is the
     /// rest of its line, so it may contain spaces.
     pub fn stats(&mut self) -> Result<Vec<(String, String)>> {
@@ -560,6 +583,8 @@ impl Client {
     }
 
     /// Sends SUB; returns after OK. `from` is the raw `<after>` token: "0", "$", "-", or a number.
+    /// With a group, [`Client::next_event`] may first give
+    /// [`SubEvent::Standby`]: another subscriber of the group is active.
     pub fn subscribe(&mut self, topic: &str, from: &str, opts: &SubOptions) -> Result<()> {
         check::topic(topic)?;
         check::subscription(from, opts)?;
@@ -572,6 +597,12 @@ impl Client {
         }
         if let Some(g) = &opts.group {
             line.push_str(&format!(" group={g}"));
+        }
+        if let Some(n) = opts.max_deliver {
+            line.push_str(&format!(" maxDeliver={n}"));
+        }
+        if let Some(d) = &opts.dlq {
+            line.push_str(&format!(" dlq={d}"));
         }
         self.send_line(&line)?;
         let line = self.read_line()?;
@@ -849,17 +880,20 @@ mod tests {
 
     #[test]
     fn group_lines() {
-        let g = parse_group_line("GROUP workers 42 1 2").expect("group");
+        let g = parse_group_line("GROUP workers 42 1 2 7").expect("group");
         assert_eq!(
             g,
             GroupInfo {
                 name: "workers".into(),
                 committed_id: 42,
                 active: true,
-                standby_count: 2
+                standby_count: 2,
+                lag: 7
             }
         );
-        assert!(parse_group_line("GROUP workers 42 2 2").is_err());
+        assert!(parse_group_line("GROUP workers 42 2 2 0").is_err());
+        assert!(parse_group_line("GROUP workers 42 1 2").is_err());
+        assert!(parse_group_line("GROUP workers 42 1 2 7 extra").is_ok());
     }
 
     #[test]
@@ -1057,7 +1091,7 @@ mod tests {
     #[test]
     fn subscribe_batch_ack() {
         let (addr, h) = fake_server(vec![
-            Expect(b"SUB orders 0 batch=2 ack=500 group=g1\r\n"),
+            Expect(b"SUB orders 0 batch=2 ack=500 group=g1 maxDeliver=3 dlq=dead\r\n"),
             Send(b"OK\r\n"),
             Send(b"BATCH 2\r\nMSG 5 1000 4 h=1\r\n\r\n\0x\r\nMSG 9 1001 0\r\n\r\n"),
             Expect(b"ACK\r\n"),
@@ -1068,6 +1102,8 @@ mod tests {
             batch: Some(2),
             ack_ms: Some(500),
             group: Some("g1".into()),
+            max_deliver: Some(3),
+            dlq: Some("dead".into()),
         };
         c.subscribe("orders", "0", &opts).expect("sub");
         let ev = c.next_event().expect("batch");

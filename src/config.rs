@@ -205,6 +205,9 @@ pub struct SubConfig {
     pub default_batch: usize,
     /// `sub.defaultAckTimeout`: how long a SUB without `ack=` waits for ACK/STOP.
     pub default_ack_timeout_ms: u64,
+    /// `sub.maxDeliver`: failed deliveries of one message before a group
+    /// SUB without `maxDeliver=` gives up on it; 0 = never.
+    pub max_deliver: u32,
 }
 
 /// `auth:` — the shared token; empty = no authentication.
@@ -282,6 +285,7 @@ impl Default for SubConfig {
         SubConfig {
             default_batch: 32,
             default_ack_timeout_ms: 30_000,
+            max_deliver: 0,
         }
     }
 }
@@ -610,6 +614,7 @@ struct RawLimits {
 struct RawSub {
     default_batch: Option<u64>,
     default_ack_timeout: Option<u64>,
+    max_deliver: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -743,6 +748,15 @@ impl RawConfig {
             default_ack_timeout_ms: rsub
                 .default_ack_timeout
                 .unwrap_or(d.sub.default_ack_timeout_ms),
+            max_deliver: match rsub.max_deliver {
+                None => d.sub.max_deliver,
+                Some(v) => u32::try_from(v).map_err(|_| {
+                    invalid(
+                        "sub.maxDeliver",
+                        format!("must be at most {}, got {v}", u32::MAX),
+                    )
+                })?,
+            },
         };
 
         let auth = AuthConfig {
@@ -855,6 +869,7 @@ mod tests {
         assert_eq!(c.limits.max_delay_ms, 2_592_000_000);
         assert_eq!(c.sub.default_batch, 32);
         assert_eq!(c.sub.default_ack_timeout_ms, 30_000);
+        assert_eq!(c.sub.max_deliver, 0);
         assert_eq!(c.auth.token, "");
         assert!(!c.replication.sync);
         assert_eq!(c.replication.sync_timeout_ms, 1000);
@@ -918,7 +933,7 @@ store:
 worker: { buffSize: 7, sendTimeoutMs: 9 }
 timeout: { net: { write: 11 }, server: { alive: 13 }, auth: 41 }
 limits: { maxPayload: 17, maxConnections: 19, maxBatch: 23, maxBatchBytes: 43, maxDelayMs: 29 }
-sub: { defaultBatch: 23, defaultAckTimeout: 31 }
+sub: { defaultBatch: 23, defaultAckTimeout: 31, maxDeliver: 47 }
 auth: { token: s3cr3t }
 replication: { sync: true, syncTimeoutMs: 37 }
 "#;
@@ -974,7 +989,8 @@ replication: { sync: true, syncTimeoutMs: 37 }
             c.sub,
             SubConfig {
                 default_batch: 23,
-                default_ack_timeout_ms: 31
+                default_ack_timeout_ms: 31,
+                max_deliver: 47
             }
         );
         assert_eq!(c.auth.token, "s3cr3t");
@@ -1152,6 +1168,7 @@ replication: { sync: true, syncTimeoutMs: 37 }
                 "sub.defaultBatch",
             ),
             ("sub: { defaultAckTimeout: 0 }", "sub.defaultAckTimeout"),
+            ("sub: { maxDeliver: 4294967296 }", "sub.maxDeliver"),
             ("auth: { token: 'two words' }", "auth.token"),
             ("auth: { token: \"tab\\there\" }", "auth.token"),
             ("auth: { token: \"caf\u{e9}\" }", "auth.token"),

@@ -1,7 +1,9 @@
 //! One client's connection: command dispatch. The auth gate, writes
 //! submitted to the persistence thread with their replies settled in
 //! request order, and the reads (PING, AUTH, INFO, LIST, STATS, SLAVES); SUB hands
-//! the connection to [`crate::subscription`], frame I/O is [`Wire`]'s.
+//! the connection to [`crate::subscription`] (or, with a group, to
+//! [`crate::group_sub`]); GROUPS and GROUPDEL are [`crate::group_admin`]'s;
+//! frame I/O is [`Wire`]'s.
 //!
 //! The auth gate: with `auth.token` set, a connection gets `timeout.auth`
 //! to authenticate; wrong tokens are paced and limited ([`crate::auth`]).
@@ -41,6 +43,7 @@ use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use crate::storage::record::DeleteReason;
 use crate::subscription;
 use crate::wire::{Flow, Input, Wire};
+use crate::{group_admin, group_sub};
 
 /// Writes a connection may have queued at the writer at once; also the
 /// capacity of its reply channel, so the writer never blocks on a reply.
@@ -314,6 +317,9 @@ impl Conn {
                 }
             }
             Request::Stats => self.put_stats(),
+            Request::Sub(args) if args.group.is_some() => {
+                return group_sub::run(&mut self.wire, &self.broker, &self.peer, args);
+            }
             Request::Sub(args) => {
                 return subscription::run(&mut self.wire, &self.broker, &self.peer, args);
             }
@@ -324,7 +330,12 @@ impl Conn {
                     "ACK and STOP only answer a subscription batch",
                 ),
             ),
-            Request::Groups { .. } => not_yet(&mut self.wire.out, "GROUPS"),
+            Request::Groups { topic } => {
+                group_admin::put_groups(&mut self.wire.out, &self.broker, &topic)
+            }
+            Request::GroupDel { topic, group } => {
+                group_admin::groupdel(&mut self.wire.out, &self.broker, &topic, &group)
+            }
             Request::Repl(args) => {
                 return replication::sender::run(&mut self.wire, &self.broker, &self.peer, args);
             }
@@ -443,7 +454,7 @@ impl Conn {
             segments: b.segments.count() as u64,
             index_files_open: b.index_files.open_count() as u64,
             epoch: r.epoch.load(Relaxed),
-            groups: topics.iter().map(|t| t.groups().len() as u64).sum(),
+            groups: topics.iter().map(|t| t.group_count() as u64).sum(),
             repl,
         });
         encode_count(&mut self.wire.out, "STATS", pairs.len() as u64);
@@ -504,16 +515,6 @@ fn write_err(e: &WriteError) -> ProtoError {
         }
     };
     ProtoError::new(code, e.to_string())
-}
-
-fn not_yet(out: &mut Vec<u8>, cmd: &str) {
-    encode_err(
-        out,
-        &ProtoError::new(
-            ErrCode::Unknown,
-            format!("{cmd} is not supported by this server version"),
-        ),
-    );
 }
 
 fn no_auth() -> ProtoError {

@@ -19,6 +19,9 @@
 //! - [`server`]: start-up, the acceptor (connection cap, `ERR BUSY`), signals
 //!   and shutdown. [`connection`] dispatches one client's commands over
 //!   [`wire`] (frame I/O of one socket); [`subscription`] runs a SUB;
+//!   [`group_sub`] a consumer-group SUB (standby, commit per ACK, failed
+//!   deliveries, dead letters), [`group_admin`] GROUPS and GROUPDEL, over
+//!   the registry of group subscribers in [`groups`];
 //!   [`auth`] checks tokens and paces wrong ones. [`protocol`] is pure:
 //!   parse requests (dropping the payload of one that will be refused),
 //!   encode every reply line.
@@ -59,6 +62,9 @@ pub mod config;
 pub(crate) mod connection;
 pub mod error;
 pub(crate) mod fds;
+pub(crate) mod group_admin;
+pub(crate) mod group_sub;
+pub(crate) mod groups;
 pub mod logging;
 pub(crate) mod protocol;
 pub mod replication;

@@ -31,7 +31,8 @@ pub struct Stats {
     pub writer_poisoned: AtomicBool,
     /// The connection cap in force (config and descriptor budget).
     pub connections_max: AtomicU64,
-    /// Messages moved to a dead-letter topic.
+    /// Messages a consumer group gave up on after `maxDeliver` failed
+    /// deliveries: moved to a dead-letter topic, or skipped without one.
     pub dead_lettered: AtomicU64,
     /// Records a slave moved aside because its new master never had them.
     pub repl_diverged_records: AtomicU64,

@@ -11,6 +11,9 @@
 //! Retention may delete the segments a lagging subscriber was about to read:
 //! it then goes on from the topic's oldest retained message, which the
 //! writer publishes before it lets go of the segments.
+//!
+//! A SUB with `group=` is [`crate::group_sub`]'s; it drives the same [`Sub`]
+//! (batches, input during a subscription) with its own loop.
 
 use std::io;
 use std::sync::Arc;
@@ -23,7 +26,6 @@ use crate::protocol::{
     ErrCode, Parsed, ProtoError, Request, SubArgs, SubFrom, encode_count, encode_end, encode_err,
     encode_line, encode_msg, encode_ok,
 };
-use crate::replication::Role;
 use crate::stats::Stats;
 use crate::storage::index::{self, Entry};
 use crate::storage::reader::{ReadErrorKind, Reader};
@@ -32,13 +34,13 @@ use crate::wire::{Flow, Input, Wire};
 /// A batch stops growing past this many record bytes (at least one message).
 const MAX_BATCH_BYTES: u64 = 1 << 20;
 /// How often an idle subscriber checks its socket for STOP or a hang-up.
-const IDLE_POLL: Duration = Duration::from_millis(100);
+pub(crate) const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How many times one batch is restarted past segments retention deleted
 /// under it (each restart starts strictly further on).
 const MAX_RESTARTS: usize = 16;
 
 /// Input during a subscription.
-enum SubInput {
+pub(crate) enum SubInput {
     Ack,
     Stop,
     Quit,
@@ -49,14 +51,14 @@ enum SubInput {
 }
 
 /// One running subscription.
-struct Sub<'a> {
-    wire: &'a mut Wire,
-    broker: &'a Broker,
-    peer: &'a str,
-    topic: Arc<Topic>,
-    batch: usize,
-    ack_wait: Duration,
-    alive: Duration,
+pub(crate) struct Sub<'a> {
+    pub(crate) wire: &'a mut Wire,
+    pub(crate) broker: &'a Broker,
+    pub(crate) peer: &'a str,
+    pub(crate) topic: Arc<Topic>,
+    pub(crate) batch: usize,
+    pub(crate) ack_wait: Duration,
+    pub(crate) alive: Duration,
     entries: Vec<Entry>,
     reader: Reader,
     /// What any request but ACK, STOP and QUIT gets meanwhile.
@@ -73,7 +75,7 @@ enum Failed {
 
 /// What [`Sub::put_batch`] queued.
 #[derive(Debug, PartialEq, Eq)]
-enum Queued {
+pub(crate) enum Queued {
     /// A batch of `n` messages from entry `from`: the entry asked for, or
     /// the oldest retained one when retention deleted that.
     Batch { from: u64, n: usize },
@@ -82,8 +84,9 @@ enum Queued {
     Nothing,
 }
 
-/// Answers SUB and, once it is accepted, runs the subscription until it
-/// ends. Called with no write in flight, so the `OK` is in order.
+/// Answers a SUB without a group and, once it is accepted, runs the
+/// subscription until it ends. Called with no write in flight, so the `OK`
+/// is in order.
 pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::Result<Flow> {
     let Some(topic) = broker.topic(&args.topic) else {
         encode_err(
@@ -92,27 +95,14 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
         );
         return Ok(Flow::Continue);
     };
-    if args.group.is_some() && broker.role() == Role::Slave {
-        encode_err(
-            &mut wire.out,
-            &ProtoError::new(ErrCode::ReadOnly, "group subscriptions need the master"),
-        );
-        return Ok(Flow::Continue);
-    }
     if args.group.is_some() || args.from == SubFrom::Committed {
+        // The connection routes group SUBs elsewhere; the parser refuses `-`.
         encode_err(
             &mut wire.out,
-            &ProtoError::new(ErrCode::BadReq, "consumer groups are not supported yet"),
+            &ProtoError::new(ErrCode::BadReq, "SUB position '-' needs group=<name>"),
         );
         return Ok(Flow::Continue);
     }
-    let cfg = &broker.config;
-    let batch = args
-        .batch
-        .unwrap_or(cfg.sub.default_batch)
-        .clamp(1, cfg.limits.max_batch);
-    let ack_wait = Duration::from_millis(args.ack_ms.unwrap_or(cfg.sub.default_ack_timeout_ms));
-    let alive = Duration::from_millis(cfg.timeout.server_alive_ms);
     let st = topic.state();
     let after = match args.from {
         SubFrom::After(n) => n,
@@ -136,28 +126,62 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
     };
     encode_ok(&mut wire.out, &[]);
     wire.flush()?;
-    Stats::add(&broker.stats.subscribers, 1);
+    let _counted = Counted::new(&broker.stats);
     // `after` may be above every id stored so far: entries written
     // later can still be <= after, so it stays a floor until passed.
     let floor = (after > st.last_id).then_some(after);
-    let mut sub = Sub {
-        wire,
-        broker,
-        peer,
-        topic,
-        batch,
-        ack_wait,
-        alive,
-        entries: Vec::new(),
-        reader: Reader::new(),
-        refusal: ProtoError::new(
-            ErrCode::BadReq,
-            "only ACK, STOP or QUIT during a subscription",
-        ),
-    };
-    let res = sub.sub_loop(&mut next, floor);
-    Stats::sub(&broker.stats.subscribers, 1);
-    res
+    let mut sub = Sub::new(wire, broker, peer, topic, &args);
+    sub.sub_loop(&mut next, floor)
+}
+
+/// Counts a subscription in STATS `subscribers` for as long as it lives.
+pub(crate) struct Counted<'a>(&'a Stats);
+
+impl<'a> Counted<'a> {
+    pub(crate) fn new(stats: &'a Stats) -> Counted<'a> {
+        Stats::add(&stats.subscribers, 1);
+        Counted(stats)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        Stats::sub(&self.0.subscribers, 1);
+    }
+}
+
+impl<'a> Sub<'a> {
+    /// A subscription with the batch size and ACK deadline `args` ask for
+    /// (or the configured defaults).
+    pub(crate) fn new(
+        wire: &'a mut Wire,
+        broker: &'a Broker,
+        peer: &'a str,
+        topic: Arc<Topic>,
+        args: &SubArgs,
+    ) -> Sub<'a> {
+        let cfg = &broker.config;
+        let batch = args
+            .batch
+            .unwrap_or(cfg.sub.default_batch)
+            .clamp(1, cfg.limits.max_batch);
+        let ack_ms = args.ack_ms.unwrap_or(cfg.sub.default_ack_timeout_ms);
+        Sub {
+            wire,
+            broker,
+            peer,
+            topic,
+            batch,
+            ack_wait: Duration::from_millis(ack_ms),
+            alive: Duration::from_millis(cfg.timeout.server_alive_ms),
+            entries: Vec::new(),
+            reader: Reader::new(),
+            refusal: ProtoError::new(
+                ErrCode::BadReq,
+                "only ACK, STOP or QUIT during a subscription",
+            ),
+        }
+    }
 }
 
 impl Sub<'_> {
@@ -240,7 +264,7 @@ impl Sub<'_> {
 
     /// STOP, QUIT and a hang-up end a subscription the same way wherever
     /// they arrive; `None` for anything else.
-    fn sub_end(&mut self, input: &SubInput) -> Option<Flow> {
+    pub(crate) fn sub_end(&mut self, input: &SubInput) -> Option<Flow> {
         match input {
             SubInput::Stop => {
                 encode_ok(&mut self.wire.out, &[]);
@@ -257,7 +281,7 @@ impl Sub<'_> {
 
     /// Reads what the subscriber sent: blocking up to `wait` (after a batch)
     /// or without blocking (`None`, while idle).
-    fn sub_input(&mut self, wait: Option<Duration>) -> io::Result<SubInput> {
+    pub(crate) fn sub_input(&mut self, wait: Option<Duration>) -> io::Result<SubInput> {
         let deadline = wait.map(|w| Instant::now() + w);
         loop {
             match self.wire.next_request(Some(&self.refusal)) {
@@ -299,10 +323,20 @@ impl Sub<'_> {
     /// (of `entries` published). When retention deleted the segments under
     /// `from` since the caller looked, the batch starts at the topic's oldest
     /// retained entry instead. On error nothing is queued.
-    fn put_batch(&mut self, mut from: u64, mut entries: u64) -> Result<Queued, String> {
+    fn put_batch(&mut self, from: u64, entries: u64) -> Result<Queued, String> {
+        self.put_batch_of(from, entries, self.batch)
+    }
+
+    /// [`Sub::put_batch`] with at most `max` messages.
+    pub(crate) fn put_batch_of(
+        &mut self,
+        mut from: u64,
+        mut entries: u64,
+        max: usize,
+    ) -> Result<Queued, String> {
         let topic = Arc::clone(&self.topic);
         for _ in 0..MAX_RESTARTS {
-            let want = self.batch.min(entries.saturating_sub(from) as usize);
+            let want = max.min(entries.saturating_sub(from) as usize);
             if want == 0 {
                 return Ok(Queued::Nothing);
             }
@@ -328,6 +362,12 @@ impl Sub<'_> {
             "reading {}: retention kept deleting the segments being read",
             topic.name
         ))
+    }
+
+    /// First and last event id of the `n` messages the last batch queued.
+    pub(crate) fn batch_ids(&self, n: usize) -> Option<(u64, u64)> {
+        let sent = self.entries.get(..n)?;
+        Some((sent.first()?.event_id, sent.last()?.event_id))
     }
 
     /// Queues `BATCH n` and up to `want` messages starting at entry `from`;
@@ -381,6 +421,7 @@ mod tests {
     use crate::broker::TopicState;
     use crate::config::Config;
     use crate::protocol::{Limits, MAX_LINE_BYTES};
+    use crate::replication::Role;
     use crate::storage::record::{self, DeleteReason, Kind, Record};
     use crate::storage::segment::Segment;
 
@@ -468,18 +509,16 @@ mod tests {
     }
 
     fn sub<'a>(wire: &'a mut Wire, broker: &'a Broker, topic: Arc<Topic>) -> Sub<'a> {
-        Sub {
-            wire,
-            broker,
-            peer: "test",
-            topic,
-            batch: 10,
-            ack_wait: Duration::from_secs(5),
-            alive: Duration::from_secs(5),
-            entries: Vec::new(),
-            reader: Reader::new(),
-            refusal: ProtoError::new(ErrCode::BadReq, "subscribed"),
-        }
+        let args = SubArgs {
+            topic: "t".into(),
+            from: SubFrom::After(0),
+            batch: Some(10),
+            ack_ms: Some(5000),
+            group: None,
+            max_deliver: None,
+            dlq: None,
+        };
+        Sub::new(wire, broker, "test", topic, &args)
     }
 
     #[test]

@@ -375,7 +375,8 @@ fn help_per_command_and_global_options_after_the_command() {
     assert!(pubh.contains("--lines"), "{pubh}");
     assert_ne!(pubh, global);
     for cmd in [
-        "create", "delete", "list", "info", "stats", "ping", "slaves", "promote", "dump",
+        "create", "delete", "list", "info", "stats", "ping", "slaves", "promote", "dump", "groups",
+        "groupdel",
     ] {
         let h = ok(&cli_bare(&["help", cmd]));
         assert!(h.starts_with("usage: smss-cli "), "{cmd}: {h}");
@@ -406,6 +407,61 @@ fn help_per_command_and_global_options_after_the_command() {
     assert_eq!(ok(&o), "1\n");
     let o = cli_bare(&["info", "x", "--port", port, "--token", "unused"]);
     assert!(ok(&o).contains("\nx "));
+}
+
+#[test]
+fn sub_group_resumes_and_groups_and_groupdel_show_and_remove_it() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    ok(&cli(&s, &["create", "t"]));
+    let ids: Vec<u64> = (0..4)
+        .map(|i| {
+            ok(&cli(&s, &["pub", "t", &format!("m{i}")]))
+                .trim()
+                .parse()
+                .expect("id")
+        })
+        .collect();
+    // Batches of two, each ACKed once printed: two messages, then two more.
+    let out = ok(&cli(
+        &s,
+        &["sub", "t", "--group", "g", "--batch", "2", "--count", "2"],
+    ));
+    assert_eq!(out.lines().count(), 2);
+    assert!(out.starts_with(&format!("{} ", ids[0])), "{out}");
+    let out = ok(&cli(&s, &["groups", "t"]));
+    assert_eq!(
+        out,
+        format!(
+            "name committed_id active standbys lag\ng {} 0 0 2\n",
+            ids[1]
+        )
+    );
+    // The next run resumes where the group is.
+    let out = ok(&cli(
+        &s,
+        &["sub", "t", "--group", "g", "--count", "1", "--raw"],
+    ));
+    assert_eq!(out, "m2\n");
+    // --count ended inside a batch: that batch was not ACKed.
+    let out = ok(&cli(&s, &["groups", "t"]));
+    assert!(out.ends_with(&format!("g {} 0 0 2\n", ids[1])), "{out}");
+    let del: u64 = ok(&cli(&s, &["groupdel", "t", "g"]))
+        .trim()
+        .parse()
+        .expect("id");
+    assert!(del > ids[3]);
+    assert_eq!(
+        ok(&cli(&s, &["groups", "t"])),
+        "name committed_id active standbys lag\n"
+    );
+    let o = cli(&s, &["groupdel", "t", "g"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("BADREQ"));
+    let o = cli(&s, &["groupdel", "t", "bad/g"]);
+    assert_eq!(o.status.code(), Some(2), "checked before connecting");
+    let o = cli(&s, &["sub", "t", "--max-deliver", "3"]);
+    assert_eq!(o.status.code(), Some(2), "--max-deliver needs --group");
 }
 
 #[test]

@@ -897,8 +897,9 @@ fn too_many_arguments_are_named_as_such() {
         ("LIST x", "LIST"),
         ("STATS x", "STATS"),
         ("AUTH a b", "AUTH"),
-        ("SUB t 0 batch=1 ack=9 group=g x", "SUB"),
+        ("SUB t 0 batch=1 ack=9 group=g maxDeliver=1 dlq=d x", "SUB"),
         ("GROUPS t x", "GROUPS"),
+        ("GROUPDEL t g x", "GROUPDEL"),
         ("REPL 0 history=0 epoch=0 empty=0 x", "REPL"),
         ("PROMOTE x", "PROMOTE"),
     ] {

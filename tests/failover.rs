@@ -31,7 +31,7 @@ fn sub_opts() -> SubOptions {
     SubOptions {
         batch: Some(100),
         ack_ms: Some(60_000),
-        group: None,
+        ..SubOptions::default()
     }
 }
 

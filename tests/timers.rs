@@ -103,7 +103,7 @@ fn sub_opts(batch: usize) -> SubOptions {
     SubOptions {
         batch: Some(batch),
         ack_ms: Some(60_000),
-        group: None,
+        ..SubOptions::default()
     }
 }
 

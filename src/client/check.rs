@@ -68,7 +68,8 @@ pub fn mpub_count(count: usize) -> Result<()> {
 }
 
 /// SUB's start and options: `from` is `0`, an event id, `$`, or `-` (which
-/// needs a group); `batch` and `ack_ms` at least 1; a valid group name.
+/// needs a group); `batch` and `ack_ms` at least 1; a valid group name;
+/// `max_deliver` and `dlq` (a valid topic name) only with a group.
 pub fn subscription(from: &str, opts: &SubOptions) -> Result<()> {
     let start =
         rules::sub_from_arg(from.as_bytes()).map_err(|e| ClientError::BadArgument(e.msg))?;
@@ -81,7 +82,14 @@ pub fn subscription(from: &str, opts: &SubOptions) -> Result<()> {
     if let Some(g) = &opts.group {
         group(g)?;
     }
-    arg(rules::sub_group_rule(start, opts.group.is_some()))
+    if let Some(d) = &opts.dlq {
+        arg(rules::name_arg(d.as_bytes(), "dlq topic"))?;
+    }
+    arg(rules::sub_group_rule(
+        start,
+        opts.group.is_some(),
+        opts.max_deliver.is_some() || opts.dlq.is_some(),
+    ))
 }
 
 #[cfg(test)]
@@ -142,6 +150,22 @@ mod tests {
             ..SubOptions::default()
         };
         assert!(subscription("-", &g).is_ok());
+        let md = SubOptions {
+            max_deliver: Some(3),
+            ..SubOptions::default()
+        };
+        assert!(refused(subscription("0", &md)).contains("need group"));
+        let bad_dlq = SubOptions {
+            dlq: Some("a b".into()),
+            ..g.clone()
+        };
+        assert!(refused(subscription("0", &bad_dlq)).contains("dlq topic name"));
+        let ok = SubOptions {
+            max_deliver: Some(3),
+            dlq: Some("dead".into()),
+            ..g.clone()
+        };
+        assert!(subscription("-", &ok).is_ok());
         refused(subscription("x", &none));
         refused(subscription("1 2", &none));
         let b0 = SubOptions {

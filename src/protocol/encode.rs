@@ -87,7 +87,25 @@ pub fn encode_topic(
     out.extend_from_slice(CRLF);
 }
 
-/// A keyword and a count: `BATCH 3`, `TOPICS 2`, `STATS 9`.
+/// `GROUP <name> <committed_id> <active: 0|1> <standby_count> <lag>`.
+pub fn encode_group(
+    out: &mut Vec<u8>,
+    name: &str,
+    committed_id: u64,
+    active: bool,
+    standby_count: u64,
+    lag: u64,
+) {
+    out.extend_from_slice(b"GROUP ");
+    out.extend_from_slice(name.as_bytes());
+    for v in [committed_id, u64::from(active), standby_count, lag] {
+        out.push(b' ');
+        push_u64(out, v);
+    }
+    out.extend_from_slice(CRLF);
+}
+
+/// A keyword and a count: `BATCH 3`, `TOPICS 2`, `STATS 9`, `GROUPS 1`.
 pub fn encode_count(out: &mut Vec<u8>, keyword: &str, count: u64) {
     out.extend_from_slice(keyword.as_bytes());
     out.push(b' ');
@@ -195,6 +213,8 @@ mod tests {
 
         let mut out = Vec::new();
         encode_topic(&mut out, "orders", 1000, 0, 3, 4, 9);
+        encode_group(&mut out, "workers", 42, true, 2, 7);
+        encode_group(&mut out, "idle", 0, false, 0, 0);
         encode_count(&mut out, "BATCH", 3);
         encode_stat(&mut out, "role", "master");
         encode_stat_u64(&mut out, "topics", 7);
@@ -203,7 +223,7 @@ mod tests {
         encode_end(&mut out, "expired");
         assert_eq!(
             out,
-            b"TOPIC orders 1000 0 3 4 9\r\nBATCH 3\r\nSTAT role master\r\nSTAT topics 7\r\nPONG\r\nEND deleted\r\nEND expired\r\n"
+            b"TOPIC orders 1000 0 3 4 9\r\nGROUP workers 42 1 2 7\r\nGROUP idle 0 0 0 0\r\nBATCH 3\r\nSTAT role master\r\nSTAT topics 7\r\nPONG\r\nEND deleted\r\nEND expired\r\n"
         );
 
         let mut out = Vec::new();

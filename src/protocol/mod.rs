@@ -31,6 +31,7 @@
 //! `Vec<u8>` without allocating anything else.
 
 mod encode;
+mod options;
 mod parse;
 pub mod rules;
 mod skip;
@@ -170,6 +171,13 @@ pub struct SubArgs {
     pub ack_ms: Option<u64>,
     /// `group=<name>`.
     pub group: Option<String>,
+    /// `maxDeliver=<n>` (with a group): failed deliveries of one message
+    /// before it is dead-lettered or skipped; 0 = unlimited; `None` means
+    /// the configured default.
+    pub max_deliver: Option<u32>,
+    /// `dlq=<topic>` (with a group): where a message goes after
+    /// `maxDeliver` failed deliveries; without it, it is skipped.
+    pub dlq: Option<String>,
 }
 
 /// One parsed, validated client request.
@@ -210,6 +218,10 @@ pub enum Request {
     Stop,
     Groups {
         topic: String,
+    },
+    GroupDel {
+        topic: String,
+        group: String,
     },
     Repl(ReplArgs),
     Promote,

@@ -8,14 +8,12 @@
 //! This file owns framing and arity (how many arguments each command takes); what
 //! one argument must look like is in [`super::rules`], shared with the client.
 
+use super::options::{parse_repl, parse_sub, split_eq};
 use super::rules::{
-    ack_ms_arg, bad, batch_arg, delay_ms_arg, header_arg, header_count, is_visible, life_ms_arg,
-    mpub_count_arg, name_arg, number, parse_u64, quote, sub_from_arg, sub_group_rule, topic_arg,
-    word_arg,
+    bad, delay_ms_arg, header_arg, header_count, is_visible, life_ms_arg, mpub_count_arg, name_arg,
+    parse_u64, quote, topic_arg, word_arg,
 };
-use super::{
-    ErrCode, Limits, MAX_LINE_BYTES, Message, Parsed, ProtoError, ReplArgs, Request, SubArgs,
-};
+use super::{ErrCode, Limits, MAX_LINE_BYTES, Message, Parsed, ProtoError, Request};
 
 /// Why parsing stopped before a request (valid or not) was complete.
 pub(super) enum Stop {
@@ -44,6 +42,7 @@ pub(super) enum SimpleCmd {
     Ack,
     Stop,
     Groups,
+    GroupDel,
     Repl,
     Promote,
     Slaves,
@@ -77,7 +76,7 @@ const fn spec(name: &'static str, kind: Kind, usage: &'static str, max_args: usi
     }
 }
 
-const COMMANDS: [CommandSpec; 18] = [
+const COMMANDS: [CommandSpec; 19] = [
     spec("PING", Kind::Simple(SimpleCmd::Ping), "PING", 0),
     spec("AUTH", Kind::Simple(SimpleCmd::Auth), "AUTH <token>", 1),
     spec("QUIT", Kind::Simple(SimpleCmd::Quit), "QUIT", 0),
@@ -117,8 +116,8 @@ const COMMANDS: [CommandSpec; 18] = [
     spec(
         "SUB",
         Kind::Simple(SimpleCmd::Sub),
-        "SUB <topic> <after> [batch=<n>] [ack=<ms>] [group=<name>]",
-        5,
+        "SUB <topic> <after> [batch=<n>] [ack=<ms>] [group=<name>] [maxDeliver=<n>] [dlq=<topic>]",
+        7,
     ),
     spec("ACK", Kind::Simple(SimpleCmd::Ack), "ACK", 0),
     spec("STOP", Kind::Simple(SimpleCmd::Stop), "STOP", 0),
@@ -127,6 +126,12 @@ const COMMANDS: [CommandSpec; 18] = [
         Kind::Simple(SimpleCmd::Groups),
         "GROUPS <topic>",
         1,
+    ),
+    spec(
+        "GROUPDEL",
+        Kind::Simple(SimpleCmd::GroupDel),
+        "GROUPDEL <topic> <group>",
+        2,
     ),
     spec(
         "REPL",
@@ -533,98 +538,29 @@ fn parse_simple(
         },
         SimpleCmd::List => Request::List,
         SimpleCmd::Stats => Request::Stats,
-        SimpleCmd::Sub => Request::Sub(parse_sub(&mut args, limits)?),
+        SimpleCmd::Sub => {
+            let topic = args.required()?;
+            let after = args.required()?;
+            Request::Sub(parse_sub(topic, after, &mut args.toks, limits)?)
+        }
         SimpleCmd::Ack => Request::Ack,
         SimpleCmd::Stop => Request::Stop,
         SimpleCmd::Groups => Request::Groups {
             topic: topic_arg(args.required()?)?,
         },
-        SimpleCmd::Repl => Request::Repl(parse_repl(&mut args)?),
+        SimpleCmd::Repl => {
+            let after = args.required()?;
+            Request::Repl(parse_repl(after, &mut args.toks)?)
+        }
+        SimpleCmd::GroupDel => Request::GroupDel {
+            topic: topic_arg(args.required()?)?,
+            group: name_arg(args.required()?, "group")?,
+        },
         SimpleCmd::Promote => Request::Promote,
         SimpleCmd::Slaves => Request::Slaves,
     };
     args.finish()?;
     Ok(req)
-}
-
-fn parse_repl(args: &mut Args<'_>) -> Result<ReplArgs, ProtoError> {
-    let mut r = ReplArgs {
-        after: number(args.required()?, "event id")?,
-        ..ReplArgs::default()
-    };
-    while let Some(opt) = args.optional() {
-        let Some((key, value)) = split_eq(opt) else {
-            return Err(bad(format!(
-                "REPL option '{}' is not key=value",
-                quote(opt)
-            )));
-        };
-        match key {
-            b"history" => {
-                r.history = std::str::from_utf8(value)
-                    .ok()
-                    .filter(|v| !v.is_empty() && v.len() <= 16)
-                    .and_then(|v| u64::from_str_radix(v, 16).ok())
-                    .ok_or_else(|| bad(format!("invalid REPL history '{}'", quote(value))))?
-            }
-            b"epoch" => r.epoch = number(value, "REPL epoch")?,
-            b"empty" => {
-                r.empty = match value {
-                    b"0" => false,
-                    b"1" => true,
-                    _ => return Err(bad(format!("invalid REPL empty '{}'", quote(value)))),
-                }
-            }
-            _ => {
-                return Err(bad(format!(
-                    "unknown REPL option '{}' (history, epoch, empty)",
-                    quote(key)
-                )));
-            }
-        }
-    }
-    Ok(r)
-}
-
-fn parse_sub(args: &mut Args<'_>, limits: &Limits) -> Result<SubArgs, ProtoError> {
-    let topic = topic_arg(args.required()?)?;
-    let from = sub_from_arg(args.required()?)?;
-    let mut sub = SubArgs {
-        topic,
-        from,
-        batch: None,
-        ack_ms: None,
-        group: None,
-    };
-    while let Some(opt) = args.optional() {
-        let Some((key, value)) = split_eq(opt) else {
-            return Err(bad(format!("SUB option '{}' is not key=value", quote(opt))));
-        };
-        let duplicate = || bad(format!("SUB option '{}' given twice", quote(key)));
-        if key.eq_ignore_ascii_case(b"batch") {
-            if sub.batch.is_some() {
-                return Err(duplicate());
-            }
-            sub.batch = Some(batch_arg(value, limits.max_batch)?);
-        } else if key.eq_ignore_ascii_case(b"ack") {
-            if sub.ack_ms.is_some() {
-                return Err(duplicate());
-            }
-            sub.ack_ms = Some(ack_ms_arg(value)?);
-        } else if key.eq_ignore_ascii_case(b"group") {
-            if sub.group.is_some() {
-                return Err(duplicate());
-            }
-            sub.group = Some(name_arg(value, "group")?);
-        } else {
-            return Err(bad(format!(
-                "unknown SUB option '{}' (batch, ack, group)",
-                quote(key)
-            )));
-        }
-    }
-    sub_group_rule(sub.from, sub.group.is_some())?;
-    Ok(sub)
 }
 
 /// The arguments after the verb, with arity errors that name the command.
@@ -677,12 +613,6 @@ fn usage_error(spec: &CommandSpec, consumed: usize) -> Parsed {
     }
 }
 
-/// Splits a token at its first `=`.
-fn split_eq(tok: &[u8]) -> Option<(&[u8], &[u8])> {
-    let at = tok.iter().position(|&b| b == b'=')?;
-    Some((tok.get(..at)?, tok.get(at + 1..)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,7 +620,8 @@ mod tests {
     use crate::protocol::encode_msg;
     use crate::protocol::rules::valid_name;
     use crate::protocol::{
-        MAX_HEADER_KEY_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS, MAX_NAME_BYTES, SubFrom,
+        MAX_HEADER_KEY_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS, MAX_NAME_BYTES, ReplArgs,
+        SubArgs, SubFrom,
     };
 
     const LIM: Limits = Limits {
@@ -784,6 +715,8 @@ mod tests {
             batch: None,
             ack_ms: None,
             group: None,
+            max_deliver: None,
+            dlq: None,
         }
     }
 
@@ -932,6 +865,26 @@ mod tests {
         assert_eq!(req(b"ACK\r\n"), Request::Ack);
         assert_eq!(req(b"STOP\r\n"), Request::Stop);
         assert_eq!(req(b"GROUPS t\r\n"), Request::Groups { topic: "t".into() });
+        assert_eq!(
+            req(b"groupdel t g-1\r\n"),
+            Request::GroupDel {
+                topic: "t".into(),
+                group: "g-1".into()
+            }
+        );
+        badreq(b"GROUPDEL t\r\n");
+        badreq(b"GROUPDEL t g x\r\n");
+        badreq(b"GROUPDEL t bad/g\r\n");
+        badreq(b"GROUPDEL bad/t g\r\n");
+        assert_eq!(
+            req(b"SUB t - group=g maxDeliver=3 dlq=dead\r\n"),
+            Request::Sub(SubArgs {
+                group: Some("g".into()),
+                max_deliver: Some(3),
+                dlq: Some("dead".into()),
+                ..sub("t", SubFrom::Committed)
+            })
+        );
         assert_eq!(
             req(b"REPL 18446744073709551615\r\n"),
             Request::Repl(ReplArgs {
@@ -1456,10 +1409,10 @@ mod tests {
                 assert!(!err.msg.starts_with("too many"), "{fewer:?}: {err}");
             }
         }
-        // SUB takes at most three options.
-        let msg = badreq_text(b"SUB t 0 batch=1 ack=5 group=g x\r\n");
+        // SUB takes at most five options.
+        let msg = badreq_text(b"SUB t 0 batch=1 ack=5 group=g maxDeliver=1 dlq=d x\r\n");
         assert!(
-            msg.starts_with("too many arguments for SUB (at most 5)"),
+            msg.starts_with("too many arguments for SUB (at most 7)"),
             "{msg}"
         );
         // Too few still says so.

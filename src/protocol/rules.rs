@@ -154,10 +154,25 @@ pub fn ack_ms_arg(tok: &[u8]) -> Result<u64, ProtoError> {
     Ok(ack_ms)
 }
 
-/// SUB `-` (from the group's position) needs a group.
-pub fn sub_group_rule(from: SubFrom, has_group: bool) -> Result<(), ProtoError> {
+/// SUB's `maxDeliver=<n>`: failed deliveries of one message before it is
+/// given up on; 0 = unlimited.
+pub fn max_deliver_arg(tok: &[u8]) -> Result<u32, ProtoError> {
+    u32::try_from(number(tok, "maxDeliver")?)
+        .map_err(|_| bad(format!("maxDeliver must be at most {}", u32::MAX)))
+}
+
+/// SUB `-` (from the group's position), `maxDeliver=` and `dlq=` need a
+/// group.
+pub fn sub_group_rule(
+    from: SubFrom,
+    has_group: bool,
+    has_group_options: bool,
+) -> Result<(), ProtoError> {
     if from == SubFrom::Committed && !has_group {
         return Err(bad("SUB position '-' needs group=<name>"));
+    }
+    if has_group_options && !has_group {
+        return Err(bad("SUB options maxDeliver= and dlq= need group=<name>"));
     }
     Ok(())
 }

@@ -117,7 +117,12 @@ impl Writer {
                 topic,
                 group,
                 position,
-            } => return self.group_result(|w| w.commit_group_position(&topic, &group, position)),
+                expect_set,
+            } => {
+                return self.group_result(|w| {
+                    w.commit_group_position(&topic, &group, position, expect_set)
+                });
+            }
             WriteOp::GroupFailed { topic, group, at } => {
                 return self.group_result(|w| w.group_failed(&topic, &group, at));
             }

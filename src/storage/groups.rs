@@ -30,6 +30,14 @@ impl From<StoreError> for GroupErr {
     }
 }
 
+/// A write for a group that was removed or moved since its subscriber
+/// looked: refused, nothing written.
+fn changed(topic: &str, group: &str) -> GroupErr {
+    GroupErr::Refused(WriteError::Invalid(format!(
+        "group {group} of {topic} was removed or moved meanwhile"
+    )))
+}
+
 impl Writer {
     /// The one apply path for a GROUP record.
     pub(super) fn apply_group(&mut self, rec: &Record<'_>) {
@@ -115,13 +123,22 @@ impl Writer {
 
     /// The group has consumed everything up to `position` (an ACK, or a
     /// SUB that sets where it starts); failed deliveries are forgotten.
+    /// With `expect_set`, only if the group is still as its subscriber last
+    /// saw it: an ACK must not bring back a group GROUPDEL removed, nor undo
+    /// a SUB that moved it.
     pub(super) fn commit_group_position(
         &mut self,
         topic: &str,
         group: &str,
         position: u64,
+        expect_set: Option<u64>,
     ) -> Result<WriteOk, GroupErr> {
-        self.group_of(topic, group)?;
+        let cur = self.group_of(topic, group)?;
+        if let Some(want) = expect_set
+            && cur.map(|g| g.set_id) != Some(want)
+        {
+            return Err(changed(topic, group));
+        }
         let op = GroupOp::Set {
             group,
             committed: position,
@@ -139,7 +156,10 @@ impl Writer {
         group: &str,
         at: u64,
     ) -> Result<WriteOk, GroupErr> {
-        let cur = self.group_of(topic, group)?.unwrap_or_default();
+        // A missing group was removed meanwhile: nothing to count.
+        let cur = self
+            .group_of(topic, group)?
+            .ok_or_else(|| changed(topic, group))?;
         if at <= cur.committed {
             return Ok(WriteOk::Done); // committed meanwhile: nothing failed
         }
@@ -181,7 +201,9 @@ impl Writer {
         at: u64,
         dlq: &str,
     ) -> Result<WriteOk, GroupErr> {
-        let cur = self.group_of(topic, group)?.unwrap_or_default();
+        let cur = self
+            .group_of(topic, group)?
+            .ok_or_else(|| changed(topic, group))?;
         if !self.topics.contains_key(dlq) {
             return Err(GroupErr::Refused(WriteError::NoTopic(dlq.to_string())));
         }

@@ -52,10 +52,14 @@ pub enum WriteOp {
         now_ms: u64,
     },
     /// A consumer group has consumed everything up to `position`.
+    /// `expect_set: None` creates the group or moves it (a SUB); `Some(id)`
+    /// commits only if the group exists and was last set by record `id`
+    /// (an ACK: a GROUPDEL or a SUB that moved the group meanwhile wins).
     GroupCommit {
         topic: String,
         group: String,
         position: u64,
+        expect_set: Option<u64>,
     },
     /// A delivery of message `at` to the group ended without an ACK.
     GroupFailed {

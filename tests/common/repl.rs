@@ -100,7 +100,7 @@ pub fn messages(c: &mut Client, topic: &str) -> Vec<Msg> {
     let opts = SubOptions {
         batch: Some(1000),
         ack_ms: Some(60_000),
-        group: None,
+        ..SubOptions::default()
     };
     c.subscribe(topic, "0", &opts).expect("SUB 0");
     let mut got: Vec<Msg> = Vec::new();

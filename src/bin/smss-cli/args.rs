@@ -19,7 +19,7 @@ pub struct CommandHelp {
 }
 
 /// Every command, in the order the global help lists them.
-pub const HELP: [CommandHelp; 13] = [
+pub const HELP: [CommandHelp; 15] = [
     CommandHelp {
         name: "create",
         synopsis: "create <topic> [--life MS]",
@@ -61,7 +61,8 @@ stdin when it is absent or -.
     },
     CommandHelp {
         name: "sub",
-        synopsis: "sub <topic> [--from 0|N|$|-] [--count N] [--batch N] [--group NAME] [--raw]",
+        synopsis: "sub <topic> [--from 0|N|$|-] [--count N] [--batch N] [--raw]\n\
+                   sub <topic> --group NAME [--from 0|N|$|-] [--max-deliver N] [--dlq TOPIC] ...",
         summary: "print messages, one line each",
         details: "\
 Prints messages one line each, \"<event_id> <timestamp_ms> [k=v ...] <payload>\",
@@ -70,14 +71,43 @@ until --count messages arrived or the topic ends (\"end: deleted\" or
 one line: \\n \\r \\t and \\\\ for themselves, \\xNN for any other byte outside
 printable ASCII.
 
-  --from P        where to start (default 0): 0 = the oldest retained
-                  message, N = the messages after event id N, $ = only
-                  messages published from now on, - = the group's position
-                  (needs --group)
+  --from P        where to start (default 0); with --group the default is -:
+                  0 = the oldest retained message, N = the messages after
+                  event id N, $ = only messages published from now on, - =
+                  the group's position (needs --group); with --group, 0, N
+                  and $ move the group's position there
   --count N       stop after N messages (default: until the topic ends)
   --batch N       messages per batch (default: the server's sub.defaultBatch)
-  --group NAME    read as consumer group NAME (not built in the server yet)
+  --group NAME    read as consumer group NAME: resumes from the group's
+                  position; each batch is ACKed (and so committed) once it is
+                  printed. While another subscriber of the group is active
+                  this one waits (\"standby\" on stderr) and takes over when
+                  that one ends
+  --max-deliver N with --group: give up on a message after N deliveries that
+                  ended without an ACK (0 = never; default: the server's
+                  sub.maxDeliver)
+  --dlq TOPIC     with --group: a message given up on goes to TOPIC (an
+                  existing topic) with dlq.* headers; without it, it is skipped
   --raw           print only each payload, its bytes as they are, then \\n",
+    },
+    CommandHelp {
+        name: "groups",
+        synopsis: "groups <topic>",
+        summary: "the topic's consumer groups",
+        details: "\
+Prints a header row, then one line per consumer group of the topic:
+\"<name> <committed_id> <active> <standbys> <lag>\": the group has consumed
+every message up to committed_id; active is 1 while a subscriber of the
+group is delivering; standbys are subscribers waiting to take over; lag is
+how many retained messages come after committed_id.",
+    },
+    CommandHelp {
+        name: "groupdel",
+        synopsis: "groupdel <topic> <group>",
+        summary: "remove a consumer group; prints the event id",
+        details: "\
+Removes a consumer group and its position and prints the event id of the
+removal. Its subscribers get the end of their subscription (\"end: deleted\").",
     },
     CommandHelp {
         name: "list",
@@ -164,8 +194,8 @@ global options (before or after the command):
   -h, --help      show this help, or after a command that command's
   -V, --version   show the version";
 
-pub const COMMANDS: &str =
-    "create, delete, pub, sub, list, info, stats, ping, slaves, promote, dump, bench, help";
+pub const COMMANDS: &str = "create, delete, pub, sub, groups, groupdel, list, info, stats, ping, slaves, promote, \
+     dump, bench, help";
 
 /// What the command line asks for.
 pub enum Invocation {
@@ -218,6 +248,13 @@ pub enum Command {
     List,
     Info {
         topic: String,
+    },
+    Groups {
+        topic: String,
+    },
+    GroupDel {
+        topic: String,
+        group: String,
     },
     Stats,
     Ping,
@@ -335,6 +372,16 @@ fn parse_command(p: &mut lexopt::Parser, g: &mut Global, name: &str) -> Result<C
         "info" => Command::Info {
             topic: one_positional(p, g, "info")?,
         },
+        "groups" => Command::Groups {
+            topic: one_positional(p, g, "groups")?,
+        },
+        "groupdel" => {
+            let mut v = positionals(p, g, "groupdel", 2, 2)?.into_iter();
+            Command::GroupDel {
+                topic: string(v.next().unwrap_or_default(), "topic")?,
+                group: string(v.next().unwrap_or_default(), "group")?,
+            }
+        }
         "stats" => no_args(p, g, "stats", Command::Stats)?,
         "ping" => no_args(p, g, "ping", Command::Ping)?,
         "slaves" => no_args(p, g, "slaves", Command::Slaves)?,
@@ -528,7 +575,7 @@ fn parse_pub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
 fn parse_sub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
     use lexopt::prelude::*;
     let mut topic = None;
-    let mut from = "0".to_string();
+    let mut from = None;
     let mut count = None;
     let mut opts = SubOptions::default();
     let mut raw = false;
@@ -539,13 +586,14 @@ fn parse_sub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
         }
         match arg {
             Long("from") => {
-                from = string(p.value()?, "--from")?;
-                let ok = from == "$" || from == "-" || from.parse::<u64>().is_ok();
+                let v = string(p.value()?, "--from")?;
+                let ok = v == "$" || v == "-" || v.parse::<u64>().is_ok();
                 if !ok {
                     return Err(usage(format!(
-                        "--from: expected 0, an event id, $ or -, got {from:?}"
+                        "--from: expected 0, an event id, $ or -, got {v:?}"
                     )));
                 }
+                from = Some(v);
             }
             Long("count") => {
                 let n: u64 = number(p, "--count", "a number of messages")?;
@@ -556,6 +604,10 @@ fn parse_sub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
             }
             Long("batch") => opts.batch = Some(number(p, "--batch", "a number of messages")?),
             Long("group") => opts.group = Some(string(p.value()?, "--group")?),
+            Long("max-deliver") => {
+                opts.max_deliver = Some(number(p, "--max-deliver", "a number of deliveries")?)
+            }
+            Long("dlq") => opts.dlq = Some(string(p.value()?, "--dlq")?),
             Long("raw") => raw = true,
             Short('h') | Long("help") => return Err(CliError::HelpRequested),
             Value(v) if topic.is_none() => topic = Some(string(v, "topic")?),
@@ -563,6 +615,8 @@ fn parse_sub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
         }
     }
     let topic = topic.ok_or_else(|| usage("sub: missing <topic>"))?;
+    // A group resumes where it was unless told otherwise.
+    let from = from.unwrap_or_else(|| if opts.group.is_some() { "-" } else { "0" }.to_string());
     Ok(Command::Sub {
         topic,
         from,

@@ -21,6 +21,11 @@ pub fn check(g: &Global, cmd: &Command) -> Result<()> {
         ),
         Command::Delete { topic } => ("delete", check::topic(topic)),
         Command::Info { topic } => ("info", check::topic(topic)),
+        Command::Groups { topic } => ("groups", check::topic(topic)),
+        Command::GroupDel { topic, group } => (
+            "groupdel",
+            check::topic(topic).and_then(|()| check::group(group)),
+        ),
         Command::Pub {
             topic,
             headers,
@@ -151,6 +156,26 @@ pub fn execute(c: &mut Client, cmd: Command) -> Result<()> {
             let t = c.info(&topic)?;
             print_topics(&mut out, &[t]).map_err(stdout_err)?;
         }
+        Command::Groups { topic } => {
+            let groups = c.groups(&topic)?;
+            writeln!(out, "name committed_id active standbys lag").map_err(stdout_err)?;
+            for g in groups {
+                writeln!(
+                    out,
+                    "{} {} {} {} {}",
+                    g.name,
+                    g.committed_id,
+                    u8::from(g.active),
+                    g.standby_count,
+                    g.lag
+                )
+                .map_err(stdout_err)?;
+            }
+        }
+        Command::GroupDel { topic, group } => {
+            let id = c.groupdel(&topic, &group)?;
+            writeln!(out, "{id}").map_err(stdout_err)?;
+        }
         Command::Stats => {
             for (k, v) in c.stats()? {
                 writeln!(out, "{k} {v}").map_err(stdout_err)?;
@@ -233,7 +258,13 @@ fn subscribe(
                 }
                 c.ack()?;
             }
-            SubEvent::Alive | SubEvent::Standby => {}
+            SubEvent::Alive => {}
+            SubEvent::Standby => {
+                let g = opts.group.as_deref().unwrap_or_default();
+                eprintln!(
+                    "standby: another subscriber of group {g} is active; waiting to take over"
+                );
+            }
             SubEvent::End(reason) => {
                 out.flush().map_err(stdout_err)?;
                 eprintln!("end: {reason}");

@@ -1,0 +1,111 @@
+//! GROUPS and GROUPDEL: a topic's consumer groups as the writer last
+//! published them (positions, lag by index search) with the registry's
+//! active and standby counts, and the removal of a group, which ends its
+//! subscribers. Also how a refused or failed group write is answered.
+//!
+//! Runs on the connection thread that got the request, with no write of
+//! that connection in flight. Reads the topic's published groups and index
+//! (pread) and the broker's group registry; GROUPDEL asks the writer
+//! through the bounded writer channel and waits for its answer.
+
+use std::time::Duration;
+
+use crate::broker::Broker;
+use crate::groups::GroupKey;
+use crate::protocol::{ErrCode, ProtoError, encode_count, encode_err, encode_group, encode_ok};
+use crate::replication::Role;
+use crate::storage::index;
+use crate::storage::ops::{WriteError, WriteOk, WriteOp};
+
+/// How long a group write may take to be answered before it is given up
+/// with `ERR INTERNAL`.
+pub(crate) const WRITER_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `GROUPS <topic>`: every group with its committed position, whether it
+/// has an active subscriber, how many standbys, and its lag (retained
+/// messages after the position).
+pub fn put_groups(out: &mut Vec<u8>, broker: &Broker, topic: &str) {
+    let Some(t) = broker.topic(topic) else {
+        let e = ProtoError::new(ErrCode::NoTopic, format!("no topic {topic}"));
+        return encode_err(out, &e);
+    };
+    let groups = t.groups();
+    let st = t.state();
+    let mut lines = Vec::new();
+    if !groups.is_empty() {
+        let file = match broker.index_of(&t) {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = format!("reading the index of {topic}: {e}");
+                return encode_err(out, &ProtoError::new(ErrCode::Internal, msg));
+            }
+        };
+        for (name, g) in &groups {
+            let lag = match index::search_after(&*file, st.first_entry, st.entries, g.committed) {
+                Ok(i) => st.entries - i,
+                Err(e) => {
+                    let msg = format!("reading the index of {topic}: {e}");
+                    return encode_err(out, &ProtoError::new(ErrCode::Internal, msg));
+                }
+            };
+            let key = GroupKey {
+                topic: t.name.clone(),
+                create_id: t.create_id,
+                group: name.clone(),
+            };
+            let (active, standbys) = broker.group_subs.counts(&key);
+            encode_group(&mut lines, name, g.committed, active, standbys as u64, lag);
+        }
+    }
+    encode_count(out, "GROUPS", groups.len() as u64);
+    out.extend_from_slice(&lines);
+}
+
+/// `GROUPDEL <topic> <group>` → `OK <event_id>`; the group's subscribers,
+/// active and standby, get `END deleted`.
+pub fn groupdel(out: &mut Vec<u8>, broker: &Broker, topic: &str, group: &str) {
+    if broker.role() == Role::Slave {
+        let e = ProtoError::new(
+            ErrCode::ReadOnly,
+            "this server is a slave; write to the master",
+        );
+        return encode_err(out, &e);
+    }
+    let op = WriteOp::GroupDel {
+        topic: topic.to_string(),
+        group: group.to_string(),
+    };
+    let wait =
+        Duration::from_millis(broker.config.worker.send_timeout_ms).max(WRITER_REPLY_TIMEOUT);
+    match broker.ask_writer(op, wait) {
+        Some(Ok(WriteOk::Id(id))) => {
+            encode_ok(out, &[id]);
+            if let Some(t) = broker.topic(topic) {
+                broker.group_subs.end_group(&GroupKey {
+                    topic: t.name.clone(),
+                    create_id: t.create_id,
+                    group: group.to_string(),
+                });
+            }
+        }
+        Some(Ok(_)) => encode_ok(out, &[]),
+        Some(Err(e)) => encode_err(out, &write_err(&e)),
+        None => encode_err(
+            out,
+            &ProtoError::new(ErrCode::Internal, "the writer did not answer in time"),
+        ),
+    }
+}
+
+/// The reply a refused or failed group write gets (as for any write).
+pub(crate) fn write_err(e: &WriteError) -> ProtoError {
+    let code = match e {
+        WriteError::NoTopic(_) => ErrCode::NoTopic,
+        WriteError::Exists(_) => ErrCode::Exists,
+        WriteError::Invalid(_) => ErrCode::BadReq,
+        WriteError::Poisoned(_) | WriteError::ShuttingDown | WriteError::Storage(_) => {
+            ErrCode::Internal
+        }
+    };
+    ProtoError::new(code, e.to_string())
+}

@@ -1,0 +1,521 @@
+//! A SUB with `group=<name>`: set the group's position, wait as a standby
+//! while another subscriber of the group is active, then deliver with one
+//! durable commit per ACK, counting deliveries that end without one, and
+//! giving up on a message after `maxDeliver` of them (dead letter or skip).
+//! GROUPS and GROUPDEL are [`crate::group_admin`]'s.
+//!
+//! Runs on the subscriber's connection thread, which stays in [`run`] for
+//! the whole subscription. It takes a place in the broker's group registry
+//! ([`crate::groups`], an RAII guard that hands the group to the next
+//! standby however the connection ends), waits on the registry slot's
+//! condvar while a standby and on the topic's condvar while active, reads
+//! batches through [`Sub`] (index and segments by pread), and asks the
+//! writer for every group write (commit, failed delivery, dead letter)
+//! through the bounded writer channel, with its own reply channel.
+//!
+//! The guarantee is at-least-once: the position moves only when the
+//! writer has made the commit durable, and the next batch is sent only
+//! after that, so a batch the client received without its ACK being
+//! committed is delivered again to whoever takes over. To overlap the
+//! commit's fsync with work, the next batch is read while the commit is in
+//! flight and sent once it is durable (dropped if the commit fails).
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::{debug, info, warn};
+
+use crate::broker::{Broker, GroupState, Topic, TopicState};
+use crate::group_admin::{WRITER_REPLY_TIMEOUT, write_err};
+use crate::groups::{GroupKey, Member, Turn};
+use crate::protocol::{
+    ErrCode, ProtoError, SubArgs, SubFrom, encode_end, encode_err, encode_line, encode_ok,
+};
+use crate::replication::Role;
+use crate::stats::Stats;
+use crate::storage::index::{self, EntrySource};
+use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
+use crate::subscription::{Counted, IDLE_POLL, Queued, Sub, SubInput};
+use crate::wire::{Flow, Wire};
+
+/// Answers a group SUB and, once it is accepted, runs the subscription
+/// until it ends. Called with no write in flight, so the `OK` is in order.
+pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::Result<Flow> {
+    let refuse = |wire: &mut Wire, code, msg: String| {
+        encode_err(&mut wire.out, &ProtoError::new(code, msg));
+        Ok(Flow::Continue)
+    };
+    let Some(name) = args.group.clone() else {
+        return refuse(wire, ErrCode::BadReq, "a group SUB needs group=".into());
+    };
+    let Some(topic) = broker.topic(&args.topic) else {
+        return refuse(wire, ErrCode::NoTopic, format!("no topic {}", args.topic));
+    };
+    if broker.role() == Role::Slave {
+        let msg = "group subscriptions need the master".to_string();
+        return refuse(wire, ErrCode::ReadOnly, msg);
+    }
+    if let Some(d) = &args.dlq
+        && broker.topic(d).is_none()
+    {
+        return refuse(wire, ErrCode::NoTopic, format!("no dlq topic {d}"));
+    }
+    if let Err(e) = set_position(broker, &topic, &name, args.from) {
+        encode_err(&mut wire.out, &e);
+        return Ok(Flow::Continue);
+    }
+    let member = broker.group_subs.join(GroupKey {
+        topic: topic.name.clone(),
+        create_id: topic.create_id,
+        group: name.clone(),
+    });
+    encode_ok(&mut wire.out, &[]);
+    if !member.is_active() {
+        encode_line(&mut wire.out, "STANDBY");
+    }
+    wire.flush()?;
+    let _counted = Counted::new(&broker.stats);
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    let mut g = GroupSub {
+        max_deliver: args.max_deliver.unwrap_or(broker.config.sub.max_deliver),
+        dlq: args.dlq.clone(),
+        sub: Sub::new(wire, broker, peer, topic, &args),
+        member,
+        name,
+        reply_tx,
+        reply_rx,
+        outstanding: None,
+    };
+    if let Some(flow) = g.standby()? {
+        return Ok(flow);
+    }
+    debug!("{peer}: active in group {} of {}", g.name, g.sub.topic.name);
+    let res = g.active();
+    if let Some((first, last)) = g.outstanding.take() {
+        g.delivery_failed(first, last);
+    }
+    // Dropping `g` (its member) hands the group to the next standby.
+    res
+}
+
+/// Writes where a new SUB starts the group, durably, before its `OK`:
+/// a number or `$` moves it there; `-` writes only for a new group, which
+/// starts just before the topic's oldest retained message.
+fn set_position(
+    broker: &Broker,
+    topic: &Topic,
+    name: &str,
+    from: SubFrom,
+) -> Result<(), ProtoError> {
+    let st = topic.state();
+    let position = match from {
+        SubFrom::After(n) => n,
+        SubFrom::Latest => st.last_id,
+        SubFrom::Committed if topic.group(name).is_some() => return Ok(()),
+        SubFrom::Committed if st.messages() > 0 => st.first_id.saturating_sub(1),
+        SubFrom::Committed => st.last_id,
+    };
+    let op = WriteOp::GroupCommit {
+        topic: topic.name.clone(),
+        group: name.to_string(),
+        position,
+        expect_set: None,
+    };
+    let wait =
+        Duration::from_millis(broker.config.worker.send_timeout_ms).max(WRITER_REPLY_TIMEOUT);
+    match broker.ask_writer(op, wait) {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(write_err(&e)),
+        None => Err(ProtoError::new(
+            ErrCode::Internal,
+            "the writer did not answer; the group's position may not be set",
+        )),
+    }
+}
+
+/// The active subscriber's view of its group.
+struct Place {
+    /// Next index entry to send.
+    next: u64,
+    /// A position above every id stored when it was set: later entries can
+    /// still be at or below it (see the plain SUB's floor).
+    floor: Option<u64>,
+    committed: u64,
+    /// The record that last set the group, as this subscriber knows it; a
+    /// different one means someone else moved the group.
+    set_id: u64,
+}
+
+struct GroupSub<'a> {
+    sub: Sub<'a>,
+    member: Member<'a>,
+    name: String,
+    max_deliver: u32,
+    dlq: Option<String>,
+    reply_tx: Sender<WriteResult>,
+    reply_rx: Receiver<WriteResult>,
+    /// First and last id of a batch sent and not yet answered.
+    outstanding: Option<(u64, u64)>,
+}
+
+impl GroupSub<'_> {
+    /// Waits for this subscriber's turn, sending ALIVE meanwhile; `None`
+    /// once it is active, else how the subscription ended.
+    fn standby(&mut self) -> io::Result<Option<Flow>> {
+        let mut last_sent = Instant::now();
+        loop {
+            let until_alive = self.sub.alive.saturating_sub(last_sent.elapsed());
+            match self.member.wait_turn(until_alive.min(IDLE_POLL)) {
+                Turn::Active => return Ok(None),
+                Turn::Ended => return self.end("deleted").map(Some),
+                Turn::Waiting => {}
+            }
+            if let Some(reason) = self.gone(&self.sub.topic.state()) {
+                return self.end(reason).map(Some);
+            }
+            let input = self.sub.sub_input(None)?;
+            if let Some(flow) = self.sub.sub_end(&input) {
+                return Ok(Some(flow));
+            }
+            if last_sent.elapsed() >= self.sub.alive {
+                encode_line(&mut self.sub.wire.out, "ALIVE");
+                self.sub.wire.flush()?;
+                last_sent = Instant::now();
+            }
+        }
+    }
+
+    /// Why the subscription is over, if it is: the topic ended, or the
+    /// group was removed.
+    fn gone(&self, st: &TopicState) -> Option<&'static str> {
+        if let Some(reason) = st.ended {
+            return Some(reason.as_str());
+        }
+        if self.member.ended() || self.sub.topic.group(&self.name).is_none() {
+            return Some("deleted");
+        }
+        None
+    }
+
+    fn end(&mut self, reason: &str) -> io::Result<Flow> {
+        encode_end(&mut self.sub.wire.out, reason);
+        self.sub.wire.flush()?;
+        Ok(Flow::Continue)
+    }
+
+    fn fail(&mut self, code: ErrCode, msg: String) -> io::Result<Flow> {
+        encode_err(&mut self.sub.wire.out, &ProtoError::new(code, msg));
+        self.sub.wire.flush()?;
+        Ok(Flow::Continue)
+    }
+
+    /// Where delivery goes on: the group's committed position now.
+    fn place(&self, g: &GroupState, st: &TopicState) -> io::Result<Place> {
+        let file = self.sub.broker.index_of(&self.sub.topic)?;
+        let next = index::search_after(&*file, st.first_entry, st.entries, g.committed)?;
+        Ok(Place {
+            next,
+            floor: (g.committed > st.last_id).then_some(g.committed),
+            committed: g.committed,
+            set_id: g.set_id,
+        })
+    }
+
+    /// Delivers batches, one durable commit per ACK, until the
+    /// subscription ends.
+    fn active(&mut self) -> io::Result<Flow> {
+        let topic = Arc::clone(&self.sub.topic);
+        let st = topic.state();
+        // A standby may take over a group its topic or GROUPDEL just ended.
+        if let Some(reason) = self.gone(&st) {
+            return self.end(reason);
+        }
+        let g = topic.group(&self.name).unwrap_or_default();
+        let mut at = match self.place(&g, &st) {
+            Ok(p) => p,
+            Err(_) if self.gone(&topic.state()).is_some() => return self.end("deleted"),
+            Err(e) => {
+                return self.fail(
+                    ErrCode::Internal,
+                    format!("reading the index of {}: {e}", topic.name),
+                );
+            }
+        };
+        let mut last_sent = Instant::now();
+        // The position a commit in flight will set.
+        let mut inflight: Option<u64> = None;
+        loop {
+            let st = if inflight.is_some() {
+                topic.state()
+            } else {
+                let until_alive = self.sub.alive.saturating_sub(last_sent.elapsed());
+                topic.wait_beyond(at.next, until_alive.min(IDLE_POLL))
+            };
+            let mut max = self.sub.batch;
+            if inflight.is_none() {
+                if let Some(reason) = self.gone(&st) {
+                    return self.end(reason);
+                }
+                let g = topic.group(&self.name).unwrap_or_default();
+                if g.set_id != at.set_id {
+                    // A SUB moved the group: go on from there.
+                    at = self.place(&g, &st)?;
+                }
+                at.next = at.next.max(st.first_entry);
+                self.pass_floor(&mut at, &st)?;
+                if st.entries > at.next && g.failures > 0 && g.failed_at > at.committed {
+                    let id = self.peek(at.next)?;
+                    if id == g.failed_at {
+                        // Only failures of the message alone are surely its
+                        // own: else it goes alone once more first.
+                        if self.max_deliver > 0
+                            && g.failures >= self.max_deliver
+                            && self.member.isolated() == id
+                        {
+                            match self.give_up(&mut at, id, g.failures) {
+                                Ok(()) => continue,
+                                Err(e) => match self.write_failed(&e, &mut at)? {
+                                    Some(flow) => return Ok(flow),
+                                    None => continue,
+                                },
+                            }
+                        }
+                        max = 1;
+                    }
+                }
+            } else {
+                at.next = at.next.max(st.first_entry);
+            }
+            let position = inflight.unwrap_or(at.committed);
+            if st.entries > at.next && self.member.suspect_until() > position {
+                let id = self.peek(at.next)?;
+                if id <= self.member.suspect_until() {
+                    max = 1; // isolate the message a failed delivery held
+                }
+            }
+            let mark = self.sub.wire.out.len();
+            let queued = if st.entries > at.next && at.floor.is_none() {
+                self.sub.put_batch_of(at.next, st.entries, max)
+            } else {
+                Ok(Queued::Nothing)
+            };
+            // The previous batch's commit is durable before anything more
+            // is sent; a batch read meanwhile is dropped if it failed.
+            if let Some(pos) = inflight.take() {
+                match self.answer() {
+                    Ok(set_id) => {
+                        at.committed = pos;
+                        at.set_id = set_id;
+                        self.member.passed(pos);
+                    }
+                    Err(e) => {
+                        self.sub.wire.out.truncate(mark);
+                        match self.write_failed(&e, &mut at)? {
+                            Some(flow) => return Ok(flow),
+                            None => continue,
+                        }
+                    }
+                }
+            }
+            match queued {
+                Err(e) => {
+                    warn!(
+                        "{}: group subscription to {} failed: {e}",
+                        self.sub.peer, topic.name
+                    );
+                    return self.fail(ErrCode::Internal, e);
+                }
+                Ok(Queued::Batch { from, n }) => {
+                    let Some((first, last)) = self.sub.batch_ids(n) else {
+                        return self.fail(ErrCode::Internal, "an empty batch".into());
+                    };
+                    self.outstanding = Some((first, last));
+                    self.sub.wire.flush()?;
+                    at.next = from + n as u64;
+                    last_sent = Instant::now();
+                    let input = self.sub.sub_input(Some(self.sub.ack_wait))?;
+                    match input {
+                        SubInput::Ack => {
+                            self.outstanding = None;
+                            if let Err(e) = self.submit(WriteOp::GroupCommit {
+                                topic: topic.name.clone(),
+                                group: self.name.clone(),
+                                position: last,
+                                expect_set: Some(at.set_id),
+                            }) {
+                                // Not a failed delivery: it was ACKed.
+                                return self.fail(ErrCode::Internal, e.to_string());
+                            }
+                            inflight = Some(last);
+                        }
+                        SubInput::Stop | SubInput::Quit => {
+                            // Ended on purpose: nothing committed, nothing failed.
+                            self.outstanding = None;
+                            return Ok(self.sub.sub_end(&input).unwrap_or(Flow::Continue));
+                        }
+                        SubInput::Closed => return Ok(Flow::Close),
+                        SubInput::Nothing => {
+                            info!(
+                                "{}: no ACK within {} ms on {} (group {}); closing",
+                                self.sub.peer,
+                                self.sub.ack_wait.as_millis(),
+                                topic.name,
+                                self.name
+                            );
+                            return Ok(Flow::Close);
+                        }
+                    }
+                }
+                Ok(Queued::Nothing) => {
+                    let input = self.sub.sub_input(None)?;
+                    if let Some(flow) = self.sub.sub_end(&input) {
+                        return Ok(flow);
+                    }
+                    if last_sent.elapsed() >= self.sub.alive {
+                        encode_line(&mut self.sub.wire.out, "ALIVE");
+                        self.sub.wire.flush()?;
+                        last_sent = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// While the position is above every stored id, skips entries at or
+    /// below it (as a plain SUB does with its floor).
+    fn pass_floor(&self, at: &mut Place, st: &TopicState) -> io::Result<()> {
+        let Some(after) = at.floor else {
+            return Ok(());
+        };
+        if st.entries > at.next {
+            let file = self.sub.broker.index_of(&self.sub.topic)?;
+            at.next = index::search_after(&*file, at.next, st.entries, after)?;
+            if at.next < st.entries {
+                at.floor = None; // ids only grow from here
+            }
+        }
+        Ok(())
+    }
+
+    /// The event id of index entry `i`.
+    fn peek(&self, i: u64) -> io::Result<u64> {
+        let file = self.sub.broker.index_of(&self.sub.topic)?;
+        Ok(EntrySource::entry(&*file, i)?.event_id)
+    }
+
+    /// Message `id` failed `failures` deliveries, `maxDeliver` or more:
+    /// instead of sending it again, move it to the dead-letter topic (a
+    /// copy with `dlq.*` headers and the commit past it, atomically), or
+    /// without one skip it (commit past it). Both count in STATS
+    /// `dead_lettered`.
+    fn give_up(&mut self, at: &mut Place, id: u64, failures: u32) -> Result<(), WriteError> {
+        let topic = self.sub.topic.name.clone();
+        let op = match &self.dlq {
+            Some(dlq) => WriteOp::DeadLetter {
+                topic: topic.clone(),
+                group: self.name.clone(),
+                at: id,
+                dlq: dlq.clone(),
+            },
+            None => WriteOp::GroupCommit {
+                topic: topic.clone(),
+                group: self.name.clone(),
+                position: id,
+                expect_set: Some(at.set_id),
+            },
+        };
+        self.submit(op)?;
+        let set_id = self.answer()?;
+        at.set_id = match &self.dlq {
+            // The group record follows the copy in the same batch.
+            Some(_) => set_id + 1,
+            None => {
+                Stats::add(&self.sub.broker.stats.dead_lettered, 1);
+                info!(
+                    "group {} of {topic}: message {id} failed {failures} deliveries; skipped",
+                    self.name
+                );
+                set_id
+            }
+        };
+        at.committed = id;
+        at.next += 1;
+        self.member.passed(id);
+        Ok(())
+    }
+
+    /// A group write was refused or failed. The topic or group being gone
+    /// ends the subscription with END; a SUB that moved the group makes it
+    /// go on from there (`None`); anything else is an ERR.
+    fn write_failed(&mut self, e: &WriteError, at: &mut Place) -> io::Result<Option<Flow>> {
+        let st = self.sub.topic.state();
+        if let Some(reason) = self.gone(&st) {
+            return self.end(reason).map(Some);
+        }
+        if let (WriteError::Invalid(_), Some(g)) = (e, self.sub.topic.group(&self.name))
+            && g.set_id != at.set_id
+        {
+            *at = self.place(&g, &st)?;
+            return Ok(None);
+        }
+        warn!(
+            "{}: group {} of {}: {e}",
+            self.sub.peer, self.name, self.sub.topic.name
+        );
+        let pe = write_err(e);
+        self.fail(pe.code, pe.msg).map(Some)
+    }
+
+    fn submit(&self, op: WriteOp) -> Result<(), WriteError> {
+        let wait = Duration::from_millis(self.sub.broker.config.worker.send_timeout_ms);
+        let req = WriteReq {
+            op,
+            reply: self.reply_tx.clone(),
+        };
+        self.sub.broker.writer.send_timeout(req, wait).map_err(|_| {
+            WriteError::Storage("the writer queue is full; nothing was written".into())
+        })
+    }
+
+    /// The answer to the write [`GroupSub::submit`] sent: the id of the
+    /// record written.
+    fn answer(&self) -> Result<u64, WriteError> {
+        match self.reply_rx.recv_timeout(WRITER_REPLY_TIMEOUT) {
+            Ok(Ok(WriteOk::Id(id))) => Ok(id),
+            Ok(Ok(_)) => Err(WriteError::Invalid(
+                "the group was committed past this message meanwhile".into(),
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(RecvTimeoutError::Timeout) => Err(WriteError::Storage(
+                "the writer did not answer in time".into(),
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err(WriteError::ShuttingDown),
+        }
+    }
+
+    /// The batch `first..=last` was sent and its delivery ended without an
+    /// ACK (hang-up, ACK timeout, a failed send): counted durably against
+    /// its first message, before the next standby takes over, and the
+    /// batch is marked for one-message batches.
+    fn delivery_failed(&mut self, first: u64, last: u64) {
+        self.member.failed(first, last);
+        let op = WriteOp::GroupFailed {
+            topic: self.sub.topic.name.clone(),
+            group: self.name.clone(),
+            at: first,
+        };
+        let res = self.submit(op).and_then(|()| self.answer());
+        match res {
+            Ok(_) => info!(
+                "group {} of {}: delivery of {first}..={last} ended without ACK",
+                self.name, self.sub.topic.name
+            ),
+            Err(e) => debug!(
+                "group {} of {}: failed delivery of {first} not counted: {e}",
+                self.name, self.sub.topic.name
+            ),
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The runtime registry of consumer-group subscribers: for each group of a
+//! topic incarnation (topic name, create id, group name) the one active
+//! subscriber and a FIFO of standbys, and the in-memory hints a subscriber
+//! leaves its successor.
+//!
+//! Owned by the broker (its `group_subs`); used by the
+//! connection threads that run group subscriptions and answer GROUPS and
+//! GROUPDEL. It knows nothing of topics or the writer: the durable group
+//! state (committed position, failed deliveries) lives in the topic and is
+//! changed only through the writer.
+//!
+//! Locks: the registry's map mutex, then one slot's mutex (always in that
+//! order, never the other way); each slot has a condvar its standbys wait on.
+//! A [`Member`] is an RAII guard: however its connection ends (an error,
+//! a close, a panic unwinding), dropping it leaves the slot, and if it was
+//! the active subscriber the longest-waiting standby becomes active at once,
+//! under the slot's lock, so takeover follows join order exactly. A slot
+//! goes when its last member leaves, unless it holds a suspect range for
+//! the next subscriber (cleared once the group commits past it).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// One group of one topic incarnation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupKey {
+    pub topic: String,
+    /// The topic's CREATE id: a topic re-created under the same name is
+    /// another topic, with other groups.
+    pub create_id: u64,
+    pub group: String,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    active: Option<u64>,
+    standbys: VecDeque<u64>,
+    /// GROUPDEL removed the group: every member ends.
+    ended: bool,
+    /// The last event id of batches whose delivery failed: up to there the
+    /// next subscriber sends one message per batch, to isolate the culprit
+    /// (memory only; the durable `failed_at` covers the first message).
+    suspect_until: u64,
+    /// The message whose last failed delivery was a batch of its own: its
+    /// failures are its own, so it may be given up on (memory only).
+    isolated: u64,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    turn: Condvar,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every group that has subscribers now.
+#[derive(Debug, Default)]
+pub struct Registry {
+    slots: Mutex<HashMap<GroupKey, Arc<Slot>>>,
+    next_token: Mutex<u64>,
+}
+
+/// What a member's wait for its turn ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// This member is the active subscriber.
+    Active,
+    /// Still a standby (the wait timed out).
+    Waiting,
+    /// The group was removed (GROUPDEL).
+    Ended,
+}
+
+/// One subscriber's place in a group; leaves it when dropped.
+#[derive(Debug)]
+pub struct Member<'a> {
+    registry: &'a Registry,
+    key: GroupKey,
+    slot: Arc<Slot>,
+    token: u64,
+}
+
+impl Registry {
+    fn map(&self) -> MutexGuard<'_, HashMap<GroupKey, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins the group: active if nobody is, else the last standby.
+    pub fn join(&self, key: GroupKey) -> Member<'_> {
+        let token = {
+            let mut n = self.next_token.lock().unwrap_or_else(|p| p.into_inner());
+            *n += 1;
+            *n
+        };
+        let mut map = self.map();
+        let slot = Arc::clone(map.entry(key.clone()).or_default());
+        {
+            let mut st = slot.lock();
+            if st.active.is_none() {
+                st.active = Some(token);
+            } else {
+                st.standbys.push_back(token);
+            }
+        }
+        drop(map);
+        Member {
+            registry: self,
+            key,
+            slot,
+            token,
+        }
+    }
+
+    /// (an active subscriber exists, standbys waiting) for GROUPS.
+    pub fn counts(&self, key: &GroupKey) -> (bool, usize) {
+        match self.map().get(key) {
+            Some(slot) => {
+                let st = slot.lock();
+                (st.active.is_some(), st.standbys.len())
+            }
+            None => (false, 0),
+        }
+    }
+
+    /// GROUPDEL succeeded: every member of the group ends, and a new SUB
+    /// of the same name starts a new slot.
+    pub fn end_group(&self, key: &GroupKey) {
+        let Some(slot) = self.map().remove(key) else {
+            return;
+        };
+        slot.lock().ended = true;
+        slot.turn.notify_all();
+    }
+}
+
+impl Member<'_> {
+    pub fn is_active(&self) -> bool {
+        self.slot.lock().active == Some(self.token)
+    }
+
+    /// True once GROUPDEL removed the group.
+    pub fn ended(&self) -> bool {
+        self.slot.lock().ended
+    }
+
+    /// Waits up to `timeout` to become the active subscriber.
+    pub fn wait_turn(&self, timeout: Duration) -> Turn {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.slot.lock();
+        loop {
+            if st.ended {
+                return Turn::Ended;
+            }
+            if st.active == Some(self.token) {
+                return Turn::Active;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Turn::Waiting;
+            }
+            st = match self.slot.turn.wait_timeout(st, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// Up to where the next subscriber sends one message per batch (see
+    /// [`Member::failed`]).
+    pub fn suspect_until(&self) -> u64 {
+        self.slot.lock().suspect_until
+    }
+
+    /// The message whose last failed delivery was a batch of one, 0 if none.
+    pub fn isolated(&self) -> u64 {
+        self.slot.lock().isolated
+    }
+
+    /// The delivery of the batch `first..=last` failed: its messages go one
+    /// at a time until the group is past them.
+    pub fn failed(&self, first: u64, last: u64) {
+        let mut st = self.slot.lock();
+        st.suspect_until = st.suspect_until.max(last);
+        st.isolated = if first == last { first } else { 0 };
+    }
+
+    /// The group committed `position`: what lies at or before it is no
+    /// longer suspect.
+    pub fn passed(&self, position: u64) {
+        let mut st = self.slot.lock();
+        if st.suspect_until <= position {
+            st.suspect_until = 0;
+        }
+        if st.isolated <= position {
+            st.isolated = 0;
+        }
+    }
+}
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        let mut map = self.registry.map();
+        let mut st = self.slot.lock();
+        if st.active == Some(self.token) {
+            // The longest-waiting standby takes over, now.
+            st.active = st.standbys.pop_front();
+        } else {
+            st.standbys.retain(|&t| t != self.token);
+        }
+        // A slot with a suspect range stays for the next subscriber (one
+        // small entry per group left with a failed delivery).
+        let empty = st.active.is_none()
+            && st.standbys.is_empty()
+            && st.suspect_until == 0
+            && st.isolated == 0;
+        drop(st);
+        self.slot.turn.notify_all();
+        if empty
+            && map
+                .get(&self.key)
+                .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(g: &str) -> GroupKey {
+        GroupKey {
+            topic: "t".into(),
+            create_id: 1,
+            group: g.into(),
+        }
+    }
+
+    const NOW: Duration = Duration::ZERO;
+
+    #[test]
+    fn the_first_is_active_and_standbys_take_over_in_join_order() {
+        let r = Registry::default();
+        let a = r.join(key("g"));
+        let b = r.join(key("g"));
+        let c = r.join(key("g"));
+        let d = r.join(key("g"));
+        assert!(a.is_active() && !b.is_active() && !c.is_active());
+        assert_eq!(r.counts(&key("g")), (true, 3));
+        assert_eq!(b.wait_turn(NOW), Turn::Waiting);
+        // A standby that leaves loses its place; the others keep theirs.
+        drop(c);
+        assert_eq!(r.counts(&key("g")), (true, 2));
+        drop(a);
+        assert!(b.is_active() && !d.is_active());
+        assert_eq!(b.wait_turn(NOW), Turn::Active);
+        drop(b);
+        assert!(d.is_active());
+        assert_eq!(r.counts(&key("g")), (true, 0));
+        drop(d);
+        assert_eq!(r.counts(&key("g")), (false, 0));
+        assert!(r.map().is_empty(), "an empty slot is removed");
+    }
+
+    #[test]
+    fn groups_and_topic_incarnations_are_separate() {
+        let r = Registry::default();
+        let a = r.join(key("g"));
+        let other = r.join(key("h"));
+        let again = r.join(GroupKey {
+            create_id: 2,
+            ..key("g")
+        });
+        assert!(a.is_active() && other.is_active() && again.is_active());
+    }
+
+    #[test]
+    fn a_waiting_standby_wakes_as_soon_as_the_active_one_leaves() {
+        let r = Registry::default();
+        let a = r.join(key("g"));
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let r = &r;
+            s.spawn(move || {
+                let b = r.join(key("g"));
+                tx.send(()).ok();
+                // Bounded: the test fails rather than hangs.
+                let turn = b.wait_turn(Duration::from_secs(20));
+                tx.send(()).ok();
+                assert_eq!(turn, Turn::Active);
+            });
+            rx.recv_timeout(Duration::from_secs(20)).expect("joined");
+            let left = Instant::now();
+            drop(a);
+            rx.recv_timeout(Duration::from_secs(20)).expect("woken");
+            assert!(left.elapsed() < Duration::from_secs(5));
+        });
+    }
+
+    #[test]
+    fn end_group_ends_every_member_and_a_new_join_starts_afresh() {
+        let r = Registry::default();
+        let a = r.join(key("g"));
+        let b = r.join(key("g"));
+        a.failed(3, 9);
+        r.end_group(&key("g"));
+        assert!(a.ended() && b.ended());
+        assert_eq!(b.wait_turn(NOW), Turn::Ended);
+        let fresh = r.join(key("g"));
+        assert!(fresh.is_active() && !fresh.ended());
+        assert_eq!(fresh.suspect_until(), 0);
+        drop(a);
+        drop(b);
+        // The old members leaving does not touch the new slot.
+        assert_eq!(r.counts(&key("g")), (true, 0));
+    }
+
+    #[test]
+    fn a_suspect_range_outlives_the_member_that_left_it() {
+        let r = Registry::default();
+        let a = r.join(key("g"));
+        let b = r.join(key("g"));
+        a.failed(3, 7);
+        assert_eq!(a.isolated(), 0, "a batch of several isolates nothing");
+        a.failed(5, 5);
+        drop(a);
+        assert!(b.is_active());
+        assert_eq!((b.suspect_until(), b.isolated()), (7, 5));
+        // Even with nobody left, the next subscriber finds them.
+        drop(b);
+        let c = r.join(key("g"));
+        assert_eq!((c.suspect_until(), c.isolated()), (7, 5));
+        c.passed(5);
+        assert_eq!((c.suspect_until(), c.isolated()), (7, 0));
+        c.passed(7);
+        assert_eq!(c.suspect_until(), 0);
+        drop(c);
+        assert!(r.map().is_empty());
+    }
+}

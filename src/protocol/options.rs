@@ -1,0 +1,217 @@
+//! The `key=value` options of SUB and REPL: each known key once, names
+//! case-insensitive for SUB; what each value must look like is
+//! [`super::rules`]'.
+//!
+//! Pure: runs on whichever thread calls it (the connection threads), touches
+//! no socket, channel, lock or clock. The parser ([`super::parse`]) checks a
+//! command's arity and hands over the tokens after the required arguments.
+
+use super::rules::{
+    ack_ms_arg, bad, batch_arg, max_deliver_arg, name_arg, number, quote, sub_from_arg,
+    sub_group_rule, topic_arg,
+};
+use super::{Limits, ProtoError, ReplArgs, SubArgs};
+
+/// Splits a token at its first `=`.
+pub(super) fn split_eq(tok: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = tok.iter().position(|&b| b == b'=')?;
+    Some((tok.get(..at)?, tok.get(at + 1..)?))
+}
+
+/// `SUB <topic> <after> [batch=<n>] [ack=<ms>] [group=<name>]
+/// [maxDeliver=<n>] [dlq=<topic>]`, given its two required tokens and the
+/// rest.
+pub(super) fn parse_sub<'a>(
+    topic: &[u8],
+    after: &[u8],
+    options: impl Iterator<Item = &'a [u8]>,
+    limits: &Limits,
+) -> Result<SubArgs, ProtoError> {
+    let mut sub = SubArgs {
+        topic: topic_arg(topic)?,
+        from: sub_from_arg(after)?,
+        batch: None,
+        ack_ms: None,
+        group: None,
+        max_deliver: None,
+        dlq: None,
+    };
+    for opt in options {
+        let Some((key, value)) = split_eq(opt) else {
+            return Err(bad(format!("SUB option '{}' is not key=value", quote(opt))));
+        };
+        let duplicate = || bad(format!("SUB option '{}' given twice", quote(key)));
+        if key.eq_ignore_ascii_case(b"batch") {
+            if sub.batch.is_some() {
+                return Err(duplicate());
+            }
+            sub.batch = Some(batch_arg(value, limits.max_batch)?);
+        } else if key.eq_ignore_ascii_case(b"ack") {
+            if sub.ack_ms.is_some() {
+                return Err(duplicate());
+            }
+            sub.ack_ms = Some(ack_ms_arg(value)?);
+        } else if key.eq_ignore_ascii_case(b"group") {
+            if sub.group.is_some() {
+                return Err(duplicate());
+            }
+            sub.group = Some(name_arg(value, "group")?);
+        } else if key.eq_ignore_ascii_case(b"maxdeliver") {
+            if sub.max_deliver.is_some() {
+                return Err(duplicate());
+            }
+            sub.max_deliver = Some(max_deliver_arg(value)?);
+        } else if key.eq_ignore_ascii_case(b"dlq") {
+            if sub.dlq.is_some() {
+                return Err(duplicate());
+            }
+            sub.dlq = Some(name_arg(value, "dlq topic")?);
+        } else {
+            return Err(bad(format!(
+                "unknown SUB option '{}' (batch, ack, group, maxDeliver, dlq)",
+                quote(key)
+            )));
+        }
+    }
+    sub_group_rule(
+        sub.from,
+        sub.group.is_some(),
+        sub.max_deliver.is_some() || sub.dlq.is_some(),
+    )?;
+    if sub.dlq.as_deref() == Some(sub.topic.as_str()) {
+        return Err(bad(
+            "SUB dlq= must name another topic than the one subscribed",
+        ));
+    }
+    Ok(sub)
+}
+
+/// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1]`, given its
+/// required token and the rest.
+pub(super) fn parse_repl<'a>(
+    after: &[u8],
+    options: impl Iterator<Item = &'a [u8]>,
+) -> Result<ReplArgs, ProtoError> {
+    let mut r = ReplArgs {
+        after: number(after, "event id")?,
+        ..ReplArgs::default()
+    };
+    for opt in options {
+        let Some((key, value)) = split_eq(opt) else {
+            return Err(bad(format!(
+                "REPL option '{}' is not key=value",
+                quote(opt)
+            )));
+        };
+        match key {
+            b"history" => {
+                r.history = std::str::from_utf8(value)
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.len() <= 16)
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .ok_or_else(|| bad(format!("invalid REPL history '{}'", quote(value))))?
+            }
+            b"epoch" => r.epoch = number(value, "REPL epoch")?,
+            b"empty" => {
+                r.empty = match value {
+                    b"0" => false,
+                    b"1" => true,
+                    _ => return Err(bad(format!("invalid REPL empty '{}'", quote(value)))),
+                }
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown REPL option '{}' (history, epoch, empty)",
+                    quote(key)
+                )));
+            }
+        }
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ErrCode, SubFrom};
+
+    const LIM: Limits = Limits {
+        max_payload: 1 << 20,
+        max_batch: 100,
+        max_batch_bytes: 1 << 30,
+    };
+
+    fn sub(line: &str) -> Result<SubArgs, ProtoError> {
+        let mut toks = line.split(' ').map(str::as_bytes);
+        let topic = toks.next().unwrap_or_default();
+        let after = toks.next().unwrap_or_default();
+        parse_sub(topic, after, toks, &LIM)
+    }
+
+    fn refused(line: &str) -> String {
+        match sub(line) {
+            Err(e) => {
+                assert_eq!(e.code, ErrCode::BadReq, "{line}");
+                e.msg
+            }
+            Ok(s) => panic!("{line:?} parsed as {s:?}"),
+        }
+    }
+
+    #[test]
+    fn group_options_parse_with_any_case() -> Result<(), ProtoError> {
+        let s = sub("t - group=g MAXDELIVER=3 Dlq=dead batch=7")?;
+        assert_eq!(s.from, SubFrom::Committed);
+        assert_eq!(s.group.as_deref(), Some("g"));
+        assert_eq!(s.max_deliver, Some(3));
+        assert_eq!(s.dlq.as_deref(), Some("dead"));
+        assert_eq!(s.batch, Some(7));
+        let s = sub("t 5 group=g maxDeliver=0")?;
+        assert_eq!(
+            (s.from, s.max_deliver, s.dlq),
+            (SubFrom::After(5), Some(0), None)
+        );
+        let s = sub("t $")?;
+        assert_eq!((s.group, s.max_deliver, s.dlq), (None, None, None));
+        Ok(())
+    }
+
+    #[test]
+    fn group_options_are_checked() {
+        assert!(refused("t 0 maxDeliver=3").contains("need group="));
+        assert!(refused("t 0 dlq=d").contains("need group="));
+        assert!(refused("t - batch=2").contains("needs group="));
+        assert!(refused("t 0 group=g maxDeliver=x").contains("maxDeliver"));
+        assert!(refused("t 0 group=g maxDeliver=-1").contains("maxDeliver"));
+        assert!(refused("t 0 group=g maxDeliver=4294967296").contains("maxDeliver"));
+        assert!(refused("t 0 group=g dlq=a/b").contains("dlq topic name"));
+        assert!(refused("t 0 group=g dlq=").contains("dlq topic name"));
+        assert!(refused("t 0 group=g dlq=t").contains("another topic"));
+        assert!(refused("t 0 group=g maxDeliver=1 maxdeliver=2").contains("twice"));
+        assert!(refused("t 0 group=g dlq=a DLQ=b").contains("twice"));
+        assert!(refused("t 0 group=g lease=5").contains("maxDeliver, dlq"));
+        assert!(refused("t 0 group=g/x").contains("group name"));
+    }
+
+    #[test]
+    fn repl_options() -> Result<(), ProtoError> {
+        let r = parse_repl(
+            b"7",
+            [&b"history=ff"[..], b"epoch=2", b"empty=1"].into_iter(),
+        )?;
+        assert_eq!(
+            r,
+            ReplArgs {
+                after: 7,
+                history: 255,
+                epoch: 2,
+                empty: true
+            }
+        );
+        assert!(parse_repl(b"x", std::iter::empty()).is_err());
+        assert!(parse_repl(b"1", [&b"history=xyz"[..]].into_iter()).is_err());
+        assert!(parse_repl(b"1", [&b"empty=2"[..]].into_iter()).is_err());
+        assert!(parse_repl(b"1", [&b"Epoch=2"[..]].into_iter()).is_err());
+        Ok(())
+    }
+}
