@@ -11,7 +11,8 @@
 //! bench (and of the server, given its PID) is read from `/proc`.
 //!
 //! This file only dispatches on the mode, to [`publish`] (`pub`), [`drain`]
-//! (`sub`), [`e2e`] and [`delay`]; [`common`] holds what they all use,
+//! (`sub`), [`e2e`], [`delay`] and [`takeover`] (a consumer group's
+//! standby taking over); [`common`] holds what they all use,
 //! [`cpu`] reads CPU times from `/proc`, [`live`] is the live subscriber of
 //! `e2e` and `delay`.
 
@@ -22,6 +23,7 @@ mod drain;
 mod e2e;
 mod live;
 mod publish;
+mod takeover;
 
 use super::error::BenchError;
 use super::opts::{Mode, Opts};
@@ -46,5 +48,6 @@ pub fn run_one(o: &Opts) -> Result<Report, BenchError> {
         Mode::Sub => drain::sub_drain(o, &topic),
         Mode::E2e => e2e::e2e(o, &topic),
         Mode::Delay => delay::delay(o, &topic),
+        Mode::Takeover => takeover::takeover(o, &topic),
     }
 }
