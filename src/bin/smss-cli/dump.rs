@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 
-use smss::storage::record::{self, Decoded, Kind, Record, ScanEnd};
+use smss::storage::record::{self, Decoded, GroupOp, Kind, Record, ScanEnd};
 
 use crate::error::{CliError, Result, stdout_err};
 
@@ -42,6 +42,18 @@ fn describe(offset: u64, r: &Record<'_>) -> String {
     match (r.kind, r.life_ms(), r.delete_reason()) {
         (Kind::Create, Some(life), _) => s.push_str(&format!(" life_ms={life}")),
         (Kind::Delete, _, Some(reason)) => s.push_str(&format!(" reason={}", reason.as_str())),
+        (Kind::Group, _, _) if r.group_op().is_some() => match r.group_op() {
+            Some(GroupOp::Set {
+                group,
+                committed,
+                failed_at,
+                failures,
+            }) => s.push_str(&format!(
+                " group={group} committed={committed} failed_at={failed_at} failures={failures}"
+            )),
+            Some(GroupOp::Remove { group }) => s.push_str(&format!(" group={group} removed")),
+            None => {}
+        },
         _ => {
             // A message, or a CREATE/DELETE whose body is malformed: show it.
             let body = match (r.kind, r.body_u64()) {

@@ -8,7 +8,8 @@ use super::error::BenchError;
 
 /// Text of `smss-cli bench --help`.
 pub const USAGE: &str = "\
-usage: smss-cli bench pub|sub|e2e|delay [options]   one measurement, one key=value line
+usage: smss-cli bench pub|sub|e2e|delay|takeover [options]
+                                                    one measurement, one key=value line
        smss-cli bench matrix [--smss PATH] [--max-secs X] [--restart-gib G]
                              [--client-threads T] [--repl-backlog N]
                              [--repl-rounds R]
@@ -29,11 +30,17 @@ options of one measurement:
   --pipeline P          requests in flight per connection (1)
   --mpub B              smss only: B messages per MPUB request (off)
   --batch B             sub: messages per batch/XREAD COUNT/reserve group (256)
+  --group G             sub, smss only: drain as consumer group G (each ACK
+                        is a durable commit of the group's position)
   --topic T             topic / stream key / tube (fresh bench-<pid>-<n>)
   --delay-ms D          delay: how far ahead at least the due second lies (2000)
   --max-secs X          stop after X seconds and report truncated=1 (60)
   --server-pid PID      also report the server's CPU time (server_cpu_s,
                         server_us_per_msg) from /proc/PID/stat
+
+takeover (smss only): --count rounds of a group's active subscriber closing
+its connection with a batch unacknowledged while a standby waits; the
+latency figures are connection end -> first batch at the standby.
 
 The line has client_cpu_s and client_us_per_msg: CPU time (user+system) of
 the bench itself during the timed part, from /proc/self/stat; a pub line
@@ -80,6 +87,7 @@ pub enum Mode {
     Sub,
     E2e,
     Delay,
+    Takeover,
 }
 
 impl Mode {
@@ -89,6 +97,7 @@ impl Mode {
             Mode::Sub => "sub",
             Mode::E2e => "e2e",
             Mode::Delay => "delay",
+            Mode::Takeover => "takeover",
         }
     }
 }
@@ -108,6 +117,8 @@ pub struct Opts {
     pub mpub: usize,
     pub batch: usize,
     pub topic: Option<String>,
+    /// `sub`: drain as this consumer group.
+    pub group: Option<String>,
     pub delay_ms: u64,
     pub max_secs: f64,
     /// `pub`: client threads the connections are spread over; 0 = one per
@@ -131,6 +142,7 @@ impl Opts {
             mpub: 0,
             batch: 256,
             topic: None,
+            group: None,
             delay_ms: 2000,
             max_secs: 60.0,
             threads: 0,
@@ -200,7 +212,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
         Some(other) => return Err(usage(format!("expected a mode first, got {other:?}"))),
         None => {
             return Err(usage(
-                "missing mode (pub, sub, e2e, delay, matrix, peers)".into(),
+                "missing mode (pub, sub, e2e, delay, takeover, matrix, peers)".into(),
             ));
         }
     };
@@ -255,6 +267,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
         "sub" => Mode::Sub,
         "e2e" => Mode::E2e,
         "delay" => Mode::Delay,
+        "takeover" => Mode::Takeover,
         m => return Err(usage(format!("unknown bench mode {m:?}"))),
     };
     let mut o = Opts::new(mode, Protocol::Smss, 0);
@@ -298,6 +311,14 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
                             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
                 })?)
             }
+            Long("group") => {
+                o.group = Some(value(&mut p, "--group", |s: &String| {
+                    !s.is_empty()
+                        && s.len() <= 128
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                })?)
+            }
             Long("delay-ms") => o.delay_ms = value(&mut p, "--delay-ms", |v: &u64| *v >= 1)?,
             Long("max-secs") => {
                 o.max_secs = value(&mut p, "--max-secs", |v: &f64| *v > 0.0 && *v <= 86_400.0)?
@@ -317,7 +338,12 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
             "--threads is for bench pub only, not {first}"
         )));
     }
-    if matches!(mode, Mode::E2e | Mode::Delay) && o.protocol != Protocol::Smss {
+    if o.group.is_some() && (mode != Mode::Sub || o.protocol != Protocol::Smss) {
+        return Err(usage(
+            "--group is for bench sub --protocol smss only".into(),
+        ));
+    }
+    if matches!(mode, Mode::E2e | Mode::Delay | Mode::Takeover) && o.protocol != Protocol::Smss {
         return Err(usage(format!("bench {first} is for --protocol smss only")));
     }
     Ok(Command::One(o))
@@ -479,6 +505,18 @@ mod tests {
     }
 
     #[test]
+    fn group_drain_and_takeover() {
+        let Command::One(o) = parse("sub --group g1").expect("test") else {
+            panic!("not one")
+        };
+        assert_eq!((o.mode, o.group.as_deref()), (Mode::Sub, Some("g1")));
+        let Command::One(o) = parse("takeover --count 5").expect("test") else {
+            panic!("not one")
+        };
+        assert_eq!((o.mode, o.count, o.group), (Mode::Takeover, 5, None));
+    }
+
+    #[test]
     fn bad_values_are_errors() {
         for bad in [
             "",
@@ -520,6 +558,10 @@ mod tests {
             "matrix --client-threads 10001",
             "peers --client-threads",
             "pub --client-threads 4",
+            "pub --group g",
+            "sub --group a/b",
+            "sub --protocol resp --group g",
+            "takeover --protocol resp",
         ] {
             let r = parse(bad);
             assert!(matches!(r, Err(BenchError::Usage(_))), "{bad:?} gave {r:?}");

@@ -1,5 +1,7 @@
 //! The `sub` load: an untimed fill, then one subscriber drains it in
 //! batches (smss SUB/ACK, Redis XREAD COUNT, beanstalkd reserve/delete).
+//! With `--group`, the smss subscriber is a consumer group: the server
+//! commits the group's position durably at each ACK before the next batch.
 
 use std::time::{Duration, Instant};
 
@@ -59,7 +61,12 @@ fn drain_smss(
     lat: &mut Vec<u64>,
 ) -> Result<(), BenchError> {
     let mut t0 = Instant::now();
-    c.send(format!("SUB {topic} 0 batch={}\r\n", o.batch).as_bytes())?;
+    let sub = match &o.group {
+        // `-` on a new group: from the oldest message, like `0`.
+        Some(g) => format!("SUB {topic} - batch={} group={g}\r\n", o.batch),
+        None => format!("SUB {topic} 0 batch={}\r\n", o.batch),
+    };
+    c.send(sub.as_bytes())?;
     match c.smss()? {
         Reply::Ok(..) => {}
         other => return Err(BenchError::Server(format!("SUB {topic}: {other:?}"))),

@@ -11,7 +11,8 @@
 //! bench (and of the server, given its PID) is read from `/proc`.
 //!
 //! This file only dispatches on the mode, to [`publish`] (`pub`), [`drain`]
-//! (`sub`), [`e2e`] and [`delay`]; [`common`] holds what they all use,
+//! (`sub`), [`e2e`], [`delay`] and [`takeover`] (a consumer group's
+//! standby taking over); [`common`] holds what they all use,
 //! [`cpu`] reads CPU times from `/proc`, [`live`] is the live subscriber of
 //! `e2e`, `delay` and [`visible`]. [`visible`] (publish to a master,
 //! subscribe on its slave) is no mode of its own: only `bench matrix`'s
@@ -24,6 +25,7 @@ mod drain;
 mod e2e;
 mod live;
 mod publish;
+mod takeover;
 mod visible;
 
 use super::error::BenchError;
@@ -51,5 +53,6 @@ pub fn run_one(o: &Opts) -> Result<Report, BenchError> {
         Mode::Sub => drain::sub_drain(o, &topic),
         Mode::E2e => e2e::e2e(o, &topic),
         Mode::Delay => delay::delay(o, &topic),
+        Mode::Takeover => takeover::takeover(o, &topic),
     }
 }

@@ -1,15 +1,16 @@
 //! `bench matrix`: smss alone with `fsync: always`, then `interval`, every
-//! row against each, the disk bytes per message, the replication rows
-//! ([`super::repl`]: master with and without a slave, visibility on the
-//! slave, catch-up) with their targets, the restart after `kill -9` of a
-//! log of `--restart-gib` GiB, and the restart after `kill -9` with a
-//! 64 MiB garbage tail (recovery must find that nothing valid follows the
-//! damage without a CRC check at every byte).
+//! row against each (with the drain as a plain SUB and as a consumer group,
+//! and a group standby's takeover time), the disk bytes per message, the
+//! replication rows ([`super::repl`]: master with and without a slave,
+//! visibility on the slave, catch-up) with their targets, the restart after
+//! `kill -9` of a log of `--restart-gib` GiB, and the restart after
+//! `kill -9` with a 64 MiB garbage tail (recovery must find that nothing
+//! valid follows the damage without a CRC check at every byte).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::procs::{TempDir, smss_bin, smss_stats, start_smss, stat_u64, write_smss_config};
+use super::procs::{Proc, TempDir, smss_bin, smss_stats, start_smss, stat_u64, write_smss_config};
 use super::rows::{Row, drain_opts, measure, mib, pub_opts, pub_rows, us_cell};
 use crate::bench::error::{BenchError, io_err};
 use crate::bench::opts::{Mode, Opts, Protocol, SuiteOpts};
@@ -126,13 +127,7 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
                     ),
                 ));
             }
-            rows.push(Row {
-                label: format!("{tag} sub drain 200k batch 256"),
-                r: measure(
-                    &server,
-                    &drain_opts(Protocol::Smss, server.port, s.max_secs),
-                )?,
-            });
+            drain_rows(&server, &tag, s, &mut rows, &mut figures)?;
             let mut o = Opts::new(Mode::E2e, Protocol::Smss, server.port);
             o.count = 20_000;
             o.max_secs = s.max_secs;
@@ -152,6 +147,8 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
                 "VmHWM of smss after all rows (fsync=always)".into(),
                 mib(server.hwm_kb()),
             ));
+        } else {
+            drain_rows(&server, &tag, s, &mut rows, &mut figures)?;
         }
         drop(server);
     }
@@ -181,6 +178,54 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
     for (k, v) in &figures {
         println!("{k:<48} {v}");
     }
+    Ok(())
+}
+
+/// The plain drain, the same drain as a consumer group (each ACK a durable
+/// commit of the group's position) and the standby takeover time.
+fn drain_rows(
+    server: &Proc,
+    tag: &str,
+    s: &SuiteOpts,
+    rows: &mut Vec<Row>,
+    figures: &mut Vec<(String, String)>,
+) -> Result<(), BenchError> {
+    let plain = measure(server, &drain_opts(Protocol::Smss, server.port, s.max_secs))?;
+    // Beside it: the same drain as a consumer group, each ACK a
+    // durable commit of the group's position.
+    let mut o = drain_opts(Protocol::Smss, server.port, s.max_secs);
+    o.group = Some("bench".into());
+    let grouped = measure(server, &o)?;
+    figures.push((
+        format!("group drain ÷ plain drain, 200k batch 256 ({tag})"),
+        format!(
+            "{:.2}× ({:.0} ÷ {:.0} msgs/s)",
+            grouped.msgs_per_s() / plain.msgs_per_s().max(1.0),
+            grouped.msgs_per_s(),
+            plain.msgs_per_s()
+        ),
+    ));
+    rows.push(Row {
+        label: format!("{tag} sub drain 200k batch 256"),
+        r: plain,
+    });
+    rows.push(Row {
+        label: format!("{tag} group drain 200k batch 256"),
+        r: grouped,
+    });
+    let mut o = Opts::new(Mode::Takeover, Protocol::Smss, server.port);
+    o.count = 50;
+    o.max_secs = s.max_secs;
+    let t = measure(server, &o)?;
+    figures.push((
+        format!("standby takeover, connection end -> first batch ({tag})"),
+        format!(
+            "{} rounds: p50 {:.2} ms, p99 {:.2} ms",
+            t.done,
+            t.p50_us as f64 / 1000.0,
+            t.p99_us as f64 / 1000.0
+        ),
+    ));
     Ok(())
 }
 
