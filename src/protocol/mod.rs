@@ -35,6 +35,8 @@ mod options;
 mod parse;
 pub mod rules;
 mod skip;
+#[cfg(test)]
+mod test_rng;
 
 use std::fmt;
 

@@ -630,21 +630,7 @@ mod tests {
         max_batch_bytes: 1 << 30,
     };
 
-    /// xorshift64*: a tiny deterministic PRNG, so failures replay.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::protocol::test_rng::Rng;
 
     fn show(input: &[u8]) -> String {
         String::from_utf8_lossy(input).into_owned()

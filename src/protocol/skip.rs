@@ -218,21 +218,7 @@ mod tests {
         ProtoError::new(ErrCode::NoAuth, "authenticate first")
     }
 
-    /// xorshift64*: a tiny deterministic PRNG, so failures replay.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::protocol::test_rng::Rng;
 
     /// `consumed` differs by design (a skipped request's bytes are dropped
     /// as they come); everything else must not.
