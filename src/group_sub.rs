@@ -110,23 +110,26 @@ fn set_position(
     from: SubFrom,
 ) -> Result<(), ProtoError> {
     let st = topic.state();
-    let position = match from {
-        SubFrom::After(n) => n,
-        SubFrom::Latest => st.last_id,
+    let (position, expect_set) = match from {
+        SubFrom::After(n) => (n, None),
+        SubFrom::Latest => (st.last_id, None),
         SubFrom::Committed if topic.group(name).is_some() => return Ok(()),
-        SubFrom::Committed if st.messages() > 0 => st.first_id.saturating_sub(1),
-        SubFrom::Committed => st.last_id,
+        // Created only if still absent: a SUB `-` racing this one may have
+        // created it, and its subscriber may have committed since.
+        SubFrom::Committed if st.messages() > 0 => (st.first_id.saturating_sub(1), Some(0)),
+        SubFrom::Committed => (st.last_id, Some(0)),
     };
     let op = WriteOp::GroupCommit {
         topic: topic.name.clone(),
         group: name.to_string(),
         position,
-        expect_set: None,
+        expect_set,
     };
     let wait =
         Duration::from_millis(broker.config.worker.send_timeout_ms).max(WRITER_REPLY_TIMEOUT);
     match broker.ask_writer(op, wait) {
         Some(Ok(_)) => Ok(()),
+        Some(Err(WriteError::Invalid(_))) if topic.group(name).is_some() => Ok(()),
         Some(Err(e)) => Err(write_err(&e)),
         None => Err(ProtoError::new(
             ErrCode::Internal,

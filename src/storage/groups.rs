@@ -125,7 +125,7 @@ impl Writer {
     /// SUB that sets where it starts); failed deliveries are forgotten.
     /// With `expect_set`, only if the group is still as its subscriber last
     /// saw it: an ACK must not bring back a group GROUPDEL removed, nor undo
-    /// a SUB that moved it.
+    /// a SUB that moved it; `Some(0)` creates a group only if it is absent.
     pub(super) fn commit_group_position(
         &mut self,
         topic: &str,
@@ -134,8 +134,9 @@ impl Writer {
         expect_set: Option<u64>,
     ) -> Result<WriteOk, GroupErr> {
         let cur = self.group_of(topic, group)?;
+        // A group that does not exist counts as set by record 0.
         if let Some(want) = expect_set
-            && cur.map(|g| g.set_id) != Some(want)
+            && cur.map_or(0, |g| g.set_id) != want
         {
             return Err(changed(topic, group));
         }
@@ -283,5 +284,138 @@ impl Writer {
                 format!("the record of event {id} does not match the index of {topic}"),
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::broker::Broker;
+    use crate::config::Config;
+    use crate::protocol::Message;
+    use crate::replication::Role;
+    use crate::storage::ops::{WriteOp, WriteReq, WriteResult, timer_channels};
+
+    fn open(dir: &Path) -> Writer {
+        let mut cfg = Config::default();
+        cfg.store.path = dir.to_path_buf();
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let broker = Arc::new(Broker::new(cfg, Role::Master, tx, 4));
+        let (timers, _timer_rx) = timer_channels();
+        match Writer::open(broker, timers) {
+            Ok((w, _)) => w,
+            Err(e) => panic!("open {}: {e}", dir.display()),
+        }
+    }
+
+    /// Runs one op as its own group commit.
+    fn run(w: &mut Writer, op: WriteOp) -> WriteResult {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        w.group_commit(&mut vec![WriteReq { op, reply: tx }]);
+        rx.try_recv().unwrap_or(Err(WriteError::ShuttingDown))
+    }
+
+    fn commit(position: u64, expect_set: Option<u64>) -> WriteOp {
+        WriteOp::GroupCommit {
+            topic: "t".into(),
+            group: "g".into(),
+            position,
+            expect_set,
+        }
+    }
+
+    fn failed(at: u64) -> WriteOp {
+        WriteOp::GroupFailed {
+            topic: "t".into(),
+            group: "g".into(),
+            at,
+        }
+    }
+
+    fn published(w: &Writer) -> Option<GroupState> {
+        w.broker.topic("t").and_then(|t| t.group("g"))
+    }
+
+    fn refused(r: WriteResult) -> bool {
+        matches!(r, Err(WriteError::Invalid(_)))
+    }
+
+    #[test]
+    fn commits_honour_expect_set_and_nothing_resurrects_a_removed_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = open(dir.path());
+        for op in [
+            WriteOp::Create {
+                topic: "t".into(),
+                life_ms: 0,
+            },
+            WriteOp::Create {
+                topic: "dead".into(),
+                life_ms: 0,
+            },
+        ] {
+            assert!(run(&mut w, op).is_ok());
+        }
+        for body in ["m3", "m4", "m5"] {
+            let msg = Message {
+                headers: b"k=v".to_vec(),
+                payload: body.as_bytes().to_vec(),
+            };
+            let op = WriteOp::Pub {
+                topic: "t".into(),
+                msg,
+            };
+            assert!(run(&mut w, op).is_ok());
+        }
+        // Some(0): create only if absent.
+        assert_eq!(run(&mut w, commit(2, Some(0))), Ok(WriteOk::Id(6)));
+        assert!(refused(run(&mut w, commit(1, Some(0)))));
+        assert_eq!(published(&w).map(|g| (g.committed, g.set_id)), Some((2, 6)));
+        // Some(id): only while the group is as last seen.
+        assert_eq!(run(&mut w, commit(3, Some(6))), Ok(WriteOk::Id(7)));
+        assert!(refused(run(&mut w, commit(4, Some(6)))), "a stale ACK");
+        // Failed deliveries count per message and reset on a commit.
+        assert!(run(&mut w, failed(4)).is_ok());
+        assert!(run(&mut w, failed(4)).is_ok());
+        let g = published(&w).expect("group");
+        assert_eq!((g.committed, g.failed_at, g.failures), (3, 4, 2));
+        assert_eq!(
+            run(&mut w, failed(3)),
+            Ok(WriteOk::Done),
+            "committed already"
+        );
+        // A dead letter copies the message with dlq.* headers and commits past it.
+        let dl = WriteOp::DeadLetter {
+            topic: "t".into(),
+            group: "g".into(),
+            at: 4,
+            dlq: "dead".into(),
+        };
+        assert_eq!(run(&mut w, dl), Ok(WriteOk::Id(10)));
+        let g = published(&w).expect("group");
+        assert_eq!((g.committed, g.failures, g.set_id), (4, 0, 11));
+        assert_eq!(w.broker.topic("dead").map(|t| t.state().last_id), Some(10));
+        // Removed: no ACK, failure or dead letter brings it back.
+        let del = WriteOp::GroupDel {
+            topic: "t".into(),
+            group: "g".into(),
+        };
+        assert_eq!(run(&mut w, del), Ok(WriteOk::Id(12)));
+        assert!(refused(run(&mut w, commit(5, Some(11)))));
+        assert!(refused(run(&mut w, failed(5))));
+        let dl = WriteOp::DeadLetter {
+            topic: "t".into(),
+            group: "g".into(),
+            at: 5,
+            dlq: "dead".into(),
+        };
+        assert!(refused(run(&mut w, dl)));
+        assert_eq!(published(&w), None);
+        // A SUB (None) creates it again.
+        assert_eq!(run(&mut w, commit(0, None)), Ok(WriteOk::Id(13)));
+        assert_eq!(published(&w).map(|g| g.committed), Some(0));
     }
 }

@@ -54,7 +54,8 @@ pub enum WriteOp {
     /// A consumer group has consumed everything up to `position`.
     /// `expect_set: None` creates the group or moves it (a SUB); `Some(id)`
     /// commits only if the group exists and was last set by record `id`
-    /// (an ACK: a GROUPDEL or a SUB that moved the group meanwhile wins).
+    /// (an ACK: a GROUPDEL or a SUB that moved the group meanwhile wins);
+    /// `Some(0)` only if the group does not exist (a SUB `-` creating it).
     GroupCommit {
         topic: String,
         group: String,

@@ -172,7 +172,7 @@ segment (not empty, not zero fill, and its first record does not decode).",
     },
     CommandHelp {
         name: "bench",
-        synopsis: "bench pub|sub|e2e|delay|matrix|peers [options]",
+        synopsis: "bench pub|sub|e2e|delay|takeover|matrix|peers [options]",
         summary: "load generator and benchmarks (smss-cli bench --help)",
         details: "",
     },

@@ -32,7 +32,7 @@ fn dir_bytes(p: &Path) -> u64 {
 fn print_rows(title: &str, rows: &[Row]) {
     println!("\n{title}");
     println!(
-        "{:<38} {:>10} {:>8} {:>9} {:>9} {:>9} {:>6} {:>5} {:>9} {:>9}",
+        "{:<42} {:>10} {:>8} {:>9} {:>9} {:>9} {:>6} {:>5} {:>9} {:>9}",
         "row",
         "msgs/s",
         "MB/s",
@@ -54,7 +54,7 @@ fn print_rows(title: &str, rows: &[Row]) {
             ),
         };
         println!(
-            "{:<38} {:>10.0} {:>8.2} {:>9} {:>9} {:>9} {:>6} {:>5} {:>9} {:>9}",
+            "{:<42} {:>10.0} {:>8.2} {:>9} {:>9} {:>9} {:>6} {:>5} {:>9} {:>9}",
             label,
             r.msgs_per_s(),
             r.mb_per_s(),
@@ -67,7 +67,7 @@ fn print_rows(title: &str, rows: &[Row]) {
             us_cell(r.client_us_per_msg())
         );
         if !r.note.is_empty() {
-            println!("{:<38}   note: {}", "", r.note);
+            println!("{:<42}   note: {}", "", r.note);
         }
     }
 }
@@ -176,7 +176,7 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
     super::repl::print_checks(&repl.checks);
     println!();
     for (k, v) in &figures {
-        println!("{k:<48} {v}");
+        println!("{k:<58} {v}");
     }
     Ok(())
 }
