@@ -10,33 +10,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{Opts, Server};
-use smss::client::SubOptions;
-use smss::storage::record::{self, ScanEnd};
+use common::{Opts, Server, records, segments};
 
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("data/log"))
-        .expect("log dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    v.sort();
-    v
-}
-
-/// Each record of a segment: (offset, event id, length), and where they end.
-fn records(seg: &Path) -> (Vec<(u64, u64, u64)>, u64) {
-    let f = std::fs::File::open(seg).expect("open segment");
-    let mut recs = Vec::new();
-    let end = record::scan(std::io::BufReader::new(f), |off, r| {
-        let len = record::encoded_len(r.topic.len(), r.headers.len(), r.body.len()) as u64;
-        recs.push((off, r.event_id, len));
-    })
-    .expect("scan");
-    match end {
-        ScanEnd::Clean { offset } => (recs, offset),
-        other => panic!("segment does not end cleanly: {other:?}"),
-    }
+/// Every message id of `topic`, from the start.
+fn message_ids(s: &Server, topic: &str) -> Vec<u64> {
+    common::drain(s, topic).into_iter().map(|m| m.0).collect()
 }
 
 /// Runs `smss <flag> --config <dir>/config.yaml`, bounded in time.
@@ -85,23 +63,6 @@ fn flip(path: &Path, at: u64) {
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).expect("read");
     f.write_all_at(&[b[0] ^ 0x20], at).expect("write");
-}
-
-/// Every message of `topic` from the start, by id.
-fn drain(s: &Server, topic: &str) -> Vec<u64> {
-    let mut c = s.client();
-    let total = c.info(topic).expect("info").messages;
-    if total == 0 {
-        return Vec::new();
-    }
-    let opts = SubOptions {
-        batch: Some(500),
-        ..SubOptions::default()
-    };
-    c.subscribe(topic, "0", &opts).expect("sub");
-    let got = common::collect(&mut c, total as usize);
-    c.stop().expect("stop");
-    got.into_iter().map(|m| m.0).collect()
 }
 
 /// A stopped server's directory with topic `t` over several 4 KiB segments.
@@ -261,7 +222,7 @@ fn repair_of_a_shortened_newest_segment_loses_only_the_cut_record() {
     );
 
     let s = Server::start(dir.path());
-    assert_eq!(drain(&s, "t"), ids[..9].to_vec());
+    assert_eq!(message_ids(&s, "t"), ids[..9].to_vec());
     let next = s.client().publish("t", b"after").expect("pub");
     assert!(
         next > last,
@@ -307,7 +268,7 @@ fn repair_of_damage_in_a_sealed_segment_names_every_lost_id() {
     }
     let s = Server::start_with(dir.path(), &opts);
     let kept: Vec<u64> = ids.iter().copied().filter(|&i| i < id).collect();
-    assert_eq!(drain(&s, "t"), kept);
+    assert_eq!(message_ids(&s, "t"), kept);
     let next = s.client().publish("t", b"after").expect("pub");
     assert!(next > last);
 }
@@ -330,7 +291,7 @@ fn repair_rebuilds_a_damaged_checkpoint_and_a_missing_index() {
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("repair: lost no event ids"), "{out}");
     let s = Server::start_with(dir.path(), &opts);
-    assert_eq!(drain(&s, "t"), ids);
+    assert_eq!(message_ids(&s, "t"), ids);
 }
 
 #[test]
@@ -363,5 +324,5 @@ fn repair_keeps_topics_created_before_the_oldest_segment() {
         .copied()
         .filter(|&i| i >= first_kept && i < last)
         .collect();
-    assert_eq!(drain(&s, "t"), want);
+    assert_eq!(message_ids(&s, "t"), want);
 }

@@ -6,45 +6,17 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{Opts, Server};
+use common::{Opts, Server, records, segments};
 use smss::client::{SubEvent, SubOptions};
-use smss::storage::record::{self, Kind, Record, ScanEnd};
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("data/log"))
-        .expect("log dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    v.sort();
-    v
-}
+use smss::storage::record::{self, Kind, Record};
 
 fn name(p: &Path) -> String {
     p.file_name()
         .expect("file name")
         .to_string_lossy()
         .into_owned()
-}
-
-/// Each record of a segment: (offset, event id, length).
-fn records(seg: &Path) -> (Vec<(u64, u64, u64)>, u64) {
-    let f = std::fs::File::open(seg).expect("open segment");
-    let mut recs = Vec::new();
-    let mut last_end = 0;
-    let end = record::scan(std::io::BufReader::new(f), |off, r| {
-        let len = record::encoded_len(r.topic.len(), r.headers.len(), r.body.len()) as u64;
-        recs.push((off, r.event_id, len));
-        last_end = off + len;
-    })
-    .expect("scan");
-    match end {
-        ScanEnd::Clean { offset } => assert_eq!(offset, last_end),
-        other => panic!("segment does not end cleanly: {other:?}"),
-    }
-    (recs, last_end)
 }
 
 /// Reproducible pseudo-random bytes (xorshift64*), none of them zero so

@@ -5,38 +5,10 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{Opts, Server, stat};
-use smss::client::SubOptions;
+use common::{Opts, Server, drain, segments, stat};
 use smss::storage::record::{self, ScanEnd};
-
-/// Reads every message of `topic` from the start: (event id, payload).
-fn drain(s: &Server, topic: &str) -> Vec<(u64, Vec<u8>)> {
-    let mut c = s.client();
-    let total = c.info(topic).expect("info").messages;
-    if total == 0 {
-        return Vec::new();
-    }
-    let opts = SubOptions {
-        batch: Some(500),
-        ..SubOptions::default()
-    };
-    c.subscribe(topic, "0", &opts).expect("sub");
-    let got = common::collect(&mut c, total as usize);
-    c.stop().expect("stop");
-    got
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("data/log"))
-        .expect("log dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    v.sort();
-    v
-}
 
 /// Where the records of a segment end (the file may carry zero fill after).
 fn data_end(seg: &Path) -> u64 {

@@ -11,7 +11,12 @@ use std::time::{Duration, Instant};
 
 use smss::client::{Client, SubEvent};
 
+pub mod files;
 pub mod repl;
+
+// Not every test file uses every helper.
+#[allow(unused_imports)]
+pub use files::{drain, records, segments};
 
 /// Longest a test waits for anything the server should do promptly.
 pub const WAIT: Duration = Duration::from_secs(20);
