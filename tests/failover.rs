@@ -11,11 +11,11 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::repl::{
-    assert_same_state, cli_dump, id_lease, ids, last_id, messages, poll_until, slave_args,
-    start_slave, wait_caught_up,
+    assert_same_state, cli_dump, id_lease, ids, last_id, messages, next_batch, poll_until, role,
+    slave_args, start_slave, sub_opts, wait_caught_up,
 };
 use common::{Opts, Raw, Server, WAIT, stat, tempdir};
-use smss::client::{Client, Delivered, SubEvent, SubOptions};
+use smss::client::{Client, SubEvent};
 
 /// How late after its due time a timer may act on a loaded machine.
 const LATE_MS: u64 = 3000;
@@ -27,14 +27,6 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn sub_opts() -> SubOptions {
-    SubOptions {
-        batch: Some(100),
-        ack_ms: Some(60_000),
-        ..SubOptions::default()
-    }
-}
-
 /// The next subscription event that is not ALIVE.
 fn next_event(c: &mut Client) -> SubEvent {
     for _ in 0..100 {
@@ -44,22 +36,6 @@ fn next_event(c: &mut Client) -> SubEvent {
         }
     }
     panic!("only ALIVE for 100 events");
-}
-
-fn next_batch(c: &mut Client) -> Vec<Delivered> {
-    match next_event(c) {
-        SubEvent::Batch(ms) => ms,
-        other => panic!("expected a batch, got {other:?}"),
-    }
-}
-
-fn role(c: &mut Client) -> String {
-    c.stats()
-        .expect("STATS")
-        .into_iter()
-        .find(|(k, _)| k == "role")
-        .map(|(_, v)| v)
-        .expect("STATS role")
 }
 
 /// A raw subscription (`SUB <topic> <from>`): lets a test check that

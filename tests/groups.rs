@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::groups::{batch, one_group};
 use common::{Opts, Server, stat, tempdir};
 use smss::client::{Client, GroupInfo, SubEvent, SubOptions};
 
@@ -30,19 +31,6 @@ fn publish(c: &mut Client, topic: &str, n: usize) -> Vec<u64> {
     let ids: Vec<u64> = (first..=last).collect();
     assert_eq!(ids.len(), n);
     ids
-}
-
-/// The ids of the next batch, passing over ALIVE and STANDBY (a bounded
-/// number: each comes at most every 200 ms, and every read has a timeout).
-fn batch(c: &mut Client) -> Vec<u64> {
-    for _ in 0..200 {
-        match c.next_event().expect("event") {
-            SubEvent::Batch(ms) => return ms.iter().map(|m| m.event_id).collect(),
-            SubEvent::Alive | SubEvent::Standby => {}
-            SubEvent::End(r) => panic!("END {r} instead of a batch"),
-        }
-    }
-    panic!("no batch");
 }
 
 /// The next event that is not ALIVE.
@@ -78,12 +66,6 @@ fn alive_after_ack(c: &mut Client) {
 
 fn groups(c: &mut Client, topic: &str) -> Vec<GroupInfo> {
     c.groups(topic).expect("GROUPS")
-}
-
-fn one_group(c: &mut Client, topic: &str) -> GroupInfo {
-    let gs = groups(c, topic);
-    assert_eq!(gs.len(), 1, "{gs:?}");
-    gs.into_iter().next().expect("one group")
 }
 
 #[test]

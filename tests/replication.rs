@@ -12,39 +12,11 @@ use std::time::{Duration, Instant};
 
 use common::repl::{
     Frozen, assert_same_state, assert_strictly_increasing, client_of, free_port, ids, last_id,
-    poll_until, slave_args, start_slave, state, wait_caught_up, wait_for_id, wait_topic,
+    next_batch, poll_until, role, slave_args, start_slave, state, sub_opts, wait_caught_up,
+    wait_for_id, wait_topic,
 };
 use common::{Opts, Server, WAIT, stat, tempdir};
-use smss::client::{SubEvent, SubOptions};
-
-fn sub_opts() -> SubOptions {
-    SubOptions {
-        batch: Some(100),
-        ack_ms: Some(60_000),
-        ..SubOptions::default()
-    }
-}
-
-/// The next batch of a subscription, skipping ALIVE.
-fn next_batch(c: &mut smss::client::Client) -> Vec<smss::client::Delivered> {
-    for _ in 0..100 {
-        match c.next_event().expect("subscription event") {
-            SubEvent::Batch(ms) => return ms,
-            SubEvent::Alive => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    panic!("only ALIVE for 100 events");
-}
-
-fn role(c: &mut smss::client::Client) -> String {
-    let stats = c.stats().expect("STATS");
-    stats
-        .into_iter()
-        .find(|(k, _)| k == "role")
-        .map(|(_, v)| v)
-        .expect("STATS role")
-}
+use smss::client::SubEvent;
 
 fn hv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use smss::client::{Client, SubEvent};
 
 pub mod files;
+pub mod groups;
 pub mod repl;
 
 // Not every test file uses every helper.

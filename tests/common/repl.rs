@@ -234,3 +234,35 @@ pub fn id_lease(dir: &Path) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("{path:?} holds {text:?}"))
 }
+
+/// Subscription options of the replication tests: large batches, a long
+/// ack deadline.
+pub fn sub_opts() -> SubOptions {
+    SubOptions {
+        batch: Some(100),
+        ack_ms: Some(60_000),
+        ..SubOptions::default()
+    }
+}
+
+/// The next batch of a subscription, skipping ALIVE (bounded).
+pub fn next_batch(c: &mut Client) -> Vec<Delivered> {
+    for _ in 0..100 {
+        match c.next_event().expect("subscription event") {
+            SubEvent::Batch(ms) => return ms,
+            SubEvent::Alive => {}
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+    panic!("only ALIVE for 100 events");
+}
+
+/// STATS `role` of a server.
+pub fn role(c: &mut Client) -> String {
+    c.stats()
+        .expect("STATS")
+        .into_iter()
+        .find(|(k, _)| k == "role")
+        .map(|(_, v)| v)
+        .expect("STATS role")
+}
