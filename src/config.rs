@@ -26,8 +26,10 @@ use serde::Deserialize;
 
 mod error;
 mod legacy;
+mod replication;
 
 pub use self::error::ConfigError;
+pub use self::replication::ReplicationConfig;
 use self::error::invalid;
 pub use self::legacy::{IgnoredKey, LegacyKey};
 
@@ -216,15 +218,6 @@ pub struct AuthConfig {
     pub token: String,
 }
 
-/// `replication:` — master side of master-slave replication.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicationConfig {
-    /// Semi-sync: answer a write only once a slave has it durably.
-    pub sync: bool,
-    /// How long to wait for a slave before falling back to async.
-    pub sync_timeout_ms: u64,
-}
-
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -286,15 +279,6 @@ impl Default for SubConfig {
             default_batch: 32,
             default_ack_timeout_ms: 30_000,
             max_deliver: 0,
-        }
-    }
-}
-
-impl Default for ReplicationConfig {
-    fn default() -> Self {
-        ReplicationConfig {
-            sync: false,
-            sync_timeout_ms: 1000,
         }
     }
 }
@@ -481,11 +465,7 @@ impl Config {
             ));
         }
 
-        check_ms(
-            "replication.syncTimeoutMs",
-            self.replication.sync_timeout_ms,
-            1,
-        )?;
+        self.replication.validate()?;
         Ok(())
     }
 
@@ -545,7 +525,7 @@ struct RawConfig {
     limits: Option<RawLimits>,
     sub: Option<RawSub>,
     auth: Option<RawAuth>,
-    replication: Option<RawReplication>,
+    replication: Option<replication::RawReplication>,
     background: Option<legacy::RawBackground>,
 }
 
@@ -621,13 +601,6 @@ struct RawSub {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawAuth {
     token: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawReplication {
-    sync: Option<bool>,
-    sync_timeout_ms: Option<u64>,
 }
 
 impl RawConfig {
@@ -763,11 +736,7 @@ impl RawConfig {
             token: self.auth.and_then(|a| a.token).unwrap_or(d.auth.token),
         };
 
-        let rr = self.replication.unwrap_or_default();
-        let replication = ReplicationConfig {
-            sync: rr.sync.unwrap_or(d.replication.sync),
-            sync_timeout_ms: rr.sync_timeout_ms.unwrap_or(d.replication.sync_timeout_ms),
-        };
+        let replication = self.replication.unwrap_or_default().into_config();
 
         Ok(Config {
             port,
@@ -935,7 +904,7 @@ timeout: { net: { write: 11 }, server: { alive: 13 }, auth: 41 }
 limits: { maxPayload: 17, maxConnections: 19, maxBatch: 23, maxBatchBytes: 43, maxDelayMs: 29 }
 sub: { defaultBatch: 23, defaultAckTimeout: 31, maxDeliver: 47 }
 auth: { token: s3cr3t }
-replication: { sync: true, syncTimeoutMs: 37 }
+replication: { sync: true, syncTimeoutMs: 37, minSlaves: 2, peer: "127.0.0.1:12302", slaveTimeoutMs: 4000 }
 "#;
         let c = Config::from_yaml(yaml).expect("parses");
         assert_eq!(c.port, 0);
@@ -998,7 +967,10 @@ replication: { sync: true, syncTimeoutMs: 37 }
             c.replication,
             ReplicationConfig {
                 sync: true,
-                sync_timeout_ms: 37
+                sync_timeout_ms: 37,
+                min_slaves: 2,
+                peer: Some("127.0.0.1:12302".into()),
+                slave_timeout_ms: 4000,
             }
         );
         // Fractional days: 0.0001 d = 8640 ms.

@@ -1,0 +1,149 @@
+//! The `replication:` section: semi-sync, the write quorum, the peer and
+//! the silence after which a slave is dropped.
+//!
+//! Owns [`ReplicationConfig`] (validated) and its raw YAML mirror. Read once
+//! at start like the rest of the config.
+
+use serde::Deserialize;
+
+use super::error::{ConfigError, invalid};
+use super::check_ms;
+
+/// `replication:` — master-slave replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// Semi-sync: answer a write only once a slave has it durably.
+    pub sync: bool,
+    /// How long to wait for a slave before falling back to async (or, with
+    /// `min_slaves`, before refusing the write).
+    pub sync_timeout_ms: u64,
+    /// With N ≥ 1: a write that fewer than N slaves have durably within
+    /// `sync_timeout_ms` is refused (`ERR NOSLAVE`) and undone.
+    pub min_slaves: u32,
+    /// The other server of the pair (`HOST:PORT`); a slave's master counts
+    /// as its peer when this is not set. Roles are compared by epoch with it.
+    pub peer: Option<String>,
+    /// A slave that sends nothing (no ACK, no heartbeat answer) for this long
+    /// is dropped; a slave drops a master as silent after the same time.
+    pub slave_timeout_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            sync: false,
+            sync_timeout_ms: 1000,
+            min_slaves: 0,
+            peer: None,
+            slave_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawReplication {
+    sync: Option<bool>,
+    sync_timeout_ms: Option<u64>,
+    min_slaves: Option<u32>,
+    peer: Option<String>,
+    slave_timeout_ms: Option<u64>,
+}
+
+impl RawReplication {
+    pub(super) fn into_config(self) -> ReplicationConfig {
+        let d = ReplicationConfig::default();
+        ReplicationConfig {
+            sync: self.sync.unwrap_or(d.sync),
+            sync_timeout_ms: self.sync_timeout_ms.unwrap_or(d.sync_timeout_ms),
+            min_slaves: self.min_slaves.unwrap_or(d.min_slaves),
+            peer: self.peer.filter(|p| !p.is_empty()),
+            slave_timeout_ms: self.slave_timeout_ms.unwrap_or(d.slave_timeout_ms),
+        }
+    }
+}
+
+/// Most slaves a write can be made to wait for.
+const MAX_MIN_SLAVES: u32 = 16;
+
+impl ReplicationConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        check_ms("replication.syncTimeoutMs", self.sync_timeout_ms, 1)?;
+        // Under a second would drop a healthy slave between two heartbeats.
+        check_ms("replication.slaveTimeoutMs", self.slave_timeout_ms, 1000)?;
+        if self.min_slaves > MAX_MIN_SLAVES {
+            return Err(invalid(
+                "replication.minSlaves",
+                format!(
+                    "must be between 0 and {MAX_MIN_SLAVES}, got {}",
+                    self.min_slaves
+                ),
+            ));
+        }
+        if let Some(peer) = &self.peer {
+            check_peer(peer)?;
+        }
+        Ok(())
+    }
+}
+
+/// `HOST:PORT`, the form `--master` takes.
+fn check_peer(peer: &str) -> Result<(), ConfigError> {
+    let ok = peer.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "replication.peer",
+            format!("must be HOST:PORT (like --master), got {peer:?}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_checks() {
+        let d = ReplicationConfig::default();
+        assert_eq!((d.min_slaves, d.peer.clone(), d.slave_timeout_ms), (0, None, 10_000));
+        assert!(d.validate().is_ok());
+        let bad = |c: ReplicationConfig, key: &str| match c.validate() {
+            Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+            other => panic!("{key}: {other:?}"),
+        };
+        bad(
+            ReplicationConfig {
+                min_slaves: 17,
+                ..d.clone()
+            },
+            "replication.minSlaves",
+        );
+        bad(
+            ReplicationConfig {
+                slave_timeout_ms: 999,
+                ..d.clone()
+            },
+            "replication.slaveTimeoutMs",
+        );
+        for p in ["nohost", ":12301", "h:notaport", "h:70000", "a b:1"] {
+            bad(
+                ReplicationConfig {
+                    peer: Some(p.into()),
+                    ..d.clone()
+                },
+                "replication.peer",
+            );
+        }
+        let ok = ReplicationConfig {
+            peer: Some("127.0.0.1:12302".into()),
+            min_slaves: 1,
+            ..d
+        };
+        assert!(ok.validate().is_ok());
+    }
+}
