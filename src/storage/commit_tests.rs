@@ -233,3 +233,40 @@ fn a_failed_fsync_fails_the_group_poisons_and_leaves_nothing() {
     check(Step::Fsync, 1, ErrorKind::Other, 64 << 20, None);
     check(Step::Fsync, 1, ErrorKind::Other, 300, None);
 }
+
+#[test]
+fn a_master_near_the_end_of_its_ids_starts_the_next_but_one_epoch_itself() {
+    use super::epochs::{epoch_base, epoch_limit};
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let mut w = open(dir.path(), 64 << 20);
+    let first = group(&mut w, vec![create("t"), publish("t")]);
+    assert!(first.iter().all(|r| r.is_ok()), "{first:?}");
+    assert_eq!(w.epoch(), 0);
+    // As if 2^48 ids had gone by: a few are left in epoch 0's range.
+    w.last_id = epoch_limit(0) - 5;
+    let res = group(&mut w, vec![publish("t"), publish("t")]);
+    let ids: Vec<u64> = res
+        .iter()
+        .map(|r| match r {
+            Ok(WriteOk::Id(id)) => *id,
+            other => panic!("PUB: {other:?}"),
+        })
+        .collect();
+    assert_eq!(w.epoch(), 2, "epoch 1 is left to a slave that missed this");
+    assert!(ids[0] > epoch_base(2) && ids[1] == ids[0] + 1, "{ids:?}");
+    // An id past the range is refused, never assigned.
+    assert!(w.check_id_in_range(epoch_limit(2) + 1).is_err());
+    assert!(w.check_id_in_range(epoch_limit(2)).is_ok());
+    // Dropped without a clean stop: ids resume after the lease, in epoch 2.
+    drop(w);
+    let w = open(dir.path(), 64 << 20);
+    assert_eq!(w.epoch(), 2, "kept across a restart");
+    assert!(
+        w.last_id >= ids[1] && w.last_id < epoch_limit(2),
+        "{}",
+        w.last_id
+    );
+}

@@ -27,6 +27,11 @@ impl Writer {
             return Err(WriteError::Poisoned(why.clone()));
         }
         let now = now_ms();
+        if self.broker.role() == Role::Master
+            && let Err(e) = self.keep_id_room()
+        {
+            return self.fail(e);
+        }
         let res = match op {
             WriteOp::Create { topic, life_ms } => {
                 if self.topics.contains_key(&topic) {
@@ -248,6 +253,7 @@ impl Writer {
     /// Makes sure ids up to `last_id` are leased and `bytes` more fit in the
     /// active segment. Changes no state a failure would have to undo.
     fn reserve(&mut self, last_id: u64, bytes: usize) -> Result<(), StoreError> {
+        self.check_id_in_range(last_id)?;
         if last_id > self.id_lease {
             // Record durably that ids up to the new lease may be in use
             // before handing any out, so a crash that loses unsynced

@@ -21,6 +21,7 @@ pub(crate) mod checkpoint;
 #[cfg(test)]
 mod commit_tests;
 mod delayed;
+mod epochs;
 mod execute;
 #[cfg(test)]
 pub(crate) mod fault;
@@ -69,6 +70,8 @@ pub enum StoreError {
     Version { path: PathBuf, found: u32 },
     /// An earlier failed fsync made the writer refuse writes; the text says which.
     Poisoned(String),
+    /// `id` is past the range of ids the master of `epoch` may assign.
+    IdsExhausted { epoch: u64, id: u64 },
 }
 
 impl StoreError {
@@ -123,6 +126,11 @@ impl fmt::Display for StoreError {
                 path.display()
             ),
             StoreError::Poisoned(why) => write!(f, "storage failed earlier: {why}"),
+            StoreError::IdsExhausted { epoch, id } => write!(
+                f,
+                "event id {id} is past the ids of epoch {epoch}: PROMOTE a slave or restart \
+                 to start a new epoch"
+            ),
             StoreError::Version { path, found } => write!(
                 f,
                 "{} says the data directory is in storage format version {found}; this smss \

@@ -16,10 +16,10 @@ use log::{info, warn};
 use super::lease::ID_LEASE_BLOCK;
 use super::logread;
 use super::ops::{ReplMode, ReplPlan, SnapItem, WriteOk};
-use super::record::{self, Decoded, FLAG_BATCH_MORE, Kind, NO_TOPIC, Record};
+use super::record::{self, Decoded, FLAG_BATCH_MORE, Kind, Record};
 use super::state::Change;
 use super::writer::Writer;
-use super::{StoreError, now_ms, sync_dir};
+use super::{StoreError, sync_dir};
 use crate::replication::Role;
 use crate::stats::Stats;
 
@@ -176,7 +176,13 @@ impl Writer {
         for e in self.epochs.iter().filter(|e| e.start_id <= after_id) {
             items.push(SnapItem::Built {
                 id: e.start_id,
-                bytes: epoch_record(e.start_id, 0, e.epoch, e.prev_last_id, self.history),
+                bytes: super::epochs::epoch_record(
+                    e.start_id,
+                    0,
+                    e.epoch,
+                    e.prev_last_id,
+                    self.history,
+                ),
             });
         }
         items.sort_by_key(SnapItem::id);
@@ -333,27 +339,21 @@ impl Writer {
         Ok(())
     }
 
-    /// PROMOTE: appends the EPOCH record of a new epoch, above every id the
-    /// old master could have handed out. Returns its id.
+    /// PROMOTE: appends the EPOCH record of the next epoch, at the bottom
+    /// of its id range: above every id the old master could assign.
+    /// Returns its id.
     pub(super) fn promote(&mut self) -> Result<WriteOk, StoreError> {
-        let id = self.last_id.max(self.id_lease) + 1;
-        let epoch = self.epoch() + 1;
-        if self.history == 0 {
-            self.history = super::recovery::new_history_id();
-        }
-        let bytes = epoch_record(id, now_ms(), epoch, self.last_id, self.history);
-        self.reserve_replicated(id, bytes.len())?;
-        let pos = self.next_pos();
-        self.buf.extend_from_slice(&bytes);
-        if let Decoded::Record { rec, len } = record::decode(&bytes) {
-            self.apply(&rec, pos, len)?;
-        }
-        info!("promoted: epoch {epoch} starts at event id {id}");
+        let id = self.start_epoch(self.epoch() + 1)?;
+        info!("promoted: a master from event id {id} on");
         Ok(WriteOk::Id(id))
     }
 
     /// Leases ids up to `last_id` and makes room for `bytes` more.
-    fn reserve_replicated(&mut self, last_id: u64, bytes: usize) -> Result<(), StoreError> {
+    pub(super) fn reserve_replicated(
+        &mut self,
+        last_id: u64,
+        bytes: usize,
+    ) -> Result<(), StoreError> {
         if last_id > self.id_lease {
             let lease = last_id.saturating_add(ID_LEASE_BLOCK);
             super::lease::store_lease(&self.dir, lease)?;
@@ -361,26 +361,4 @@ impl Writer {
         }
         self.ensure_room(bytes)
     }
-}
-
-/// An EPOCH record.
-fn epoch_record(id: u64, ts: u64, epoch: u64, prev_last_id: u64, history: u64) -> Vec<u8> {
-    let mut body = Vec::with_capacity(24);
-    body.extend_from_slice(&epoch.to_le_bytes());
-    body.extend_from_slice(&prev_last_id.to_le_bytes());
-    body.extend_from_slice(&history.to_le_bytes());
-    let mut out = Vec::new();
-    record::encode(
-        &mut out,
-        &Record {
-            event_id: id,
-            timestamp_ms: ts,
-            kind: Kind::Epoch,
-            flags: 0,
-            topic: NO_TOPIC,
-            headers: b"",
-            body: &body,
-        },
-    );
-    out
 }
