@@ -24,6 +24,7 @@ pub const USAGE: &str = "\
 smss - a small persistent message queue server
 
 Usage: smss [--config FILE] [--role master|slave] [--master HOST:PORT] [--event N]
+            [--demote]
        smss --check [--config FILE]
        smss --repair [--config FILE]
 
@@ -38,6 +39,10 @@ Options:
                       server's: a server listens on `port:` of its config
   --event N           slave only: replicate from event id N instead of the
                       slave's own last event id
+  --demote            slave only: make a server that was promoted (data/role
+                      says master) a slave on purpose: the records of its own
+                      epoch are moved to data/diverged/ and it copies its
+                      master anew. Without it such a server stays the master
   --check             verify the data directory offline (no server may be
                       running on it): every record, the segment chain, every
                       index, the checkpoint; print each finding; exit 0 when
@@ -73,6 +78,8 @@ pub struct ServerArgs {
     pub master: Option<String>,
     /// `--event N`: slave only; the event id to replicate from.
     pub event: Option<u64>,
+    /// `--demote`: slave only; give up a promoted server's master claim.
+    pub demote: bool,
 }
 
 impl Default for ServerArgs {
@@ -82,6 +89,7 @@ impl Default for ServerArgs {
             role: Role::Master,
             master: None,
             event: None,
+            demote: false,
         }
     }
 }
@@ -131,6 +139,8 @@ pub enum CliError {
     MasterRequired,
     /// `--master` with role master.
     MasterNotAllowed,
+    /// `--demote` with role master.
+    DemoteNotAllowed,
     /// `--event` with role master.
     EventNotAllowed,
     /// `--check` or `--repair` with a server flag, or both together.
@@ -176,6 +186,9 @@ impl fmt::Display for CliError {
             ),
             CliError::MasterNotAllowed => f.write_str("--master is only allowed with --role slave"),
             CliError::EventNotAllowed => f.write_str("--event is only allowed with --role slave"),
+            CliError::DemoteNotAllowed => {
+                f.write_str("--demote is only allowed with --role slave --master HOST:PORT")
+            }
             CliError::OfflineOnly { flag } => write!(
                 f,
                 "{flag} works on the data directory offline and takes only --config (see smss --help)"
@@ -208,6 +221,7 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
     let mut master: Option<String> = None;
     let mut event: Option<u64> = None;
     let mut offline: Option<&'static str> = None;
+    let mut demote = false;
 
     loop {
         let arg = match parser.next() {
@@ -266,6 +280,10 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
                 })?;
                 set_once(&mut event, n, "--event")?;
             }
+            Long("demote") => {
+                no_value(&mut parser, "--demote")?;
+                demote = true;
+            }
             Long("host") => {
                 let v = string_value(&mut parser, "--host")?;
                 set_once(&mut host, v, "--host")?;
@@ -298,7 +316,7 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
 
     let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     if let Some(flag) = offline {
-        let server_flag = role.is_some() || master.is_some() || event.is_some();
+        let server_flag = role.is_some() || master.is_some() || event.is_some() || demote;
         if server_flag || host.is_some() || port.is_some() {
             return Err(CliError::OfflineOnly { flag });
         }
@@ -314,6 +332,7 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
         Role::Slave if master.is_none() => return Err(CliError::MasterRequired),
         Role::Master if master.is_some() => return Err(CliError::MasterNotAllowed),
         Role::Master if event.is_some() => return Err(CliError::EventNotAllowed),
+        Role::Master if demote => return Err(CliError::DemoteNotAllowed),
         _ => {}
     }
     Ok(Command::Run(ServerArgs {
@@ -321,6 +340,7 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
         role,
         master,
         event,
+        demote,
     }))
 }
 
@@ -567,6 +587,7 @@ mod tests {
                 role: Role::Slave,
                 master: Some("127.0.0.1:12301".into()),
                 event: Some(42),
+                demote: false,
             }
         );
         // Order does not matter; = spelling works for all.
@@ -693,6 +714,25 @@ mod tests {
         let e = err(&["--event", "5"]);
         assert!(matches!(e, CliError::EventNotAllowed));
         assert!(e.to_string().contains("--event"));
+    }
+
+    #[test]
+    fn demote_only_with_slave_and_never_offline() {
+        let e = err(&["--demote"]);
+        assert!(matches!(e, CliError::DemoteNotAllowed));
+        assert!(e.to_string().contains("--role slave"));
+        assert!(matches!(
+            err(&["--check", "--demote"]),
+            CliError::OfflineOnly { .. }
+        ));
+        assert!(matches!(
+            err(&["--role", "slave", "--master", "h:1", "--demote=x"]),
+            CliError::UnexpectedValue { .. }
+        ));
+        let a = run(&["--role", "slave", "--master", "h:1", "--demote"]);
+        assert!(a.demote);
+        assert!(!run(&["--role", "slave", "--master", "h:1"]).demote);
+        assert!(run(&["-role", "slave", "-master", "h:1", "-demote"]).demote);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::auth;
 use crate::broker::{Broker, Topic};
 use crate::protocol::{
     ErrCode, Limits, Parsed, ProtoError, Request, encode_count, encode_err, encode_line, encode_ok,
-    encode_slave, encode_stat, encode_stat_u64, encode_topic,
+    encode_role, encode_slave, encode_stat, encode_stat_u64, encode_topic,
 };
 use crate::replication::{self, Role};
 use crate::stats::{self, Gauges, ReplGauges, StatValue, Stats};
@@ -341,6 +341,12 @@ impl Conn {
             }
             Request::Promote => self.promote(),
             Request::Slaves => self.put_slaves(),
+            Request::Role => {
+                let b = &self.broker;
+                let (epoch, history) = (b.repl.epoch(), b.repl.history());
+                let role = b.role().as_str();
+                encode_role(&mut self.wire.out, role, epoch, history, b.last_event_id());
+            }
             Request::Create { .. }
             | Request::Delete { .. }
             | Request::Pub { .. }

@@ -169,6 +169,14 @@ pub fn encode_recs(out: &mut Vec<u8>, count: usize, records: &[u8]) {
 
 /// Any simple line (`PONG`, `ALIVE`, `STANDBY`, `END deleted`, …) plus `\r\n`. The
 /// caller passes server-made text without line ends.
+/// `ROLE <role> <epoch> <history, 16 hex digits> <last_event_id>`.
+pub fn encode_role(out: &mut Vec<u8>, role: &str, epoch: u64, history: u64, last_id: u64) {
+    encode_line(
+        out,
+        &format!("ROLE {role} {epoch} {history:016x} {last_id}"),
+    );
+}
+
 pub fn encode_line(out: &mut Vec<u8>, line: &str) {
     out.extend_from_slice(line.as_bytes());
     out.extend_from_slice(CRLF);

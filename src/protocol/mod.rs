@@ -229,6 +229,9 @@ pub enum Request {
     Promote,
     /// A master's connected slaves (`SLAVES 0` on a slave).
     Slaves,
+    /// `ROLE` → `ROLE <master|slave> <epoch> <history> <last_event_id>`:
+    /// what a peer compares epochs with.
+    Role,
 }
 
 /// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1]`: what a slave

@@ -46,6 +46,7 @@ pub(super) enum SimpleCmd {
     Repl,
     Promote,
     Slaves,
+    Role,
 }
 
 #[derive(Clone, Copy)]
@@ -76,7 +77,7 @@ const fn spec(name: &'static str, kind: Kind, usage: &'static str, max_args: usi
     }
 }
 
-const COMMANDS: [CommandSpec; 19] = [
+const COMMANDS: [CommandSpec; 20] = [
     spec("PING", Kind::Simple(SimpleCmd::Ping), "PING", 0),
     spec("AUTH", Kind::Simple(SimpleCmd::Auth), "AUTH <token>", 1),
     spec("QUIT", Kind::Simple(SimpleCmd::Quit), "QUIT", 0),
@@ -141,6 +142,7 @@ const COMMANDS: [CommandSpec; 19] = [
     ),
     spec("PROMOTE", Kind::Simple(SimpleCmd::Promote), "PROMOTE", 0),
     spec("SLAVES", Kind::Simple(SimpleCmd::Slaves), "SLAVES", 0),
+    spec("ROLE", Kind::Simple(SimpleCmd::Role), "ROLE", 0),
 ];
 
 /// Exact, case-insensitive command lookup (no prefix matching).
@@ -558,6 +560,7 @@ fn parse_simple(
         },
         SimpleCmd::Promote => Request::Promote,
         SimpleCmd::Slaves => Request::Slaves,
+        SimpleCmd::Role => Request::Role,
     };
     args.finish()?;
     Ok(req)
@@ -895,6 +898,7 @@ mod tests {
             })
         );
         assert_eq!(req(b"PROMOTE\r\n"), Request::Promote);
+        assert_eq!(req(b"role\r\n"), Request::Role);
         assert_eq!(req(b"SLAVES\r\n"), Request::Slaves);
         assert_eq!(req(b"slaves\n"), Request::Slaves);
     }
@@ -1072,6 +1076,7 @@ mod tests {
             b"STOP 1\r\n",
             b"PROMOTE x\r\n",
             b"SLAVES x\r\n",
+            b"ROLE x\r\n",
             b"AUTH\r\n",
             b"AUTH a b\r\n",
             b"CREATE\r\n",

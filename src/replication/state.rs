@@ -149,6 +149,14 @@ impl ReplState {
         }
     }
 
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    pub fn history(&self) -> u64 {
+        self.history.load(Ordering::Relaxed)
+    }
+
     pub fn sync_in_force(&self) -> bool {
         self.sync_active.load(Ordering::Relaxed)
     }

@@ -164,6 +164,8 @@ impl Writer {
                 Ok(WriteOk::Done)
             }
             WriteOp::Promote => self.promote(),
+            WriteOp::ClaimRole(claim) => self.claim_role(claim),
+            WriteOp::Demote => self.demote(),
             WriteOp::Shutdown => Ok(WriteOk::Done),
         };
         match res {

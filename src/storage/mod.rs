@@ -39,6 +39,7 @@ pub mod repair;
 mod replica;
 mod resync;
 mod retention;
+pub(crate) mod role;
 pub(crate) mod segment;
 mod state;
 pub(crate) mod tail;

@@ -13,6 +13,7 @@ use std::fmt;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::record::DeleteReason;
+use super::role::RoleClaim;
 use crate::protocol::Message;
 
 /// One change to apply, sent by a connection (or a timer) to the writer.
@@ -117,6 +118,14 @@ pub enum WriteOp {
     /// Slave becoming master: write the EPOCH record of a new epoch, with an
     /// id above every id the old master could have assigned.
     Promote,
+    /// Write the durable role claim (`data/role`), after making everything
+    /// written so far durable: after PROMOTE (master of the new epoch) or
+    /// when stepping down for a master of a higher epoch.
+    ClaimRole(RoleClaim),
+    /// `--demote`: a promoted server becomes a slave on purpose. The records
+    /// of its own epochs are moved aside, its data is reset for a full
+    /// resync, and its claim says slave.
+    Demote,
     /// Finish what is queued before it, fsync, checkpoint, and stop.
     Shutdown,
 }

@@ -456,7 +456,7 @@ impl Writer {
         Ok(())
     }
 
-    fn sync_log(&mut self) -> Result<(), StoreError> {
+    pub(super) fn sync_log(&mut self) -> Result<(), StoreError> {
         if !self.log_unsynced {
             return Ok(());
         }
