@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 
 use crate::auth;
 use crate::broker::{Broker, Topic};
@@ -382,6 +382,15 @@ impl Conn {
                     "{}: PROMOTE: now a master, epoch starts at event id {id}",
                     self.peer
                 );
+                // Durable, so a restart with the old unit's --role slave
+                // keeps this server the master.
+                if let Err(e) = replication::peer::claim(b, Role::Master, b.repl.epoch()) {
+                    error!(
+                        "{}: PROMOTE done, but data/role could not record it ({e}): a \
+                         restart with --role slave would make this server a slave again",
+                        self.peer
+                    );
+                }
                 encode_ok(&mut self.wire.out, &[id]);
             }
             Some(Err(e)) => {

@@ -18,6 +18,8 @@ pub enum Error {
     },
     /// The persistence thread ended without being asked to.
     WriterDied,
+    /// The server cannot start as configured; the text says why.
+    Startup(String),
 }
 
 impl fmt::Display for Error {
@@ -27,6 +29,7 @@ impl fmt::Display for Error {
             Error::Store(e) => write!(f, "storage: {e}"),
             Error::Io { what, .. } => write!(f, "{what}"),
             Error::WriterDied => write!(f, "the persistence thread stopped unexpectedly"),
+            Error::Startup(why) => f.write_str(why),
         }
     }
 }
@@ -37,7 +40,7 @@ impl std::error::Error for Error {
             Error::Config(e) => Some(e),
             Error::Store(e) => Some(e),
             Error::Io { source, .. } => Some(source),
-            Error::WriterDied => None,
+            Error::WriterDied | Error::Startup(_) => None,
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::fds::{self, FdBudget};
 use crate::logging::init_logging;
 use crate::protocol::{ErrCode, ProtoError, encode_err};
-use crate::replication::{self, Role, receiver};
+use crate::replication::{self, Role, peer, receiver};
 use crate::stats::Stats;
 use crate::storage::ops::{self, TimerReceivers, WriteOk, WriteOp, WriteReq};
 use crate::storage::writer::Writer;
@@ -58,7 +58,26 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     let fds = fd_budget(config.limits.max_connections);
     let (tx, rx) = crossbeam_channel::bounded(config.worker.buff_size);
     let listen = config.listen_addr();
-    let broker = Arc::new(Broker::new(config, args.role, tx, fds.index_handles));
+    // The role claim in the data directory wins over --role (see
+    // replication::peer): decided before recovery, which depends on it.
+    let claim = crate::storage::role::load_claim(&config.store.path)?;
+    let (role, why) = peer::decide_role(args.role, claim, args.demote);
+    if let Some(why) = why {
+        warn!("{why}");
+    }
+    // A slave follows --master, else its peer; a master watches its peer,
+    // else the master it was started with.
+    let peer_addr = config.replication.peer.clone();
+    let master = args.master.clone().or_else(|| peer_addr.clone());
+    let peer_addr = peer_addr.or_else(|| args.master.clone());
+    if role == Role::Slave && master.is_none() {
+        return Err(Error::Startup(
+            "this server is a slave (data/role) but has no master to follow: set \
+             replication.peer or give --master HOST:PORT"
+                .into(),
+        ));
+    }
+    let broker = Arc::new(Broker::new(config, role, tx, fds.index_handles));
     (broker.stats.connections_max).store(fds.max_connections as u64, Ordering::Relaxed);
     let (timer_tx, timer_rx) = ops::timer_channels();
     let (mut writer, _report) = Writer::open(Arc::clone(&broker), timer_tx)?;
@@ -92,11 +111,24 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         })
         .map_err(io_err("starting the writer thread"))?;
 
+    if args.demote && claim.is_some_and(|c| c.role == Role::Master) {
+        match broker.ask_writer(WriteOp::Demote, SHUTDOWN_WAIT) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(Error::Startup(format!("--demote failed: {e}"))),
+            None => return Err(Error::WriterDied),
+        }
+    }
+    // An old master restarted while its peer was promoted must not take a
+    // single write: ask the peer before listening.
+    if let Some(p) = &peer_addr {
+        peer::check_once(&broker, p);
+    }
+
     let listener = TcpListener::bind(listen).map_err(io_err(format!("binding {listen}")))?;
     let local = listener
         .local_addr()
         .map_err(io_err("reading the listening address"))?;
-    info!("listening on {local} as {}", args.role.as_str());
+    info!("listening on {local} as {}", broker.role().as_str());
     // Logged once bound: with `port: 0` only the listener knows the real port.
     for w in broker.config.warnings_for(local) {
         warn!("{w}");
@@ -121,14 +153,25 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         .map_err(io_err("starting the signal thread"))?;
 
     spawn_timers(&broker, timer_rx)?;
-    if let (Role::Slave, Some(master)) = (args.role, args.master.clone()) {
-        info!("a read-only slave of {master}");
+    // The receiver idles while this server is a master: it follows the
+    // master (or the peer) once this server is, or becomes, a slave.
+    if let Some(master) = master {
+        if broker.role() == Role::Slave {
+            info!("a read-only slave of {master}");
+        }
         let b = Arc::clone(&broker);
         let event = args.event;
         std::thread::Builder::new()
             .name("repl-receiver".into())
             .spawn(move || receiver::run(b, master, event))
             .map_err(io_err("starting the replication receiver"))?;
+    }
+    if let Some(p) = peer_addr {
+        let b = Arc::clone(&broker);
+        std::thread::Builder::new()
+            .name("peer-watch".into())
+            .spawn(move || peer::watch(b, p))
+            .map_err(io_err("starting the peer watch"))?;
     }
 
     let acc_broker = Arc::clone(&broker);
