@@ -181,3 +181,38 @@ fn every_write_acknowledged_under_semi_sync_survives_losing_the_master() {
         .expect("PUB on the promoted slave");
     assert!(id > new_id);
 }
+
+#[test]
+fn a_slave_that_reconnects_while_writes_wait_for_it_is_served_at_once() {
+    let (md, sd) = (tempdir(), tempdir());
+    let port = common::repl::free_port();
+    // A timeout no test waits out: the write below must be answered by the
+    // slave's acknowledgement, not by a fall-back.
+    let m = Server::start_with(md.path(), &sync_opts(60_000));
+    let slave_opts = Opts::new().port(port);
+    let slave_args = ["--role", "slave", "--master", m.addr.as_str()];
+    let s = Server::start_with_args(sd.path(), &slave_opts, &slave_args);
+    let mut mc = m.client();
+    mc.create("t", 0).expect("CREATE");
+    s.kill9();
+    // This write waits for a slave; the slave comes back meanwhile. Its
+    // REPL must not queue behind the very write that waits for it.
+    let addr = m.addr.clone();
+    let writer = std::thread::spawn(move || {
+        let mut c = Client::connect(&addr).expect("connect");
+        c.set_timeout(Some(Duration::from_secs(50)))
+            .expect("timeout");
+        let started = Instant::now();
+        (c.publish("t", b"waits for the slave"), started.elapsed())
+    });
+    let _s = Server::start_with_args(sd.path(), &slave_opts, &slave_args);
+    let (res, took) = writer.join().expect("writer thread");
+    let id = res.expect("PUB answered once the slave has it");
+    assert!(
+        took < Duration::from_secs(30),
+        "answered only after {took:?}"
+    );
+    assert_eq!(stat(&mut mc, "repl_sync_fallbacks"), 0, "{}", m.log_text());
+    assert_eq!(stat(&mut mc, "repl_sync"), 1);
+    assert!(id > 1);
+}

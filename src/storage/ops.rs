@@ -130,6 +130,25 @@ pub enum WriteOp {
     Shutdown,
 }
 
+impl WriteOp {
+    /// Replication's own requests: their answers never wait for a slave's
+    /// acknowledgement under semi-sync. A slave's REPL plan held behind a
+    /// group that waits for that very slave would wait for itself.
+    pub fn answers_at_once(&self) -> bool {
+        matches!(
+            self,
+            WriteOp::ReplPlan { .. }
+                | WriteOp::Replicate { .. }
+                | WriteOp::ReplLease { .. }
+                | WriteOp::ReplReset { .. }
+                | WriteOp::ReplSynced { .. }
+                | WriteOp::Promote
+                | WriteOp::ClaimRole(_)
+                | WriteOp::Demote
+        )
+    }
+}
+
 /// How a master serves one slave (the answer to [`WriteOp::ReplPlan`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplPlan {

@@ -229,9 +229,11 @@ impl Writer {
     pub(super) fn group_commit(&mut self, group: &mut Vec<WriteReq>) -> bool {
         self.begin_group();
         let mut results: Vec<WriteResult> = Vec::with_capacity(group.len());
+        let mut at_once = Vec::with_capacity(group.len());
         let mut shutdown = None;
         for (i, req) in group.iter_mut().enumerate() {
             let op = std::mem::replace(&mut req.op, WriteOp::Shutdown);
+            at_once.push(op.answers_at_once());
             if let WriteOp::Shutdown = op {
                 shutdown = Some((i, req.reply.clone()));
                 results.push(Ok(WriteOk::Done));
@@ -263,6 +265,10 @@ impl Writer {
         for (i, (req, res)) in group.drain(..).zip(results).enumerate() {
             if shutdown.as_ref().is_some_and(|(at, _)| *at == i) {
                 continue; // answered after the final checkpoint
+            }
+            if at_once[i] {
+                let _ = req.reply.try_send(res);
+                continue;
             }
             replies.push((req.reply, res));
         }

@@ -14,6 +14,7 @@ use smss::client::{Client, SubEvent};
 pub mod files;
 pub mod groups;
 pub mod repl;
+pub mod seed;
 
 // Not every test file uses every helper.
 #[allow(unused_imports)]
