@@ -7,8 +7,8 @@
 mod common;
 
 use common::groups::{batch, one_group, wait_inactive};
-use common::repl::{messages, start_slave, wait_caught_up};
-use common::{Opts, Server, stat, tempdir};
+use common::repl::{cli_dump, messages, start_slave, wait_caught_up};
+use common::{Opts, Server, segments, stat, tempdir};
 use smss::client::{Client, SubOptions};
 
 const MAX_DELIVER: u32 = 3;
@@ -84,6 +84,17 @@ fn across_restarts(stop: fn(Server)) {
         deliveries,
         vec![vec![poison, good], vec![poison], vec![poison]]
     );
+    // The log says so: smss-cli dump shows each count with `alone`.
+    let mut dumped = String::new();
+    for seg in segments(dir.path()) {
+        let (ok, out, err) = cli_dump(&seg);
+        assert!(ok, "dump {}: {err}", seg.display());
+        dumped.push_str(&out);
+    }
+    for (n, alone) in [(1, 0), (2, 1), (3, 1)] {
+        let want = format!("failed_at={poison} failures={n} alone={alone}");
+        assert!(dumped.contains(&want), "no {want:?} in\n{dumped}");
+    }
     assert_dead_lettered(&s, poison, good);
 }
 

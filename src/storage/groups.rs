@@ -516,4 +516,36 @@ mod tests {
         }
         assert_eq!(reopened(w, dir.path()), want);
     }
+
+    #[test]
+    fn a_directory_of_format_2_gets_a_new_checkpoint_before_any_new_record() {
+        use crate::storage::checkpoint::Checkpoint;
+        use crate::storage::record::FORMAT_VERSION;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let load = || match Checkpoint::load(dir.path()) {
+            Ok(Some(cp)) => cp,
+            other => panic!("checkpoint of {}: {other:?}", dir.path().display()),
+        };
+        let mut w = open(dir.path());
+        let create = WriteOp::Create {
+            topic: "t".into(),
+            life_ms: 0,
+        };
+        assert!(run(&mut w, create).is_ok());
+        if let Err(e) = w.checkpoint() {
+            panic!("checkpoint: {e}");
+        }
+        drop(w);
+        // As a version 2 server left it after a clean stop: nothing to
+        // replay, so only the format says a checkpoint is due.
+        let mut cp = load();
+        cp.format = 2;
+        if let Err(e) = cp.store(dir.path()) {
+            panic!("store: {e}");
+        }
+        drop(open(dir.path()));
+        // A version 2 server now refuses the directory rather than misread
+        // the version 3 GROUP bodies this one may write.
+        assert_eq!(load().format, FORMAT_VERSION);
+    }
 }
