@@ -56,6 +56,11 @@ pub struct GroupState {
     pub failed_at: u64,
     /// How many deliveries of `failed_at` failed.
     pub failures: u32,
+    /// The last failed delivery of `failed_at` was a batch of that message
+    /// alone: its failures are surely its own, so `maxDeliver` may give up
+    /// on it. Durable with the count, so a restart or failover costs no
+    /// extra delivery.
+    pub alone: bool,
     /// Event id of the record that set this state.
     pub set_id: u64,
 }

@@ -272,11 +272,10 @@ impl GroupSub<'_> {
                     let id = self.peek(at.next)?;
                     if id == g.failed_at {
                         // Only failures of the message alone are surely its
-                        // own: else it goes alone once more first.
-                        if self.max_deliver > 0
-                            && g.failures >= self.max_deliver
-                            && self.member.isolated() == id
-                        {
+                        // own: else it goes alone once more first. `alone`
+                        // is durable with the count, so a restart or a
+                        // failover does not cost it one more delivery.
+                        if self.max_deliver > 0 && g.failures >= self.max_deliver && g.alone {
                             match self.give_up(&mut at, id, g.failures) {
                                 Ok(()) => continue,
                                 Err(e) => match self.write_failed(&e, &mut at)? {
@@ -500,14 +499,15 @@ impl GroupSub<'_> {
 
     /// The batch `first..=last` was sent and its delivery ended without an
     /// ACK (hang-up, ACK timeout, a failed send): counted durably against
-    /// its first message, before the next standby takes over, and the
-    /// batch is marked for one-message batches.
+    /// its first message, with whether it went alone, before the next
+    /// standby takes over, and the batch is marked for one-message batches.
     fn delivery_failed(&mut self, first: u64, last: u64) {
-        self.member.failed(first, last);
+        self.member.failed(last);
         let op = WriteOp::GroupFailed {
             topic: self.sub.topic.name.clone(),
             group: self.name.clone(),
             at: first,
+            alone: first == last,
         };
         let res = self.submit(op).and_then(|()| self.answer());
         match res {

@@ -1,12 +1,13 @@
 //! The runtime registry of consumer-group subscribers: for each group of a
 //! topic incarnation (topic name, create id, group name) the one active
-//! subscriber and a FIFO of standbys, and the in-memory hints a subscriber
-//! leaves its successor.
+//! subscriber and a FIFO of standbys, and the in-memory hint a subscriber
+//! leaves its successor (which messages of a failed batch to send alone).
 //!
 //! Owned by the broker (its `group_subs`); used by the
 //! connection threads that run group subscriptions and answer GROUPS and
 //! GROUPDEL. It knows nothing of topics or the writer: the durable group
-//! state (committed position, failed deliveries) lives in the topic and is
+//! state (committed position, failed deliveries of the next message and
+//! whether the last one was that message alone) lives in the topic and is
 //! changed only through the writer.
 //!
 //! Locks: the registry's map mutex, then one slot's mutex (always in that
@@ -40,11 +41,9 @@ struct SlotState {
     ended: bool,
     /// The last event id of batches whose delivery failed: up to there the
     /// next subscriber sends one message per batch, to isolate the culprit
-    /// (memory only; the durable `failed_at` covers the first message).
+    /// (memory only; the durable `failed_at` covers the first message, and
+    /// whether it went alone).
     suspect_until: u64,
-    /// The message whose last failed delivery was a batch of its own: its
-    /// failures are its own, so it may be given up on (memory only).
-    isolated: u64,
 }
 
 #[derive(Debug, Default)]
@@ -177,17 +176,11 @@ impl Member<'_> {
         self.slot.lock().suspect_until
     }
 
-    /// The message whose last failed delivery was a batch of one, 0 if none.
-    pub fn isolated(&self) -> u64 {
-        self.slot.lock().isolated
-    }
-
-    /// The delivery of the batch `first..=last` failed: its messages go one
-    /// at a time until the group is past them.
-    pub fn failed(&self, first: u64, last: u64) {
+    /// The delivery of a batch ending at `last` failed: its messages go
+    /// one at a time until the group is past them.
+    pub fn failed(&self, last: u64) {
         let mut st = self.slot.lock();
         st.suspect_until = st.suspect_until.max(last);
-        st.isolated = if first == last { first } else { 0 };
     }
 
     /// The group committed `position`: what lies at or before it is no
@@ -196,9 +189,6 @@ impl Member<'_> {
         let mut st = self.slot.lock();
         if st.suspect_until <= position {
             st.suspect_until = 0;
-        }
-        if st.isolated <= position {
-            st.isolated = 0;
         }
     }
 }
@@ -215,10 +205,7 @@ impl Drop for Member<'_> {
         }
         // A slot with a suspect range stays for the next subscriber (one
         // small entry per group left with a failed delivery).
-        let empty = st.active.is_none()
-            && st.standbys.is_empty()
-            && st.suspect_until == 0
-            && st.isolated == 0;
+        let empty = st.active.is_none() && st.standbys.is_empty() && st.suspect_until == 0;
         drop(st);
         self.slot.turn.notify_all();
         if empty
@@ -309,7 +296,7 @@ mod tests {
         let r = Registry::default();
         let a = r.join(key("g"));
         let b = r.join(key("g"));
-        a.failed(3, 9);
+        a.failed(9);
         r.end_group(&key("g"));
         assert!(a.ended() && b.ended());
         assert_eq!(b.wait_turn(NOW), Turn::Ended);
@@ -327,18 +314,17 @@ mod tests {
         let r = Registry::default();
         let a = r.join(key("g"));
         let b = r.join(key("g"));
-        a.failed(3, 7);
-        assert_eq!(a.isolated(), 0, "a batch of several isolates nothing");
-        a.failed(5, 5);
+        a.failed(7);
+        a.failed(5);
         drop(a);
         assert!(b.is_active());
-        assert_eq!((b.suspect_until(), b.isolated()), (7, 5));
-        // Even with nobody left, the next subscriber finds them.
+        assert_eq!(b.suspect_until(), 7);
+        // Even with nobody left, the next subscriber finds it.
         drop(b);
         let c = r.join(key("g"));
-        assert_eq!((c.suspect_until(), c.isolated()), (7, 5));
+        assert_eq!(c.suspect_until(), 7);
         c.passed(5);
-        assert_eq!((c.suspect_until(), c.isolated()), (7, 0));
+        assert_eq!(c.suspect_until(), 7);
         c.passed(7);
         assert_eq!(c.suspect_until(), 0);
         drop(c);

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::groups::{batch, one_group};
+use common::groups::{batch, one_group, wait_inactive};
 use common::{Opts, Server, stat, tempdir};
 use smss::client::{Client, GroupInfo, SubEvent, SubOptions};
 
@@ -42,19 +42,6 @@ fn not_alive(c: &mut Client) -> SubEvent {
         }
     }
     panic!("only ALIVE");
-}
-
-/// Waits (bounded) until the group has no active subscriber: the server
-/// has seen the last one's connection end and counted what it left.
-fn wait_inactive(c: &mut Client, topic: &str) {
-    for _ in 0..400 {
-        if groups(c, topic).iter().all(|g| !g.active) {
-            return;
-        }
-        // Nothing to wait on from outside the server: poll.
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    panic!("the group stayed active");
 }
 
 /// After an ACK with nothing more to send: the next event is ALIVE, and

@@ -13,7 +13,7 @@
 //! epoch <epoch> <first event id of it> <last event id of the epochs before>
 //! topic <name> <create_id> <created_ms> <expires_ms> <entries> <first_entry> <first_id> <last_id>
 //! delayed <dpub_event_id> <due_ms> <log_pos> <record_len> <topic>
-//! group <topic> <name> <committed> <failed_at> <failures> <set_id>
+//! group <topic> <name> <committed> <failed_at> <failures> <set_id> <alone: 0|1>
 //! crc <crc32 of every byte before this line, 8 hex digits>
 //! ```
 //!
@@ -22,7 +22,9 @@
 //! The `format` line is the data directory's storage format version
 //! ([`FORMAT_VERSION`]): a server refuses to open a directory written in a
 //! version it does not know rather than misread it. A checkpoint without
-//! the line was written before it existed, in version 1.
+//! the line was written before it existed, in version 1. Before version 3
+//! a group line had no `alone` field (read as 0: not sent alone); the
+//! field is required from version 3 on, so a cut line is not misread.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -34,6 +36,8 @@ use super::{StoreError, sync_dir};
 pub const FILE_NAME: &str = "checkpoint";
 const TMP_NAME: &str = "checkpoint.tmp";
 const MAGIC: &str = "smss-checkpoint 1";
+/// The first format whose group lines end in the `alone` field.
+const ALONE_FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMeta {
@@ -83,6 +87,8 @@ pub struct GroupMeta {
     pub failed_at: u64,
     pub failures: u32,
     pub set_id: u64,
+    /// The last failed delivery of `failed_at` was that message alone.
+    pub alone: bool,
 }
 
 /// The start of an epoch: written by PROMOTE as an EPOCH record.
@@ -146,8 +152,14 @@ impl Checkpoint {
         for g in &self.groups {
             let _ = writeln!(
                 s,
-                "group {} {} {} {} {} {}",
-                g.topic, g.name, g.committed, g.failed_at, g.failures, g.set_id
+                "group {} {} {} {} {} {} {}",
+                g.topic,
+                g.name,
+                g.committed,
+                g.failed_at,
+                g.failures,
+                g.set_id,
+                u8::from(g.alone)
             );
         }
         let crc = crc32fast::hash(s.as_bytes());
@@ -215,13 +227,25 @@ impl Checkpoint {
                 Some("group") => {
                     let topic = f.next().ok_or_else(bad)?.to_string();
                     let name = f.next().ok_or_else(bad)?.to_string();
+                    let committed = num(f.next())?;
+                    let failed_at = num(f.next())?;
+                    let failures = u32::try_from(num(f.next())?).map_err(|_| bad())?;
+                    let set_id = num(f.next())?;
+                    // The `format` line comes first, so the version is known.
+                    let alone = match (cp.format >= ALONE_FORMAT_VERSION).then(|| f.next()) {
+                        None => false,
+                        Some(Some("0")) => false,
+                        Some(Some("1")) => true,
+                        Some(_) => return Err(bad()),
+                    };
                     cp.groups.push(GroupMeta {
                         topic,
                         name,
-                        committed: num(f.next())?,
-                        failed_at: num(f.next())?,
-                        failures: u32::try_from(num(f.next())?).map_err(|_| bad())?,
-                        set_id: num(f.next())?,
+                        committed,
+                        failed_at,
+                        failures,
+                        set_id,
+                        alone,
                     });
                 }
                 Some("delayed") => {
@@ -319,6 +343,7 @@ mod tests {
                 failed_at: 98,
                 failures: 2,
                 set_id: 99,
+                alone: true,
             }],
         }
     }
@@ -333,10 +358,15 @@ mod tests {
     fn the_format_version_is_written_and_an_unknown_one_refused() -> Result<(), StoreError> {
         let text = sample().encode();
         assert!(text.contains(&format!("\nformat {FORMAT_VERSION}\n")));
-        // Written before the format line existed: version 1.
+        // Written before the format line existed: version 1 (which had no
+        // groups either).
         let old: String = text
             .lines()
-            .filter(|l| !l.starts_with("format ") && !l.starts_with("crc "))
+            .filter(|l| {
+                !["format ", "crc ", "group "]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            })
             .map(|l| format!("{l}\n"))
             .collect();
         let old = format!("{old}crc {:08x}\n", crc32fast::hash(old.as_bytes()));
@@ -360,6 +390,47 @@ mod tests {
             other => panic!("an unknown format must be refused: {other:?}"),
         }
         Ok(())
+    }
+
+    /// `text` with its crc line recomputed, as a checkpoint writer would.
+    fn resealed(text: &str) -> String {
+        let body: String = text
+            .lines()
+            .filter(|l| !l.starts_with("crc "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        format!("{body}crc {:08x}\n", crc32fast::hash(body.as_bytes()))
+    }
+
+    #[test]
+    fn the_group_line_carries_alone_and_a_version_2_line_reads_as_not_alone() {
+        let text = sample().encode();
+        assert!(
+            text.contains("\ngroup orders.v1 billing 97 98 2 99 1\n"),
+            "{text}"
+        );
+        // Version 2 wrote the line without the field.
+        let v2 = resealed(
+            &text
+                .replace(&format!("format {FORMAT_VERSION}"), "format 2")
+                .replace(" 2 99 1\n", " 2 99\n"),
+        );
+        let cp = Checkpoint::decode(&v2).expect("a version 2 checkpoint");
+        assert_eq!(cp.format, 2);
+        assert_eq!(
+            cp.groups[0],
+            GroupMeta {
+                alone: false,
+                ..sample().groups[0].clone()
+            }
+        );
+        // From version 3 on the field is required, and only 0 or 1.
+        let cut = resealed(&text.replace(" 2 99 1\n", " 2 99\n"));
+        assert!(Checkpoint::decode(&cut).is_err(), "a version 3 line cut");
+        let odd = resealed(&text.replace(" 2 99 1\n", " 2 99 2\n"));
+        assert!(Checkpoint::decode(&odd).is_err(), "alone is 0 or 1");
+        let extra = resealed(&v2.replace(" 2 99\n", " 2 99 1\n"));
+        assert!(Checkpoint::decode(&extra).is_err(), "no field in version 2");
     }
 
     #[test]

@@ -128,8 +128,13 @@ impl Writer {
                     w.commit_group_position(&topic, &group, position, expect_set)
                 });
             }
-            WriteOp::GroupFailed { topic, group, at } => {
-                return self.group_result(|w| w.group_failed(&topic, &group, at));
+            WriteOp::GroupFailed {
+                topic,
+                group,
+                at,
+                alone,
+            } => {
+                return self.group_result(|w| w.group_failed(&topic, &group, at, alone));
             }
             WriteOp::GroupDel { topic, group } => {
                 return self.group_result(|w| w.group_remove(&topic, &group));

@@ -54,12 +54,14 @@ impl Writer {
                 committed,
                 failed_at,
                 failures,
+                alone,
             } => (
                 group,
                 Some(GroupState {
                     committed,
                     failed_at,
                     failures,
+                    alone,
                     set_id: rec.event_id,
                 }),
             ),
@@ -145,17 +147,22 @@ impl Writer {
             committed: position,
             failed_at: 0,
             failures: 0,
+            alone: false,
         };
         Ok(WriteOk::Id(self.append_group(topic, &op, 0)?))
     }
 
     /// A delivery of message `at` ended without an ACK: counted durably, so
     /// a consumer that crashes on it every time is counted across restarts.
+    /// `alone` (the batch was that message only) is kept with the count:
+    /// whether the failures are surely its own must survive a restart too,
+    /// or `maxDeliver` would cost one more delivery after each.
     pub(super) fn group_failed(
         &mut self,
         topic: &str,
         group: &str,
         at: u64,
+        alone: bool,
     ) -> Result<WriteOk, GroupErr> {
         // A missing group was removed meanwhile: nothing to count.
         let cur = self
@@ -174,6 +181,7 @@ impl Writer {
             committed: cur.committed,
             failed_at: at,
             failures,
+            alone,
         };
         Ok(WriteOk::Id(self.append_group(topic, &op, 0)?))
     }
@@ -229,6 +237,7 @@ impl Writer {
             committed: at,
             failed_at: 0,
             failures: 0,
+            alone: false,
         };
         let set_body = set.encode();
         let total = record::encoded_len(dlq.len(), h.len(), payload.len())
@@ -297,7 +306,7 @@ mod tests {
     use crate::config::Config;
     use crate::protocol::Message;
     use crate::replication::Role;
-    use crate::storage::ops::{WriteOp, WriteReq, WriteResult, timer_channels};
+    use crate::storage::ops::{ReplMode, SnapItem, WriteOp, WriteReq, WriteResult, timer_channels};
 
     fn open(dir: &Path) -> Writer {
         let mut cfg = Config::default();
@@ -327,11 +336,12 @@ mod tests {
         }
     }
 
-    fn failed(at: u64) -> WriteOp {
+    fn failed(at: u64, alone: bool) -> WriteOp {
         WriteOp::GroupFailed {
             topic: "t".into(),
             group: "g".into(),
             at,
+            alone,
         }
     }
 
@@ -377,13 +387,19 @@ mod tests {
         // Some(id): only while the group is as last seen.
         assert_eq!(run(&mut w, commit(3, Some(6))), Ok(WriteOk::Id(7)));
         assert!(refused(run(&mut w, commit(4, Some(6)))), "a stale ACK");
-        // Failed deliveries count per message and reset on a commit.
-        assert!(run(&mut w, failed(4)).is_ok());
-        assert!(run(&mut w, failed(4)).is_ok());
+        // Failed deliveries count per message, with whether the last one
+        // was the message alone, and reset on a commit.
+        assert!(run(&mut w, failed(4, false)).is_ok());
         let g = published(&w).expect("group");
-        assert_eq!((g.committed, g.failed_at, g.failures), (3, 4, 2));
+        assert_eq!((g.failed_at, g.failures, g.alone), (4, 1, false));
+        assert!(run(&mut w, failed(4, true)).is_ok());
+        let g = published(&w).expect("group");
         assert_eq!(
-            run(&mut w, failed(3)),
+            (g.committed, g.failed_at, g.failures, g.alone),
+            (3, 4, 2, true)
+        );
+        assert_eq!(
+            run(&mut w, failed(3, true)),
             Ok(WriteOk::Done),
             "committed already"
         );
@@ -396,7 +412,10 @@ mod tests {
         };
         assert_eq!(run(&mut w, dl), Ok(WriteOk::Id(10)));
         let g = published(&w).expect("group");
-        assert_eq!((g.committed, g.failures, g.set_id), (4, 0, 11));
+        assert_eq!(
+            (g.committed, g.failures, g.alone, g.set_id),
+            (4, 0, false, 11)
+        );
         assert_eq!(w.broker.topic("dead").map(|t| t.state().last_id), Some(10));
         // Removed: no ACK, failure or dead letter brings it back.
         let del = WriteOp::GroupDel {
@@ -405,7 +424,7 @@ mod tests {
         };
         assert_eq!(run(&mut w, del), Ok(WriteOk::Id(12)));
         assert!(refused(run(&mut w, commit(5, Some(11)))));
-        assert!(refused(run(&mut w, failed(5))));
+        assert!(refused(run(&mut w, failed(5, true))));
         let dl = WriteOp::DeadLetter {
             topic: "t".into(),
             group: "g".into(),
@@ -417,5 +436,116 @@ mod tests {
         // A SUB (None) creates it again.
         assert_eq!(run(&mut w, commit(0, None)), Ok(WriteOk::Id(13)));
         assert_eq!(published(&w).map(|g| g.committed), Some(0));
+    }
+
+    /// The group state after `w` is dropped and its directory opened again.
+    fn reopened(w: Writer, dir: &Path) -> Option<GroupState> {
+        drop(w); // releases the directory lock
+        published(&open(dir))
+    }
+
+    #[test]
+    fn sent_alone_survives_a_reopen_from_the_log_and_from_a_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = open(dir.path());
+        let create = WriteOp::Create {
+            topic: "t".into(),
+            life_ms: 0,
+        };
+        assert!(run(&mut w, create).is_ok());
+        let msg = Message {
+            headers: Vec::new(),
+            payload: b"poison".to_vec(),
+        };
+        let op = WriteOp::Pub {
+            topic: "t".into(),
+            msg,
+        };
+        assert_eq!(run(&mut w, op), Ok(WriteOk::Id(2)));
+        assert!(run(&mut w, commit(1, None)).is_ok());
+        assert!(run(&mut w, failed(2, true)).is_ok());
+        let want = published(&w);
+        assert_eq!(
+            want.map(|g| (g.failed_at, g.failures, g.alone)),
+            Some((2, 1, true))
+        );
+        // Replayed from the log (the GROUP record after the checkpoint).
+        drop(w);
+        let mut w = open(dir.path());
+        assert_eq!(published(&w), want);
+        assert!(run(&mut w, failed(2, true)).is_ok());
+        let want = published(&w);
+        assert_eq!(want.map(|g| (g.failures, g.alone)), Some((2, true)));
+        // A full resync's snapshot carries it to a slave.
+        let plan = WriteOp::ReplPlan {
+            after_id: want.map_or(0, |g| g.set_id),
+            history: 0,
+            epoch: 0,
+            empty: true,
+        };
+        let snap = match run(&mut w, plan) {
+            Ok(WriteOk::Plan(p)) => match p.mode {
+                ReplMode::Full { snapshot, .. } => snapshot,
+                other => panic!("not a full resync: {other:?}"),
+            },
+            other => panic!("no plan: {other:?}"),
+        };
+        let sets: Vec<(u64, u64, u32, bool)> = snap
+            .iter()
+            .filter_map(|item| match item {
+                SnapItem::Built { bytes, .. } => match record::decode(bytes) {
+                    Decoded::Record { rec, .. } => match rec.group_op() {
+                        Some(GroupOp::Set {
+                            committed,
+                            failed_at,
+                            failures,
+                            alone,
+                            ..
+                        }) => Some((committed, failed_at, failures, alone)),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                SnapItem::Logged { .. } => None,
+            })
+            .collect();
+        assert_eq!(sets, vec![(1, 2, 2, true)]);
+        // Loaded from a checkpoint that covers it.
+        if let Err(e) = w.checkpoint() {
+            panic!("checkpoint: {e}");
+        }
+        assert_eq!(reopened(w, dir.path()), want);
+    }
+
+    #[test]
+    fn a_directory_of_format_2_gets_a_new_checkpoint_before_any_new_record() {
+        use crate::storage::checkpoint::Checkpoint;
+        use crate::storage::record::FORMAT_VERSION;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let load = || match Checkpoint::load(dir.path()) {
+            Ok(Some(cp)) => cp,
+            other => panic!("checkpoint of {}: {other:?}", dir.path().display()),
+        };
+        let mut w = open(dir.path());
+        let create = WriteOp::Create {
+            topic: "t".into(),
+            life_ms: 0,
+        };
+        assert!(run(&mut w, create).is_ok());
+        if let Err(e) = w.checkpoint() {
+            panic!("checkpoint: {e}");
+        }
+        drop(w);
+        // As a version 2 server left it after a clean stop: nothing to
+        // replay, so only the format says a checkpoint is due.
+        let mut cp = load();
+        cp.format = 2;
+        if let Err(e) = cp.store(dir.path()) {
+            panic!("store: {e}");
+        }
+        drop(open(dir.path()));
+        // A version 2 server now refuses the directory rather than misread
+        // the version 3 GROUP bodies this one may write.
+        assert_eq!(load().format, FORMAT_VERSION);
     }
 }

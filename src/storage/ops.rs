@@ -63,11 +63,13 @@ pub enum WriteOp {
         position: u64,
         expect_set: Option<u64>,
     },
-    /// A delivery of message `at` to the group ended without an ACK.
+    /// A delivery of message `at` to the group ended without an ACK;
+    /// `alone`: it was a batch of that message only.
     GroupFailed {
         topic: String,
         group: String,
         at: u64,
+        alone: bool,
     },
     /// GROUPDEL.
     GroupDel {

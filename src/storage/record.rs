@@ -21,9 +21,11 @@
 //!
 //! A `len` of 0 marks the end of the written part of a segment (zero fill).
 //!
-//! Format version 2 (version 1 had no EPOCH kind; this code reads both).
-//! Changing the layout means a new version number in the checkpoint and a
-//! reader for the old layout; never reinterpret old bytes.
+//! Format version 3. Version 2 wrote GROUP set bodies without the
+//! `alone` byte (read as "not sent alone"); version 1 had no EPOCH or
+//! GROUP kind; this code reads all three. Changing the layout means a new
+//! version number in the checkpoint and a reader for the old layout;
+//! never reinterpret old bytes.
 
 use std::io::Read;
 
@@ -33,7 +35,7 @@ pub const HEADER_LEN: usize = 29;
 /// batch whose last record is missing, so a batch is all-or-nothing.
 pub const FLAG_BATCH_MORE: u8 = 1;
 /// The record format this code writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format this code reads (a subset of the current one).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// The topic field of records that belong to no topic (EPOCH): not a valid
@@ -64,7 +66,10 @@ pub enum Kind {
     /// A consumer group's state changed. Topic: the group's topic. Body: op
     /// (u8: 1 = set, 2 = remove), group name length (u8), group name, then
     /// for set: committed position (u64), the message id whose deliveries
-    /// failed (u64, 0 = none) and how many times (u32).
+    /// failed (u64, 0 = none), how many times (u32), and since version 3
+    /// `alone` (u8: 1 = its last failed delivery was a batch of that
+    /// message alone, 0 = not; a version 2 body has no such byte and reads
+    /// as 0).
     Group = 7,
 }
 
@@ -76,6 +81,9 @@ pub enum GroupOp<'a> {
         committed: u64,
         failed_at: u64,
         failures: u32,
+        /// The last failed delivery of `failed_at` was that message alone,
+        /// so its failures are surely its own (it may be given up on).
+        alone: bool,
     },
     Remove {
         group: &'a str,
@@ -92,6 +100,7 @@ impl GroupOp<'_> {
                 committed,
                 failed_at,
                 failures,
+                alone,
             } => {
                 b.push(1);
                 b.push(group.len() as u8);
@@ -99,6 +108,7 @@ impl GroupOp<'_> {
                 b.extend_from_slice(&committed.to_le_bytes());
                 b.extend_from_slice(&failed_at.to_le_bytes());
                 b.extend_from_slice(&failures.to_le_bytes());
+                b.push(u8::from(*alone));
             }
             GroupOp::Remove { group } => {
                 b.push(2);
@@ -208,7 +218,9 @@ impl Record<'_> {
         Some((f(0)?, f(1)?, f(2)?))
     }
 
-    /// The content of a Group record, if its body is well formed.
+    /// The content of a Group record, if its body is well formed: a set
+    /// body of version 3 (with the `alone` byte) or of version 2 (without,
+    /// read as not alone: that fact was not kept then).
     pub fn group_op(&self) -> Option<GroupOp<'_>> {
         let b = self.body;
         let (&op, rest) = b.split_first()?;
@@ -216,13 +228,19 @@ impl Record<'_> {
         let group = std::str::from_utf8(rest.get(..n as usize)?).ok()?;
         let rest = &rest[n as usize..];
         match op {
-            1 if rest.len() == 20 => {
+            1 if rest.len() == 20 || rest.len() == 21 => {
                 let u = |r: &[u8]| r.try_into().ok().map(u64::from_le_bytes);
+                let alone = match rest.get(20) {
+                    None | Some(0) => false,
+                    Some(1) => true,
+                    Some(_) => return None,
+                };
                 Some(GroupOp::Set {
                     group,
                     committed: u(&rest[..8])?,
                     failed_at: u(&rest[8..16])?,
                     failures: rest[16..20].try_into().ok().map(u32::from_le_bytes)?,
+                    alone,
                 })
             }
             2 if rest.is_empty() => Some(GroupOp::Remove { group }),
@@ -431,34 +449,79 @@ mod tests {
         out
     }
 
+    fn group_record(body: &[u8]) -> Record<'_> {
+        Record {
+            event_id: 9,
+            timestamp_ms: 1,
+            kind: Kind::Group,
+            flags: 0,
+            topic: "t",
+            headers: b"",
+            body,
+        }
+    }
+
     #[test]
-    fn group_and_epoch_bodies_round_trip() {
+    fn group_bodies_round_trip() {
         for op in [
             GroupOp::Set {
                 group: "workers",
                 committed: 42,
                 failed_at: 43,
                 failures: 2,
+                alone: true,
+            },
+            GroupOp::Set {
+                group: "workers",
+                committed: 42,
+                failed_at: 43,
+                failures: 1,
+                alone: false,
             },
             GroupOp::Remove { group: "w" },
         ] {
             let body = op.encode();
-            let rec = Record {
-                event_id: 9,
-                timestamp_ms: 1,
-                kind: Kind::Group,
-                flags: 0,
-                topic: "t",
-                headers: b"",
-                body: &body,
+            assert_eq!(group_record(&body).group_op(), Some(op.clone()));
+            // One byte short of a set body is a version 2 body; two are
+            // nothing; a remove body cut is nothing.
+            let cut = if matches!(op, GroupOp::Set { .. }) {
+                2
+            } else {
+                1
             };
-            assert_eq!(rec.group_op(), Some(op.clone()));
-            let short = Record {
-                body: &body[..body.len() - 1],
-                ..rec
-            };
-            assert_eq!(short.group_op(), None, "a cut body is not a group op");
+            let short = &body[..body.len() - cut];
+            assert_eq!(group_record(short).group_op(), None, "a cut body");
+            let mut long = body.clone();
+            long.push(0);
+            assert_eq!(group_record(&long).group_op(), None, "a longer body");
         }
+    }
+
+    #[test]
+    fn a_version_2_group_body_reads_as_not_sent_alone() {
+        // Built by hand as version 2 wrote it: op, name, committed,
+        // failed_at, failures, and nothing after.
+        let mut v2 = vec![1u8, 1, b'g'];
+        v2.extend_from_slice(&7u64.to_le_bytes());
+        v2.extend_from_slice(&8u64.to_le_bytes());
+        v2.extend_from_slice(&3u32.to_le_bytes());
+        let want = GroupOp::Set {
+            group: "g",
+            committed: 7,
+            failed_at: 8,
+            failures: 3,
+            alone: false,
+        };
+        assert_eq!(group_record(&v2).group_op(), Some(want.clone()));
+        // Version 3 of the same state differs by the one trailing byte.
+        let v3 = want.encode();
+        assert_eq!((&v3[..v2.len()], v3.len()), (&v2[..], v2.len() + 1));
+        // An `alone` byte other than 0 or 1 is malformed, not "true".
+        let mut bad = v3.clone();
+        if let Some(b) = bad.last_mut() {
+            *b = 2;
+        }
+        assert_eq!(group_record(&bad).group_op(), None);
     }
 
     #[test]

@@ -38,6 +38,8 @@ use crate::replication::Role;
 
 /// Read window for replay.
 const WINDOW: usize = 4 << 20;
+/// The first storage format whose checkpoints carry a history id.
+const HISTORY_FORMAT_VERSION: u32 = 2;
 
 /// What recovery found, for the start-up log line and for tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -200,17 +202,26 @@ impl Writer {
         // A slave assigns no ids: it resumes from the last record it has,
         // and keeps the lease (its master's) for a PROMOTE.
         w.id_lease = w.last_id.max(lease);
-        // A slave's checkpoint of this format with no history was written
-        // by a reset for a full resync that did not finish: its records are
-        // part of a snapshot, and a new history would get it refused by
-        // every master. Left at 0, it asks for the resync again.
+        // A slave's checkpoint of a format with histories but no history
+        // was written by a reset for a full resync that did not finish: its
+        // records are part of a snapshot, and a new history would get it
+        // refused by every master. Left at 0, it asks for the resync again.
         let resync_unfinished = !is_master
             && cp
                 .as_ref()
-                .is_some_and(|c| c.format >= record::FORMAT_VERSION);
+                .is_some_and(|c| c.format >= HISTORY_FORMAT_VERSION);
         if w.history == 0 && (is_master || (w.last_id > 0 && !resync_unfinished)) {
             // A new data directory (or one from before histories) starts one.
             w.history = new_history_id();
+            w.want_checkpoint = true;
+        }
+        // A directory of an older format says so in a new checkpoint before
+        // anything of this format is written, so an older build never reads
+        // records it would misread (it refuses the directory instead).
+        if cp
+            .as_ref()
+            .is_some_and(|c| c.format < record::FORMAT_VERSION)
+        {
             w.want_checkpoint = true;
         }
         w.commit()?;
@@ -319,6 +330,7 @@ impl Writer {
                     committed: g.committed,
                     failed_at: g.failed_at,
                     failures: g.failures,
+                    alone: g.alone,
                     set_id: g.set_id,
                 };
                 t.groups.insert(g.name.clone(), st);

@@ -143,6 +143,7 @@ impl Writer {
                     committed: st.committed,
                     failed_at: st.failed_at,
                     failures: st.failures,
+                    alone: st.alone,
                 }
                 .encode();
                 let mut bytes = Vec::new();

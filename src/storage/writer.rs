@@ -798,6 +798,7 @@ impl Writer {
                     failed_at: st.failed_at,
                     failures: st.failures,
                     set_id: st.set_id,
+                    alone: st.alone,
                 });
             }
         }

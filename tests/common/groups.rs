@@ -1,5 +1,7 @@
 //! Consumer-group test helpers.
 
+use std::time::Duration;
+
 use smss::client::{Client, GroupInfo, SubEvent};
 
 /// The ids of the next batch, passing over ALIVE and STANDBY (bounded;
@@ -20,4 +22,18 @@ pub fn one_group(c: &mut Client, topic: &str) -> GroupInfo {
     let gs = c.groups(topic).expect("GROUPS");
     assert_eq!(gs.len(), 1, "{gs:?}");
     gs.into_iter().next().expect("one group")
+}
+
+/// Waits (bounded) until the topic's groups have no active subscriber: the
+/// server has seen the last one's connection end and counted what it left
+/// (the member leaves only after the failed delivery's write is answered).
+pub fn wait_inactive(c: &mut Client, topic: &str) {
+    for _ in 0..400 {
+        if c.groups(topic).expect("GROUPS").iter().all(|g| !g.active) {
+            return;
+        }
+        // Nothing to wait on from outside the server: poll.
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the group of {topic} stayed active");
 }

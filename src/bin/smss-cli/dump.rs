@@ -48,8 +48,11 @@ fn describe(offset: u64, r: &Record<'_>) -> String {
                 committed,
                 failed_at,
                 failures,
+                alone,
             }) => s.push_str(&format!(
-                " group={group} committed={committed} failed_at={failed_at} failures={failures}"
+                " group={group} committed={committed} failed_at={failed_at} failures={failures} \
+                 alone={}",
+                u8::from(alone)
             )),
             Some(GroupOp::Remove { group }) => s.push_str(&format!(" group={group} removed")),
             None => {}
