@@ -1,7 +1,8 @@
 //! The writer's side of replication: planning how to serve a slave (on the
 //! master), and on a slave applying the master's records, keeping its id
 //! lease, resetting for a full resync (moving a divergent tail aside
-//! first), and PROMOTE's new epoch.
+//! first), PROMOTE's new epoch, and the role claim (`data/role`) that
+//! PROMOTE, a step-down and `--demote` write.
 //!
 //! Runs on the writer thread, asked through the channel by the
 //! replication threads (`repl-<peer>` senders, the slave's receiver) and by
@@ -17,6 +18,7 @@ use super::lease::ID_LEASE_BLOCK;
 use super::logread;
 use super::ops::{ReplMode, ReplPlan, SnapItem, WriteOk};
 use super::record::{self, Decoded, FLAG_BATCH_MORE, Kind, Record};
+use super::role::{ROLE_FILE, RoleClaim, load_claim, store_claim};
 use super::state::Change;
 use super::writer::Writer;
 use super::{StoreError, sync_dir};
@@ -361,5 +363,56 @@ impl Writer {
             self.id_lease = lease;
         }
         self.ensure_room(bytes)
+    }
+}
+
+/// The role claim (see [`super::role`]).
+impl Writer {
+    /// Writes `claim` once everything written so far is durable: a claim
+    /// of epoch E must never outlive a crash that lost E's EPOCH record.
+    pub(super) fn claim_role(&mut self, claim: RoleClaim) -> Result<WriteOk, StoreError> {
+        self.flush_log()?;
+        self.sync_log()?;
+        store_claim(&self.dir, claim)?;
+        info!(
+            "role claim: {} of epoch {} ({})",
+            claim.role,
+            claim.epoch,
+            self.dir.join(ROLE_FILE).display()
+        );
+        Ok(WriteOk::Done)
+    }
+
+    /// `--demote`: the records after the point where this server was
+    /// promoted are its own epoch's: they go to `diverged/` (never deleted),
+    /// the rest is reset so a full resync from the master follows, and the
+    /// claim says slave.
+    pub(super) fn demote(&mut self) -> Result<WriteOk, StoreError> {
+        let Some(RoleClaim {
+            role: Role::Master,
+            epoch,
+        }) = load_claim(&self.dir)?
+        else {
+            return Ok(WriteOk::Done);
+        };
+        // Not found (an epoch from a reset history): keep nothing in place.
+        let keep = self
+            .epochs
+            .iter()
+            .find(|e| e.epoch == epoch)
+            .map_or(0, |e| e.prev_last_id);
+        warn!(
+            "--demote: this server was the master of epoch {epoch}; the records after event \
+             id {keep} are moved aside and its data is copied anew from its master"
+        );
+        self.repl_reset(0, Some(keep))?;
+        store_claim(
+            &self.dir,
+            RoleClaim {
+                role: Role::Slave,
+                epoch,
+            },
+        )?;
+        Ok(WriteOk::Done)
     }
 }

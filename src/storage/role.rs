@@ -15,10 +15,6 @@ use std::fs::File;
 use std::io::Write as _;
 use std::path::Path;
 
-use log::{info, warn};
-
-use super::ops::WriteOk;
-use super::writer::Writer;
 use super::{StoreError, sync_dir};
 use crate::replication::Role;
 
@@ -80,56 +76,6 @@ pub(super) fn store_claim(dir: &Path, claim: RoleClaim) -> Result<(), StoreError
         .map_err(|e| StoreError::io("fsync role claim", &tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename role claim", &path, e))?;
     sync_dir(dir)
-}
-
-impl Writer {
-    /// Writes `claim` once everything written so far is durable: a claim
-    /// of epoch E must never outlive a crash that lost E's EPOCH record.
-    pub(super) fn claim_role(&mut self, claim: RoleClaim) -> Result<WriteOk, StoreError> {
-        self.flush_log()?;
-        self.sync_log()?;
-        store_claim(&self.dir, claim)?;
-        info!(
-            "role claim: {} of epoch {} ({})",
-            claim.role,
-            claim.epoch,
-            self.dir.join(ROLE_FILE).display()
-        );
-        Ok(WriteOk::Done)
-    }
-
-    /// `--demote`: the records after the point where this server was
-    /// promoted are its own epoch's: they go to `diverged/` (never deleted),
-    /// the rest is reset so a full resync from the master follows, and the
-    /// claim says slave.
-    pub(super) fn demote(&mut self) -> Result<WriteOk, StoreError> {
-        let Some(RoleClaim {
-            role: Role::Master,
-            epoch,
-        }) = load_claim(&self.dir)?
-        else {
-            return Ok(WriteOk::Done);
-        };
-        // Not found (an epoch from a reset history): keep nothing in place.
-        let keep = self
-            .epochs
-            .iter()
-            .find(|e| e.epoch == epoch)
-            .map_or(0, |e| e.prev_last_id);
-        warn!(
-            "--demote: this server was the master of epoch {epoch}; the records after event \
-             id {keep} are moved aside and its data is copied anew from its master"
-        );
-        self.repl_reset(0, Some(keep))?;
-        store_claim(
-            &self.dir,
-            RoleClaim {
-                role: Role::Slave,
-                epoch,
-            },
-        )?;
-        Ok(WriteOk::Done)
-    }
 }
 
 #[cfg(test)]
