@@ -32,6 +32,7 @@ pub(crate) mod lease;
 pub(crate) mod logread;
 mod logscan;
 pub(crate) mod ops;
+mod persist;
 pub(crate) mod reader;
 pub mod record;
 pub(crate) mod recovery;
