@@ -11,9 +11,9 @@
 //! and visible to INFO and SUB.
 //!
 //! This file owns the loop and the files: commit, flush, sync, segment roll
-//! and poisoning; [`super::persist`] writes the checkpoints. Live writes, crash-recovery replay
-//! ([`super::recovery`]) and — later — replication all change the writer's
-//! state through [`super::apply`], the one apply path.
+//! and poisoning; [`super::persist`] writes the checkpoints. Live writes,
+//! crash-recovery replay ([`super::recovery`]) and replication all change
+//! the writer's state through [`super::apply`], the one apply path.
 //!
 //! A failed write or fsync *poisons* the writer: every later write is refused
 //! with `ERR INTERNAL` until restart (STATS shows `writer_poisoned 1`), since
