@@ -456,10 +456,16 @@ pub(super) fn terminator(buf: &[u8]) -> Result<usize, Stop> {
     frame_payload(buf, 0, 0).map(|(_, end)| end)
 }
 
-/// The `n` payload bytes at `start` and the offset just past their terminator
-/// (`\r\n`, or a bare `\n`). Checks lengths only; copies nothing.
+/// The `n` payload bytes at `start` and the offset just past their `\r\n`.
+/// Exactly CRLF: unlike a line, a payload may not end in a bare `\n`, so a
+/// length off by one is lost framing, never a payload silently cut or
+/// grown by a `\r`. Checks lengths only; copies nothing.
 fn frame_payload(buf: &[u8], start: usize, n: usize) -> Result<(&[u8], usize), Stop> {
-    let not_crlf = || Stop::Fatal(bad("payload not followed by CRLF"));
+    let not_crlf = || {
+        Stop::Fatal(bad(
+            "payload not followed by CRLF (exactly <n> bytes, then \\r\\n)",
+        ))
+    };
     let Some(end) = start.checked_add(n) else {
         return Err(Stop::Fatal(ProtoError::new(
             ErrCode::TooBig,
@@ -471,7 +477,6 @@ fn frame_payload(buf: &[u8], start: usize, n: usize) -> Result<(&[u8], usize), S
     };
     match buf.get(end) {
         None => Err(Stop::NeedMore),
-        Some(b'\n') => Ok((payload, end + 1)),
         Some(b'\r') => match buf.get(end + 1) {
             None => Err(Stop::NeedMore),
             Some(b'\n') => Ok((payload, end + 2)),
@@ -935,7 +940,7 @@ mod tests {
 
         let mut input = format!("DPUB t 1 {}\n", payload.len()).into_bytes();
         input.extend_from_slice(payload);
-        input.extend_from_slice(b"\n");
+        input.extend_from_slice(b"\r\n");
         assert_eq!(
             req(&input),
             Request::DPub {
@@ -968,22 +973,42 @@ mod tests {
     }
 
     #[test]
-    fn bare_newline_is_accepted() {
+    fn a_bare_newline_ends_a_line_but_never_a_payload() {
         assert_eq!(req(b"STATS\n"), Request::Stats);
         assert_eq!(
-            req(b"PUB t 2\nab\n"),
+            req(b"PUB t 2\nab\r\n"),
             Request::Pub {
                 topic: "t".into(),
                 msg: msg(b"", b"ab")
             }
         );
         assert_eq!(
-            req(b"MPUB t 2\n1\na\r\n1 k=v\r\nb\n"),
+            req(b"MPUB t 2\n1\na\r\n1 k=v\nb\r\n"),
             Request::MPub {
                 topic: "t".into(),
                 msgs: vec![msg(b"", b"a"), msg(b"k=v", b"b")]
             }
         );
+        // A payload followed by anything but CRLF is lost framing: a length
+        // off by one never stores the wrong bytes.
+        for bad in [
+            &b"PUB t 2\r\nab\n"[..],
+            b"PUB t 4\r\nabc\r\n",
+            b"PUB t 3\r\nabc\n",
+            b"PUB t 2\r\nabc\r\n",
+            b"DPUB t 5 3\r\nabc\n",
+            b"MPUB t 1\r\n3\r\nabc\n",
+            b"MPUB t 2\r\n1\r\na\n1\r\nb\r\n",
+        ] {
+            let show = String::from_utf8_lossy(bad);
+            match parse_request(bad, &LIM) {
+                Parsed::Fatal { err, .. } => {
+                    assert_eq!(err.code, ErrCode::BadReq, "{show:?}");
+                    assert!(err.msg.contains("CRLF"), "{show:?}: {}", err.msg);
+                }
+                other => panic!("{show:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

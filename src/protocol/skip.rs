@@ -321,7 +321,7 @@ mod tests {
     fn a_skipped_request_gets_what_a_parsed_one_would() {
         let inputs: [&[u8]; 8] = [
             b"PING\r\nPUB t 5 a=b\r\nhe\r\nl\r\nMPUB t 3\r\n3 k=v\r\nabc\r\n0\r\n\r\n4 x=1\r\n\0\r\n\n\r\nACK\r\n",
-            b"pub t 0\n\ndpub t 10 2 h=1\n\r\n\nmpub t 1\n0\n\ninfo t\n",
+            b"pub t 0\n\r\ndpub t 10 2 h=1\n\r\n\r\nmpub t 1\n0\n\r\ninfo t\n",
             // Its own BADREQ: bad topic, header, delay, extra token, message line.
             b"PUB bad/t 3\r\nabc\r\nPUB t 1 k\r\nx\r\nDPUB t 0 1\r\nx\r\nMPUB t 2 x\r\n1\r\na\r\n1\r\nb\r\nPING\r\n",
             b"MPUB t 3\r\n1\r\na\r\n2 k\r\nbc\r\n1 =v\r\nc\r\nMPUB bad/t 2\r\n1 k\r\na\r\n1\r\nb\r\n",
