@@ -371,6 +371,38 @@ fn framing_errors_close_the_connection_after_the_err_and_write_nothing() {
             "BADREQ",
             "MPUB payload not followed by CRLF",
         ),
+        // A length one too long swallows the \r; one too short leaves a
+        // byte; a bare LF after a payload is no CRLF either.
+        (
+            b"PUB t 4\r\nabc\r\n".to_vec(),
+            "BADREQ",
+            "PUB length one too long",
+        ),
+        (
+            b"PUB t 3\r\nabc\n".to_vec(),
+            "BADREQ",
+            "PUB payload then LF",
+        ),
+        (
+            b"DPUB t 50 4\r\nabc\r\n".to_vec(),
+            "BADREQ",
+            "DPUB length one too long",
+        ),
+        (
+            b"DPUB t 50 3\r\nabc\n".to_vec(),
+            "BADREQ",
+            "DPUB payload then LF",
+        ),
+        (
+            b"MPUB t 2\r\n1\r\na\r\n2\r\nb\r\n".to_vec(),
+            "BADREQ",
+            "MPUB length one too long",
+        ),
+        (
+            b"MPUB t 1\r\n1\r\na\n".to_vec(),
+            "BADREQ",
+            "MPUB payload then LF",
+        ),
     ];
     for (req, code, what) in &cases {
         let mut raw = server.raw();
