@@ -14,7 +14,7 @@ use super::StoreError;
 use super::lease::{ID_LEASE_BLOCK, store_lease};
 use super::now_ms;
 use super::ops::{WriteError, WriteOk, WriteOp, WriteResult};
-use super::record::{self, DeleteReason, FLAG_BATCH_MORE, Kind, Record};
+use super::record::{self, FLAG_BATCH_MORE, Kind, Record};
 use super::writer::Writer;
 use crate::protocol::Message;
 use crate::replication::Role;
@@ -29,6 +29,12 @@ impl Writer {
         let now = now_ms();
         if self.broker.role() == Role::Master
             && let Err(e) = self.keep_id_room()
+        {
+            return self.fail(e);
+        }
+        // A topic past its life does not exist, timer or not.
+        if let Some(topic) = op.topic()
+            && let Err(e) = self.expire_if_due(topic, now)
         {
             return self.fail(e);
         }
@@ -48,21 +54,7 @@ impl Writer {
                 if current.is_none() || create_id.is_some_and(|c| Some(c) != current) {
                     return Err(WriteError::NoTopic(topic));
                 }
-                let id = self.last_id + 1;
-                let r = self.append(&Record {
-                    event_id: id,
-                    timestamp_ms: now,
-                    kind: Kind::Delete,
-                    flags: 0,
-                    topic: &topic,
-                    headers: b"",
-                    body: &[reason as u8],
-                });
-                if r.is_ok() && reason == DeleteReason::Expired {
-                    info!("topic {topic} expired (event id {id})");
-                    self.counts.topics_expired += 1;
-                }
-                r.map(|_| WriteOk::Id(id))
+                self.append_delete(&topic, reason, now).map(WriteOk::Id)
             }
             WriteOp::Pub { topic, msg } => {
                 if !self.topics.contains_key(&topic) {

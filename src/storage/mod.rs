@@ -30,6 +30,7 @@ pub(crate) mod handles;
 pub(crate) mod index;
 pub(crate) mod lease;
 pub(crate) mod logread;
+mod lifetimes;
 mod logscan;
 pub(crate) mod ops;
 mod persist;

@@ -133,6 +133,22 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// The topic a client's or a timer's request names (not replication's).
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            WriteOp::Create { topic, .. }
+            | WriteOp::Delete { topic, .. }
+            | WriteOp::Pub { topic, .. }
+            | WriteOp::MPub { topic, .. }
+            | WriteOp::DPub { topic, .. }
+            | WriteOp::GroupCommit { topic, .. }
+            | WriteOp::GroupFailed { topic, .. }
+            | WriteOp::GroupDel { topic, .. }
+            | WriteOp::DeadLetter { topic, .. } => Some(topic),
+            _ => None,
+        }
+    }
+
     /// Replication's own requests: their answers never wait for a slave's
     /// acknowledgement under semi-sync. A slave's REPL plan held behind a
     /// group that waits for that very slave would wait for itself.

@@ -224,6 +224,11 @@ impl Writer {
         {
             w.want_checkpoint = true;
         }
+        // Lifetimes that ended while the server was down end now, before
+        // it serves anything or its timers fire a delayed message for them.
+        if is_master {
+            w.expire_ended(super::now_ms());
+        }
         w.commit()?;
         // What survived the crash is the durable log now.
         w.publish_durable();

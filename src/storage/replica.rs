@@ -348,6 +348,9 @@ impl Writer {
     pub(super) fn promote(&mut self) -> Result<WriteOk, StoreError> {
         let id = self.start_epoch(self.epoch() + 1)?;
         info!("promoted: a master from event id {id} on");
+        // The slave's timers waited for the master: lifetimes over by now
+        // end before any delayed message fires.
+        self.expire_ended(super::now_ms());
         Ok(WriteOk::Id(id))
     }
 
