@@ -891,7 +891,8 @@ mod tests {
                 after: 5,
                 history: 0xff,
                 epoch: 2,
-                empty: true
+                empty: true,
+                ..ReplArgs::default()
             })
         );
         assert_eq!(req(b"PROMOTE\r\n"), Request::Promote);
