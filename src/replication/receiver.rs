@@ -237,11 +237,20 @@ fn session(b: &Broker, master: &str, event: Option<u64>, node: u64) -> Result<En
     } else {
         b.last_event_id()
     };
-    link.send(&format!(
-        "REPL {after} history={history:016x} epoch={epoch} empty={} node={node:016x}",
+    let repl = format!(
+        "REPL {after} history={history:016x} epoch={epoch} empty={}",
         u8::from(empty)
-    ))?;
-    let ok = parse_repl_ok(&link.line()?)?;
+    );
+    link.send(&format!("{repl} node={node:016x}"))?;
+    let mut reply = link.line()?;
+    if older_master(&reply) {
+        // A master from before `node=` refuses the argument and stays in
+        // command mode: ask again as an older slave (short RECS, no lag
+        // under load, listed per connection).
+        link.send(&repl)?;
+        reply = link.line()?;
+    }
+    let ok = parse_repl_ok(&reply)?;
     let master_history = ok.history;
     match ok.answer {
         Answer::Stream => {
@@ -330,6 +339,13 @@ fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, String> {
     }
 }
 
+/// The master's refusal of `node=`, as a master from before it words it.
+fn older_master(reply: &str) -> bool {
+    reply.starts_with("ERR BADREQ ")
+        && (reply.contains("too many arguments for REPL")
+            || reply.contains("unknown REPL option 'node'"))
+}
+
 /// A frame said where the master stands (the long `RECS` form).
 fn heard(b: &Broker, at: Option<MasterPos>) {
     if let Some(at) = at {
@@ -358,6 +374,20 @@ mod tests {
         assert_eq!(first_timestamp(&rec), Some(1_700_000_000_123));
         assert_eq!(first_timestamp(&rec[..23]), None);
         assert_eq!(first_timestamp(&[]), None);
+    }
+
+    #[test]
+    fn an_older_master_is_told_from_other_refusals() {
+        assert!(older_master(
+            "ERR BADREQ too many arguments for REPL (at most 4): usage: REPL <after_event_id> \
+             [history=<hex>] [epoch=<n>] [empty=0|1]"
+        ));
+        assert!(older_master(
+            "ERR BADREQ unknown REPL option 'node' (history, epoch, empty)"
+        ));
+        assert!(!older_master("ERR BADREQ the slave's data belongs to history 1"));
+        assert!(!older_master("ERR NOAUTH too many arguments for REPL"));
+        assert!(!older_master("OK 0000000000000001 0 stream"));
     }
 
     #[test]
