@@ -475,7 +475,14 @@ impl Conn {
         for s in &slaves {
             let lag = replication::sender::slave_lag(b, s);
             let out = &mut self.wire.out;
-            encode_slave(out, &s.addr, s.acked_id, lag.events, lag.ms, s.state.as_str());
+            encode_slave(
+                out,
+                &s.addr,
+                s.acked_id,
+                lag.events,
+                lag.ms,
+                s.state.as_str(),
+            );
         }
     }
 }

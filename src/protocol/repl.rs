@@ -302,7 +302,11 @@ mod tests {
 
     #[test]
     fn repl_answers() {
-        for answer in [Answer::Stream, Answer::Full, Answer::Diverged { keep_id: 12 }] {
+        for answer in [
+            Answer::Stream,
+            Answer::Full,
+            Answer::Diverged { keep_id: 12 },
+        ] {
             let ok = ReplOk {
                 history: 0xabc,
                 epoch: 3,
@@ -333,7 +337,9 @@ mod tests {
     fn acks() {
         assert_eq!(text(|o| encode_ack(o, 42)), "ACK 42\r\n");
         assert_eq!(parse_ack("ACK 42"), Some(42));
-        for bad in ["ACK", "ACK ", "ACK x", "ACK 1 2", "ack 1", "NACK 1", "ACK -1"] {
+        for bad in [
+            "ACK", "ACK ", "ACK x", "ACK 1 2", "ack 1", "NACK 1", "ACK -1",
+        ] {
             assert_eq!(parse_ack(bad), None, "{bad}");
         }
     }

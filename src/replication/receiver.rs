@@ -385,7 +385,9 @@ mod tests {
         assert!(older_master(
             "ERR BADREQ unknown REPL option 'node' (history, epoch, empty)"
         ));
-        assert!(!older_master("ERR BADREQ the slave's data belongs to history 1"));
+        assert!(!older_master(
+            "ERR BADREQ the slave's data belongs to history 1"
+        ));
         assert!(!older_master("ERR NOAUTH too many arguments for REPL"));
         assert!(!older_master("OK 0000000000000001 0 stream"));
     }

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::stats::{self, Lag};
+use crate::stats;
+// The lag definition, where replication's users (and tests) find it.
+pub use crate::stats::{Lag, lag_events};
 
 /// How a slave's replication is going (`repl_state`; SLAVES' state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -319,7 +321,13 @@ mod node_tests {
         m.heard(100, 10_300, t0);
         m.missing_ts_ms = 10_000;
         let later = t0 + Duration::from_millis(200);
-        assert_eq!(m.lag(60, later), Lag { events: 40, ms: 500 });
+        assert_eq!(
+            m.lag(60, later),
+            Lag {
+                events: 40,
+                ms: 500
+            }
+        );
         // Everything applied: caught up whatever the times say.
         assert_eq!(m.lag(100, later), Lag::default());
         // Lacking only records the master had not made durable: 0 ms.
