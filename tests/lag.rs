@@ -288,13 +288,18 @@ fn under_steady_load_the_slave_knows_the_masters_position_without_heartbeats() {
     );
 }
 
-/// Publishes 1 MiB MPUBs to `addr` until `stop`; counts the bytes.
+/// Most bytes [`heavy_load`] writes: well past what the socket buffers
+/// between master and slave hold, without filling the disk.
+const HEAVY_MAX_BYTES: u64 = 128 << 20;
+
+/// Publishes 1 MiB MPUBs to `addr` until `stop` or [`HEAVY_MAX_BYTES`];
+/// counts the bytes.
 fn heavy_load(addr: String, stop: Arc<AtomicBool>, bytes: Arc<AtomicU64>) {
     let mut c = Client::connect(&addr).expect("connect the publisher");
     c.set_timeout(Some(WAIT)).expect("timeout");
     let body = vec![b'z'; 64 << 10];
     let batch: Vec<&[u8]> = vec![&body[..]; 16];
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && bytes.load(Ordering::Relaxed) < HEAVY_MAX_BYTES {
         c.mpublish("heavy", &batch).expect("MPUB under load");
         bytes.fetch_add(16 << 16, Ordering::Relaxed);
     }
