@@ -70,9 +70,6 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
     // A socket this server cannot use is a session that cannot stream: the
     // slave gets no answer and tries again.
     let stream = wire.try_clone_stream()?;
-    // Writes to a frozen slave block once the socket buffers are full: they
-    // fail after the replication setting, not after `timeout.net.write`.
-    stream.set_write_timeout(Some(silence))?;
     let kick: Kick = {
         let (a, s) = (Arc::clone(&acks), stream.try_clone()?);
         Box::new(move || {
@@ -147,6 +144,10 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
             (after_id, Some(snapshot))
         }
     };
+    // Writes to a frozen slave block once the socket buffers are full: they
+    // fail after the replication setting, not after `timeout.net.write`
+    // (which a refused REPL, back in command mode, keeps).
+    stream.set_write_timeout(Some(silence))?;
     wire.flush()?;
     info!("{peer}: replicating the records after event id {after}");
     // Streaming once the slave acknowledges the resync point (at once for
