@@ -213,15 +213,31 @@ fn a_slave_copying_a_backlog_shows_its_lag_and_so_does_its_master() {
     );
 }
 
-/// Publishes small batches to `addr` until `stop`, counting the last id.
-fn steady_load(addr: String, stop: Arc<AtomicBool>, last: Arc<AtomicU64>) {
-    let mut c = Client::connect(&addr).expect("connect the publisher");
-    c.set_timeout(Some(WAIT)).expect("timeout");
+/// Publishes small batches to `addr` until `stop`, counting the last id;
+/// a failed MPUB ends it with the error, for the test to show.
+fn steady_load(addr: String, stop: Arc<AtomicBool>, last: Arc<AtomicU64>) -> Result<(), String> {
+    let mut c = Client::connect(&addr).map_err(|e| format!("connect the publisher: {e}"))?;
+    c.set_timeout(Some(WAIT))
+        .map_err(|e| format!("timeout: {e}"))?;
     let body = [b'y'; 200];
     let batch: Vec<&[u8]> = vec![&body[..]; 20];
     while !stop.load(Ordering::Relaxed) {
-        let (_, id) = c.mpublish("load", &batch).expect("MPUB under load");
+        let (_, id) = c.mpublish("load", &batch).map_err(|e| {
+            format!(
+                "MPUB under load after id {}: {e}",
+                last.load(Ordering::Relaxed)
+            )
+        })?;
         last.store(id, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Panics with the publisher's error if it has ended.
+fn assert_still_loading(load: &mut Option<std::thread::JoinHandle<Result<(), String>>>) {
+    if load.as_ref().is_some_and(|l| l.is_finished()) {
+        let ended = load.take().map(|l| l.join());
+        panic!("the load ended early: {ended:?}");
     }
 }
 
@@ -240,12 +256,13 @@ fn under_steady_load_the_slave_knows_the_masters_position_without_heartbeats() {
             Arc::clone(&stop),
             Arc::clone(&published),
         );
-        std::thread::spawn(move || steady_load(a, st, p))
+        Some(std::thread::spawn(move || steady_load(a, st, p)))
     };
+    let mut load = load;
     // A heartbeat goes out only after a second without records: under
     // this load the slave can learn the master's position only from the
     // record frames.
-    for round in 0..5 {
+    for _ in 0..5 {
         let acked = last_id(&mut m);
         let st = poll("the slave to learn a recent master position", || {
             let st = Stats::of(&mut s);
@@ -256,17 +273,17 @@ fn under_steady_load_the_slave_knows_the_masters_position_without_heartbeats() {
             }
         });
         st.assert_consistent_lag();
-        assert!(
-            !load.is_finished(),
-            "round {round}: the load stopped (it panicked?)"
-        );
+        assert_still_loading(&mut load);
         let slaves = m.slaves().expect("SLAVES");
         assert_eq!(slaves.len(), 1, "{slaves:?}");
         assert_eq!(slaves[0].state, "streaming", "{slaves:?}");
     }
     let still = published.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
-    load.join().expect("the publisher");
+    if let Some(l) = load {
+        let ended = l.join().expect("the publisher thread");
+        assert_eq!(ended, Ok(()), "the publisher");
+    }
     assert!(still > 0);
     let last = last_id(&mut m);
     let seen = wait_one_streaming(&mut m, last, true);
