@@ -73,6 +73,14 @@ impl Stats {
     }
 }
 
+/// Held by the tests that write tens of MiB, so they do not write at the
+/// same time and stall each other's writers on the shared disk.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy_turn() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn store_fast() -> Opts {
     // The log's durability is not under test: no fsync keeps the big
     // backlogs quick to write on both sides.
@@ -114,14 +122,16 @@ fn wait_one_streaming(m: &mut Client, last: u64, resync: bool) -> SlaveInfo {
 
 #[test]
 fn a_slave_copying_a_backlog_shows_its_lag_and_so_does_its_master() {
+    let _turn = heavy_turn();
     let started = Instant::now();
     let (mdir, sdir) = (common::tempdir(), common::tempdir());
     let master = Server::start_with(mdir.path(), &store_fast());
     let mut m = master.client();
     m.create("t", 0).expect("create");
     // More than the loopback socket buffers can hold (4 MiB sent, up to
-    // 32 MiB received), so a slave that has begun copying is far from done.
-    let last = publish_backlog(&mut m, "t", 1536, 64 << 10);
+    // 32 MiB received) with a slave's apply batch (8 MiB), so a slave that
+    // has begun copying is far from done.
+    let last = publish_backlog(&mut m, "t", 1152, 64 << 10);
     assert_eq!(last_id(&mut m), last, "the master acknowledged all of it");
 
     let slave = Server::start_with_args(sdir.path(), &store_fast(), &slave_args(&master.addr, &[]));
@@ -307,7 +317,7 @@ fn under_steady_load_the_slave_knows_the_masters_position_without_heartbeats() {
 
 /// Most bytes [`heavy_load`] writes: well past what the socket buffers
 /// between master and slave hold, without filling the disk.
-const HEAVY_MAX_BYTES: u64 = 128 << 20;
+const HEAVY_MAX_BYTES: u64 = 80 << 20;
 
 /// Publishes 1 MiB MPUBs to `addr` until `stop` or [`HEAVY_MAX_BYTES`];
 /// counts the bytes.
@@ -325,6 +335,7 @@ fn heavy_load(addr: String, stop: Arc<AtomicBool>, bytes: Arc<AtomicU64>) {
 #[test]
 fn a_frozen_slave_is_dropped_after_slave_timeout_ms_and_comes_back_once() {
     const TIMEOUT_MS: u64 = 2000;
+    let _turn = heavy_turn();
     let (mdir, sdir) = (common::tempdir(), common::tempdir());
     // A short socket write timeout for clients: the slave's sender must
     // not use it, or the frozen slave would go ~0.1 s after its buffers fill.
