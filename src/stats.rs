@@ -14,6 +14,9 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::replication::Role;
+#[cfg(test)]
+use crate::storage::ids::EPOCH_ID_BITS;
+use crate::storage::ids::range_start;
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -88,10 +91,6 @@ impl ReplGauges {
     }
 }
 
-/// Event ids of one epoch share the bits above this shift: epoch E's ids
-/// start at `E << 48` (epoch 0 keeps the ids it always had).
-pub const EPOCH_ID_SHIFT: u32 = 48;
-
 /// How far a slave is behind its master: the one definition both sides
 /// use, the master for each slave in SLAVES (`lag_events`, `lag_ms`), the
 /// slave for itself in STATS (`replication_lag_events`,
@@ -130,7 +129,7 @@ pub fn lag_events(have: u64, last: u64) -> u64 {
     if have >= last {
         return 0;
     }
-    let range_start = (last >> EPOCH_ID_SHIFT) << EPOCH_ID_SHIFT;
+    let range_start = range_start(last);
     if have >= range_start {
         last - have
     } else {
@@ -395,21 +394,21 @@ mod tests {
         assert_eq!(lag_events(7, 10), 3);
         // Epoch 0's ids, with today's jumps at a PROMOTE, are plain ids.
         assert_eq!(lag_events(2, 1_048_579), 1_048_577);
-        let e3 = 3 << EPOCH_ID_SHIFT;
+        let e3 = 3 << EPOCH_ID_BITS;
         assert_eq!(lag_events(e3 + 5, e3 + 9), 4);
         assert_eq!(lag_events(u64::MAX - 1, u64::MAX), 1);
     }
 
     #[test]
     fn lag_events_does_not_count_the_jump_to_a_new_epoch() {
-        let e1 = 1 << EPOCH_ID_SHIFT;
+        let e1 = 1 << EPOCH_ID_BITS;
         // Behind by three records of epoch 1: not 2^48 of them.
         assert_eq!(lag_events(1_100_002, e1 + 3), 3);
         // The new epoch's first id (its EPOCH record) alone: still behind.
         assert_eq!(lag_events(1_100_002, e1), 1);
         assert_eq!(lag_events(5, e1 + 1), 1);
         // Epochs skipped: counted from the newest range's start as well.
-        assert_eq!(lag_events(e1 + 10, (4 << EPOCH_ID_SHIFT) + 7), 7);
+        assert_eq!(lag_events(e1 + 10, (4 << EPOCH_ID_BITS) + 7), 7);
         // A slave ahead (an old master's tail) lags by nothing.
         assert_eq!(lag_events(e1 + 3, 1_100_002), 0);
     }

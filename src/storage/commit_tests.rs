@@ -236,7 +236,7 @@ fn a_failed_fsync_fails_the_group_poisons_and_leaves_nothing() {
 
 #[test]
 fn a_master_near_the_end_of_its_ids_starts_the_next_but_one_epoch_itself() {
-    use super::epochs::{epoch_base, epoch_limit};
+    use super::ids::{epoch_base, epoch_limit};
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => panic!("tempdir: {e}"),
