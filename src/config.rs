@@ -29,9 +29,9 @@ mod legacy;
 mod replication;
 
 pub use self::error::ConfigError;
-pub use self::replication::ReplicationConfig;
 use self::error::invalid;
 pub use self::legacy::{IgnoredKey, LegacyKey};
+pub use self::replication::ReplicationConfig;
 
 /// Where the server looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/config.yaml";

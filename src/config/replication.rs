@@ -6,8 +6,8 @@
 
 use serde::Deserialize;
 
-use super::error::{ConfigError, invalid};
 use super::check_ms;
+use super::error::{ConfigError, invalid};
 
 /// `replication:` — master-slave replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +110,10 @@ mod tests {
     #[test]
     fn defaults_and_checks() {
         let d = ReplicationConfig::default();
-        assert_eq!((d.min_slaves, d.peer.clone(), d.slave_timeout_ms), (0, None, 10_000));
+        assert_eq!(
+            (d.min_slaves, d.peer.clone(), d.slave_timeout_ms),
+            (0, None, 10_000)
+        );
         assert!(d.validate().is_ok());
         let bad = |c: ReplicationConfig, key: &str| match c.validate() {
             Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),

@@ -18,6 +18,7 @@ mod apply;
 mod chain;
 pub mod check;
 pub(crate) mod checkpoint;
+mod checkpointer;
 #[cfg(test)]
 mod commit_tests;
 mod delayed;

@@ -10,8 +10,8 @@
 //! `OK` therefore means the record is in the log (fsynced under `always`)
 //! and visible to INFO and SUB.
 //!
-//! This file owns the loop and the files: commit, flush, sync, segment roll,
-//! poisoning and checkpoints. Live writes, crash-recovery replay
+//! This file owns the loop and the files: commit, flush, sync, segment roll
+//! and poisoning; checkpoints are written by [`super::checkpointer`]. Live writes, crash-recovery replay
 //! ([`super::recovery`]) and — later — replication all change the writer's
 //! state through [`super::apply`], the one apply path.
 //!
@@ -30,11 +30,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{error, info, warn};
 
-use super::checkpoint::{Checkpoint, DelayedMeta, EpochMeta, GroupMeta, TopicMeta};
+use super::checkpoint::EpochMeta;
 use super::index::ENTRY_LEN;
 use super::lease::store_lease;
 use super::ops::{HeldReplies, TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
-use super::record::FORMAT_VERSION;
 use super::segment::Segment;
 use super::state::{Change, GroupCounts, Pending, WTopic};
 use super::tail::TailPos;
@@ -55,8 +54,6 @@ const MAX_GROUP_BYTES: usize = 8 << 20;
 /// With no writes, write a checkpoint this long after the last one if the
 /// log moved, so a restart after an idle period replays nothing.
 const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
-/// A checkpoint that failed for want of a resource is tried again after this.
-const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
 
 /// The writer's settings, taken from the config once.
 #[derive(Debug, Clone)]
@@ -124,7 +121,7 @@ pub struct Writer {
     pub(super) undo: UndoLog,
     pub(super) counts: GroupCounts,
     /// After a checkpoint failed for want of a resource, not before this.
-    checkpoint_retry_at: Option<Instant>,
+    pub(super) checkpoint_retry_at: Option<Instant>,
     /// Ids up to this may have been handed out (see [`super::lease`]); on
     /// a slave, the master's lease.
     pub(super) id_lease: u64,
@@ -367,28 +364,6 @@ impl Writer {
         }
     }
 
-    fn checkpoint_due(&self) -> bool {
-        self.poisoned.is_none()
-            && (self.want_checkpoint || self.since_checkpoint >= self.tuning.checkpoint_bytes)
-            && self.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
-    }
-
-    /// A checkpoint only shortens the next replay: one that fails for want
-    /// of a resource (a full disk) is retried later; a failed fsync poisons.
-    fn try_checkpoint(&mut self) {
-        match self.checkpoint() {
-            Ok(()) => self.checkpoint_retry_at = None,
-            Err(e) if e.is_sync_failure() => self.poison(&e),
-            Err(e) => {
-                warn!(
-                    "checkpoint failed, retrying in {}s: {e}",
-                    CHECKPOINT_RETRY.as_secs()
-                );
-                self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
-            }
-        }
-    }
-
     /// After a failed fsync nothing about the files can be trusted: refuse
     /// every later write until restart (recovery then checks the log).
     pub(super) fn poison(&mut self, e: &StoreError) {
@@ -456,7 +431,7 @@ impl Writer {
         Ok(())
     }
 
-    fn sync_log(&mut self) -> Result<(), StoreError> {
+    pub(super) fn sync_log(&mut self) -> Result<(), StoreError> {
         if !self.log_unsynced {
             return Ok(());
         }
@@ -736,89 +711,6 @@ impl Writer {
             self.publish_durable();
         }
         Stats::add(&self.broker.stats.commits, 1);
-    }
-
-    /// Makes the index files and the log durable, then writes a checkpoint
-    /// at the current position. Call only after a successful commit.
-    pub(super) fn checkpoint(&mut self) -> Result<(), StoreError> {
-        self.sync_log()?;
-        self.publish_durable();
-        let mut topics = Vec::with_capacity(self.topics.len());
-        for t in self.topics.values_mut() {
-            if t.unsynced {
-                // Any descriptor of the file will do: fsync flushes the file.
-                let files = &self.broker.index_files;
-                files
-                    .get(&t.shared.name, t.shared.create_id)?
-                    .sync_data()
-                    .map_err(|e| {
-                        let path = files.path(&t.shared.name, t.shared.create_id);
-                        StoreError::io("fsync index", &path, e)
-                    })?;
-                t.unsynced = false;
-            }
-            topics.push(TopicMeta {
-                name: t.shared.name.clone(),
-                create_id: t.shared.create_id,
-                created_ms: t.shared.created_ms,
-                expires_ms: t.shared.expires_ms,
-                entries: t.state.entries,
-                first_entry: t.state.first_entry,
-                first_id: t.state.first_id,
-                last_id: t.state.last_id,
-            });
-        }
-        sync_dir(&self.index_dir)?;
-        topics.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut delayed: Vec<DelayedMeta> = self
-            .pending
-            .iter()
-            .map(|(&id, p)| DelayedMeta {
-                id,
-                due_ms: p.due_ms,
-                pos: p.pos,
-                len: p.len,
-                topic: p.topic.clone(),
-            })
-            .collect();
-        delayed.sort_by_key(|d| d.id);
-        let mut groups = Vec::new();
-        for (name, t) in &self.topics {
-            for (g, st) in &t.groups {
-                groups.push(GroupMeta {
-                    topic: name.clone(),
-                    name: g.clone(),
-                    committed: st.committed,
-                    failed_at: st.failed_at,
-                    failures: st.failures,
-                    set_id: st.set_id,
-                });
-            }
-        }
-        groups.sort_by(|a, b| (&a.topic, &a.name).cmp(&(&b.topic, &b.name)));
-        Checkpoint {
-            format: FORMAT_VERSION,
-            log_pos: self.next_pos(),
-            last_event_id: self.last_id,
-            history: self.history,
-            epochs: self.epochs.clone(),
-            topics,
-            delayed,
-            groups,
-        }
-        .store(&self.dir)?;
-        self.since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
-        self.want_checkpoint = false;
-        if !self.unlink_after_checkpoint.is_empty() {
-            for seg in self.unlink_after_checkpoint.drain(..) {
-                if let Err(e) = std::fs::remove_file(&seg.path) {
-                    warn!("could not remove segment {}: {e}", seg.path.display());
-                }
-            }
-            sync_dir(&self.log_dir)?;
-        }
-        Ok(())
     }
 
     /// The epoch this data is in (0 before the first PROMOTE).
