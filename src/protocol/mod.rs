@@ -77,6 +77,9 @@ pub enum ErrCode {
     NoAuth,
     /// Connection limit reached.
     Busy,
+    /// `replication.minSlaves`: too few slaves had the write in time; it
+    /// changed nothing.
+    NoSlave,
     /// The server failed; nothing was written.
     Internal,
 }
@@ -93,6 +96,7 @@ impl ErrCode {
             ErrCode::ReadOnly => "READONLY",
             ErrCode::NoAuth => "NOAUTH",
             ErrCode::Busy => "BUSY",
+            ErrCode::NoSlave => "NOSLAVE",
             ErrCode::Internal => "INTERNAL",
         }
     }
@@ -272,6 +276,7 @@ mod tests {
             (ErrCode::ReadOnly, "READONLY"),
             (ErrCode::NoAuth, "NOAUTH"),
             (ErrCode::Busy, "BUSY"),
+            (ErrCode::NoSlave, "NOSLAVE"),
             (ErrCode::Internal, "INTERNAL"),
         ];
         for (code, text) in all {

@@ -8,6 +8,7 @@
 //! that imports it: `broker` and `cli` depend on it, and the [`sender`] and
 //! [`receiver`] threads depend on `broker`.
 
+pub mod quorum;
 pub mod receiver;
 pub mod sender;
 pub mod state;

@@ -174,18 +174,23 @@ impl Sender<'_> {
         let b = self.broker;
         let io = |e: io::Error| format!("socket: {e}");
         let store = |e: crate::storage::StoreError| format!("reading the log: {e}");
+        let streaming = snapshot.is_none();
         if let Some(items) = snapshot {
             self.send_snapshot(&items)?;
             encode_line(&mut self.wire.out, &format!("SYNCED {after}"));
             self.wire.flush().map_err(io)?;
         }
-        let mut pos =
-            logread::position_after(&b.segments, b.durable.get().pos, after).map_err(store)?;
+        let (tail, mut seen_cuts) = b.durable.get_with_cuts();
+        let mut pos = logread::position_after(&b.segments, tail.pos, after).map_err(store)?;
         // The slave has everything before `pos`: retention may go that far.
         b.repl.update_slave(self.id, |s| {
             s.acked_id = s.acked_id.max(after);
             s.acked_pos = s.acked_pos.max(pos);
         });
+        if streaming {
+            // It has `after` durably already (a snapshot's is not applied yet).
+            b.repl.quorum.ack(self.id, after);
+        }
         let mut lease_sent = 0;
         let mut last_out = Instant::now();
         loop {
@@ -200,10 +205,21 @@ impl Sender<'_> {
                 encode_line(&mut self.wire.out, &format!("LEASE {lease}"));
                 lease_sent = lease;
             }
-            let tail = b.durable.get();
+            let (tail, cuts) = b.durable.get_with_cuts();
+            if cuts != seen_cuts {
+                // The writer undid records (replication.minSlaves): a slave
+                // that was sent any must move them aside and resync.
+                if !b.durable.kept_since(seen_cuts, pos) {
+                    return Err("the master undid records this slave was sent".into());
+                }
+                seen_cuts = cuts;
+            }
             if pos < tail.pos {
-                let chunk =
-                    logread::read_chunk(&b.segments, pos, tail.pos, CHUNK_BYTES).map_err(store)?;
+                let chunk = logread::read_chunk(&b.segments, pos, tail.pos, CHUNK_BYTES);
+                if b.durable.cuts() != cuts {
+                    continue; // read while records were undone: look again
+                }
+                let chunk = chunk.map_err(store)?;
                 if chunk.count > 0 {
                     encode_recs(&mut self.wire.out, chunk.count, &chunk.bytes);
                     lock(&self.acks.sent).push_back((chunk.last_id, chunk.next_pos, now_ms()));
@@ -309,6 +325,7 @@ fn read_acks(stream: TcpStream, b: &Broker, acks: &Acks, peer: &str, id: u64) {
             ));
         };
         b.repl.note_ack(acked);
+        b.repl.quorum.ack(id, acked);
         if b.config.replication.sync && !b.repl.sync_in_force() && acked >= b.last_event_id() {
             b.repl.sync_active.store(true, Ordering::Relaxed);
             info!("{peer}: slave caught up at event id {acked}; semi-sync in force again");

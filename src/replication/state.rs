@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
+use super::quorum::AckQuorum;
+
 /// How a slave's replication is going (`repl_state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LinkState {
@@ -77,6 +79,8 @@ pub struct ReplState {
     /// semi-sync releaser waits on it.
     acked: Mutex<u64>,
     acked_moved: Condvar,
+    /// Each slave connection's acknowledgements, for `replication.minSlaves`.
+    pub quorum: AckQuorum,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -95,6 +99,7 @@ impl ReplState {
             acked_ts_ms: 0,
             state: LinkState::Syncing,
         });
+        self.quorum.join(id);
         id
     }
 
@@ -106,6 +111,7 @@ impl ReplState {
 
     pub fn remove_slave(&self, id: u64) {
         lock(&self.slaves).retain(|s| s.id != id);
+        self.quorum.leave(id);
     }
 
     pub fn slaves(&self) -> Vec<SlaveInfo> {

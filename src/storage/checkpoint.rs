@@ -14,6 +14,7 @@
 //! topic <name> <create_id> <created_ms> <expires_ms> <entries> <first_entry> <first_id> <last_id>
 //! delayed <dpub_event_id> <due_ms> <log_pos> <record_len> <topic>
 //! group <topic> <name> <committed> <failed_at> <failures> <set_id>
+//! gap <first event id> <last event id>
 //! crc <crc32 of every byte before this line, 8 hex digits>
 //! ```
 //!
@@ -22,7 +23,11 @@
 //! The `format` line is the data directory's storage format version
 //! ([`FORMAT_VERSION`]): a server refuses to open a directory written in a
 //! version it does not know rather than misread it. A checkpoint without
-//! the line was written before it existed, in version 1.
+//! the line was written before it existed, in version 1. `gap` lines came
+//! with version 3: event ids this master assigned whose records are not in
+//! its log — undone because too few slaves acknowledged them
+//! (`replication.minSlaves`), or lost with a crash above the id lease — so a
+//! slave that holds such records is told to move them aside.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -72,6 +77,9 @@ pub struct Checkpoint {
     pub topics: Vec<TopicMeta>,
     pub delayed: Vec<DelayedMeta>,
     pub groups: Vec<GroupMeta>,
+    /// Ranges of event ids (first, last) assigned here whose records are not
+    /// in the log (see the module docs), ascending and disjoint.
+    pub gaps: Vec<(u64, u64)>,
 }
 
 /// A consumer group's state.
@@ -107,6 +115,7 @@ impl Default for Checkpoint {
             topics: Vec::new(),
             delayed: Vec::new(),
             groups: Vec::new(),
+            gaps: Vec::new(),
         }
     }
 }
@@ -149,6 +158,9 @@ impl Checkpoint {
                 "group {} {} {} {} {} {}",
                 g.topic, g.name, g.committed, g.failed_at, g.failures, g.set_id
             );
+        }
+        for (first, last) in &self.gaps {
+            let _ = writeln!(s, "gap {first} {last}");
         }
         let crc = crc32fast::hash(s.as_bytes());
         let _ = writeln!(s, "crc {crc:08x}");
@@ -224,6 +236,7 @@ impl Checkpoint {
                         set_id: num(f.next())?,
                     });
                 }
+                Some("gap") => cp.gaps.push((num(f.next())?, num(f.next())?)),
                 Some("delayed") => {
                     let id = num(f.next())?;
                     let due_ms = num(f.next())?;
@@ -320,6 +333,7 @@ mod tests {
                 failures: 2,
                 set_id: 99,
             }],
+            gaps: vec![(100, 104), (1_048_700, 2_097_275)],
         }
     }
 

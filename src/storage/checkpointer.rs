@@ -110,6 +110,7 @@ impl Writer {
             topics,
             delayed,
             groups,
+            gaps: self.quorum.gaps.to_vec(),
         }
         .store(&self.dir)?;
         self.since_checkpoint = 0;

@@ -32,6 +32,8 @@ pub(crate) mod lease;
 pub(crate) mod logread;
 mod logscan;
 pub(crate) mod ops;
+mod quorum;
+mod quorum_gate;
 pub(crate) mod reader;
 pub mod record;
 pub(crate) mod recovery;
@@ -70,6 +72,9 @@ pub enum StoreError {
     Version { path: PathBuf, found: u32 },
     /// An earlier failed fsync made the writer refuse writes; the text says which.
     Poisoned(String),
+    /// `replication.minSlaves`: the slaves did not acknowledge the group in
+    /// time, so it is undone like a failed write; the text says how many did.
+    NoQuorum(String),
 }
 
 impl StoreError {
@@ -124,6 +129,7 @@ impl fmt::Display for StoreError {
                 path.display()
             ),
             StoreError::Poisoned(why) => write!(f, "storage failed earlier: {why}"),
+            StoreError::NoQuorum(why) => f.write_str(why),
             StoreError::Version { path, found } => write!(
                 f,
                 "{} says the data directory is in storage format version {found}; this smss \

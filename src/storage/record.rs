@@ -21,7 +21,9 @@
 //!
 //! A `len` of 0 marks the end of the written part of a segment (zero fill).
 //!
-//! Format version 2 (version 1 had no EPOCH kind; this code reads both).
+//! Format version 3 (the records are version 2's; version 3 added the
+//! checkpoint's `gap` lines; version 1 had no EPOCH kind; this code reads
+//! all three).
 //! Changing the layout means a new version number in the checkpoint and a
 //! reader for the old layout; never reinterpret old bytes.
 
@@ -33,7 +35,7 @@ pub const HEADER_LEN: usize = 29;
 /// batch whose last record is missing, so a batch is all-or-nothing.
 pub const FLAG_BATCH_MORE: u8 = 1;
 /// The record format this code writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format this code reads (a subset of the current one).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// The topic field of records that belong to no topic (EPOCH): not a valid

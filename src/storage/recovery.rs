@@ -195,19 +195,21 @@ impl Writer {
                 "resuming event ids after the lease {lease} (last record {})",
                 w.last_id
             );
+            // None of them has a record here: a slave holding some has
+            // records this master lost.
+            w.quorum.gaps.add(w.last_id + 1, lease);
+            w.want_checkpoint = true;
             w.last_id = lease;
         }
         // A slave assigns no ids: it resumes from the last record it has,
         // and keeps the lease (its master's) for a PROMOTE.
         w.id_lease = w.last_id.max(lease);
-        // A slave's checkpoint of this format with no history was written
-        // by a reset for a full resync that did not finish: its records are
-        // part of a snapshot, and a new history would get it refused by
-        // every master. Left at 0, it asks for the resync again.
-        let resync_unfinished = !is_master
-            && cp
-                .as_ref()
-                .is_some_and(|c| c.format >= record::FORMAT_VERSION);
+        // A slave's checkpoint of a format with histories (2 on) with no
+        // history was written by a reset for a full resync that did not
+        // finish: its records are part of a snapshot, and a new history
+        // would get it refused by every master. Left at 0, it asks for the
+        // resync again.
+        let resync_unfinished = !is_master && cp.as_ref().is_some_and(|c| c.format >= 2);
         if w.history == 0 && (is_master || (w.last_id > 0 && !resync_unfinished)) {
             // A new data directory (or one from before histories) starts one.
             w.history = new_history_id();
@@ -251,6 +253,9 @@ impl Writer {
         self.last_id = cp.last_event_id;
         self.history = cp.history;
         self.epochs = cp.epochs.clone();
+        for &(first, last) in &cp.gaps {
+            self.quorum.gaps.add(first, last);
+        }
         for d in &cp.delayed {
             self.pending.insert(
                 d.id,

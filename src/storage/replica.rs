@@ -67,10 +67,16 @@ impl Writer {
             .iter()
             .find(|e| e.epoch > epoch)
             .map_or(self.last_id, |e| e.prev_last_id);
+        // Ids this master assigned whose records it undid or lost
+        // (`replication.minSlaves`, a crash above the lease): a slave that
+        // holds one keeps only what lies before them.
+        let undone = |id: u64| self.quorum.gaps.keep_for(id);
         let mode = if !empty && after_id > end_of_epoch {
             ReplMode::Diverged {
-                keep_id: end_of_epoch,
+                keep_id: undone(end_of_epoch).unwrap_or(end_of_epoch),
             }
+        } else if let Some(keep_id) = undone(after_id).filter(|_| !empty) {
+            ReplMode::Diverged { keep_id }
         } else {
             let first_retained = self.first_retained_id()?;
             if empty || after_id.saturating_add(1) < first_retained {
@@ -274,6 +280,7 @@ impl Writer {
         self.changes.push(Change::SegmentsDropped(old));
         self.sealed_bytes = 0;
         self.last_id = 0;
+        self.quorum.gaps.clear();
         // Adopted once the snapshot is in (ReplSynced): until then a
         // restart starts the resync over.
         self.history = 0;

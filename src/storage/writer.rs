@@ -34,6 +34,7 @@ use super::checkpoint::EpochMeta;
 use super::index::ENTRY_LEN;
 use super::lease::store_lease;
 use super::ops::{HeldReplies, TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
+use super::quorum_gate::QuorumGate;
 use super::segment::Segment;
 use super::state::{Change, GroupCounts, Pending, WTopic};
 use super::tail::TailPos;
@@ -134,6 +135,8 @@ pub struct Writer {
     pub(super) unlink_after_checkpoint: Vec<Arc<Segment>>,
     /// Index files of deleted topics whose DELETE is not durable yet.
     doomed_indexes: Vec<PathBuf>,
+    /// `replication.minSlaves`: the group's gate and the undone id ranges.
+    pub(super) quorum: QuorumGate,
     /// Holds the data directory's lock for the writer's lifetime.
     _lock: File,
 }
@@ -150,6 +153,8 @@ impl Writer {
         timers: TimerSenders,
     ) -> Writer {
         let dir = broker.config.store.path.clone();
+        let repl = &broker.config.replication;
+        let quorum = QuorumGate::new(repl.min_slaves, repl.sync_timeout_ms);
         Writer {
             tuning: Tuning::from_config(&broker.config),
             broker,
@@ -184,6 +189,7 @@ impl Writer {
             epochs: Vec::new(),
             unlink_after_checkpoint: Vec::new(),
             doomed_indexes: Vec::new(),
+            quorum,
             _lock: lock,
         }
     }
@@ -225,6 +231,7 @@ impl Writer {
     /// Executes, commits and answers one group; true after a Shutdown in it.
     pub(super) fn group_commit(&mut self, group: &mut Vec<WriteReq>) -> bool {
         self.begin_group();
+        self.open_quorum();
         let mut results: Vec<WriteResult> = Vec::with_capacity(group.len());
         let mut shutdown = None;
         for (i, req) in group.iter_mut().enumerate() {
@@ -239,17 +246,9 @@ impl Writer {
                 results.push(Err(WriteError::ShuttingDown));
                 continue;
             }
-            results.push(self.execute(op));
+            results.push(self.execute_gated(op));
         }
-        if let Err(e) = self.commit() {
-            // Nothing of the group stayed, in memory or in the log: every
-            // request that was to be OK'd gets the error instead.
-            for r in results.iter_mut() {
-                if r.is_ok() {
-                    *r = Err(WriteError::Storage(e.to_string()));
-                }
-            }
-        }
+        self.commit_group(&mut results);
         if self.checkpoint_due() {
             self.try_checkpoint();
         }
@@ -515,10 +514,19 @@ impl Writer {
     /// On failure the group is taken back (memory and log) before the error
     /// is returned; only a failed fsync or a failed cut poisons.
     pub(super) fn commit(&mut self) -> Result<(), StoreError> {
+        self.commit_with(|_| Ok(()))
+    }
+
+    /// [`Writer::commit`] with a step between writing and publishing (the
+    /// write quorum's wait, [`super::quorum`]); its error undoes the group.
+    pub(super) fn commit_with(
+        &mut self,
+        before_publish: impl FnOnce(&mut Writer) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let res = match &self.poisoned {
             // Poisoned inside this group (a roll's fsync): none of it stays.
             Some(why) if self.undo.active() => Err(StoreError::Poisoned(why.clone())),
-            _ => self.write_group(),
+            _ => self.write_group().and_then(|()| before_publish(self)),
         };
         if let Err(e) = res {
             if e.is_sync_failure() {
