@@ -23,8 +23,9 @@ use std::time::Instant;
 struct Member {
     /// The sender's slave id (see `ReplState::add_slave`).
     id: u64,
-    /// The highest event id it has acknowledged durably.
-    acked: u64,
+    /// The highest event id it has acknowledged durably; `None` before its
+    /// first acknowledgement (an empty slave acknowledges 0).
+    acked: Option<u64>,
     /// It did not acknowledge a write in time: it counts as caught up again
     /// only once it acknowledges something new, so a frozen slave makes
     /// the writes after the first one fail at once instead of each waiting.
@@ -48,7 +49,7 @@ impl AckQuorum {
         if !m.iter().any(|s| s.id == id) {
             m.push(Member {
                 id,
-                acked: 0,
+                acked: None,
                 behind: false,
             });
         }
@@ -64,7 +65,7 @@ impl AckQuorum {
     pub fn ack(&self, id: u64, acked: u64) {
         let mut m = self.lock();
         if let Some(s) = m.iter_mut().find(|s| s.id == id) {
-            s.acked = s.acked.max(acked);
+            s.acked = Some(s.acked.map_or(acked, |a| a.max(acked)));
             s.behind = false;
             self.moved.notify_all();
         }
@@ -75,7 +76,7 @@ impl AckQuorum {
     pub fn ready(&self, n: usize, last_record: u64) -> bool {
         self.lock()
             .iter()
-            .filter(|s| !s.behind && s.acked >= last_record)
+            .filter(|s| !s.behind && s.acked.is_some_and(|a| a >= last_record))
             .count()
             >= n
     }
@@ -85,7 +86,11 @@ impl AckQuorum {
     pub fn wait(&self, n: usize, id: u64, deadline: Instant) -> bool {
         let mut m = self.lock();
         loop {
-            if m.iter().filter(|s| s.acked >= id).count() >= n {
+            if m.iter()
+                .filter(|s| s.acked.is_some_and(|a| a >= id))
+                .count()
+                >= n
+            {
                 return true;
             }
             let now = Instant::now();
@@ -102,7 +107,11 @@ impl AckQuorum {
     /// A write up to `id` ran out of time: every member that has not
     /// acknowledged it is behind until it acknowledges again.
     pub fn fell_behind(&self, id: u64) {
-        for s in self.lock().iter_mut().filter(|s| s.acked < id) {
+        for s in self
+            .lock()
+            .iter_mut()
+            .filter(|s| s.acked.is_none_or(|a| a < id))
+        {
             s.behind = true;
         }
     }
@@ -130,6 +139,7 @@ mod tests {
         assert!(!q.ready(1, 10), "nobody connected");
         q.join(1);
         assert!(!q.ready(1, 10), "connected but nothing acknowledged");
+        assert!(!q.ready(1, 0), "not even on an empty master");
         q.ack(1, 9);
         assert!(!q.ready(1, 10));
         q.ack(1, 10);
@@ -142,6 +152,15 @@ mod tests {
         assert_eq!(q.members(), 0);
         q.ack(1, 20);
         assert_eq!(q.members(), 0, "a left member does not come back by acking");
+    }
+
+    #[test]
+    fn an_empty_slave_counts_once_it_acknowledged_0() {
+        let q = AckQuorum::default();
+        q.join(1);
+        q.ack(1, 0);
+        assert!(q.ready(1, 0));
+        assert!(!q.ready(1, 1));
     }
 
     #[test]

@@ -34,6 +34,8 @@ mod logscan;
 pub(crate) mod ops;
 mod quorum;
 mod quorum_gate;
+#[cfg(test)]
+mod quorum_tests;
 pub(crate) mod reader;
 pub mod record;
 pub(crate) mod recovery;

@@ -81,6 +81,9 @@ impl Writer {
             let first_retained = self.first_retained_id()?;
             if empty || after_id.saturating_add(1) < first_retained {
                 let after = after_id.max(first_retained.saturating_sub(1));
+                // Never inside a gap: the slave would then hold a last id
+                // this master has no record of, and be told it diverged.
+                let after = undone(after).unwrap_or(after);
                 ReplMode::Full {
                     after_id: after,
                     snapshot: self.snapshot(after),
