@@ -308,11 +308,14 @@ fn a_frozen_slave_makes_writes_fail_undone_and_its_copy_moves_aside() {
     assert!(c.publish("t", b"restarted").expect("PUB") > next);
 }
 
+/// Writes a publisher had acknowledged: (event id, payload).
+type Acked = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+
 #[test]
 fn after_promote_every_write_the_old_master_acknowledged_is_there() {
     let (md, sd) = (tempdir(), tempdir());
     let (m, s) = pair(md.path(), sd.path());
-    let acked: Arc<Mutex<Vec<(u64, Vec<u8>)>>> = Arc::default();
+    let acked: Acked = Arc::default();
     let refused = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
@@ -347,8 +350,7 @@ fn after_promote_every_write_the_old_master_acknowledged_is_there() {
             }
         })
     };
-    let count =
-        |acked: &Arc<Mutex<Vec<(u64, Vec<u8>)>>>| acked.lock().map(|v| v.len()).unwrap_or(0);
+    let count = |acked: &Acked| acked.lock().map(|v| v.len()).unwrap_or(0);
     assert!(poll_until(WAIT, || count(&acked) >= 50), "publishing");
     let frozen = Frozen::new(&s);
     refused.store(false, Ordering::Relaxed);
