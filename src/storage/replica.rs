@@ -335,8 +335,8 @@ impl Writer {
             .map_err(|e| StoreError::io("write diverged records", &path, e))?;
         sync_dir(&dir)?;
         warn!(
-            "replication: {count} records (event ids {first}..={last}) the new master never had \
-             were moved to {}",
+            "replication: {count} records (event ids {first}..={last}) the master does not have \
+             (a new master never had them, or the master undid them) were moved to {}",
             path.display()
         );
         Stats::add(&self.broker.stats.repl_diverged_records, count as u64);
