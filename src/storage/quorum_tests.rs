@@ -151,3 +151,68 @@ fn requests_that_append_nothing_for_a_client_are_not_held() {
     );
     assert_eq!(Stats::get(&w.broker.stats.repl_noslave_refusals), 0);
 }
+
+/// Opens a writer, creates `t` with the slave acknowledging, then has a
+/// publish undone: the undone write is the last thing the writer did.
+fn undone_last(dir: &Path) -> Writer {
+    let mut w = open(dir);
+    let b = Arc::clone(&w.broker);
+    b.repl.quorum.join(SLAVE);
+    b.repl.quorum.ack(SLAVE, 0);
+    let acker = slave_acks_next(&b);
+    assert_eq!(one(&mut w, create("t")), Ok(WriteOk::Id(1)));
+    let _ = acker.join();
+    assert!(is_noslave(&one(&mut w, publish("t", "undone"))));
+    assert_eq!(w.last_id, 2);
+    w
+}
+
+#[test]
+fn a_clean_restart_after_an_undo_keeps_its_ids_used() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let mut w = undone_last(dir.path());
+    assert_eq!(one(&mut w, WriteOp::Shutdown), Ok(WriteOk::Done));
+    drop(w);
+    let mut w = open(dir.path());
+    assert_eq!(w.last_id, 2, "the lease shrank to the undone id, not below");
+    assert_eq!(w.quorum.gaps.to_vec(), vec![(2, 2)]);
+    let b = Arc::clone(&w.broker);
+    b.repl.quorum.join(SLAVE);
+    b.repl.quorum.ack(SLAVE, 1);
+    let acker = slave_acks_next(&b);
+    assert_eq!(one(&mut w, publish("t", "next")), Ok(WriteOk::Id(3)));
+    let _ = acker.join();
+}
+
+#[test]
+fn a_crash_after_an_undo_resumes_above_the_lease_with_one_gap() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let w = undone_last(dir.path());
+    drop(w); // no final checkpoint, no lease shrink: a crash
+    let mut w = open(dir.path());
+    let lease = w.last_id;
+    assert!(lease > 2, "ids resume above the lease");
+    assert_eq!(
+        w.quorum.gaps.to_vec(),
+        vec![(2, lease)],
+        "the undone id and the unused lease are one gap"
+    );
+    // A slave that kept record 1 is served; one that holds 2 moves it aside.
+    for (after, mode) in [
+        (1, super::ops::ReplMode::Stream { after_id: 1 }),
+        (2, super::ops::ReplMode::Diverged { keep_id: 1 }),
+        (lease, super::ops::ReplMode::Diverged { keep_id: 1 }),
+        (lease + 5, super::ops::ReplMode::Diverged { keep_id: 1 }),
+    ] {
+        match w.repl_plan(after, w.history, 0, false) {
+            Ok(WriteOk::Plan(p)) => assert_eq!(p.mode, mode, "after {after}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
