@@ -22,12 +22,15 @@
 //!
 //! Ids are never reused after an undo: slaves may hold the undone records
 //! and their readers may have seen them. The id counter stays at the undone
-//! group's last id and the range is kept as a gap ([`super::quorum_gate::Gaps`], durable in the
-//! checkpoint, written right after the cut), so a slave that comes back with
-//! its last id inside it is told to move those records aside and resync
-//! (see `Writer::repl_plan`). The trade-off: the writer waits one slave round
-//! trip per group, so write latency is the slower of the local fsync and
-//! the N-th fastest slave's apply and fsync.
+//! group's last id and the range is kept as a gap
+//! ([`super::quorum_gate::Gaps`], durable in the checkpoint, written right
+//! after the cut), so a slave that comes back with its last id inside it is
+//! told to move those records aside and resync (see `Writer::repl_plan`).
+//!
+//! The trade-off: the writer waits one slave round trip per group, so a
+//! write's latency is the local fsync plus the N-th fastest slave's receipt,
+//! apply and fsync; the requests of one group share that wait as they share
+//! the fsync.
 
 use std::time::Instant;
 

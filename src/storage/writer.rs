@@ -8,12 +8,14 @@
 //! with one positional write, fsync once (per `store.fsync`), publish the new
 //! state to [`Broker`] and the durable tail, then answer every request. An
 //! `OK` therefore means the record is in the log (fsynced under `always`)
-//! and visible to INFO and SUB.
+//! and visible to INFO and SUB. With `replication.minSlaves` the group also
+//! waits for the slaves between its fsync and its publication, or is undone
+//! ([`super::quorum`]).
 //!
 //! This file owns the loop and the files: commit, flush, sync, segment roll
-//! and poisoning; checkpoints are written by [`super::checkpointer`]. Live writes, crash-recovery replay
-//! ([`super::recovery`]) and — later — replication all change the writer's
-//! state through [`super::apply`], the one apply path.
+//! and poisoning; checkpoints are written by [`super::checkpointer`]. Live
+//! writes, crash-recovery replay ([`super::recovery`]) and replication all
+//! change the writer's state through [`super::apply`], the one apply path.
 //!
 //! A failed write or fsync *poisons* the writer: every later write is refused
 //! with `ERR INTERNAL` until restart (STATS shows `writer_poisoned 1`), since
