@@ -397,3 +397,43 @@ fn after_promote_every_write_the_old_master_acknowledged_is_there() {
         .expect("PUB on the promoted slave");
     assert!(id > epoch_id);
 }
+
+#[test]
+fn timers_due_while_the_slave_is_away_act_once_it_is_back() {
+    let (md, sd) = (tempdir(), tempdir());
+    let (m, s) = pair(md.path(), sd.path());
+    let mut c = m.client();
+    c.create("short", 1000).expect("CREATE with a lifetime");
+    c.dpublish("t", 1000, b"later").expect("DPUB");
+    let refusals = stat(&mut c, "repl_noslave_refusals");
+    let frozen = Frozen::new(&s);
+    // Both fall due while the slave is frozen: the timers' writes are
+    // undone or refused, and neither is forgotten.
+    let refused = poll_until(WAIT, || {
+        stat(&mut c, "repl_noslave_refusals") >= refusals + 2
+    });
+    assert!(
+        refused,
+        "the timers' writes were refused; log:\n{}",
+        m.log_text()
+    );
+    assert!(c.info("short").is_ok(), "the topic is still there");
+    assert_eq!(stat(&mut c, "delayed_pending"), 1, "still pending");
+    assert!(messages(&mut c, "t").iter().all(|m| m.3 != b"later"));
+    drop(frozen);
+    let done = poll_until(WAIT, || {
+        c.info("short").is_err() && messages(&mut c, "t").iter().any(|m| m.3 == b"later")
+    });
+    assert!(
+        done,
+        "expiry and delivery once the slave is back; log:\n{}",
+        m.log_text()
+    );
+    assert_eq!(stat(&mut c, "delayed_pending"), 0);
+    wait_caught_up(&m, &s, None);
+    let mut sc = s.client();
+    let (list, msgs) = assert_same_state(&mut c, &mut sc);
+    assert!(list.iter().all(|t| t.name != "short"));
+    let fired = msgs[0].1.iter().filter(|m| m.3 == b"later").count();
+    assert_eq!(fired, 1, "delivered exactly once");
+}
