@@ -460,9 +460,10 @@ impl Writer {
         }
     }
 
-    /// Everything written so far is committed and durable under the policy:
-    /// tell the readers that may only see durable records (replication
-    /// senders). Never called inside a group, whose records may yet be cut.
+    /// Everything written so far is durable under the policy: tell the
+    /// readers that may only see durable records (replication senders).
+    /// Inside a group only for the write quorum, which moves the tail back
+    /// ([`super::tail::DurableTail::cut_back`]) before it cuts the group.
     pub(super) fn publish_durable(&self) {
         self.broker.durable.publish(TailPos {
             pos: self.active.base + self.active_len,
