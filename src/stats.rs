@@ -40,6 +40,8 @@ pub struct Stats {
     pub dead_lettered: AtomicU64,
     /// Records a slave moved aside because its new master never had them.
     pub repl_diverged_records: AtomicU64,
+    /// Write requests refused with `NOSLAVE` (`replication.minSlaves`).
+    pub repl_noslave_refusals: AtomicU64,
 }
 
 /// The broker-side values STATS shows, read by the caller.
@@ -224,6 +226,10 @@ impl Stats {
                 ("repl_acked_event_id", Num(*acked_event_id)),
                 ("repl_sync_fallbacks", Num(*sync_fallbacks)),
                 ("repl_full_syncs", Num(*full_syncs)),
+                (
+                    "repl_noslave_refusals",
+                    Num(Stats::get(&self.repl_noslave_refusals)),
+                ),
             ]),
             ReplGauges::Slave {
                 master,
@@ -267,6 +273,7 @@ mod tests {
         Stats::add(&s.commits, 5);
         Stats::add(&s.repl_diverged_records, 6);
         Stats::add(&s.dead_lettered, 7);
+        Stats::add(&s.repl_noslave_refusals, 11);
         s.writer_poisoned.store(true, Ordering::Relaxed);
         let g = Gauges {
             last_event_id: 9,
@@ -316,6 +323,7 @@ mod tests {
             "repl_acked_event_id",
             "repl_sync_fallbacks",
             "repl_full_syncs",
+            "repl_noslave_refusals",
         ]);
         assert_eq!(names, want);
         assert_eq!(pairs[0].1, StatValue::Text("master".into()));
@@ -334,6 +342,7 @@ mod tests {
             ("repl_acked_event_id", 8),
             ("repl_sync_fallbacks", 1),
             ("repl_full_syncs", 3),
+            ("repl_noslave_refusals", 11),
         ] {
             assert_eq!(num(&pairs, name), StatValue::Num(v), "{name}");
         }

@@ -78,6 +78,9 @@ pub enum ErrCode {
     NoAuth,
     /// Connection limit reached.
     Busy,
+    /// `replication.minSlaves`: too few slaves had the write in time; it
+    /// changed nothing.
+    NoSlave,
     /// The server failed; nothing was written.
     Internal,
 }
@@ -94,6 +97,7 @@ impl ErrCode {
             ErrCode::ReadOnly => "READONLY",
             ErrCode::NoAuth => "NOAUTH",
             ErrCode::Busy => "BUSY",
+            ErrCode::NoSlave => "NOSLAVE",
             ErrCode::Internal => "INTERNAL",
         }
     }
@@ -280,6 +284,7 @@ mod tests {
             (ErrCode::ReadOnly, "READONLY"),
             (ErrCode::NoAuth, "NOAUTH"),
             (ErrCode::Busy, "BUSY"),
+            (ErrCode::NoSlave, "NOSLAVE"),
             (ErrCode::Internal, "INTERNAL"),
         ];
         for (code, text) in all {

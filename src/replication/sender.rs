@@ -220,8 +220,9 @@ impl Sender<'_> {
         let b = self.broker;
         let io = |e: io::Error| format!("socket: {e}");
         let store = |e: crate::storage::StoreError| format!("reading the log: {e}");
-        let mut pos =
-            logread::position_after(&b.segments, b.durable.get().pos, after).map_err(store)?;
+        let streaming = snapshot.is_none();
+        let (tail, mut seen_cuts) = b.durable.get_with_cuts();
+        let mut pos = logread::position_after(&b.segments, tail.pos, after).map_err(store)?;
         if let Some(items) = snapshot {
             self.send_snapshot(&items, pos)?;
             encode_frame(&mut self.wire.out, &Frame::Synced { after_id: after });
@@ -230,6 +231,10 @@ impl Sender<'_> {
         // The slave has everything before `pos`: retention may go that far.
         b.repl
             .update_slave(self.id, |s| s.acked_pos = s.acked_pos.max(pos));
+        if streaming {
+            // It has `after` durably already (a snapshot's is not applied yet).
+            b.repl.quorum.ack(self.id, after);
+        }
         let mut lease_sent = 0;
         let mut last_out = Instant::now();
         loop {
@@ -244,10 +249,21 @@ impl Sender<'_> {
                 encode_frame(&mut self.wire.out, &Frame::Lease { lease });
                 lease_sent = lease;
             }
-            let tail = b.durable.get();
+            let (tail, cuts) = b.durable.get_with_cuts();
+            if cuts != seen_cuts {
+                // The writer undid records (replication.minSlaves): a slave
+                // that was sent any must move them aside and resync.
+                if !b.durable.kept_since(seen_cuts, pos) {
+                    return Err("the master undid records this slave was sent".into());
+                }
+                seen_cuts = cuts;
+            }
             if pos < tail.pos {
-                let chunk =
-                    logread::read_chunk(&b.segments, pos, tail.pos, CHUNK_BYTES).map_err(store)?;
+                let chunk = logread::read_chunk(&b.segments, pos, tail.pos, CHUNK_BYTES);
+                if b.durable.cuts() != cuts {
+                    continue; // read while records were undone: look again
+                }
+                let chunk = chunk.map_err(store)?;
                 if chunk.count > 0 {
                     let at = self.position(chunk.last_id, chunk.next_pos, tail.pos);
                     encode_recs(&mut self.wire.out, chunk.count, &chunk.bytes, at.as_ref());
@@ -416,6 +432,7 @@ fn read_acks(stream: TcpStream, b: &Broker, acks: &Acks, peer: &str, id: u64, si
             ));
         };
         b.repl.note_ack(acked);
+        b.repl.quorum.ack(id, acked);
         if b.config.replication.sync && !b.repl.sync_in_force() && acked >= b.last_event_id() {
             b.repl.sync_active.store(true, Ordering::Relaxed);
             info!("{peer}: slave caught up at event id {acked}; semi-sync in force again");

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
+use super::quorum::AckQuorum;
 use crate::stats;
 // The lag definition, where replication's users (and tests) find it.
 pub use crate::stats::{Lag, lag_events};
@@ -136,6 +137,8 @@ pub struct ReplState {
     /// semi-sync releaser waits on it.
     acked: Mutex<u64>,
     acked_moved: Condvar,
+    /// Each slave connection's acknowledgements, for `replication.minSlaves`.
+    pub quorum: AckQuorum,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -170,12 +173,15 @@ impl ReplState {
                 kick,
             });
         }
-        // Outside the lock: a kick shuts a socket down.
+        // Outside the lock: a kick shuts a socket down. A left session no
+        // longer counts towards the write quorum.
         for e in stale {
+            self.quorum.leave(e.info.id);
             if let Some(kick) = e.kick {
                 kick();
             }
         }
+        self.quorum.join(id);
         id
     }
 
@@ -187,6 +193,7 @@ impl ReplState {
 
     pub fn remove_slave(&self, id: u64) {
         lock(&self.slaves).retain(|e| e.info.id != id);
+        self.quorum.leave(id);
     }
 
     pub fn slaves(&self) -> Vec<SlaveInfo> {
