@@ -14,7 +14,7 @@ use super::StoreError;
 use super::lease::{ID_LEASE_BLOCK, store_lease};
 use super::now_ms;
 use super::ops::{WriteError, WriteOk, WriteOp, WriteResult};
-use super::record::{self, FLAG_BATCH_MORE, Kind, Record};
+use super::record::{self, DeleteReason, FLAG_BATCH_MORE, Kind, Record};
 use super::writer::Writer;
 use crate::protocol::Message;
 use crate::replication::Role;
@@ -32,11 +32,25 @@ impl Writer {
         {
             return self.fail(e);
         }
-        // A topic past its life does not exist, timer or not.
+        // A topic past its life does not exist, whether or not the lifetime
+        // timer has ended it yet: a write to it is refused without writing
+        // anything, and a CREATE of its name ends it first.
         if let Some(topic) = op.topic()
-            && let Err(e) = self.expire_if_due(topic, now)
+            && self.past_life(topic, now)
         {
-            return self.fail(e);
+            match &op {
+                WriteOp::Create { topic, .. } => {
+                    if let Err(e) = self.append_delete(topic, DeleteReason::Expired, now) {
+                        return self.fail(e);
+                    }
+                }
+                // The lifetime timer's own request.
+                WriteOp::Delete {
+                    reason: DeleteReason::Expired,
+                    ..
+                } => {}
+                _ => return Err(WriteError::NoTopic(topic.to_string())),
+            }
         }
         let res = match op {
             WriteOp::Create { topic, life_ms } => {

@@ -1,11 +1,11 @@
 //! Topic lifetimes in the writer: a topic past its life does not exist.
 //!
 //! The `lifetime` timer thread asks for each expiry when it falls due, but
-//! the writer does not rely on it being on time: before a request touches a
-//! topic (a write to it, a CREATE of its name, a delayed message falling
-//! due for it) the writer ends the topic itself if its life is over,
-//! with the same DELETE record (reason expired) the timer would have
-//! caused. Recovery ends every topic whose life ended while the server was
+//! the writer does not rely on it being on time: a write to a topic whose
+//! life is over is refused (`NOTOPIC`) without writing anything, a CREATE
+//! of its name first ends it, and a delayed message falling due for it
+//! ends it (the same DELETE record, reason expired, the timer would have
+//! caused) and is dropped with it. Recovery ends every topic whose life ended while the server was
 //! down before it serves anything or fires any delayed message, and so
 //! does PROMOTE on a slave (whose timers waited for the master). A delayed
 //! message due for a topic already gone is dropped and counted, whichever
@@ -44,12 +44,16 @@ impl Writer {
         Ok(id)
     }
 
+    /// Whether `topic` exists and its life is over at `now`.
+    pub(super) fn past_life(&self, topic: &str, now: u64) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|t| t.shared.expires_ms != 0 && t.shared.expires_ms <= now)
+    }
+
     /// Ends `topic` if its life is over at `now`. True when it did.
     pub(super) fn expire_if_due(&mut self, topic: &str, now: u64) -> Result<bool, StoreError> {
-        let due = self
-            .topics
-            .get(topic)
-            .is_some_and(|t| t.shared.expires_ms != 0 && t.shared.expires_ms <= now);
+        let due = self.past_life(topic, now);
         if due {
             self.append_delete(topic, DeleteReason::Expired, now)?;
         }
