@@ -121,6 +121,18 @@ fn a_new_epoch_starts_above_ids_the_slave_never_heard_of() {
     assert!(new.iter().all(|id| *id > EPOCH_1 && !old.contains_key(id)));
     assert_eq!(common::stat(&mut sc, "epoch"), 1);
     assert_eq!(claim(sd.path()).as_deref(), Some("master 1"));
+    // `smss-cli dump` shows the EPOCH record with its fields.
+    let seg = common::segments(sd.path()).pop().expect("a segment");
+    let (ok, out, err) = common::repl::cli_dump(&seg);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("kind=EPOCH"))
+        .unwrap_or_else(|| panic!("no EPOCH line in:\n{out}"));
+    assert!(
+        line.contains(&format!("id={EPOCH_1} ")) && line.contains(" epoch=1 prev_last_id="),
+        "{line}"
+    );
 }
 
 #[test]
