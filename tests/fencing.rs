@@ -194,6 +194,15 @@ fn an_old_master_restarted_by_its_unit_follows_the_promoted_peer() {
     wait_for_id(&m, None, during);
     assert_eq!(claim(md.path()).as_deref(), Some("slave 1"));
     assert_eq!(all_messages(&mut mc), all_messages(&mut sc));
+    // It had nothing the new master lacks (ids it leased before the kill
+    // have no records): it streams on, no full resync, nothing moved aside.
+    assert_eq!(
+        common::stat(&mut mc, "repl_full_syncs"),
+        0,
+        "{}",
+        m.log_text()
+    );
+    assert!(diverged(md.path()).is_empty());
     // Its next reboot keeps it a slave, even with the peer down.
     assert!(m.sigterm().success());
     assert!(s.sigterm().success());

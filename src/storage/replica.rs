@@ -387,6 +387,17 @@ impl Writer {
         self.flush_log()?;
         self.sync_log()?;
         store_claim(&self.dir, claim)?;
+        if claim.role == Role::Slave {
+            // A slave assigns no ids: it asks its master for what follows its
+            // last record, not for what follows ids it leased as a master
+            // (after a crash those have no records), which would cost a full
+            // resync for nothing. A later PROMOTE jumps to a new epoch anyway.
+            self.last_id = self
+                .quorum
+                .gaps
+                .keep_for(self.last_id)
+                .unwrap_or(self.last_id);
+        }
         info!(
             "role claim: {} of epoch {} ({})",
             claim.role,
