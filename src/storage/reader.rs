@@ -203,7 +203,9 @@ impl Reader {
                     break;
                 }
                 let span = e.pos + u64::from(e.len) - first.pos;
-                let same = self.find(segments, e.pos).is_some_and(|s| s.base == seg.base);
+                let same = self
+                    .find(segments, e.pos)
+                    .is_some_and(|s| s.base == seg.base);
                 if !same
                     || span > 2 * (useful + u64::from(e.len)) + RUN_SLACK_BYTES
                     || span > self.max_run as u64

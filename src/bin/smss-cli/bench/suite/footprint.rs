@@ -46,7 +46,10 @@ pub(super) fn figures(bin: &Path, tmp: &TempDir) -> Vec<(String, String)> {
         let config = write_smss_config(&dir, "interval")?;
         let server = start_smss(bin, &config, "smss footprint")?;
         fill(&server)?;
-        out.push(("idle RSS, 2000 msgs of 1 KiB stored".into(), mib(server.rss_kb())));
+        out.push((
+            "idle RSS, 2000 msgs of 1 KiB stored".into(),
+            mib(server.rss_kb()),
+        ));
         out.push(silent(&server)?);
         out.extend(drained(&server)?);
         Ok(())
