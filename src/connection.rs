@@ -79,6 +79,8 @@ pub fn serve(stream: TcpStream, broker: Arc<Broker>) {
         Err(e) => warn!("{peer}: could not set up connection: {e}"),
     }
     Stats::sub(&stats_broker.stats.connections, 1);
+    // The connection's buffers are freed: have them returned to the OS.
+    crate::memory::released();
 }
 
 impl Conn {

@@ -51,6 +51,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 pub fn run(args: ServerArgs) -> Result<(), Error> {
     let config = Config::load(&args.config)?;
     init_logging(&config.log)?;
+    crate::memory::tune().map_err(io_err("starting the mem-trim thread"))?;
     // A config written for the original smss: say what it sets that does nothing here.
     for key in &config.ignored {
         warn!("{key}");
