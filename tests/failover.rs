@@ -11,8 +11,8 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::repl::{
-    assert_same_state, cli_dump, id_lease, ids, last_id, messages, next_batch, poll_until, role,
-    slave_args, start_slave, sub_opts, wait_caught_up,
+    assert_same_state, cli_dump, diverged_files, id_lease, ids, last_id, messages, next_batch,
+    poll_until, role, slave_args, start_slave, sub_opts, wait_caught_up,
 };
 use common::{Opts, Raw, Server, WAIT, stat, tempdir};
 use smss::client::{Client, SubEvent};
@@ -305,18 +305,6 @@ fn an_old_master_rejoining_moves_its_divergent_records_aside() {
     let id = sc.publish("t", b"after the rejoin").expect("PUB");
     common::repl::wait_for_id(&m, None, id);
     assert_same_state(&mut sc, &mut mc);
-}
-
-/// The `.log` files under a server directory's `data/diverged`.
-fn diverged_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    match std::fs::read_dir(dir.join("data/diverged")) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "log"))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
 }
 
 #[test]

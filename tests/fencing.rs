@@ -15,12 +15,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::repl::{
-    free_port, id_lease, last_id, messages, poll_until, role, slave_args, start_slave,
+    diverged, free_port, id_lease, last_id, messages, poll_until, role, slave_args, start_slave,
     wait_caught_up, wait_for_id,
 };
 use common::{Opts, Server, WAIT, tempdir};
 use smss::client::Client;
-use smss::storage::record;
 
 const EPOCH_1: u64 = 1 << 48;
 
@@ -54,24 +53,6 @@ fn all_messages(c: &mut Client) -> HashMap<u64, Vec<u8>> {
         for m in messages(c, &t.name) {
             out.insert(m.0, m.3);
         }
-    }
-    out
-}
-
-/// Ids and payloads of the records in the `data/diverged/*.log` files.
-fn diverged(dir: &Path) -> HashMap<u64, Vec<u8>> {
-    let mut out = HashMap::new();
-    let Ok(rd) = std::fs::read_dir(dir.join("data/diverged")) else {
-        return out;
-    };
-    for e in rd.filter_map(|e| e.ok()) {
-        let f = std::fs::File::open(e.path()).expect("open a diverged file");
-        record::scan(std::io::BufReader::new(f), |_, r| {
-            if r.is_message() {
-                out.insert(r.event_id, r.payload().to_vec());
-            }
-        })
-        .expect("scan a diverged file");
     }
     out
 }

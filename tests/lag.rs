@@ -16,25 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::repl::{Frozen, POLL, last_id, slave_args};
+use common::repl::{Frozen, last_id, poll, slave_args};
 use common::{Opts, Raw, Server, WAIT};
 use smss::client::{Client, SlaveInfo};
 use smss::replication::state::lag_events;
-
-/// Asks `probe` every [`POLL`] until it answers `Ok`, for at most
-/// [`WAIT`]; panics with `what` and the last thing seen.
-fn poll<T, S: std::fmt::Debug>(what: &str, mut probe: impl FnMut() -> Result<T, S>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("{what}: not within {WAIT:?}; last seen {seen:?}")
-            }
-            Err(_) => std::thread::sleep(POLL),
-        }
-    }
-}
 
 /// One STATS reply, with its numbers at hand.
 #[derive(Debug)]

@@ -4,26 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{Opts, Server, WAIT};
+use common::repl::poll;
+use common::{Opts, Server};
 use smss::client::{Client, SlaveInfo};
-
-/// Asks `probe` until it answers `Some`, for at most [`WAIT`]; panics with
-/// `what` and the last thing seen. Replication is asynchronous, so there
-/// is no reply to wait on: a bounded poll is the only way to see it.
-fn poll<T, S: std::fmt::Debug>(what: &str, mut probe: impl FnMut() -> Result<T, S>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("{what}: not within {WAIT:?}; last seen {seen:?}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
 
 fn stats(c: &mut Client) -> Vec<(String, String)> {
     c.stats().expect("STATS")

@@ -8,17 +8,17 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::repl::{
-    Frozen, assert_same_state, last_id, messages, poll_until, start_slave, wait_caught_up,
+    Frozen, assert_same_state, diverged_files, diverged_messages, last_id, messages, poll_until,
+    start_slave, wait_caught_up,
 };
 use common::{Opts, Server, WAIT, records, segments, stat, tempdir};
 use smss::client::{Client, ClientError, SubOptions};
-use smss::storage::record;
 
 /// How long the master waits for its slave in these tests.
 const SYNC_TIMEOUT_MS: u64 = 1000;
@@ -64,31 +64,6 @@ fn log_ids(dir: &Path) -> Vec<u64> {
         .iter()
         .flat_map(|s| records(s).0.into_iter().map(|(_, id, _)| id))
         .collect()
-}
-
-/// The `.log` files under a server directory's `data/diverged`.
-fn diverged_files(dir: &Path) -> Vec<PathBuf> {
-    match std::fs::read_dir(dir.join("data/diverged")) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "log"))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// (event id, body) of every PUB record in a diverged file.
-fn diverged_messages(file: &Path) -> Vec<(u64, Vec<u8>)> {
-    let f = std::fs::File::open(file).expect("open diverged file");
-    let mut out = Vec::new();
-    record::scan(std::io::BufReader::new(f), |_, r| {
-        if r.kind == record::Kind::Pub {
-            out.push((r.event_id, r.body.to_vec()));
-        }
-    })
-    .expect("scan diverged file");
-    out
 }
 
 /// Records `id → payload` and fails on an id that names two messages.

@@ -266,3 +266,52 @@ pub fn role(c: &mut Client) -> String {
         .map(|(_, v)| v)
         .expect("STATS role")
 }
+
+/// The `.log` files under a server directory's `data/diverged`.
+pub fn diverged_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(dir.join("data/diverged")) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// (event id, payload) of every message record in one diverged file.
+pub fn diverged_messages(file: &Path) -> Vec<(u64, Vec<u8>)> {
+    let f = std::fs::File::open(file).expect("open a diverged file");
+    let mut out = Vec::new();
+    smss::storage::record::scan(std::io::BufReader::new(f), |_, r| {
+        if r.is_message() {
+            out.push((r.event_id, r.payload().to_vec()));
+        }
+    })
+    .expect("scan a diverged file");
+    out
+}
+
+/// Every message moved aside under a server directory: id → payload.
+pub fn diverged(dir: &Path) -> std::collections::HashMap<u64, Vec<u8>> {
+    diverged_files(dir)
+        .iter()
+        .flat_map(|f| diverged_messages(f.as_path()))
+        .collect()
+}
+
+/// Asks `probe` every [`POLL`] until it answers `Ok`, for at most [`WAIT`];
+/// panics with `what` and the last thing seen. Replication is asynchronous,
+/// so there is no reply to wait on: a bounded poll is the only way to see it.
+pub fn poll<T, S: std::fmt::Debug>(what: &str, mut probe: impl FnMut() -> Result<T, S>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("{what}: not within {WAIT:?}; last seen {seen:?}")
+            }
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
