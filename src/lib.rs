@@ -22,7 +22,9 @@
 //!   [`group_sub`] a consumer-group SUB (standby, commit per ACK, failed
 //!   deliveries, dead letters), [`group_admin`] GROUPS and GROUPDEL, over
 //!   the registry of group subscribers in [`groups`];
-//!   [`auth`] checks tokens and paces wrong ones. [`protocol`] is pure:
+//!   [`auth`] checks tokens and paces wrong ones, per connection and per
+//!   source address; [`preauth`] caps the connections not yet
+//!   authenticated (the acceptor closes the oldest to make room). [`protocol`] is pure:
 //!   parse requests (dropping the payload of one that will be refused),
 //!   encode every reply line.
 //! - [`storage`]: the commit log ([`storage::segment`], [`storage::record`]),
@@ -66,6 +68,7 @@ pub(crate) mod group_admin;
 pub(crate) mod group_sub;
 pub(crate) mod groups;
 pub mod logging;
+pub(crate) mod preauth;
 pub(crate) mod protocol;
 pub mod replication;
 pub mod server;

@@ -36,6 +36,16 @@ pub struct Stats {
     pub dead_lettered: AtomicU64,
     /// Records a slave moved aside because its new master never had them.
     pub repl_diverged_records: AtomicU64,
+    /// With `auth.token`: connections that have not authenticated yet.
+    pub connections_unauthenticated: AtomicU64,
+    /// The pre-auth cap in force (`limits.maxUnauthenticated` or its default).
+    pub connections_unauthenticated_max: AtomicU64,
+    /// Unauthenticated connections closed (`ERR BUSY`) to make room.
+    pub unauthenticated_evicted: AtomicU64,
+    /// Wrong AUTH tokens (checked and refused).
+    pub auth_failures: AtomicU64,
+    /// AUTHs refused unchecked: their source address was over its budget.
+    pub auth_throttled: AtomicU64,
 }
 
 /// The broker-side values STATS shows, read by the caller.
@@ -195,6 +205,23 @@ impl Stats {
                 ("repl_full_syncs", Num(*full_syncs)),
             ]),
         }
+        // Added after the role's fields, so no earlier line moves.
+        pairs.extend([
+            (
+                "connections_unauthenticated",
+                Num(Stats::get(&self.connections_unauthenticated)),
+            ),
+            (
+                "connections_unauthenticated_max",
+                Num(Stats::get(&self.connections_unauthenticated_max)),
+            ),
+            (
+                "unauthenticated_evicted",
+                Num(Stats::get(&self.unauthenticated_evicted)),
+            ),
+            ("auth_failures", Num(Stats::get(&self.auth_failures))),
+            ("auth_throttled", Num(Stats::get(&self.auth_throttled))),
+        ]);
         pairs
     }
 }
@@ -211,9 +238,19 @@ mod tests {
             .unwrap_or_else(|| panic!("no {name}"))
     }
 
+    const AUTH_FIELDS: [&str; 5] = [
+        "connections_unauthenticated",
+        "connections_unauthenticated_max",
+        "unauthenticated_evicted",
+        "auth_failures",
+        "auth_throttled",
+    ];
+
     #[test]
     fn report_names_order_and_values() {
         let s = Stats::default();
+        Stats::add(&s.connections_unauthenticated, 11);
+        Stats::add(&s.auth_throttled, 12);
         Stats::add(&s.connections, 2);
         Stats::add(&s.commits, 5);
         Stats::add(&s.repl_diverged_records, 6);
@@ -268,6 +305,7 @@ mod tests {
             "repl_sync_fallbacks",
             "repl_full_syncs",
         ]);
+        want.extend(AUTH_FIELDS);
         assert_eq!(names, want);
         assert_eq!(pairs[0].1, StatValue::Text("master".into()));
         assert_eq!(pairs[1].1, StatValue::Num(9));
@@ -285,6 +323,8 @@ mod tests {
             ("repl_acked_event_id", 8),
             ("repl_sync_fallbacks", 1),
             ("repl_full_syncs", 3),
+            ("connections_unauthenticated", 11),
+            ("auth_throttled", 12),
         ] {
             assert_eq!(num(&pairs, name), StatValue::Num(v), "{name}");
         }
@@ -315,6 +355,7 @@ mod tests {
             "repl_diverged_records",
             "repl_full_syncs",
         ]);
+        want.extend(AUTH_FIELDS);
         assert_eq!(names, want);
         assert_eq!(slave[0].1, StatValue::Text("slave".into()));
         assert_eq!(slave[18], ("master_event_id", StatValue::Num(12)));
