@@ -113,8 +113,8 @@ struct Entry {
     source: IpAddr,
     /// A second handle on its socket, to shut its reading side.
     stream: TcpStream,
-    /// Dropped on eviction: wakes the connection's [`Ticket`].
-    _wake: Sender<()>,
+    /// Dropped on eviction (never sent on): wakes the connection's [`Ticket`].
+    wake: Sender<()>,
 }
 
 #[derive(Default)]
@@ -200,7 +200,7 @@ impl PreAuth {
         let entry = Entry {
             source: source_of(peer),
             stream: handle,
-            _wake: wake_tx,
+            wake: wake_tx,
         };
         w.entries.insert(id, entry);
         stats
@@ -210,9 +210,11 @@ impl PreAuth {
         let ticket = Ticket { id, wake: wake_rx };
         match evicted {
             Some(old) => {
-                // Its thread's read returns and its ticket disconnects
-                // (the entry, with its sender, is dropped here).
-                let _ = old.stream.shutdown(Shutdown::Read);
+                // First its ticket disconnects, then its thread's read
+                // returns: the thread must see why its socket closed.
+                let Entry { stream, wake, .. } = old;
+                drop(wake);
+                let _ = stream.shutdown(Shutdown::Read);
                 Stats::add(&stats.unauthenticated_evicted, 1);
                 Ok(Admitted::InPlaceOf(ticket))
             }
