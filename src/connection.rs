@@ -42,8 +42,7 @@ use crate::protocol::{
     encode_role, encode_slave, encode_stat, encode_stat_u64, encode_topic,
 };
 use crate::replication::{self, Role};
-use crate::stats::{self, Gauges, ReplGauges, StatValue, Stats};
-use crate::storage::now_ms;
+use crate::stats::{Gauges, ReplGauges, StatValue, Stats};
 use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use crate::storage::record::DeleteReason;
 use crate::subscription;
@@ -568,9 +567,8 @@ impl Conn {
             },
             Role::Slave => {
                 let m = r.master();
-                let caught_up = last_event_id >= m.master_event_id;
                 ReplGauges::Slave {
-                    lag_ms: stats::lag_ms(caught_up, now_ms(), m.applied_ts_ms),
+                    lag: m.lag(last_event_id, Instant::now()),
                     master: m.addr,
                     master_event_id: m.master_event_id,
                     state: m.state.as_str(),
@@ -606,18 +604,16 @@ impl Conn {
             Role::Master => b.repl.slaves(),
             Role::Slave => Vec::new(),
         };
-        let (last, now) = (b.last_event_id(), now_ms());
         encode_count(&mut self.wire.out, "SLAVES", slaves.len() as u64);
         for s in &slaves {
-            let lag_ms = stats::lag_ms(s.acked_id >= last, now, s.acked_ts_ms);
-            let lag_events = last.saturating_sub(s.acked_id);
+            let lag = replication::sender::slave_lag(b, s);
             let out = &mut self.wire.out;
             encode_slave(
                 out,
                 &s.addr,
                 s.acked_id,
-                lag_events,
-                lag_ms,
+                lag.events,
+                lag.ms,
                 s.state.as_str(),
             );
         }
@@ -643,6 +639,7 @@ fn write_err(e: &WriteError) -> ProtoError {
         WriteError::NoTopic(_) => ErrCode::NoTopic,
         WriteError::Exists(_) => ErrCode::Exists,
         WriteError::Invalid(_) => ErrCode::BadReq,
+        WriteError::NoSlave(_) => ErrCode::NoSlave,
         WriteError::Poisoned(_) | WriteError::ShuttingDown | WriteError::Storage(_) => {
             ErrCode::Internal
         }

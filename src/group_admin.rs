@@ -103,6 +103,7 @@ pub(crate) fn write_err(e: &WriteError) -> ProtoError {
         WriteError::NoTopic(_) => ErrCode::NoTopic,
         WriteError::Exists(_) => ErrCode::Exists,
         WriteError::Invalid(_) => ErrCode::BadReq,
+        WriteError::NoSlave(_) => ErrCode::NoSlave,
         WriteError::Poisoned(_) | WriteError::ShuttingDown | WriteError::Storage(_) => {
             ErrCode::Internal
         }

@@ -50,7 +50,11 @@
 //! loads the checkpoint, replays the log after it, cuts a torn tail, and
 //! refuses to start on damage in the middle of the log, a hole in the
 //! segment chain, or a log shorter than the checkpoint. A failed write or
-//! fsync poisons the writer: writes are refused, never half-done. Offline,
+//! fsync poisons the writer: writes are refused, never half-done. With
+//! `replication.minSlaves` N ≥ 1 an `OK` also means N slaves have the
+//! records durably: the writer waits for them after its own fsync and undoes
+//! the group (`ERR NOSLAVE`) when they do not answer in time
+//! ([`replication::quorum`] counts their acknowledgements). Offline,
 //! `smss --check` ([`storage::check`]) verifies a data directory and
 //! `smss --repair` ([`storage::repair`]) cuts it back to its last good
 //! record and rebuilds the indexes and the checkpoint.

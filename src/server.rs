@@ -99,7 +99,11 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     }
     let (timer_tx, timer_rx) = ops::timer_channels();
     let (mut writer, _report) = Writer::open(Arc::clone(&broker), timer_tx)?;
-    if broker.config.replication.sync {
+    if broker.config.replication.min_slaves > 0 {
+        // The writer itself waits for the slaves and never falls back
+        // (storage::quorum): no releaser, and semi-sync is always in force.
+        broker.repl.sync_active.store(true, Ordering::Relaxed);
+    } else if broker.config.replication.sync {
         // Semi-sync: answers wait in `repl-sync` for a slave's ack; it ends
         // when the writer drops the channel at shutdown.
         let (held_tx, held_rx) = crossbeam_channel::unbounded();

@@ -7,12 +7,16 @@
 //! the broker, which owns this `Stats`, so the caller passes it in as
 //! [`Gauges`] rather than this module reading the broker (that would be an
 //! import cycle). The replication fields depend on the role: [`ReplGauges`]
-//! holds one side's, and [`lag_ms`] is the one rule for "how far behind".
+//! holds one side's, and [`Lag`] is the one rule for "how far behind", the
+//! same for the master's SLAVES and the slave's STATS.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::replication::Role;
+#[cfg(test)]
+use crate::storage::ids::EPOCH_ID_BITS;
+use crate::storage::ids::range_start;
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -36,6 +40,8 @@ pub struct Stats {
     pub dead_lettered: AtomicU64,
     /// Records a slave moved aside because its new master never had them.
     pub repl_diverged_records: AtomicU64,
+    /// Write requests refused with `NOSLAVE` (`replication.minSlaves`).
+    pub repl_noslave_refusals: AtomicU64,
     /// With `auth.token`: connections that have not authenticated yet.
     pub connections_unauthenticated: AtomicU64,
     /// The pre-auth cap in force (`limits.maxUnauthenticated` or its default).
@@ -80,7 +86,7 @@ pub enum ReplGauges {
         /// The master's address, as given with `--master`.
         master: String,
         master_event_id: u64,
-        lag_ms: u64,
+        lag: Lag,
         /// connecting, syncing or streaming.
         state: &'static str,
         reconnects: u64,
@@ -97,16 +103,59 @@ impl ReplGauges {
     }
 }
 
-/// How far behind a replica is, in ms: 0 when it is caught up, else the
-/// time since `since_ms`, when the newest record it has was written. With
-/// no such time yet (`since_ms` 0) it is 0 too, not the age of the epoch;
-/// the lag in events still shows it.
-pub fn lag_ms(caught_up: bool, now_ms: u64, since_ms: u64) -> u64 {
-    if caught_up || since_ms == 0 {
-        0
-    } else {
-        now_ms.saturating_sub(since_ms)
+/// How far a slave is behind its master: the one definition both sides
+/// use, the master for each slave in SLAVES (`lag_events`, `lag_ms`), the
+/// slave for itself in STATS (`replication_lag_events`,
+/// `replication_lag_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lag {
+    /// See [`lag_events`].
+    pub events: u64,
+    /// 0 when caught up; else how old, in the master's clock, the oldest
+    /// record the slave lacks is, among the records the master has
+    /// durably (the only ones it streams). 0 as well when the slave lacks
+    /// only records the master has not made durable yet.
+    pub ms: u64,
+}
+
+impl Lag {
+    /// `have`: the slave's last event id; `last`: the master's;
+    /// `oldest_missing_age_ms`: the age of the oldest durable record the
+    /// slave lacks, `None` when it lacks none.
+    pub fn new(have: u64, last: u64, oldest_missing_age_ms: Option<u64>) -> Lag {
+        let events = lag_events(have, last);
+        let ms = if events == 0 {
+            0
+        } else {
+            oldest_missing_age_ms.unwrap_or(0)
+        };
+        Lag { events, ms }
     }
+}
+
+/// The event ids from `have` (exclusive) up to `last` (inclusive), with an
+/// epoch start counted as nothing: when the two ids are in different epoch
+/// ranges (`id >> 48`), only the ids from the start of `last`'s range count
+/// (at least 1, since the slave lacks `last` itself). 0 when `have` ≥ `last`.
+pub fn lag_events(have: u64, last: u64) -> u64 {
+    if have >= last {
+        return 0;
+    }
+    let range_start = range_start(last);
+    if have >= range_start {
+        last - have
+    } else {
+        (last - range_start).max(1)
+    }
+}
+
+/// The age, on the master's clock, of a record written at `record_ts_ms`,
+/// as a slave reckons it: its age when the master sent the frame that told
+/// of it (`sent_ms`, master clock), plus the time since that frame came
+/// (`elapsed_ms`, slave clock, monotonic). Clock offsets between the two
+/// machines cancel out; a record stamped after the frame's time counts 0.
+pub fn age_on_slave(sent_ms: u64, record_ts_ms: u64, elapsed_ms: u64) -> u64 {
+    sent_ms.saturating_sub(record_ts_ms) + elapsed_ms
 }
 
 /// The value of one `STAT <name> <value>` line.
@@ -162,12 +211,12 @@ impl Stats {
         // added later goes after them.
         if let ReplGauges::Slave {
             master_event_id,
-            lag_ms,
+            lag,
             ..
         } = &g.repl
         {
             pairs.push(("master_event_id", Num(*master_event_id)));
-            pairs.push(("replication_lag_ms", Num(*lag_ms)));
+            pairs.push(("replication_lag_ms", Num(lag.ms)));
         }
         pairs.extend([
             ("epoch", Num(g.epoch)),
@@ -187,12 +236,17 @@ impl Stats {
                 ("repl_acked_event_id", Num(*acked_event_id)),
                 ("repl_sync_fallbacks", Num(*sync_fallbacks)),
                 ("repl_full_syncs", Num(*full_syncs)),
+                (
+                    "repl_noslave_refusals",
+                    Num(Stats::get(&self.repl_noslave_refusals)),
+                ),
             ]),
             ReplGauges::Slave {
                 master,
                 state,
                 reconnects,
                 full_syncs,
+                lag,
                 ..
             } => pairs.extend([
                 ("master", Text(master.clone().into())),
@@ -203,6 +257,7 @@ impl Stats {
                     Num(Stats::get(&self.repl_diverged_records)),
                 ),
                 ("repl_full_syncs", Num(*full_syncs)),
+                ("replication_lag_events", Num(lag.events)),
             ]),
         }
         // Added after the role's fields, so no earlier line moves.
@@ -255,6 +310,7 @@ mod tests {
         Stats::add(&s.commits, 5);
         Stats::add(&s.repl_diverged_records, 6);
         Stats::add(&s.dead_lettered, 7);
+        Stats::add(&s.repl_noslave_refusals, 11);
         s.writer_poisoned.store(true, Ordering::Relaxed);
         let g = Gauges {
             last_event_id: 9,
@@ -304,6 +360,7 @@ mod tests {
             "repl_acked_event_id",
             "repl_sync_fallbacks",
             "repl_full_syncs",
+            "repl_noslave_refusals",
         ]);
         want.extend(AUTH_FIELDS);
         assert_eq!(names, want);
@@ -323,6 +380,7 @@ mod tests {
             ("repl_acked_event_id", 8),
             ("repl_sync_fallbacks", 1),
             ("repl_full_syncs", 3),
+            ("repl_noslave_refusals", 11),
             ("connections_unauthenticated", 11),
             ("auth_throttled", 12),
         ] {
@@ -333,7 +391,7 @@ mod tests {
             repl: ReplGauges::Slave {
                 master: "127.0.0.1:12301".into(),
                 master_event_id: 12,
-                lag_ms: 250,
+                lag: Lag { events: 3, ms: 250 },
                 state: "streaming",
                 reconnects: 4,
                 full_syncs: 1,
@@ -354,6 +412,7 @@ mod tests {
             "repl_reconnects",
             "repl_diverged_records",
             "repl_full_syncs",
+            "replication_lag_events",
         ]);
         want.extend(AUTH_FIELDS);
         assert_eq!(names, want);
@@ -374,14 +433,55 @@ mod tests {
         assert_eq!(num(&slave, "repl_reconnects"), StatValue::Num(4));
         assert_eq!(num(&slave, "repl_diverged_records"), StatValue::Num(6));
         assert_eq!(num(&slave, "repl_full_syncs"), StatValue::Num(1));
+        assert_eq!(num(&slave, "replication_lag_events"), StatValue::Num(3));
     }
 
     #[test]
-    fn lag_is_zero_when_caught_up_else_time_since() {
-        assert_eq!(lag_ms(true, 5_000, 1_000), 0);
-        assert_eq!(lag_ms(false, 5_000, 1_000), 4_000);
-        // A clock that went back never gives a huge lag, nor a time not known yet.
-        assert_eq!(lag_ms(false, 1_000, 5_000), 0);
-        assert_eq!(lag_ms(false, 5_000, 0), 0);
+    fn lag_events_within_an_epoch_is_the_id_difference() {
+        assert_eq!(lag_events(10, 10), 0);
+        assert_eq!(lag_events(11, 10), 0);
+        assert_eq!(lag_events(0, 10), 10);
+        assert_eq!(lag_events(7, 10), 3);
+        // Epoch 0's ids, with today's jumps at a PROMOTE, are plain ids.
+        assert_eq!(lag_events(2, 1_048_579), 1_048_577);
+        let e3 = 3 << EPOCH_ID_BITS;
+        assert_eq!(lag_events(e3 + 5, e3 + 9), 4);
+        assert_eq!(lag_events(u64::MAX - 1, u64::MAX), 1);
+    }
+
+    #[test]
+    fn lag_events_does_not_count_the_jump_to_a_new_epoch() {
+        let e1 = 1 << EPOCH_ID_BITS;
+        // Behind by three records of epoch 1: not 2^48 of them.
+        assert_eq!(lag_events(1_100_002, e1 + 3), 3);
+        // The new epoch's first id (its EPOCH record) alone: still behind.
+        assert_eq!(lag_events(1_100_002, e1), 1);
+        assert_eq!(lag_events(5, e1 + 1), 1);
+        // Epochs skipped: counted from the newest range's start as well.
+        assert_eq!(lag_events(e1 + 10, (4 << EPOCH_ID_BITS) + 7), 7);
+        // A slave ahead (an old master's tail) lags by nothing.
+        assert_eq!(lag_events(e1 + 3, 1_100_002), 0);
+    }
+
+    #[test]
+    fn lag_ms_is_zero_when_caught_up_else_the_oldest_missing_age() {
+        assert_eq!(Lag::new(10, 10, Some(500)), Lag { events: 0, ms: 0 });
+        assert_eq!(Lag::new(7, 10, Some(500)), Lag { events: 3, ms: 500 });
+        // Lacking only what the master has not made durable: 0 ms.
+        assert_eq!(Lag::new(7, 10, None), Lag { events: 3, ms: 0 });
+    }
+
+    #[test]
+    fn the_slave_reckons_the_age_on_the_masters_clock() {
+        // Sent when the record was 300 ms old, 200 ms ago here: 500 ms.
+        assert_eq!(age_on_slave(10_300, 10_000, 200), 500);
+        // The slave's wall clock plays no part: only elapsed time does.
+        assert_eq!(age_on_slave(10_300, 10_000, 0), 300);
+        // A record stamped after the frame (a clock step back): from 0.
+        assert_eq!(age_on_slave(10_000, 10_300, 40), 40);
+        // The master computes the same age as now - ts: at the moment the
+        // slave receives the frame and an instant later, the two agree.
+        let (ts, sent, now_master) = (50_000, 50_120, 50_170);
+        assert_eq!(age_on_slave(sent, ts, now_master - sent), now_master - ts);
     }
 }

@@ -145,7 +145,8 @@ pub fn run_lifetime(rx: Receiver<(u64, Expiry)>, broker: Arc<Broker>) {
             };
             match ask_writer(&broker, op) {
                 None => return Fired::Stop,
-                Some(Err(e @ WriteError::Storage(_))) => {
+                // Not done: a full disk, or too few slaves (minSlaves).
+                Some(Err(e @ (WriteError::Storage(_) | WriteError::NoSlave(_)))) => {
                     warn!("expiring topic {topic} failed, retrying: {e}");
                     retry.push((topic, create_id));
                 }
@@ -168,8 +169,9 @@ pub fn run_delay(rx: Receiver<(u64, u64)>, broker: Arc<Broker>) {
             return Fired::Retry(ids); // the master's FIRE records do it
         }
         match ask_writer(&broker, WriteOp::Fire { ids: ids.clone() }) {
-            // Ids fired before the failure are skipped the next time.
-            Some(Err(e @ WriteError::Storage(_))) => {
+            // Ids fired before the failure are skipped the next time. Too
+            // few slaves (minSlaves) undid the whole request: fired later.
+            Some(Err(e @ (WriteError::Storage(_) | WriteError::NoSlave(_)))) => {
                 warn!("firing delayed messages failed, retrying: {e}");
                 Fired::Retry(ids)
             }

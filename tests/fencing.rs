@@ -121,6 +121,18 @@ fn a_new_epoch_starts_above_ids_the_slave_never_heard_of() {
     assert!(new.iter().all(|id| *id > EPOCH_1 && !old.contains_key(id)));
     assert_eq!(common::stat(&mut sc, "epoch"), 1);
     assert_eq!(claim(sd.path()).as_deref(), Some("master 1"));
+    // `smss-cli dump` shows the EPOCH record with its fields.
+    let seg = common::segments(sd.path()).pop().expect("a segment");
+    let (ok, out, err) = common::repl::cli_dump(&seg);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("kind=EPOCH"))
+        .unwrap_or_else(|| panic!("no EPOCH line in:\n{out}"));
+    assert!(
+        line.contains(&format!("id={EPOCH_1} ")) && line.contains(" epoch=1 prev_last_id="),
+        "{line}"
+    );
 }
 
 #[test]
@@ -182,6 +194,15 @@ fn an_old_master_restarted_by_its_unit_follows_the_promoted_peer() {
     wait_for_id(&m, None, during);
     assert_eq!(claim(md.path()).as_deref(), Some("slave 1"));
     assert_eq!(all_messages(&mut mc), all_messages(&mut sc));
+    // It had nothing the new master lacks (ids it leased before the kill
+    // have no records): it streams on, no full resync, nothing moved aside.
+    assert_eq!(
+        common::stat(&mut mc, "repl_full_syncs"),
+        0,
+        "{}",
+        m.log_text()
+    );
+    assert!(diverged(md.path()).is_empty());
     // Its next reboot keeps it a slave, even with the peer down.
     assert!(m.sigterm().success());
     assert!(s.sigterm().success());

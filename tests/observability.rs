@@ -97,7 +97,8 @@ fn slaves_and_stats_follow_a_slave_from_connect_to_promote() {
     assert_eq!(get(&st, "repl_acked_event_id"), id.to_string());
     let master_epoch = get(&st, "epoch").to_string();
 
-    // The slave's side: it learns the master's last id from a heartbeat.
+    // The slave's side: it learns the master's last id from the record
+    // frames (and heartbeats), and shows no lag once it has it all.
     let st = poll("the slave to hear the master's last id", || {
         let st = stats(&mut s);
         if get(&st, "master_event_id") == id.to_string()
@@ -112,6 +113,7 @@ fn slaves_and_stats_follow_a_slave_from_connect_to_promote() {
     assert_eq!(get(&st, "master"), master.addr);
     assert_eq!(get(&st, "repl_state"), "streaming");
     assert_eq!(get(&st, "replication_lag_ms"), "0");
+    assert_eq!(get(&st, "replication_lag_events"), "0");
     assert_eq!(get(&st, "repl_reconnects"), "0");
     assert_eq!(get(&st, "repl_diverged_records"), "0");
     // It started empty: one full resync.

@@ -12,9 +12,11 @@ pub struct SlaveInfo {
     pub addr: String,
     /// The last event id it has acknowledged durably.
     pub acked_event_id: u64,
-    /// The master's last event id minus `acked_event_id`.
+    /// The event ids the master has after `acked_event_id` (the jump to a
+    /// new epoch's id range not counted).
     pub lag_events: u64,
-    /// 0 when caught up; else how long ago the newest record it has was sent.
+    /// 0 when caught up; else how old (master clock) the oldest record the
+    /// slave lacks is, among those the master has durably.
     pub lag_ms: u64,
     /// `connecting`, `syncing` or `streaming`.
     pub state: String,

@@ -159,14 +159,6 @@ pub fn encode_end(out: &mut Vec<u8>, reason: &str) {
     out.extend_from_slice(CRLF);
 }
 
-/// `RECS <count> <n>` + the bytes of `count` whole log records: what a
-/// master streams to a slave.
-pub fn encode_recs(out: &mut Vec<u8>, count: usize, records: &[u8]) {
-    out.extend_from_slice(format!("RECS {count} {}\r\n", records.len()).as_bytes());
-    out.extend_from_slice(records);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// Any simple line (`PONG`, `ALIVE`, `STANDBY`, `END deleted`, …) plus `\r\n`. The
 /// caller passes server-made text without line ends.
 /// `ROLE <role> <epoch> <history, 16 hex digits> <last_event_id>`.

@@ -33,6 +33,7 @@
 mod encode;
 mod options;
 mod parse;
+pub mod repl;
 pub mod rules;
 mod skip;
 #[cfg(test)]
@@ -77,6 +78,9 @@ pub enum ErrCode {
     NoAuth,
     /// Connection limit reached.
     Busy,
+    /// `replication.minSlaves`: too few slaves had the write in time; it
+    /// changed nothing.
+    NoSlave,
     /// The server failed; nothing was written.
     Internal,
 }
@@ -93,6 +97,7 @@ impl ErrCode {
             ErrCode::ReadOnly => "READONLY",
             ErrCode::NoAuth => "NOAUTH",
             ErrCode::Busy => "BUSY",
+            ErrCode::NoSlave => "NOSLAVE",
             ErrCode::Internal => "INTERNAL",
         }
     }
@@ -234,8 +239,8 @@ pub enum Request {
     Role,
 }
 
-/// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1]`: what a slave
-/// has (see README, Replication).
+/// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1] [node=<hex>]`:
+/// what a slave has and who it is (see README, Replication).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ReplArgs {
     /// The slave has every record up to this event id.
@@ -245,6 +250,10 @@ pub struct ReplArgs {
     pub epoch: u64,
     /// It holds no records: it needs the state first.
     pub empty: bool,
+    /// The slave server's own id, the same on every connection it makes
+    /// (0: not given, an older slave). A new session with the same id
+    /// replaces the old one; such a slave reads the long `RECS` form.
+    pub node: u64,
 }
 
 /// The result of one [`parse_request`] call.
@@ -275,6 +284,7 @@ mod tests {
             (ErrCode::ReadOnly, "READONLY"),
             (ErrCode::NoAuth, "NOAUTH"),
             (ErrCode::Busy, "BUSY"),
+            (ErrCode::NoSlave, "NOSLAVE"),
             (ErrCode::Internal, "INTERNAL"),
         ];
         for (code, text) in all {

@@ -86,8 +86,8 @@ pub(super) fn parse_sub<'a>(
     Ok(sub)
 }
 
-/// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1]`, given its
-/// required token and the rest.
+/// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1] [node=<hex>]`,
+/// given its required token and the rest.
 pub(super) fn parse_repl<'a>(
     after: &[u8],
     options: impl Iterator<Item = &'a [u8]>,
@@ -104,13 +104,8 @@ pub(super) fn parse_repl<'a>(
             )));
         };
         match key {
-            b"history" => {
-                r.history = std::str::from_utf8(value)
-                    .ok()
-                    .filter(|v| !v.is_empty() && v.len() <= 16)
-                    .and_then(|v| u64::from_str_radix(v, 16).ok())
-                    .ok_or_else(|| bad(format!("invalid REPL history '{}'", quote(value))))?
-            }
+            b"history" => r.history = hex(value, "history")?,
+            b"node" => r.node = hex(value, "node")?,
             b"epoch" => r.epoch = number(value, "REPL epoch")?,
             b"empty" => {
                 r.empty = match value {
@@ -121,13 +116,22 @@ pub(super) fn parse_repl<'a>(
             }
             _ => {
                 return Err(bad(format!(
-                    "unknown REPL option '{}' (history, epoch, empty)",
+                    "unknown REPL option '{}' (history, epoch, empty, node)",
                     quote(key)
                 )));
             }
         }
     }
     Ok(r)
+}
+
+/// 1–16 hex digits, as REPL's `history=` and `node=` take them.
+fn hex(value: &[u8], what: &str) -> Result<u64, ProtoError> {
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|v| !v.is_empty() && v.len() <= 16)
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .ok_or_else(|| bad(format!("invalid REPL {what} '{}'", quote(value))))
 }
 
 #[cfg(test)]
@@ -205,9 +209,15 @@ mod tests {
                 after: 7,
                 history: 255,
                 epoch: 2,
-                empty: true
+                empty: true,
+                node: 0
             }
         );
+        let r = parse_repl(b"7", [&b"node=00c0ffee"[..], b"empty=0"].into_iter())?;
+        assert_eq!((r.node, r.empty), (0xc0ffee, false));
+        assert!(parse_repl(b"1", [&b"node="[..]].into_iter()).is_err());
+        assert!(parse_repl(b"1", [&b"node=12345678901234567"[..]].into_iter()).is_err());
+        assert!(parse_repl(b"1", [&b"node=g"[..]].into_iter()).is_err());
         assert!(parse_repl(b"x", std::iter::empty()).is_err());
         assert!(parse_repl(b"1", [&b"history=xyz"[..]].into_iter()).is_err());
         assert!(parse_repl(b"1", [&b"empty=2"[..]].into_iter()).is_err());

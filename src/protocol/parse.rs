@@ -137,8 +137,8 @@ const COMMANDS: [CommandSpec; 20] = [
     spec(
         "REPL",
         Kind::Simple(SimpleCmd::Repl),
-        "REPL <after_event_id> [history=<hex>] [epoch=<n>] [empty=0|1]",
-        4,
+        "REPL <after_event_id> [history=<hex>] [epoch=<n>] [empty=0|1] [node=<hex>]",
+        5,
     ),
     spec("PROMOTE", Kind::Simple(SimpleCmd::Promote), "PROMOTE", 0),
     spec("SLAVES", Kind::Simple(SimpleCmd::Slaves), "SLAVES", 0),
@@ -899,7 +899,8 @@ mod tests {
                 after: 5,
                 history: 0xff,
                 epoch: 2,
-                empty: true
+                empty: true,
+                ..ReplArgs::default()
             })
         );
         assert_eq!(req(b"PROMOTE\r\n"), Request::Promote);

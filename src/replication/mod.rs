@@ -1,6 +1,7 @@
 //! Master–slave replication: which side of it this server is, and the
 //! threads that copy the log ([`sender`] on a master, [`receiver`] on a
-//! slave) with what they share ([`state`]).
+//! slave) with what they share ([`state`], and [`quorum`]: the slaves'
+//! acknowledgements the writer waits for under `replication.minSlaves`).
 //!
 //! Owns [`Role`] and [`RoleCell`], the role as the broker holds it: an
 //! atomic, so PROMOTE can turn a slave into a master at run time while
@@ -9,6 +10,7 @@
 //! [`receiver`] threads depend on `broker`.
 
 pub mod peer;
+pub mod quorum;
 pub mod receiver;
 pub mod sender;
 pub mod state;

@@ -1,13 +1,21 @@
 //! The slave's side of replication: the `repl-receiver` thread.
 //!
 //! It connects to the master (AUTH with `auth.token` when set), sends
-//! `REPL <last id> history=… epoch=… empty=…`, and feeds every record it
-//! receives to this server's own writer through the same bounded channel,
-//! where the one apply path applies it with the master's ids and
+//! `REPL <last id> history=… epoch=… empty=… node=…`, and feeds every
+//! record it receives to this server's own writer through the same bounded
+//! channel, where the one apply path applies it with the master's ids and
 //! timestamps. It acknowledges what is durable here (`ACK <id>`) after each
 //! commit and in answer to every heartbeat. On any failure it reconnects
 //! with a capped backoff and resumes after its own last event id; on
-//! PROMOTE it stops. Frames are documented in README (Replication).
+//! PROMOTE it stops. A master silent for `replication.slaveTimeoutMs` is
+//! given up on the same way.
+//!
+//! `node=` names this server, the same for every session of this process,
+//! so the master replaces a session it still holds instead of listing the
+//! slave twice. Each `RECS` frame says where the master stands; the thread
+//! keeps it in the broker's [`MasterView`](super::state::MasterView), the
+//! slave's side of the lag definition (`stats::Lag`). Frames are the
+//! codec's in `protocol::repl` and documented in README (Replication).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -19,14 +27,13 @@ use log::{info, warn};
 
 use crate::broker::Broker;
 use crate::protocol::MAX_LINE_BYTES;
+use crate::protocol::repl::{Answer, Frame, MasterPos, encode_ack, parse_frame, parse_repl_ok};
 use crate::replication::Role;
 use crate::replication::state::LinkState;
 use crate::storage::now_ms;
 use crate::storage::ops::{WriteOk, WriteOp};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// The master heartbeats every second; silence this long means it is gone.
-const MASTER_SILENCE: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
 /// How often a promoted server checks whether it is a slave again.
@@ -48,6 +55,7 @@ enum End {
 /// The thread body: replicate from `master` until PROMOTE or shutdown.
 /// `event`: where an empty slave starts (`--event`).
 pub fn run(broker: Arc<Broker>, master: String, event: Option<u64>) {
+    let node = node_id();
     let mut backoff = BACKOFF_MIN;
     loop {
         if broker.is_shutting_down() {
@@ -64,7 +72,7 @@ pub fn run(broker: Arc<Broker>, master: String, event: Option<u64>) {
             m.state = LinkState::Connecting;
         });
         let started = Instant::now();
-        match session(&broker, &master, event) {
+        match session(&broker, &master, event, node) {
             Ok(End::Stop) => {}
             Ok(End::Again) => continue,
             Err(e) => {
@@ -92,6 +100,19 @@ pub fn run(broker: Arc<Broker>, master: String, event: Option<u64>) {
 
 fn stopped(b: &Broker) -> bool {
     b.role() != Role::Slave || b.is_shutting_down()
+}
+
+/// This process's `node=`: random, never 0 (0 means "not given"). Only
+/// the sessions of one process share it; a restarted slave is a new node
+/// whose old session the master drops when it sees the old socket close.
+fn node_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS per process; the pid and the time
+    // only add to it.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u64(now_ms());
+    h.finish().max(1)
 }
 
 struct Link {
@@ -131,9 +152,24 @@ impl Link {
     }
 
     fn send(&mut self, line: &str) -> Result<(), String> {
+        self.send_bytes(format!("{line}\r\n").as_bytes())
+    }
+
+    fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.w
-            .write_all(format!("{line}\r\n").as_bytes())
+            .write_all(bytes)
             .map_err(|e| format!("writing to the master: {e}"))
+    }
+
+    fn ack(&mut self, id: u64) -> Result<(), String> {
+        let mut out = Vec::with_capacity(32);
+        encode_ack(&mut out, id);
+        self.send_bytes(&out)
+    }
+
+    /// The next frame line, parsed.
+    fn frame(&mut self) -> Result<Frame, String> {
+        parse_frame(&self.line()?, MAX_FRAME)
     }
 
     fn payload(&mut self, n: usize) -> Result<Vec<u8>, String> {
@@ -149,7 +185,7 @@ impl Link {
     }
 }
 
-fn connect(master: &str) -> Result<Link, String> {
+fn connect(master: &str, silence: Duration) -> Result<Link, String> {
     let addr = master
         .to_socket_addrs()
         .map_err(|e| format!("resolving {master}: {e}"))?
@@ -158,8 +194,8 @@ fn connect(master: &str) -> Result<Link, String> {
     let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .map_err(|e| format!("connecting: {e}"))?;
     let setup = s
-        .set_read_timeout(Some(MASTER_SILENCE))
-        .and_then(|_| s.set_write_timeout(Some(MASTER_SILENCE)))
+        .set_read_timeout(Some(silence))
+        .and_then(|_| s.set_write_timeout(Some(silence)))
         .and_then(|_| s.set_nodelay(true))
         .and_then(|_| s.try_clone());
     let w = setup.map_err(|e| format!("setting up the socket: {e}"))?;
@@ -179,8 +215,11 @@ fn ask(b: &Broker, op: WriteOp) -> Result<WriteOk, String> {
 }
 
 /// One connection to the master, from the handshake until it fails.
-fn session(b: &Broker, master: &str, event: Option<u64>) -> Result<End, String> {
-    let mut link = connect(master)?;
+fn session(b: &Broker, master: &str, event: Option<u64>, node: u64) -> Result<End, String> {
+    // The master heartbeats every second when idle: this much silence
+    // means it is gone or frozen.
+    let silence = Duration::from_millis(b.config.replication.slave_timeout_ms);
+    let mut link = connect(master, silence)?;
     let token = &b.config.auth.token;
     if !token.is_empty() {
         link.send(&format!("AUTH {token}"))?;
@@ -198,24 +237,27 @@ fn session(b: &Broker, master: &str, event: Option<u64>) -> Result<End, String> 
     } else {
         b.last_event_id()
     };
-    link.send(&format!(
+    let repl = format!(
         "REPL {after} history={history:016x} epoch={epoch} empty={}",
         u8::from(empty)
-    ))?;
-    let reply = link.line()?;
-    let f: Vec<&str> = reply.split(' ').collect();
-    let master_history = match f.as_slice() {
-        ["OK", h, _epoch, ..] => {
-            u64::from_str_radix(h, 16).map_err(|_| format!("bad REPL answer {reply:?}"))?
-        }
-        _ => return Err(format!("REPL refused: {reply}")),
-    };
-    match f.get(3).copied() {
-        Some("stream") => {
+    );
+    link.send(&format!("{repl} node={node:016x}"))?;
+    let mut reply = link.line()?;
+    if older_master(&reply) {
+        // A master from before `node=` refuses the argument and stays in
+        // command mode: ask again as an older slave (short RECS, no lag
+        // under load, listed per connection).
+        link.send(&repl)?;
+        reply = link.line()?;
+    }
+    let ok = parse_repl_ok(&reply)?;
+    let master_history = ok.history;
+    match ok.answer {
+        Answer::Stream => {
             info!("replicating from {master} after event id {after}");
             b.repl.update_master(|m| m.state = LinkState::Streaming);
         }
-        Some("full") => {
+        Answer::Full => {
             info!("full resync from {master} (history {master_history:016x})");
             b.repl.update_master(|m| m.state = LinkState::Syncing);
             let op = WriteOp::ReplReset {
@@ -224,11 +266,7 @@ fn session(b: &Broker, master: &str, event: Option<u64>) -> Result<End, String> 
             };
             ask(b, op)?;
         }
-        Some("diverged") => {
-            let keep = f
-                .get(4)
-                .and_then(|k| k.parse().ok())
-                .ok_or_else(|| format!("bad REPL answer {reply:?}"))?;
+        Answer::Diverged { keep_id: keep } => {
             warn!("this server holds records after event id {keep} that {master} never had");
             let op = WriteOp::ReplReset {
                 history: master_history,
@@ -237,7 +275,6 @@ fn session(b: &Broker, master: &str, event: Option<u64>) -> Result<End, String> 
             ask(b, op)?;
             return Ok(End::Again);
         }
-        _ => return Err(format!("bad REPL answer {reply:?}")),
     }
     frames(b, &mut link, master_history)
 }
@@ -248,29 +285,27 @@ fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, String> {
         if stopped(b) {
             return Ok(End::Stop);
         }
-        let line = link.line()?;
-        let mut f = line.split(' ');
-        match (f.next(), f.next(), f.next()) {
-            (Some("RECS"), Some(_count), Some(n)) => {
-                let n: usize = n
-                    .parse()
-                    .ok()
-                    .filter(|&n| n <= MAX_FRAME)
-                    .ok_or_else(|| format!("bad frame {line:?}"))?;
-                let mut records = link.payload(n)?;
+        match link.frame()? {
+            Frame::Recs { len, at, .. } => {
+                heard(b, at);
+                let mut records = link.payload(len)?;
+                // The oldest record this server lacks is the first one here.
+                if at.is_some()
+                    && let Some(ts) = first_timestamp(&records)
+                {
+                    b.repl.update_master(|m| m.missing_ts_ms = ts);
+                }
+                let mut last_at = at;
                 // More frames already here go in the same writer request:
                 // one fsync for all, so a busy master does not outrun us.
                 while records.len() < MAX_APPLY_BYTES && link.more_records_waiting() {
-                    let line = link.line()?;
-                    let n = line
-                        .rsplit(' ')
-                        .next()
-                        .and_then(|n| n.parse::<usize>().ok())
-                        .filter(|&n| n <= MAX_FRAME)
-                        .ok_or_else(|| format!("bad frame {line:?}"))?;
-                    records.extend_from_slice(&link.payload(n)?);
+                    let Frame::Recs { len, at, .. } = link.frame()? else {
+                        return Err("a frame announced as RECS is not one".into());
+                    };
+                    heard(b, at);
+                    last_at = at;
+                    records.extend_from_slice(&link.payload(len)?);
                 }
-                let ts = last_timestamp(&records);
                 if stopped(b) {
                     return Ok(End::Stop);
                 }
@@ -278,51 +313,89 @@ fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, String> {
                     WriteOk::Id(id) => id,
                     _ => b.last_event_id(),
                 };
-                b.repl
-                    .update_master(|m| m.applied_ts_ms = ts.max(m.applied_ts_ms));
-                link.send(&format!("ACK {applied}"))?;
+                if let Some(at) = last_at {
+                    b.repl.update_master(|m| m.missing_ts_ms = at.next_ts_ms);
+                }
+                link.ack(applied)?;
             }
-            (Some("SYNCED"), Some(after), None) => {
-                let after_id = after.parse().map_err(|_| format!("bad frame {line:?}"))?;
+            Frame::Synced { after_id } => {
                 ask(b, WriteOp::ReplSynced { history, after_id })?;
                 b.repl.update_master(|m| m.state = LinkState::Streaming);
-                link.send(&format!("ACK {}", b.last_event_id()))?;
+                link.ack(b.last_event_id())?;
             }
-            (Some("LEASE"), Some(lease), None) => {
-                let lease = lease.parse().map_err(|_| format!("bad frame {line:?}"))?;
+            Frame::Lease { lease } => {
                 ask(b, WriteOp::ReplLease { lease })?;
             }
-            (Some("HB"), Some(last), Some(_ms)) => {
-                let last: u64 = last.parse().map_err(|_| format!("bad frame {line:?}"))?;
-                let mine = b.last_event_id();
+            Frame::Hb { last_id, now_ms } => {
+                // The master sends a heartbeat only once it has sent every
+                // record it has durably, and they are all applied here.
                 b.repl.update_master(|m| {
-                    m.master_event_id = last;
-                    if mine >= last {
-                        m.applied_ts_ms = now_ms(); // caught up
-                    }
+                    m.heard(last_id, now_ms, Instant::now());
+                    m.missing_ts_ms = 0;
                 });
-                link.send(&format!("ACK {mine}"))?;
+                link.ack(b.last_event_id())?;
             }
-            _ => return Err(format!("unexpected line from the master: {line:?}")),
         }
     }
 }
 
-/// The timestamp of the last record in a RECS payload, by walking the
-/// length fields (the writer checks every CRC when it applies them).
-fn last_timestamp(records: &[u8]) -> u64 {
-    let field = |at: usize, n: usize| records.get(at..at + n);
-    let mut at = 0;
-    let mut ts = 0;
-    while let (Some(len), Some(t)) = (field(at, 4), field(at + 16, 8)) {
-        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        if len == 0 {
-            break;
-        }
-        let mut b = [0u8; 8];
-        b.copy_from_slice(t);
-        ts = u64::from_le_bytes(b);
-        at += len;
+/// The master's refusal of `node=`, as a master from before it words it.
+fn older_master(reply: &str) -> bool {
+    reply.starts_with("ERR BADREQ ")
+        && (reply.contains("too many arguments for REPL")
+            || reply.contains("unknown REPL option 'node'"))
+}
+
+/// A frame said where the master stands (the long `RECS` form).
+fn heard(b: &Broker, at: Option<MasterPos>) {
+    if let Some(at) = at {
+        b.repl
+            .update_master(|m| m.heard(at.last_id, at.now_ms, Instant::now()));
     }
-    ts
+}
+
+/// The timestamp of the first record in a RECS payload (the writer checks
+/// its CRC when it applies it): bytes 16..24, see the record format.
+fn first_timestamp(records: &[u8]) -> Option<u64> {
+    let t = records.get(16..24)?;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(t);
+    Some(u64::from_le_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_timestamp_is_read_from_the_record_header() {
+        let mut rec = vec![0u8; 40];
+        rec[16..24].copy_from_slice(&1_700_000_000_123u64.to_le_bytes());
+        assert_eq!(first_timestamp(&rec), Some(1_700_000_000_123));
+        assert_eq!(first_timestamp(&rec[..23]), None);
+        assert_eq!(first_timestamp(&[]), None);
+    }
+
+    #[test]
+    fn an_older_master_is_told_from_other_refusals() {
+        assert!(older_master(
+            "ERR BADREQ too many arguments for REPL (at most 4): usage: REPL <after_event_id> \
+             [history=<hex>] [epoch=<n>] [empty=0|1]"
+        ));
+        assert!(older_master(
+            "ERR BADREQ unknown REPL option 'node' (history, epoch, empty)"
+        ));
+        assert!(!older_master(
+            "ERR BADREQ the slave's data belongs to history 1"
+        ));
+        assert!(!older_master("ERR NOAUTH too many arguments for REPL"));
+        assert!(!older_master("OK 0000000000000001 0 stream"));
+    }
+
+    #[test]
+    fn node_ids_are_never_zero_and_differ() {
+        let (a, b) = (node_id(), node_id());
+        assert!(a != 0 && b != 0);
+        assert_ne!(a, b);
+    }
 }

@@ -4,26 +4,38 @@
 //! It asks the writer how to serve the slave (stream, full resync with a
 //! snapshot of the state, divergence, refusal), then streams the log with
 //! pread at its own pace, never past the writer's durable tail, so a slow
-//! or frozen slave only ever slows itself. It reads the slave's `ACK <id>`
-//! lines between chunks, publishes what the slave has (SLAVES, STATS, the
-//! retention hold) in the broker's replication state, sends the master's
-//! id lease when it moves and a heartbeat every second when idle, and drops
-//! a slave that stays silent. Frames are documented in README (Replication).
+//! or frozen slave only ever slows itself. Its `repl-ack-<peer>` thread
+//! reads the slave's `ACK <id>` lines as they come and publishes what the
+//! slave has (SLAVES, STATS, the retention hold) in the broker's
+//! replication state. The sender sends the master's id lease when it
+//! moves, a heartbeat every second when idle, and with every `RECS` frame
+//! (to a slave that names itself) where the master stands, so the slave
+//! knows its lag under load too.
+//!
+//! One setting, `replication.slaveTimeoutMs`, drops a slave: one that
+//! sends nothing for that long, and one that takes nothing for that long
+//! (the socket's write timeout, instead of `timeout.net.write`, so a frozen
+//! slave whose buffers are full is not dropped sooner). A new session of
+//! the same slave (`node=`) ends this one. [`slave_lag`] is the master's
+//! side of the lag definition (`stats::Lag`). Frames are the codec's in
+//! `protocol::repl` and documented in README (Replication).
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
 use crate::broker::Broker;
-use crate::protocol::{
-    ErrCode, MAX_LINE_BYTES, ProtoError, ReplArgs, encode_err, encode_line, encode_recs,
+use crate::protocol::repl::{
+    Answer, Frame, MasterPos, ReplOk, encode_frame, encode_recs, encode_repl_ok, parse_ack,
 };
-use crate::replication::state::LinkState;
+use crate::protocol::{ErrCode, MAX_LINE_BYTES, ProtoError, ReplArgs, encode_err};
+use crate::replication::state::{Kick, LinkState, SlaveInfo};
+use crate::stats::Lag;
 use crate::storage::logread::{self, CHUNK_BYTES};
 use crate::storage::now_ms;
 use crate::storage::ops::{ReplMode, SnapItem, WriteOk, WriteOp};
@@ -31,8 +43,6 @@ use crate::wire::{Flow, Wire};
 
 /// A heartbeat goes out when nothing else did for this long.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// A slave that acknowledges nothing for this long is dropped.
-const SLAVE_SILENCE: Duration = Duration::from_secs(10);
 /// How long the writer may take to plan.
 const PLAN_WAIT: Duration = Duration::from_secs(30);
 /// Longest wait for new durable records before checking the heartbeat.
@@ -55,13 +65,27 @@ impl Drop for Registered<'_> {
 /// Serves `REPL` on `wire` until the slave goes away. Returns to command
 /// mode only when the request is refused.
 pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) -> io::Result<Flow> {
+    let silence = Duration::from_millis(broker.config.replication.slave_timeout_ms);
+    let acks = Arc::new(Acks::default());
+    // A socket this server cannot use is a session that cannot stream: the
+    // slave gets no answer and tries again.
+    let stream = wire.try_clone_stream()?;
+    let kick: Kick = {
+        let (a, s) = (Arc::clone(&acks), stream.try_clone()?);
+        Box::new(move || {
+            a.replaced.store(true, Ordering::Relaxed);
+            // Wakes this session's sender out of a write and its ACK
+            // reader out of a read; both end.
+            let _ = s.shutdown(Shutdown::Both);
+        })
+    };
     // Registered (holding the whole log from retention) before the writer
     // plans: a retention pass between the plan and the streaming would
     // delete records the plan counts on, and the slave would silently miss
     // them. Refusals unregister when `reg` drops.
     let reg = Registered {
         broker,
-        id: broker.repl.add_slave(peer),
+        id: broker.repl.add_slave(peer, args.node, Some(kick)),
     };
     let op = WriteOp::ReplPlan {
         after_id: args.after,
@@ -84,7 +108,11 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
             return Ok(Flow::Continue);
         }
     };
-    let head = format!("OK {:016x} {}", plan.history, plan.epoch);
+    let answer = |answer| ReplOk {
+        history: plan.history,
+        epoch: plan.epoch,
+        answer,
+    };
     let (after, snapshot) = match plan.mode {
         ReplMode::Refused(why) => {
             warn!("{peer}: REPL refused: {why}");
@@ -93,38 +121,49 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
         }
         ReplMode::Diverged { keep_id } => {
             info!("{peer}: slave holds records after event id {keep_id} this history never had");
-            encode_line(&mut wire.out, &format!("{head} diverged {keep_id}"));
+            encode_repl_ok(&mut wire.out, &answer(Answer::Diverged { keep_id }));
             wire.flush()?;
             return Ok(Flow::Close);
         }
         ReplMode::Stream { after_id } => {
-            encode_line(&mut wire.out, &format!("{head} stream"));
+            encode_repl_ok(&mut wire.out, &answer(Answer::Stream));
+            // The slave has every record up to `after_id` already.
+            broker.repl.update_slave(reg.id, |s| {
+                s.state = LinkState::Streaming;
+                s.acked_id = s.acked_id.max(after_id);
+            });
             (after_id, None)
         }
         ReplMode::Full { after_id, snapshot } => {
             info!("{peer}: full resync: the state up to event id {after_id}, then the log");
             broker.repl.full_syncs.fetch_add(1, Ordering::Relaxed);
-            encode_line(&mut wire.out, &format!("{head} full"));
+            encode_repl_ok(&mut wire.out, &answer(Answer::Full));
+            broker
+                .repl
+                .update_slave(reg.id, |s| s.state = LinkState::Syncing);
             (after_id, Some(snapshot))
         }
     };
+    // Writes to a frozen slave block once the socket buffers are full: they
+    // fail after the replication setting, not after `timeout.net.write`
+    // (which a refused REPL, back in command mode, keeps).
+    stream.set_write_timeout(Some(silence))?;
     wire.flush()?;
     info!("{peer}: replicating the records after event id {after}");
-    let acks = Arc::new(Acks::default());
-    let reader = match wire.try_clone_stream() {
-        Ok(stream) => {
-            let (b, a, p, id) = (
-                Arc::clone(broker),
-                Arc::clone(&acks),
-                peer.to_string(),
-                reg.id,
-            );
-            std::thread::Builder::new()
-                .name(format!("repl-ack-{peer}"))
-                .stack_size(ACK_STACK_BYTES)
-                .spawn(move || read_acks(stream, &b, &a, &p, id))
-        }
-        Err(e) => Err(e),
+    // Streaming once the slave acknowledges the resync point (at once for
+    // a stream plan, after `SYNCED` for a full resync).
+    acks.streaming_from.store(after, Ordering::Relaxed);
+    let reader = {
+        let (b, a, p, id) = (
+            Arc::clone(broker),
+            Arc::clone(&acks),
+            peer.to_string(),
+            reg.id,
+        );
+        std::thread::Builder::new()
+            .name(format!("repl-ack-{peer}"))
+            .stack_size(ACK_STACK_BYTES)
+            .spawn(move || read_acks(stream, &b, &a, &p, id, silence))
     };
     let reader = match reader {
         Ok(r) => r,
@@ -138,6 +177,7 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
         broker,
         acks: &acks,
         id: reg.id,
+        long_recs: args.node != 0,
     };
     let res = s.stream(after, snapshot);
     if let Err(e) = &res {
@@ -154,11 +194,15 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
 /// What the sender and its ACK reader share.
 #[derive(Default)]
 struct Acks {
-    /// (last event id, log position after it, when sent) of each chunk not
-    /// yet acknowledged.
-    sent: Mutex<VecDeque<(u64, u64, u64)>>,
+    /// (last event id, log position after it) of each chunk not yet
+    /// acknowledged.
+    sent: Mutex<VecDeque<(u64, u64)>>,
     /// Either side ended: the other stops too.
     done: AtomicBool,
+    /// A new session of the same slave replaced this one.
+    replaced: AtomicBool,
+    /// The slave streams once it acknowledges this id (its resync point).
+    streaming_from: AtomicU64,
 }
 
 struct Sender<'a> {
@@ -167,6 +211,8 @@ struct Sender<'a> {
     acks: &'a Acks,
     /// The slave's entry in the broker's replication state.
     id: u64,
+    /// The slave named itself: it reads `RECS` with the master's position.
+    long_recs: bool,
 }
 
 impl Sender<'_> {
@@ -174,18 +220,21 @@ impl Sender<'_> {
         let b = self.broker;
         let io = |e: io::Error| format!("socket: {e}");
         let store = |e: crate::storage::StoreError| format!("reading the log: {e}");
+        let streaming = snapshot.is_none();
+        let (tail, mut seen_cuts) = b.durable.get_with_cuts();
+        let mut pos = logread::position_after(&b.segments, tail.pos, after).map_err(store)?;
         if let Some(items) = snapshot {
-            self.send_snapshot(&items)?;
-            encode_line(&mut self.wire.out, &format!("SYNCED {after}"));
+            self.send_snapshot(&items, pos)?;
+            encode_frame(&mut self.wire.out, &Frame::Synced { after_id: after });
             self.wire.flush().map_err(io)?;
         }
-        let mut pos =
-            logread::position_after(&b.segments, b.durable.get().pos, after).map_err(store)?;
         // The slave has everything before `pos`: retention may go that far.
-        b.repl.update_slave(self.id, |s| {
-            s.acked_id = s.acked_id.max(after);
-            s.acked_pos = s.acked_pos.max(pos);
-        });
+        b.repl
+            .update_slave(self.id, |s| s.acked_pos = s.acked_pos.max(pos));
+        if streaming {
+            // It has `after` durably already (a snapshot's is not applied yet).
+            b.repl.quorum.ack(self.id, after);
+        }
         let mut lease_sent = 0;
         let mut last_out = Instant::now();
         loop {
@@ -197,23 +246,38 @@ impl Sender<'_> {
             }
             let lease = b.repl.lease.load(Ordering::Relaxed);
             if lease > lease_sent {
-                encode_line(&mut self.wire.out, &format!("LEASE {lease}"));
+                encode_frame(&mut self.wire.out, &Frame::Lease { lease });
                 lease_sent = lease;
             }
-            let tail = b.durable.get();
+            let (tail, cuts) = b.durable.get_with_cuts();
+            if cuts != seen_cuts {
+                // The writer undid records (replication.minSlaves): a slave
+                // that was sent any must move them aside and resync.
+                if !b.durable.kept_since(seen_cuts, pos) {
+                    return Err("the master undid records this slave was sent".into());
+                }
+                seen_cuts = cuts;
+            }
             if pos < tail.pos {
-                let chunk =
-                    logread::read_chunk(&b.segments, pos, tail.pos, CHUNK_BYTES).map_err(store)?;
+                let chunk = logread::read_chunk(&b.segments, pos, tail.pos, CHUNK_BYTES);
+                if b.durable.cuts() != cuts {
+                    continue; // read while records were undone: look again
+                }
+                let chunk = chunk.map_err(store)?;
                 if chunk.count > 0 {
-                    encode_recs(&mut self.wire.out, chunk.count, &chunk.bytes);
-                    lock(&self.acks.sent).push_back((chunk.last_id, chunk.next_pos, now_ms()));
+                    let at = self.position(chunk.last_id, chunk.next_pos, tail.pos);
+                    encode_recs(&mut self.wire.out, chunk.count, &chunk.bytes, at.as_ref());
+                    lock(&self.acks.sent).push_back((chunk.last_id, chunk.next_pos));
                 } else if chunk.next_pos <= pos {
                     return Err(format!("the log does not go on at position {pos}"));
                 }
                 pos = chunk.next_pos;
             } else if last_out.elapsed() >= HEARTBEAT {
-                let hb = format!("HB {} {}", b.last_event_id(), now_ms());
-                encode_line(&mut self.wire.out, &hb);
+                let hb = Frame::Hb {
+                    last_id: b.last_event_id(),
+                    now_ms: now_ms(),
+                };
+                encode_frame(&mut self.wire.out, &hb);
             } else {
                 // New durable records wake this at once; ACKs are the
                 // reader thread's.
@@ -226,8 +290,25 @@ impl Sender<'_> {
         }
     }
 
-    /// The snapshot of a full resync, as RECS frames.
-    fn send_snapshot(&mut self, items: &[SnapItem]) -> Result<(), String> {
+    /// Where the master stands, for a `RECS` frame whose last record is
+    /// `last_id` and whose next one would start at `next_pos`; `None` for a
+    /// slave that reads only the short form.
+    fn position(&self, last_id: u64, next_pos: u64, durable_end: u64) -> Option<MasterPos> {
+        let b = self.broker;
+        self.long_recs.then(|| MasterPos {
+            // The durable tail may be published before the last id.
+            last_id: b.last_event_id().max(last_id),
+            now_ms: now_ms(),
+            next_ts_ms: record_ts_at(b, next_pos, durable_end).unwrap_or(0),
+        })
+    }
+
+    /// The snapshot of a full resync, as RECS frames; `pos`: where the log
+    /// streamed after it starts.
+    fn send_snapshot(&mut self, items: &[SnapItem], pos: u64) -> Result<(), String> {
+        // The slave lacks every log record from `pos` on, whatever the
+        // state records' own ids are.
+        let at = self.position(0, pos, self.broker.durable.get().pos);
         let mut bytes = Vec::new();
         let mut count = 0;
         for item in items {
@@ -247,17 +328,57 @@ impl Sender<'_> {
             }
             count += 1;
             if bytes.len() >= CHUNK_BYTES {
-                encode_recs(&mut self.wire.out, count, &bytes);
+                encode_recs(&mut self.wire.out, count, &bytes, at.as_ref());
                 self.wire.flush().map_err(|e| format!("socket: {e}"))?;
                 bytes.clear();
                 count = 0;
             }
         }
         if count > 0 {
-            encode_recs(&mut self.wire.out, count, &bytes);
+            encode_recs(&mut self.wire.out, count, &bytes, at.as_ref());
         }
         Ok(())
     }
+}
+
+/// The timestamp of the record that starts at log position `pos`, if it
+/// is before `end` (what the writer has made durable); the record is then
+/// in the next segment when `pos` is where a sealed one ends.
+fn record_ts_at(b: &Broker, pos: u64, end: u64) -> Option<u64> {
+    let mut pos = pos;
+    // At most one segment boundary to step over.
+    for _ in 0..2 {
+        if pos >= end {
+            return None;
+        }
+        let seg = b.segments.find(pos)?;
+        // length, CRC, event id, timestamp: see the record format.
+        let mut head = [0u8; 24];
+        if seg.read_exact_at(&mut head, pos).is_ok() && head[..4] != [0, 0, 0, 0] {
+            let mut ts = [0u8; 8];
+            ts.copy_from_slice(&head[16..24]);
+            return Some(u64::from_le_bytes(ts));
+        }
+        pos = b
+            .segments
+            .all()
+            .iter()
+            .map(|s| s.base)
+            .find(|&base| base > seg.base)?;
+    }
+    None
+}
+
+/// The master's side of the lag definition (`stats::Lag`) for one slave:
+/// its acknowledged id against this master's last id, and the age of the
+/// record at `acked_pos` (the oldest one it lacks) when that is durable.
+pub fn slave_lag(b: &Broker, s: &SlaveInfo) -> Lag {
+    let last = b.last_event_id();
+    if s.acked_id >= last {
+        return Lag::default(); // no pread when caught up
+    }
+    let ts = record_ts_at(b, s.acked_pos, b.durable.get().pos);
+    Lag::new(s.acked_id, last, ts.map(|ts| now_ms().saturating_sub(ts)))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -266,15 +387,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The `repl-ack-<peer>` thread: reads the slave's `ACK <id>` lines as they
 /// come (a blocking read wakes on each), so semi-sync answers leave as soon
-/// as the slave has the records. Ends on silence, a bad line or EOF.
-fn read_acks(stream: TcpStream, b: &Broker, acks: &Acks, peer: &str, id: u64) {
+/// as the slave has the records. Ends on `silence`, a bad line or EOF.
+fn read_acks(stream: TcpStream, b: &Broker, acks: &Acks, peer: &str, id: u64, silence: Duration) {
     let end = |why: String| {
+        let why = if acks.replaced.load(Ordering::Relaxed) {
+            "a new session of this slave replaced this one".to_string()
+        } else {
+            why
+        };
         if !acks.done.swap(true, Ordering::Relaxed) {
             info!("{peer}: {why}");
         }
         let _ = stream.shutdown(Shutdown::Both);
     };
-    if let Err(e) = stream.set_read_timeout(Some(SLAVE_SILENCE)) {
+    if let Err(e) = stream.set_read_timeout(Some(silence)) {
         return end(format!("socket: {e}"));
     }
     let Ok(clone) = stream.try_clone() else {
@@ -292,23 +418,21 @@ fn read_acks(stream: TcpStream, b: &Broker, acks: &Acks, peer: &str, id: u64) {
             Ok(_) => {}
             Err(e) => {
                 return end(format!(
-                    "no ACK for {} s or socket error ({e}); dropping the slave",
-                    SLAVE_SILENCE.as_secs()
+                    "no ACK for {} ms (replication.slaveTimeoutMs) or socket error ({e}); \
+                     dropping the slave",
+                    silence.as_millis()
                 ));
             }
         }
         let text = String::from_utf8_lossy(&line);
-        let Some(acked) = text
-            .trim_end()
-            .strip_prefix("ACK ")
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
+        let Some(acked) = parse_ack(text.trim_end()) else {
             return end(format!(
                 "unexpected line from the slave: {:?}",
                 text.trim_end()
             ));
         };
         b.repl.note_ack(acked);
+        b.repl.quorum.ack(id, acked);
         if b.config.replication.sync && !b.repl.sync_in_force() && acked >= b.last_event_id() {
             b.repl.sync_active.store(true, Ordering::Relaxed);
             info!("{peer}: slave caught up at event id {acked}; semi-sync in force again");
@@ -316,20 +440,22 @@ fn read_acks(stream: TcpStream, b: &Broker, acks: &Acks, peer: &str, id: u64) {
         let mut at = None;
         {
             let mut sent = lock(&acks.sent);
-            while let Some(&(last, pos, sent_ms)) = sent.front() {
+            while let Some(&(last, pos)) = sent.front() {
                 if last > acked {
                     break;
                 }
-                at = Some((pos, sent_ms));
+                at = Some(pos);
                 sent.pop_front();
             }
         }
+        let streaming = acked >= acks.streaming_from.load(Ordering::Relaxed);
         b.repl.update_slave(id, |s| {
             s.acked_id = s.acked_id.max(acked);
-            s.state = LinkState::Streaming;
-            if let Some((pos, sent_ms)) = at {
+            if streaming {
+                s.state = LinkState::Streaming;
+            }
+            if let Some(pos) = at {
                 s.acked_pos = pos;
-                s.acked_ts_ms = sent_ms;
             }
         });
     }

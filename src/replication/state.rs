@@ -5,14 +5,26 @@
 //! Held by the broker. Senders (`repl-<peer>`) and the receiver update it;
 //! STATS, SLAVES and retention read it. Atomics for single numbers, one
 //! mutex for each list; never held across I/O.
+//!
+//! A slave that names itself (`REPL … node=<id>`) is listed once: a new
+//! session of the same node replaces the old entry and ends its sender
+//! through the [`Kick`] the sender registered, so a session left behind by
+//! a freeze or a partition neither shows twice nor holds retention back.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-/// How a slave's replication is going (`repl_state`).
+use super::quorum::AckQuorum;
+use crate::stats;
+// The lag definition, where replication's users (and tests) find it.
+pub use crate::stats::{Lag, lag_events};
+
+/// How a slave's replication is going (`repl_state`; SLAVES' state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LinkState {
+    /// A slave: not replicating yet. A master's entry: the writer has not
+    /// yet decided how to serve it (a moment after `REPL`).
     #[default]
     Connecting,
     /// Receiving the state and backlog of a full resync.
@@ -35,25 +47,73 @@ impl LinkState {
 pub struct SlaveInfo {
     /// A number unique to this connection.
     pub id: u64,
+    /// The slave server's own id from `REPL … node=` (0: not given).
+    pub node: u64,
     pub addr: String,
     /// The last event id it has acknowledged durably.
     pub acked_id: u64,
-    /// Log position up to which it has acknowledged (retention keeps it).
+    /// Log position up to which it has acknowledged (retention keeps it):
+    /// where the oldest record it lacks starts.
     pub acked_pos: u64,
-    /// When the newest record it acknowledged was written here (Unix ms).
-    pub acked_ts_ms: u64,
     pub state: LinkState,
 }
 
-/// A slave's view of its master.
+/// Ends a sender from outside: a new session of its slave replaced it.
+pub type Kick = Box<dyn FnOnce() + Send>;
+
+struct Entry {
+    info: SlaveInfo,
+    kick: Option<Kick>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("info", &self.info)
+            .field("kick", &self.kick.is_some())
+            .finish()
+    }
+}
+
+/// A slave's view of its master, from the frames it has received.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MasterView {
     pub addr: String,
     pub state: LinkState,
-    /// The master's last event id, from its latest heartbeat.
+    /// The master's last event id, from its latest frame.
     pub master_event_id: u64,
-    /// Timestamp (master clock, Unix ms) of the newest record applied here.
-    pub applied_ts_ms: u64,
+    /// The master's clock when it sent its latest frame (Unix ms).
+    pub sent_ms: u64,
+    /// When that frame came (this server's monotonic clock).
+    pub heard_at: Option<Instant>,
+    /// Timestamp (master clock) of the oldest record the master had
+    /// durably that this server lacks; 0 when it lacks none of those.
+    pub missing_ts_ms: u64,
+}
+
+impl MasterView {
+    /// A frame told where the master stands.
+    pub fn heard(&mut self, last_id: u64, sent_ms: u64, at: Instant) {
+        self.master_event_id = last_id;
+        self.sent_ms = sent_ms;
+        self.heard_at = Some(at);
+    }
+
+    /// The lag of a slave whose last event id is `have`, at `now`.
+    pub fn lag(&self, have: u64, now: Instant) -> Lag {
+        let age = match self.heard_at {
+            Some(at) if self.missing_ts_ms > 0 => {
+                let elapsed = now.saturating_duration_since(at).as_millis() as u64;
+                Some(stats::age_on_slave(
+                    self.sent_ms,
+                    self.missing_ts_ms,
+                    elapsed,
+                ))
+            }
+            _ => None,
+        };
+        Lag::new(have, self.master_event_id, age)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,7 +123,7 @@ pub struct ReplState {
     pub epoch: AtomicU64,
     /// The writer's id lease: a slave keeps it for a PROMOTE.
     pub lease: AtomicU64,
-    slaves: Mutex<Vec<SlaveInfo>>,
+    slaves: Mutex<Vec<Entry>>,
     next_slave: AtomicU64,
     master: Mutex<MasterView>,
     pub reconnects: AtomicU64,
@@ -77,6 +137,8 @@ pub struct ReplState {
     /// semi-sync releaser waits on it.
     acked: Mutex<u64>,
     acked_moved: Condvar,
+    /// Each slave connection's acknowledgements, for `replication.minSlaves`.
+    pub quorum: AckQuorum,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,37 +146,63 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ReplState {
-    /// A sender registers its slave; the returned id names it later.
-    pub fn add_slave(&self, addr: &str) -> u64 {
+    /// A sender registers its slave (`node` 0: one that does not name
+    /// itself); the returned id names the entry later. An entry of the same
+    /// node, a session the slave has left, is removed and its sender kicked.
+    pub fn add_slave(&self, addr: &str, node: u64, kick: Option<Kick>) -> u64 {
         let id = self.next_slave.fetch_add(1, Ordering::Relaxed) + 1;
-        lock(&self.slaves).push(SlaveInfo {
-            id,
-            addr: addr.to_string(),
-            acked_id: 0,
-            acked_pos: 0,
-            acked_ts_ms: 0,
-            state: LinkState::Syncing,
-        });
+        let mut stale = Vec::new();
+        {
+            let mut slaves = lock(&self.slaves);
+            if node != 0 {
+                let (old, keep) = std::mem::take(&mut *slaves)
+                    .into_iter()
+                    .partition(|e| e.info.node == node);
+                *slaves = keep;
+                stale = old;
+            }
+            slaves.push(Entry {
+                info: SlaveInfo {
+                    id,
+                    node,
+                    addr: addr.to_string(),
+                    acked_id: 0,
+                    acked_pos: 0,
+                    state: LinkState::Connecting,
+                },
+                kick,
+            });
+        }
+        // Outside the lock: a kick shuts a socket down. A left session no
+        // longer counts towards the write quorum.
+        for e in stale {
+            self.quorum.leave(e.info.id);
+            if let Some(kick) = e.kick {
+                kick();
+            }
+        }
+        self.quorum.join(id);
         id
     }
 
     pub fn update_slave(&self, id: u64, f: impl FnOnce(&mut SlaveInfo)) {
-        if let Some(s) = lock(&self.slaves).iter_mut().find(|s| s.id == id) {
-            f(s);
+        if let Some(e) = lock(&self.slaves).iter_mut().find(|e| e.info.id == id) {
+            f(&mut e.info);
         }
     }
 
     pub fn remove_slave(&self, id: u64) {
-        lock(&self.slaves).retain(|s| s.id != id);
+        lock(&self.slaves).retain(|e| e.info.id != id);
+        self.quorum.leave(id);
     }
 
     pub fn slaves(&self) -> Vec<SlaveInfo> {
-        lock(&self.slaves).clone()
+        lock(&self.slaves).iter().map(|e| e.info.clone()).collect()
     }
 
     /// The lowest log position a connected slave still needs.
     pub fn lowest_acked_pos(&self) -> Option<u64> {
-        lock(&self.slaves).iter().map(|s| s.acked_pos).min()
+        lock(&self.slaves).iter().map(|e| e.info.acked_pos).min()
     }
 
     /// A slave acknowledged `id`: the watermark moves up (never down).
@@ -180,7 +268,7 @@ impl ReplState {
     pub fn highest_acked_id(&self) -> u64 {
         lock(&self.slaves)
             .iter()
-            .map(|s| s.acked_id)
+            .map(|e| e.info.acked_id)
             .max()
             .unwrap_or(0)
     }
@@ -193,8 +281,8 @@ mod tests {
     #[test]
     fn slaves_come_and_go_and_hold_the_lowest_position() {
         let r = ReplState::default();
-        let a = r.add_slave("127.0.0.1:1");
-        let b = r.add_slave("127.0.0.1:2");
+        let a = r.add_slave("127.0.0.1:1", 0, None);
+        let b = r.add_slave("127.0.0.1:2", 0, None);
         r.update_slave(a, |s| s.acked_pos = 500);
         r.update_slave(b, |s| s.acked_pos = 300);
         assert_eq!(r.lowest_acked_pos(), Some(300));
@@ -207,6 +295,63 @@ mod tests {
 }
 
 #[cfg(test)]
+mod node_tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn a_new_session_of_a_node_replaces_the_old_one_and_kicks_it() {
+        let r = ReplState::default();
+        let kicked = Arc::new(AtomicU64::new(0));
+        let kick = |n: u64| -> Option<Kick> {
+            let k = Arc::clone(&kicked);
+            Some(Box::new(move || {
+                k.fetch_add(n, Ordering::Relaxed);
+            }))
+        };
+        let old = r.add_slave("127.0.0.1:1", 0xa, kick(1));
+        let other = r.add_slave("127.0.0.1:2", 0xb, kick(10));
+        let anon = r.add_slave("127.0.0.1:3", 0, kick(100));
+        assert_eq!(r.slaves()[0].state, LinkState::Connecting);
+        let new = r.add_slave("127.0.0.1:4", 0xa, kick(1000));
+        assert_eq!(kicked.load(Ordering::Relaxed), 1, "only the old session");
+        let ids: Vec<u64> = r.slaves().iter().map(|s| s.id).collect();
+        assert_eq!(ids, [other, anon, new]);
+        // The old sender unregisters when it ends: the new entry stays.
+        r.remove_slave(old);
+        assert_eq!(r.slave_count(), 3);
+        // Slaves that do not name themselves are never merged.
+        r.add_slave("127.0.0.1:3", 0, None);
+        assert_eq!((r.slave_count(), kicked.load(Ordering::Relaxed)), (4, 1));
+    }
+
+    #[test]
+    fn the_slave_lag_follows_the_frames() {
+        let t0 = Instant::now();
+        let mut m = MasterView::default();
+        assert_eq!(m.lag(0, t0), Lag::default());
+        // A frame: the master is at 100, sent when the oldest record this
+        // slave lacks was 300 ms old.
+        m.heard(100, 10_300, t0);
+        m.missing_ts_ms = 10_000;
+        let later = t0 + Duration::from_millis(200);
+        assert_eq!(
+            m.lag(60, later),
+            Lag {
+                events: 40,
+                ms: 500
+            }
+        );
+        // Everything applied: caught up whatever the times say.
+        assert_eq!(m.lag(100, later), Lag::default());
+        // Lacking only records the master had not made durable: 0 ms.
+        m.missing_ts_ms = 0;
+        assert_eq!(m.lag(60, later), Lag { events: 40, ms: 0 });
+    }
+}
+
+#[cfg(test)]
 mod view_tests {
     use super::*;
 
@@ -215,8 +360,8 @@ mod view_tests {
         let r = ReplState::default();
         assert!(!r.sync_in_force());
         assert_eq!((r.slave_count(), r.highest_acked_id()), (0, 0));
-        let a = r.add_slave("127.0.0.1:1");
-        let b = r.add_slave("127.0.0.1:2");
+        let a = r.add_slave("127.0.0.1:1", 0, None);
+        let b = r.add_slave("127.0.0.1:2", 0, None);
         r.update_slave(a, |s| s.acked_id = 7);
         r.update_slave(b, |s| s.acked_id = 9);
         assert_eq!((r.slave_count(), r.highest_acked_id()), (2, 9));

@@ -14,6 +14,7 @@
 //! topic <name> <create_id> <created_ms> <expires_ms> <entries> <first_entry> <first_id> <last_id>
 //! delayed <dpub_event_id> <due_ms> <log_pos> <record_len> <topic>
 //! group <topic> <name> <committed> <failed_at> <failures> <set_id> <alone: 0|1>
+//! gap <first event id> <last event id>
 //! crc <crc32 of every byte before this line, 8 hex digits>
 //! ```
 //!
@@ -25,6 +26,11 @@
 //! the line was written before it existed, in version 1. Before version 3
 //! a group line had no `alone` field (read as 0: not sent alone); the
 //! field is required from version 3 on, so a cut line is not misread.
+//! `gap` lines came with version 3 too: event ids this master assigned
+//! whose records are not in its log — undone because too few slaves
+//! acknowledged them (`replication.minSlaves`), or lost with a crash above
+//! the id lease — so a slave that holds such records is told to move them
+//! aside.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -76,6 +82,9 @@ pub struct Checkpoint {
     pub topics: Vec<TopicMeta>,
     pub delayed: Vec<DelayedMeta>,
     pub groups: Vec<GroupMeta>,
+    /// Ranges of event ids (first, last) assigned here whose records are not
+    /// in the log (see the module docs), ascending and disjoint.
+    pub gaps: Vec<(u64, u64)>,
 }
 
 /// A consumer group's state.
@@ -113,6 +122,7 @@ impl Default for Checkpoint {
             topics: Vec::new(),
             delayed: Vec::new(),
             groups: Vec::new(),
+            gaps: Vec::new(),
         }
     }
 }
@@ -161,6 +171,9 @@ impl Checkpoint {
                 g.set_id,
                 u8::from(g.alone)
             );
+        }
+        for (first, last) in &self.gaps {
+            let _ = writeln!(s, "gap {first} {last}");
         }
         let crc = crc32fast::hash(s.as_bytes());
         let _ = writeln!(s, "crc {crc:08x}");
@@ -248,6 +261,7 @@ impl Checkpoint {
                         alone,
                     });
                 }
+                Some("gap") => cp.gaps.push((num(f.next())?, num(f.next())?)),
                 Some("delayed") => {
                     let id = num(f.next())?;
                     let due_ms = num(f.next())?;
@@ -345,6 +359,7 @@ mod tests {
                 set_id: 99,
                 alone: true,
             }],
+            gaps: vec![(100, 104), (1_048_700, 2_097_275)],
         }
     }
 

@@ -236,7 +236,7 @@ fn a_failed_fsync_fails_the_group_poisons_and_leaves_nothing() {
 
 #[test]
 fn a_master_near_the_end_of_its_ids_starts_the_next_but_one_epoch_itself() {
-    use super::epochs::{epoch_base, epoch_limit};
+    use super::ids::{epoch_base, epoch_limit};
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => panic!("tempdir: {e}"),
@@ -268,5 +268,37 @@ fn a_master_near_the_end_of_its_ids_starts_the_next_but_one_epoch_itself() {
         w.last_id >= ids[1] && w.last_id < epoch_limit(2),
         "{}",
         w.last_id
+    );
+}
+
+#[test]
+fn a_topic_past_its_life_takes_no_write_even_before_the_timer_ends_it() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    // No lifetime timer runs here: only the writer's own check can end it.
+    let mut w = open(dir.path(), 64 << 20);
+    let short = WriteOp::Create {
+        topic: "short".into(),
+        life_ms: 1000,
+    };
+    let first = group(&mut w, vec![short, publish("short")]);
+    assert!(first.iter().all(|r| r.is_ok()), "{first:?}");
+    let before = w.last_id;
+    // Waiting out the lifetime (wall-clock time must pass; nothing to signal).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let res = group(&mut w, vec![publish("short")]);
+    assert!(matches!(res[0], Err(WriteError::NoTopic(_))), "{res:?}");
+    assert_eq!(w.last_id, before, "a refused write writes nothing");
+    assert!(w.broker.topic("short").is_some(), "not ended by a refusal");
+    // A CREATE of its name ends the old incarnation first.
+    let again = group(&mut w, vec![create("short"), publish("short")]);
+    assert!(again.iter().all(|r| r.is_ok()), "{again:?}");
+    assert_eq!(w.last_id, before + 3, "DELETE (expired), CREATE, PUB");
+    assert_eq!(
+        contents(&w).1.len(),
+        1,
+        "only the new incarnation's message"
     );
 }

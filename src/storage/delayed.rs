@@ -18,6 +18,11 @@ impl Writer {
             let Some(p) = self.pending.get(&id).cloned() else {
                 continue; // fired already, or its topic was deleted
             };
+            // A topic whose life is over first ends, dropping what is
+            // pending for it: the message is due for a topic already gone.
+            if self.expire_if_due(&p.topic, now)? {
+                continue; // dropped (and counted) with its topic
+            }
             if !self.topics.contains_key(&p.topic) {
                 self.pending.remove(&id);
                 self.undo.push(Undo::PendingRemoved(id, p));

@@ -16,34 +16,20 @@
 //! at ids just above the old master's lease) stays valid: such an epoch's
 //! ids are all below `1 << 48`, and the next PROMOTE still jumps above them.
 //!
-//! Runs on the writer thread; the range functions are pure.
+//! Runs on the writer thread; the range arithmetic is in [`super::ids`].
 
 use log::{info, warn};
 
 use super::StoreError;
+use super::ids::{epoch_base, epoch_limit};
 use super::now_ms;
 use super::record::{self, Decoded, Kind, NO_TOPIC, Record};
 use super::writer::Writer;
 
-/// Bits of an event id below the epoch.
-pub const EPOCH_ID_BITS: u32 = 48;
 /// A master starts a new epoch itself when fewer ids than this are left in
 /// its range (more than one request can take: MPUB takes at most
 /// `limits.maxBatch` ≤ 100,000).
 pub(super) const ROLLOVER_HEADROOM: u64 = 1 << 20;
-
-/// The lowest id of `epoch`'s range (`u64::MAX` past the last epoch).
-pub fn epoch_base(epoch: u64) -> u64 {
-    if epoch >= 1 << (64 - EPOCH_ID_BITS) {
-        return u64::MAX;
-    }
-    epoch << EPOCH_ID_BITS
-}
-
-/// The highest id the master of `epoch` may assign.
-pub fn epoch_limit(epoch: u64) -> u64 {
-    epoch_base(epoch.saturating_add(1)).saturating_sub(1)
-}
 
 impl Writer {
     /// A master close to the end of its epoch's ids starts the next but
@@ -120,27 +106,4 @@ pub(super) fn epoch_record(
         },
     );
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_are_disjoint_and_epoch_zero_keeps_todays_ids() {
-        assert_eq!(epoch_base(0), 0);
-        assert_eq!(epoch_limit(0), (1 << 48) - 1);
-        assert_eq!(epoch_base(1), 1 << 48);
-        assert_eq!(epoch_limit(1), (2 << 48) - 1);
-        for e in [0u64, 1, 2, 7, 1000] {
-            assert!(epoch_limit(e) < epoch_base(e + 1));
-            assert_eq!(epoch_base(e + 1) >> EPOCH_ID_BITS, e + 1);
-            assert_eq!(epoch_limit(e) >> EPOCH_ID_BITS, e);
-        }
-        // The last epoch's range ends at u64::MAX; beyond it nothing.
-        assert_eq!(epoch_limit(65535), u64::MAX - 1);
-        assert_eq!(epoch_base(65536), u64::MAX);
-        // Ids of epochs up to 31 stay below 2^53 (exact in a JSON double).
-        assert!(epoch_limit(31) < 1 << 53);
-    }
 }

@@ -32,6 +32,26 @@ impl Writer {
         {
             return self.fail(e);
         }
+        // A topic past its life does not exist, whether or not the lifetime
+        // timer has ended it yet: a write to it is refused without writing
+        // anything, and a CREATE of its name ends it first.
+        if let Some(topic) = op.topic()
+            && self.past_life(topic, now)
+        {
+            match &op {
+                WriteOp::Create { topic, .. } => {
+                    if let Err(e) = self.append_delete(topic, DeleteReason::Expired, now) {
+                        return self.fail(e);
+                    }
+                }
+                // The lifetime timer's own request.
+                WriteOp::Delete {
+                    reason: DeleteReason::Expired,
+                    ..
+                } => {}
+                _ => return Err(WriteError::NoTopic(topic.to_string())),
+            }
+        }
         let res = match op {
             WriteOp::Create { topic, life_ms } => {
                 if self.topics.contains_key(&topic) {
@@ -48,21 +68,7 @@ impl Writer {
                 if current.is_none() || create_id.is_some_and(|c| Some(c) != current) {
                     return Err(WriteError::NoTopic(topic));
                 }
-                let id = self.last_id + 1;
-                let r = self.append(&Record {
-                    event_id: id,
-                    timestamp_ms: now,
-                    kind: Kind::Delete,
-                    flags: 0,
-                    topic: &topic,
-                    headers: b"",
-                    body: &[reason as u8],
-                });
-                if r.is_ok() && reason == DeleteReason::Expired {
-                    info!("topic {topic} expired (event id {id})");
-                    self.counts.topics_expired += 1;
-                }
-                r.map(|_| WriteOk::Id(id))
+                self.append_delete(&topic, reason, now).map(WriteOk::Id)
             }
             WriteOp::Pub { topic, msg } => {
                 if !self.topics.contains_key(&topic) {

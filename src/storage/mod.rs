@@ -18,6 +18,7 @@ mod apply;
 mod chain;
 pub mod check;
 pub(crate) mod checkpoint;
+mod checkpointer;
 #[cfg(test)]
 mod commit_tests;
 mod delayed;
@@ -27,12 +28,17 @@ mod execute;
 pub(crate) mod fault;
 mod groups;
 pub(crate) mod handles;
+pub(crate) mod ids;
 pub(crate) mod index;
 pub(crate) mod lease;
+mod lifetimes;
 pub(crate) mod logread;
 mod logscan;
 pub(crate) mod ops;
-mod persist;
+mod quorum;
+mod quorum_gate;
+#[cfg(test)]
+mod quorum_tests;
 pub(crate) mod reader;
 pub mod record;
 pub(crate) mod recovery;
@@ -74,6 +80,9 @@ pub enum StoreError {
     Poisoned(String),
     /// `id` is past the range of ids the master of `epoch` may assign.
     IdsExhausted { epoch: u64, id: u64 },
+    /// `replication.minSlaves`: the slaves did not acknowledge the group in
+    /// time, so it is undone like a failed write; the text says how many did.
+    NoQuorum(String),
 }
 
 impl StoreError {
@@ -130,9 +139,10 @@ impl fmt::Display for StoreError {
             StoreError::Poisoned(why) => write!(f, "storage failed earlier: {why}"),
             StoreError::IdsExhausted { epoch, id } => write!(
                 f,
-                "event id {id} is past the ids of epoch {epoch}: PROMOTE a slave or restart \
-                 to start a new epoch"
+                "event id {id} is past the ids of epoch {epoch} (the next epoch could not \
+                 be started: see the log)"
             ),
+            StoreError::NoQuorum(why) => f.write_str(why),
             StoreError::Version { path, found } => write!(
                 f,
                 "{} says the data directory is in storage format version {found}; this smss \

@@ -133,6 +133,22 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// The topic a client's or a timer's request names (not replication's).
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            WriteOp::Create { topic, .. }
+            | WriteOp::Delete { topic, .. }
+            | WriteOp::Pub { topic, .. }
+            | WriteOp::MPub { topic, .. }
+            | WriteOp::DPub { topic, .. }
+            | WriteOp::GroupCommit { topic, .. }
+            | WriteOp::GroupFailed { topic, .. }
+            | WriteOp::GroupDel { topic, .. }
+            | WriteOp::DeadLetter { topic, .. } => Some(topic),
+            _ => None,
+        }
+    }
+
     /// Replication's own requests: their answers never wait for a slave's
     /// acknowledgement under semi-sync. A slave's REPL plan held behind a
     /// group that waits for that very slave would wait for itself.
@@ -147,6 +163,26 @@ impl WriteOp {
                 | WriteOp::Promote
                 | WriteOp::ClaimRole(_)
                 | WriteOp::Demote
+        )
+    }
+
+    /// Whether the request appends records someone asked for (a client, a
+    /// consumer group's ACK, a timer): under `replication.minSlaves` those
+    /// must reach the slaves before they are answered, or be undone.
+    /// Retention, replication and PROMOTE's own records are not held.
+    pub fn needs_quorum(&self) -> bool {
+        matches!(
+            self,
+            WriteOp::Create { .. }
+                | WriteOp::Delete { .. }
+                | WriteOp::Pub { .. }
+                | WriteOp::MPub { .. }
+                | WriteOp::DPub { .. }
+                | WriteOp::Fire { .. }
+                | WriteOp::GroupCommit { .. }
+                | WriteOp::GroupFailed { .. }
+                | WriteOp::GroupDel { .. }
+                | WriteOp::DeadLetter { .. }
         )
     }
 }
@@ -223,6 +259,9 @@ pub enum WriteError {
     ShuttingDown,
     /// This request's storage step failed; the text names file and step.
     Storage(String),
+    /// `replication.minSlaves`: too few slaves had the write durably in
+    /// time; nothing of it stayed. The text says how many and how long.
+    NoSlave(String),
 }
 
 impl fmt::Display for WriteError {
@@ -239,6 +278,7 @@ impl fmt::Display for WriteError {
             }
             WriteError::ShuttingDown => f.write_str("server is shutting down"),
             WriteError::Storage(why) => write!(f, "storage failed: {why}"),
+            WriteError::NoSlave(why) => f.write_str(why),
         }
     }
 }

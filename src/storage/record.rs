@@ -22,10 +22,10 @@
 //! A `len` of 0 marks the end of the written part of a segment (zero fill).
 //!
 //! Format version 3. Version 2 wrote GROUP set bodies without the
-//! `alone` byte (read as "not sent alone"); version 1 had no EPOCH or
-//! GROUP kind; this code reads all three. Changing the layout means a new
-//! version number in the checkpoint and a reader for the old layout;
-//! never reinterpret old bytes.
+//! `alone` byte (read as "not sent alone") and its checkpoints had no
+//! `gap` lines; version 1 had no EPOCH or GROUP kind; this code reads all
+//! three. Changing the layout means a new version number in the checkpoint
+//! and a reader for the old layout; never reinterpret old bytes.
 
 use std::io::Read;
 

@@ -197,6 +197,10 @@ impl Writer {
                 "resuming event ids after the lease {lease} (last record {})",
                 w.last_id
             );
+            // None of them has a record here: a slave holding some has
+            // records this master lost.
+            w.quorum.gaps.add(w.last_id + 1, lease);
+            w.want_checkpoint = true;
             w.last_id = lease;
         }
         // A slave assigns no ids: it resumes from the last record it has,
@@ -223,6 +227,11 @@ impl Writer {
             .is_some_and(|c| c.format < record::FORMAT_VERSION)
         {
             w.want_checkpoint = true;
+        }
+        // Lifetimes that ended while the server was down end now, before
+        // it serves anything or its timers fire a delayed message for them.
+        if is_master {
+            w.expire_ended(super::now_ms());
         }
         w.commit()?;
         // What survived the crash is the durable log now.
@@ -262,6 +271,9 @@ impl Writer {
         self.last_id = cp.last_event_id;
         self.history = cp.history;
         self.epochs = cp.epochs.clone();
+        for &(first, last) in &cp.gaps {
+            self.quorum.gaps.add(first, last);
+        }
         for d in &cp.delayed {
             self.pending.insert(
                 d.id,

@@ -228,6 +228,8 @@ fn reset_derived(dir: &Path, ex: &Examined, carried: &[TopicMeta]) -> Result<(),
         groups: old.map_or_else(Vec::new, |c| {
             c.groups.iter().filter(carried_group).cloned().collect()
         }),
+        // Ids undone or lost are still not in the log.
+        gaps: old.map_or_else(Vec::new, |c| c.gaps.clone()),
     }
     .store(dir)?;
     if ex.lease.is_none() {

@@ -69,14 +69,23 @@ impl Writer {
             .iter()
             .find(|e| e.epoch > epoch)
             .map_or(self.last_id, |e| e.prev_last_id);
+        // Ids this master assigned whose records it undid or lost
+        // (`replication.minSlaves`, a crash above the lease): a slave that
+        // holds one keeps only what lies before them.
+        let undone = |id: u64| self.quorum.gaps.keep_for(id);
         let mode = if !empty && after_id > end_of_epoch {
             ReplMode::Diverged {
-                keep_id: end_of_epoch,
+                keep_id: undone(end_of_epoch).unwrap_or(end_of_epoch),
             }
+        } else if let Some(keep_id) = undone(after_id).filter(|_| !empty) {
+            ReplMode::Diverged { keep_id }
         } else {
             let first_retained = self.first_retained_id()?;
             if empty || after_id.saturating_add(1) < first_retained {
                 let after = after_id.max(first_retained.saturating_sub(1));
+                // Never inside a gap: the slave would then hold a last id
+                // this master has no record of, and be told it diverged.
+                let after = undone(after).unwrap_or(after);
                 ReplMode::Full {
                     after_id: after,
                     snapshot: self.snapshot(after),
@@ -283,6 +292,7 @@ impl Writer {
         self.changes.push(Change::SegmentsDropped(old));
         self.sealed_bytes = 0;
         self.last_id = 0;
+        self.quorum.gaps.clear();
         // Adopted once the snapshot is in (ReplSynced): until then a
         // restart starts the resync over.
         self.history = 0;
@@ -334,8 +344,8 @@ impl Writer {
             .map_err(|e| StoreError::io("write diverged records", &path, e))?;
         sync_dir(&dir)?;
         warn!(
-            "replication: {count} records (event ids {first}..={last}) the new master never had \
-             were moved to {}",
+            "replication: {count} records (event ids {first}..={last}) the master does not have \
+             (a new master never had them, or the master undid them) were moved to {}",
             path.display()
         );
         Stats::add(&self.broker.stats.repl_diverged_records, count as u64);
@@ -348,6 +358,9 @@ impl Writer {
     pub(super) fn promote(&mut self) -> Result<WriteOk, StoreError> {
         let id = self.start_epoch(self.epoch() + 1)?;
         info!("promoted: a master from event id {id} on");
+        // The slave's timers waited for the master: lifetimes over by now
+        // end before any delayed message fires.
+        self.expire_ended(super::now_ms());
         Ok(WriteOk::Id(id))
     }
 
@@ -374,6 +387,17 @@ impl Writer {
         self.flush_log()?;
         self.sync_log()?;
         store_claim(&self.dir, claim)?;
+        if claim.role == Role::Slave {
+            // A slave assigns no ids: it asks its master for what follows its
+            // last record, not for what follows ids it leased as a master
+            // (after a crash those have no records), which would cost a full
+            // resync for nothing. A later PROMOTE jumps to a new epoch anyway.
+            self.last_id = self
+                .quorum
+                .gaps
+                .keep_for(self.last_id)
+                .unwrap_or(self.last_id);
+        }
         info!(
             "role claim: {} of epoch {} ({})",
             claim.role,

@@ -6,10 +6,21 @@
 //! Readers that must only ever hand out durable records — the replication
 //! senders — wait on it ([`DurableTail::wait_beyond`]) and read the log up
 //! to `pos`, never past it. One mutex and one condvar; the writer holds the
-//! lock only to store two numbers.
+//! lock only to store a few numbers.
+//!
+//! Under `replication.minSlaves` the writer publishes a group's tail before
+//! the slaves have acknowledged it, and undoes the group when they do not
+//! ([`DurableTail::cut_back`]): the tail then moves back, and the count of
+//! such cuts tells a sender that records it read may be gone
+//! ([`DurableTail::kept_since`]).
 
+use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// How many recent cuts are remembered; a reader that missed more than
+/// this many since it last looked is told its records may be gone.
+const CUTS_KEPT: usize = 16;
 
 /// A durable point of the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -21,41 +32,90 @@ pub struct TailPos {
 }
 
 #[derive(Debug, Default)]
+struct At {
+    tail: TailPos,
+    /// Cuts so far.
+    cuts: u64,
+    /// The position of each recent cut, oldest first: (cut number, position).
+    recent: VecDeque<(u64, u64)>,
+}
+
+#[derive(Debug, Default)]
 pub struct DurableTail {
-    at: Mutex<TailPos>,
+    at: Mutex<At>,
     moved: Condvar,
 }
 
 impl DurableTail {
-    fn lock(&self) -> MutexGuard<'_, TailPos> {
+    fn lock(&self) -> MutexGuard<'_, At> {
         self.at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn get(&self) -> TailPos {
-        *self.lock()
+        self.lock().tail
+    }
+
+    /// The tail and the number of cuts so far, read together.
+    pub fn get_with_cuts(&self) -> (TailPos, u64) {
+        let at = self.lock();
+        (at.tail, at.cuts)
+    }
+
+    /// The number of cuts so far: a reader that saw another number before
+    /// reading the log may have read records that are gone.
+    pub fn cuts(&self) -> u64 {
+        self.lock().cuts
+    }
+
+    /// Writer only, before it cuts the log back: the records from `to.pos`
+    /// on are being undone. Called before the file changes, so a reader
+    /// that sees the same cut count after its read read the old bytes.
+    pub fn cut_back(&self, to: TailPos) {
+        let mut at = self.lock();
+        at.cuts += 1;
+        let n = at.cuts;
+        at.recent.push_back((n, to.pos));
+        if at.recent.len() > CUTS_KEPT {
+            at.recent.pop_front();
+        }
+        if to.pos < at.tail.pos {
+            at.tail = to;
+        }
+        self.moved.notify_all();
+    }
+
+    /// Whether a reader that had read the log up to `pos` when it saw
+    /// `seen` cuts still holds only records that exist: every cut since
+    /// then was at or after `pos` (false when they are not all remembered).
+    pub fn kept_since(&self, seen: u64, pos: u64) -> bool {
+        let at = self.lock();
+        let missed = at.cuts.saturating_sub(seen);
+        let known = at.recent.iter().filter(|(n, _)| *n > seen);
+        known.clone().count() as u64 == missed && known.into_iter().all(|&(_, p)| p >= pos)
     }
 
     /// Writer only: the log is durable up to `at`; wakes every waiter.
     pub fn publish(&self, at: TailPos) {
         let mut cur = self.lock();
-        if at.pos > cur.pos || at.last_id > cur.last_id {
-            *cur = at;
+        if at.pos > cur.tail.pos || at.last_id > cur.tail.last_id {
+            cur.tail = at;
             self.moved.notify_all();
         }
     }
 
-    /// Waits until the tail is past log position `pos` or `timeout` passes;
-    /// returns the tail seen last.
+    /// Waits until the tail is past log position `pos`, a cut happened, or
+    /// `timeout` passes; returns the tail seen last.
     pub fn wait_beyond(&self, pos: u64, timeout: Duration) -> TailPos {
         let deadline = Instant::now() + timeout;
         let mut cur = self.lock();
+        let cuts = cur.cuts;
         loop {
-            if cur.pos > pos {
-                return *cur;
+            if cur.tail.pos > pos || cur.cuts != cuts {
+                return cur.tail;
             }
             let now = Instant::now();
             if now >= deadline {
-                return *cur;
+                return cur.tail;
             }
             cur = match self.moved.wait_timeout(cur, deadline - now) {
                 Ok((g, _)) => g,
@@ -103,5 +163,81 @@ mod tests {
         tail.publish(TailPos { pos: 5, last_id: 1 });
         assert_eq!(tail.get().pos, 10);
         assert_eq!(tail.wait_beyond(10, Duration::from_millis(1)).pos, 10);
+    }
+
+    #[test]
+    fn a_cut_moves_the_tail_back_and_tells_readers_past_it() {
+        let tail = DurableTail::default();
+        tail.publish(TailPos {
+            pos: 300,
+            last_id: 9,
+        });
+        let (_, seen) = tail.get_with_cuts();
+        tail.cut_back(TailPos {
+            pos: 200,
+            last_id: 6,
+        });
+        assert_eq!(
+            tail.get_with_cuts(),
+            (
+                TailPos {
+                    pos: 200,
+                    last_id: 6
+                },
+                seen + 1
+            )
+        );
+        assert!(tail.kept_since(seen, 150), "read only before the cut");
+        assert!(tail.kept_since(seen, 200), "read exactly up to it");
+        assert!(!tail.kept_since(seen, 250), "read records that are gone");
+        assert!(
+            tail.kept_since(seen + 1, 250),
+            "nothing cut since it looked"
+        );
+        // Writing goes on from the cut.
+        tail.publish(TailPos {
+            pos: 260,
+            last_id: 10,
+        });
+        assert_eq!(tail.get().pos, 260);
+    }
+
+    #[test]
+    fn a_reader_that_missed_more_cuts_than_are_kept_must_start_over() {
+        let tail = DurableTail::default();
+        for i in 0..=CUTS_KEPT as u64 {
+            tail.cut_back(TailPos {
+                pos: 1000 + i,
+                last_id: 0,
+            });
+        }
+        assert!(!tail.kept_since(0, 1), "the first cut is forgotten");
+        assert!(tail.kept_since(1, 1000), "the later ones are known");
+    }
+
+    #[test]
+    fn a_waiter_sees_the_tail_after_a_cut() {
+        let tail = Arc::new(DurableTail::default());
+        tail.publish(TailPos {
+            pos: 50,
+            last_id: 1,
+        });
+        let seen = tail.cuts();
+        let t2 = Arc::clone(&tail);
+        let waiter = std::thread::spawn(move || {
+            // Bounded: 1000 waits of at most 10 ms each.
+            for _ in 0..1000 {
+                t2.wait_beyond(50, Duration::from_millis(10));
+                if t2.cuts() != seen {
+                    return t2.get().pos;
+                }
+            }
+            u64::MAX
+        });
+        tail.cut_back(TailPos {
+            pos: 40,
+            last_id: 0,
+        });
+        assert_eq!(waiter.join().ok(), Some(40));
     }
 }

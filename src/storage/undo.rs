@@ -89,6 +89,13 @@ impl UndoLog {
         self.mark.is_some()
     }
 
+    /// Where the open group started: (global log position, last event id).
+    pub(super) fn mark_at(&self) -> Option<(u64, u64)> {
+        self.mark
+            .as_ref()
+            .map(|m| (m.active.base + m.active_len, m.last_id))
+    }
+
     /// Takes back every recorded change to `topics` and `pending`, newest
     /// first. Returns the group's mark and the index files of topics it
     /// created, (name, create id), to unlink; `None` when no group is open.

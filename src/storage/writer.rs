@@ -8,12 +8,14 @@
 //! with one positional write, fsync once (per `store.fsync`), publish the new
 //! state to [`Broker`] and the durable tail, then answer every request. An
 //! `OK` therefore means the record is in the log (fsynced under `always`)
-//! and visible to INFO and SUB.
+//! and visible to INFO and SUB. With `replication.minSlaves` the group also
+//! waits for the slaves between its fsync and its publication, or is undone
+//! ([`super::quorum`]).
 //!
 //! This file owns the loop and the files: commit, flush, sync, segment roll
-//! and poisoning; [`super::persist`] writes the checkpoints. Live writes,
-//! crash-recovery replay ([`super::recovery`]) and replication all change
-//! the writer's state through [`super::apply`], the one apply path.
+//! and poisoning; checkpoints are written by [`super::checkpointer`]. Live
+//! writes, crash-recovery replay ([`super::recovery`]) and replication all
+//! change the writer's state through [`super::apply`], the one apply path.
 //!
 //! A failed write or fsync *poisons* the writer: every later write is refused
 //! with `ERR INTERNAL` until restart (STATS shows `writer_poisoned 1`), since
@@ -34,6 +36,7 @@ use super::checkpoint::EpochMeta;
 use super::index::ENTRY_LEN;
 use super::lease::store_lease;
 use super::ops::{HeldReplies, TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
+use super::quorum_gate::QuorumGate;
 use super::segment::Segment;
 use super::state::{Change, GroupCounts, Pending, WTopic};
 use super::tail::TailPos;
@@ -54,8 +57,6 @@ const MAX_GROUP_BYTES: usize = 8 << 20;
 /// With no writes, write a checkpoint this long after the last one if the
 /// log moved, so a restart after an idle period replays nothing.
 const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
-/// A checkpoint that failed for want of a resource is tried again after this.
-const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
 
 /// The writer's settings, taken from the config once.
 #[derive(Debug, Clone)]
@@ -123,7 +124,7 @@ pub struct Writer {
     pub(super) undo: UndoLog,
     pub(super) counts: GroupCounts,
     /// After a checkpoint failed for want of a resource, not before this.
-    checkpoint_retry_at: Option<Instant>,
+    pub(super) checkpoint_retry_at: Option<Instant>,
     /// Ids up to this may have been handed out (see [`super::lease`]); on
     /// a slave, the master's lease.
     pub(super) id_lease: u64,
@@ -136,6 +137,8 @@ pub struct Writer {
     pub(super) unlink_after_checkpoint: Vec<Arc<Segment>>,
     /// Index files of deleted topics whose DELETE is not durable yet.
     doomed_indexes: Vec<PathBuf>,
+    /// `replication.minSlaves`: the group's gate and the undone id ranges.
+    pub(super) quorum: QuorumGate,
     /// Holds the data directory's lock for the writer's lifetime.
     _lock: File,
 }
@@ -152,6 +155,8 @@ impl Writer {
         timers: TimerSenders,
     ) -> Writer {
         let dir = broker.config.store.path.clone();
+        let repl = &broker.config.replication;
+        let quorum = QuorumGate::new(repl.min_slaves, repl.sync_timeout_ms);
         Writer {
             tuning: Tuning::from_config(&broker.config),
             broker,
@@ -186,6 +191,7 @@ impl Writer {
             epochs: Vec::new(),
             unlink_after_checkpoint: Vec::new(),
             doomed_indexes: Vec::new(),
+            quorum,
             _lock: lock,
         }
     }
@@ -227,6 +233,7 @@ impl Writer {
     /// Executes, commits and answers one group; true after a Shutdown in it.
     pub(super) fn group_commit(&mut self, group: &mut Vec<WriteReq>) -> bool {
         self.begin_group();
+        self.open_quorum();
         let mut results: Vec<WriteResult> = Vec::with_capacity(group.len());
         let mut at_once = Vec::with_capacity(group.len());
         let mut shutdown = None;
@@ -243,17 +250,9 @@ impl Writer {
                 results.push(Err(WriteError::ShuttingDown));
                 continue;
             }
-            results.push(self.execute(op));
+            results.push(self.execute_gated(op));
         }
-        if let Err(e) = self.commit() {
-            // Nothing of the group stayed, in memory or in the log: every
-            // request that was to be OK'd gets the error instead.
-            for r in results.iter_mut() {
-                if r.is_ok() {
-                    *r = Err(WriteError::Storage(e.to_string()));
-                }
-            }
-        }
+        self.commit_group(&mut results);
         if self.checkpoint_due() {
             self.try_checkpoint();
         }
@@ -372,28 +371,6 @@ impl Writer {
         }
     }
 
-    fn checkpoint_due(&self) -> bool {
-        self.poisoned.is_none()
-            && (self.want_checkpoint || self.since_checkpoint >= self.tuning.checkpoint_bytes)
-            && self.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
-    }
-
-    /// A checkpoint only shortens the next replay: one that fails for want
-    /// of a resource (a full disk) is retried later; a failed fsync poisons.
-    fn try_checkpoint(&mut self) {
-        match self.checkpoint() {
-            Ok(()) => self.checkpoint_retry_at = None,
-            Err(e) if e.is_sync_failure() => self.poison(&e),
-            Err(e) => {
-                warn!(
-                    "checkpoint failed, retrying in {}s: {e}",
-                    CHECKPOINT_RETRY.as_secs()
-                );
-                self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
-            }
-        }
-    }
-
     /// After a failed fsync nothing about the files can be trusted: refuse
     /// every later write until restart (recovery then checks the log).
     pub(super) fn poison(&mut self, e: &StoreError) {
@@ -489,9 +466,10 @@ impl Writer {
         }
     }
 
-    /// Everything written so far is committed and durable under the policy:
-    /// tell the readers that may only see durable records (replication
-    /// senders). Never called inside a group, whose records may yet be cut.
+    /// Everything written so far is durable under the policy: tell the
+    /// readers that may only see durable records (replication senders).
+    /// Inside a group only for the write quorum, which moves the tail back
+    /// ([`super::tail::DurableTail::cut_back`]) before it cuts the group.
     pub(super) fn publish_durable(&self) {
         self.broker.durable.publish(TailPos {
             pos: self.active.base + self.active_len,
@@ -545,10 +523,19 @@ impl Writer {
     /// On failure the group is taken back (memory and log) before the error
     /// is returned; only a failed fsync or a failed cut poisons.
     pub(super) fn commit(&mut self) -> Result<(), StoreError> {
+        self.commit_with(|_| Ok(()))
+    }
+
+    /// [`Writer::commit`] with a step between writing and publishing (the
+    /// write quorum's wait, [`super::quorum`]); its error undoes the group.
+    pub(super) fn commit_with(
+        &mut self,
+        before_publish: impl FnOnce(&mut Writer) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let res = match &self.poisoned {
             // Poisoned inside this group (a roll's fsync): none of it stays.
             Some(why) if self.undo.active() => Err(StoreError::Poisoned(why.clone())),
-            _ => self.write_group(),
+            _ => self.write_group().and_then(|()| before_publish(self)),
         };
         if let Err(e) = res {
             if e.is_sync_failure() {

@@ -147,9 +147,10 @@ Prints PONG when the server answers.",
 Prints a header row, then one line per slave connected to the master:
 \"<addr> <acked_event_id> <lag_events> <lag_ms> <state>\". acked_event_id is
 the last event id the slave has durably; lag_events how many ids the master
-is ahead of it; lag_ms 0 when it is caught up, else how long ago the newest
-record it has was sent; state connecting, syncing (a full resync) or
-streaming. A slave answers with no slaves: only the header row.",
+is ahead of it (a jump to a new epoch's ids not counted); lag_ms 0 when it is
+caught up, else how old the oldest record it lacks is; state connecting,
+syncing (a full resync) or streaming. A slave answers with no slaves: only
+the header row.",
     },
     CommandHelp {
         name: "promote",

@@ -57,6 +57,13 @@ fn describe(offset: u64, r: &Record<'_>) -> String {
             Some(GroupOp::Remove { group }) => s.push_str(&format!(" group={group} removed")),
             None => {}
         },
+        (Kind::Epoch, _, _) if r.epoch_fields().is_some() => {
+            if let Some((epoch, prev_last_id, history)) = r.epoch_fields() {
+                s.push_str(&format!(
+                    " epoch={epoch} prev_last_id={prev_last_id} history={history:016x}"
+                ));
+            }
+        }
         _ => {
             // A message, or a CREATE/DELETE whose body is malformed: show it.
             let body = match (r.kind, r.body_u64()) {

@@ -1,21 +1,48 @@
-//! The writer's checkpoint: makes the index files and the log durable,
-//! gathers the writer's state (topics, pending delayed messages, groups,
-//! history and epochs) into a [`Checkpoint`] and stores it atomically, then
-//! unlinks the segments that waited for a checkpoint no longer pointing
-//! into them.
+//! Writing checkpoints: the writer's derived state (topics, pending
+//! delayed messages, groups, epochs, undone id ranges) at one log position,
+//! after making the log and the index files durable, so a restart replays
+//! only what came after.
 //!
-//! Runs on the writer thread, after a successful commit (and in recovery).
+//! Runs on the writer thread, as part of [`Writer`]: after a group commit
+//! when enough log was written or a segment rolled, on an idle tick, and at
+//! shutdown. The file format is [`super::checkpoint`]'s.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::warn;
 
+use super::StoreError;
 use super::checkpoint::{Checkpoint, DelayedMeta, GroupMeta, TopicMeta};
 use super::record::FORMAT_VERSION;
+use super::sync_dir;
 use super::writer::Writer;
-use super::{StoreError, sync_dir};
+
+/// A checkpoint that failed for want of a resource is tried again after this.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
 
 impl Writer {
+    pub(super) fn checkpoint_due(&self) -> bool {
+        self.poisoned.is_none()
+            && (self.want_checkpoint || self.since_checkpoint >= self.tuning.checkpoint_bytes)
+            && self.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// A checkpoint only shortens the next replay: one that fails for want
+    /// of a resource (a full disk) is retried later; a failed fsync poisons.
+    pub(super) fn try_checkpoint(&mut self) {
+        match self.checkpoint() {
+            Ok(()) => self.checkpoint_retry_at = None,
+            Err(e) if e.is_sync_failure() => self.poison(&e),
+            Err(e) => {
+                warn!(
+                    "checkpoint failed, retrying in {}s: {e}",
+                    CHECKPOINT_RETRY.as_secs()
+                );
+                self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
+            }
+        }
+    }
+
     /// Makes the index files and the log durable, then writes a checkpoint
     /// at the current position. Call only after a successful commit.
     pub(super) fn checkpoint(&mut self) -> Result<(), StoreError> {
@@ -84,6 +111,7 @@ impl Writer {
             topics,
             delayed,
             groups,
+            gaps: self.quorum.gaps.to_vec(),
         }
         .store(&self.dir)?;
         self.since_checkpoint = 0;
