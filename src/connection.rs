@@ -98,6 +98,8 @@ pub fn serve(stream: TcpStream, broker: Arc<Broker>, mut ticket: Option<Ticket>)
     if ticket.is_none_or(|t| b.preauth.leave(&b.stats, t.id())) {
         Stats::sub(&b.stats.connections, 1);
     }
+    // The connection's buffers are freed: have them returned to the OS.
+    crate::memory::released();
 }
 
 impl Conn {

@@ -17,8 +17,9 @@
 //! writer has made the commit durable, and the next batch is sent only
 //! after that, so a batch the client received without its ACK being
 //! committed is delivered again to whoever takes over. To overlap the
-//! commit's fsync with work, the next batch is read while the commit is in
-//! flight and sent once it is durable (dropped if the commit fails).
+//! commit's fsync with work, the next batch is read and checked while the
+//! commit is in flight and sent once it is durable (dropped if the commit
+//! fails).
 
 use std::io;
 use std::sync::Arc;
@@ -297,7 +298,6 @@ impl GroupSub<'_> {
                     max = 1; // isolate the message a failed delivery held
                 }
             }
-            let mark = self.sub.wire.out.len();
             let queued = if st.entries > at.next && at.floor.is_none() {
                 self.sub.put_batch_of(at.next, st.entries, max)
             } else {
@@ -313,7 +313,7 @@ impl GroupSub<'_> {
                         self.member.passed(pos);
                     }
                     Err(e) => {
-                        self.sub.wire.out.truncate(mark);
+                        // The batch checked meanwhile is not sent.
                         match self.write_failed(&e, &mut at)? {
                             Some(flow) => return Ok(flow),
                             None => continue,
@@ -329,13 +329,13 @@ impl GroupSub<'_> {
                     );
                     return self.fail(ErrCode::Internal, e);
                 }
-                Ok(Queued::Batch { from, n }) => {
-                    let Some((first, last)) = self.sub.batch_ids(n) else {
-                        return self.fail(ErrCode::Internal, "an empty batch".into());
-                    };
+                Ok(Queued::Batch(plan)) => {
+                    let (first, last) = (plan.first_id, plan.last_id);
                     self.outstanding = Some((first, last));
-                    self.sub.wire.flush()?;
-                    at.next = from + n as u64;
+                    if !self.sub.send_batch(&plan)? {
+                        return Ok(Flow::Close);
+                    }
+                    at.next = plan.from + plan.n as u64;
                     last_sent = Instant::now();
                     let input = self.sub.sub_input(Some(self.sub.ack_wait))?;
                     match input {
@@ -371,6 +371,7 @@ impl GroupSub<'_> {
                     }
                 }
                 Ok(Queued::Nothing) => {
+                    self.sub.go_idle();
                     let input = self.sub.sub_input(None)?;
                     if let Some(flow) = self.sub.sub_end(&input) {
                         return Ok(flow);

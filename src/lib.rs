@@ -22,9 +22,11 @@
 //!   [`group_sub`] a consumer-group SUB (standby, commit per ACK, failed
 //!   deliveries, dead letters), [`group_admin`] GROUPS and GROUPDEL, over
 //!   the registry of group subscribers in [`groups`];
+//!   [`sub_batch`] reads and sends one batch in bounded chunks;
 //!   [`auth`] checks tokens and paces wrong ones, per connection and per
 //!   source address; [`preauth`] caps the connections not yet
-//!   authenticated (the acceptor closes the oldest to make room). [`protocol`] is pure:
+//!   authenticated (the acceptor closes the oldest to make room).
+//!   [`protocol`] is pure:
 //!   parse requests (dropping the payload of one that will be refused),
 //!   encode every reply line.
 //! - [`storage`]: the commit log ([`storage::segment`], [`storage::record`]),
@@ -39,7 +41,9 @@
 //!   connection that sent REPL streams the durable log to its slave) and the
 //!   slave's `repl-receiver` thread, which feeds the master's records to the
 //!   same writer through the same channel; [`stats`] builds STATS from the
-//!   counters and what the caller reads from the broker and replication.
+//!   counters and what the caller reads from the broker and replication;
+//!   [`memory`] tunes glibc malloc and its `mem-trim` thread gives freed
+//!   memory back to the OS.
 //!
 //! # Durability
 //!
@@ -72,12 +76,14 @@ pub(crate) mod group_admin;
 pub(crate) mod group_sub;
 pub(crate) mod groups;
 pub mod logging;
+pub(crate) mod memory;
 pub(crate) mod preauth;
 pub(crate) mod protocol;
 pub mod replication;
 pub mod server;
 pub(crate) mod stats;
 pub mod storage;
+pub(crate) mod sub_batch;
 pub(crate) mod subscription;
 pub(crate) mod timer;
 pub(crate) mod wire;

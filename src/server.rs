@@ -57,6 +57,7 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     if let Some(w) = config.token_file_warning(&args.config) {
         warn!("{w}");
     }
+    crate::memory::tune().map_err(io_err("starting the mem-trim thread"))?;
     // A config written for the original smss: say what it sets that does nothing here.
     for key in &config.ignored {
         warn!("{key}");

@@ -5,8 +5,11 @@
 //! Runs on the subscriber's connection thread, which stays in [`run`] for
 //! the whole subscription. It waits on the topic's condvar
 //! ([`Topic::wait_beyond`]) for new entries, reads the topic's index and the
-//! log segments with pread (through [`Reader`]), and bumps the
-//! `subscribers` counter; it sends nothing to the writer.
+//! log segments with pread and sends each batch in bounded chunks (through
+//! [`Batcher`]), and bumps the `subscribers` counter; it sends nothing to
+//! the writer. While it waits for an ACK or for new messages it holds no
+//! batch buffer: they are given back (and the `mem-trim` thread asked to
+//! return them to the OS when the subscription goes idle or ends).
 //!
 //! Retention may delete the segments a lagging subscriber was about to read:
 //! it then goes on from the topic's oldest retained message, which the
@@ -23,16 +26,13 @@ use log::{info, warn};
 
 use crate::broker::{Broker, Topic};
 use crate::protocol::{
-    ErrCode, Parsed, ProtoError, Request, SubArgs, SubFrom, encode_count, encode_end, encode_err,
-    encode_line, encode_msg, encode_ok,
+    ErrCode, Parsed, ProtoError, Request, SubArgs, SubFrom, encode_end, encode_err, encode_line,
+    encode_ok,
 };
 use crate::stats::Stats;
-use crate::storage::index::{self, Entry};
-use crate::storage::reader::{ReadErrorKind, Reader};
+use crate::storage::index;
+use crate::sub_batch::{Batcher, Failed, Plan};
 use crate::wire::{Flow, Input, Wire};
-
-/// A batch stops growing past this many record bytes (at least one message).
-const MAX_BATCH_BYTES: u64 = 1 << 20;
 /// How often an idle subscriber checks its socket for STOP or a hang-up.
 pub(crate) const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How many times one batch is restarted past segments retention deleted
@@ -59,26 +59,19 @@ pub(crate) struct Sub<'a> {
     pub(crate) batch: usize,
     pub(crate) ack_wait: Duration,
     pub(crate) alive: Duration,
-    entries: Vec<Entry>,
-    reader: Reader,
+    batcher: Batcher,
+    /// A batch went out since the subscription last went idle.
+    busy: bool,
     /// What any request but ACK, STOP and QUIT gets meanwhile.
     refusal: ProtoError,
 }
 
-/// Why [`Sub::try_batch`] queued nothing.
-enum Failed {
-    /// No segment holds a record the index names: retention deleted it, or
-    /// the index is wrong.
-    NoSegment(String),
-    Other(String),
-}
-
-/// What [`Sub::put_batch`] queued.
+/// What [`Sub::put_batch`] prepared.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Queued {
-    /// A batch of `n` messages from entry `from`: the entry asked for, or
-    /// the oldest retained one when retention deleted that.
-    Batch { from: u64, n: usize },
+    /// A batch checked and ready to send, from the entry asked for, or
+    /// from the oldest retained one when retention deleted that.
+    Batch(Plan),
     /// Nothing: the topic ended, or retention left nothing to read; the
     /// loop's next wait tells which.
     Nothing,
@@ -174,8 +167,8 @@ impl<'a> Sub<'a> {
             batch,
             ack_wait: Duration::from_millis(ack_ms),
             alive: Duration::from_millis(cfg.timeout.server_alive_ms),
-            entries: Vec::new(),
-            reader: Reader::new(),
+            batcher: Batcher::new(),
+            busy: false,
             refusal: ProtoError::new(
                 ErrCode::BadReq,
                 "only ACK, STOP or QUIT during a subscription",
@@ -216,11 +209,8 @@ impl Sub<'_> {
                 }
             }
             if st.entries > *next {
-                let sent = match self.put_batch(*next, st.entries) {
-                    Ok(Queued::Batch { from, n }) => {
-                        *next = from;
-                        n
-                    }
+                let plan = match self.put_batch(*next, st.entries) {
+                    Ok(Queued::Batch(plan)) => plan,
                     Ok(Queued::Nothing) => continue,
                     Err(e) => {
                         warn!("{}: subscription to {} failed: {e}", self.peer, topic.name);
@@ -229,8 +219,10 @@ impl Sub<'_> {
                         return Ok(Flow::Continue);
                     }
                 };
-                self.wire.flush()?;
-                *next += sent as u64;
+                if !self.send_batch(&plan)? {
+                    return Ok(Flow::Close);
+                }
+                *next = plan.from + plan.n as u64;
                 last_sent = Instant::now();
                 let input = self.sub_input(Some(self.ack_wait))?;
                 if let Some(flow) = self.sub_end(&input) {
@@ -250,6 +242,7 @@ impl Sub<'_> {
                 }
             }
             // Idle: STOP, QUIT or a hang-up may arrive; a stray ACK is ignored.
+            self.go_idle();
             let input = self.sub_input(None)?;
             if let Some(flow) = self.sub_end(&input) {
                 return Ok(flow);
@@ -319,10 +312,10 @@ impl Sub<'_> {
         }
     }
 
-    /// Queues `BATCH n` and up to a batch of messages from entry `from` on
-    /// (of `entries` published). When retention deleted the segments under
-    /// `from` since the caller looked, the batch starts at the topic's oldest
-    /// retained entry instead. On error nothing is queued.
+    /// Checks a batch of messages from entry `from` on (of `entries`
+    /// published), queuing nothing. When retention deleted the segments
+    /// under `from` since the caller looked, the batch starts at the
+    /// topic's oldest retained entry instead.
     fn put_batch(&mut self, from: u64, entries: u64) -> Result<Queued, String> {
         self.put_batch_of(from, entries, self.batch)
     }
@@ -340,8 +333,8 @@ impl Sub<'_> {
             if want == 0 {
                 return Ok(Queued::Nothing);
             }
-            match self.try_batch(from, want) {
-                Ok(n) => return Ok(Queued::Batch { from, n }),
+            match self.batcher.prepare(self.broker, &topic, from, want) {
+                Ok(plan) => return Ok(Queued::Batch(plan)),
                 Err(Failed::NoSegment(e)) => {
                     // The writer publishes a topic's new first entry before it
                     // drops the segments, so this state is past them.
@@ -364,49 +357,39 @@ impl Sub<'_> {
         ))
     }
 
-    /// First and last event id of the `n` messages the last batch queued.
-    pub(crate) fn batch_ids(&self, n: usize) -> Option<(u64, u64)> {
-        let sent = self.entries.get(..n)?;
-        Some((sent.first()?.event_id, sent.last()?.event_id))
+    /// Sends a batch [`Sub::put_batch`] prepared, then gives its buffers
+    /// back for the wait for the ACK. `false`: it broke off after part of
+    /// it went out (logged); the connection must close.
+    pub(crate) fn send_batch(&mut self, plan: &Plan) -> io::Result<bool> {
+        let res = self
+            .batcher
+            .send(self.wire, self.broker, &self.topic, plan)?;
+        self.batcher.release();
+        self.busy = true;
+        if let Err(e) = res {
+            warn!(
+                "{}: batch of {} broke off after it began: {e}; closing",
+                self.peer, self.topic.name
+            );
+            return Ok(false);
+        }
+        Ok(true)
     }
 
-    /// Queues `BATCH n` and up to `want` messages starting at entry `from`;
-    /// returns how many were queued. On error nothing is queued.
-    fn try_batch(&mut self, from: u64, want: usize) -> Result<usize, Failed> {
-        let topic = &self.topic;
-        self.entries.clear();
-        self.broker
-            .index_of(topic)
-            .and_then(|f| index::read_entries(&f, from, want, &mut self.entries))
-            .map_err(|e| Failed::Other(format!("reading the index of {}: {e}", topic.name)))?;
-        // Bound the batch by bytes, keeping at least one message.
-        let mut bytes = 0u64;
-        let mut n = 0;
-        for e in &self.entries {
-            if n > 0 && bytes + u64::from(e.len) > MAX_BATCH_BYTES {
-                break;
-            }
-            bytes += u64::from(e.len);
-            n += 1;
+    /// Nothing to send: the buffers go back, and once per idle spell the
+    /// trim thread is asked to return them to the OS.
+    pub(crate) fn go_idle(&mut self) {
+        if std::mem::take(&mut self.busy) | self.batcher.release() {
+            self.wire.release_idle();
+            crate::memory::released();
         }
-        let out = &mut self.wire.out;
-        let mark = out.len();
-        encode_count(out, "BATCH", n as u64);
-        let res = self.reader.read(
-            &self.broker.segments,
-            &topic.name,
-            &self.entries[..n],
-            |m| encode_msg(out, m.event_id, m.timestamp_ms, m.headers, m.payload),
-        );
-        if let Err(e) = res {
-            // A batch is announced with its count: a failed one is taken back.
-            self.wire.out.truncate(mark);
-            return Err(match e.kind {
-                ReadErrorKind::NoSegment => Failed::NoSegment(e.to_string()),
-                _ => Failed::Other(e.to_string()),
-            });
-        }
-        Ok(n)
+    }
+}
+
+impl Drop for Sub<'_> {
+    fn drop(&mut self) {
+        self.batcher.release();
+        crate::memory::released();
     }
 }
 
@@ -422,6 +405,7 @@ mod tests {
     use crate::config::Config;
     use crate::protocol::{Limits, MAX_LINE_BYTES};
     use crate::replication::Role;
+    use crate::storage::index::Entry;
     use crate::storage::record::{self, DeleteReason, Kind, Record};
     use crate::storage::segment::Segment;
 
@@ -525,16 +509,24 @@ mod tests {
     fn a_batch_whose_segments_retention_deleted_starts_at_the_oldest_retained() -> TestResult {
         let dir = tempfile::tempdir()?;
         let (broker, topic) = six_messages(dir.path())?;
-        let (_client, mut wire) = wire()?;
+        let (mut client, mut wire) = wire()?;
         let mut s = sub(&mut wire, &broker, Arc::clone(&topic));
         // The subscriber looked (next entry 0 of 6), then retention ran.
         retain_from_id_4(&broker, &topic);
-        assert_eq!(s.put_batch(0, 6), Ok(Queued::Batch { from: 3, n: 3 }));
-        let out = String::from_utf8(std::mem::take(&mut s.wire.out))?;
-        assert_eq!(
-            out,
-            "BATCH 3\r\nMSG 4 1004 2\r\nm4\r\nMSG 5 1005 2\r\nm5\r\nMSG 6 1006 2\r\nm6\r\n"
-        );
+        let plan = Plan {
+            from: 3,
+            n: 3,
+            first_id: 4,
+            last_id: 6,
+        };
+        assert_eq!(s.put_batch(0, 6), Ok(Queued::Batch(plan)));
+        assert!(s.wire.out.is_empty(), "a prepared batch is not queued");
+        assert!(s.send_batch(&plan)?);
+        let want = "BATCH 3\r\nMSG 4 1004 2\r\nm4\r\nMSG 5 1005 2\r\nm5\r\nMSG 6 1006 2\r\nm6\r\n";
+        client.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut got = vec![0u8; want.len()];
+        std::io::Read::read_exact(&mut client, &mut got)?;
+        assert_eq!(String::from_utf8(got)?, want);
         Ok(())
     }
 

@@ -210,6 +210,26 @@ impl Wire {
         Ok(())
     }
 
+    /// Writes what is queued, then `bytes` straight from the caller's
+    /// buffer (a subscription's batch chunk), bounded by the write timeout.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.flush()?;
+        self.stream.write_all(bytes)
+    }
+
+    /// Gives back the buffers' memory beyond a small read buffer (a
+    /// connection going idle in a subscription). Unread input is kept.
+    pub fn release_idle(&mut self) {
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+        if self.start == self.inbuf.len() {
+            self.inbuf = Vec::new();
+            self.start = 0;
+            self.read_size = MIN_READ;
+        }
+    }
+
     /// After the ERR of a framing error is flushed: drains input briefly so
     /// the close does not RST the ERR away.
     pub fn close_after_fatal(&mut self) {

@@ -326,3 +326,34 @@ fn repair_keeps_topics_created_before_the_oldest_segment() {
         .collect();
     assert_eq!(message_ids(&s, "t"), want);
 }
+
+#[test]
+fn a_garbage_checkpoint_stops_the_start_naming_it_and_repair_rebuilds_it() {
+    let dir = common::tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(c.publish("t", format!("m{i}").as_bytes()).expect("PUB"));
+    }
+    drop(c);
+    assert!(s.sigterm().success());
+    let cp = dir.path().join("data/checkpoint");
+    std::fs::write(&cp, [0xffu8, 0xfe, 0x00, 0x80, b'\n']).expect("damage the checkpoint");
+
+    let (status, stderr) = Server::start_failing(dir.path());
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("data/checkpoint"),
+        "names the file: {stderr}"
+    );
+    assert!(
+        stderr.contains("smss --repair"),
+        "says what to do: {stderr}"
+    );
+    let (ok, out, err) = offline(dir.path(), "--repair");
+    assert!(ok, "{out}\n{err}");
+    let s = Server::start(dir.path());
+    assert_eq!(message_ids(&s, "t"), ids, "the log was whole: nothing lost");
+}

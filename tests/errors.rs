@@ -324,8 +324,16 @@ fn framing_errors_close_the_connection_after_the_err_and_write_nothing() {
     let mut no_newline = b"PING ".to_vec();
     no_newline.resize(5000, b'y');
 
+    // Headers are on the line: five 1000-byte values are over 4096 bytes.
+    let mut fat_headers = b"PUB t 1".to_vec();
+    for i in 0..5 {
+        fat_headers.extend_from_slice(format!(" k{i}=").as_bytes());
+        fat_headers.resize(fat_headers.len() + 1000, b'v');
+    }
+    fat_headers.extend_from_slice(b"\r\nx\r\n");
     let cases: Vec<(Vec<u8>, &str, &str)> = vec![
         (over, "BADREQ", "line of 4097 bytes"),
+        (fat_headers, "BADREQ", "headers past the line limit"),
         (no_newline, "BADREQ", "5000 bytes without a line end"),
         (b"PUB t abc\r\n".to_vec(), "BADREQ", "unparsable byte count"),
         (b"PUB t -1\r\n".to_vec(), "BADREQ", "negative byte count"),

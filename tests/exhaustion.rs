@@ -235,6 +235,11 @@ fn a_full_disk_fails_writes_until_space_is_freed_without_a_restart() {
     }
     let refused = refused.expect("a 12 MiB filesystem fills up within 400 × 64 KiB");
     assert!(refused.contains("INTERNAL"), "{refused}");
+    // The step and the file, as README promises.
+    assert!(
+        refused.contains(" segment ") && refused.contains("/data/log/"),
+        "names the step and the file: {refused}"
+    );
     assert!(
         refused.contains("No space left"),
         "names the cause: {refused}"

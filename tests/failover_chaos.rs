@@ -65,12 +65,26 @@ impl Node {
     }
 }
 
-fn sync_section(peer: Option<&str>) -> String {
-    // Long enough that a restarted slave is back before semi-sync gives up:
-    // a fall-back to async would let the master acknowledge writes only it
-    // has, which a failover then loses by design (settle checks none
-    // happened).
-    let mut s = format!("replication:\n  sync: true\n  syncTimeoutMs: {SYNC_TIMEOUT_MS}\n");
+/// How the master makes sure a write is on the slave before its OK.
+#[derive(Clone, Copy, Debug)]
+enum Durability {
+    /// `sync: true` with a timeout long enough that a restarted slave is
+    /// back before semi-sync gives up: a fall-back to async would let the
+    /// master acknowledge writes only it has, which a failover then loses by
+    /// design (settle checks none happened).
+    SemiSync,
+    /// `minSlaves: 1`: no fall-back at all; writes are refused while the
+    /// slave is away.
+    Quorum,
+}
+
+fn sync_section(mode: Durability, peer: Option<&str>) -> String {
+    let mut s = match mode {
+        Durability::SemiSync => {
+            format!("replication:\n  sync: true\n  syncTimeoutMs: {SYNC_TIMEOUT_MS}\n")
+        }
+        Durability::Quorum => "replication:\n  minSlaves: 1\n  syncTimeoutMs: 1000\n".into(),
+    };
     if let Some(p) = peer {
         s.push_str(&format!("  peer: \"{p}\"\n"));
     }
@@ -183,9 +197,20 @@ impl Drop for ReplayHint {
 
 #[test]
 fn kill_either_server_at_random_moments_and_lose_nothing_acknowledged() {
+    fault_loop(Durability::SemiSync, 4);
+}
+
+#[test]
+fn the_same_with_a_write_quorum() {
+    fault_loop(Durability::Quorum, 3);
+}
+
+fn fault_loop(mode: Durability, default_rounds: u64) {
     let seed = env_u64("SMSS_FAILOVER_SEED").unwrap_or_else(time_seed);
-    let rounds = env_u64("SMSS_FAILOVER_ROUNDS").unwrap_or(4);
-    println!("failover loop: SMSS_FAILOVER_SEED={seed:#x} SMSS_FAILOVER_ROUNDS={rounds}");
+    let rounds = env_u64("SMSS_FAILOVER_ROUNDS").unwrap_or(default_rounds);
+    println!(
+        "failover loop ({mode:?}): SMSS_FAILOVER_SEED={seed:#x} SMSS_FAILOVER_ROUNDS={rounds}"
+    );
     let _hint = ReplayHint(seed, rounds);
     let mut rng = Rng(seed);
 
@@ -195,24 +220,29 @@ fn kill_either_server_at_random_moments_and_lose_nothing_acknowledged() {
         Node {
             dir: tempdir(),
             port: pa,
-            opts: Opts::new().port(pa).section(&sync_section(Some(&b_addr))),
+            opts: Opts::new()
+                .port(pa)
+                .section(&sync_section(mode, Some(&b_addr))),
             args: Vec::new(),
             server: None,
         },
         Node {
             dir: tempdir(),
             port: pb,
-            opts: Opts::new().port(pb).section(&sync_section(None)),
+            opts: Opts::new().port(pb).section(&sync_section(mode, None)),
             args: ["--role", "slave", "--master", &a_addr]
                 .map(String::from)
                 .to_vec(),
             server: None,
         },
     ];
-    // The slave first: under semi-sync the CREATE waits for it.
+    // The slave first: under semi-sync the CREATE waits for it; under the
+    // quorum it is refused (NOSLAVE: nothing written) until the slave is in.
     nodes[0].start();
     nodes[1].start();
-    nodes[0].server().client().create("t", 0).expect("CREATE");
+    let mut mc = nodes[0].server().client();
+    let created = poll_until(WAIT, || mc.create("t", 0).is_ok());
+    assert!(created, "CREATE t; log:\n{}", nodes[0].server().log_text());
     settle(nodes[0].server(), nodes[1].server());
 
     let acked: Acked = Arc::default();
@@ -294,7 +324,8 @@ fn kill_either_server_at_random_moments_and_lose_nothing_acknowledged() {
     let mut mc = m.client();
     assert_eq!(role(&mut mc), "master");
     println!(
-        "failover loop: {rounds} rounds, {} acknowledged writes, all on the final master (epoch {})",
+        "failover loop ({mode:?}): {rounds} rounds, {} acknowledged writes, all on the final \
+         master (epoch {})",
         acked.len(),
         stat(&mut mc, "epoch")
     );

@@ -273,6 +273,16 @@ fn a_frozen_slave_makes_writes_fail_undone_and_its_copy_moves_aside() {
     let (undone_id, ref body) = aside[0];
     assert_eq!(body, b"undone");
     assert!(undone_id > last_before);
+    // The undone id has no record: STATS' last event id is the last record's,
+    // so an idle, caught-up slave shows no lag.
+    assert_eq!(stat(&mut c, "last_event_id"), last_before);
+    let mut sc = s.client();
+    let caught_up = poll_until(WAIT, || {
+        stat(&mut sc, "replication_lag_events") == 0
+            && stat(&mut sc, "last_event_id") == last_before
+    });
+    assert!(caught_up, "{}", s.log_text());
+    drop(sc);
 
     let next = publish_once_ready(&m, &mut c, "t", b"after");
     assert!(

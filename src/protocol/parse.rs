@@ -221,7 +221,8 @@ pub(super) fn next_line(buf: &[u8]) -> Result<(&[u8], usize), Stop> {
             Ok((line, end + 1))
         }
         None if buf.len() >= MAX_LINE_BYTES => Err(Stop::Fatal(bad(format!(
-            "line too long: at most {MAX_LINE_BYTES} bytes including the line end"
+            "line too long: at most {MAX_LINE_BYTES} bytes including the line end (a PUB's, \
+             DPUB's or MPUB message's headers are on its line and count towards it)"
         )))),
         None => Err(Stop::NeedMore),
     }

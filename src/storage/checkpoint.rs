@@ -287,14 +287,24 @@ impl Checkpoint {
 
     /// Reads `dir/checkpoint`; `Ok(None)` when there is none yet.
     pub fn load(dir: &Path) -> Result<Option<Checkpoint>, StoreError> {
+        /// What to do about a damaged checkpoint: it is derived state.
+        const REPAIR_HINT: &str = "the checkpoint is derived from the log: run `smss --check` to \
+                                   see the damage and `smss --repair` to rebuild it";
         let path = dir.join(FILE_NAME);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(StoreError::corrupt(
+                    &path,
+                    0,
+                    format!("not a checkpoint (not text: {e}); {REPAIR_HINT}"),
+                ));
+            }
             Err(e) => return Err(StoreError::io("read checkpoint", &path, e)),
         };
-        let cp =
-            Checkpoint::decode(&text).map_err(|reason| StoreError::corrupt(&path, 0, reason))?;
+        let cp = Checkpoint::decode(&text)
+            .map_err(|reason| StoreError::corrupt(&path, 0, format!("{reason}; {REPAIR_HINT}")))?;
         if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&cp.format) {
             return Err(StoreError::Version {
                 path,

@@ -45,6 +45,17 @@ use crate::replication::Role;
 use crate::stats::Stats;
 
 impl Writer {
+    /// The id of the last record in the log: the id counter, unless the ids
+    /// just below it were assigned and have no record (an undone write, or
+    /// ids leased before a crash). What STATS, ROLE, heartbeats and lag call
+    /// the last event id: a slave can have it.
+    pub(super) fn last_record_id(&self) -> u64 {
+        self.quorum
+            .gaps
+            .keep_for(self.last_id)
+            .unwrap_or(self.last_id)
+    }
+
     /// A new group opens: is the quorum in force, and are enough slaves
     /// caught up with the last record?
     pub(super) fn open_quorum(&mut self) {

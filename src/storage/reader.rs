@@ -2,7 +2,15 @@
 //! entries: the records are fetched with as few preads as possible (one per
 //! run of entries in the same segment that lie close together), each record
 //! is checked against its index entry, and the messages are handed to the
-//! caller one by one.
+//! caller one by one. A reader may be given a budget ([`Reader::bounded`]):
+//! then a run stops growing at that many bytes (a record larger than it is
+//! read alone) and its buffer is given back after a read that grew it past
+//! twice the budget, so a reader's memory does not grow with the batch.
+//!
+//! A reader keeps the segments it read from ([`Reader::unpin`] lets go), so
+//! a caller that reads the same entries twice (checks them, then sends
+//! them) still finds them after retention dropped their segments from the
+//! [`SegmentSet`].
 //!
 //! Shared by subscriptions and, later, the replication sender, so it knows
 //! segments, records and index entries but nothing about sockets or reply
@@ -14,11 +22,12 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::StoreError;
 use super::index::Entry;
 use super::record::{self, Decoded};
-use super::segment::SegmentSet;
+use super::segment::{Segment, SegmentSet};
 
 /// Records this far apart or closer are read with one pread: reading the gap
 /// costs less than another system call.
@@ -97,14 +106,69 @@ impl std::error::Error for ReadError {
 }
 
 /// Reads messages by index entry; keeps its buffer between reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Reader {
     buf: Vec<u8>,
+    /// Most bytes one pread reads (unless one record is larger).
+    max_run: usize,
+    /// The buffer is dropped after a read that grew it past this.
+    keep: usize,
+    /// Segments read from since the last [`Reader::unpin`].
+    pinned: Vec<Arc<Segment>>,
+}
+
+impl Default for Reader {
+    fn default() -> Reader {
+        Reader::new()
+    }
 }
 
 impl Reader {
     pub fn new() -> Reader {
-        Reader::default()
+        Reader {
+            buf: Vec::new(),
+            max_run: usize::MAX,
+            keep: KEEP_BUF_BYTES,
+            pinned: Vec::new(),
+        }
+    }
+
+    /// A reader whose preads read at most `max_run` bytes (or one record)
+    /// and whose buffer is dropped once it grew past `2 * max_run`.
+    pub fn bounded(max_run: usize) -> Reader {
+        Reader {
+            max_run,
+            keep: 2 * max_run,
+            ..Reader::new()
+        }
+    }
+
+    /// Lets go of the segments kept since the last call.
+    pub fn unpin(&mut self) {
+        self.pinned.clear();
+    }
+
+    /// Gives the buffer back (a subscription going idle).
+    pub fn release(&mut self) {
+        self.buf = Vec::new();
+        self.pinned = Vec::new();
+    }
+
+    /// The segment holding `pos`: the set's (then kept), else a kept one
+    /// retention has dropped from the set since.
+    fn find(&mut self, segments: &SegmentSet, pos: u64) -> Option<Arc<Segment>> {
+        match segments.find(pos) {
+            Some(seg) => {
+                if !self.pinned.iter().any(|s| s.base == seg.base) {
+                    self.pinned.push(Arc::clone(&seg));
+                }
+                Some(seg)
+            }
+            None => (self.pinned.iter())
+                .filter(|s| s.base <= pos)
+                .max_by_key(|s| s.base)
+                .cloned(),
+        }
     }
 
     /// Hands the message of each of `entries` (of topic `topic`) to `each`,
@@ -128,8 +192,8 @@ impl Reader {
         while i < n {
             // A run of entries read with one pread: same segment, dense enough.
             let first = entries[i];
-            let seg = segments
-                .find(first.pos)
+            let seg = self
+                .find(segments, first.pos)
                 .ok_or_else(|| fail(first.pos, ReadErrorKind::NoSegment))?;
             let mut j = i + 1;
             let mut useful = u64::from(first.len);
@@ -139,8 +203,13 @@ impl Reader {
                     break;
                 }
                 let span = e.pos + u64::from(e.len) - first.pos;
-                let same = segments.find(e.pos).is_some_and(|s| s.base == seg.base);
-                if !same || span > 2 * (useful + u64::from(e.len)) + RUN_SLACK_BYTES {
+                let same = self
+                    .find(segments, e.pos)
+                    .is_some_and(|s| s.base == seg.base);
+                if !same
+                    || span > 2 * (useful + u64::from(e.len)) + RUN_SLACK_BYTES
+                    || span > self.max_run as u64
+                {
                     break;
                 }
                 useful += u64::from(e.len);
@@ -199,7 +268,7 @@ impl Reader {
             }
             i = j;
         }
-        if self.buf.capacity() > KEEP_BUF_BYTES {
+        if self.buf.capacity() > self.keep {
             self.buf = Vec::new();
         }
         Ok(())

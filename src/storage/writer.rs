@@ -644,7 +644,7 @@ impl Writer {
     /// the topics' new states, which wake their subscribers.
     fn publish(&mut self) {
         // Counters first, so STATS never lags what SUB and INFO show.
-        self.broker.set_last_event_id(self.last_id);
+        self.broker.set_last_event_id(self.last_record_id());
         let repl = &self.broker.repl;
         repl.history.store(self.history, Ordering::Relaxed);
         repl.epoch.store(self.epoch(), Ordering::Relaxed);

@@ -56,5 +56,6 @@ pub fn run(args: Vec<OsString>) -> Result<(), BenchError> {
         }
         Command::Matrix(s) => suite::matrix::run(&s),
         Command::Peers(s) => suite::peers::run(&s),
+        Command::Footprint(s) => suite::footprint::run(&s),
     }
 }

@@ -13,6 +13,8 @@ usage: smss-cli bench pub|sub|e2e|delay|takeover [options]
        smss-cli bench matrix [--smss PATH] [--max-secs X] [--restart-gib G]
                              [--client-threads T] [--repl-backlog N]
                              [--repl-rounds R]
+       smss-cli bench footprint [--smss PATH]  (the matrix's RSS rows with
+                             300 silent and 100 idle subscribers, alone)
        smss-cli bench peers  [--smss PATH] [--max-secs X] [--client-threads T]
                              [--rounds R]   (R rounds over all servers; each
                              row shows its median round: the machine is noisy)
@@ -179,6 +181,7 @@ pub enum Command {
     One(Opts),
     Matrix(SuiteOpts),
     Peers(SuiteOpts),
+    Footprint(SuiteOpts),
     Help,
 }
 
@@ -212,14 +215,14 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
         Some(other) => return Err(usage(format!("expected a mode first, got {other:?}"))),
         None => {
             return Err(usage(
-                "missing mode (pub, sub, e2e, delay, takeover, matrix, peers)".into(),
+                "missing mode (pub, sub, e2e, delay, takeover, matrix, peers, footprint)".into(),
             ));
         }
     };
     if first == "help" {
         return Ok(Command::Help);
     }
-    if first == "matrix" || first == "peers" {
+    if first == "matrix" || first == "peers" || first == "footprint" {
         let mut s = SuiteOpts {
             smss: None,
             max_secs: 10.0,
@@ -258,6 +261,8 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
         }
         return Ok(if first == "matrix" {
             Command::Matrix(s)
+        } else if first == "footprint" {
+            Command::Footprint(s)
         } else {
             Command::Peers(s)
         });

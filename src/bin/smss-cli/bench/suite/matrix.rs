@@ -5,7 +5,8 @@
 //! visibility on the slave, catch-up) with their targets, the restart after
 //! `kill -9` of a log of `--restart-gib` GiB, and the restart after
 //! `kill -9` with a 64 MiB garbage tail (recovery must find that nothing
-//! valid follows the damage without a CRC check at every byte).
+//! valid follows the damage without a CRC check at every byte), and the
+//! RSS with 300 silent and 100 idle subscribers ([`super::footprint`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -152,6 +153,7 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
         }
         drop(server);
     }
+    figures.extend(super::footprint::figures(&bin, &tmp));
     let repl = super::repl::run(&bin, &tmp, s);
     figures.extend(repl.failed.iter().cloned());
     if s.restart_gib > 0.0 {
