@@ -1,7 +1,8 @@
 //! Shared in-memory state: the topics readers can see, the log segments, the
 //! last published event id, the durable log tail, the role, counters, the
-//! log of wrong AUTH tokens, the registry of group subscribers, and the
-//! sender into the writer.
+//! log of wrong AUTH tokens and their pacing per source address, the
+//! registry of connections not yet authenticated, the registry of group
+//! subscribers, and the sender into the writer.
 //!
 //! Everything here is *published* state: the writer changes it only after a
 //! group commit is flushed (and fsynced under `fsync: always`), so a reader
@@ -16,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use crate::auth::FailureLog;
+use crate::auth::{FailureLog, SourcePacer};
 use crate::config::Config;
 use crate::groups::Registry;
+use crate::preauth::PreAuth;
 use crate::replication::state::ReplState;
 use crate::replication::{Role, RoleCell};
 use crate::stats::Stats;
@@ -172,6 +174,10 @@ pub struct Broker {
     pub stats: Stats,
     /// Wrong AUTH tokens of all connections, logged at a bounded rate.
     pub auth_failures: FailureLog,
+    /// How fast each source address may have AUTH tokens checked.
+    pub auth_pacer: SourcePacer,
+    /// With `auth.token`: connections not authenticated yet, under their cap.
+    pub preauth: PreAuth,
     pub segments: SegmentSet,
     /// The open index files, bounded (readers and the writer share them).
     pub(crate) index_files: IndexHandles,
@@ -203,6 +209,8 @@ impl Broker {
             started: Instant::now(),
             stats: Stats::default(),
             auth_failures: FailureLog::default(),
+            auth_pacer: SourcePacer::default(),
+            preauth: PreAuth::default(),
             segments: SegmentSet::default(),
             durable: DurableTail::default(),
             repl: ReplState::default(),

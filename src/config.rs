@@ -26,7 +26,9 @@ use serde::Deserialize;
 
 mod error;
 mod legacy;
+mod limits;
 mod replication;
+mod secret;
 
 pub use self::error::ConfigError;
 use self::error::invalid;
@@ -198,6 +200,10 @@ pub struct LimitsConfig {
     pub max_batch_bytes: u64,
     /// Longest delay of a delayed message.
     pub max_delay_ms: u64,
+    /// `limits.maxUnauthenticated`: with `auth.token`, most connections not
+    /// yet authenticated; 0 = a quarter of the connection cap in force
+    /// (see `config/limits.rs` and [`crate::preauth`]).
+    pub max_unauthenticated: usize,
 }
 
 /// `sub:` — subscription defaults.
@@ -269,6 +275,7 @@ impl Default for LimitsConfig {
             max_batch: 1000,
             max_batch_bytes: 32 << 20,
             max_delay_ms: 30 * 24 * 3600 * 1000,
+            max_unauthenticated: 0,
         }
     }
 }
@@ -436,6 +443,7 @@ impl Config {
             1,
             MAX_DELAY_CAP_MS,
         )?;
+        limits.validate_unauthenticated()?;
 
         if self.sub.default_batch < 1 || self.sub.default_batch > limits.max_batch {
             return Err(invalid(
@@ -587,6 +595,7 @@ struct RawLimits {
     max_batch: Option<u64>,
     max_batch_bytes: Option<u64>,
     max_delay_ms: Option<u64>,
+    max_unauthenticated: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -713,6 +722,11 @@ impl RawConfig {
             max_batch: opt_usize("limits.maxBatch", rl.max_batch, d.limits.max_batch)?,
             max_batch_bytes: rl.max_batch_bytes.unwrap_or(d.limits.max_batch_bytes),
             max_delay_ms: rl.max_delay_ms.unwrap_or(d.limits.max_delay_ms),
+            max_unauthenticated: opt_usize(
+                "limits.maxUnauthenticated",
+                rl.max_unauthenticated,
+                d.limits.max_unauthenticated,
+            )?,
         };
 
         let rsub = self.sub.unwrap_or_default();
@@ -901,7 +915,7 @@ store:
   checkpointBytes: 8192
 worker: { buffSize: 7, sendTimeoutMs: 9 }
 timeout: { net: { write: 11 }, server: { alive: 13 }, auth: 41 }
-limits: { maxPayload: 17, maxConnections: 19, maxBatch: 23, maxBatchBytes: 43, maxDelayMs: 29 }
+limits: { maxPayload: 17, maxConnections: 19, maxBatch: 23, maxBatchBytes: 43, maxDelayMs: 29, maxUnauthenticated: 7 }
 sub: { defaultBatch: 23, defaultAckTimeout: 31, maxDeliver: 47 }
 auth: { token: s3cr3t }
 replication: { sync: true, syncTimeoutMs: 37, minSlaves: 2, peer: "127.0.0.1:12302", slaveTimeoutMs: 4000 }
@@ -951,7 +965,8 @@ replication: { sync: true, syncTimeoutMs: 37, minSlaves: 2, peer: "127.0.0.1:123
                 max_connections: 19,
                 max_batch: 23,
                 max_batch_bytes: 43,
-                max_delay_ms: 29
+                max_delay_ms: 29,
+                max_unauthenticated: 7
             }
         );
         assert_eq!(
@@ -1122,6 +1137,10 @@ replication: { sync: true, syncTimeoutMs: 37, minSlaves: 2, peer: "127.0.0.1:123
                 "limits.maxConnections",
             ),
             ("limits: { maxBatch: 0 }", "limits.maxBatch"),
+            (
+                "limits: { maxConnections: 10, maxUnauthenticated: 11 }",
+                "limits.maxUnauthenticated",
+            ),
             ("limits: { maxBatch: 100001 }", "limits.maxBatch"),
             ("limits: { maxBatchBytes: 0 }", "limits.maxBatchBytes"),
             (

@@ -6,7 +6,11 @@
 //! frame I/O is [`Wire`]'s.
 //!
 //! The auth gate: with `auth.token` set, a connection gets `timeout.auth`
-//! to authenticate; wrong tokens are paced and limited ([`crate::auth`]).
+//! to authenticate; wrong tokens are paced and limited per connection and
+//! per source address ([`crate::auth`]). Until its AUTH succeeds it holds a
+//! pre-auth [`Ticket`] ([`crate::preauth`]): if the acceptor evicts it to
+//! make room, the connection answers `ERR BUSY` and closes; the ticket also
+//! cuts short any AUTH pause.
 //! A write the connection will refuse (`NOAUTH`, or `READONLY` on a slave)
 //! is refused when its line arrives; its payload is dropped as it streams
 //! in, so such a client cannot make the server buffer it.
@@ -23,15 +27,16 @@
 //! (shared) and a topic's state lock only briefly.
 
 use std::io;
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
-use crate::auth;
+use crate::auth::{self, Verdict};
 use crate::broker::{Broker, Topic};
+use crate::preauth::{self, Ticket};
 use crate::protocol::{
     ErrCode, Limits, Parsed, ProtoError, Request, encode_count, encode_err, encode_line, encode_ok,
     encode_role, encode_slave, encode_stat, encode_stat_u64, encode_topic,
@@ -53,8 +58,12 @@ const WRITER_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Conn {
     wire: Wire,
     peer: String,
+    /// The peer's source address, as AUTH pacing counts it.
+    source: IpAddr,
     broker: Arc<Broker>,
     authed: bool,
+    /// Until AUTH succeeds (with `auth.token`): the pre-auth slot.
+    preauth: Option<Ticket>,
     /// Until AUTH succeeds: when the connection is closed for want of it.
     auth_deadline: Option<Instant>,
     /// Wrong AUTHs so far.
@@ -64,30 +73,52 @@ pub struct Conn {
     inflight: usize,
 }
 
-/// The connection thread's body.
-pub fn serve(stream: TcpStream, broker: Arc<Broker>) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".to_string());
+/// The connection thread's body. `ticket`: its pre-auth slot, with
+/// `auth.token` set.
+pub fn serve(stream: TcpStream, broker: Arc<Broker>, mut ticket: Option<Ticket>) {
+    let addr = stream.peer_addr().ok();
+    let peer = addr.map_or_else(|| "?".to_string(), |a| a.to_string());
+    let ip = addr.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
     let stats_broker = Arc::clone(&broker);
-    match Conn::new(stream, peer.clone(), broker) {
-        Ok(mut c) => match c.run() {
-            Ok(()) => debug!("{peer}: closed"),
-            Err(e) => debug!("{peer}: closed: {e}"),
-        },
-        Err(e) => warn!("{peer}: could not set up connection: {e}"),
+    match Conn::new(stream, peer.clone(), ip, broker, ticket.take()) {
+        Ok(mut c) => {
+            match c.run() {
+                Ok(()) => debug!("{peer}: closed"),
+                Err(e) => debug!("{peer}: closed: {e}"),
+            }
+            ticket = c.preauth.take();
+        }
+        Err((e, t)) => {
+            warn!("{peer}: could not set up connection: {e}");
+            ticket = t;
+        }
     }
-    Stats::sub(&stats_broker.stats.connections, 1);
+    let b = &stats_broker;
+    // An evicted connection's slot already went to the one that evicted it.
+    if ticket.is_none_or(|t| b.preauth.leave(&b.stats, t.id())) {
+        Stats::sub(&b.stats.connections, 1);
+    }
     // The connection's buffers are freed: have them returned to the OS.
     crate::memory::released();
 }
 
 impl Conn {
-    fn new(stream: TcpStream, peer: String, broker: Arc<Broker>) -> io::Result<Conn> {
+    /// On error, gives the ticket back so the caller can free its slot.
+    fn new(
+        stream: TcpStream,
+        peer: String,
+        ip: IpAddr,
+        broker: Arc<Broker>,
+        preauth: Option<Ticket>,
+    ) -> Result<Conn, (io::Error, Option<Ticket>)> {
         let cfg = &broker.config;
-        stream.set_write_timeout(Some(Duration::from_millis(cfg.timeout.net_write_ms)))?;
-        stream.set_nodelay(true)?;
+        let write_timeout = Some(Duration::from_millis(cfg.timeout.net_write_ms));
+        if let Err(e) = stream
+            .set_write_timeout(write_timeout)
+            .and_then(|()| stream.set_nodelay(true))
+        {
+            return Err((e, preauth));
+        }
         let limits = Limits {
             max_payload: cfg.limits.max_payload,
             max_batch: cfg.limits.max_batch,
@@ -100,8 +131,10 @@ impl Conn {
         Ok(Conn {
             wire: Wire::new(stream, limits),
             peer,
+            source: preauth::source_of(ip),
             broker,
             authed,
+            preauth,
             auth_deadline,
             auth_failures: 0,
             reply_tx,
@@ -115,6 +148,9 @@ impl Conn {
             loop {
                 if self.auth_expired() {
                     return self.close_unauthenticated();
+                }
+                if self.evicted() {
+                    return self.close_evicted();
                 }
                 let refusal = self.payload_refusal();
                 match self.wire.next_request(refusal.as_ref()) {
@@ -143,6 +179,8 @@ impl Conn {
             self.wire.flush()?;
             match self.read_more()? {
                 Input::Data => {}
+                // An eviction shuts the socket's reading side: say why.
+                Input::Closed if self.evicted() => return self.close_evicted(),
                 Input::Closed => return Ok(()),
                 Input::Nothing => return self.close_unauthenticated(),
             }
@@ -171,6 +209,35 @@ impl Conn {
         self.wire.flush()?;
         self.wire.close_after_fatal();
         Ok(())
+    }
+
+    /// True once the acceptor closed this unauthenticated connection to
+    /// make room for a newer one.
+    fn evicted(&self) -> bool {
+        !self.authed && self.preauth.as_ref().is_some_and(Ticket::evicted)
+    }
+
+    /// Evicted: `ERR BUSY` (what it would have got had it come last), close.
+    fn close_evicted(&mut self) -> io::Result<()> {
+        debug!("{}: closed to make room for a newer connection", self.peer);
+        let why = "closed to make room: too many connections not yet authenticated \
+                   (limits.maxUnauthenticated); send AUTH right after connecting";
+        self.reply_err(&ProtoError::new(ErrCode::Busy, why))?;
+        self.wire.flush()?;
+        self.wire.close_after_fatal();
+        Ok(())
+    }
+
+    /// Waits `d` (pacing, not synchronisation); false if the connection
+    /// was evicted meanwhile.
+    fn pause(&self, d: Duration) -> bool {
+        match &self.preauth {
+            Some(t) if !self.authed => t.pause(d),
+            _ => {
+                std::thread::sleep(d);
+                true
+            }
+        }
     }
 
     /// What every PUB, MPUB and DPUB would get now whatever its payload,
@@ -292,13 +359,7 @@ impl Conn {
     fn handle_read(&mut self, req: Request) -> io::Result<Flow> {
         match req {
             Request::Ping => encode_line(&mut self.wire.out, "PONG"),
-            Request::Auth { token } => {
-                if !auth::token_matches(&self.broker.config.auth.token, &token) {
-                    return self.wrong_token();
-                }
-                self.authed = true;
-                encode_ok(&mut self.wire.out, &[]);
-            }
+            Request::Auth { token } => return self.auth(&token),
             Request::Quit => {
                 encode_ok(&mut self.wire.out, &[]);
                 return Ok(Flow::Close);
@@ -408,9 +469,63 @@ impl Conn {
         }
     }
 
+    /// AUTH: checked when its source address's turn comes (at once unless
+    /// it sent wrong tokens lately; see [`crate::auth::SourcePacer`]).
+    fn auth(&mut self, token: &str) -> io::Result<Flow> {
+        let want = &self.broker.config.auth.token;
+        if want.is_empty() {
+            encode_ok(&mut self.wire.out, &[]);
+            return Ok(Flow::Continue);
+        }
+        let matches = auth::token_matches(want, token);
+        let mut deadline = Instant::now() + auth::MAX_PACE_WAIT;
+        if let Some(d) = self.auth_deadline.filter(|_| !self.authed) {
+            deadline = deadline.min(d);
+        }
+        // Each round waits for a turn it was told of; a few suffice.
+        for _ in 0..8 {
+            match self.broker.auth_pacer.attempt(self.source, matches) {
+                Verdict::Accepted => return self.authenticated(),
+                Verdict::Wrong => return self.wrong_token(),
+                Verdict::Wait(d) if Instant::now() + d <= deadline => {
+                    if !self.pause(d) {
+                        self.close_evicted()?;
+                        return Ok(Flow::Close);
+                    }
+                }
+                Verdict::Wait(_) => break,
+            }
+        }
+        Stats::add(&self.broker.stats.auth_throttled, 1);
+        let msg = format!(
+            "too many wrong tokens from {}; this one was not checked, try again later",
+            self.source
+        );
+        encode_err(&mut self.wire.out, &ProtoError::new(ErrCode::NoAuth, msg));
+        self.wire.flush()?;
+        self.wire.close_after_fatal();
+        Ok(Flow::Close)
+    }
+
+    /// The right token: the pre-auth slot is given up for a full one.
+    fn authenticated(&mut self) -> io::Result<Flow> {
+        if let Some(t) = &self.preauth {
+            if !self.broker.preauth.leave(&self.broker.stats, t.id()) {
+                // Evicted a moment ago: its slot is gone.
+                self.close_evicted()?;
+                return Ok(Flow::Close);
+            }
+            self.preauth = None;
+        }
+        self.authed = true;
+        encode_ok(&mut self.wire.out, &[]);
+        Ok(Flow::Continue)
+    }
+
     /// A wrong AUTH: answered late, and the last one allowed closes.
     fn wrong_token(&mut self) -> io::Result<Flow> {
         self.auth_failures += 1;
+        Stats::add(&self.broker.stats.auth_failures, 1);
         if let Some(n) = self.broker.auth_failures.record() {
             warn!(
                 "{}: AUTH with a wrong token ({n} wrong token(s) on all connections \
@@ -420,7 +535,10 @@ impl Conn {
             );
         }
         // Pacing, not synchronisation: each guess costs the guesser time.
-        std::thread::sleep(auth::FAIL_DELAY);
+        if !self.pause(auth::FAIL_DELAY) {
+            self.close_evicted()?;
+            return Ok(Flow::Close);
+        }
         if self.auth_failures < auth::MAX_FAILURES {
             encode_err(
                 &mut self.wire.out,

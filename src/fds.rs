@@ -3,7 +3,7 @@
 //! use.
 //!
 //! At start the soft `RLIMIT_NOFILE` is raised to the hard limit (both are
-//! logged). The budget then keeps a fixed reserve for what the server itself
+//! logged; "raised" only when it was: [`describe_limit`]). The budget then keeps a fixed reserve for what the server itself
 //! opens (listener, log, lock, segments, the writer's temp files and a new
 //! index file), a bounded set of index handles (see
 //! `storage::handles`), and gives the rest to connections at two
@@ -79,9 +79,37 @@ pub(crate) fn raise_nofile_limit() -> io::Result<(u64, u64, u64)> {
     Ok((before, want, hard))
 }
 
+/// The start-up line about the limit, from [`raise_nofile_limit`]'s result.
+pub(crate) fn describe_limit(before: u64, now: u64, hard: u64) -> String {
+    if now > before {
+        format!("file descriptors: soft limit {before} raised to {now} (hard limit {hard})")
+    } else if now >= hard {
+        format!("file descriptors: soft limit {now}, already at the hard limit ({hard})")
+    } else {
+        // Above the highest soft limit asked for (an unlimited hard limit).
+        format!("file descriptors: soft limit {now} (hard limit {hard})")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raised_only_when_it_was() {
+        assert_eq!(
+            describe_limit(1024, 4096, 4096),
+            "file descriptors: soft limit 1024 raised to 4096 (hard limit 4096)"
+        );
+        let same = describe_limit(20_000, 20_000, 20_000);
+        assert!(!same.contains("raised"), "{same}");
+        assert_eq!(
+            same,
+            "file descriptors: soft limit 20000, already at the hard limit (20000)"
+        );
+        let unlimited = describe_limit(HIGHEST_SOFT_LIMIT, HIGHEST_SOFT_LIMIT, u64::MAX);
+        assert!(!unlimited.contains("raised"), "{unlimited}");
+    }
 
     #[test]
     fn a_small_limit_caps_connections_and_keeps_the_reserve() {

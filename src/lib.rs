@@ -23,7 +23,10 @@
 //!   deliveries, dead letters), [`group_admin`] GROUPS and GROUPDEL, over
 //!   the registry of group subscribers in [`groups`];
 //!   [`sub_batch`] reads and sends one batch in bounded chunks;
-//!   [`auth`] checks tokens and paces wrong ones. [`protocol`] is pure:
+//!   [`auth`] checks tokens and paces wrong ones, per connection and per
+//!   source address; [`preauth`] caps the connections not yet
+//!   authenticated (the acceptor closes the oldest to make room).
+//!   [`protocol`] is pure:
 //!   parse requests (dropping the payload of one that will be refused),
 //!   encode every reply line.
 //! - [`storage`]: the commit log ([`storage::segment`], [`storage::record`]),
@@ -74,6 +77,7 @@ pub(crate) mod group_sub;
 pub(crate) mod groups;
 pub mod logging;
 pub(crate) mod memory;
+pub(crate) mod preauth;
 pub(crate) mod protocol;
 pub mod replication;
 pub mod server;

@@ -2,13 +2,15 @@
 //!
 //! Threads started here: `writer` (the persistence thread), `acceptor` (one
 //! connection thread per accepted client, each with a small stack, refused
-//! with `ERR BUSY` past `limits.maxConnections`), and `signals` (SIGTERM and
-//! SIGINT). The main thread waits for a signal or for the writer to die;
+//! with `ERR BUSY` past `limits.maxConnections`; with `auth.token`,
+//! connections not yet authenticated are held to their own cap by
+//! [`crate::preauth`], which makes room by closing one of them rather than
+//! refusing), and `signals` (SIGTERM and SIGINT). The main thread waits for a signal or for the writer to die;
 //! on a signal it stops accepting, lets the writer finish and fsync what is
 //! queued, writes a checkpoint and returns, so the process exits 0.
 
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -22,6 +24,7 @@ use crate::connection;
 use crate::error::Error;
 use crate::fds::{self, FdBudget};
 use crate::logging::init_logging;
+use crate::preauth::{self, Admitted, Ticket};
 use crate::protocol::{ErrCode, ProtoError, encode_err};
 use crate::replication::{self, Role, peer, receiver};
 use crate::stats::Stats;
@@ -51,6 +54,9 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 pub fn run(args: ServerArgs) -> Result<(), Error> {
     let config = Config::load(&args.config)?;
     init_logging(&config.log)?;
+    if let Some(w) = config.token_file_warning(&args.config) {
+        warn!("{w}");
+    }
     crate::memory::tune().map_err(io_err("starting the mem-trim thread"))?;
     // A config written for the original smss: say what it sets that does nothing here.
     for key in &config.ignored {
@@ -80,6 +86,18 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     }
     let broker = Arc::new(Broker::new(config, role, tx, fds.index_handles));
     (broker.stats.connections_max).store(fds.max_connections as u64, Ordering::Relaxed);
+    let configured = broker.config.limits.max_unauthenticated;
+    let preauth_max = preauth::effective_cap(configured, fds.max_connections);
+    (broker.stats.connections_unauthenticated_max).store(preauth_max as u64, Ordering::Relaxed);
+    if !broker.config.auth.token.is_empty() {
+        if configured > preauth_max {
+            warn!(
+                "limits.maxUnauthenticated {configured} lowered to the connection cap \
+                 {preauth_max}"
+            );
+        }
+        info!("up to {preauth_max} connections not yet authenticated");
+    }
     let (timer_tx, timer_rx) = ops::timer_channels();
     let (mut writer, _report) = Writer::open(Arc::clone(&broker), timer_tx)?;
     if broker.config.replication.min_slaves > 0 {
@@ -182,7 +200,7 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     let acc_broker = Arc::clone(&broker);
     std::thread::Builder::new()
         .name("acceptor".into())
-        .spawn(move || accept_loop(listener, acc_broker, fds.max_connections))
+        .spawn(move || accept_loop(listener, acc_broker, fds.max_connections, preauth_max))
         .map_err(io_err("starting the acceptor thread"))?;
 
     let wake = wake_rx.recv().unwrap_or(Wake::WriterExited);
@@ -251,7 +269,7 @@ fn shutdown(broker: &Broker, local: SocketAddr) {
 fn fd_budget(configured_connections: usize) -> FdBudget {
     let limit = match fds::raise_nofile_limit() {
         Ok((before, now, hard)) => {
-            info!("file descriptors: soft limit {before} raised to {now} (hard limit {hard})");
+            info!("{}", fds::describe_limit(before, now, hard));
             now
         }
         Err(e) => {
@@ -275,8 +293,14 @@ fn fd_budget(configured_connections: usize) -> FdBudget {
     budget
 }
 
-fn accept_loop(listener: TcpListener, broker: Arc<Broker>, max_connections: usize) {
+fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    max_connections: usize,
+    preauth_max: usize,
+) {
     let max = max_connections as u64;
+    let token_set = !broker.config.auth.token.is_empty();
     for conn in listener.incoming() {
         if broker.is_shutting_down() {
             return;
@@ -295,25 +319,55 @@ fn accept_loop(listener: TcpListener, broker: Arc<Broker>, max_connections: usiz
             .connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        if n > max {
+        let peer_addr = stream.peer_addr().ok();
+        let mut ticket = None;
+        if token_set {
+            // Every newcomer is unauthenticated: the pre-auth cap decides.
+            let ip = peer_addr.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+            match broker
+                .preauth
+                .admit(stats, &stream, ip, preauth_max, n > max)
+            {
+                Ok(Admitted::Yes(t)) => ticket = Some(t),
+                Ok(Admitted::InPlaceOf(t)) => {
+                    // The evicted connection's slot is this one's.
+                    Stats::sub(&stats.connections, 1);
+                    ticket = Some(t);
+                }
+                Ok(Admitted::Refused) => {
+                    Stats::sub(&stats.connections, 1);
+                    refuse_busy(stream, "too many connections");
+                    Stats::add(&stats.rejected_busy, 1);
+                    continue;
+                }
+                Err(e) => {
+                    Stats::sub(&stats.connections, 1);
+                    warn!("cannot track a new connection: {e}");
+                    refuse_busy(stream, "the server cannot track another connection");
+                    Stats::add(&stats.rejected_busy, 1);
+                    continue;
+                }
+            }
+        } else if n > max {
             Stats::sub(&stats.connections, 1);
             refuse_busy(stream, "too many connections");
             Stats::add(&stats.rejected_busy, 1);
             continue;
         }
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into());
+        let peer = peer_addr.map_or_else(|| "?".into(), |a| a.to_string());
         let b = Arc::clone(&broker);
         let spare = stream.try_clone().ok();
+        let ticket_id = ticket.as_ref().map(Ticket::id);
         let spawned = std::thread::Builder::new()
             .name(format!("conn-{peer}"))
             .stack_size(CONN_STACK_BYTES)
-            .spawn(move || connection::serve(stream, b));
+            .spawn(move || connection::serve(stream, b, ticket));
         if let Err(e) = spawned {
             warn!("cannot start a thread for {peer}: {e}");
-            Stats::sub(&stats.connections, 1);
+            // Unless it was evicted meanwhile (its slot went on then).
+            if ticket_id.is_none_or(|id| broker.preauth.leave(stats, id)) {
+                Stats::sub(&stats.connections, 1);
+            }
             if let Some(s) = spare {
                 refuse_busy(s, "the server cannot start another thread");
             }

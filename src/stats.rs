@@ -42,6 +42,16 @@ pub struct Stats {
     pub repl_diverged_records: AtomicU64,
     /// Write requests refused with `NOSLAVE` (`replication.minSlaves`).
     pub repl_noslave_refusals: AtomicU64,
+    /// With `auth.token`: connections that have not authenticated yet.
+    pub connections_unauthenticated: AtomicU64,
+    /// The pre-auth cap in force (`limits.maxUnauthenticated` or its default).
+    pub connections_unauthenticated_max: AtomicU64,
+    /// Unauthenticated connections closed (`ERR BUSY`) to make room.
+    pub unauthenticated_evicted: AtomicU64,
+    /// Wrong AUTH tokens (checked and refused).
+    pub auth_failures: AtomicU64,
+    /// AUTHs refused unchecked: their source address was over its budget.
+    pub auth_throttled: AtomicU64,
 }
 
 /// The broker-side values STATS shows, read by the caller.
@@ -250,6 +260,23 @@ impl Stats {
                 ("replication_lag_events", Num(lag.events)),
             ]),
         }
+        // Added after the role's fields, so no earlier line moves.
+        pairs.extend([
+            (
+                "connections_unauthenticated",
+                Num(Stats::get(&self.connections_unauthenticated)),
+            ),
+            (
+                "connections_unauthenticated_max",
+                Num(Stats::get(&self.connections_unauthenticated_max)),
+            ),
+            (
+                "unauthenticated_evicted",
+                Num(Stats::get(&self.unauthenticated_evicted)),
+            ),
+            ("auth_failures", Num(Stats::get(&self.auth_failures))),
+            ("auth_throttled", Num(Stats::get(&self.auth_throttled))),
+        ]);
         pairs
     }
 }
@@ -266,9 +293,19 @@ mod tests {
             .unwrap_or_else(|| panic!("no {name}"))
     }
 
+    const AUTH_FIELDS: [&str; 5] = [
+        "connections_unauthenticated",
+        "connections_unauthenticated_max",
+        "unauthenticated_evicted",
+        "auth_failures",
+        "auth_throttled",
+    ];
+
     #[test]
     fn report_names_order_and_values() {
         let s = Stats::default();
+        Stats::add(&s.connections_unauthenticated, 11);
+        Stats::add(&s.auth_throttled, 12);
         Stats::add(&s.connections, 2);
         Stats::add(&s.commits, 5);
         Stats::add(&s.repl_diverged_records, 6);
@@ -325,6 +362,7 @@ mod tests {
             "repl_full_syncs",
             "repl_noslave_refusals",
         ]);
+        want.extend(AUTH_FIELDS);
         assert_eq!(names, want);
         assert_eq!(pairs[0].1, StatValue::Text("master".into()));
         assert_eq!(pairs[1].1, StatValue::Num(9));
@@ -343,6 +381,8 @@ mod tests {
             ("repl_sync_fallbacks", 1),
             ("repl_full_syncs", 3),
             ("repl_noslave_refusals", 11),
+            ("connections_unauthenticated", 11),
+            ("auth_throttled", 12),
         ] {
             assert_eq!(num(&pairs, name), StatValue::Num(v), "{name}");
         }
@@ -374,6 +414,7 @@ mod tests {
             "repl_full_syncs",
             "replication_lag_events",
         ]);
+        want.extend(AUTH_FIELDS);
         assert_eq!(names, want);
         assert_eq!(slave[0].1, StatValue::Text("slave".into()));
         assert_eq!(slave[18], ("master_event_id", StatValue::Num(12)));

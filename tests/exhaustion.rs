@@ -102,33 +102,43 @@ fn idle_unauthenticated_clients_cannot_switch_writes_off() {
     c.auth("s3cret").expect("AUTH");
     let cap = stat(&mut c, "connections_max") as usize;
     assert!(cap < 256, "the cap comes from the descriptor budget: {cap}");
-    // The attacker takes every slot that is left, and then some.
+    let preauth = stat(&mut c, "connections_unauthenticated_max") as usize;
+    assert_eq!(preauth, cap / 4, "a quarter of the cap in force");
+    // The attacker opens more than every slot that is left.
     let idle: Vec<TcpStream> = (0..cap + 20)
         .map(|_| TcpStream::connect(&s.addr).expect("connect"))
         .collect();
-    // The acceptor refuses past the cap at once; wait for its counter
-    // (bounded: 200 polls of STATS).
-    let mut busy = 0;
+    // Past the pre-auth cap each newcomer closes the oldest idle one; wait
+    // for the acceptor to have seen them all (bounded: 200 polls of STATS).
+    let evicted_all = (cap + 20 - preauth) as u64;
+    let mut evicted = 0;
     for _ in 0..200 {
-        busy = stat(&mut c, "rejected_busy");
-        if busy >= 20 {
+        evicted = stat(&mut c, "unauthenticated_evicted");
+        if evicted >= evicted_all {
             break;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    assert!(busy >= 20, "past the cap: ERR BUSY ({busy})");
-    assert_eq!(
-        stat(&mut c, "connections"),
-        cap as u64,
-        "every slot is taken"
+    assert_eq!(evicted, evicted_all, "idle sockets past the pre-auth cap");
+    assert_eq!(stat(&mut c, "rejected_busy"), 0, "nobody was refused");
+    assert_eq!(stat(&mut c, "connections_unauthenticated"), preauth as u64);
+    assert!(
+        stat(&mut c, "connections") <= 1 + preauth as u64,
+        "the idle ones hold only their own cap"
     );
-    // The authenticated client kept its connection and its writes work.
+    // The authenticated client kept its connection and its writes work,
+    // and more authenticated clients find slots.
     c.create("u", 0).expect("CREATE with the slots taken");
     c.publish("u", b"still here").expect("PUB");
     assert_eq!(stat(&mut c, "writer_poisoned"), 0);
+    let mut others: Vec<_> = (0..8).map(|_| s.client()).collect();
+    for o in &mut others {
+        o.auth("s3cret").expect("AUTH of a later client");
+        o.publish("u", b"another").expect("PUB of a later client");
+    }
     drop(idle);
     c.publish("u", b"after").expect("PUB after they left");
-    assert_eq!(c.info("u").expect("INFO").messages, 2);
+    assert_eq!(c.info("u").expect("INFO").messages, 10);
 }
 
 #[test]
