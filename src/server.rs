@@ -178,7 +178,8 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     spawn_timers(&broker, timer_rx)?;
     // The receiver idles while this server is a master: it follows the
     // master (or the peer) once this server is, or becomes, a slave.
-    if let Some(master) = master {
+    // On a master it looks at the peer once a second instead.
+    if let (Some(master), Some(peer)) = (master, peer_addr) {
         if broker.role() == Role::Slave {
             info!("a read-only slave of {master}");
         }
@@ -186,15 +187,8 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         let event = args.event;
         std::thread::Builder::new()
             .name("repl-receiver".into())
-            .spawn(move || receiver::run(b, master, event))
+            .spawn(move || receiver::run(b, master, event, peer))
             .map_err(io_err("starting the replication receiver"))?;
-    }
-    if let Some(p) = peer_addr {
-        let b = Arc::clone(&broker);
-        std::thread::Builder::new()
-            .name("peer-watch".into())
-            .spawn(move || peer::watch(b, p))
-            .map_err(io_err("starting the peer watch"))?;
     }
 
     let acc_broker = Arc::clone(&broker);

@@ -1,6 +1,6 @@
-//! Fencing by epoch: which role this server takes at start, and the
-//! `peer-watch` thread that compares epochs with the other server of the
-//! pair while running.
+//! Fencing by epoch: which role this server takes at start, and the look
+//! at the other server of the pair that a master takes once a second while
+//! running (on its `repl-receiver` thread, which idles on a master).
 //!
 //! A server knows its peer (`replication.peer`, or a slave's `--master`).
 //! The server of the lower epoch never serves writes once it has seen a
@@ -12,14 +12,13 @@
 //! start (see [`decide_role`]), so no unit file has to be edited after a
 //! failover.
 //!
-//! The watch asks the peer `ROLE` every [`PROBE_EVERY`] over a short
+//! The [`Watch`] asks the peer `ROLE` every [`PROBE_EVERY`] over a short
 //! connection of its own (AUTH first when `auth.token` is set); it reads
 //! the broker's published role, epoch and history and writes nothing but
 //! through the writer.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
@@ -215,36 +214,52 @@ pub fn check_once(broker: &Broker, peer: &str) -> Verdict {
     verdict
 }
 
-/// The `peer-watch` thread body: until shutdown.
-pub fn watch(broker: Arc<Broker>, peer: String) {
-    let mut said: Option<Verdict> = None;
-    loop {
-        let until = Instant::now() + PROBE_EVERY;
-        while Instant::now() < until {
-            if broker.is_shutting_down() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+/// The look at the peer that the `repl-receiver` thread takes while this
+/// server is a master (that thread idles then): once every
+/// [`PROBE_EVERY`], stepping down when the rule says so; each lasting
+/// verdict is logged once, when it begins.
+pub struct Watch {
+    peer: String,
+    said: Option<Verdict>,
+    next: Instant,
+}
+
+impl Watch {
+    pub fn new(peer: String) -> Watch {
+        Watch {
+            peer,
+            said: None,
+            next: Instant::now() + PROBE_EVERY,
         }
-        let verdict = check_once(&broker, &peer);
-        // Each lasting state is logged once, when it begins.
-        if said != Some(verdict) {
-            match verdict {
-                Verdict::Conflict => error!(
-                    "{peer} is a master of epoch {} too: both may assign the same ids; \
-                     PROMOTE one of them to fence the other",
-                    broker.repl.epoch()
-                ),
-                Verdict::Foreign => warn!(
-                    "{peer} holds data of another history: it is not this server's pair; \
-                     not comparing epochs with it"
-                ),
-                Verdict::StepDown { .. } => {}
-                Verdict::Keep if said.is_some() => info!("{peer}: no conflict of roles now"),
-                Verdict::Keep => {}
-            }
-            said = Some(verdict);
+    }
+
+    /// One look when one is due; returns at once otherwise.
+    pub fn tick(&mut self, broker: &Broker) {
+        if Instant::now() < self.next {
+            return;
         }
+        let verdict = check_once(broker, &self.peer);
+        self.next = Instant::now() + PROBE_EVERY;
+        if self.said == Some(verdict) {
+            return;
+        }
+        let peer = &self.peer;
+        match verdict {
+            Verdict::Conflict => error!(
+                "{peer} is a master of epoch {} too: both may assign the same ids; PROMOTE one \
+                 of them to fence the other",
+                broker.repl.epoch()
+            ),
+            Verdict::Foreign => warn!(
+                "{peer} holds data of another history: it is not this server's pair; not \
+                 comparing epochs with it"
+            ),
+            Verdict::Keep if matches!(self.said, Some(Verdict::Conflict | Verdict::Foreign)) => {
+                info!("{peer}: no conflict of roles now")
+            }
+            Verdict::StepDown { .. } | Verdict::Keep => {}
+        }
+        self.said = Some(verdict);
     }
 }
 

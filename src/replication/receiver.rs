@@ -8,7 +8,10 @@
 //! commit and in answer to every heartbeat. On any failure it reconnects
 //! with a capped backoff and resumes after its own last event id; on
 //! PROMOTE it stops. A master silent for `replication.slaveTimeoutMs` is
-//! given up on the same way.
+//! given up on the same way. While this server is a master (started so
+//! with a peer, or promoted) the thread idles, and once a second looks at
+//! the peer ([`super::peer::Watch`]): a master of a higher epoch there
+//! makes this server step down, and the thread then follows it.
 //!
 //! `node=` names this server, the same for every session of this process,
 //! so the master replaces a session it still holds instead of listing the
@@ -29,6 +32,7 @@ use crate::broker::Broker;
 use crate::protocol::MAX_LINE_BYTES;
 use crate::protocol::repl::{Answer, Frame, MasterPos, encode_ack, parse_frame, parse_repl_ok};
 use crate::replication::Role;
+use crate::replication::peer::Watch;
 use crate::replication::state::LinkState;
 use crate::storage::now_ms;
 use crate::storage::ops::{WriteOk, WriteOp};
@@ -36,7 +40,7 @@ use crate::storage::ops::{WriteOk, WriteOp};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
-/// How often a promoted server checks whether it is a slave again.
+/// How often a master checks whether it is a slave again (and its peer).
 const PROMOTED_POLL: Duration = Duration::from_millis(500);
 /// How long the writer may take to apply one frame.
 const WRITER_WAIT: Duration = Duration::from_secs(60);
@@ -54,16 +58,20 @@ enum End {
 
 /// The thread body: replicate from `master` until PROMOTE or shutdown.
 /// `event`: where an empty slave starts (`--event`).
-pub fn run(broker: Arc<Broker>, master: String, event: Option<u64>) {
+pub fn run(broker: Arc<Broker>, master: String, event: Option<u64>, peer: String) {
     let node = node_id();
     let mut backoff = BACKOFF_MIN;
+    let mut watch = Watch::new(peer);
     loop {
         if broker.is_shutting_down() {
             return;
         }
         if broker.role() != Role::Slave {
-            // Promoted. A PROMOTE whose EPOCH record could not be written
-            // turns the server back into a slave: then replicate again.
+            // A master (started so, or promoted): it looks at its peer and
+            // steps down for a master of a higher epoch; then, or when a
+            // PROMOTE whose EPOCH record could not be written turns it back
+            // into a slave, it replicates again.
+            watch.tick(&broker);
             std::thread::sleep(PROMOTED_POLL);
             continue;
         }
