@@ -40,7 +40,11 @@
 //! - [`replication`]: the role (master/slave), the senders (on a master, a
 //!   connection that sent REPL streams the durable log to its slave) and the
 //!   slave's `repl-receiver` thread, which feeds the master's records to the
-//!   same writer through the same channel; [`stats`] builds STATS from the
+//!   same writer through the same channel (on a master with a peer it looks
+//!   at the peer instead, and steps down for a master of a higher epoch;
+//!   the role a server starts in is its data directory's, `data/role`, when
+//!   it has one); event ids are assigned in the current epoch's range only
+//!   ([`storage::ids`]), so two masters never share one; [`stats`] builds STATS from the
 //!   counters and what the caller reads from the broker and replication;
 //!   [`memory`] tunes glibc malloc and its `mem-trim` thread gives freed
 //!   memory back to the OS.
