@@ -363,12 +363,9 @@ fn heard(b: &Broker, at: Option<MasterPos>) {
 }
 
 /// The timestamp of the first record in a RECS payload (the writer checks
-/// its CRC when it applies it): bytes 16..24, see the record format.
+/// its CRC when it applies it).
 fn first_timestamp(records: &[u8]) -> Option<u64> {
-    let t = records.get(16..24)?;
-    let mut b = [0u8; 8];
-    b.copy_from_slice(t);
-    Some(u64::from_le_bytes(b))
+    crate::storage::record::peek(records).map(|p| p.timestamp_ms)
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ use crate::stats::Lag;
 use crate::storage::logread::{self, CHUNK_BYTES};
 use crate::storage::now_ms;
 use crate::storage::ops::{ReplMode, SnapItem, WriteOk, WriteOp};
+use crate::storage::record;
 use crate::wire::{Flow, Wire};
 
 /// A heartbeat goes out when nothing else did for this long.
@@ -352,12 +353,11 @@ fn record_ts_at(b: &Broker, pos: u64, end: u64) -> Option<u64> {
             return None;
         }
         let seg = b.segments.find(pos)?;
-        // length, CRC, event id, timestamp: see the record format.
-        let mut head = [0u8; 24];
-        if seg.read_exact_at(&mut head, pos).is_ok() && head[..4] != [0, 0, 0, 0] {
-            let mut ts = [0u8; 8];
-            ts.copy_from_slice(&head[16..24]);
-            return Some(u64::from_le_bytes(ts));
+        let mut head = [0u8; record::PEEK_LEN];
+        if seg.read_exact_at(&mut head, pos).is_ok()
+            && let Some(p) = record::peek(&head)
+        {
+            return Some(p.timestamp_ms);
         }
         pos = b
             .segments

@@ -40,14 +40,10 @@ pub(crate) fn first_id(seg: &Segment) -> Result<Option<u64>, StoreError> {
     if len < HEADER_LEN as u64 {
         return Ok(None);
     }
-    let mut head = [0u8; 16];
+    let mut head = [0u8; record::PEEK_LEN];
     seg.read_exact_at(&mut head, seg.base)?;
-    if head[..4] == [0, 0, 0, 0] {
-        return Ok(None); // zero fill: nothing written yet
-    }
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&head[8..16]);
-    Ok(Some(u64::from_le_bytes(id)))
+    // None for zero fill: nothing written yet.
+    Ok(record::peek(&head).map(|p| p.event_id))
 }
 
 /// Reads whole records from global position `pos`, up to `end` and up to

@@ -313,6 +313,35 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// Bytes of the fixed fields every record starts with: length, CRC, event
+/// id, timestamp.
+pub const PEEK_LEN: usize = 24;
+
+/// The fixed fields at the start of a record, read without checking its
+/// CRC: for a caller that only needs to know which record starts there
+/// (the reader that decodes it checks the CRC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peek {
+    pub len: u32,
+    pub event_id: u64,
+    pub timestamp_ms: u64,
+}
+
+/// The fixed fields of the record at the start of `buf`; `None` when `buf`
+/// is shorter than [`PEEK_LEN`] or holds zero fill (length 0: the end of
+/// what was written).
+pub fn peek(buf: &[u8]) -> Option<Peek> {
+    if buf.len() < PEEK_LEN {
+        return None;
+    }
+    let len = u32_at(buf, 0);
+    (len != 0).then(|| Peek {
+        len,
+        event_id: u64_at(buf, 8),
+        timestamp_ms: u64_at(buf, 16),
+    })
+}
+
 /// Decodes the record at the start of `buf`, checking length and CRC.
 pub fn decode(buf: &[u8]) -> Decoded<'_> {
     if buf.len() < 4 {
@@ -459,6 +488,30 @@ mod tests {
             headers: b"",
             body,
         }
+    }
+
+    #[test]
+    fn peek_reads_the_fixed_fields_and_stops_at_zero_fill() {
+        let mut buf = Vec::new();
+        encode(
+            &mut buf,
+            &Record {
+                event_id: 42,
+                timestamp_ms: 1_700_000_000_123,
+                kind: Kind::Pub,
+                flags: 0,
+                topic: "t",
+                headers: b"",
+                body: b"x",
+            },
+        );
+        let p = peek(&buf).expect("a record");
+        assert_eq!(
+            (p.len as usize, p.event_id, p.timestamp_ms),
+            (buf.len(), 42, 1_700_000_000_123)
+        );
+        assert_eq!(peek(&buf[..PEEK_LEN - 1]), None);
+        assert_eq!(peek(&[0u8; PEEK_LEN]), None);
     }
 
     #[test]
