@@ -375,6 +375,7 @@ mod tests {
     #[test]
     fn the_first_timestamp_is_read_from_the_record_header() {
         let mut rec = vec![0u8; 40];
+        rec[..4].copy_from_slice(&40u32.to_le_bytes());
         rec[16..24].copy_from_slice(&1_700_000_000_123u64.to_le_bytes());
         assert_eq!(first_timestamp(&rec), Some(1_700_000_000_123));
         assert_eq!(first_timestamp(&rec[..23]), None);
