@@ -1,13 +1,17 @@
-//! Logging set-up: installs the global logger a [`LogConfig`] describes.
+//! Logging set-up: installs the global logger a [`LogConfig`] describes, and
+//! reopens its file on SIGHUP ([`reopen`]) so log rotation works.
 //!
-//! Runs once on the main thread at start-up, after the config is loaded and before
-//! any other thread exists; it touches no channel and no lock besides the `log`
-//! crate's global logger.
+//! Installed once on the main thread at start-up, after the config is loaded
+//! and before any other thread exists. A log file is written through
+//! [`LogFile`]: one mutex around the open file, which the `signals` thread
+//! swaps for a newly opened one on SIGHUP (logrotate renames the file, then
+//! sends SIGHUP: the next line goes to a new file under the configured name).
 
-use std::fs::OpenOptions;
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use log::LevelFilter;
 
@@ -48,12 +52,18 @@ pub fn init_logging(log: &LogConfig) -> Result<(), ConfigError> {
         TermLogger::new(log.level, config, TerminalMode::Stdout, color)
     } else {
         let path = PathBuf::from(&log.path);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| ConfigError::LogFile { path, source })?;
-        WriteLogger::new(log.level, config, file)
+        let file = open_log(&path).map_err(|source| ConfigError::LogFile {
+            path: path.clone(),
+            source,
+        })?;
+        let shared = Arc::new(LogFile {
+            path,
+            file: Mutex::new(file),
+        });
+        if LOG_FILE.set(Arc::clone(&shared)).is_err() {
+            return Ok(()); // a logger was installed already
+        }
+        WriteLogger::new(log.level, config, SharedLogFile(shared))
     };
 
     // Err here means a logger is already installed; keep it (documented above).
@@ -62,6 +72,48 @@ pub fn init_logging(log: &LogConfig) -> Result<(), ConfigError> {
         LOGGER_INSTALLED.store(true, Ordering::Release);
     }
     Ok(())
+}
+
+/// The log file the installed logger writes to, when `log.path` names one.
+static LOG_FILE: OnceLock<Arc<LogFile>> = OnceLock::new();
+
+/// The open log file, swappable under its lock.
+struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+/// What the logger writes through: every line goes to the file open now.
+struct SharedLogFile(Arc<LogFile>);
+
+impl Write for SharedLogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        lock(&self.0.file).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        lock(&self.0.file).flush()
+    }
+}
+
+fn lock(m: &Mutex<File>) -> std::sync::MutexGuard<'_, File> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn open_log(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// SIGHUP: opens the configured log file anew (after a rotation renamed
+/// it) and writes there from now on. `Ok(None)` when logging goes to
+/// stdout; on an error the old file stays in use.
+pub fn reopen() -> std::io::Result<Option<PathBuf>> {
+    let Some(log) = LOG_FILE.get() else {
+        return Ok(None);
+    };
+    let file = open_log(&log.path)?;
+    *lock(&log.file) = file;
+    Ok(Some(log.path.clone()))
 }
 
 #[cfg(test)]

@@ -163,14 +163,27 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(io_err("installing signal handlers"))?;
     let signal_handle = signals.handle();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if sig == signal_hook::consts::SIGHUP {
+                    // Log rotation: the stop signals are TERM and INT.
+                    match crate::logging::reopen() {
+                        Ok(Some(path)) => info!("SIGHUP: reopened the log {}", path.display()),
+                        Ok(None) => info!("SIGHUP: logging to stdout, nothing to reopen"),
+                        Err(e) => error!(
+                            "SIGHUP: could not reopen the log ({e}); still writing the old one"
+                        ),
+                    }
+                    continue;
+                }
                 let _ = wake_tx.try_send(Wake::Signal(sig));
+                return;
             }
         })
         .map_err(io_err("starting the signal thread"))?;
