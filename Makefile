@@ -4,7 +4,7 @@ CONFIG ?= config/config.yaml
 SLAVE_CONFIG ?= config/slave.yaml
 MASTER ?= 127.0.0.1:12301
 
-.PHONY: build release run-master run-slave test lint fmt clean bench bench-peers
+.PHONY: build release run-master run-slave test lint fmt clean bench bench-peers deb
 
 build:
 	$(CARGO) build --release
@@ -47,3 +47,9 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# The Debian package target/deb/smss_<version>_<arch>.deb (dpkg-deb only):
+# binaries in /usr/bin, config in /etc/smss, the unit, data in /var/lib/smss.
+# Install it with: sudo apt install ./target/deb/smss_*.deb
+deb: build
+	sh config/deb/build.sh target/release target/deb
