@@ -20,7 +20,7 @@ use crate::auth::FailureLog;
 use crate::config::Config;
 use crate::groups::Registry;
 use crate::replication::state::ReplState;
-use crate::replication::{Role, RoleCell};
+use crate::role::{Role, RoleCell};
 use crate::stats::Stats;
 use crate::storage::handles::IndexHandles;
 use crate::storage::ops::{WriteOp, WriteReq, WriteResult};

@@ -36,7 +36,8 @@ use crate::protocol::{
     ErrCode, Limits, Parsed, ProtoError, Request, encode_count, encode_err, encode_line, encode_ok,
     encode_role, encode_slave, encode_stat, encode_stat_u64, encode_topic,
 };
-use crate::replication::{self, Role};
+use crate::replication;
+use crate::role::Role;
 use crate::stats::{Gauges, ReplGauges, StatValue, Stats};
 use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use crate::storage::record::DeleteReason;

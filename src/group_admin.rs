@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::broker::Broker;
 use crate::groups::GroupKey;
 use crate::protocol::{ErrCode, ProtoError, encode_count, encode_err, encode_group, encode_ok};
-use crate::replication::Role;
+use crate::role::Role;
 use crate::storage::index;
 use crate::storage::ops::{WriteError, WriteOk, WriteOp};
 

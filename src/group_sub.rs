@@ -34,7 +34,7 @@ use crate::groups::{GroupKey, Member, Turn};
 use crate::protocol::{
     ErrCode, ProtoError, SubArgs, SubFrom, encode_end, encode_err, encode_line, encode_ok,
 };
-use crate::replication::Role;
+use crate::role::Role;
 use crate::stats::Stats;
 use crate::storage::index::{self, EntrySource};
 use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};

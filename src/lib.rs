@@ -34,10 +34,11 @@
 //! - [`broker`]: the shared, published state (topics, segments, last event
 //!   id, durable tail, role) that readers see; [`timer`]: lifetimes, delayed
 //!   messages and retention, each asking the writer through the channel.
-//! - [`replication`]: the role (master/slave), the senders (on a master, a
-//!   connection that sent REPL streams the durable log to its slave) and the
-//!   slave's `repl-receiver` thread, which feeds the master's records to the
-//!   same writer through the same channel; [`stats`] builds STATS from the
+//! - [`role`]: master or slave, imported by anyone, importing nothing.
+//!   [`replication`]: the senders (on a master, a connection that sent
+//!   REPL streams the durable log to its slave) and the slave's
+//!   `repl-receiver` thread, which feeds the master's records to the same
+//!   writer through the same channel; [`stats`] builds STATS from the
 //!   counters and what the caller reads from the broker and replication;
 //!   [`memory`] tunes glibc malloc and its `mem-trim` thread gives freed
 //!   memory back to the OS.
@@ -76,6 +77,7 @@ pub mod logging;
 pub(crate) mod memory;
 pub(crate) mod protocol;
 pub mod replication;
+pub mod role;
 pub mod server;
 pub(crate) mod stats;
 pub mod storage;

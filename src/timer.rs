@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, warn};
 
 use crate::broker::Broker;
-use crate::replication::Role;
+use crate::role::Role;
 use crate::storage::now_ms;
 use crate::storage::ops::{Expiry, WriteError, WriteOp, WriteResult};
 use crate::storage::record::DeleteReason;

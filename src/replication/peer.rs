@@ -26,7 +26,7 @@ use log::{error, info, warn};
 
 use crate::broker::Broker;
 use crate::protocol::MAX_LINE_BYTES;
-use crate::replication::Role;
+use crate::role::Role;
 use crate::storage::ops::{WriteOk, WriteOp};
 use crate::storage::role::RoleClaim;
 

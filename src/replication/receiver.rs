@@ -28,8 +28,8 @@ use log::{info, warn};
 use crate::broker::Broker;
 use crate::protocol::MAX_LINE_BYTES;
 use crate::protocol::repl::{Answer, Frame, MasterPos, encode_ack, parse_frame, parse_repl_ok};
-use crate::replication::Role;
 use crate::replication::state::LinkState;
+use crate::role::Role;
 use crate::storage::now_ms;
 use crate::storage::ops::{WriteOk, WriteOp};
 

@@ -14,7 +14,7 @@ use super::writer::Writer;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::protocol::Message;
-use crate::replication::Role;
+use crate::role::Role;
 
 fn open(dir: &Path, max_log_size: u64) -> Writer {
     let mut cfg = Config::default();

@@ -17,7 +17,7 @@ use super::ops::{WriteError, WriteOk, WriteOp, WriteResult};
 use super::record::{self, DeleteReason, FLAG_BATCH_MORE, Kind, Record};
 use super::writer::Writer;
 use crate::protocol::Message;
-use crate::replication::Role;
+use crate::role::Role;
 use crate::stats::Stats;
 
 impl Writer {

@@ -305,7 +305,7 @@ mod tests {
     use crate::broker::Broker;
     use crate::config::Config;
     use crate::protocol::Message;
-    use crate::replication::Role;
+    use crate::role::Role;
     use crate::storage::ops::{ReplMode, SnapItem, WriteOp, WriteReq, WriteResult, timer_channels};
 
     fn open(dir: &Path) -> Writer {

@@ -41,7 +41,7 @@ use super::ops::{WriteError, WriteOp, WriteResult};
 use super::tail::TailPos;
 use super::writer::Writer;
 use crate::config::FsyncPolicy;
-use crate::replication::Role;
+use crate::role::Role;
 use crate::stats::Stats;
 
 impl Writer {

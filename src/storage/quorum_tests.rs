@@ -13,7 +13,7 @@ use super::writer::Writer;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::protocol::Message;
-use crate::replication::Role;
+use crate::role::Role;
 use crate::stats::Stats;
 
 /// The slave connection the tests play.

@@ -34,7 +34,7 @@ use super::state::{Change, Pending};
 use super::writer::Writer;
 use super::{StoreError, sync_dir};
 use crate::broker::{Broker, Topic, TopicState};
-use crate::replication::Role;
+use crate::role::Role;
 
 /// Read window for replay.
 const WINDOW: usize = 4 << 20;

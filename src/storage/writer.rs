@@ -330,7 +330,7 @@ impl Writer {
         }
         // A master's lease shrinks back to the last id: a clean restart
         // leaves no gap. A slave's is its master's: kept for a PROMOTE.
-        let lease = if self.broker.role() == crate::replication::Role::Master {
+        let lease = if self.broker.role() == crate::role::Role::Master {
             self.last_id
         } else {
             self.id_lease.max(self.last_id)
