@@ -44,12 +44,12 @@ pub mod record;
 pub(crate) mod recovery;
 pub mod repair;
 mod replica;
-mod resync;
 mod retention;
 pub(crate) mod role;
 pub(crate) mod segment;
 mod state;
 pub(crate) mod tail;
+mod torn;
 mod undo;
 pub(crate) mod writer;
 
