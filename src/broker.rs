@@ -4,7 +4,7 @@
 //! sender into the writer.
 //!
 //! Everything here is *published* state: the writer changes it only after a
-//! group commit is flushed (and fsynced under `fsync: always`), so a reader
+//! batch is flushed (and fsynced under `fsync: always`), so a reader
 //! never sees a record that a crash could take back. Connection threads read
 //! it; topics carry a condvar that wakes waiting subscribers.
 

@@ -55,7 +55,7 @@
 //! fsync poisons the writer: writes are refused, never half-done. With
 //! `replication.minSlaves` N ≥ 1 an `OK` also means N slaves have the
 //! records durably: the writer waits for them after its own fsync and undoes
-//! the group (`ERR NOSLAVE`) when they do not answer in time
+//! the batch (`ERR NOSLAVE`) when they do not answer in time
 //! ([`replication::quorum`] counts their acknowledgements). Offline,
 //! `smss --check` ([`storage::check`]) verifies a data directory and
 //! `smss --repair` ([`storage::repair`]) cuts it back to its last good

@@ -47,7 +47,7 @@ impl Writer {
                     rec.timestamp_ms.saturating_add(life_ms)
                 };
                 // A live CREATE opened its index before appending, so that
-                // running out of descriptors fails the request, not the group.
+                // running out of descriptors fails the request, not the batch.
                 if self.index_created.take() != Some(rec.event_id) {
                     self.create_index(rec.topic, rec.event_id)?;
                 }

@@ -323,7 +323,7 @@ mod tests {
     /// Runs one op as its own group commit.
     fn run(w: &mut Writer, op: WriteOp) -> WriteResult {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        w.group_commit(&mut vec![WriteReq { op, reply: tx }]);
+        w.run_batch(&mut vec![WriteReq { op, reply: tx }]);
         rx.try_recv().unwrap_or(Err(WriteError::ShuttingDown))
     }
 

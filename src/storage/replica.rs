@@ -301,7 +301,7 @@ impl Writer {
         // must never replay the old records in front of the new ones.
         self.commit()?;
         self.checkpoint()?;
-        self.begin_group();
+        self.begin_batch();
         info!("replication: local data discarded for a full resync of history {history:016x}");
         Ok(WriteOk::Done)
     }
