@@ -3,7 +3,8 @@
 //!
 //! Runs on the writer thread, for a record already placed in the log at a
 //! known position: a live write ([`super::execute`]), crash-recovery replay
-//! ([`super::recovery`]) and, later, a record received from the master. The
+//! ([`super::recovery`]) and a record received from the master
+//! ([`super::replica`], on a slave). The
 //! changes become visible to readers only at the next commit.
 
 use std::sync::Arc;

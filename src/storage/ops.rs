@@ -1,6 +1,6 @@
-//! The writer's contract: what connections, timers (and later the
-//! replication receiver) may ask the persistence thread to do, and what it
-//! answers. Types only; no thread runs here.
+//! The writer's contract: what connections, timers and replication (a
+//! slave's receiver, a master's REPL plan, PROMOTE) may ask the persistence
+//! thread to do, and what it answers. Types only; no thread runs here.
 //!
 //! Requests travel through the one bounded crossbeam channel
 //! (`worker.buffSize`) into the writer; each carries its own reply sender,
