@@ -15,7 +15,7 @@ use super::StoreError;
 use super::checkpoint::EpochMeta;
 use super::index::{ENTRY_LEN, Entry};
 use super::record::{DeleteReason, Kind, Record};
-use super::state::{Change, Pending, WTopic};
+use super::state::{Change, Pending, WriterTopic};
 use super::undo::Undo;
 use super::writer::Writer;
 use crate::broker::{Topic, TopicState};
@@ -168,7 +168,7 @@ impl Writer {
         self.changes.push(Change::Created(Arc::clone(&shared)));
         self.topics.insert(
             shared.name.clone(),
-            WTopic {
+            WriterTopic {
                 shared,
                 state,
                 flushed_entries: state.entries,
@@ -181,7 +181,7 @@ impl Writer {
         );
     }
 
-    pub(super) fn drop_topic(&mut self, t: WTopic, reason: DeleteReason) {
+    pub(super) fn drop_topic(&mut self, t: WriterTopic, reason: DeleteReason) {
         self.index_bytes = self
             .index_bytes
             .saturating_sub(t.state.entries * ENTRY_LEN as u64);

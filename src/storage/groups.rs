@@ -4,7 +4,7 @@
 //! topic (a copy and the commit past it, in one all-or-nothing batch).
 //!
 //! Runs on the writer thread. A group's state lives in its topic
-//! ([`super::state::WTopic`]), goes into the checkpoint, and reaches readers
+//! ([`super::state::WriterTopic`]), goes into the checkpoint, and reaches readers
 //! (GROUPS, the subscriptions) when the commit publishes it; it is
 //! replicated like every record.
 

@@ -13,7 +13,7 @@ use super::segment::Segment;
 use crate::broker::{GroupState, Topic, TopicState};
 
 /// The writer's own view of a topic, ahead of what readers see until commit.
-pub(super) struct WTopic {
+pub(super) struct WriterTopic {
     pub(super) shared: Arc<Topic>,
     pub(super) state: TopicState,
     /// Entries already written to the index file.

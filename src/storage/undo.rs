@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::checkpoint::EpochMeta;
 use super::segment::Segment;
-use super::state::{Pending, WTopic};
+use super::state::{Pending, WriterTopic};
 use crate::broker::{GroupState, TopicState};
 
 /// Where the batch started: everything before it is committed.
@@ -35,7 +35,7 @@ pub(super) enum Undo {
     /// A topic created in this batch: remove it and its new index file.
     Created(String),
     /// A topic removed in this batch: put it back.
-    Removed(Box<WTopic>),
+    Removed(Box<WriterTopic>),
     /// A topic's counters before this batch first changed them.
     Touched {
         name: String,
@@ -101,7 +101,7 @@ impl UndoLog {
     /// created, (name, create id), to unlink; `None` when no batch is open.
     pub(super) fn revert(
         &mut self,
-        topics: &mut HashMap<String, WTopic>,
+        topics: &mut HashMap<String, WriterTopic>,
         pending: &mut HashMap<u64, Pending>,
     ) -> Option<(Mark, Vec<(String, u64)>)> {
         let mark = self.mark.take()?;

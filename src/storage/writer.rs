@@ -39,7 +39,7 @@ use super::lease::store_lease;
 use super::ops::{HeldReplies, TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use super::quorum_gate::QuorumGate;
 use super::segment::Segment;
-use super::state::{BatchCounts, Change, Pending, WTopic};
+use super::state::{BatchCounts, Change, Pending, WriterTopic};
 use super::tail::TailPos;
 use super::undo::{Mark, UndoLog};
 use super::{StoreError, sync_dir};
@@ -104,7 +104,7 @@ pub struct Writer {
     pub(super) sealed_bytes: u64,
     pub(super) index_bytes: u64,
     pub(super) last_id: u64,
-    pub(super) topics: HashMap<String, WTopic>,
+    pub(super) topics: HashMap<String, WriterTopic>,
     pub(super) changes: Vec<Change>,
     pub(super) dirty: Vec<String>,
     pub(super) last_sync: Instant,
