@@ -1,7 +1,7 @@
 //! Shared in-memory state: the topics readers can see, the log segments, the
 //! last published event id, the durable log tail, the role, counters, the
 //! log of wrong AUTH tokens, the registry of group subscribers, and the
-//! sender into the writer.
+//! [`WriterHandle`] every thread asks the writer through.
 //!
 //! Everything here is *published* state: the writer changes it only after a
 //! batch is flushed (and fsynced under `fsync: always`), so a reader
@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-
 use crate::auth::FailureLog;
 use crate::config::Config;
 use crate::groups::Registry;
@@ -27,6 +25,7 @@ use crate::storage::ops::{WriteOp, WriteReq, WriteResult};
 use crate::storage::record::DeleteReason;
 use crate::storage::segment::SegmentSet;
 use crate::storage::tail::DurableTail;
+use crate::writer_handle::{CallError, WriterHandle};
 
 /// A topic's published counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -181,7 +180,8 @@ pub struct Broker {
     pub repl: ReplState,
     /// Who subscribes to which consumer group now (active and standbys).
     pub group_subs: Registry,
-    pub writer: Sender<WriteReq>,
+    /// The way into the writer (its bounded channel).
+    pub writer: WriterHandle,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     last_event_id: AtomicU64,
     shutting_down: AtomicBool,
@@ -192,10 +192,11 @@ impl Broker {
     pub fn new(
         config: Config,
         role: Role,
-        writer: Sender<WriteReq>,
+        writer: crossbeam_channel::Sender<WriteReq>,
         index_handles: usize,
     ) -> Broker {
         let index_files = IndexHandles::new(&config.store.path.join("index"), index_handles);
+        let send_wait = Duration::from_millis(config.worker.send_timeout_ms);
         Broker {
             index_files,
             config,
@@ -207,7 +208,7 @@ impl Broker {
             durable: DurableTail::default(),
             repl: ReplState::default(),
             group_subs: Registry::default(),
-            writer,
+            writer: WriterHandle::new(writer, send_wait),
             topics: RwLock::new(BTreeMap::new()),
             last_event_id: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
@@ -226,14 +227,12 @@ impl Broker {
 
     /// Sends one request to the writer and waits (up to `wait`) for its
     /// answer. `None` when the writer is gone or does not answer in time.
-    /// For threads that write one thing at a time: timers, replication,
-    /// PROMOTE.
     pub fn ask_writer(&self, op: WriteOp, wait: Duration) -> Option<WriteResult> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.writer
-            .send_timeout(WriteReq { op, reply: tx }, wait)
-            .ok()?;
-        rx.recv_timeout(wait).ok()
+        match self.writer.call_within(op, wait) {
+            Ok(ok) => Some(Ok(ok)),
+            Err(CallError::Write(e)) => Some(Err(e)),
+            Err(_) => None,
+        }
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {

@@ -85,3 +85,4 @@ pub(crate) mod sub_batch;
 pub(crate) mod subscription;
 pub(crate) mod timer;
 pub(crate) mod wire;
+pub(crate) mod writer_handle;
