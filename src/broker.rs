@@ -21,11 +21,11 @@ use crate::replication::state::ReplState;
 use crate::role::{Role, RoleCell};
 use crate::stats::Stats;
 use crate::storage::handles::IndexHandles;
-use crate::storage::ops::{WriteOp, WriteReq, WriteResult};
+use crate::storage::ops::WriteReq;
 use crate::storage::record::DeleteReason;
 use crate::storage::segment::SegmentSet;
 use crate::storage::tail::DurableTail;
-use crate::writer_handle::{CallError, WriterHandle};
+use crate::writer_handle::WriterHandle;
 
 /// A topic's published counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -223,16 +223,6 @@ impl Broker {
     /// PROMOTE: from now on this server is a master.
     pub fn set_role(&self, role: Role) {
         self.role.set(role);
-    }
-
-    /// Sends one request to the writer and waits (up to `wait`) for its
-    /// answer. `None` when the writer is gone or does not answer in time.
-    pub fn ask_writer(&self, op: WriteOp, wait: Duration) -> Option<WriteResult> {
-        match self.writer.call_within(op, wait) {
-            Ok(ok) => Some(Ok(ok)),
-            Err(CallError::Write(e)) => Some(Err(e)),
-            Err(_) => None,
-        }
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {

@@ -29,6 +29,7 @@ use crate::protocol::MAX_LINE_BYTES;
 use crate::role::Role;
 use crate::storage::ops::{WriteOk, WriteOp};
 use crate::storage::role::RoleClaim;
+use crate::writer_handle::CallError;
 
 /// How often a master asks its peer.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -172,11 +173,12 @@ pub fn judge(epoch: u64, history: u64, peer: &PeerView) -> Verdict {
 
 /// Writes the role claim through the writer.
 pub fn claim(broker: &Broker, role: Role, epoch: u64) -> Result<(), String> {
-    match broker.ask_writer(WriteOp::ClaimRole(RoleClaim { role, epoch }), CLAIM_WAIT) {
-        Some(Ok(WriteOk::Done)) => Ok(()),
-        Some(Ok(_)) => Ok(()),
-        Some(Err(e)) => Err(e.to_string()),
-        None => Err("the writer did not answer".into()),
+    let op = WriteOp::ClaimRole(RoleClaim { role, epoch });
+    match broker.writer.call_within(op, CLAIM_WAIT) {
+        Ok(WriteOk::Done) => Ok(()),
+        Ok(_) => Ok(()),
+        Err(CallError::Write(e)) => Err(e.to_string()),
+        Err(_) => Err("the writer did not answer".into()),
     }
 }
 
