@@ -14,9 +14,9 @@
 //! Runs on its own thread (`conn-<peer>`), blocking sockets with a write
 //! timeout (`timeout.net.write`) so a client that stops reading cannot hold
 //! the thread forever. Writes go to the persistence thread through the
-//! broker's bounded writer channel, each carrying a sender of this
-//! connection's reply channel (capacity `MAX_INFLIGHT`); every write
-//! request that is already in the input buffer is submitted before the first
+//! broker's [`crate::writer_handle::WriterHandle`], submitted to this
+//! connection's [`crate::writer_handle::Pipeline`] (at most `MAX_INFLIGHT`
+//! in flight); every write request that is already in the input buffer is submitted before the first
 //! reply is awaited, so a pipelining client gets its writes group-committed
 //! together. Replies stay in request order because non-write requests first
 //! wait for the writes before them. Reads take the broker's topic map lock

@@ -34,6 +34,9 @@
 //! - [`broker`]: the shared, published state (topics, segments, last event
 //!   id, durable tail, role) that readers see; [`timer`]: lifetimes, delayed
 //!   messages and retention, each asking the writer through the channel.
+//!   [`writer_handle`] is the one way into that channel for every thread:
+//!   a call or a pipeline of writes, `Busy`/`Gone`/`Timeout` told apart,
+//!   and the one mapping from a failed call to the client's `ERR`.
 //! - [`role`]: master or slave, imported by anyone, importing nothing.
 //!   [`replication`]: the senders (on a master, a connection that sent
 //!   REPL streams the durable log to its slave) and the slave's

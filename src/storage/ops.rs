@@ -3,9 +3,9 @@
 //! thread to do, and what it answers. Types only; no thread runs here.
 //!
 //! Requests travel through the one bounded crossbeam channel
-//! (`worker.buffSize`) into the writer; each carries its own reply sender,
-//! which must have room for the result so the writer never blocks on a
-//! reply. After a commit the writer tells the timer threads about new
+//! (`worker.buffSize`) into the writer, sent by the writer handle
+//! (`WriterHandle`); each carries its own reply sender, which must have
+//! room for the result so the writer never blocks on a reply. After a commit the writer tells the timer threads about new
 //! lifetimes and delayed messages through the unbounded [`TimerSenders`].
 
 use std::fmt;
