@@ -2,10 +2,11 @@
 //! last published event id, the durable log tail, the role, counters, the
 //! log of wrong AUTH tokens and their pacing per source address, the
 //! registry of connections not yet authenticated, the registry of group
-//! subscribers, and the sender into the writer.
+//! subscribers, and the [`WriterHandle`] every thread asks the writer
+//! through.
 //!
 //! Everything here is *published* state: the writer changes it only after a
-//! group commit is flushed (and fsynced under `fsync: always`), so a reader
+//! batch is flushed (and fsynced under `fsync: always`), so a reader
 //! never sees a record that a crash could take back. Connection threads read
 //! it; topics carry a condvar that wakes waiting subscribers.
 
@@ -15,20 +16,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-
 use crate::auth::{FailureLog, SourcePacer};
 use crate::config::Config;
 use crate::groups::Registry;
 use crate::preauth::PreAuth;
 use crate::replication::state::ReplState;
-use crate::replication::{Role, RoleCell};
+use crate::role::{Role, RoleCell};
 use crate::stats::Stats;
 use crate::storage::handles::IndexHandles;
-use crate::storage::ops::{WriteOp, WriteReq, WriteResult};
+use crate::storage::ops::WriteReq;
 use crate::storage::record::DeleteReason;
 use crate::storage::segment::SegmentSet;
 use crate::storage::tail::DurableTail;
+use crate::writer_handle::WriterHandle;
 
 /// A topic's published counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -187,7 +187,8 @@ pub struct Broker {
     pub repl: ReplState,
     /// Who subscribes to which consumer group now (active and standbys).
     pub group_subs: Registry,
-    pub writer: Sender<WriteReq>,
+    /// The way into the writer (its bounded channel).
+    pub writer: WriterHandle,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     last_event_id: AtomicU64,
     shutting_down: AtomicBool,
@@ -198,10 +199,11 @@ impl Broker {
     pub fn new(
         config: Config,
         role: Role,
-        writer: Sender<WriteReq>,
+        writer: crossbeam_channel::Sender<WriteReq>,
         index_handles: usize,
     ) -> Broker {
         let index_files = IndexHandles::new(&config.store.path.join("index"), index_handles);
+        let send_wait = Duration::from_millis(config.worker.send_timeout_ms);
         Broker {
             index_files,
             config,
@@ -215,7 +217,7 @@ impl Broker {
             durable: DurableTail::default(),
             repl: ReplState::default(),
             group_subs: Registry::default(),
-            writer,
+            writer: WriterHandle::new(writer, send_wait),
             topics: RwLock::new(BTreeMap::new()),
             last_event_id: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
@@ -230,18 +232,6 @@ impl Broker {
     /// PROMOTE: from now on this server is a master.
     pub fn set_role(&self, role: Role) {
         self.role.set(role);
-    }
-
-    /// Sends one request to the writer and waits (up to `wait`) for its
-    /// answer. `None` when the writer is gone or does not answer in time.
-    /// For threads that write one thing at a time: timers, replication,
-    /// PROMOTE.
-    pub fn ask_writer(&self, op: WriteOp, wait: Duration) -> Option<WriteResult> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.writer
-            .send_timeout(WriteReq { op, reply: tx }, wait)
-            .ok()?;
-        rx.recv_timeout(wait).ok()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {

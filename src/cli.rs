@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::DEFAULT_CONFIG_PATH;
-use crate::replication::Role;
+use crate::role::Role;
 
 /// The `--help` text.
 pub const USAGE: &str = "\

@@ -18,9 +18,9 @@
 //! Runs on its own thread (`conn-<peer>`), blocking sockets with a write
 //! timeout (`timeout.net.write`) so a client that stops reading cannot hold
 //! the thread forever. Writes go to the persistence thread through the
-//! broker's bounded writer channel, each carrying a sender of this
-//! connection's reply channel (capacity `MAX_INFLIGHT`); every write
-//! request that is already in the input buffer is submitted before the first
+//! broker's [`crate::writer_handle::WriterHandle`], submitted to this
+//! connection's [`crate::writer_handle::Pipeline`] (at most `MAX_INFLIGHT`
+//! in flight); every write request that is already in the input buffer is submitted before the first
 //! reply is awaited, so a pipelining client gets its writes group-committed
 //! together. Replies stay in request order because non-write requests first
 //! wait for the writes before them. Reads take the broker's topic map lock
@@ -31,7 +31,6 @@ use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
 use crate::auth::{self, Verdict};
@@ -41,19 +40,19 @@ use crate::protocol::{
     ErrCode, Limits, Parsed, ProtoError, Request, encode_count, encode_err, encode_line, encode_ok,
     encode_role, encode_slave, encode_stat, encode_stat_u64, encode_topic,
 };
-use crate::replication::{self, Role};
+use crate::replication;
+use crate::role::Role;
 use crate::stats::{Gauges, ReplGauges, StatValue, Stats};
-use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
+use crate::storage::ops::{WriteOk, WriteOp};
 use crate::storage::record::DeleteReason;
 use crate::subscription;
 use crate::wire::{Flow, Input, Wire};
+use crate::writer_handle::{self, Asked, CallError, Pipeline};
 use crate::{group_admin, group_sub};
 
 /// Writes a connection may have queued at the writer at once; also the
 /// capacity of its reply channel, so the writer never blocks on a reply.
 const MAX_INFLIGHT: usize = 64;
-/// How long the writer may take to answer before the connection gives up.
-const WRITER_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Conn {
     wire: Wire,
@@ -68,9 +67,8 @@ pub struct Conn {
     auth_deadline: Option<Instant>,
     /// Wrong AUTHs so far.
     auth_failures: u32,
-    reply_tx: Sender<WriteResult>,
-    reply_rx: Receiver<WriteResult>,
-    inflight: usize,
+    /// Its writes in flight, answered in request order.
+    writes: Pipeline,
 }
 
 /// The connection thread's body. `ticket`: its pre-auth slot, with
@@ -127,7 +125,6 @@ impl Conn {
         let authed = cfg.auth.token.is_empty();
         let auth_deadline =
             (!authed).then(|| Instant::now() + Duration::from_millis(cfg.timeout.auth_ms));
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(MAX_INFLIGHT);
         Ok(Conn {
             wire: Wire::new(stream, limits),
             peer,
@@ -137,9 +134,7 @@ impl Conn {
             preauth,
             auth_deadline,
             auth_failures: 0,
-            reply_tx,
-            reply_rx,
-            inflight: 0,
+            writes: Pipeline::new(MAX_INFLIGHT),
         })
     }
 
@@ -254,25 +249,20 @@ impl Conn {
 
     /// Waits for every write in flight and queues its reply.
     fn settle(&mut self) -> io::Result<()> {
-        while self.inflight > 0 {
-            let res = match self.reply_rx.recv_timeout(WRITER_REPLY_TIMEOUT) {
-                Ok(r) => r,
-                Err(RecvTimeoutError::Timeout) => {
+        while let Some(res) = self.writes.settle_one() {
+            match res {
+                Ok(WriteOk::Id(id)) => encode_ok(&mut self.wire.out, &[id]),
+                Ok(WriteOk::Range(a, b)) => encode_ok(&mut self.wire.out, &[a, b]),
+                Ok(WriteOk::Done | WriteOk::Plan(_)) => encode_ok(&mut self.wire.out, &[]),
+                // The writer is stuck: this connection cannot keep its
+                // replies in order any more, so it ends.
+                Err(CallError::Timeout) => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the writer did not answer in time",
                     ));
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    Err(WriteError::Storage("writer stopped".into()))
-                }
-            };
-            self.inflight -= 1;
-            match res {
-                Ok(WriteOk::Id(id)) => encode_ok(&mut self.wire.out, &[id]),
-                Ok(WriteOk::Range(a, b)) => encode_ok(&mut self.wire.out, &[a, b]),
-                Ok(WriteOk::Done | WriteOk::Plan(_)) => encode_ok(&mut self.wire.out, &[]),
-                Err(e) => encode_err(&mut self.wire.out, &write_err(&e)),
+                Err(e) => encode_err(&mut self.wire.out, &writer_handle::reply(&e, Asked::Write)),
             }
         }
         Ok(())
@@ -288,27 +278,12 @@ impl Conn {
         if self.broker.role() == Role::Slave {
             return self.reply_err(&read_only());
         }
-        if self.inflight >= MAX_INFLIGHT {
+        if self.writes.is_full() {
             self.settle()?;
         }
-        let req = WriteReq {
-            op,
-            reply: self.reply_tx.clone(),
-        };
-        let wait = Duration::from_millis(self.broker.config.worker.send_timeout_ms);
-        match self.broker.writer.send_timeout(req, wait) {
-            Ok(()) => {
-                self.inflight += 1;
-                Ok(())
-            }
-            Err(SendTimeoutError::Timeout(_)) => self.reply_err(&ProtoError::new(
-                ErrCode::Internal,
-                "the writer queue is full; nothing was written, try again",
-            )),
-            Err(SendTimeoutError::Disconnected(_)) => self.reply_err(&ProtoError::new(
-                ErrCode::Internal,
-                "the server is shutting down; nothing was written",
-            )),
+        match self.writes.submit(&self.broker.writer, op) {
+            Ok(()) => Ok(()),
+            Err(e) => self.reply_err(&writer_handle::reply(&e, Asked::Write)),
         }
     }
 
@@ -437,9 +412,8 @@ impl Conn {
         b.repl
             .promoted
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let wait = Duration::from_millis(b.config.worker.send_timeout_ms).max(WRITER_REPLY_TIMEOUT);
-        match b.ask_writer(WriteOp::Promote, wait) {
-            Some(Ok(WriteOk::Id(id))) => {
+        match b.writer.call(WriteOp::Promote) {
+            Ok(WriteOk::Id(id)) => {
                 info!(
                     "{}: PROMOTE: now a master, epoch starts at event id {id}",
                     self.peer
@@ -455,16 +429,17 @@ impl Conn {
                 }
                 encode_ok(&mut self.wire.out, &[id]);
             }
-            Some(Err(e)) => {
+            Ok(_) => {
+                // Not an answer to PROMOTE: as good as none.
+                b.set_role(Role::Slave);
+                let e = writer_handle::reply(&CallError::Timeout, Asked::Once);
+                encode_err(&mut self.wire.out, &e);
+            }
+            Err(e) => {
                 // Still a master: a slave that took no new epoch must not
                 // take writes either, so refuse them until restart.
                 b.set_role(Role::Slave);
-                encode_err(&mut self.wire.out, &write_err(&e));
-            }
-            _ => {
-                b.set_role(Role::Slave);
-                let e = ProtoError::new(ErrCode::Internal, "the writer did not answer");
-                encode_err(&mut self.wire.out, &e);
+                encode_err(&mut self.wire.out, &writer_handle::reply(&e, Asked::Once));
             }
         }
     }
@@ -633,20 +608,6 @@ fn put_topic(out: &mut Vec<u8>, t: &Topic) {
         if st.messages() > 0 { st.first_id } else { 0 },
         if st.messages() > 0 { st.last_id } else { 0 },
     );
-}
-
-/// The reply a refused or failed write gets.
-fn write_err(e: &WriteError) -> ProtoError {
-    let code = match e {
-        WriteError::NoTopic(_) => ErrCode::NoTopic,
-        WriteError::Exists(_) => ErrCode::Exists,
-        WriteError::Invalid(_) => ErrCode::BadReq,
-        WriteError::NoSlave(_) => ErrCode::NoSlave,
-        WriteError::Poisoned(_) | WriteError::ShuttingDown | WriteError::Storage(_) => {
-            ErrCode::Internal
-        }
-    };
-    ProtoError::new(code, e.to_string())
 }
 
 fn no_auth() -> ProtoError {

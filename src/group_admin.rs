@@ -1,25 +1,21 @@
 //! GROUPS and GROUPDEL: a topic's consumer groups as the writer last
 //! published them (positions, lag by index search) with the registry's
 //! active and standby counts, and the removal of a group, which ends its
-//! subscribers. Also how a refused or failed group write is answered.
+//! subscribers.
 //!
 //! Runs on the connection thread that got the request, with no write of
 //! that connection in flight. Reads the topic's published groups and index
 //! (pread) and the broker's group registry; GROUPDEL asks the writer
-//! through the bounded writer channel and waits for its answer.
-
-use std::time::Duration;
+//! through the broker's [`crate::writer_handle::WriterHandle`] and waits for
+//! its answer.
 
 use crate::broker::Broker;
 use crate::groups::GroupKey;
 use crate::protocol::{ErrCode, ProtoError, encode_count, encode_err, encode_group, encode_ok};
-use crate::replication::Role;
+use crate::role::Role;
 use crate::storage::index;
-use crate::storage::ops::{WriteError, WriteOk, WriteOp};
-
-/// How long a group write may take to be answered before it is given up
-/// with `ERR INTERNAL`.
-pub(crate) const WRITER_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::storage::ops::{WriteOk, WriteOp};
+use crate::writer_handle::{self, Asked};
 
 /// `GROUPS <topic>`: every group with its committed position, whether it
 /// has an active subscriber, how many standbys, and its lag (retained
@@ -75,10 +71,8 @@ pub fn groupdel(out: &mut Vec<u8>, broker: &Broker, topic: &str, group: &str) {
         topic: topic.to_string(),
         group: group.to_string(),
     };
-    let wait =
-        Duration::from_millis(broker.config.worker.send_timeout_ms).max(WRITER_REPLY_TIMEOUT);
-    match broker.ask_writer(op, wait) {
-        Some(Ok(WriteOk::Id(id))) => {
+    match broker.writer.call(op) {
+        Ok(WriteOk::Id(id)) => {
             encode_ok(out, &[id]);
             if let Some(t) = broker.topic(topic) {
                 broker.group_subs.end_group(&GroupKey {
@@ -88,25 +82,7 @@ pub fn groupdel(out: &mut Vec<u8>, broker: &Broker, topic: &str, group: &str) {
                 });
             }
         }
-        Some(Ok(_)) => encode_ok(out, &[]),
-        Some(Err(e)) => encode_err(out, &write_err(&e)),
-        None => encode_err(
-            out,
-            &ProtoError::new(ErrCode::Internal, "the writer did not answer in time"),
-        ),
+        Ok(_) => encode_ok(out, &[]),
+        Err(e) => encode_err(out, &writer_handle::reply(&e, Asked::GroupDel)),
     }
-}
-
-/// The reply a refused or failed group write gets (as for any write).
-pub(crate) fn write_err(e: &WriteError) -> ProtoError {
-    let code = match e {
-        WriteError::NoTopic(_) => ErrCode::NoTopic,
-        WriteError::Exists(_) => ErrCode::Exists,
-        WriteError::Invalid(_) => ErrCode::BadReq,
-        WriteError::NoSlave(_) => ErrCode::NoSlave,
-        WriteError::Poisoned(_) | WriteError::ShuttingDown | WriteError::Storage(_) => {
-            ErrCode::Internal
-        }
-    };
-    ProtoError::new(code, e.to_string())
 }

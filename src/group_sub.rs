@@ -11,7 +11,8 @@
 //! condvar while a standby and on the topic's condvar while active, reads
 //! batches through [`Sub`] (index and segments by pread), and asks the
 //! writer for every group write (commit, failed delivery, dead letter)
-//! through the bounded writer channel, with its own reply channel.
+//! through the broker's writer handle, one in flight at a time
+//! ([`crate::writer_handle::Pipeline`]).
 //!
 //! The guarantee is at-least-once: the position moves only when the
 //! writer has made the commit durable, and the next batch is sent only
@@ -23,23 +24,22 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
 use crate::broker::{Broker, GroupState, Topic, TopicState};
-use crate::group_admin::{WRITER_REPLY_TIMEOUT, write_err};
 use crate::groups::{GroupKey, Member, Turn};
 use crate::protocol::{
     ErrCode, ProtoError, SubArgs, SubFrom, encode_end, encode_err, encode_line, encode_ok,
 };
-use crate::replication::Role;
+use crate::role::Role;
 use crate::stats::Stats;
 use crate::storage::index::{self, EntrySource};
-use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
+use crate::storage::ops::{WriteError, WriteOk, WriteOp};
 use crate::subscription::{Counted, IDLE_POLL, Queued, Sub, SubInput};
 use crate::wire::{Flow, Wire};
+use crate::writer_handle::{self, Asked, CallError, Pipeline};
 
 /// Answers a group SUB and, once it is accepted, runs the subscription
 /// until it ends. Called with no write in flight, so the `OK` is in order.
@@ -78,15 +78,13 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
     }
     wire.flush()?;
     let _counted = Counted::new(&broker.stats);
-    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
     let mut g = GroupSub {
         max_deliver: args.max_deliver.unwrap_or(broker.config.sub.max_deliver),
         dlq: args.dlq.clone(),
         sub: Sub::new(wire, broker, peer, topic, &args),
         member,
         name,
-        reply_tx,
-        reply_rx,
+        writes: Pipeline::new(1),
         outstanding: None,
     };
     if let Some(flow) = g.standby()? {
@@ -126,16 +124,10 @@ fn set_position(
         position,
         expect_set,
     };
-    let wait =
-        Duration::from_millis(broker.config.worker.send_timeout_ms).max(WRITER_REPLY_TIMEOUT);
-    match broker.ask_writer(op, wait) {
-        Some(Ok(_)) => Ok(()),
-        Some(Err(WriteError::Invalid(_))) if topic.group(name).is_some() => Ok(()),
-        Some(Err(e)) => Err(write_err(&e)),
-        None => Err(ProtoError::new(
-            ErrCode::Internal,
-            "the writer did not answer; the group's position may not be set",
-        )),
+    match broker.writer.call(op) {
+        Ok(_) => Ok(()),
+        Err(CallError::Write(WriteError::Invalid(_))) if topic.group(name).is_some() => Ok(()),
+        Err(e) => Err(writer_handle::reply(&e, Asked::GroupPosition)),
     }
 }
 
@@ -158,8 +150,8 @@ struct GroupSub<'a> {
     name: String,
     max_deliver: u32,
     dlq: Option<String>,
-    reply_tx: Sender<WriteResult>,
-    reply_rx: Receiver<WriteResult>,
+    /// The group write in flight (at most one).
+    writes: Pipeline,
     /// First and last id of a batch sent and not yet answered.
     outstanding: Option<(u64, u64)>,
 }
@@ -348,7 +340,8 @@ impl GroupSub<'_> {
                                 expect_set: Some(at.set_id),
                             }) {
                                 // Not a failed delivery: it was ACKed.
-                                return self.fail(ErrCode::Internal, e.to_string());
+                                let pe = writer_handle::reply(&e, Asked::GroupWrite);
+                                return self.fail(pe.code, pe.msg);
                             }
                             inflight = Some(last);
                         }
@@ -413,7 +406,7 @@ impl GroupSub<'_> {
     /// copy with `dlq.*` headers and the commit past it, atomically), or
     /// without one skip it (commit past it). Both count in STATS
     /// `dead_lettered`.
-    fn give_up(&mut self, at: &mut Place, id: u64, failures: u32) -> Result<(), WriteError> {
+    fn give_up(&mut self, at: &mut Place, id: u64, failures: u32) -> Result<(), CallError> {
         let topic = self.sub.topic.name.clone();
         let op = match &self.dlq {
             Some(dlq) => WriteOp::DeadLetter {
@@ -452,12 +445,13 @@ impl GroupSub<'_> {
     /// A group write was refused or failed. The topic or group being gone
     /// ends the subscription with END; a SUB that moved the group makes it
     /// go on from there (`None`); anything else is an ERR.
-    fn write_failed(&mut self, e: &WriteError, at: &mut Place) -> io::Result<Option<Flow>> {
+    fn write_failed(&mut self, e: &CallError, at: &mut Place) -> io::Result<Option<Flow>> {
         let st = self.sub.topic.state();
         if let Some(reason) = self.gone(&st) {
             return self.end(reason).map(Some);
         }
-        if let (WriteError::Invalid(_), Some(g)) = (e, self.sub.topic.group(&self.name))
+        if let (CallError::Write(WriteError::Invalid(_)), Some(g)) =
+            (e, self.sub.topic.group(&self.name))
             && g.set_id != at.set_id
         {
             *at = self.place(&g, &st)?;
@@ -467,34 +461,25 @@ impl GroupSub<'_> {
             "{}: group {} of {}: {e}",
             self.sub.peer, self.name, self.sub.topic.name
         );
-        let pe = write_err(e);
+        let pe = writer_handle::reply(e, Asked::GroupWrite);
         self.fail(pe.code, pe.msg).map(Some)
     }
 
-    fn submit(&self, op: WriteOp) -> Result<(), WriteError> {
-        let wait = Duration::from_millis(self.sub.broker.config.worker.send_timeout_ms);
-        let req = WriteReq {
-            op,
-            reply: self.reply_tx.clone(),
-        };
-        self.sub.broker.writer.send_timeout(req, wait).map_err(|_| {
-            WriteError::Storage("the writer queue is full; nothing was written".into())
-        })
+    fn submit(&mut self, op: WriteOp) -> Result<(), CallError> {
+        self.writes.submit(&self.sub.broker.writer, op)
     }
 
     /// The answer to the write [`GroupSub::submit`] sent: the id of the
     /// record written.
-    fn answer(&self) -> Result<u64, WriteError> {
-        match self.reply_rx.recv_timeout(WRITER_REPLY_TIMEOUT) {
-            Ok(Ok(WriteOk::Id(id))) => Ok(id),
-            Ok(Ok(_)) => Err(WriteError::Invalid(
+    fn answer(&mut self) -> Result<u64, CallError> {
+        match self.writes.settle_one() {
+            Some(Ok(WriteOk::Id(id))) => Ok(id),
+            Some(Ok(_)) => Err(CallError::Write(WriteError::Invalid(
                 "the group was committed past this message meanwhile".into(),
-            )),
-            Ok(Err(e)) => Err(e),
-            Err(RecvTimeoutError::Timeout) => Err(WriteError::Storage(
-                "the writer did not answer in time".into(),
-            )),
-            Err(RecvTimeoutError::Disconnected) => Err(WriteError::ShuttingDown),
+            ))),
+            Some(Err(e)) => Err(e),
+            // Nothing was sent: as good as no answer.
+            None => Err(CallError::Timeout),
         }
     }
 

@@ -37,13 +37,17 @@
 //! - [`broker`]: the shared, published state (topics, segments, last event
 //!   id, durable tail, role) that readers see; [`timer`]: lifetimes, delayed
 //!   messages and retention, each asking the writer through the channel.
-//! - [`replication`]: the role (master/slave), the senders (on a master, a
-//!   connection that sent REPL streams the durable log to its slave) and the
-//!   slave's `repl-receiver` thread, which feeds the master's records to the
-//!   same writer through the same channel (on a master with a peer it looks
-//!   at the peer instead, and steps down for a master of a higher epoch;
-//!   the role a server starts in is its data directory's, `data/role`, when
-//!   it has one); event ids are assigned in the current epoch's range only
+//!   [`writer_handle`] is the one way into that channel for every thread:
+//!   a call or a pipeline of writes, `Busy`/`Gone`/`Timeout` told apart,
+//!   and the one mapping from a failed call to the client's `ERR`.
+//! - [`role`]: master or slave, imported by anyone, importing nothing.
+//!   [`replication`]: the senders (on a master, a connection that sent
+//!   REPL streams the durable log to its slave) and the slave's
+//!   `repl-receiver` thread, which feeds the master's records to the same
+//!   writer through the same channel (on a master with a peer it looks at
+//!   the peer instead, and steps down for a master of a higher epoch; the
+//!   role a server starts in is its data directory's, `data/role`, when it
+//!   has one); event ids are assigned in the current epoch's range only
 //!   ([`storage::ids`]), so two masters never share one; [`stats`] builds STATS from the
 //!   counters and what the caller reads from the broker and replication;
 //!   [`memory`] tunes glibc malloc and its `mem-trim` thread gives freed
@@ -61,7 +65,7 @@
 //! fsync poisons the writer: writes are refused, never half-done. With
 //! `replication.minSlaves` N ≥ 1 an `OK` also means N slaves have the
 //! records durably: the writer waits for them after its own fsync and undoes
-//! the group (`ERR NOSLAVE`) when they do not answer in time
+//! the batch (`ERR NOSLAVE`) when they do not answer in time
 //! ([`replication::quorum`] counts their acknowledgements). Offline,
 //! `smss --check` ([`storage::check`]) verifies a data directory and
 //! `smss --repair` ([`storage::repair`]) cuts it back to its last good
@@ -84,6 +88,7 @@ pub(crate) mod memory;
 pub(crate) mod preauth;
 pub(crate) mod protocol;
 pub mod replication;
+pub mod role;
 pub mod server;
 pub(crate) mod stats;
 pub mod storage;
@@ -91,3 +96,4 @@ pub(crate) mod sub_batch;
 pub(crate) mod subscription;
 pub(crate) mod timer;
 pub(crate) mod wire;
+pub(crate) mod writer_handle;

@@ -26,11 +26,13 @@ use crate::fds::{self, FdBudget};
 use crate::logging::init_logging;
 use crate::preauth::{self, Admitted, Ticket};
 use crate::protocol::{ErrCode, ProtoError, encode_err};
-use crate::replication::{self, Role, peer, receiver};
+use crate::replication::{self, peer, receiver};
+use crate::role::Role;
 use crate::stats::Stats;
-use crate::storage::ops::{self, TimerReceivers, WriteOk, WriteOp, WriteReq};
+use crate::storage::ops::{self, TimerReceivers, WriteOk, WriteOp};
 use crate::storage::writer::Writer;
 use crate::timer;
+use crate::writer_handle::CallError;
 
 /// Stack of a connection thread: parsing and replies keep their buffers on
 /// the heap, so little stack is touched.
@@ -135,10 +137,12 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         .map_err(io_err("starting the writer thread"))?;
 
     if args.demote && claim.is_some_and(|c| c.role == Role::Master) {
-        match broker.ask_writer(WriteOp::Demote, SHUTDOWN_WAIT) {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(Error::Startup(format!("--demote failed: {e}"))),
-            None => return Err(Error::WriterDied),
+        match broker.writer.call_within(WriteOp::Demote, SHUTDOWN_WAIT) {
+            Ok(_) => {}
+            Err(CallError::Write(e)) => {
+                return Err(Error::Startup(format!("--demote failed: {e}")));
+            }
+            Err(_) => return Err(Error::WriterDied),
         }
     }
     // An old master restarted while its peer was promoted must not take a
@@ -257,17 +261,11 @@ fn shutdown(broker: &Broker, local: SocketAddr) {
         wake_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_secs(1));
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let req = WriteReq {
-        op: WriteOp::Shutdown,
-        reply: tx,
-    };
-    if broker.writer.send_timeout(req, SHUTDOWN_WAIT).is_err() {
-        warn!("the writer did not take the shutdown request");
-        return;
-    }
-    match rx.recv_timeout(SHUTDOWN_WAIT) {
-        Ok(Ok(WriteOk::Done)) => {}
+    match broker.writer.call_within(WriteOp::Shutdown, SHUTDOWN_WAIT) {
+        Ok(WriteOk::Done) => {}
+        Err(CallError::Busy | CallError::Gone) => {
+            warn!("the writer did not take the shutdown request")
+        }
         other => warn!("the writer did not confirm shutdown: {other:?}"),
     }
 }

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::replication::Role;
+use crate::role::Role;
 #[cfg(test)]
 use crate::storage::ids::EPOCH_ID_BITS;
 use crate::storage::ids::range_start;

@@ -404,7 +404,7 @@ mod tests {
     use crate::broker::TopicState;
     use crate::config::Config;
     use crate::protocol::{Limits, MAX_LINE_BYTES};
-    use crate::replication::Role;
+    use crate::role::Role;
     use crate::storage::index::Entry;
     use crate::storage::record::{self, DeleteReason, Kind, Record};
     use crate::storage::segment::Segment;

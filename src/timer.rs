@@ -20,10 +20,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, warn};
 
 use crate::broker::Broker;
-use crate::replication::Role;
+use crate::role::Role;
 use crate::storage::now_ms;
 use crate::storage::ops::{Expiry, WriteError, WriteOp, WriteResult};
 use crate::storage::record::DeleteReason;
+use crate::writer_handle::CallError;
 
 /// Most delayed messages fired by one write request.
 const FIRE_BATCH: usize = 1000;
@@ -77,7 +78,11 @@ impl<T: Ord> Schedule<T> {
 /// the writer is gone (shutdown): the timer thread should end.
 fn ask_writer(broker: &Broker, op: WriteOp) -> Option<WriteResult> {
     // A timer has all the time in the world; only shutdown ends the wait.
-    broker.ask_writer(op, Duration::from_secs(3600))
+    match broker.writer.call_within(op, Duration::from_secs(3600)) {
+        Ok(ok) => Some(Ok(ok)),
+        Err(CallError::Write(e)) => Some(Err(e)),
+        Err(CallError::Busy | CallError::Gone | CallError::Timeout) => None,
+    }
 }
 
 /// What a timer's work on its due items came to.

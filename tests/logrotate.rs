@@ -29,7 +29,10 @@ fn sighup_reopens_a_renamed_log_file_and_the_server_goes_on() {
     c.create("t", 0).expect("still serving after SIGHUP");
     let old = std::fs::read_to_string(&rotated).expect("the rotated file");
     assert!(old.contains("listening on"), "{old}");
-    assert!(!old.contains("SIGHUP"), "nothing more goes to the old file: {old}");
+    assert!(
+        !old.contains("SIGHUP"),
+        "nothing more goes to the old file: {old}"
+    );
     drop(c);
     assert!(s.sigterm().success(), "SIGTERM stops it cleanly");
     let new = std::fs::read_to_string(&log).expect("the new file");

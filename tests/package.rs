@@ -60,7 +60,10 @@ fn the_package_holds_the_server_its_private_config_and_its_unit() {
     assert_eq!(mode_of("./etc/smss/slave.yaml"), "-rw-r-----");
     assert_eq!(mode_of("./lib/systemd/system/smss.service"), "-rw-r--r--");
     assert!(contents.contains("./var/lib/smss/"), "{contents}");
-    assert!(contents.lines().all(|l| l.contains("root/root")), "{contents}");
+    assert!(
+        contents.lines().all(|l| l.contains("root/root")),
+        "{contents}"
+    );
 
     let field = |f: &str| run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(f));
     assert_eq!(field("Package").trim(), "smss");

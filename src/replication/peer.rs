@@ -25,9 +25,10 @@ use log::{error, info, warn};
 
 use crate::broker::Broker;
 use crate::protocol::MAX_LINE_BYTES;
-use crate::replication::Role;
+use crate::role::Role;
 use crate::storage::ops::{WriteOk, WriteOp};
 use crate::storage::role::RoleClaim;
+use crate::writer_handle::CallError;
 
 /// How often a master asks its peer.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -171,11 +172,12 @@ pub fn judge(epoch: u64, history: u64, peer: &PeerView) -> Verdict {
 
 /// Writes the role claim through the writer.
 pub fn claim(broker: &Broker, role: Role, epoch: u64) -> Result<(), String> {
-    match broker.ask_writer(WriteOp::ClaimRole(RoleClaim { role, epoch }), CLAIM_WAIT) {
-        Some(Ok(WriteOk::Done)) => Ok(()),
-        Some(Ok(_)) => Ok(()),
-        Some(Err(e)) => Err(e.to_string()),
-        None => Err("the writer did not answer".into()),
+    let op = WriteOp::ClaimRole(RoleClaim { role, epoch });
+    match broker.writer.call_within(op, CLAIM_WAIT) {
+        Ok(WriteOk::Done) => Ok(()),
+        Ok(_) => Ok(()),
+        Err(CallError::Write(e)) => Err(e.to_string()),
+        Err(_) => Err("the writer did not answer".into()),
     }
 }
 

@@ -6,8 +6,8 @@
 //! sender's connection is one member: it joins when the sender registers
 //! its slave and leaves when the sender ends (`repl-<peer>`); the ACK reader
 //! (`repl-ack-<peer>`) records every acknowledgement; the writer thread asks
-//! whether enough members are caught up before it writes a group
-//! ([`AckQuorum::ready`]) and, once the group is durable here, waits until
+//! whether enough members are caught up before it writes a batch
+//! ([`AckQuorum::ready`]) and, once the batch is durable here, waits until
 //! enough members acknowledged its last id ([`AckQuorum::wait`]). One mutex
 //! and one condvar over a list of a few entries; never held across I/O.
 //!

@@ -31,11 +31,12 @@ use log::{info, warn};
 use crate::broker::Broker;
 use crate::protocol::MAX_LINE_BYTES;
 use crate::protocol::repl::{Answer, Frame, MasterPos, encode_ack, parse_frame, parse_repl_ok};
-use crate::replication::Role;
 use crate::replication::peer::Watch;
 use crate::replication::state::LinkState;
+use crate::role::Role;
 use crate::storage::now_ms;
 use crate::storage::ops::{WriteOk, WriteOp};
+use crate::writer_handle::CallError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -215,10 +216,10 @@ fn connect(master: &str, silence: Duration) -> Result<Link, String> {
 
 /// Asks the writer; an error (or no answer) ends the session.
 fn ask(b: &Broker, op: WriteOp) -> Result<WriteOk, String> {
-    match b.ask_writer(op, WRITER_WAIT) {
-        Some(Ok(ok)) => Ok(ok),
-        Some(Err(e)) => Err(format!("applying what the master sent: {e}")),
-        None => Err("the writer did not answer".into()),
+    match b.writer.call_within(op, WRITER_WAIT) {
+        Ok(ok) => Ok(ok),
+        Err(CallError::Write(e)) => Err(format!("applying what the master sent: {e}")),
+        Err(_) => Err("the writer did not answer".into()),
     }
 }
 

@@ -41,6 +41,7 @@ use crate::storage::now_ms;
 use crate::storage::ops::{ReplMode, SnapItem, WriteOk, WriteOp};
 use crate::storage::record;
 use crate::wire::{Flow, Wire};
+use crate::writer_handle::{self, Asked, CallError};
 
 /// A heartbeat goes out when nothing else did for this long.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -94,18 +95,12 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
         epoch: args.epoch,
         empty: args.empty,
     };
-    let plan = match broker.ask_writer(op, PLAN_WAIT) {
-        Some(Ok(WriteOk::Plan(p))) => p,
-        Some(Err(e)) => {
-            encode_err(
-                &mut wire.out,
-                &ProtoError::new(ErrCode::Internal, e.to_string()),
-            );
-            return Ok(Flow::Continue);
-        }
-        _ => {
-            let e = ProtoError::new(ErrCode::Internal, "the writer did not answer");
-            encode_err(&mut wire.out, &e);
+    let plan = match broker.writer.call_within(op, PLAN_WAIT) {
+        Ok(WriteOk::Plan(p)) => p,
+        res => {
+            // Not a plan: as good as no answer.
+            let e = res.err().unwrap_or(CallError::Timeout);
+            encode_err(&mut wire.out, &writer_handle::reply(&e, Asked::Once));
             return Ok(Flow::Continue);
         }
     };

@@ -1,10 +1,10 @@
-//! Semi-sync: the `repl-sync` thread holds each group commit's answers
-//! until a slave has acknowledged the group's records durably.
+//! Semi-sync: the `repl-sync` thread holds each batch's answers
+//! until a slave has acknowledged the batch's records durably.
 //!
-//! The writer does not wait: after a commit it hands the group's answers
+//! The writer does not wait: after a commit it hands the batch's answers
 //! here (a second watermark beside its durable log tail) and goes on
-//! appending, so one acknowledgement releases every group it covers. If no
-//! slave acknowledges a group within `replication.syncTimeoutMs`, the
+//! appending, so one acknowledgement releases every batch it covers. If no
+//! slave acknowledges a batch within `replication.syncTimeoutMs`, the
 //! server falls back to async (a warning, STATS `repl_sync_fallbacks`) and
 //! releases everything held; a sender puts semi-sync back in force once its
 //! slave has caught up. Answers leave in the order they came, so each
@@ -21,7 +21,7 @@ use log::warn;
 use crate::broker::Broker;
 use crate::storage::ops::HeldReplies;
 
-/// Most time between looks at the queue while a group waits.
+/// Most time between looks at the queue while a batch waits.
 const STEP: Duration = Duration::from_millis(50);
 
 fn release(held: HeldReplies) {

@@ -3,7 +3,8 @@
 //!
 //! Runs on the writer thread, for a record already placed in the log at a
 //! known position: a live write ([`super::execute`]), crash-recovery replay
-//! ([`super::recovery`]) and, later, a record received from the master. The
+//! ([`super::recovery`]) and a record received from the master
+//! ([`super::replica`], on a slave). The
 //! changes become visible to readers only at the next commit.
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use super::StoreError;
 use super::checkpoint::EpochMeta;
 use super::index::{ENTRY_LEN, Entry};
 use super::record::{DeleteReason, Kind, Record};
-use super::state::{Change, Pending, WTopic};
+use super::state::{Change, Pending, WriterTopic};
 use super::undo::Undo;
 use super::writer::Writer;
 use crate::broker::{Topic, TopicState};
@@ -47,7 +48,7 @@ impl Writer {
                     rec.timestamp_ms.saturating_add(life_ms)
                 };
                 // A live CREATE opened its index before appending, so that
-                // running out of descriptors fails the request, not the group.
+                // running out of descriptors fails the request, not the batch.
                 if self.index_created.take() != Some(rec.event_id) {
                     self.create_index(rec.topic, rec.event_id)?;
                 }
@@ -167,7 +168,7 @@ impl Writer {
         self.changes.push(Change::Created(Arc::clone(&shared)));
         self.topics.insert(
             shared.name.clone(),
-            WTopic {
+            WriterTopic {
                 shared,
                 state,
                 flushed_entries: state.entries,
@@ -180,7 +181,7 @@ impl Writer {
         );
     }
 
-    pub(super) fn drop_topic(&mut self, t: WTopic, reason: DeleteReason) {
+    pub(super) fn drop_topic(&mut self, t: WriterTopic, reason: DeleteReason) {
         self.index_bytes = self
             .index_bytes
             .saturating_sub(t.state.entries * ENTRY_LEN as u64);

@@ -3,7 +3,7 @@
 //! after making the log and the index files durable, so a restart replays
 //! only what came after.
 //!
-//! Runs on the writer thread, as part of [`Writer`]: after a group commit
+//! Runs on the writer thread, as part of [`Writer`]: after each batch
 //! when enough log was written or a segment rolled, on an idle tick, and at
 //! shutdown. The file format is [`super::checkpoint`]'s.
 

@@ -14,7 +14,7 @@ use super::writer::Writer;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::protocol::Message;
-use crate::replication::Role;
+use crate::role::Role;
 
 fn open(dir: &Path, max_log_size: u64) -> Writer {
     let mut cfg = Config::default();
@@ -30,8 +30,8 @@ fn open(dir: &Path, max_log_size: u64) -> Writer {
     }
 }
 
-/// Runs `ops` as one group commit and returns their answers.
-fn group(w: &mut Writer, ops: Vec<WriteOp>) -> Vec<WriteResult> {
+/// Runs `ops` as one batch and returns their answers.
+fn batch(w: &mut Writer, ops: Vec<WriteOp>) -> Vec<WriteResult> {
     let mut reqs = Vec::new();
     let mut replies = Vec::new();
     for op in ops {
@@ -39,7 +39,7 @@ fn group(w: &mut Writer, ops: Vec<WriteOp>) -> Vec<WriteResult> {
         reqs.push(WriteReq { op, reply: tx });
         replies.push(rx);
     }
-    w.group_commit(&mut reqs);
+    w.run_batch(&mut reqs);
     replies
         .iter()
         .map(|r| r.try_recv().unwrap_or(Err(WriteError::ShuttingDown)))
@@ -67,7 +67,7 @@ fn publish(t: &str) -> WriteOp {
     }
 }
 
-/// A group touching every kind of write, two topics.
+/// A batch touching every kind of write, two topics.
 fn mixed() -> Vec<WriteOp> {
     vec![
         create("a"),
@@ -133,7 +133,7 @@ const MIXED: [&str; 9] = [
     "create a", "pub a", "pub a", "create b", "pub b", "mpub a", "pub b", "dpub a", "pub a",
 ];
 
-/// One committed group, then `mixed()` with `step` failing on its `nth`
+/// One committed batch, then `mixed()` with `step` failing on its `nth`
 /// call; checks the answers against the store before and after a restart.
 fn check(step: Step, nth: u32, kind: ErrorKind, max_log_size: u64, lease_in: Option<u64>) {
     let dir = match tempfile::tempdir() {
@@ -142,14 +142,14 @@ fn check(step: Step, nth: u32, kind: ErrorKind, max_log_size: u64, lease_in: Opt
     };
     let ctx = format!("{step:?} call {nth} ({kind:?})");
     let mut w = open(dir.path(), max_log_size);
-    let before = group(&mut w, vec![create("z"), publish("z")]);
+    let before = batch(&mut w, vec![create("z"), publish("z")]);
     assert!(before.iter().all(|r| r.is_ok()), "{ctx}: setup {before:?}");
     let (mut want_topics, mut want_ids) = contents(&w);
     if let Some(n) = lease_in {
-        w.id_lease = w.last_id + n; // the lease runs out inside the group
+        w.id_lease = w.last_id + n; // the lease runs out inside the batch
     }
     fault::arm(step, nth, kind);
-    let res = group(&mut w, mixed());
+    let res = batch(&mut w, mixed());
     fault::disarm();
     assert!(
         res.iter().any(|r| r.is_err()),
@@ -170,7 +170,7 @@ fn check(step: Step, nth: u32, kind: ErrorKind, max_log_size: u64, lease_in: Opt
         "{ctx}: only a failed fsync poisons"
     );
     // Writes work again by themselves, except after a failed fsync.
-    let after = group(&mut w, vec![create("later"), publish("z")]);
+    let after = batch(&mut w, vec![create("later"), publish("z")]);
     if poisoned {
         assert!(after.iter().all(|r| r.is_err()), "{ctx}: {after:?}");
     } else {
@@ -222,14 +222,14 @@ fn a_failed_lease_write_fails_only_the_request_that_needed_it() {
 }
 
 #[test]
-fn a_failed_write_fails_the_whole_group_and_leaves_nothing() {
+fn a_failed_write_fails_the_whole_batch_and_leaves_nothing() {
     check(Step::Write, 1, ErrorKind::StorageFull, 64 << 20, None);
-    // Also when the group rolled segments before the write failed.
+    // Also when the batch rolled segments before the write failed.
     check(Step::Write, 1, ErrorKind::StorageFull, 300, None);
 }
 
 #[test]
-fn a_failed_fsync_fails_the_group_poisons_and_leaves_nothing() {
+fn a_failed_fsync_fails_the_batch_poisons_and_leaves_nothing() {
     check(Step::Fsync, 1, ErrorKind::Other, 64 << 20, None);
     check(Step::Fsync, 1, ErrorKind::Other, 300, None);
 }
@@ -242,12 +242,12 @@ fn a_master_near_the_end_of_its_ids_starts_the_next_but_one_epoch_itself() {
         Err(e) => panic!("tempdir: {e}"),
     };
     let mut w = open(dir.path(), 64 << 20);
-    let first = group(&mut w, vec![create("t"), publish("t")]);
+    let first = batch(&mut w, vec![create("t"), publish("t")]);
     assert!(first.iter().all(|r| r.is_ok()), "{first:?}");
     assert_eq!(w.epoch(), 0);
     // As if 2^48 ids had gone by: a few are left in epoch 0's range.
     w.last_id = epoch_limit(0) - 5;
-    let res = group(&mut w, vec![publish("t"), publish("t")]);
+    let res = batch(&mut w, vec![publish("t"), publish("t")]);
     let ids: Vec<u64> = res
         .iter()
         .map(|r| match r {
@@ -283,17 +283,17 @@ fn a_topic_past_its_life_takes_no_write_even_before_the_timer_ends_it() {
         topic: "short".into(),
         life_ms: 1000,
     };
-    let first = group(&mut w, vec![short, publish("short")]);
+    let first = batch(&mut w, vec![short, publish("short")]);
     assert!(first.iter().all(|r| r.is_ok()), "{first:?}");
     let before = w.last_id;
     // Waiting out the lifetime (wall-clock time must pass; nothing to signal).
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let res = group(&mut w, vec![publish("short")]);
+    let res = batch(&mut w, vec![publish("short")]);
     assert!(matches!(res[0], Err(WriteError::NoTopic(_))), "{res:?}");
     assert_eq!(w.last_id, before, "a refused write writes nothing");
     assert!(w.broker.topic("short").is_some(), "not ended by a refusal");
     // A CREATE of its name ends the old incarnation first.
-    let again = group(&mut w, vec![create("short"), publish("short")]);
+    let again = batch(&mut w, vec![create("short"), publish("short")]);
     assert!(again.iter().all(|r| r.is_ok()), "{again:?}");
     assert_eq!(w.last_id, before + 3, "DELETE (expired), CREATE, PUB");
     assert_eq!(

@@ -62,7 +62,7 @@ impl Writer {
     }
 
     /// Reads log bytes at a global position, from the file or from the
-    /// part of the group not yet written.
+    /// part of the batch not yet written.
     pub(super) fn read_log(&self, buf: &mut [u8], pos: u64) -> Result<(), StoreError> {
         let flushed_end = self.active.base + self.active_len;
         if pos >= flushed_end {

@@ -1,9 +1,9 @@
 //! Turning a request into records: validation against the writer's state,
-//! event id assignment, and appending to the group being committed.
+//! event id assignment, and appending to the batch being committed.
 //!
 //! Runs on the writer thread. A refused request ([`WriteError`]) appends
 //! nothing; an accepted one is applied at once through [`super::apply`] so
-//! later requests of the same group see it (a CREATE then a PUB). Every step
+//! later requests of the same batch see it (a CREATE then a PUB). Every step
 //! that can fail for want of a resource — the id lease, a segment roll, a
 //! new index file — runs before the request changes anything, so such a
 //! failure costs only that request.
@@ -17,11 +17,11 @@ use super::ops::{WriteError, WriteOk, WriteOp, WriteResult};
 use super::record::{self, DeleteReason, FLAG_BATCH_MORE, Kind, Record};
 use super::writer::Writer;
 use crate::protocol::Message;
-use crate::replication::Role;
+use crate::role::Role;
 use crate::stats::Stats;
 
 impl Writer {
-    /// Validates one request and appends its record(s) to the group.
+    /// Validates one request and appends its record(s) to the batch.
     pub(super) fn execute(&mut self, op: WriteOp) -> WriteResult {
         if let Some(why) = &self.poisoned {
             return Err(WriteError::Poisoned(why.clone()));
@@ -280,7 +280,7 @@ impl Writer {
         self.ensure_room(bytes)
     }
 
-    /// Encodes a reserved record into the group and applies it.
+    /// Encodes a reserved record into the batch and applies it.
     fn append_reserved(&mut self, rec: &Record<'_>) -> Result<(), StoreError> {
         let pos = self.next_pos();
         let start = self.buf.len();

@@ -4,7 +4,7 @@
 //! topic (a copy and the commit past it, in one all-or-nothing batch).
 //!
 //! Runs on the writer thread. A group's state lives in its topic
-//! ([`super::state::WTopic`]), goes into the checkpoint, and reaches readers
+//! ([`super::state::WriterTopic`]), goes into the checkpoint, and reaches readers
 //! (GROUPS, the subscriptions) when the commit publishes it; it is
 //! replicated like every record.
 
@@ -305,7 +305,7 @@ mod tests {
     use crate::broker::Broker;
     use crate::config::Config;
     use crate::protocol::Message;
-    use crate::replication::Role;
+    use crate::role::Role;
     use crate::storage::ops::{ReplMode, SnapItem, WriteOp, WriteReq, WriteResult, timer_channels};
 
     fn open(dir: &Path) -> Writer {
@@ -323,7 +323,7 @@ mod tests {
     /// Runs one op as its own group commit.
     fn run(w: &mut Writer, op: WriteOp) -> WriteResult {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        w.group_commit(&mut vec![WriteReq { op, reply: tx }]);
+        w.run_batch(&mut vec![WriteReq { op, reply: tx }]);
         rx.try_recv().unwrap_or(Err(WriteError::ShuttingDown))
     }
 

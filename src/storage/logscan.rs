@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use super::StoreError;
 use super::chain::{self, SegInfo};
 use super::record::{self, FLAG_BATCH_MORE, ScanEnd};
-use super::resync::{self, RESYNC_LIMIT};
 use super::segment::Segment;
+use super::torn::{self, SCAN_LIMIT};
 
-/// Most resyncs after damage tried in one segment (bounds time and output).
-const MAX_RESYNCS: usize = 10_000;
+/// Most scans for a valid record after damage tried in one segment
+/// (bounds time and output).
+const MAX_SCANS: usize = 10_000;
 
 /// One thing wrong in the data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +127,7 @@ pub(crate) fn scan_log(
         },
     };
     for i in 0..segs.len() {
-        s.ceiling = resync::id_ceiling(s.prev_id.max(s.out.max_id), lease);
+        s.ceiling = torn::id_ceiling(s.prev_id.max(s.out.max_id), lease);
         s.scan_segment(i)?;
         if let Some(&next) = segs.get(i + 1) {
             let pair = [segs[i], next];
@@ -240,7 +241,7 @@ impl Scanner<'_> {
             self.out.keep_end = info.base;
         }
         let mut from = 0u64;
-        for _ in 0..MAX_RESYNCS {
+        for _ in 0..MAX_SCANS {
             file.seek(SeekFrom::Start(from))
                 .map_err(|e| StoreError::io("seek segment", &path, e))?;
             let reader = BufReader::with_capacity(1 << 20, &file);
@@ -281,11 +282,10 @@ impl Scanner<'_> {
                 ScanEnd::Corrupt { offset, reason } => (from + offset, reason),
             };
             let after = self.prev_id;
-            let next =
-                resync::find_valid_after(&file, &path, bad_at, info.len, after, self.ceiling)?;
+            let next = torn::find_valid_after(&file, &path, bad_at, info.len, after, self.ceiling)?;
             let what = match next {
                 Some(v) => format!("{reason}; a valid record follows at offset {v}"),
-                None if info.len - bad_at > RESYNC_LIMIT => {
+                None if info.len - bad_at > SCAN_LIMIT => {
                     format!("{reason}; no valid record in the 64 MiB after it")
                 }
                 None if newest => format!(

@@ -44,12 +44,12 @@ pub mod record;
 pub(crate) mod recovery;
 pub mod repair;
 mod replica;
-mod resync;
 mod retention;
 pub(crate) mod role;
 pub(crate) mod segment;
 mod state;
 pub(crate) mod tail;
+mod torn;
 mod undo;
 pub(crate) mod writer;
 
@@ -80,7 +80,7 @@ pub enum StoreError {
     Poisoned(String),
     /// `id` is past the range of ids the master of `epoch` may assign.
     IdsExhausted { epoch: u64, id: u64 },
-    /// `replication.minSlaves`: the slaves did not acknowledge the group in
+    /// `replication.minSlaves`: the slaves did not acknowledge the batch in
     /// time, so it is undone like a failed write; the text says how many did.
     NoQuorum(String),
 }

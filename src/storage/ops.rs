@@ -1,11 +1,11 @@
-//! The writer's contract: what connections, timers (and later the
-//! replication receiver) may ask the persistence thread to do, and what it
-//! answers. Types only; no thread runs here.
+//! The writer's contract: what connections, timers and replication (a
+//! slave's receiver, a master's REPL plan, PROMOTE) may ask the persistence
+//! thread to do, and what it answers. Types only; no thread runs here.
 //!
 //! Requests travel through the one bounded crossbeam channel
-//! (`worker.buffSize`) into the writer; each carries its own reply sender,
-//! which must have room for the result so the writer never blocks on a
-//! reply. After a commit the writer tells the timer threads about new
+//! (`worker.buffSize`) into the writer, sent by the writer handle
+//! (`WriterHandle`); each carries its own reply sender, which must have
+//! room for the result so the writer never blocks on a reply. After a commit the writer tells the timer threads about new
 //! lifetimes and delayed messages through the unbounded [`TimerSenders`].
 
 use std::fmt;
@@ -151,7 +151,7 @@ impl WriteOp {
 
     /// Replication's own requests: their answers never wait for a slave's
     /// acknowledgement under semi-sync. A slave's REPL plan held behind a
-    /// group that waits for that very slave would wait for itself.
+    /// batch that waits for that very slave would wait for itself.
     pub fn answers_at_once(&self) -> bool {
         matches!(
             self,
@@ -294,15 +294,15 @@ pub struct WriteReq {
     pub reply: Sender<WriteResult>,
 }
 
-/// The answers of one group commit under semi-sync, held until a slave
+/// The answers of one batch under semi-sync, held until a slave
 /// has its records durably (or the wait runs out): the writer hands them
 /// over and goes on appending.
 #[derive(Debug)]
 pub struct HeldReplies {
-    /// The group's last event id a slave must acknowledge; 0 when the group
+    /// The batch's last event id a slave must acknowledge; 0 when the batch
     /// wrote nothing (its answers need not wait).
     pub needs_id: u64,
-    /// When the writer committed the group.
+    /// When the writer committed the batch.
     pub committed: std::time::Instant,
     /// In request order: a connection matches answers to requests by order.
     pub replies: Vec<(Sender<WriteResult>, WriteResult)>,

@@ -1,35 +1,35 @@
-//! The write quorum (`replication.minSlaves`) on the writer's side: a group
+//! The write quorum (`replication.minSlaves`) on the writer's side: a batch
 //! that appends what a client, a consumer group or a timer asked for is
 //! answered `OK` only once at least N slaves have its records durably, and
 //! is undone otherwise — never acknowledged without the slaves.
 //!
-//! Runs on the writer thread, as part of [`Writer`]'s group commit:
-//! 1. When a group opens, [`Writer::open_quorum`] asks the broker's
+//! Runs on the writer thread, as part of [`Writer`]'s batch commit:
+//! 1. When a batch opens, [`Writer::open_quorum`] asks the broker's
 //!    [`crate::replication::quorum::AckQuorum`] whether N slave connections
-//!    are caught up. If not, every such request of the group is refused at
+//!    are caught up. If not, every such request of the batch is refused at
 //!    once (`ERR NOSLAVE`) without writing anything: an isolated master
 //!    costs nothing per request and acknowledges nothing.
-//! 2. Otherwise the group is written and made durable here (fsynced under
+//! 2. Otherwise the batch is written and made durable here (fsynced under
 //!    `always` and `interval` alike, since a record goes to slaves only once
 //!    durable), then only the durable tail is published, so the senders
 //!    stream it while subscribers, INFO and STATS still show none of it.
 //! 3. The writer waits up to `syncTimeoutMs` for N connections to
-//!    acknowledge the group's last id ([`Writer::await_slaves`]), then
-//!    publishes the group as any other. On timeout it moves the durable
+//!    acknowledge the batch's last id ([`Writer::await_slaves`]), then
+//!    publishes the batch as any other. On timeout it moves the durable
 //!    tail back first (so senders that sent any of it end their session),
-//!    undoes the group in memory and cuts the log durably, exactly like a
-//!    failed group ([`Writer::commit`]), and answers `ERR NOSLAVE`.
+//!    undoes the batch in memory and cuts the log durably, exactly like a
+//!    failed batch ([`Writer::commit`]), and answers `ERR NOSLAVE`.
 //!
 //! Ids are never reused after an undo: slaves may hold the undone records
 //! and their readers may have seen them. The id counter stays at the undone
-//! group's last id and the range is kept as a gap
+//! batch's last id and the range is kept as a gap
 //! ([`super::quorum_gate::Gaps`], durable in the checkpoint, written right
 //! after the cut), so a slave that comes back with its last id inside it is
 //! told to move those records aside and resync (see `Writer::repl_plan`).
 //!
-//! The trade-off: the writer waits one slave round trip per group, so a
+//! The trade-off: the writer waits one slave round trip per batch, so a
 //! write's latency is the local fsync plus the N-th fastest slave's receipt,
-//! apply and fsync; the requests of one group share that wait as they share
+//! apply and fsync; the requests of one batch share that wait as they share
 //! the fsync.
 
 use std::time::Instant;
@@ -41,7 +41,7 @@ use super::ops::{WriteError, WriteOp, WriteResult};
 use super::tail::TailPos;
 use super::writer::Writer;
 use crate::config::FsyncPolicy;
-use crate::replication::Role;
+use crate::role::Role;
 use crate::stats::Stats;
 
 impl Writer {
@@ -56,7 +56,7 @@ impl Writer {
             .unwrap_or(self.last_id)
     }
 
-    /// A new group opens: is the quorum in force, and are enough slaves
+    /// A new batch opens: is the quorum in force, and are enough slaves
     /// caught up with the last record?
     pub(super) fn open_quorum(&mut self) {
         let q = &mut self.quorum;
@@ -68,7 +68,7 @@ impl Writer {
         }
     }
 
-    /// Executes one request of the group, or refuses it at once when the
+    /// Executes one request of the batch, or refuses it at once when the
     /// quorum is in force and too few slaves are caught up.
     pub(super) fn execute_gated(&mut self, op: WriteOp) -> WriteResult {
         let held = self.quorum.on && op.needs_quorum();
@@ -87,9 +87,9 @@ impl Writer {
         res
     }
 
-    /// Commits the group (waiting for the slaves when it must) and turns
+    /// Commits the batch (waiting for the slaves when it must) and turns
     /// the answers of what was to be `OK` into the error when it failed.
-    pub(super) fn commit_group(&mut self, results: &mut [WriteResult]) {
+    pub(super) fn commit_batch(&mut self, results: &mut [WriteResult]) {
         let undone_last = self.last_id;
         let res = if std::mem::take(&mut self.quorum.waits) {
             self.commit_with(Writer::await_slaves)
@@ -110,14 +110,14 @@ impl Writer {
             }
             Err(e) => WriteError::Storage(e.to_string()),
         };
-        // Nothing of the group stayed, in memory or in the log: every
+        // Nothing of the batch stayed, in memory or in the log: every
         // request that was to be OK'd gets the error instead.
         for r in results.iter_mut().filter(|r| r.is_ok()) {
             *r = Err(err.clone());
         }
     }
 
-    /// Between writing the group and publishing it: makes it durable here,
+    /// Between writing the batch and publishing it: makes it durable here,
     /// lets the senders stream it, and waits for the slaves. On timeout the
     /// durable tail moves back before the caller cuts the log.
     fn await_slaves(&mut self) -> Result<(), StoreError> {
@@ -143,7 +143,7 @@ impl Writer {
         )))
     }
 
-    /// After a group was undone for want of slaves: its ids stay used (the
+    /// After a batch was undone for want of slaves: its ids stay used (the
     /// counter does not go back) and are recorded as a gap, durably, before
     /// anyone is answered.
     fn after_undo(&mut self, undone_last: u64) {

@@ -1,5 +1,5 @@
 //! The write quorum's state on the writer (`replication.minSlaves`): the
-//! gate of the group being built ([`QuorumGate`]) and the event id ranges
+//! gate of the batch being built ([`QuorumGate`]) and the event id ranges
 //! this master assigned whose records are not in its log ([`Gaps`]).
 //!
 //! Plain data owned by the writer thread (a field of `Writer`); the steps
@@ -56,12 +56,12 @@ pub(super) struct QuorumGate {
     pub(super) min_slaves: usize,
     pub(super) timeout: Duration,
     pub(super) gaps: Gaps,
-    /// The group being built holds requests that need the quorum (a master
+    /// The batch being built holds requests that need the quorum (a master
     /// with `minSlaves` ≥ 1).
     pub(super) on: bool,
-    /// Enough slaves were caught up when the group opened.
+    /// Enough slaves were caught up when the batch opened.
     pub(super) ready: bool,
-    /// The group appended records that must wait for the slaves.
+    /// The batch appended records that must wait for the slaves.
     pub(super) waits: bool,
 }
 

@@ -13,7 +13,7 @@ use super::writer::Writer;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::protocol::Message;
-use crate::replication::Role;
+use crate::role::Role;
 use crate::stats::Stats;
 
 /// The slave connection the tests play.
@@ -35,7 +35,7 @@ fn open(dir: &Path) -> Writer {
 
 fn one(w: &mut Writer, op: WriteOp) -> WriteResult {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    w.group_commit(&mut vec![WriteReq { op, reply: tx }]);
+    w.run_batch(&mut vec![WriteReq { op, reply: tx }]);
     rx.try_recv().unwrap_or(Err(WriteError::ShuttingDown))
 }
 
@@ -56,7 +56,7 @@ fn publish(t: &str, body: &str) -> WriteOp {
     }
 }
 
-/// Acknowledges, as the slave, the next group the writer streams.
+/// Acknowledges, as the slave, the next batch the writer streams.
 fn slave_acks_next(b: &Arc<Broker>) -> JoinHandle<()> {
     let b = Arc::clone(b);
     let from = b.durable.get();

@@ -12,8 +12,8 @@
 //! them) still finds them after retention dropped their segments from the
 //! [`SegmentSet`].
 //!
-//! Shared by subscriptions and, later, the replication sender, so it knows
-//! segments, records and index entries but nothing about sockets or reply
+//! Used by subscriptions (the replication sender streams whole chunks of
+//! the log with [`super::logread`] instead), so it knows segments, records and index entries but nothing about sockets or reply
 //! encoding. Runs on the caller's thread (a connection thread); it takes the
 //! [`SegmentSet`] read lock briefly to find each entry's segment, and reads
 //! through the segment's shared file handle, so a segment retention unlinks

@@ -28,13 +28,13 @@ use super::index::{self, ENTRY_LEN};
 use super::lease::load_lease;
 use super::ops::TimerSenders;
 use super::record::{self, Decoded, FLAG_BATCH_MORE};
-use super::resync;
 use super::segment::{Segment, list_segments};
 use super::state::{Change, Pending};
+use super::torn;
 use super::writer::Writer;
 use super::{StoreError, sync_dir};
 use crate::broker::{Broker, Topic, TopicState};
-use crate::replication::Role;
+use crate::role::Role;
 
 /// Read window for replay.
 const WINDOW: usize = 4 << 20;
@@ -479,10 +479,10 @@ impl Writer {
         if !is_newest {
             return Err(StoreError::corrupt(&seg.path, cut, reason));
         }
-        let ceiling = resync::id_ceiling(self.last_id, load_lease(&self.dir)?);
+        let ceiling = torn::id_ceiling(self.last_id, load_lease(&self.dir)?);
         let after = bad_at.max(cut);
         if let Some(valid) =
-            resync::find_valid_after(&seg.file, &seg.path, after, len, self.last_id, ceiling)?
+            torn::find_valid_after(&seg.file, &seg.path, after, len, self.last_id, ceiling)?
         {
             return Err(StoreError::corrupt(
                 &seg.path,

@@ -30,7 +30,7 @@ use super::writer::Writer;
 use super::{StoreError, now_ms, ops, sync_dir};
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::replication::Role;
+use crate::role::Role;
 
 /// `smss --repair` on the data directory of `config`, reporting to `out`.
 /// `Ok(true)` when the directory checks clean afterwards.

@@ -22,7 +22,7 @@ use super::role::{ROLE_FILE, RoleClaim, load_claim, store_claim};
 use super::state::Change;
 use super::writer::Writer;
 use super::{StoreError, sync_dir};
-use crate::replication::Role;
+use crate::role::Role;
 use crate::stats::Stats;
 
 /// Where moved-aside divergent records go, under the data directory.
@@ -301,7 +301,7 @@ impl Writer {
         // must never replay the old records in front of the new ones.
         self.commit()?;
         self.checkpoint()?;
-        self.begin_group();
+        self.begin_batch();
         info!("replication: local data discarded for a full resync of history {history:016x}");
         Ok(WriteOk::Done)
     }

@@ -3,8 +3,8 @@
 //!
 //! Runs on the writer thread, asked by the `retention` timer thread. What
 //! must be kept is a list of *holds*: log positions at or after which no
-//! segment may go (today the oldest pending delayed message; later what
-//! slaves and consumer groups still need). Topics' first entries move past
+//! segment may go: the oldest pending delayed message, and what a
+//! connected slave has not acknowledged yet. Topics' first entries move past
 //! the deleted segments at the same commit.
 
 use std::fs::File;

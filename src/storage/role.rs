@@ -16,7 +16,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use super::{StoreError, sync_dir};
-use crate::replication::Role;
+use crate::role::Role;
 
 /// The claim file in the data directory.
 pub const ROLE_FILE: &str = "role";

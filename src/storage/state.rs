@@ -1,6 +1,6 @@
 //! The writer's in-memory state types: its view of each topic, the pending
-//! delayed messages, the structural changes a group publishes at commit, and
-//! the group's counters.
+//! delayed messages, the structural changes a batch publishes at commit, and
+//! the batch's counters.
 //!
 //! Owned by the writer thread (types only; [`super::writer`] holds them).
 //! Readers never see these: they see what the commit publishes to the broker.
@@ -13,20 +13,20 @@ use super::segment::Segment;
 use crate::broker::{GroupState, Topic, TopicState};
 
 /// The writer's own view of a topic, ahead of what readers see until commit.
-pub(super) struct WTopic {
+pub(super) struct WriterTopic {
     pub(super) shared: Arc<Topic>,
     pub(super) state: TopicState,
     /// Entries already written to the index file.
     pub(super) flushed_entries: u64,
     /// Index bytes not yet written.
     pub(super) buf: Vec<u8>,
-    /// Changed in the group being built (listed in the writer's `dirty`).
+    /// Changed in the batch being built (listed in the writer's `dirty`).
     pub(super) dirty: bool,
     /// Written since the last checkpoint's fsync.
     pub(super) unsynced: bool,
     /// Its consumer groups (the writer's copy, ahead of readers until commit).
     pub(super) groups: BTreeMap<String, GroupState>,
-    /// A group changed in the group commit being built.
+    /// A consumer group changed in the batch being built.
     pub(super) groups_dirty: bool,
 }
 
@@ -57,7 +57,7 @@ pub(super) enum Change {
     SegmentsDropped(Vec<Arc<Segment>>),
     /// A topic removed. Publishing it drops the topic for readers; its
     /// index file is unlinked after the next checkpoint, which no longer
-    /// names it (a group commit that fails before can still put it back).
+    /// names it (a batch that fails before can still put it back).
     Deleted {
         name: String,
         create_id: u64,
@@ -65,10 +65,10 @@ pub(super) enum Change {
     },
 }
 
-/// STATS counters of the group being built: added at commit, dropped with
-/// a group that fails, so STATS never counts what was answered ERR.
+/// STATS counters of the batch being built: added at commit, dropped with
+/// a batch that fails, so STATS never counts what was answered ERR.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct GroupCounts {
+pub(super) struct BatchCounts {
     pub(super) published: u64,
     pub(super) topics_expired: u64,
     pub(super) delayed_dropped: u64,

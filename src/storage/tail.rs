@@ -8,8 +8,8 @@
 //! to `pos`, never past it. One mutex and one condvar; the writer holds the
 //! lock only to store a few numbers.
 //!
-//! Under `replication.minSlaves` the writer publishes a group's tail before
-//! the slaves have acknowledged it, and undoes the group when they do not
+//! Under `replication.minSlaves` the writer publishes a batch's tail before
+//! the slaves have acknowledged it, and undoes the batch when they do not
 //! ([`DurableTail::cut_back`]): the tail then moves back, and the count of
 //! such cuts tells a sender that records it read may be gone
 //! ([`DurableTail::kept_since`]).

@@ -1,29 +1,29 @@
-//! The undo log of the group being built: what to put back when its commit
+//! The undo log of the batch being built: what to put back when its commit
 //! fails, so a request answered `ERR` changed nothing.
 //!
-//! Owned by the writer thread. A group starts at a [`Mark`] (the last
+//! Owned by the writer thread. A batch starts at a [`Mark`] (the last
 //! committed log position and the writer's counters then); every change the
-//! group makes to topics and pending delayed messages is recorded as it
+//! batch makes to topics and pending delayed messages is recorded as it
 //! happens. [`UndoLog::revert`] replays the record backwards; the writer then
 //! cuts the log back to the mark ([`super::writer`]). Recovery replays
-//! without a group, so nothing is recorded then.
+//! without a batch, so nothing is recorded then.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::checkpoint::EpochMeta;
 use super::segment::Segment;
-use super::state::{Pending, WTopic};
+use super::state::{Pending, WriterTopic};
 use crate::broker::{GroupState, TopicState};
 
-/// Where the group started: everything before it is committed.
+/// Where the batch started: everything before it is committed.
 pub(super) struct Mark {
     pub(super) last_id: u64,
     pub(super) since_checkpoint: u64,
     pub(super) index_bytes: u64,
     pub(super) sealed_bytes: u64,
     pub(super) active: Arc<Segment>,
-    /// Bytes of `active` written when the group started.
+    /// Bytes of `active` written when the batch started.
     pub(super) active_len: u64,
     pub(super) history: u64,
     /// A few entries at most (one per failover).
@@ -32,11 +32,11 @@ pub(super) struct Mark {
 
 /// One change to take back.
 pub(super) enum Undo {
-    /// A topic created in this group: remove it and its new index file.
+    /// A topic created in this batch: remove it and its new index file.
     Created(String),
-    /// A topic removed in this group: put it back.
-    Removed(Box<WTopic>),
-    /// A topic's counters before this group first changed them.
+    /// A topic removed in this batch: put it back.
+    Removed(Box<WriterTopic>),
+    /// A topic's counters before this batch first changed them.
     Touched {
         name: String,
         state: TopicState,
@@ -44,7 +44,7 @@ pub(super) enum Undo {
     },
     PendingAdded(u64),
     PendingRemoved(u64, Pending),
-    /// A group of `topic` before this group commit first changed it.
+    /// A consumer group of `topic` before this batch first changed it.
     Group {
         topic: String,
         group: String,
@@ -56,9 +56,9 @@ pub(super) enum Undo {
 pub(super) struct UndoLog {
     mark: Option<Mark>,
     ops: Vec<Undo>,
-    /// Segments the group rolled to.
+    /// Segments the batch rolled to.
     pub(super) new_segments: Vec<Arc<Segment>>,
-    /// Log bytes of the group reached a file.
+    /// Log bytes of the batch reached a file.
     pub(super) wrote: bool,
 }
 
@@ -70,7 +70,7 @@ impl UndoLog {
         self.wrote = false;
     }
 
-    /// The group is committed: nothing to take back any more.
+    /// The batch is committed: nothing to take back any more.
     pub(super) fn end(&mut self) {
         self.mark = None;
         self.ops.clear();
@@ -78,7 +78,7 @@ impl UndoLog {
         self.wrote = false;
     }
 
-    /// Records a change, while a group is open.
+    /// Records a change, while a batch is open.
     pub(super) fn push(&mut self, u: Undo) {
         if self.mark.is_some() {
             self.ops.push(u);
@@ -89,7 +89,7 @@ impl UndoLog {
         self.mark.is_some()
     }
 
-    /// Where the open group started: (global log position, last event id).
+    /// Where the open batch started: (global log position, last event id).
     pub(super) fn mark_at(&self) -> Option<(u64, u64)> {
         self.mark
             .as_ref()
@@ -97,11 +97,11 @@ impl UndoLog {
     }
 
     /// Takes back every recorded change to `topics` and `pending`, newest
-    /// first. Returns the group's mark and the index files of topics it
-    /// created, (name, create id), to unlink; `None` when no group is open.
+    /// first. Returns the batch's mark and the index files of topics it
+    /// created, (name, create id), to unlink; `None` when no batch is open.
     pub(super) fn revert(
         &mut self,
-        topics: &mut HashMap<String, WTopic>,
+        topics: &mut HashMap<String, WriterTopic>,
         pending: &mut HashMap<u64, Pending>,
     ) -> Option<(Mark, Vec<(String, u64)>)> {
         let mark = self.mark.take()?;
@@ -146,7 +146,7 @@ impl UndoLog {
                 }
             }
         }
-        // Nothing of the group is buffered any more.
+        // Nothing of the batch is buffered any more.
         for t in topics.values_mut() {
             t.buf.clear();
             t.dirty = false;

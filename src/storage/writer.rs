@@ -4,11 +4,12 @@
 //! Connection threads and timers send [`WriteReq`]s (see [`super::ops`])
 //! through the bounded crossbeam channel (`worker.buffSize`). The thread runs
 //! a **group commit** loop: take one request, drain what else is queued
-//! (bounded), turn each into records ([`super::execute`]), write the buffer
+//! (bounded) into a *batch* (the word "group" is the consumer group's),
+//! turn each into records ([`super::execute`]), write the buffer
 //! with one positional write, fsync once (per `store.fsync`), publish the new
 //! state to [`Broker`] and the durable tail, then answer every request. An
 //! `OK` therefore means the record is in the log (fsynced under `always`)
-//! and visible to INFO and SUB. With `replication.minSlaves` the group also
+//! and visible to INFO and SUB. With `replication.minSlaves` the batch also
 //! waits for the slaves between its fsync and its publication, or is undone
 //! ([`super::quorum`]).
 //!
@@ -38,7 +39,7 @@ use super::lease::store_lease;
 use super::ops::{HeldReplies, TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use super::quorum_gate::QuorumGate;
 use super::segment::Segment;
-use super::state::{Change, GroupCounts, Pending, WTopic};
+use super::state::{BatchCounts, Change, Pending, WriterTopic};
 use super::tail::TailPos;
 use super::undo::{Mark, UndoLog};
 use super::{StoreError, sync_dir};
@@ -50,10 +51,10 @@ use crate::stats::Stats;
 const PREALLOC_CHUNK: u64 = 4 << 20;
 /// Extend the zero fill when less than this is left ahead.
 const PREALLOC_MARGIN: u64 = 1 << 20;
-/// Most requests one group commit takes from the channel.
-const MAX_GROUP_REQUESTS: usize = 4096;
-/// A group commit stops draining once this many log bytes are buffered.
-const MAX_GROUP_BYTES: usize = 8 << 20;
+/// Most requests one batch takes from the channel.
+const MAX_BATCH_REQUESTS: usize = 4096;
+/// A batch stops draining once this many log bytes are buffered.
+const MAX_BATCH_BYTES: usize = 8 << 20;
 /// With no writes, write a checkpoint this long after the last one if the
 /// log moved, so a restart after an idle period replays nothing.
 const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
@@ -103,7 +104,7 @@ pub struct Writer {
     pub(super) sealed_bytes: u64,
     pub(super) index_bytes: u64,
     pub(super) last_id: u64,
-    pub(super) topics: HashMap<String, WTopic>,
+    pub(super) topics: HashMap<String, WriterTopic>,
     pub(super) changes: Vec<Change>,
     pub(super) dirty: Vec<String>,
     pub(super) last_sync: Instant,
@@ -118,11 +119,11 @@ pub struct Writer {
     /// The create id of a live CREATE whose index file exists already
     /// (made before its record was appended); taken by the apply path.
     pub(super) index_created: Option<u64>,
-    /// Semi-sync: the answers of each group go here instead of to clients.
+    /// Semi-sync: the answers of each batch go here instead of to clients.
     releaser: Option<Sender<HeldReplies>>,
-    /// What to take back if the group being built fails.
+    /// What to take back if the batch being built fails.
     pub(super) undo: UndoLog,
-    pub(super) counts: GroupCounts,
+    pub(super) counts: BatchCounts,
     /// After a checkpoint failed for want of a resource, not before this.
     pub(super) checkpoint_retry_at: Option<Instant>,
     /// Ids up to this may have been handed out (see [`super::lease`]); on
@@ -137,7 +138,7 @@ pub struct Writer {
     pub(super) unlink_after_checkpoint: Vec<Arc<Segment>>,
     /// Index files of deleted topics whose DELETE is not durable yet.
     doomed_indexes: Vec<PathBuf>,
-    /// `replication.minSlaves`: the group's gate and the undone id ranges.
+    /// `replication.minSlaves`: the batch's gate and the undone id ranges.
     pub(super) quorum: QuorumGate,
     /// Holds the data directory's lock for the writer's lifetime.
     _lock: File,
@@ -184,7 +185,7 @@ impl Writer {
             index_created: None,
             releaser: None,
             undo: UndoLog::default(),
-            counts: GroupCounts::default(),
+            counts: BatchCounts::default(),
             checkpoint_retry_at: None,
             id_lease: 0,
             history: 0,
@@ -201,10 +202,11 @@ impl Writer {
         self.active.base + self.active_len + self.buf.len() as u64
     }
 
-    /// The thread body: group commit until Shutdown or until every sender is gone.
+    /// The thread body: batch after batch until Shutdown or until every
+    /// sender is gone.
     pub fn run(mut self, rx: Receiver<WriteReq>) {
         let tick = self.tuning.fsync_interval.min(Duration::from_secs(1));
-        let mut group: Vec<WriteReq> = Vec::with_capacity(64);
+        let mut batch: Vec<WriteReq> = Vec::with_capacity(64);
         loop {
             let first = match rx.recv_timeout(tick) {
                 Ok(r) => r,
@@ -217,27 +219,27 @@ impl Writer {
                     return;
                 }
             };
-            group.push(first);
-            while group.len() < MAX_GROUP_REQUESTS && self.buf.len() < MAX_GROUP_BYTES {
+            batch.push(first);
+            while batch.len() < MAX_BATCH_REQUESTS && self.buf.len() < MAX_BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(r) => group.push(r),
+                    Ok(r) => batch.push(r),
                     Err(_) => break,
                 }
             }
-            if self.group_commit(&mut group) {
+            if self.run_batch(&mut batch) {
                 return;
             }
         }
     }
 
-    /// Executes, commits and answers one group; true after a Shutdown in it.
-    pub(super) fn group_commit(&mut self, group: &mut Vec<WriteReq>) -> bool {
-        self.begin_group();
+    /// Executes, commits and answers one batch; true after a Shutdown in it.
+    pub(super) fn run_batch(&mut self, batch: &mut Vec<WriteReq>) -> bool {
+        self.begin_batch();
         self.open_quorum();
-        let mut results: Vec<WriteResult> = Vec::with_capacity(group.len());
-        let mut at_once = Vec::with_capacity(group.len());
+        let mut results: Vec<WriteResult> = Vec::with_capacity(batch.len());
+        let mut at_once = Vec::with_capacity(batch.len());
         let mut shutdown = None;
-        for (i, req) in group.iter_mut().enumerate() {
+        for (i, req) in batch.iter_mut().enumerate() {
             let op = std::mem::replace(&mut req.op, WriteOp::Shutdown);
             at_once.push(op.answers_at_once());
             if let WriteOp::Shutdown = op {
@@ -252,15 +254,15 @@ impl Writer {
             }
             results.push(self.execute_gated(op));
         }
-        self.commit_group(&mut results);
+        self.commit_batch(&mut results);
         if self.checkpoint_due() {
             self.try_checkpoint();
         }
         let wrote = results
             .iter()
             .any(|r| matches!(r, Ok(WriteOk::Id(_) | WriteOk::Range(..))));
-        let mut replies = Vec::with_capacity(group.len());
-        for (i, (req, res)) in group.drain(..).zip(results).enumerate() {
+        let mut replies = Vec::with_capacity(batch.len());
+        for (i, (req, res)) in batch.drain(..).zip(results).enumerate() {
             if shutdown.as_ref().is_some_and(|(at, _)| *at == i) {
                 continue; // answered after the final checkpoint
             }
@@ -279,8 +281,8 @@ impl Writer {
         false
     }
 
-    /// Sends a group's answers, or under semi-sync hands them to the
-    /// releaser, which sends them once a slave has the group durably.
+    /// Sends a batch's answers, or under semi-sync hands them to the
+    /// releaser, which sends them once a slave has the batch durably.
     fn answer(&mut self, replies: Vec<(Sender<WriteResult>, WriteResult)>, wrote: bool) {
         if let Some(releaser) = &self.releaser {
             let held = HeldReplies {
@@ -304,13 +306,13 @@ impl Writer {
         }
     }
 
-    /// Under semi-sync: where the writer hands the answers of each group.
+    /// Under semi-sync: where the writer hands the answers of each batch.
     pub fn set_releaser(&mut self, releaser: Sender<HeldReplies>) {
         self.releaser = Some(releaser);
     }
 
-    /// Opens the undo log of a new group at the last committed position.
-    pub(super) fn begin_group(&mut self) {
+    /// Opens the undo log of a new batch at the last committed position.
+    pub(super) fn begin_batch(&mut self) {
         self.undo.begin(Mark {
             last_id: self.last_id,
             since_checkpoint: self.since_checkpoint,
@@ -330,7 +332,7 @@ impl Writer {
         }
         // A master's lease shrinks back to the last id: a clean restart
         // leaves no gap. A slave's is its master's: kept for a PROMOTE.
-        let lease = if self.broker.role() == crate::replication::Role::Master {
+        let lease = if self.broker.role() == crate::role::Role::Master {
             self.last_id
         } else {
             self.id_lease.max(self.last_id)
@@ -416,7 +418,7 @@ impl Writer {
     }
 
     /// Keeps zero-filled space ahead of the write position so that the
-    /// fdatasync after each group commit overwrites allocated blocks and
+    /// fdatasync after each batch overwrites allocated blocks and
     /// needs no file-size or extent change journalled (several times
     /// cheaper on ext4). Recovery reads a zero length field as the end.
     fn preallocate(&mut self, end: u64) -> Result<(), StoreError> {
@@ -468,8 +470,8 @@ impl Writer {
 
     /// Everything written so far is durable under the policy: tell the
     /// readers that may only see durable records (replication senders).
-    /// Inside a group only for the write quorum, which moves the tail back
-    /// ([`super::tail::DurableTail::cut_back`]) before it cuts the group.
+    /// Inside a batch only for the write quorum, which moves the tail back
+    /// ([`super::tail::DurableTail::cut_back`]) before it cuts the batch.
     pub(super) fn publish_durable(&self) {
         self.broker.durable.publish(TailPos {
             pos: self.active.base + self.active_len,
@@ -519,23 +521,23 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the group, fsyncs per policy, then publishes it to readers.
-    /// On failure the group is taken back (memory and log) before the error
+    /// Writes the batch, fsyncs per policy, then publishes it to readers.
+    /// On failure the batch is taken back (memory and log) before the error
     /// is returned; only a failed fsync or a failed cut poisons.
     pub(super) fn commit(&mut self) -> Result<(), StoreError> {
         self.commit_with(|_| Ok(()))
     }
 
     /// [`Writer::commit`] with a step between writing and publishing (the
-    /// write quorum's wait, [`super::quorum`]); its error undoes the group.
+    /// write quorum's wait, [`super::quorum`]); its error undoes the batch.
     pub(super) fn commit_with(
         &mut self,
         before_publish: impl FnOnce(&mut Writer) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let res = match &self.poisoned {
-            // Poisoned inside this group (a roll's fsync): none of it stays.
+            // Poisoned inside this batch (a roll's fsync): none of it stays.
             Some(why) if self.undo.active() => Err(StoreError::Poisoned(why.clone())),
-            _ => self.write_group().and_then(|()| before_publish(self)),
+            _ => self.write_batch().and_then(|()| before_publish(self)),
         };
         if let Err(e) = res {
             if e.is_sync_failure() {
@@ -551,8 +553,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the group's log bytes and index entries and fsyncs per policy.
-    fn write_group(&mut self) -> Result<(), StoreError> {
+    /// Writes the batch's log bytes and index entries and fsyncs per policy.
+    fn write_batch(&mut self) -> Result<(), StoreError> {
         #[cfg(test)]
         super::fault::hit(super::fault::Step::Write)?;
         self.flush_log()?;
@@ -588,8 +590,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Takes back a group that failed: the writer's state returns to the
-    /// group's mark and the log is cut back to it, durably, so a request
+    /// Takes back a batch that failed: the writer's state returns to the
+    /// batch's mark and the log is cut back to it, durably, so a request
     /// answered ERR is not replayed at the next start.
     fn rollback(&mut self) -> Result<(), StoreError> {
         let Some((mark, unlink)) = self.undo.revert(&mut self.topics, &mut self.pending) else {
@@ -602,7 +604,7 @@ impl Writer {
         }
         self.changes.clear();
         self.dirty.clear();
-        self.counts = GroupCounts::default();
+        self.counts = BatchCounts::default();
         self.buf.clear();
         self.last_id = mark.last_id;
         self.since_checkpoint = mark.since_checkpoint;
@@ -640,7 +642,7 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes a written group visible: counters, structural changes, then
+    /// Makes a written batch visible: counters, structural changes, then
     /// the topics' new states, which wake their subscribers.
     fn publish(&mut self) {
         // Counters first, so STATS never lags what SUB and INFO show.
@@ -718,7 +720,7 @@ impl Writer {
                     warn!("could not remove segment {}: {e}", seg.path.display());
                 }
             }
-            // The group is committed already; a directory that cannot be
+            // The batch is committed already; a directory that cannot be
             // fsynced is a failed fsync all the same.
             if let Err(e) = sync_dir(&self.log_dir) {
                 self.poison(&e);

@@ -17,7 +17,7 @@ use super::record::{self, Decoded, HEADER_LEN, Kind};
 
 /// How far past a bad record recovery looks for a valid one before
 /// deciding the bad record is a torn tail.
-pub(crate) const RESYNC_LIMIT: u64 = 64 << 20;
+pub(crate) const SCAN_LIMIT: u64 = 64 << 20;
 /// Headroom above the id lease for [`id_ceiling`]: every id on disk is at
 /// most the lease (it is written before ids past it are handed out), so this
 /// only covers a lease file that was lost or restored from an older copy.
@@ -63,7 +63,7 @@ pub(crate) fn plausible(buf: &[u8], after_id: u64, max_id: u64) -> bool {
 }
 
 /// Looks for a valid record with an id in `after_id+1..=max_id` starting
-/// anywhere in `from+1..len` of `file` (at most [`RESYNC_LIMIT`] bytes on).
+/// anywhere in `from+1..len` of `file` (at most [`SCAN_LIMIT`] bytes on).
 /// Returns its offset. Finding one means the bad bytes at `from` are damage
 /// in the middle of the log, not a torn tail.
 pub(crate) fn find_valid_after(
@@ -74,7 +74,7 @@ pub(crate) fn find_valid_after(
     after_id: u64,
     max_id: u64,
 ) -> Result<Option<u64>, StoreError> {
-    let end = len.min(from.saturating_add(RESYNC_LIMIT));
+    let end = len.min(from.saturating_add(SCAN_LIMIT));
     if from + 1 >= end {
         return Ok(None);
     }
