@@ -462,7 +462,7 @@ fn a_new_session_of_a_node_replaces_the_old_one_on_the_wire() {
 
     // An empty slave: a full resync, listed as syncing until it acknowledges.
     let mut first = Raw::connect(&master.addr);
-    first.send(b"REPL 0 history=0 epoch=0 empty=1 node=ab\r\n");
+    first.send(b"REPL 0 history=0 epoch=0 empty=1 node=ab format=3\r\n");
     let ok = first.line();
     let f: Vec<&str> = ok.split(' ').collect();
     assert_eq!((f[0], f.get(3).copied()), ("OK", Some("full")), "{ok}");
@@ -478,7 +478,9 @@ fn a_new_session_of_a_node_replaces_the_old_one_on_the_wire() {
     // The same node again, as a slave that has record 1: a stream plan.
     // It replaces the first session, which the master closes.
     let mut second = Raw::connect(&master.addr);
-    second.send(format!("REPL 1 history={history} epoch={epoch} empty=0 node=ab\r\n").as_bytes());
+    second.send(
+        format!("REPL 1 history={history} epoch={epoch} empty=0 node=ab format=3\r\n").as_bytes(),
+    );
     assert_eq!(second.line(), format!("OK {history} {epoch} stream"));
     let addr = second.stream.local_addr().expect("addr").to_string();
     let slaves = m.slaves().expect("SLAVES");
@@ -506,7 +508,7 @@ fn a_new_session_of_a_node_replaces_the_old_one_on_the_wire() {
     // An older slave's REPL line (no node=) is still served, in the short
     // form, and listed beside the other.
     let mut old = Raw::connect(&master.addr);
-    old.send(format!("REPL 1 history={history} epoch={epoch} empty=0\r\n").as_bytes());
+    old.send(format!("REPL 1 history={history} epoch={epoch} empty=0 format=3\r\n").as_bytes());
     assert_eq!(old.line(), format!("OK {history} {epoch} stream"));
     let recs = recs_line(&mut old);
     assert_eq!(recs.split(' ').count(), 3, "{recs}");

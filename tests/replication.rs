@@ -334,6 +334,30 @@ fn bad_repl_arguments_are_refused_and_the_connection_stays_usable() {
     assert_eq!(ask(&mut r, b"PING\r\n"), "PONG");
 }
 
+#[test]
+fn a_slave_whose_smss_reads_an_older_storage_format_is_refused_naming_both() {
+    let d = tempdir();
+    let m = Server::start(d.path());
+    let mut r = m.raw();
+    let fmt = smss::storage::record::FORMAT_VERSION;
+    // An smss from before format 3 does not say what it reads.
+    let reply = ask(&mut r, b"REPL 0 history=0 epoch=0 empty=1\r\n");
+    assert!(reply.starts_with("ERR BADREQ"), "{reply:?}");
+    assert!(
+        reply.contains(&format!("writes storage format {fmt}"))
+            && reply.contains("upgrade the slave's smss first"),
+        "{reply:?}"
+    );
+    let reply = ask(&mut r, b"REPL 0 history=0 epoch=0 empty=1 format=2\r\n");
+    assert!(reply.contains("the slave's smss reads 2"), "{reply:?}");
+    assert_eq!(
+        ask(&mut r, b"PING\r\n"),
+        "PONG",
+        "the connection stays usable"
+    );
+    assert!(m.log_text().contains("REPL refused"), "{}", m.log_text());
+}
+
 const TOKEN: &str = "s3cret-token";
 
 fn with_token(token: &str) -> Opts {

@@ -254,6 +254,9 @@ pub struct ReplArgs {
     /// (0: not given, an older slave). A new session with the same id
     /// replaces the old one; such a slave reads the long `RECS` form.
     pub node: u64,
+    /// The newest storage format the slave's smss reads (0: not given, an
+    /// smss from before format 3, which reads up to format 2).
+    pub format: u32,
 }
 
 /// The result of one [`parse_request`] call.

@@ -86,7 +86,8 @@ pub(super) fn parse_sub<'a>(
     Ok(sub)
 }
 
-/// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1] [node=<hex>]`,
+/// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1] [node=<hex>]
+/// [format=<n>]`,
 /// given its required token and the rest.
 pub(super) fn parse_repl<'a>(
     after: &[u8],
@@ -107,6 +108,10 @@ pub(super) fn parse_repl<'a>(
             b"history" => r.history = hex(value, "history")?,
             b"node" => r.node = hex(value, "node")?,
             b"epoch" => r.epoch = number(value, "REPL epoch")?,
+            b"format" => {
+                r.format = u32::try_from(number(value, "REPL format")?)
+                    .map_err(|_| bad(format!("invalid REPL format '{}'", quote(value))))?
+            }
             b"empty" => {
                 r.empty = match value {
                     b"0" => false,
@@ -116,7 +121,7 @@ pub(super) fn parse_repl<'a>(
             }
             _ => {
                 return Err(bad(format!(
-                    "unknown REPL option '{}' (history, epoch, empty, node)",
+                    "unknown REPL option '{}' (history, epoch, empty, node, format)",
                     quote(key)
                 )));
             }
@@ -210,7 +215,8 @@ mod tests {
                 history: 255,
                 epoch: 2,
                 empty: true,
-                node: 0
+                node: 0,
+                format: 0,
             }
         );
         let r = parse_repl(b"7", [&b"node=00c0ffee"[..], b"empty=0"].into_iter())?;
@@ -219,6 +225,10 @@ mod tests {
         assert!(parse_repl(b"1", [&b"node=12345678901234567"[..]].into_iter()).is_err());
         assert!(parse_repl(b"1", [&b"node=g"[..]].into_iter()).is_err());
         assert!(parse_repl(b"x", std::iter::empty()).is_err());
+        let r = parse_repl(b"7", [&b"format=3"[..]].into_iter())?;
+        assert_eq!(r.format, 3);
+        assert!(parse_repl(b"1", [&b"format=4294967296"[..]].into_iter()).is_err());
+        assert!(parse_repl(b"1", [&b"format=x"[..]].into_iter()).is_err());
         assert!(parse_repl(b"1", [&b"history=xyz"[..]].into_iter()).is_err());
         assert!(parse_repl(b"1", [&b"empty=2"[..]].into_iter()).is_err());
         assert!(parse_repl(b"1", [&b"Epoch=2"[..]].into_iter()).is_err());

@@ -250,7 +250,10 @@ fn session(b: &Broker, master: &str, event: Option<u64>, node: u64) -> Result<En
         "REPL {after} history={history:016x} epoch={epoch} empty={}",
         u8::from(empty)
     );
-    link.send(&format!("{repl} node={node:016x}"))?;
+    link.send(&format!(
+        "{repl} node={node:016x} format={}",
+        crate::storage::record::FORMAT_VERSION
+    ))?;
     let mut reply = link.line()?;
     if older_master(&reply) {
         // A master from before `node=` refuses the argument and stays in

@@ -67,6 +67,11 @@ impl Drop for Registered<'_> {
 /// Serves `REPL` on `wire` until the slave goes away. Returns to command
 /// mode only when the request is refused.
 pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) -> io::Result<Flow> {
+    if let Some(why) = format_refusal(args.format) {
+        warn!("{peer}: REPL refused: {why}");
+        encode_err(&mut wire.out, &ProtoError::new(ErrCode::BadReq, why));
+        return Ok(Flow::Continue);
+    }
     let silence = Duration::from_millis(broker.config.replication.slave_timeout_ms);
     let acks = Arc::new(Acks::default());
     // A socket this server cannot use is a session that cannot stream: the
@@ -454,4 +459,24 @@ fn read_acks(stream: TcpStream, b: &Broker, acks: &Acks, peer: &str, id: u64, si
             }
         });
     }
+}
+
+/// Why a slave whose smss reads storage formats up to `format` (0: it did
+/// not say, an smss from before format 3) cannot follow this master: it
+/// would misread records of this master's format. `None` when it can.
+fn format_refusal(format: u32) -> Option<String> {
+    let ours = crate::storage::record::FORMAT_VERSION;
+    if format >= ours {
+        return None;
+    }
+    let theirs = if format == 0 {
+        "an older one (it does not say which; an smss from before format 3 reads up to 2)"
+            .to_string()
+    } else {
+        format!("{format}")
+    };
+    Some(format!(
+        "this master writes storage format {ours}, the slave's smss reads {theirs}: upgrade \
+         the slave's smss first (README: Upgrades)"
+    ))
 }
