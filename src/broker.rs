@@ -24,9 +24,9 @@ use crate::replication::state::ReplState;
 use crate::role::{Role, RoleCell};
 use crate::stats::Stats;
 use crate::storage::handles::IndexHandles;
+use crate::storage::log::record::DeleteReason;
+use crate::storage::log::segment::SegmentSet;
 use crate::storage::ops::WriteReq;
-use crate::storage::record::DeleteReason;
-use crate::storage::segment::SegmentSet;
 use crate::storage::tail::DurableTail;
 use crate::writer_handle::WriterHandle;
 

@@ -43,8 +43,8 @@ use crate::protocol::{
 use crate::replication;
 use crate::role::Role;
 use crate::stats::{Gauges, ReplGauges, StatValue, Stats};
+use crate::storage::log::record::DeleteReason;
 use crate::storage::ops::{WriteOk, WriteOp};
-use crate::storage::record::DeleteReason;
 use crate::subscription;
 use crate::wire::{Flow, Input, Wire};
 use crate::writer_handle::{self, Asked, CallError, Pipeline};

@@ -29,10 +29,12 @@
 //!   [`protocol`] is pure:
 //!   parse requests (dropping the payload of one that will be refused),
 //!   encode every reply line.
-//! - [`storage`]: the commit log ([`storage::segment`], [`storage::record`]),
-//!   per-topic indexes, checkpoints, recovery; [`storage::writer`] is the
-//!   persistence thread and [`storage::ops`] its contract (`WriteOp` in,
-//!   `WriteResult` out). All files are created, appended, rolled, truncated
+//! - [`storage`], in three layers: [`storage::log`] (segments, the record
+//!   format, and the code that reads the log), [`storage::engine`] (the
+//!   persistence thread [`storage::engine::writer`] and its parts, and
+//!   recovery), [`storage::offline`] (`--check`, `--repair`); beside them the
+//!   per-topic indexes, checkpoints and [`storage::ops`], the writer's
+//!   contract (`WriteOp` in, `WriteResult` out). All files are created, appended, rolled, truncated
 //!   and deleted by the writer only; timers and connections ask it.
 //! - [`broker`]: the shared, published state (topics, segments, last event
 //!   id, durable tail, role) that readers see; [`timer`]: lifetimes, delayed
@@ -67,8 +69,8 @@
 //! records durably: the writer waits for them after its own fsync and undoes
 //! the batch (`ERR NOSLAVE`) when they do not answer in time
 //! ([`replication::quorum`] counts their acknowledgements). Offline,
-//! `smss --check` ([`storage::check`]) verifies a data directory and
-//! `smss --repair` ([`storage::repair`]) cuts it back to its last good
+//! `smss --check` ([`storage::offline::check`]) verifies a data directory and
+//! `smss --repair` ([`storage::offline::repair`]) cuts it back to its last good
 //! record and rebuilds the indexes and the checkpoint.
 #![deny(clippy::unwrap_used)]
 

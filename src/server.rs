@@ -29,8 +29,8 @@ use crate::protocol::{ErrCode, ProtoError, encode_err};
 use crate::replication::{self, peer, receiver};
 use crate::role::Role;
 use crate::stats::Stats;
+use crate::storage::engine::writer::Writer;
 use crate::storage::ops::{self, TimerReceivers, WriteOk, WriteOp};
-use crate::storage::writer::Writer;
 use crate::timer;
 use crate::writer_handle::CallError;
 

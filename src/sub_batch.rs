@@ -33,7 +33,7 @@ use log::warn;
 use crate::broker::{Broker, Topic};
 use crate::protocol::{encode_count, encode_msg};
 use crate::storage::index::{self, Entry};
-use crate::storage::reader::{ReadError, ReadErrorKind, Reader};
+use crate::storage::log::reader::{ReadError, ReadErrorKind, Reader};
 use crate::wire::Wire;
 
 /// Record bytes read, encoded and written at a time (one record may be

@@ -406,8 +406,8 @@ mod tests {
     use crate::protocol::{Limits, MAX_LINE_BYTES};
     use crate::role::Role;
     use crate::storage::index::Entry;
-    use crate::storage::record::{self, DeleteReason, Kind, Record};
-    use crate::storage::segment::Segment;
+    use crate::storage::log::record::{self, DeleteReason, Kind, Record};
+    use crate::storage::log::segment::Segment;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -21,9 +21,9 @@ use log::{debug, warn};
 
 use crate::broker::Broker;
 use crate::role::Role;
+use crate::storage::log::record::DeleteReason;
 use crate::storage::now_ms;
 use crate::storage::ops::{Expiry, WriteError, WriteOp, WriteResult};
-use crate::storage::record::DeleteReason;
 use crate::writer_handle::CallError;
 
 /// Most delayed messages fired by one write request.

@@ -252,7 +252,7 @@ fn session(b: &Broker, master: &str, event: Option<u64>, node: u64) -> Result<En
     );
     link.send(&format!(
         "{repl} node={node:016x} format={}",
-        crate::storage::record::FORMAT_VERSION
+        crate::storage::log::record::FORMAT_VERSION
     ))?;
     let mut reply = link.line()?;
     if older_master(&reply) {
@@ -369,7 +369,7 @@ fn heard(b: &Broker, at: Option<MasterPos>) {
 /// The timestamp of the first record in a RECS payload (the writer checks
 /// its CRC when it applies it).
 fn first_timestamp(records: &[u8]) -> Option<u64> {
-    crate::storage::record::peek(records).map(|p| p.timestamp_ms)
+    crate::storage::log::record::peek(records).map(|p| p.timestamp_ms)
 }
 
 #[cfg(test)]

@@ -36,10 +36,10 @@ use crate::protocol::repl::{
 use crate::protocol::{ErrCode, MAX_LINE_BYTES, ProtoError, ReplArgs, encode_err};
 use crate::replication::state::{Kick, LinkState, SlaveInfo};
 use crate::stats::Lag;
-use crate::storage::logread::{self, CHUNK_BYTES};
+use crate::storage::log::logread::{self, CHUNK_BYTES};
+use crate::storage::log::record;
 use crate::storage::now_ms;
 use crate::storage::ops::{ReplMode, SnapItem, WriteOk, WriteOp};
-use crate::storage::record;
 use crate::wire::{Flow, Wire};
 use crate::writer_handle::{self, Asked, CallError};
 
@@ -465,7 +465,7 @@ fn read_acks(stream: TcpStream, b: &Broker, acks: &Acks, peer: &str, id: u64, si
 /// not say, an smss from before format 3) cannot follow this master: it
 /// would misread records of this master's format. `None` when it can.
 fn format_refusal(format: u32) -> Option<String> {
-    let ours = crate::storage::record::FORMAT_VERSION;
+    let ours = crate::storage::log::record::FORMAT_VERSION;
     if format >= ours {
         return None;
     }

@@ -36,7 +36,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use super::record::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
+use super::log::record::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use super::{StoreError, sync_dir};
 
 pub const FILE_NAME: &str = "checkpoint";

@@ -1,7 +1,7 @@
 //! Event-id ranges of epochs, pure arithmetic: the epoch is the high 16
 //! bits of an event id, so the master of epoch `E` assigns ids in
 //! `[E << 48, (E + 1) << 48)` only (epoch 0: `1 ..`, the ids smss always
-//! had). See [`super::epochs`] for how a new epoch starts.
+//! had). See [`super::engine::epochs`] for how a new epoch starts.
 //!
 //! Imports nothing: the writer, STATS and the replication lag use it.
 

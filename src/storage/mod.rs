@@ -9,49 +9,58 @@
 //! index/<topic>@<create_id>.idx per-topic index: fixed 20-byte entries (event id, position, length)
 //! ```
 //!
-//! Only the persistence thread ([`writer`]) creates, appends to, truncates or
-//! deletes these files while a server runs; the offline `smss --repair`
-//! ([`repair`]) is the one other writer, with the directory locked. Connection threads read segments and indexes with
+//! Only the persistence thread ([`engine::writer`]) creates, appends to,
+//! truncates or deletes these files while a server runs; the offline
+//! `smss --repair` ([`offline::repair`]) is the one other writer, with the
+//! directory locked. Connection threads read segments and indexes with
 //! pread (`read_exact_at`) and never past what the writer has flushed.
+//!
+//! # The layers
+//!
+//! ```text
+//! log/      the log on disk: knows byte offsets, reads records
+//!   segment     segment files and the shared, ordered set of them
+//!   record      one record's layout, encode/decode, CRC (pure)
+//!   logread     raw records by position or id: what a replication sender streams
+//!   reader      a topic's messages through its index entries: what a subscriber gets
+//!   chain       the segment chain: no gap, no overlap, covers the checkpoint
+//!   torn        a torn tail (cut it) versus damage in the middle (stop)
+//!   logscan     the whole log, offline: lengths, CRCs, ids, where it stops being clean
+//! engine/   the persistence thread and what it is made of
+//!   writer      the loop: take a batch, append, flush, fsync, commit, answer
+//!   execute     a request becomes records; apply: the one apply path; undo: its undo log
+//!   state       the writer's topics, pending delays and batch counters
+//!   groups, delayed, lifetimes, retention, replica   the writes each kind of request asks for
+//!   quorum, quorum_gate   replication.minSlaves on the writer's side
+//!   epochs, lease, checkpointer   epochs, the id lease file, writing checkpoints
+//!   recovery    open the data directory, replay the tail through apply (main thread)
+//! offline/  smss --check (check, read-only) and smss --repair (repair)
+//! ```
+//!
+//! Beside the layers, shared by them: [`ops`] (the writer's contract:
+//! requests in, results out), [`index`] and [`handles`] (per-topic index
+//! files and the bounded set of open ones), [`checkpoint`] (the checkpoint
+//! file), [`tail`] (the durable position the writer publishes), [`ids`]
+//! (epoch id ranges), [`role`] (the `data/role` claim). `log/` imports
+//! nothing from `engine/` or `offline/`; `offline/` reuses the engine's
+//! recovery and id lease.
 
-mod apply;
-mod chain;
-pub mod check;
 pub(crate) mod checkpoint;
-mod checkpointer;
-#[cfg(test)]
-mod commit_tests;
-mod delayed;
-mod epochs;
-mod execute;
-#[cfg(test)]
-pub(crate) mod fault;
-mod groups;
+pub(crate) mod engine;
 pub(crate) mod handles;
 pub(crate) mod ids;
 pub(crate) mod index;
-pub(crate) mod lease;
-mod lifetimes;
-pub(crate) mod logread;
-mod logscan;
+pub(crate) mod log;
+pub mod offline;
 pub(crate) mod ops;
-mod quorum;
-mod quorum_gate;
-#[cfg(test)]
-mod quorum_tests;
-pub(crate) mod reader;
-pub mod record;
-pub(crate) mod recovery;
-pub mod repair;
-mod replica;
-mod retention;
 pub(crate) mod role;
-pub(crate) mod segment;
-mod state;
 pub(crate) mod tail;
-mod torn;
-mod undo;
-pub(crate) mod writer;
+
+// The paths the binaries and the integration tests use: the record format
+// (`smss-cli dump`, tests that write or inspect segments) and the offline
+// tools (`smss --check`, `smss --repair`).
+pub use log::record;
+pub use offline::{check, repair};
 
 use std::fmt;
 use std::io;

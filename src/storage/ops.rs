@@ -12,7 +12,7 @@ use std::fmt;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::record::DeleteReason;
+use super::log::record::DeleteReason;
 use super::role::RoleClaim;
 use crate::protocol::Message;
 

@@ -14,15 +14,15 @@ use std::fs::File;
 use std::io::Write as _;
 use std::path::Path;
 
-use super::{StoreError, sync_dir};
+use crate::storage::{StoreError, sync_dir};
 
 /// The lease file in the data directory.
 pub const ID_LEASE_FILE: &str = "idlease";
 /// Ids leased per write of [`ID_LEASE_FILE`].
-pub(super) const ID_LEASE_BLOCK: u64 = 1 << 20;
+pub(in crate::storage) const ID_LEASE_BLOCK: u64 = 1 << 20;
 
 /// Writes the lease file atomically (temp, fsync, rename, fsync dir).
-pub(super) fn store_lease(dir: &Path, lease: u64) -> Result<(), StoreError> {
+pub(in crate::storage) fn store_lease(dir: &Path, lease: u64) -> Result<(), StoreError> {
     let tmp = dir.join("idlease.tmp");
     let path = dir.join(ID_LEASE_FILE);
     let mut f = File::create(&tmp).map_err(|e| StoreError::io("create id lease", &tmp, e))?;
@@ -34,7 +34,7 @@ pub(super) fn store_lease(dir: &Path, lease: u64) -> Result<(), StoreError> {
 }
 
 /// Reads the lease file; 0 when there is none yet.
-pub(super) fn load_lease(dir: &Path) -> Result<u64, StoreError> {
+pub(in crate::storage) fn load_lease(dir: &Path) -> Result<u64, StoreError> {
     let path = dir.join(ID_LEASE_FILE);
     match std::fs::read_to_string(&path) {
         Ok(t) => t

@@ -5,10 +5,10 @@
 //! ([`crate::timer`]). A pending message's payload stays in its DPUB
 //! record in the log; only its position is kept here and in the checkpoint.
 
-use super::StoreError;
-use super::record::{self, Decoded, Kind, Record};
 use super::undo::Undo;
 use super::writer::Writer;
+use crate::storage::StoreError;
+use crate::storage::log::record::{self, Decoded, Kind, Record};
 
 impl Writer {
     /// Appends a Fire record for each id still pending, in the given order.

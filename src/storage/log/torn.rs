@@ -12,8 +12,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::StoreError;
 use super::record::{self, Decoded, HEADER_LEN, Kind};
+use crate::storage::StoreError;
 
 /// How far past a bad record recovery looks for a valid one before
 /// deciding the bad record is a torn tail.

@@ -36,13 +36,13 @@ use std::time::Instant;
 
 use log::warn;
 
-use super::StoreError;
-use super::ops::{WriteError, WriteOp, WriteResult};
-use super::tail::TailPos;
 use super::writer::Writer;
 use crate::config::FsyncPolicy;
 use crate::role::Role;
 use crate::stats::Stats;
+use crate::storage::StoreError;
+use crate::storage::ops::{WriteError, WriteOp, WriteResult};
+use crate::storage::tail::TailPos;
 
 impl Writer {
     /// The id of the last record in the log: the id counter, unless the ids

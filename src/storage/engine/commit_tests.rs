@@ -8,13 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::fault::{self, Step};
-use super::index;
-use super::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult, timer_channels};
 use super::writer::Writer;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::protocol::Message;
 use crate::role::Role;
+use crate::storage::index;
+use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult, timer_channels};
 
 fn open(dir: &Path, max_log_size: u64) -> Writer {
     let mut cfg = Config::default();
@@ -236,7 +236,7 @@ fn a_failed_fsync_fails_the_batch_poisons_and_leaves_nothing() {
 
 #[test]
 fn a_master_near_the_end_of_its_ids_starts_the_next_but_one_epoch_itself() {
-    use super::ids::{epoch_base, epoch_limit};
+    use crate::storage::ids::{epoch_base, epoch_limit};
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => panic!("tempdir: {e}"),

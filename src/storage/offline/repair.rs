@@ -20,17 +20,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::check::{self, Examined};
-use super::checkpoint::{Checkpoint, TopicMeta};
-use super::lease::{ID_LEASE_BLOCK, store_lease};
-use super::logscan::Cut;
-use super::record::FORMAT_VERSION;
-use super::recovery::lock_dir;
-use super::segment::Segment;
-use super::writer::Writer;
-use super::{StoreError, now_ms, ops, sync_dir};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::role::Role;
+use crate::storage::checkpoint::{Checkpoint, TopicMeta};
+use crate::storage::engine::lease::{ID_LEASE_BLOCK, store_lease};
+use crate::storage::engine::recovery::lock_dir;
+use crate::storage::engine::writer::Writer;
+use crate::storage::log::logscan::Cut;
+use crate::storage::log::record::FORMAT_VERSION;
+use crate::storage::log::segment::Segment;
+use crate::storage::{StoreError, now_ms, ops, sync_dir};
 
 /// `smss --repair` on the data directory of `config`, reporting to `out`.
 /// `Ok(true)` when the directory checks clean afterwards.
@@ -114,7 +114,7 @@ fn carried_topics(dir: &Path, ex: &Examined) -> Result<Vec<TopicMeta>, StoreErro
             })
             .collect()),
         _ => Err(StoreError::corrupt(
-            &dir.join(super::checkpoint::FILE_NAME),
+            &dir.join(crate::storage::checkpoint::FILE_NAME),
             0,
             format!(
                 "the checkpoint is missing or unreadable and the log starts at position \
@@ -204,7 +204,7 @@ fn reset_derived(dir: &Path, ex: &Examined, carried: &[TopicMeta]) -> Result<(),
         }
     }
     for t in carried {
-        let p = index_dir.join(super::index::file_name(&t.name, t.create_id));
+        let p = index_dir.join(crate::storage::index::file_name(&t.name, t.create_id));
         File::create(&p).map_err(|e| StoreError::io("create index", &p, e))?;
     }
     sync_dir(&index_dir)?;
@@ -216,7 +216,7 @@ fn reset_derived(dir: &Path, ex: &Examined, carried: &[TopicMeta]) -> Result<(),
         _ => None,
     };
     let carried_group =
-        |g: &&super::checkpoint::GroupMeta| carried.iter().any(|t| t.name == g.topic);
+        |g: &&crate::storage::checkpoint::GroupMeta| carried.iter().any(|t| t.name == g.topic);
     Checkpoint {
         format: FORMAT_VERSION,
         log_pos: ex.log.segs.first().map_or(0, |s| s.base),

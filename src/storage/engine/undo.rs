@@ -11,10 +11,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::checkpoint::EpochMeta;
-use super::segment::Segment;
 use super::state::{Pending, WriterTopic};
 use crate::broker::{GroupState, TopicState};
+use crate::storage::checkpoint::EpochMeta;
+use crate::storage::log::segment::Segment;
 
 /// Where the batch started: everything before it is committed.
 pub(super) struct Mark {

@@ -15,9 +15,9 @@
 
 use log::{info, warn};
 
-use super::StoreError;
-use super::record::{DeleteReason, Kind, Record};
 use super::writer::Writer;
+use crate::storage::StoreError;
+use crate::storage::log::record::{DeleteReason, Kind, Record};
 
 impl Writer {
     /// Appends the DELETE record of `topic` and applies it. Returns its id.

@@ -24,10 +24,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::StoreError;
-use super::index::Entry;
 use super::record::{self, Decoded};
 use super::segment::{Segment, SegmentSet};
+use crate::storage::StoreError;
+use crate::storage::index::Entry;
 
 /// Records this far apart or closer are read with one pread: reading the gap
 /// costs less than another system call.

@@ -11,11 +11,11 @@ use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
 use super::chain::{self, SegInfo};
 use super::record::{self, FLAG_BATCH_MORE, ScanEnd};
 use super::segment::Segment;
 use super::torn::{self, SCAN_LIMIT};
+use crate::storage::StoreError;
 
 /// Most scans for a valid record after damage tried in one segment
 /// (bounds time and output).

@@ -10,15 +10,15 @@
 
 use log::info;
 
-use super::StoreError;
 use super::lease::{ID_LEASE_BLOCK, store_lease};
-use super::now_ms;
-use super::ops::{WriteError, WriteOk, WriteOp, WriteResult};
-use super::record::{self, DeleteReason, FLAG_BATCH_MORE, Kind, Record};
 use super::writer::Writer;
 use crate::protocol::Message;
 use crate::role::Role;
 use crate::stats::Stats;
+use crate::storage::StoreError;
+use crate::storage::log::record::{self, DeleteReason, FLAG_BATCH_MORE, Kind, Record};
+use crate::storage::now_ms;
+use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteResult};
 
 impl Writer {
     /// Validates one request and appends its record(s) to the batch.

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::checkpoint::Checkpoint;
-use super::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult, timer_channels};
 use super::writer::Writer;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::protocol::Message;
 use crate::role::Role;
 use crate::stats::Stats;
+use crate::storage::checkpoint::Checkpoint;
+use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult, timer_channels};
 
 /// The slave connection the tests play.
 const SLAVE: u64 = 7;
@@ -117,7 +117,7 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
     match w.repl_plan(2, w.history, 0, false) {
         Ok(WriteOk::Plan(p)) => assert_eq!(
             p.mode,
-            super::ops::ReplMode::Diverged { keep_id: 1 },
+            crate::storage::ops::ReplMode::Diverged { keep_id: 1 },
             "{p:?}"
         ),
         other => panic!("{other:?}"),
@@ -205,10 +205,16 @@ fn a_crash_after_an_undo_resumes_above_the_lease_with_one_gap() {
     );
     // A slave that kept record 1 is served; one that holds 2 moves it aside.
     for (after, mode) in [
-        (1, super::ops::ReplMode::Stream { after_id: 1 }),
-        (2, super::ops::ReplMode::Diverged { keep_id: 1 }),
-        (lease, super::ops::ReplMode::Diverged { keep_id: 1 }),
-        (lease + 5, super::ops::ReplMode::Diverged { keep_id: 1 }),
+        (1, crate::storage::ops::ReplMode::Stream { after_id: 1 }),
+        (2, crate::storage::ops::ReplMode::Diverged { keep_id: 1 }),
+        (
+            lease,
+            crate::storage::ops::ReplMode::Diverged { keep_id: 1 },
+        ),
+        (
+            lease + 5,
+            crate::storage::ops::ReplMode::Diverged { keep_id: 1 },
+        ),
     ] {
         match w.repl_plan(after, w.history, 0, false) {
             Ok(WriteOk::Plan(p)) => assert_eq!(p.mode, mode, "after {after}"),

@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use log::info;
 
-use super::StoreError;
-use super::index::{self, ENTRY_LEN, Entry};
 use super::state::Change;
 use super::undo::Undo;
 use super::writer::Writer;
+use crate::storage::StoreError;
+use crate::storage::index::{self, ENTRY_LEN, Entry};
 
 impl Writer {
     /// Log positions retention must keep: no segment holding bytes at or

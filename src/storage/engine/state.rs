@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::record::DeleteReason;
-use super::segment::Segment;
 use crate::broker::{GroupState, Topic, TopicState};
+use crate::storage::log::record::DeleteReason;
+use crate::storage::log::segment::Segment;
 
 /// The writer's own view of a topic, ahead of what readers see until commit.
 pub(super) struct WriterTopic {

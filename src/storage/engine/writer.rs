@@ -1,7 +1,7 @@
 //! The persistence thread: the only code that writes the log, the indexes
 //! and the checkpoint.
 //!
-//! Connection threads and timers send [`WriteReq`]s (see [`super::ops`])
+//! Connection threads and timers send [`WriteReq`]s (see [`crate::storage::ops`])
 //! through the bounded crossbeam channel (`worker.buffSize`). The thread runs
 //! a **group commit** loop: take one request, drain what else is queued
 //! (bounded) into a *batch* (the word "group" is the consumer group's),
@@ -33,19 +33,21 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{error, info, warn};
 
-use super::checkpoint::EpochMeta;
-use super::index::ENTRY_LEN;
 use super::lease::store_lease;
-use super::ops::{HeldReplies, TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
 use super::quorum_gate::QuorumGate;
-use super::segment::Segment;
 use super::state::{BatchCounts, Change, Pending, WriterTopic};
-use super::tail::TailPos;
 use super::undo::{Mark, UndoLog};
-use super::{StoreError, sync_dir};
 use crate::broker::Broker;
 use crate::config::{Config, FsyncPolicy};
 use crate::stats::Stats;
+use crate::storage::checkpoint::EpochMeta;
+use crate::storage::index::ENTRY_LEN;
+use crate::storage::log::segment::Segment;
+use crate::storage::ops::{
+    HeldReplies, TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult,
+};
+use crate::storage::tail::TailPos;
+use crate::storage::{StoreError, sync_dir};
 
 /// Zero fill kept ahead of the write position of the active segment.
 const PREALLOC_CHUNK: u64 = 4 << 20;
@@ -471,7 +473,7 @@ impl Writer {
     /// Everything written so far is durable under the policy: tell the
     /// readers that may only see durable records (replication senders).
     /// Inside a batch only for the write quorum, which moves the tail back
-    /// ([`super::tail::DurableTail::cut_back`]) before it cuts the batch.
+    /// ([`crate::storage::tail::DurableTail::cut_back`]) before it cuts the batch.
     pub(super) fn publish_durable(&self) {
         self.broker.durable.publish(TailPos {
             pos: self.active.base + self.active_len,

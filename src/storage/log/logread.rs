@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
-use super::StoreError;
 use super::record::{self, Decoded, FLAG_BATCH_MORE, HEADER_LEN};
 use super::segment::{Segment, SegmentSet};
+use crate::storage::StoreError;
 
 /// Most bytes one chunk read returns (more if a single record is larger).
 pub(crate) const CHUNK_BYTES: usize = 1 << 20;
@@ -202,7 +202,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::storage::record::{Kind, Record};
+    use crate::storage::log::record::{Kind, Record};
 
     fn rec(out: &mut Vec<u8>, id: u64, flags: u8) {
         record::encode(

@@ -15,15 +15,15 @@ use std::sync::Arc;
 use log::{info, warn};
 
 use super::lease::ID_LEASE_BLOCK;
-use super::logread;
-use super::ops::{ReplMode, ReplPlan, SnapItem, WriteOk};
-use super::record::{self, Decoded, FLAG_BATCH_MORE, Kind, Record};
-use super::role::{ROLE_FILE, RoleClaim, load_claim, store_claim};
 use super::state::Change;
 use super::writer::Writer;
-use super::{StoreError, sync_dir};
 use crate::role::Role;
 use crate::stats::Stats;
+use crate::storage::log::logread;
+use crate::storage::log::record::{self, Decoded, FLAG_BATCH_MORE, Kind, Record};
+use crate::storage::ops::{ReplMode, ReplPlan, SnapItem, WriteOk};
+use crate::storage::role::{ROLE_FILE, RoleClaim, load_claim, store_claim};
+use crate::storage::{StoreError, sync_dir};
 
 /// Where moved-aside divergent records go, under the data directory.
 pub const DIVERGED_DIR: &str = "diverged";
@@ -360,7 +360,7 @@ impl Writer {
         info!("promoted: a master from event id {id} on");
         // The slave's timers waited for the master: lifetimes over by now
         // end before any delayed message fires.
-        self.expire_ended(super::now_ms());
+        self.expire_ended(crate::storage::now_ms());
         Ok(WriteOk::Id(id))
     }
 
@@ -379,7 +379,7 @@ impl Writer {
     }
 }
 
-/// The role claim (see [`super::role`]).
+/// The role claim (see [`crate::storage::role`]).
 impl Writer {
     /// Writes `claim` once everything written so far is durable: a claim
     /// of epoch E must never outlive a crash that lost E's EPOCH record.

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::io;
 use std::path::Path;
 
-use super::StoreError;
+use crate::storage::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {

@@ -11,14 +11,14 @@ use std::sync::Arc;
 
 use log::warn;
 
-use super::StoreError;
-use super::checkpoint::EpochMeta;
-use super::index::{ENTRY_LEN, Entry};
-use super::record::{DeleteReason, Kind, Record};
 use super::state::{Change, Pending, WriterTopic};
 use super::undo::Undo;
 use super::writer::Writer;
 use crate::broker::{Topic, TopicState};
+use crate::storage::StoreError;
+use crate::storage::checkpoint::EpochMeta;
+use crate::storage::index::{ENTRY_LEN, Entry};
+use crate::storage::log::record::{DeleteReason, Kind, Record};
 
 impl Writer {
     /// The one apply path: updates the writer's state for a record already

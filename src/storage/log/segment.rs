@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use super::StoreError;
+use crate::storage::StoreError;
 
 /// One open segment file.
 #[derive(Debug)]

@@ -16,15 +16,15 @@
 //! at ids just above the old master's lease) stays valid: such an epoch's
 //! ids are all below `1 << 48`, and the next PROMOTE still jumps above them.
 //!
-//! Runs on the writer thread; the range arithmetic is in [`super::ids`].
+//! Runs on the writer thread; the range arithmetic is in [`crate::storage::ids`].
 
 use log::{info, warn};
 
-use super::StoreError;
-use super::ids::{epoch_base, epoch_limit};
-use super::now_ms;
-use super::record::{self, Decoded, Kind, NO_TOPIC, Record};
 use super::writer::Writer;
+use crate::storage::StoreError;
+use crate::storage::ids::{epoch_base, epoch_limit};
+use crate::storage::log::record::{self, Decoded, Kind, NO_TOPIC, Record};
+use crate::storage::now_ms;
 
 /// A master starts a new epoch itself when fewer ids than this are left in
 /// its range (more than one request can take: MPUB takes at most

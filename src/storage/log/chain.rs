@@ -13,8 +13,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::StoreError;
 use super::segment::Segment;
+use crate::storage::StoreError;
 
 /// One segment file as found on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

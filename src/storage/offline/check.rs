@@ -1,7 +1,7 @@
 //! `smss --check`: an offline, read-only verification of a data directory.
 //!
 //! Checks every record's length and CRC and the segment chain
-//! ([`super::logscan`]), every index entry against the log (a record of
+//! ([`crate::storage::log::logscan`]), every index entry against the log (a record of
 //! that topic with that event id and length), the checkpoint (its CRC, its
 //! position, its topics against their index files, its delayed messages
 //! against their DPUB records) and the id lease. Each finding names the
@@ -18,16 +18,16 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
-use super::chain::SegInfo;
-use super::checkpoint::{self, Checkpoint};
-use super::index::{ENTRY_LEN, Entry};
-use super::lease::load_lease;
-use super::logscan::{self, Cut, LogScan};
-use super::record::{self, Decoded, Kind};
-use super::segment::Segment;
+use crate::storage::StoreError;
+use crate::storage::checkpoint::{self, Checkpoint};
+use crate::storage::engine::lease::load_lease;
+use crate::storage::index::{ENTRY_LEN, Entry};
+use crate::storage::log::chain::SegInfo;
+use crate::storage::log::logscan::{self, Cut, LogScan};
+use crate::storage::log::record::{self, Decoded, Kind};
+use crate::storage::log::segment::Segment;
 
-pub use super::logscan::Finding;
+pub use crate::storage::log::logscan::Finding;
 
 /// Entries read from an index file per pread.
 const ENTRY_CHUNK: usize = 16 << 10;
@@ -255,7 +255,7 @@ fn check_checkpoint(
             f.topic = Some(t.name.clone());
             ex.log.findings.push(f);
         };
-        let path = index_dir.join(super::index::file_name(&t.name, t.create_id));
+        let path = index_dir.join(crate::storage::index::file_name(&t.name, t.create_id));
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) => {
@@ -477,7 +477,7 @@ pub(crate) fn lost_text(ex: &Examined) -> String {
 /// summary to `out`; `Ok(true)` when the directory is clean.
 pub fn run(dir: &Path, out: &mut dyn Write) -> Result<bool, StoreError> {
     let _lock = if dir.join("LOCK").exists() {
-        Some(super::recovery::lock_dir(dir)?)
+        Some(crate::storage::engine::recovery::lock_dir(dir)?)
     } else {
         None // no server ever ran here; there is nothing to lock
     };

@@ -10,13 +10,13 @@
 
 use log::{info, warn};
 
-use super::StoreError;
-use super::index;
-use super::ops::{WriteError, WriteOk};
-use super::record::{self, Decoded, FLAG_BATCH_MORE, GroupOp, Kind, Record};
 use super::undo::Undo;
 use super::writer::Writer;
 use crate::broker::GroupState;
+use crate::storage::StoreError;
+use crate::storage::index;
+use crate::storage::log::record::{self, Decoded, FLAG_BATCH_MORE, GroupOp, Kind, Record};
+use crate::storage::ops::{WriteError, WriteOk};
 
 /// What a group write can come to: refused (nothing written) or failed.
 pub(super) enum GroupErr {
@@ -113,7 +113,7 @@ impl Writer {
         let body = op.encode();
         self.append(&Record {
             event_id: id,
-            timestamp_ms: super::now_ms(),
+            timestamp_ms: crate::storage::now_ms(),
             kind: Kind::Group,
             flags,
             topic,
@@ -246,7 +246,7 @@ impl Writer {
         self.ensure_room(total)?;
         self.append(&Record {
             event_id: copy_id,
-            timestamp_ms: super::now_ms(),
+            timestamp_ms: crate::storage::now_ms(),
             kind: Kind::Pub,
             flags: FLAG_BATCH_MORE,
             topic: dlq,
@@ -520,7 +520,7 @@ mod tests {
     #[test]
     fn a_directory_of_format_2_gets_a_new_checkpoint_before_any_new_record() {
         use crate::storage::checkpoint::Checkpoint;
-        use crate::storage::record::FORMAT_VERSION;
+        use crate::storage::log::record::FORMAT_VERSION;
         let dir = tempfile::tempdir().expect("tempdir");
         let load = || match Checkpoint::load(dir.path()) {
             Ok(Some(cp)) => cp,

@@ -5,17 +5,17 @@
 //!
 //! Runs on the writer thread, as part of [`Writer`]: after each batch
 //! when enough log was written or a segment rolled, on an idle tick, and at
-//! shutdown. The file format is [`super::checkpoint`]'s.
+//! shutdown. The file format is [`crate::storage::checkpoint`]'s.
 
 use std::time::{Duration, Instant};
 
 use log::warn;
 
-use super::StoreError;
-use super::checkpoint::{Checkpoint, DelayedMeta, GroupMeta, TopicMeta};
-use super::record::FORMAT_VERSION;
-use super::sync_dir;
 use super::writer::Writer;
+use crate::storage::StoreError;
+use crate::storage::checkpoint::{Checkpoint, DelayedMeta, GroupMeta, TopicMeta};
+use crate::storage::log::record::FORMAT_VERSION;
+use crate::storage::sync_dir;
 
 /// A checkpoint that failed for want of a resource is tried again after this.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);

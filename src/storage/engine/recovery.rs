@@ -9,7 +9,7 @@
 //! - A bad record anywhere else, or one followed by a valid record, is
 //!   corruption: the server refuses to start, naming the file and offset.
 //! - A segment chain with a hole, or a log shorter than the checkpoint
-//!   covers ([`super::chain`]), stops the start before anything is written.
+//!   covers ([`crate::storage::log::chain`]), stops the start before anything is written.
 //! - The zero fill ahead of the write position (preallocation) is dropped
 //!   quietly and reported as zero fill, not as torn bytes.
 
@@ -22,19 +22,19 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use super::chain;
-use super::checkpoint::{self, Checkpoint};
-use super::index::{self, ENTRY_LEN};
 use super::lease::load_lease;
-use super::ops::TimerSenders;
-use super::record::{self, Decoded, FLAG_BATCH_MORE};
-use super::segment::{Segment, list_segments};
 use super::state::{Change, Pending};
-use super::torn;
 use super::writer::Writer;
-use super::{StoreError, sync_dir};
 use crate::broker::{Broker, Topic, TopicState};
 use crate::role::Role;
+use crate::storage::checkpoint::{self, Checkpoint};
+use crate::storage::index::{self, ENTRY_LEN};
+use crate::storage::log::chain;
+use crate::storage::log::record::{self, Decoded, FLAG_BATCH_MORE};
+use crate::storage::log::segment::{Segment, list_segments};
+use crate::storage::log::torn;
+use crate::storage::ops::TimerSenders;
+use crate::storage::{StoreError, sync_dir};
 
 /// Read window for replay.
 const WINDOW: usize = 4 << 20;
@@ -72,7 +72,7 @@ fn now_ms_nanos() -> u64 {
 }
 
 /// Takes the data directory's exclusive lock (also for `smss --repair`).
-pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+pub(in crate::storage) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join("LOCK");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -231,7 +231,7 @@ impl Writer {
         // Lifetimes that ended while the server was down end now, before
         // it serves anything or its timers fire a delayed message for them.
         if is_master {
-            w.expire_ended(super::now_ms());
+            w.expire_ended(crate::storage::now_ms());
         }
         w.commit()?;
         // What survived the crash is the durable log now.
