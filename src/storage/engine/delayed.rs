@@ -37,7 +37,7 @@ impl Writer {
                 }
                 _ => {
                     return Err(StoreError::corrupt(
-                        &self.active.path,
+                        self.log.path(),
                         p.pos,
                         format!("the DPUB record of event {id} is not where the writer put it"),
                     ));
@@ -64,18 +64,6 @@ impl Writer {
     /// Reads log bytes at a global position, from the file or from the
     /// part of the batch not yet written.
     pub(super) fn read_log(&self, buf: &mut [u8], pos: u64) -> Result<(), StoreError> {
-        let flushed_end = self.active.base + self.active_len;
-        if pos >= flushed_end {
-            let at = (pos - flushed_end) as usize;
-            let src = self.buf.get(at..at + buf.len()).ok_or_else(|| {
-                StoreError::corrupt(&self.active.path, pos, "read past the end of the log")
-            })?;
-            buf.copy_from_slice(src);
-            return Ok(());
-        }
-        let seg = self.broker.segments.find(pos).ok_or_else(|| {
-            StoreError::corrupt(&self.log_dir, pos, "no segment holds this position")
-        })?;
-        seg.read_exact_at(buf, pos)
+        self.log.read(buf, pos, &self.broker.segments)
     }
 }

@@ -70,8 +70,7 @@ impl Writer {
         }
         let bytes = epoch_record(id, now_ms(), epoch, self.last_id, self.history);
         self.reserve_replicated(id, bytes.len())?;
-        let pos = self.next_pos();
-        self.buf.extend_from_slice(&bytes);
+        let pos = self.log.append_bytes(&bytes);
         if let Decoded::Record { rec, len } = record::decode(&bytes) {
             self.apply(&rec, pos, len)?;
         }

@@ -283,9 +283,7 @@ impl Writer {
     /// Encodes a reserved record into the batch and applies it.
     fn append_reserved(&mut self, rec: &Record<'_>) -> Result<(), StoreError> {
         let pos = self.next_pos();
-        let start = self.buf.len();
-        record::encode(&mut self.buf, rec);
-        let len = self.buf.len() - start;
+        let len = self.log.append_record(rec);
         self.apply(rec, pos, len)
     }
 }

@@ -288,7 +288,7 @@ impl Writer {
                 Ok((rec.headers.to_vec(), rec.payload().to_vec()))
             }
             _ => Err(GroupErr::Store(StoreError::corrupt(
-                &self.active.path,
+                self.log.path(),
                 e.pos,
                 format!("the record of event {id} does not match the index of {topic}"),
             ))),

@@ -8,6 +8,7 @@
 //!
 //! Runs on the writer thread (recovery: on the main thread, before it).
 
+mod active_log;
 mod apply;
 mod checkpointer;
 #[cfg(test)]

@@ -132,7 +132,8 @@ impl Writer {
             return Ok(());
         }
         quorum.fell_behind(id);
-        let (pos, last_id) = self.undo.mark_at().unwrap_or((self.next_pos(), id));
+        let pos = self.log.batch_start().unwrap_or(self.next_pos());
+        let last_id = self.undo.mark_last_id().unwrap_or(id);
         // Before the file changes: a sender that read past `pos` ends its
         // session, and one reading now drops what it read.
         self.broker.durable.cut_back(TailPos { pos, last_id });

@@ -167,7 +167,7 @@ impl Writer {
             .map(|(s, _)| s)
             .collect();
         for seg in to_replay {
-            let is_newest = Arc::ptr_eq(seg, &w.active);
+            let is_newest = w.log.is_active(seg);
             let from = start_pos.saturating_sub(seg.base);
             w.replay_segment(seg, from, is_newest, &mut report)?;
         }
@@ -187,8 +187,7 @@ impl Writer {
                 ));
             }
         }
-        w.active_len = file_len(&w.active)?;
-        w.active_alloc = w.active_len;
+        w.log.resume_at_file_end()?;
         let lease = load_lease(&dir)?;
         let is_master = w.broker.role() == Role::Master;
         if lease > w.last_id && is_master {

@@ -10,7 +10,6 @@
 //! the same bytes, the master's ids and timestamps.
 
 use std::io::Write as _;
-use std::sync::Arc;
 
 use log::{info, warn};
 
@@ -233,8 +232,7 @@ impl Writer {
                     break; // decoded above
                 };
                 if rec.event_id > self.last_id {
-                    let pos = self.next_pos();
-                    self.buf.extend_from_slice(&batch[off..off + len]);
+                    let pos = self.log.append_bytes(&batch[off..off + len]);
                     self.apply(&rec, pos, len)?;
                     if rec.is_message() {
                         self.counts.published += 1;
@@ -278,7 +276,7 @@ impl Writer {
         self.roll()?;
         // Every segment but the (new, empty) active one.
         let mut old = self.broker.segments.all();
-        old.retain(|s| !Arc::ptr_eq(s, &self.active));
+        old.retain(|s| !self.log.is_active(s));
         for name in self.topics.keys().cloned().collect::<Vec<_>>() {
             if let Some(t) = self.topics.remove(&name) {
                 self.drop_topic(t, record::DeleteReason::Deleted);
@@ -310,7 +308,7 @@ impl Writer {
     /// (segment format: `smss-cli dump` reads it), durably.
     fn move_aside(&mut self, keep_id: u64) -> Result<(), StoreError> {
         self.flush_log()?;
-        let end = self.active.base + self.active_len;
+        let end = self.log.written_end();
         let segments = &self.broker.segments;
         let mut pos = logread::position_after(segments, end, keep_id)?;
         let mut bytes = Vec::new();

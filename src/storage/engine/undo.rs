@@ -1,20 +1,18 @@
 //! The undo log of the batch being built: what to put back when its commit
 //! fails, so a request answered `ERR` changed nothing.
 //!
-//! Owned by the writer thread. A batch starts at a [`Mark`] (the last
-//! committed log position and the writer's counters then); every change the
-//! batch makes to topics and pending delayed messages is recorded as it
-//! happens. [`UndoLog::revert`] replays the record backwards; the writer then
-//! cuts the log back to the mark ([`super::writer`]). Recovery replays
-//! without a batch, so nothing is recorded then.
+//! Owned by the writer thread. A batch starts at a [`Mark`] (the writer's
+//! counters when it started); every change the batch makes to topics and
+//! pending delayed messages is recorded as it happens. [`UndoLog::revert`]
+//! replays the record backwards; the writer then has the active log cut
+//! its file back to where the batch started ([`super::active_log`]).
+//! Recovery replays without a batch, so nothing is recorded then.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use super::state::{Pending, WriterTopic};
 use crate::broker::{GroupState, TopicState};
 use crate::storage::checkpoint::EpochMeta;
-use crate::storage::log::segment::Segment;
 
 /// Where the batch started: everything before it is committed.
 pub(super) struct Mark {
@@ -22,9 +20,6 @@ pub(super) struct Mark {
     pub(super) since_checkpoint: u64,
     pub(super) index_bytes: u64,
     pub(super) sealed_bytes: u64,
-    pub(super) active: Arc<Segment>,
-    /// Bytes of `active` written when the batch started.
-    pub(super) active_len: u64,
     pub(super) history: u64,
     /// A few entries at most (one per failover).
     pub(super) epochs: Vec<EpochMeta>,
@@ -56,26 +51,18 @@ pub(super) enum Undo {
 pub(super) struct UndoLog {
     mark: Option<Mark>,
     ops: Vec<Undo>,
-    /// Segments the batch rolled to.
-    pub(super) new_segments: Vec<Arc<Segment>>,
-    /// Log bytes of the batch reached a file.
-    pub(super) wrote: bool,
 }
 
 impl UndoLog {
     pub(super) fn begin(&mut self, mark: Mark) {
         self.mark = Some(mark);
         self.ops.clear();
-        self.new_segments.clear();
-        self.wrote = false;
     }
 
     /// The batch is committed: nothing to take back any more.
     pub(super) fn end(&mut self) {
         self.mark = None;
         self.ops.clear();
-        self.new_segments.clear();
-        self.wrote = false;
     }
 
     /// Records a change, while a batch is open.
@@ -89,11 +76,9 @@ impl UndoLog {
         self.mark.is_some()
     }
 
-    /// Where the open batch started: (global log position, last event id).
-    pub(super) fn mark_at(&self) -> Option<(u64, u64)> {
-        self.mark
-            .as_ref()
-            .map(|m| (m.active.base + m.active_len, m.last_id))
+    /// The last event id before the open batch.
+    pub(super) fn mark_last_id(&self) -> Option<u64> {
+        self.mark.as_ref().map(|m| m.last_id)
     }
 
     /// Takes back every recorded change to `topics` and `pending`, newest

@@ -13,8 +13,11 @@
 //! waits for the slaves between its fsync and its publication, or is undone
 //! ([`super::quorum`]).
 //!
-//! This file owns the loop and the files: commit, flush, sync, segment roll
-//! and poisoning; checkpoints are written by [`super::checkpointer`]. Live
+//! This file owns the loop: commit, publication and poisoning. The file
+//! being appended to (buffer, preallocation, flush, fdatasync, segment
+//! roll, cut-back of a failed batch) is [`super::active_log`]'s; the writer
+//! says when, the active log does it. Checkpoints are written by
+//! [`super::checkpointer`]. Live
 //! writes, crash-recovery replay ([`super::recovery`]) and replication all
 //! change the writer's state through [`super::apply`], the one apply path.
 //!
@@ -33,6 +36,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{error, info, warn};
 
+use super::active_log::ActiveLog;
 use super::lease::store_lease;
 use super::quorum_gate::QuorumGate;
 use super::state::{BatchCounts, Change, Pending, WriterTopic};
@@ -49,10 +53,6 @@ use crate::storage::ops::{
 use crate::storage::tail::TailPos;
 use crate::storage::{StoreError, sync_dir};
 
-/// Zero fill kept ahead of the write position of the active segment.
-const PREALLOC_CHUNK: u64 = 4 << 20;
-/// Extend the zero fill when less than this is left ahead.
-const PREALLOC_MARGIN: u64 = 1 << 20;
 /// Most requests one batch takes from the channel.
 const MAX_BATCH_REQUESTS: usize = 4096;
 /// A batch stops draining once this many log bytes are buffered.
@@ -94,14 +94,8 @@ pub struct Writer {
     pub(super) dir: PathBuf,
     pub(super) log_dir: PathBuf,
     pub(super) index_dir: PathBuf,
-    pub(super) active: Arc<Segment>,
-    /// Bytes of the active segment already written to the file.
-    pub(super) active_len: u64,
-    /// Bytes of the active segment file that exist (written data plus the
-    /// zero fill ahead of it).
-    pub(super) active_alloc: u64,
-    /// Log bytes not yet written; they go at `active_len`.
-    pub(super) buf: Vec<u8>,
+    /// The segment being appended to: buffer, flush, sync, roll, cut-back.
+    pub(super) log: ActiveLog,
     /// Bytes in segments other than the active one.
     pub(super) sealed_bytes: u64,
     pub(super) index_bytes: u64,
@@ -109,9 +103,6 @@ pub struct Writer {
     pub(super) topics: HashMap<String, WriterTopic>,
     pub(super) changes: Vec<Change>,
     pub(super) dirty: Vec<String>,
-    pub(super) last_sync: Instant,
-    /// Log bytes written but not fsynced.
-    pub(super) log_unsynced: bool,
     pub(super) since_checkpoint: u64,
     pub(super) last_checkpoint: Instant,
     pub(super) want_checkpoint: bool,
@@ -160,24 +151,21 @@ impl Writer {
         let dir = broker.config.store.path.clone();
         let repl = &broker.config.replication;
         let quorum = QuorumGate::new(repl.min_slaves, repl.sync_timeout_ms);
+        let tuning = Tuning::from_config(&broker.config);
+        let log = ActiveLog::new(dir.join("log"), tuning.max_log_size, active, active_len);
         Writer {
-            tuning: Tuning::from_config(&broker.config),
+            tuning,
             broker,
             log_dir: dir.join("log"),
             index_dir: dir.join("index"),
             dir,
-            active,
-            active_len,
-            active_alloc: active_len,
-            buf: Vec::new(),
+            log,
             sealed_bytes,
             index_bytes: 0,
             last_id: 0,
             topics: HashMap::new(),
             changes: Vec::new(),
             dirty: Vec::new(),
-            last_sync: Instant::now(),
-            log_unsynced: false,
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             want_checkpoint: false,
@@ -201,7 +189,7 @@ impl Writer {
 
     /// Global log position where the next record goes.
     pub fn next_pos(&self) -> u64 {
-        self.active.base + self.active_len + self.buf.len() as u64
+        self.log.next_pos()
     }
 
     /// The thread body: batch after batch until Shutdown or until every
@@ -222,7 +210,7 @@ impl Writer {
                 }
             };
             batch.push(first);
-            while batch.len() < MAX_BATCH_REQUESTS && self.buf.len() < MAX_BATCH_BYTES {
+            while batch.len() < MAX_BATCH_REQUESTS && self.log.buffered() < MAX_BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(r) => batch.push(r),
                     Err(_) => break,
@@ -315,13 +303,12 @@ impl Writer {
 
     /// Opens the undo log of a new batch at the last committed position.
     pub(super) fn begin_batch(&mut self) {
+        self.log.begin_batch();
         self.undo.begin(Mark {
             last_id: self.last_id,
             since_checkpoint: self.since_checkpoint,
             index_bytes: self.index_bytes,
             sealed_bytes: self.sealed_bytes,
-            active: Arc::clone(&self.active),
-            active_len: self.active_len + self.buf.len() as u64,
             history: self.history,
             epochs: self.epochs.clone(),
         });
@@ -358,7 +345,7 @@ impl Writer {
         if self.poisoned.is_some() {
             return;
         }
-        if self.log_unsynced && self.last_sync.elapsed() >= self.tuning.fsync_interval {
+        if self.log.has_unsynced() && self.log.since_sync() >= self.tuning.fsync_interval {
             match self.sync_log() {
                 Ok(()) => self.publish_durable(),
                 Err(e) => {
@@ -399,59 +386,17 @@ impl Writer {
         Err(WriteError::Storage(e.to_string()))
     }
 
+    /// Writes the batch's log bytes to the active segment.
     pub(super) fn flush_log(&mut self) -> Result<(), StoreError> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        self.preallocate(self.active_len + self.buf.len() as u64)?;
-        self.active
-            .file
-            .write_all_at(&self.buf, self.active_len)
-            .map_err(|e| {
-                // A short write may have reached the file.
-                self.undo.wrote = true;
-                StoreError::io("write segment", &self.active.path, e)
-            })?;
-        self.active_len += self.buf.len() as u64;
-        self.buf.clear();
-        self.log_unsynced = true;
-        self.undo.wrote = true;
-        Ok(())
+        self.log.flush()
     }
 
-    /// Keeps zero-filled space ahead of the write position so that the
-    /// fdatasync after each batch overwrites allocated blocks and
-    /// needs no file-size or extent change journalled (several times
-    /// cheaper on ext4). Recovery reads a zero length field as the end.
-    fn preallocate(&mut self, end: u64) -> Result<(), StoreError> {
-        if end + PREALLOC_MARGIN <= self.active_alloc {
-            return Ok(());
-        }
-        let limit = self.tuning.max_log_size.max(end);
-        let target = (end + PREALLOC_CHUNK).min(limit);
-        if target <= self.active_alloc {
-            return Ok(());
-        }
-        let from = self.active_alloc.max(self.active_len);
-        let zeros = vec![0u8; (target - from) as usize];
-        self.active
-            .file
-            .write_all_at(&zeros, from)
-            .map_err(|e| StoreError::io("preallocate segment", &self.active.path, e))?;
-        self.active_alloc = target;
-        Ok(())
-    }
-
+    /// fdatasyncs the active segment if it has unsynced bytes, then lets
+    /// go of what waited for that (deleted topics' index files).
     pub(super) fn sync_log(&mut self) -> Result<(), StoreError> {
-        if !self.log_unsynced {
+        if !self.log.sync()? {
             return Ok(());
         }
-        self.active
-            .file
-            .sync_data()
-            .map_err(|e| StoreError::io("fsync segment", &self.active.path, e))?;
-        self.log_unsynced = false;
-        self.last_sync = Instant::now();
         Stats::add(&self.broker.stats.fsyncs, 1);
         self.unlink_doomed_indexes();
         Ok(())
@@ -476,15 +421,14 @@ impl Writer {
     /// ([`crate::storage::tail::DurableTail::cut_back`]) before it cuts the batch.
     pub(super) fn publish_durable(&self) {
         self.broker.durable.publish(TailPos {
-            pos: self.active.base + self.active_len,
+            pos: self.log.written_end(),
             last_id: self.last_id,
         });
     }
 
     /// Rolls to a new segment when `bytes` more would overflow the active one.
     pub(super) fn ensure_room(&mut self, bytes: usize) -> Result<(), StoreError> {
-        let used = self.active_len + self.buf.len() as u64;
-        if used == 0 || used + bytes as u64 <= self.tuning.max_log_size {
+        if !self.log.needs_roll(bytes) {
             return Ok(());
         }
         self.roll()
@@ -493,33 +437,22 @@ impl Writer {
     /// Seals the active segment and starts a new one at the next position
     /// (nothing to do while the active one is empty).
     pub(super) fn roll(&mut self) -> Result<(), StoreError> {
-        if self.active_len + self.buf.len() as u64 == 0 {
+        if self.log.is_empty() {
             return Ok(());
         }
-        self.flush_log()?;
-        // A sealed segment holds exactly its records: drop the zero fill.
-        self.active
-            .file
-            .set_len(self.active_len)
-            .map_err(|e| StoreError::io("trim segment", &self.active.path, e))?;
-        self.active_alloc = self.active_len;
-        if self.tuning.policy != FsyncPolicy::Never {
-            self.log_unsynced = true;
+        let durable = self.tuning.policy != FsyncPolicy::Never;
+        self.log.seal(durable)?;
+        if durable {
             self.sync_log()?;
         }
-        let base = self.next_pos();
         #[cfg(test)]
         super::fault::hit(super::fault::Step::Roll)?;
-        let seg = Arc::new(Segment::open(&self.log_dir, base, true)?);
-        self.undo.new_segments.push(Arc::clone(&seg));
-        self.sealed_bytes += self.active_len;
-        self.active = Arc::clone(&seg);
-        self.active_len = 0;
-        self.active_alloc = 0;
+        let (seg, sealed_len) = self.log.start_next()?;
+        self.sealed_bytes += sealed_len;
         self.broker.segments.push(seg);
         self.want_checkpoint = true;
         sync_dir(&self.log_dir)?;
-        info!("rolled to new segment {}", self.active.path.display());
+        info!("rolled to new segment {}", self.log.path().display());
         Ok(())
     }
 
@@ -551,6 +484,7 @@ impl Writer {
             return Err(e);
         }
         self.publish();
+        self.log.end_batch();
         self.undo.end();
         Ok(())
     }
@@ -581,7 +515,7 @@ impl Writer {
         }
         let sync_now = match self.tuning.policy {
             FsyncPolicy::Always => true,
-            FsyncPolicy::Interval => self.last_sync.elapsed() >= self.tuning.fsync_interval,
+            FsyncPolicy::Interval => self.log.since_sync() >= self.tuning.fsync_interval,
             FsyncPolicy::Never => false,
         };
         if sync_now {
@@ -607,35 +541,16 @@ impl Writer {
         self.changes.clear();
         self.dirty.clear();
         self.counts = BatchCounts::default();
-        self.buf.clear();
         self.last_id = mark.last_id;
         self.since_checkpoint = mark.since_checkpoint;
         self.index_bytes = mark.index_bytes;
         self.sealed_bytes = mark.sealed_bytes;
         self.history = mark.history;
         self.epochs = mark.epochs;
-        let rolled = std::mem::take(&mut self.undo.new_segments);
-        let wrote = std::mem::replace(&mut self.undo.wrote, false);
-        if !rolled.is_empty() {
-            self.broker.segments.remove_from(rolled[0].base);
-            for seg in &rolled {
-                let _ = std::fs::remove_file(&seg.path);
-            }
+        if let Some(base) = self.log.rolled_from() {
+            self.broker.segments.remove_from(base);
         }
-        self.active = mark.active;
-        self.active_len = mark.active_len;
-        if wrote || !rolled.is_empty() {
-            self.active
-                .file
-                .set_len(self.active_len)
-                .and_then(|_| self.active.file.sync_all())
-                .map_err(|e| StoreError::io("fsync cut log", &self.active.path, e))?;
-            self.active_alloc = self.active_len;
-            self.log_unsynced = false;
-            if !rolled.is_empty() {
-                sync_dir(&self.log_dir)?;
-            }
-        }
+        self.log.cut_back()?;
         warn!(
             "group commit failed: cut the log back to position {} (event id {})",
             self.next_pos(),
@@ -663,7 +578,7 @@ impl Writer {
             .delayed_pending
             .store(self.pending.len() as u64, Ordering::Relaxed);
         stats.disk_bytes.store(
-            self.sealed_bytes + self.active_len + self.index_bytes,
+            self.sealed_bytes + self.log.written_len() + self.index_bytes,
             Ordering::Relaxed,
         );
         let mut removed_segments = Vec::new();
@@ -700,7 +615,7 @@ impl Writer {
                 }
             }
         }
-        if !self.log_unsynced {
+        if !self.log.has_unsynced() {
             self.unlink_doomed_indexes();
         }
         for name in self.dirty.drain(..) {
@@ -728,7 +643,7 @@ impl Writer {
                 self.poison(&e);
             }
         }
-        if !self.log_unsynced || self.tuning.policy == FsyncPolicy::Never {
+        if !self.log.has_unsynced() || self.tuning.policy == FsyncPolicy::Never {
             self.publish_durable();
         }
         Stats::add(&self.broker.stats.commits, 1);
