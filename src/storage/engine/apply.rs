@@ -1,5 +1,7 @@
-//! The one apply path: how a record changes the writer's state (topics,
-//! index entries, pending delayed messages, the last event id).
+//! The one apply path: how a record changes the writer's state
+//! ([`WriterState`]: topics, index entries, consumer groups, pending
+//! delayed messages, epochs, the last event id). It needs nothing of the
+//! writer but the index files a CREATE makes.
 //!
 //! Runs on the writer thread, for a record already placed in the log at a
 //! known position: a live write ([`super::execute`]), crash-recovery replay
@@ -13,14 +15,15 @@ use log::warn;
 
 use super::state::{Change, Pending, WriterTopic};
 use super::undo::Undo;
-use super::writer::Writer;
-use crate::broker::{Topic, TopicState};
+use super::writer_state::WriterState;
+use crate::broker::{GroupState, Topic, TopicState};
 use crate::storage::StoreError;
 use crate::storage::checkpoint::EpochMeta;
+use crate::storage::handles::IndexHandles;
 use crate::storage::index::{ENTRY_LEN, Entry};
-use crate::storage::log::record::{DeleteReason, Kind, Record};
+use crate::storage::log::record::{DeleteReason, GroupOp, Kind, Record};
 
-impl Writer {
+impl WriterState {
     /// The one apply path: updates the writer's state for a record already
     /// placed at log position `pos` (live write, recovery or replication).
     pub(super) fn apply(
@@ -28,6 +31,7 @@ impl Writer {
         rec: &Record<'_>,
         pos: u64,
         len: usize,
+        index_files: &IndexHandles,
     ) -> Result<(), StoreError> {
         self.last_id = self.last_id.max(rec.event_id);
         self.since_checkpoint += len as u64;
@@ -50,7 +54,7 @@ impl Writer {
                 // A live CREATE opened its index before appending, so that
                 // running out of descriptors fails the request, not the batch.
                 if self.index_created.take() != Some(rec.event_id) {
-                    self.create_index(rec.topic, rec.event_id)?;
+                    create_index(index_files, rec.topic, rec.event_id)?;
                 }
                 let shared = Topic::new(
                     rec.topic.to_string(),
@@ -193,10 +197,69 @@ impl Writer {
         self.undo.push(Undo::Removed(Box::new(t)));
     }
 
-    /// Creates (empty) the index file of a topic incarnation.
-    pub(super) fn create_index(&self, topic: &str, create_id: u64) -> Result<(), StoreError> {
-        #[cfg(test)]
-        super::fault::hit(super::fault::Step::IndexCreate)?;
-        self.broker.index_files.create(topic, create_id).map(|_| ())
+    /// The one apply path for a GROUP record.
+    pub(super) fn apply_group(&mut self, rec: &Record<'_>) {
+        let Some(op) = rec.group_op() else {
+            warn!(
+                "group record {} has a malformed body; ignored",
+                rec.event_id
+            );
+            return;
+        };
+        let (name, new) = match op {
+            GroupOp::Set {
+                group,
+                committed,
+                failed_at,
+                failures,
+                alone,
+            } => (
+                group,
+                Some(GroupState {
+                    committed,
+                    failed_at,
+                    failures,
+                    alone,
+                    set_id: rec.event_id,
+                }),
+            ),
+            GroupOp::Remove { group } => (group, None),
+        };
+        let Some(t) = self.topics.get_mut(rec.topic) else {
+            return; // its topic is gone: so are its groups
+        };
+        let before = t.groups.get(name).copied();
+        match new {
+            Some(g) => t.groups.insert(name.to_string(), g),
+            None => t.groups.remove(name),
+        };
+        let first_touch = !t.dirty;
+        let state = (t.state, t.flushed_entries);
+        t.groups_dirty = true;
+        t.dirty = true;
+        self.undo.push(Undo::Group {
+            topic: rec.topic.to_string(),
+            group: name.to_string(),
+            before,
+        });
+        if first_touch {
+            self.undo.push(Undo::Touched {
+                name: rec.topic.to_string(),
+                state: state.0,
+                flushed_entries: state.1,
+            });
+            self.dirty.push(rec.topic.to_string());
+        }
     }
+}
+
+/// Creates (empty) the index file of a topic incarnation.
+pub(super) fn create_index(
+    index_files: &IndexHandles,
+    topic: &str,
+    create_id: u64,
+) -> Result<(), StoreError> {
+    #[cfg(test)]
+    super::fault::hit(super::fault::Step::IndexCreate)?;
+    index_files.create(topic, create_id).map(|_| ())
 }

@@ -23,7 +23,8 @@ const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
 impl Writer {
     pub(super) fn checkpoint_due(&self) -> bool {
         self.poisoned.is_none()
-            && (self.want_checkpoint || self.since_checkpoint >= self.tuning.checkpoint_bytes)
+            && (self.state.want_checkpoint
+                || self.state.since_checkpoint >= self.tuning.checkpoint_bytes)
             && self.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
     }
 
@@ -48,8 +49,8 @@ impl Writer {
     pub(super) fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.sync_log()?;
         self.publish_durable();
-        let mut topics = Vec::with_capacity(self.topics.len());
-        for t in self.topics.values_mut() {
+        let mut topics = Vec::with_capacity(self.state.topics.len());
+        for t in self.state.topics.values_mut() {
             if t.unsynced {
                 // Any descriptor of the file will do: fsync flushes the file.
                 let files = &self.broker.index_files;
@@ -76,6 +77,7 @@ impl Writer {
         sync_dir(&self.index_dir)?;
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         let mut delayed: Vec<DelayedMeta> = self
+            .state
             .pending
             .iter()
             .map(|(&id, p)| DelayedMeta {
@@ -88,7 +90,7 @@ impl Writer {
             .collect();
         delayed.sort_by_key(|d| d.id);
         let mut groups = Vec::new();
-        for (name, t) in &self.topics {
+        for (name, t) in &self.state.topics {
             for (g, st) in &t.groups {
                 groups.push(GroupMeta {
                     topic: name.clone(),
@@ -105,18 +107,18 @@ impl Writer {
         Checkpoint {
             format: FORMAT_VERSION,
             log_pos: self.next_pos(),
-            last_event_id: self.last_id,
-            history: self.history,
-            epochs: self.epochs.clone(),
+            last_event_id: self.state.last_id,
+            history: self.state.history,
+            epochs: self.state.epochs.clone(),
             topics,
             delayed,
             groups,
             gaps: self.quorum.gaps.to_vec(),
         }
         .store(&self.dir)?;
-        self.since_checkpoint = 0;
+        self.state.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
-        self.want_checkpoint = false;
+        self.state.want_checkpoint = false;
         if !self.unlink_after_checkpoint.is_empty() {
             for seg in self.unlink_after_checkpoint.drain(..) {
                 if let Err(e) = std::fs::remove_file(&seg.path) {

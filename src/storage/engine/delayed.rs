@@ -15,7 +15,7 @@ impl Writer {
     pub(super) fn fire(&mut self, ids: &[u64], now: u64) -> Result<(), StoreError> {
         let mut buf = Vec::new();
         for &id in ids {
-            let Some(p) = self.pending.get(&id).cloned() else {
+            let Some(p) = self.state.pending.get(&id).cloned() else {
                 continue; // fired already, or its topic was deleted
             };
             // A topic whose life is over first ends, dropping what is
@@ -23,10 +23,10 @@ impl Writer {
             if self.expire_if_due(&p.topic, now)? {
                 continue; // dropped (and counted) with its topic
             }
-            if !self.topics.contains_key(&p.topic) {
-                self.pending.remove(&id);
-                self.undo.push(Undo::PendingRemoved(id, p));
-                self.counts.delayed_dropped += 1;
+            if !self.state.topics.contains_key(&p.topic) {
+                self.state.pending.remove(&id);
+                self.state.undo.push(Undo::PendingRemoved(id, p));
+                self.state.counts.delayed_dropped += 1;
                 continue;
             }
             buf.resize(p.len as usize, 0);
@@ -46,7 +46,7 @@ impl Writer {
             let mut body = Vec::with_capacity(8 + payload.len());
             body.extend_from_slice(&id.to_le_bytes());
             body.extend_from_slice(&payload);
-            let fired = self.last_id + 1;
+            let fired = self.state.last_id + 1;
             self.append(&Record {
                 event_id: fired,
                 timestamp_ms: now,

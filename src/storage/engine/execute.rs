@@ -54,7 +54,7 @@ impl Writer {
         }
         let res = match op {
             WriteOp::Create { topic, life_ms } => {
-                if self.topics.contains_key(&topic) {
+                if self.state.topics.contains_key(&topic) {
                     return Err(WriteError::Exists(topic));
                 }
                 self.create(&topic, life_ms, now)
@@ -64,17 +64,17 @@ impl Writer {
                 reason,
                 create_id,
             } => {
-                let current = self.topics.get(&topic).map(|t| t.shared.create_id);
+                let current = self.state.topics.get(&topic).map(|t| t.shared.create_id);
                 if current.is_none() || create_id.is_some_and(|c| Some(c) != current) {
                     return Err(WriteError::NoTopic(topic));
                 }
                 self.append_delete(&topic, reason, now).map(WriteOk::Id)
             }
             WriteOp::Pub { topic, msg } => {
-                if !self.topics.contains_key(&topic) {
+                if !self.state.topics.contains_key(&topic) {
                     return Err(WriteError::NoTopic(topic));
                 }
-                let id = self.last_id + 1;
+                let id = self.state.last_id + 1;
                 let r = self.append(&Record {
                     event_id: id,
                     timestamp_ms: now,
@@ -90,7 +90,7 @@ impl Writer {
                 r.map(|_| WriteOk::Id(id))
             }
             WriteOp::MPub { topic, msgs } => {
-                if !self.topics.contains_key(&topic) {
+                if !self.state.topics.contains_key(&topic) {
                     return Err(WriteError::NoTopic(topic));
                 }
                 if msgs.is_empty() {
@@ -103,10 +103,10 @@ impl Writer {
                 delay_ms,
                 msg,
             } => {
-                if !self.topics.contains_key(&topic) {
+                if !self.state.topics.contains_key(&topic) {
                     return Err(WriteError::NoTopic(topic));
                 }
-                let id = self.last_id + 1;
+                let id = self.state.last_id + 1;
                 let due_ms = now.saturating_add(delay_ms);
                 let mut body = Vec::with_capacity(8 + msg.payload.len());
                 body.extend_from_slice(&due_ms.to_le_bytes());
@@ -169,9 +169,9 @@ impl Writer {
                 diverged_after,
             } => self.repl_reset(history, diverged_after),
             WriteOp::ReplSynced { history, after_id } => {
-                self.history = history;
-                self.last_id = self.last_id.max(after_id);
-                self.want_checkpoint = true;
+                self.state.history = history;
+                self.state.last_id = self.state.last_id.max(after_id);
+                self.state.want_checkpoint = true;
                 Ok(WriteOk::Done)
             }
             WriteOp::Promote => self.promote(),
@@ -200,7 +200,7 @@ impl Writer {
     }
 
     fn create(&mut self, topic: &str, life_ms: u64, now: u64) -> Result<WriteOk, StoreError> {
-        let id = self.last_id + 1;
+        let id = self.state.last_id + 1;
         let body = life_ms.to_le_bytes();
         let rec = Record {
             event_id: id,
@@ -212,8 +212,8 @@ impl Writer {
             body: &body,
         };
         self.reserve(id, record::encoded_len(topic.len(), 0, body.len()))?;
-        self.create_index(topic, id)?;
-        self.index_created = Some(id);
+        super::apply::create_index(&self.broker.index_files, topic, id)?;
+        self.state.index_created = Some(id);
         self.append_reserved(&rec)?;
         Ok(WriteOk::Id(id))
     }
@@ -226,12 +226,12 @@ impl Writer {
             .iter()
             .map(|m| record::encoded_len(topic.len(), m.headers.len(), m.payload.len()))
             .sum();
-        let first = self.last_id + 1;
+        let first = self.state.last_id + 1;
         let n = msgs.len();
-        self.reserve(self.last_id + n as u64, total)?;
+        self.reserve(self.state.last_id + n as u64, total)?;
         for (i, m) in msgs.iter().enumerate() {
             self.append_reserved(&Record {
-                event_id: self.last_id + 1,
+                event_id: self.state.last_id + 1,
                 timestamp_ms: now,
                 kind: Kind::Pub,
                 flags: if i + 1 < n { FLAG_BATCH_MORE } else { 0 },
@@ -240,13 +240,14 @@ impl Writer {
                 body: &m.payload,
             })?;
         }
-        self.count_published(topic, self.last_id, n as u64);
-        Ok(WriteOk::Range(first, self.last_id))
+        self.count_published(topic, self.state.last_id, n as u64);
+        Ok(WriteOk::Range(first, self.state.last_id))
     }
 
     pub(super) fn count_published(&mut self, topic: &str, last_id: u64, n: u64) {
-        let before = Stats::get(&self.broker.stats.messages_published) + self.counts.published;
-        self.counts.published += n;
+        let before =
+            Stats::get(&self.broker.stats.messages_published) + self.state.counts.published;
+        self.state.counts.published += n;
         let sample = self.tuning.log_sample;
         if sample > 0 && (before / sample) != ((before + n) / sample) {
             info!(
@@ -267,7 +268,7 @@ impl Writer {
     /// active segment. Changes no state a failure would have to undo.
     fn reserve(&mut self, last_id: u64, bytes: usize) -> Result<(), StoreError> {
         self.check_id_in_range(last_id)?;
-        if last_id > self.id_lease {
+        if last_id > self.state.id_lease {
             // Record durably that ids up to the new lease may be in use
             // before handing any out, so a crash that loses unsynced
             // records (fsync interval/never) can never lead to reuse.
@@ -275,7 +276,7 @@ impl Writer {
             #[cfg(test)]
             super::fault::hit(super::fault::Step::Lease)?;
             store_lease(&self.dir, lease)?;
-            self.id_lease = lease;
+            self.state.id_lease = lease;
         }
         self.ensure_room(bytes)
     }

@@ -1,4 +1,4 @@
-//! Consumer groups in the writer: applying GROUP records, and the writes a
+//! Consumer groups in the writer: the writes a
 //! group subscription asks for — commit a position, count a failed
 //! delivery, remove a group, and move a poison message to a dead-letter
 //! topic (a copy and the commit past it, in one all-or-nothing batch).
@@ -6,11 +6,11 @@
 //! Runs on the writer thread. A group's state lives in its topic
 //! ([`super::state::WriterTopic`]), goes into the checkpoint, and reaches readers
 //! (GROUPS, the subscriptions) when the commit publishes it; it is
-//! replicated like every record.
+//! replicated like every record; a GROUP record is applied by
+//! [`super::apply`] like every other.
 
-use log::{info, warn};
+use log::info;
 
-use super::undo::Undo;
 use super::writer::Writer;
 use crate::broker::GroupState;
 use crate::storage::StoreError;
@@ -39,63 +39,9 @@ fn changed(topic: &str, group: &str) -> GroupErr {
 }
 
 impl Writer {
-    /// The one apply path for a GROUP record.
-    pub(super) fn apply_group(&mut self, rec: &Record<'_>) {
-        let Some(op) = rec.group_op() else {
-            warn!(
-                "group record {} has a malformed body; ignored",
-                rec.event_id
-            );
-            return;
-        };
-        let (name, new) = match op {
-            GroupOp::Set {
-                group,
-                committed,
-                failed_at,
-                failures,
-                alone,
-            } => (
-                group,
-                Some(GroupState {
-                    committed,
-                    failed_at,
-                    failures,
-                    alone,
-                    set_id: rec.event_id,
-                }),
-            ),
-            GroupOp::Remove { group } => (group, None),
-        };
-        let Some(t) = self.topics.get_mut(rec.topic) else {
-            return; // its topic is gone: so are its groups
-        };
-        let before = t.groups.get(name).copied();
-        match new {
-            Some(g) => t.groups.insert(name.to_string(), g),
-            None => t.groups.remove(name),
-        };
-        let first_touch = !t.dirty;
-        let state = (t.state, t.flushed_entries);
-        t.groups_dirty = true;
-        t.dirty = true;
-        self.undo.push(Undo::Group {
-            topic: rec.topic.to_string(),
-            group: name.to_string(),
-            before,
-        });
-        if first_touch {
-            self.undo.push(Undo::Touched {
-                name: rec.topic.to_string(),
-                state: state.0,
-                flushed_entries: state.1,
-            });
-            self.dirty.push(rec.topic.to_string());
-        }
-    }
-
     fn group_of(&self, topic: &str, group: &str) -> Result<Option<GroupState>, GroupErr> {
         let t = self
+            .state
             .topics
             .get(topic)
             .ok_or_else(|| GroupErr::Refused(WriteError::NoTopic(topic.to_string())))?;
@@ -109,7 +55,7 @@ impl Writer {
         op: &GroupOp<'_>,
         flags: u8,
     ) -> Result<u64, StoreError> {
-        let id = self.last_id + 1;
+        let id = self.state.last_id + 1;
         let body = op.encode();
         self.append(&Record {
             event_id: id,
@@ -213,7 +159,7 @@ impl Writer {
         let cur = self
             .group_of(topic, group)?
             .ok_or_else(|| changed(topic, group))?;
-        if !self.topics.contains_key(dlq) {
+        if !self.state.topics.contains_key(dlq) {
             return Err(GroupErr::Refused(WriteError::NoTopic(dlq.to_string())));
         }
         if at <= cur.committed {
@@ -231,7 +177,7 @@ impl Writer {
             )
             .as_bytes(),
         );
-        let copy_id = self.last_id + 1;
+        let copy_id = self.state.last_id + 1;
         let set = GroupOp::Set {
             group,
             committed: at,
@@ -255,7 +201,7 @@ impl Writer {
         })?;
         self.count_published(dlq, copy_id, 1);
         self.append_group(topic, &set, 0)?;
-        self.counts.dead_lettered += 1;
+        self.state.counts.dead_lettered += 1;
         info!(
             "group {group} of {topic}: message {at} failed {} deliveries; moved to {dlq} as {copy_id}",
             cur.failures
@@ -267,7 +213,7 @@ impl Writer {
     fn read_message(&self, topic: &str, id: u64) -> Result<(Vec<u8>, Vec<u8>), GroupErr> {
         let gone =
             || GroupErr::Refused(WriteError::Invalid(format!("{topic} has no message {id}")));
-        let t = self.topics.get(topic).ok_or_else(gone)?;
+        let t = self.state.topics.get(topic).ok_or_else(gone)?;
         let files = &self.broker.index_files;
         let file = files.get(topic, t.shared.create_id)?;
         let path = files.path(topic, t.shared.create_id);

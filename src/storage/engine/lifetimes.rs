@@ -27,7 +27,7 @@ impl Writer {
         reason: DeleteReason,
         now: u64,
     ) -> Result<u64, StoreError> {
-        let id = self.last_id + 1;
+        let id = self.state.last_id + 1;
         self.append(&Record {
             event_id: id,
             timestamp_ms: now,
@@ -39,14 +39,15 @@ impl Writer {
         })?;
         if reason == DeleteReason::Expired {
             info!("topic {topic} expired (event id {id})");
-            self.counts.topics_expired += 1;
+            self.state.counts.topics_expired += 1;
         }
         Ok(id)
     }
 
     /// Whether `topic` exists and its life is over at `now`.
     pub(super) fn past_life(&self, topic: &str, now: u64) -> bool {
-        self.topics
+        self.state
+            .topics
             .get(topic)
             .is_some_and(|t| t.shared.expires_ms != 0 && t.shared.expires_ms <= now)
     }
@@ -65,6 +66,7 @@ impl Writer {
     /// which retries; the writer's own checks still keep the topic unused.
     pub(super) fn expire_ended(&mut self, now: u64) {
         let mut due: Vec<(u64, String)> = self
+            .state
             .topics
             .values()
             .filter(|t| t.shared.expires_ms != 0 && t.shared.expires_ms <= now)

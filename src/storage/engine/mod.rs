@@ -31,3 +31,4 @@ mod retention;
 mod state;
 mod undo;
 pub(crate) mod writer;
+mod writer_state;

@@ -174,7 +174,8 @@ impl Writer {
         // A missing index is fine only for a topic the replayed log deletes
         // (a DELETE is durable before its index file goes).
         for (name, create_id) in missing {
-            if w.topics
+            if w.state
+                .topics
                 .get(&name)
                 .is_some_and(|t| t.shared.create_id == create_id)
             {
@@ -190,21 +191,21 @@ impl Writer {
         w.log.resume_at_file_end()?;
         let lease = load_lease(&dir)?;
         let is_master = w.broker.role() == Role::Master;
-        if lease > w.last_id && is_master {
+        if lease > w.state.last_id && is_master {
             // Ids up to the lease may have been seen before a crash.
             info!(
                 "resuming event ids after the lease {lease} (last record {})",
-                w.last_id
+                w.state.last_id
             );
             // None of them has a record here: a slave holding some has
             // records this master lost.
-            w.quorum.gaps.add(w.last_id + 1, lease);
-            w.want_checkpoint = true;
-            w.last_id = lease;
+            w.quorum.gaps.add(w.state.last_id + 1, lease);
+            w.state.want_checkpoint = true;
+            w.state.last_id = lease;
         }
         // A slave assigns no ids: it resumes from the last record it has,
         // and keeps the lease (its master's) for a PROMOTE.
-        w.id_lease = w.last_id.max(lease);
+        w.state.id_lease = w.state.last_id.max(lease);
         // A slave's checkpoint of a format with histories but no history
         // was written by a reset for a full resync that did not finish: its
         // records are part of a snapshot, and a new history would get it
@@ -213,10 +214,10 @@ impl Writer {
             && cp
                 .as_ref()
                 .is_some_and(|c| c.format >= HISTORY_FORMAT_VERSION);
-        if w.history == 0 && (is_master || (w.last_id > 0 && !resync_unfinished)) {
+        if w.state.history == 0 && (is_master || (w.state.last_id > 0 && !resync_unfinished)) {
             // A new data directory (or one from before histories) starts one.
-            w.history = new_history_id();
-            w.want_checkpoint = true;
+            w.state.history = new_history_id();
+            w.state.want_checkpoint = true;
         }
         // A directory of an older format says so in a new checkpoint before
         // anything of this format is written, so an older build never reads
@@ -225,7 +226,7 @@ impl Writer {
             .as_ref()
             .is_some_and(|c| c.format < record::FORMAT_VERSION)
         {
-            w.want_checkpoint = true;
+            w.state.want_checkpoint = true;
         }
         // Lifetimes that ended while the server was down end now, before
         // it serves anything or its timers fire a delayed message for them.
@@ -238,11 +239,11 @@ impl Writer {
         if report.replayed_records > 0
             || report.truncated_bytes > 0
             || cp.is_none()
-            || w.want_checkpoint
+            || w.state.want_checkpoint
         {
             w.checkpoint()?;
         }
-        w.since_checkpoint = 0;
+        w.state.since_checkpoint = 0;
         let mut cuts = String::new();
         if report.truncated_bytes > 0 {
             cuts.push_str(&format!(", cut {} torn bytes", report.truncated_bytes));
@@ -255,8 +256,8 @@ impl Writer {
         }
         info!(
             "recovered {} topics, last event id {}, replayed {} records{cuts} in {:?}",
-            w.topics.len(),
-            w.last_id,
+            w.state.topics.len(),
+            w.state.last_id,
             report.replayed_records,
             started.elapsed()
         );
@@ -267,14 +268,14 @@ impl Writer {
     /// missing (its DELETE must be in the log after the checkpoint).
     fn load_checkpoint(&mut self, cp: &Checkpoint) -> Result<Vec<(String, u64)>, StoreError> {
         let mut missing = Vec::new();
-        self.last_id = cp.last_event_id;
-        self.history = cp.history;
-        self.epochs = cp.epochs.clone();
+        self.state.last_id = cp.last_event_id;
+        self.state.history = cp.history;
+        self.state.epochs = cp.epochs.clone();
         for &(first, last) in &cp.gaps {
             self.quorum.gaps.add(first, last);
         }
         for d in &cp.delayed {
-            self.pending.insert(
+            self.state.pending.insert(
                 d.id,
                 Pending {
                     topic: d.topic.clone(),
@@ -283,7 +284,7 @@ impl Writer {
                     len: d.len,
                 },
             );
-            self.changes.push(Change::Delayed {
+            self.state.changes.push(Change::Delayed {
                 due_ms: d.due_ms,
                 id: d.id,
             });
@@ -332,11 +333,11 @@ impl Writer {
                 tm.expires_ms,
                 state,
             );
-            self.index_bytes += want;
-            self.register_topic(shared, have > want);
+            self.state.index_bytes += want;
+            self.state.register_topic(shared, have > want);
         }
         for g in &cp.groups {
-            if let Some(t) = self.topics.get_mut(&g.topic) {
+            if let Some(t) = self.state.topics.get_mut(&g.topic) {
                 let st = crate::broker::GroupState {
                     committed: g.committed,
                     failed_at: g.failed_at,
@@ -348,7 +349,7 @@ impl Writer {
                 if !t.groups_dirty {
                     t.groups_dirty = true;
                     t.dirty = true;
-                    self.dirty.push(g.topic.clone());
+                    self.state.dirty.push(g.topic.clone());
                 }
             }
         }
@@ -359,6 +360,7 @@ impl Writer {
     /// created after it (replay recreates them) or deleted: remove them.
     fn remove_stray_indexes(&mut self) -> Result<(), StoreError> {
         let keep: HashSet<String> = self
+            .state
             .topics
             .values()
             .map(|t| index::file_name(&t.shared.name, t.shared.create_id))
@@ -405,11 +407,11 @@ impl Writer {
             let decoded = record::decode(&win[cur..]);
             match decoded {
                 Decoded::Record { rec, len: rlen } => {
-                    if rec.event_id <= self.last_id {
+                    if rec.event_id <= self.state.last_id {
                         bad_at = off;
                         bad_reason = format!(
                             "event id {} does not increase (previous {})",
-                            rec.event_id, self.last_id
+                            rec.event_id, self.state.last_id
                         );
                         break;
                     }
@@ -427,7 +429,7 @@ impl Writer {
                             batch_start = None;
                         } else {
                             // Ids inside a pending batch must still increase.
-                            self.last_id = rec.event_id;
+                            self.state.last_id = rec.event_id;
                         }
                     } else {
                         self.apply(&rec, pos, rlen)?;
@@ -478,11 +480,16 @@ impl Writer {
         if !is_newest {
             return Err(StoreError::corrupt(&seg.path, cut, reason));
         }
-        let ceiling = torn::id_ceiling(self.last_id, load_lease(&self.dir)?);
+        let ceiling = torn::id_ceiling(self.state.last_id, load_lease(&self.dir)?);
         let after = bad_at.max(cut);
-        if let Some(valid) =
-            torn::find_valid_after(&seg.file, &seg.path, after, len, self.last_id, ceiling)?
-        {
+        if let Some(valid) = torn::find_valid_after(
+            &seg.file,
+            &seg.path,
+            after,
+            len,
+            self.state.last_id,
+            ceiling,
+        )? {
             return Err(StoreError::corrupt(
                 &seg.path,
                 cut,
@@ -509,7 +516,10 @@ impl Writer {
         if batch_start.is_some() {
             // The pending batch was never applied; its ids are free again
             // only because nobody was told about them (no OK was sent).
-            self.last_id = self.last_id.min(batch_last_applied(&batch, self.last_id));
+            self.state.last_id = self
+                .state
+                .last_id
+                .min(batch_last_applied(&batch, self.state.last_id));
         }
         Ok(())
     }

@@ -39,7 +39,7 @@ impl Writer {
     ) -> Result<WriteOk, StoreError> {
         let refuse = |why: String| {
             Ok(WriteOk::Plan(Box::new(ReplPlan {
-                history: self.history,
+                history: self.state.history,
                 epoch: self.epoch(),
                 mode: ReplMode::Refused(why),
             })))
@@ -47,11 +47,11 @@ impl Writer {
         if self.broker.role() != Role::Master {
             return refuse("this server is a slave; replicate from its master".into());
         }
-        if !empty && history != 0 && history != self.history {
+        if !empty && history != 0 && history != self.state.history {
             return refuse(format!(
                 "the slave's data belongs to history {history:016x}, this master's to {:016x}; \
                  start the slave on an empty data directory",
-                self.history
+                self.state.history
             ));
         }
         if epoch > self.epoch() {
@@ -64,10 +64,11 @@ impl Writer {
         // Records of an older epoch above where this history left it are
         // records this master never had.
         let end_of_epoch = self
+            .state
             .epochs
             .iter()
             .find(|e| e.epoch > epoch)
-            .map_or(self.last_id, |e| e.prev_last_id);
+            .map_or(self.state.last_id, |e| e.prev_last_id);
         // Ids this master assigned whose records it undid or lost
         // (`replication.minSlaves`, a crash above the lease): a slave that
         // holds one keeps only what lies before them.
@@ -94,7 +95,7 @@ impl Writer {
             }
         };
         Ok(WriteOk::Plan(Box::new(ReplPlan {
-            history: self.history,
+            history: self.state.history,
             epoch: self.epoch(),
             mode,
         })))
@@ -107,7 +108,7 @@ impl Writer {
                 return Ok(id);
             }
         }
-        Ok(self.last_id + 1)
+        Ok(self.state.last_id + 1)
     }
 
     /// The state the records after `after_id` depend on, as records with
@@ -115,7 +116,7 @@ impl Writer {
     /// copy of each pending DPUB, an EPOCH for each epoch.
     fn snapshot(&self, after_id: u64) -> Vec<SnapItem> {
         let mut items = Vec::new();
-        for t in self.topics.values() {
+        for t in self.state.topics.values() {
             let s = &t.shared;
             if s.create_id > after_id {
                 continue; // its CREATE is streamed
@@ -143,7 +144,7 @@ impl Writer {
                 bytes,
             });
         }
-        for (name, t) in &self.topics {
+        for (name, t) in &self.state.topics {
             if t.shared.create_id > after_id {
                 continue;
             }
@@ -175,7 +176,7 @@ impl Writer {
                 });
             }
         }
-        for (&id, p) in &self.pending {
+        for (&id, p) in &self.state.pending {
             if id <= after_id {
                 items.push(SnapItem::Logged {
                     id,
@@ -184,7 +185,7 @@ impl Writer {
                 });
             }
         }
-        for e in self.epochs.iter().filter(|e| e.start_id <= after_id) {
+        for e in self.state.epochs.iter().filter(|e| e.start_id <= after_id) {
             items.push(SnapItem::Built {
                 id: e.start_id,
                 bytes: super::epochs::epoch_record(
@@ -192,7 +193,7 @@ impl Writer {
                     0,
                     e.epoch,
                     e.prev_last_id,
-                    self.history,
+                    self.state.history,
                 ),
             });
         }
@@ -222,7 +223,7 @@ impl Writer {
             };
             let batch = &bytes[at..end];
             at = end;
-            if last_id <= self.last_id {
+            if last_id <= self.state.last_id {
                 continue; // had it already (a resumed stream)
             }
             self.reserve_replicated(last_id, batch.len())?;
@@ -231,29 +232,29 @@ impl Writer {
                 let Decoded::Record { rec, len } = record::decode(&batch[off..]) else {
                     break; // decoded above
                 };
-                if rec.event_id > self.last_id {
+                if rec.event_id > self.state.last_id {
                     let pos = self.log.append_bytes(&batch[off..off + len]);
                     self.apply(&rec, pos, len)?;
                     if rec.is_message() {
-                        self.counts.published += 1;
+                        self.state.counts.published += 1;
                     }
                 }
                 off += len;
             }
         }
-        Ok(WriteOk::Id(self.last_id))
+        Ok(WriteOk::Id(self.state.last_id))
     }
 
     /// A slave keeps the master's lease: ids up to it may exist there.
     pub(super) fn repl_lease(&mut self, lease: u64) -> Result<WriteOk, StoreError> {
-        if lease > self.id_lease {
+        if lease > self.state.id_lease {
             super::lease::store_lease(&self.dir, lease)?;
-            self.id_lease = lease;
+            self.state.id_lease = lease;
         }
         self.broker
             .repl
             .lease
-            .store(self.id_lease, std::sync::atomic::Ordering::Relaxed);
+            .store(self.state.id_lease, std::sync::atomic::Ordering::Relaxed);
         Ok(WriteOk::Done)
     }
 
@@ -277,24 +278,26 @@ impl Writer {
         // Every segment but the (new, empty) active one.
         let mut old = self.broker.segments.all();
         old.retain(|s| !self.log.is_active(s));
-        for name in self.topics.keys().cloned().collect::<Vec<_>>() {
-            if let Some(t) = self.topics.remove(&name) {
-                self.drop_topic(t, record::DeleteReason::Deleted);
+        for name in self.state.topics.keys().cloned().collect::<Vec<_>>() {
+            if let Some(t) = self.state.topics.remove(&name) {
+                self.state.drop_topic(t, record::DeleteReason::Deleted);
             }
         }
-        for id in self.pending.keys().copied().collect::<Vec<_>>() {
-            if let Some(p) = self.pending.remove(&id) {
-                self.undo.push(super::undo::Undo::PendingRemoved(id, p));
+        for id in self.state.pending.keys().copied().collect::<Vec<_>>() {
+            if let Some(p) = self.state.pending.remove(&id) {
+                self.state
+                    .undo
+                    .push(super::undo::Undo::PendingRemoved(id, p));
             }
         }
-        self.changes.push(Change::SegmentsDropped(old));
+        self.state.changes.push(Change::SegmentsDropped(old));
         self.sealed_bytes = 0;
-        self.last_id = 0;
+        self.state.last_id = 0;
         self.quorum.gaps.clear();
         // Adopted once the snapshot is in (ReplSynced): until then a
         // restart starts the resync over.
-        self.history = 0;
-        self.epochs.clear();
+        self.state.history = 0;
+        self.state.epochs.clear();
         // Durable before anything of the new history arrives: a restart
         // must never replay the old records in front of the new ones.
         self.commit()?;
@@ -368,10 +371,10 @@ impl Writer {
         last_id: u64,
         bytes: usize,
     ) -> Result<(), StoreError> {
-        if last_id > self.id_lease {
+        if last_id > self.state.id_lease {
             let lease = last_id.saturating_add(ID_LEASE_BLOCK);
             super::lease::store_lease(&self.dir, lease)?;
-            self.id_lease = lease;
+            self.state.id_lease = lease;
         }
         self.ensure_room(bytes)
     }
@@ -390,11 +393,11 @@ impl Writer {
             // last record, not for what follows ids it leased as a master
             // (after a crash those have no records), which would cost a full
             // resync for nothing. A later PROMOTE jumps to a new epoch anyway.
-            self.last_id = self
+            self.state.last_id = self
                 .quorum
                 .gaps
-                .keep_for(self.last_id)
-                .unwrap_or(self.last_id);
+                .keep_for(self.state.last_id)
+                .unwrap_or(self.state.last_id);
         }
         info!(
             "role claim: {} of epoch {} ({})",
@@ -419,6 +422,7 @@ impl Writer {
         };
         // Not found (an epoch from a reset history): keep nothing in place.
         let keep = self
+            .state
             .epochs
             .iter()
             .find(|e| e.epoch == epoch)

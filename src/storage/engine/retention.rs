@@ -22,7 +22,7 @@ impl Writer {
     /// Log positions retention must keep: no segment holding bytes at or
     /// after the lowest of them is deleted.
     fn retention_holds(&self) -> Vec<u64> {
-        let oldest_delayed = self.pending.values().map(|p| p.pos).min();
+        let oldest_delayed = self.state.pending.values().map(|p| p.pos).min();
         // What a connected slave has not acknowledged yet.
         let slaves = self.broker.repl.lowest_acked_pos();
         oldest_delayed.into_iter().chain(slaves).collect()
@@ -65,7 +65,7 @@ impl Writer {
         // a failed read leaves the writer as it was.
         let mut moved = Vec::new();
         let files = &self.broker.index_files;
-        for (name, t) in &self.topics {
+        for (name, t) in &self.state.topics {
             let hi = t.flushed_entries;
             let read_err =
                 |e| StoreError::io("read index", &files.path(name, t.shared.create_id), e);
@@ -95,23 +95,23 @@ impl Writer {
         );
         self.sealed_bytes = self.sealed_bytes.saturating_sub(doomed_bytes);
         for (name, first, first_id) in moved {
-            let Some(t) = self.topics.get_mut(&name) else {
+            let Some(t) = self.state.topics.get_mut(&name) else {
                 continue;
             };
             if !t.dirty {
-                self.undo.push(Undo::Touched {
+                self.state.undo.push(Undo::Touched {
                     name: name.clone(),
                     state: t.state,
                     flushed_entries: t.flushed_entries,
                 });
                 t.dirty = true;
-                self.dirty.push(name);
+                self.state.dirty.push(name);
             }
             t.state.first_entry = first;
             t.state.first_id = first_id;
         }
-        self.changes.push(Change::SegmentsRemoved(doomed));
-        self.want_checkpoint = true;
+        self.state.changes.push(Change::SegmentsRemoved(doomed));
+        self.state.want_checkpoint = true;
         Ok(())
     }
 }

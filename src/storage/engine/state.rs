@@ -2,8 +2,9 @@
 //! delayed messages, the structural changes a batch publishes at commit, and
 //! the batch's counters.
 //!
-//! Owned by the writer thread (types only; [`super::writer`] holds them).
-//! Readers never see these: they see what the commit publishes to the broker.
+//! Owned by the writer thread (types only; [`super::writer_state`] holds
+//! them). Readers never see these: they see what the commit publishes to
+//! the broker.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -25,7 +25,6 @@
 //! with `ERR INTERNAL` until restart (STATS shows `writer_poisoned 1`), since
 //! after a failed fsync nothing about the file's contents can be trusted.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -39,13 +38,14 @@ use log::{error, info, warn};
 use super::active_log::ActiveLog;
 use super::lease::store_lease;
 use super::quorum_gate::QuorumGate;
-use super::state::{BatchCounts, Change, Pending, WriterTopic};
-use super::undo::{Mark, UndoLog};
+use super::state::Change;
+use super::writer_state::WriterState;
+
 use crate::broker::Broker;
 use crate::config::{Config, FsyncPolicy};
 use crate::stats::Stats;
-use crate::storage::checkpoint::EpochMeta;
 use crate::storage::index::ENTRY_LEN;
+use crate::storage::log::record::Record;
 use crate::storage::log::segment::Segment;
 use crate::storage::ops::{
     HeldReplies, TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult,
@@ -98,34 +98,16 @@ pub struct Writer {
     pub(super) log: ActiveLog,
     /// Bytes in segments other than the active one.
     pub(super) sealed_bytes: u64,
-    pub(super) index_bytes: u64,
-    pub(super) last_id: u64,
-    pub(super) topics: HashMap<String, WriterTopic>,
-    pub(super) changes: Vec<Change>,
-    pub(super) dirty: Vec<String>,
-    pub(super) since_checkpoint: u64,
+    /// Topics, pending delays, ids, epochs and the batch's undo log; the
+    /// one apply path is its.
+    pub(super) state: WriterState,
     pub(super) last_checkpoint: Instant,
-    pub(super) want_checkpoint: bool,
     pub(super) poisoned: Option<String>,
-    pub(super) pending: HashMap<u64, Pending>,
     pub(super) timers: TimerSenders,
-    /// The create id of a live CREATE whose index file exists already
-    /// (made before its record was appended); taken by the apply path.
-    pub(super) index_created: Option<u64>,
     /// Semi-sync: the answers of each batch go here instead of to clients.
     releaser: Option<Sender<HeldReplies>>,
-    /// What to take back if the batch being built fails.
-    pub(super) undo: UndoLog,
-    pub(super) counts: BatchCounts,
     /// After a checkpoint failed for want of a resource, not before this.
     pub(super) checkpoint_retry_at: Option<Instant>,
-    /// Ids up to this may have been handed out (see [`super::lease`]); on
-    /// a slave, the master's lease.
-    pub(super) id_lease: u64,
-    /// The history this data belongs to (0: a slave not synced yet).
-    pub(super) history: u64,
-    /// Every epoch after the first (PROMOTEs), oldest first.
-    pub(super) epochs: Vec<EpochMeta>,
     /// Segments dropped from the log (a slave's reset) whose files go only
     /// after the next checkpoint no longer points into them.
     pub(super) unlink_after_checkpoint: Vec<Arc<Segment>>,
@@ -161,25 +143,12 @@ impl Writer {
             dir,
             log,
             sealed_bytes,
-            index_bytes: 0,
-            last_id: 0,
-            topics: HashMap::new(),
-            changes: Vec::new(),
-            dirty: Vec::new(),
-            since_checkpoint: 0,
+            state: WriterState::default(),
             last_checkpoint: Instant::now(),
-            want_checkpoint: false,
             poisoned: None,
-            pending: HashMap::new(),
             timers,
-            index_created: None,
             releaser: None,
-            undo: UndoLog::default(),
-            counts: BatchCounts::default(),
             checkpoint_retry_at: None,
-            id_lease: 0,
-            history: 0,
-            epochs: Vec::new(),
             unlink_after_checkpoint: Vec::new(),
             doomed_indexes: Vec::new(),
             quorum,
@@ -276,7 +245,7 @@ impl Writer {
     fn answer(&mut self, replies: Vec<(Sender<WriteResult>, WriteResult)>, wrote: bool) {
         if let Some(releaser) = &self.releaser {
             let held = HeldReplies {
-                needs_id: if wrote { self.last_id } else { 0 },
+                needs_id: if wrote { self.state.last_id } else { 0 },
                 committed: Instant::now(),
                 replies,
             };
@@ -304,14 +273,7 @@ impl Writer {
     /// Opens the undo log of a new batch at the last committed position.
     pub(super) fn begin_batch(&mut self) {
         self.log.begin_batch();
-        self.undo.begin(Mark {
-            last_id: self.last_id,
-            since_checkpoint: self.since_checkpoint,
-            index_bytes: self.index_bytes,
-            sealed_bytes: self.sealed_bytes,
-            history: self.history,
-            epochs: self.epochs.clone(),
-        });
+        self.state.begin_batch(self.sealed_bytes);
     }
 
     /// Final fsync and checkpoint before the thread ends.
@@ -322,9 +284,9 @@ impl Writer {
         // A master's lease shrinks back to the last id: a clean restart
         // leaves no gap. A slave's is its master's: kept for a PROMOTE.
         let lease = if self.broker.role() == crate::role::Role::Master {
-            self.last_id
+            self.state.last_id
         } else {
-            self.id_lease.max(self.last_id)
+            self.state.id_lease.max(self.state.last_id)
         };
         let res = self
             .commit()
@@ -335,7 +297,7 @@ impl Writer {
         } else {
             info!(
                 "writer stopped cleanly at event id {} (log position {})",
-                self.last_id,
+                self.state.last_id,
                 self.next_pos()
             );
         }
@@ -354,7 +316,7 @@ impl Writer {
                 }
             }
         }
-        if self.since_checkpoint > 0
+        if self.state.since_checkpoint > 0
             && self.last_checkpoint.elapsed() >= IDLE_CHECKPOINT_AFTER
             && self.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
         {
@@ -422,7 +384,7 @@ impl Writer {
     pub(super) fn publish_durable(&self) {
         self.broker.durable.publish(TailPos {
             pos: self.log.written_end(),
-            last_id: self.last_id,
+            last_id: self.state.last_id,
         });
     }
 
@@ -450,7 +412,7 @@ impl Writer {
         let (seg, sealed_len) = self.log.start_next()?;
         self.sealed_bytes += sealed_len;
         self.broker.segments.push(seg);
-        self.want_checkpoint = true;
+        self.state.want_checkpoint = true;
         sync_dir(&self.log_dir)?;
         info!("rolled to new segment {}", self.log.path().display());
         Ok(())
@@ -471,7 +433,7 @@ impl Writer {
     ) -> Result<(), StoreError> {
         let res = match &self.poisoned {
             // Poisoned inside this batch (a roll's fsync): none of it stays.
-            Some(why) if self.undo.active() => Err(StoreError::Poisoned(why.clone())),
+            Some(why) if self.state.undo.active() => Err(StoreError::Poisoned(why.clone())),
             _ => self.write_batch().and_then(|()| before_publish(self)),
         };
         if let Err(e) = res {
@@ -485,7 +447,7 @@ impl Writer {
         }
         self.publish();
         self.log.end_batch();
-        self.undo.end();
+        self.state.end_batch();
         Ok(())
     }
 
@@ -494,8 +456,8 @@ impl Writer {
         #[cfg(test)]
         super::fault::hit(super::fault::Step::Write)?;
         self.flush_log()?;
-        for name in &self.dirty {
-            let Some(t) = self.topics.get_mut(name) else {
+        for name in &self.state.dirty {
+            let Some(t) = self.state.topics.get_mut(name) else {
                 continue;
             };
             if t.buf.is_empty() {
@@ -530,7 +492,7 @@ impl Writer {
     /// batch's mark and the log is cut back to it, durably, so a request
     /// answered ERR is not replayed at the next start.
     fn rollback(&mut self) -> Result<(), StoreError> {
-        let Some((mark, unlink)) = self.undo.revert(&mut self.topics, &mut self.pending) else {
+        let Some((sealed_bytes, unlink)) = self.state.revert() else {
             return Ok(());
         };
         for (name, create_id) in unlink {
@@ -538,15 +500,7 @@ impl Writer {
             // An index nobody used; failing to unlink only leaks space.
             let _ = std::fs::remove_file(self.broker.index_files.path(&name, create_id));
         }
-        self.changes.clear();
-        self.dirty.clear();
-        self.counts = BatchCounts::default();
-        self.last_id = mark.last_id;
-        self.since_checkpoint = mark.since_checkpoint;
-        self.index_bytes = mark.index_bytes;
-        self.sealed_bytes = mark.sealed_bytes;
-        self.history = mark.history;
-        self.epochs = mark.epochs;
+        self.sealed_bytes = sealed_bytes;
         if let Some(base) = self.log.rolled_from() {
             self.broker.segments.remove_from(base);
         }
@@ -554,7 +508,7 @@ impl Writer {
         warn!(
             "group commit failed: cut the log back to position {} (event id {})",
             self.next_pos(),
-            self.last_id
+            self.state.last_id
         );
         Ok(())
     }
@@ -565,24 +519,24 @@ impl Writer {
         // Counters first, so STATS never lags what SUB and INFO show.
         self.broker.set_last_event_id(self.last_record_id());
         let repl = &self.broker.repl;
-        repl.history.store(self.history, Ordering::Relaxed);
+        repl.history.store(self.state.history, Ordering::Relaxed);
         repl.epoch.store(self.epoch(), Ordering::Relaxed);
-        repl.lease.store(self.id_lease, Ordering::Relaxed);
+        repl.lease.store(self.state.id_lease, Ordering::Relaxed);
         let stats = &self.broker.stats;
-        let counts = std::mem::take(&mut self.counts);
+        let counts = std::mem::take(&mut self.state.counts);
         Stats::add(&stats.messages_published, counts.published);
         Stats::add(&stats.topics_expired, counts.topics_expired);
         Stats::add(&stats.delayed_dropped, counts.delayed_dropped);
         Stats::add(&stats.dead_lettered, counts.dead_lettered);
         stats
             .delayed_pending
-            .store(self.pending.len() as u64, Ordering::Relaxed);
+            .store(self.state.pending.len() as u64, Ordering::Relaxed);
         stats.disk_bytes.store(
-            self.sealed_bytes + self.log.written_len() + self.index_bytes,
+            self.sealed_bytes + self.log.written_len() + self.state.index_bytes,
             Ordering::Relaxed,
         );
         let mut removed_segments = Vec::new();
-        for change in self.changes.drain(..) {
+        for change in self.state.changes.drain(..) {
             match change {
                 Change::Created(t) => {
                     if t.expires_ms > 0 {
@@ -618,8 +572,8 @@ impl Writer {
         if !self.log.has_unsynced() {
             self.unlink_doomed_indexes();
         }
-        for name in self.dirty.drain(..) {
-            if let Some(t) = self.topics.get_mut(&name) {
+        for name in self.state.dirty.drain(..) {
+            if let Some(t) = self.state.topics.get_mut(&name) {
                 t.dirty = false;
                 if t.groups_dirty {
                     t.groups_dirty = false;
@@ -651,6 +605,17 @@ impl Writer {
 
     /// The epoch this data is in (0 before the first PROMOTE).
     pub(super) fn epoch(&self) -> u64 {
-        self.epochs.last().map_or(0, |e| e.epoch)
+        self.state.epoch()
+    }
+
+    /// The one apply path ([`WriterState::apply`]) for a record placed at
+    /// log position `pos`.
+    pub(super) fn apply(
+        &mut self,
+        rec: &Record<'_>,
+        pos: u64,
+        len: usize,
+    ) -> Result<(), StoreError> {
+        self.state.apply(rec, pos, len, &self.broker.index_files)
     }
 }

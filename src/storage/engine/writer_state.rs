@@ -1,0 +1,92 @@
+//! The writer's state ([`WriterState`]): its view of each topic, the
+//! pending delayed messages, the last event id, the id lease, the history
+//! and epochs, and what the batch being built changed (the structural
+//! changes published at commit, the dirty topics, the batch's counters, the
+//! undo log). The one apply path ([`super::apply`]) and the undo of a
+//! failed batch are its methods: the replay machine that live writes,
+//! recovery and replication all drive.
+//!
+//! Owned by the writer thread ([`super::writer`] holds it). Readers never
+//! see this: they see what the commit publishes to the broker.
+
+use std::collections::HashMap;
+
+use super::state::{BatchCounts, Change, Pending, WriterTopic};
+use super::undo::{Mark, UndoLog};
+use crate::storage::checkpoint::EpochMeta;
+
+/// The writer's state: what the log's records add up to, ahead of readers
+/// until commit, and the batch being built.
+#[derive(Default)]
+pub(super) struct WriterState {
+    pub(super) last_id: u64,
+    pub(super) topics: HashMap<String, WriterTopic>,
+    pub(super) pending: HashMap<u64, Pending>,
+    /// Ids up to this may have been handed out (see [`super::lease`]); on
+    /// a slave, the master's lease.
+    pub(super) id_lease: u64,
+    /// The history this data belongs to (0: a slave not synced yet).
+    pub(super) history: u64,
+    /// Every epoch after the first (PROMOTEs), oldest first.
+    pub(super) epochs: Vec<EpochMeta>,
+    /// Bytes of all live topics' index entries.
+    pub(super) index_bytes: u64,
+    /// Log bytes applied since the last checkpoint.
+    pub(super) since_checkpoint: u64,
+    /// The next checkpoint should come soon (a new epoch, a roll, …).
+    pub(super) want_checkpoint: bool,
+    /// The create id of a live CREATE whose index file exists already
+    /// (made before its record was appended); taken by the apply path.
+    pub(super) index_created: Option<u64>,
+    /// Structural changes of the batch, published at commit.
+    pub(super) changes: Vec<Change>,
+    /// Topics the batch changed (their `dirty` is set).
+    pub(super) dirty: Vec<String>,
+    pub(super) counts: BatchCounts,
+    /// What to take back if the batch being built fails.
+    pub(super) undo: UndoLog,
+}
+
+impl WriterState {
+    /// Opens the undo log of a new batch at the state as it is now.
+    /// `sealed_bytes` (the log's, not the state's) comes back from
+    /// [`WriterState::revert`].
+    pub(super) fn begin_batch(&mut self, sealed_bytes: u64) {
+        self.undo.begin(Mark {
+            last_id: self.last_id,
+            since_checkpoint: self.since_checkpoint,
+            index_bytes: self.index_bytes,
+            sealed_bytes,
+            history: self.history,
+            epochs: self.epochs.clone(),
+        });
+    }
+
+    /// The batch is committed: nothing to take back any more.
+    pub(super) fn end_batch(&mut self) {
+        self.undo.end();
+    }
+
+    /// Takes back the batch being built: every change to topics and pending
+    /// delayed messages, newest first, and the counters as they were at
+    /// its start. Returns the `sealed_bytes` given to
+    /// [`WriterState::begin_batch`] and the index files of topics the batch
+    /// created, (name, create id), to unlink; `None` when no batch is open.
+    pub(super) fn revert(&mut self) -> Option<(u64, Vec<(String, u64)>)> {
+        let (mark, unlink) = self.undo.revert(&mut self.topics, &mut self.pending)?;
+        self.changes.clear();
+        self.dirty.clear();
+        self.counts = BatchCounts::default();
+        self.last_id = mark.last_id;
+        self.since_checkpoint = mark.since_checkpoint;
+        self.index_bytes = mark.index_bytes;
+        self.history = mark.history;
+        self.epochs = mark.epochs;
+        Some((mark.sealed_bytes, unlink))
+    }
+
+    /// The epoch this data is in (0 before the first PROMOTE).
+    pub(super) fn epoch(&self) -> u64 {
+        self.epochs.last().map_or(0, |e| e.epoch)
+    }
+}
