@@ -116,9 +116,8 @@ impl Writer {
             gaps: self.quorum.gaps.to_vec(),
         }
         .store(&self.dir)?;
-        self.state.since_checkpoint = 0;
+        self.state.checkpointed();
         self.last_checkpoint = Instant::now();
-        self.state.want_checkpoint = false;
         if !self.unlink_after_checkpoint.is_empty() {
             for seg in self.unlink_after_checkpoint.drain(..) {
                 if let Err(e) = std::fs::remove_file(&seg.path) {

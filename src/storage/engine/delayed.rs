@@ -5,7 +5,6 @@
 //! ([`crate::timer`]). A pending message's payload stays in its DPUB
 //! record in the log; only its position is kept here and in the checkpoint.
 
-use super::undo::Undo;
 use super::writer::Writer;
 use crate::storage::StoreError;
 use crate::storage::log::record::{self, Decoded, Kind, Record};
@@ -24,9 +23,7 @@ impl Writer {
                 continue; // dropped (and counted) with its topic
             }
             if !self.state.topics.contains_key(&p.topic) {
-                self.state.pending.remove(&id);
-                self.state.undo.push(Undo::PendingRemoved(id, p));
-                self.state.counts.delayed_dropped += 1;
+                self.state.drop_pending(id);
                 continue;
             }
             buf.resize(p.len as usize, 0);

@@ -14,7 +14,6 @@ use std::io::Write as _;
 use log::{info, warn};
 
 use super::lease::ID_LEASE_BLOCK;
-use super::state::Change;
 use super::writer::Writer;
 use crate::role::Role;
 use crate::stats::Stats;
@@ -278,26 +277,9 @@ impl Writer {
         // Every segment but the (new, empty) active one.
         let mut old = self.broker.segments.all();
         old.retain(|s| !self.log.is_active(s));
-        for name in self.state.topics.keys().cloned().collect::<Vec<_>>() {
-            if let Some(t) = self.state.topics.remove(&name) {
-                self.state.drop_topic(t, record::DeleteReason::Deleted);
-            }
-        }
-        for id in self.state.pending.keys().copied().collect::<Vec<_>>() {
-            if let Some(p) = self.state.pending.remove(&id) {
-                self.state
-                    .undo
-                    .push(super::undo::Undo::PendingRemoved(id, p));
-            }
-        }
-        self.state.changes.push(Change::SegmentsDropped(old));
+        self.state.discard_all(old);
         self.sealed_bytes = 0;
-        self.state.last_id = 0;
         self.quorum.gaps.clear();
-        // Adopted once the snapshot is in (ReplSynced): until then a
-        // restart starts the resync over.
-        self.state.history = 0;
-        self.state.epochs.clear();
         // Durable before anything of the new history arrives: a restart
         // must never replay the old records in front of the new ones.
         self.commit()?;

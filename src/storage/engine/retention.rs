@@ -12,8 +12,6 @@ use std::sync::Arc;
 
 use log::info;
 
-use super::state::Change;
-use super::undo::Undo;
 use super::writer::Writer;
 use crate::storage::StoreError;
 use crate::storage::index::{self, ENTRY_LEN, Entry};
@@ -94,24 +92,7 @@ impl Writer {
             doomed.len()
         );
         self.sealed_bytes = self.sealed_bytes.saturating_sub(doomed_bytes);
-        for (name, first, first_id) in moved {
-            let Some(t) = self.state.topics.get_mut(&name) else {
-                continue;
-            };
-            if !t.dirty {
-                self.state.undo.push(Undo::Touched {
-                    name: name.clone(),
-                    state: t.state,
-                    flushed_entries: t.flushed_entries,
-                });
-                t.dirty = true;
-                self.state.dirty.push(name);
-            }
-            t.state.first_entry = first;
-            t.state.first_id = first_id;
-        }
-        self.state.changes.push(Change::SegmentsRemoved(doomed));
-        self.state.want_checkpoint = true;
+        self.state.drop_segments(moved, doomed);
         Ok(())
     }
 }

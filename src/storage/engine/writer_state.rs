@@ -10,10 +10,13 @@
 //! see this: they see what the commit publishes to the broker.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::state::{BatchCounts, Change, Pending, WriterTopic};
-use super::undo::{Mark, UndoLog};
+use super::undo::{Mark, Undo, UndoLog};
 use crate::storage::checkpoint::EpochMeta;
+use crate::storage::log::record::DeleteReason;
+use crate::storage::log::segment::Segment;
 
 /// The writer's state: what the log's records add up to, ahead of readers
 /// until commit, and the batch being built.
@@ -83,6 +86,69 @@ impl WriterState {
         self.history = mark.history;
         self.epochs = mark.epochs;
         Some((mark.sealed_bytes, unlink))
+    }
+
+    /// Drops a pending delayed message whose topic is gone, counted.
+    pub(super) fn drop_pending(&mut self, id: u64) {
+        if let Some(p) = self.pending.remove(&id) {
+            self.undo.push(Undo::PendingRemoved(id, p));
+            self.counts.delayed_dropped += 1;
+        }
+    }
+
+    /// A slave's full resync: every topic and pending delayed message goes
+    /// (undoably, within the batch), and the last id, history and epochs
+    /// start over. The segments `old` leave the shared set at publish.
+    pub(super) fn discard_all(&mut self, old: Vec<Arc<Segment>>) {
+        for name in self.topics.keys().cloned().collect::<Vec<_>>() {
+            if let Some(t) = self.topics.remove(&name) {
+                self.drop_topic(t, DeleteReason::Deleted);
+            }
+        }
+        for id in self.pending.keys().copied().collect::<Vec<_>>() {
+            if let Some(p) = self.pending.remove(&id) {
+                self.undo.push(Undo::PendingRemoved(id, p));
+            }
+        }
+        self.changes.push(Change::SegmentsDropped(old));
+        self.last_id = 0;
+        // Adopted once the snapshot is in (ReplSynced): until then a
+        // restart starts the resync over.
+        self.history = 0;
+        self.epochs.clear();
+    }
+
+    /// Retention deletes the segments `doomed`: each topic of `moved`,
+    /// (name, first entry, first id), now starts past them.
+    pub(super) fn drop_segments(
+        &mut self,
+        moved: Vec<(String, u64, u64)>,
+        doomed: Vec<Arc<Segment>>,
+    ) {
+        for (name, first, first_id) in moved {
+            let Some(t) = self.topics.get_mut(&name) else {
+                continue;
+            };
+            if !t.dirty {
+                self.undo.push(Undo::Touched {
+                    name: name.clone(),
+                    state: t.state,
+                    flushed_entries: t.flushed_entries,
+                });
+                t.dirty = true;
+                self.dirty.push(name);
+            }
+            t.state.first_entry = first;
+            t.state.first_id = first_id;
+        }
+        self.changes.push(Change::SegmentsRemoved(doomed));
+        self.want_checkpoint = true;
+    }
+
+    /// A checkpoint holds everything applied so far.
+    pub(super) fn checkpointed(&mut self) {
+        self.since_checkpoint = 0;
+        self.want_checkpoint = false;
     }
 
     /// The epoch this data is in (0 before the first PROMOTE).
