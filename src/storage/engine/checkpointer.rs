@@ -5,7 +5,8 @@
 //!
 //! Runs on the writer thread, as part of [`Writer`]: after each batch
 //! when enough log was written or a segment rolled, on an idle tick, and at
-//! shutdown. The file format is [`crate::storage::checkpoint`]'s.
+//! shutdown. What goes into it is [`super::state_checkpoint`]'s; the file
+//! format is [`crate::storage::checkpoint`]'s.
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +14,6 @@ use log::warn;
 
 use super::writer::Writer;
 use crate::storage::StoreError;
-use crate::storage::checkpoint::{Checkpoint, DelayedMeta, GroupMeta, TopicMeta};
-use crate::storage::log::record::FORMAT_VERSION;
 use crate::storage::sync_dir;
 
 /// A checkpoint that failed for want of a resource is tried again after this.
@@ -49,73 +48,11 @@ impl Writer {
     pub(super) fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.sync_log()?;
         self.publish_durable();
-        let mut topics = Vec::with_capacity(self.state.topics.len());
-        for t in self.state.topics.values_mut() {
-            if t.unsynced {
-                // Any descriptor of the file will do: fsync flushes the file.
-                let files = &self.broker.index_files;
-                files
-                    .get(&t.shared.name, t.shared.create_id)?
-                    .sync_data()
-                    .map_err(|e| {
-                        let path = files.path(&t.shared.name, t.shared.create_id);
-                        StoreError::io("fsync index", &path, e)
-                    })?;
-                t.unsynced = false;
-            }
-            topics.push(TopicMeta {
-                name: t.shared.name.clone(),
-                create_id: t.shared.create_id,
-                created_ms: t.shared.created_ms,
-                expires_ms: t.shared.expires_ms,
-                entries: t.state.entries,
-                first_entry: t.state.first_entry,
-                first_id: t.state.first_id,
-                last_id: t.state.last_id,
-            });
-        }
+        self.state.sync_indexes(&self.broker.index_files)?;
         sync_dir(&self.index_dir)?;
-        topics.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut delayed: Vec<DelayedMeta> = self
-            .state
-            .pending
-            .iter()
-            .map(|(&id, p)| DelayedMeta {
-                id,
-                due_ms: p.due_ms,
-                pos: p.pos,
-                len: p.len,
-                topic: p.topic.clone(),
-            })
-            .collect();
-        delayed.sort_by_key(|d| d.id);
-        let mut groups = Vec::new();
-        for (name, t) in &self.state.topics {
-            for (g, st) in &t.groups {
-                groups.push(GroupMeta {
-                    topic: name.clone(),
-                    name: g.clone(),
-                    committed: st.committed,
-                    failed_at: st.failed_at,
-                    failures: st.failures,
-                    set_id: st.set_id,
-                    alone: st.alone,
-                });
-            }
-        }
-        groups.sort_by(|a, b| (&a.topic, &a.name).cmp(&(&b.topic, &b.name)));
-        Checkpoint {
-            format: FORMAT_VERSION,
-            log_pos: self.next_pos(),
-            last_event_id: self.state.last_id,
-            history: self.state.history,
-            epochs: self.state.epochs.clone(),
-            topics,
-            delayed,
-            groups,
-            gaps: self.quorum.gaps.to_vec(),
-        }
-        .store(&self.dir)?;
+        self.state
+            .checkpoint(self.next_pos(), self.quorum.gaps.to_vec())
+            .store(&self.dir)?;
         self.state.checkpointed();
         self.last_checkpoint = Instant::now();
         if !self.unlink_after_checkpoint.is_empty() {

@@ -29,6 +29,7 @@ pub(crate) mod recovery;
 mod replica;
 mod retention;
 mod state;
+mod state_checkpoint;
 mod undo;
 pub(crate) mod writer;
 mod writer_state;

@@ -23,12 +23,11 @@ use std::time::Instant;
 use log::{info, warn};
 
 use super::lease::load_lease;
-use super::state::{Change, Pending};
 use super::writer::Writer;
-use crate::broker::{Broker, Topic, TopicState};
+use crate::broker::Broker;
 use crate::role::Role;
 use crate::storage::checkpoint::{self, Checkpoint};
-use crate::storage::index::{self, ENTRY_LEN};
+use crate::storage::index;
 use crate::storage::log::chain;
 use crate::storage::log::record::{self, Decoded, FLAG_BATCH_MORE};
 use crate::storage::log::segment::{Segment, list_segments};
@@ -154,7 +153,12 @@ impl Writer {
         let mut w = Writer::new(broker, lock, newest, active_len, sealed_bytes, timers);
 
         let missing = match &cp {
-            Some(cp) => w.load_checkpoint(cp)?,
+            Some(cp) => {
+                for &(first, last) in &cp.gaps {
+                    w.quorum.gaps.add(first, last);
+                }
+                w.state.load_checkpoint(cp, &w.index_dir)?
+            }
             None => Vec::new(),
         };
         w.remove_stray_indexes()?;
@@ -262,98 +266,6 @@ impl Writer {
             started.elapsed()
         );
         Ok((w, report))
-    }
-
-    /// Loads the checkpoint's state. Returns the topics whose index file is
-    /// missing (its DELETE must be in the log after the checkpoint).
-    fn load_checkpoint(&mut self, cp: &Checkpoint) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut missing = Vec::new();
-        self.state.last_id = cp.last_event_id;
-        self.state.history = cp.history;
-        self.state.epochs = cp.epochs.clone();
-        for &(first, last) in &cp.gaps {
-            self.quorum.gaps.add(first, last);
-        }
-        for d in &cp.delayed {
-            self.state.pending.insert(
-                d.id,
-                Pending {
-                    topic: d.topic.clone(),
-                    due_ms: d.due_ms,
-                    pos: d.pos,
-                    len: d.len,
-                },
-            );
-            self.state.changes.push(Change::Delayed {
-                due_ms: d.due_ms,
-                id: d.id,
-            });
-        }
-        for tm in &cp.topics {
-            let path = self
-                .index_dir
-                .join(index::file_name(&tm.name, tm.create_id));
-            // Only looked at here: kept open later on demand, within the
-            // bounded set of index handles.
-            let want = tm.entries * ENTRY_LEN as u64;
-            let have = match std::fs::metadata(&path) {
-                Ok(m) => m.len(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    missing.push((tm.name.clone(), tm.create_id));
-                    want
-                }
-                Err(e) => return Err(StoreError::io("stat index", &path, e)),
-            };
-            if have < want {
-                return Err(StoreError::corrupt(
-                    &path,
-                    have,
-                    format!("index holds {have} bytes, the checkpoint needs {want}"),
-                ));
-            }
-            if have > want {
-                // Entries written after the checkpoint; replay rewrites them.
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|f| f.set_len(want))
-                    .map_err(|e| StoreError::io("truncate index", &path, e))?;
-            }
-            let state = TopicState {
-                entries: tm.entries,
-                first_entry: tm.first_entry,
-                first_id: tm.first_id,
-                last_id: tm.last_id,
-                ended: None,
-            };
-            let shared = Topic::new(
-                tm.name.clone(),
-                tm.create_id,
-                tm.created_ms,
-                tm.expires_ms,
-                state,
-            );
-            self.state.index_bytes += want;
-            self.state.register_topic(shared, have > want);
-        }
-        for g in &cp.groups {
-            if let Some(t) = self.state.topics.get_mut(&g.topic) {
-                let st = crate::broker::GroupState {
-                    committed: g.committed,
-                    failed_at: g.failed_at,
-                    failures: g.failures,
-                    alone: g.alone,
-                    set_id: g.set_id,
-                };
-                t.groups.insert(g.name.clone(), st);
-                if !t.groups_dirty {
-                    t.groups_dirty = true;
-                    t.dirty = true;
-                    self.state.dirty.push(g.topic.clone());
-                }
-            }
-        }
-        Ok(missing)
     }
 
     /// Index files of topics the checkpoint does not know belong to topics
