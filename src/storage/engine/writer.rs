@@ -26,7 +26,6 @@
 //! after a failed fsync nothing about the file's contents can be trusted.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -44,7 +43,6 @@ use super::writer_state::WriterState;
 use crate::broker::Broker;
 use crate::config::{Config, FsyncPolicy};
 use crate::stats::Stats;
-use crate::storage::index::ENTRY_LEN;
 use crate::storage::log::record::Record;
 use crate::storage::log::segment::Segment;
 use crate::storage::ops::{
@@ -456,25 +454,7 @@ impl Writer {
         #[cfg(test)]
         super::fault::hit(super::fault::Step::Write)?;
         self.flush_log()?;
-        for name in &self.state.dirty {
-            let Some(t) = self.state.topics.get_mut(name) else {
-                continue;
-            };
-            if t.buf.is_empty() {
-                continue;
-            }
-            let files = &self.broker.index_files;
-            files
-                .get(&t.shared.name, t.shared.create_id)?
-                .write_all_at(&t.buf, t.flushed_entries * ENTRY_LEN as u64)
-                .map_err(|e| {
-                    let path = files.path(&t.shared.name, t.shared.create_id);
-                    StoreError::io("write index", &path, e)
-                })?;
-            t.flushed_entries += (t.buf.len() / ENTRY_LEN) as u64;
-            t.buf.clear();
-            t.unsynced = true;
-        }
+        self.state.write_indexes(&self.broker.index_files)?;
         let sync_now = match self.tuning.policy {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval => self.log.since_sync() >= self.tuning.fsync_interval,
@@ -523,7 +503,7 @@ impl Writer {
         repl.epoch.store(self.epoch(), Ordering::Relaxed);
         repl.lease.store(self.state.id_lease, Ordering::Relaxed);
         let stats = &self.broker.stats;
-        let counts = std::mem::take(&mut self.state.counts);
+        let counts = self.state.take_counts();
         Stats::add(&stats.messages_published, counts.published);
         Stats::add(&stats.topics_expired, counts.topics_expired);
         Stats::add(&stats.delayed_dropped, counts.delayed_dropped);
@@ -536,7 +516,7 @@ impl Writer {
             Ordering::Relaxed,
         );
         let mut removed_segments = Vec::new();
-        for change in self.state.changes.drain(..) {
+        for change in self.state.drain_changes() {
             match change {
                 Change::Created(t) => {
                     if t.expires_ms > 0 {
@@ -572,16 +552,7 @@ impl Writer {
         if !self.log.has_unsynced() {
             self.unlink_doomed_indexes();
         }
-        for name in self.state.dirty.drain(..) {
-            if let Some(t) = self.state.topics.get_mut(&name) {
-                t.dirty = false;
-                if t.groups_dirty {
-                    t.groups_dirty = false;
-                    t.shared.publish_groups(t.groups.clone());
-                }
-                t.shared.publish(t.state);
-            }
-        }
+        self.state.publish_topics();
         // Readers now start past the removed segments; a reader still
         // holding one keeps its file open until it lets go.
         if !removed_segments.is_empty() {

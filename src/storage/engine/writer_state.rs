@@ -10,11 +10,15 @@
 //! see this: they see what the commit publishes to the broker.
 
 use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::state::{BatchCounts, Change, Pending, WriterTopic};
 use super::undo::{Mark, Undo, UndoLog};
+use crate::storage::StoreError;
 use crate::storage::checkpoint::EpochMeta;
+use crate::storage::handles::IndexHandles;
+use crate::storage::index::ENTRY_LEN;
 use crate::storage::log::record::DeleteReason;
 use crate::storage::log::segment::Segment;
 
@@ -143,6 +147,55 @@ impl WriterState {
         }
         self.changes.push(Change::SegmentsRemoved(doomed));
         self.want_checkpoint = true;
+    }
+
+    /// Writes the index entries the batch added, one positional write per
+    /// topic it changed.
+    pub(super) fn write_indexes(&mut self, files: &IndexHandles) -> Result<(), StoreError> {
+        for name in &self.dirty {
+            let Some(t) = self.topics.get_mut(name) else {
+                continue;
+            };
+            if t.buf.is_empty() {
+                continue;
+            }
+            files
+                .get(&t.shared.name, t.shared.create_id)?
+                .write_all_at(&t.buf, t.flushed_entries * ENTRY_LEN as u64)
+                .map_err(|e| {
+                    let path = files.path(&t.shared.name, t.shared.create_id);
+                    StoreError::io("write index", &path, e)
+                })?;
+            t.flushed_entries += (t.buf.len() / ENTRY_LEN) as u64;
+            t.buf.clear();
+            t.unsynced = true;
+        }
+        Ok(())
+    }
+
+    /// The batch's STATS counters, for the commit to add (and start over).
+    pub(super) fn take_counts(&mut self) -> BatchCounts {
+        std::mem::take(&mut self.counts)
+    }
+
+    /// The batch's structural changes, in order, for the commit to publish.
+    pub(super) fn drain_changes(&mut self) -> std::vec::Drain<'_, Change> {
+        self.changes.drain(..)
+    }
+
+    /// Publishes each topic the batch changed (its counters, and its
+    /// consumer groups if they changed), which wakes its subscribers.
+    pub(super) fn publish_topics(&mut self) {
+        for name in self.dirty.drain(..) {
+            if let Some(t) = self.topics.get_mut(&name) {
+                t.dirty = false;
+                if t.groups_dirty {
+                    t.groups_dirty = false;
+                    t.shared.publish_groups(t.groups.clone());
+                }
+                t.shared.publish(t.state);
+            }
+        }
     }
 
     /// A checkpoint holds everything applied so far.
