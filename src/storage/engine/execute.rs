@@ -169,9 +169,7 @@ impl Writer {
                 diverged_after,
             } => self.repl_reset(history, diverged_after),
             WriteOp::ReplSynced { history, after_id } => {
-                self.state.history = history;
-                self.state.last_id = self.state.last_id.max(after_id);
-                self.state.want_checkpoint = true;
+                self.state.adopt_history(history, after_id);
                 Ok(WriteOk::Done)
             }
             WriteOp::Promote => self.promote(),
@@ -213,7 +211,7 @@ impl Writer {
         };
         self.reserve(id, record::encoded_len(topic.len(), 0, body.len()))?;
         super::apply::create_index(&self.broker.index_files, topic, id)?;
-        self.state.index_created = Some(id);
+        self.state.index_made_for(id);
         self.append_reserved(&rec)?;
         Ok(WriteOk::Id(id))
     }
@@ -276,7 +274,7 @@ impl Writer {
             #[cfg(test)]
             super::fault::hit(super::fault::Step::Lease)?;
             store_lease(&self.dir, lease)?;
-            self.state.id_lease = lease;
+            self.state.leased_to(lease);
         }
         self.ensure_room(bytes)
     }

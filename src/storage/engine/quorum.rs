@@ -160,7 +160,7 @@ impl Writer {
         );
         self.quorum.gaps.add(first, undone_last);
         // The lease covers them already: it was raised before they were assigned.
-        self.state.last_id = self.state.last_id.max(undone_last);
+        self.state.use_ids_to(undone_last);
         // A failure here is retried with the next checkpoint; until then a
         // crash leaves the ids below the lease, which recovery skips and
         // records as a gap the same way.

@@ -204,7 +204,7 @@ impl Writer {
             // None of them has a record here: a slave holding some has
             // records this master lost.
             w.quorum.gaps.add(w.state.last_id + 1, lease);
-            w.state.want_checkpoint = true;
+            w.state.checkpoint_soon();
             w.state.last_id = lease;
         }
         // A slave assigns no ids: it resumes from the last record it has,
@@ -221,7 +221,7 @@ impl Writer {
         if w.state.history == 0 && (is_master || (w.state.last_id > 0 && !resync_unfinished)) {
             // A new data directory (or one from before histories) starts one.
             w.state.history = new_history_id();
-            w.state.want_checkpoint = true;
+            w.state.checkpoint_soon();
         }
         // A directory of an older format says so in a new checkpoint before
         // anything of this format is written, so an older build never reads
@@ -230,7 +230,7 @@ impl Writer {
             .as_ref()
             .is_some_and(|c| c.format < record::FORMAT_VERSION)
         {
-            w.state.want_checkpoint = true;
+            w.state.checkpoint_soon();
         }
         // Lifetimes that ended while the server was down end now, before
         // it serves anything or its timers fire a delayed message for them.

@@ -248,7 +248,7 @@ impl Writer {
     pub(super) fn repl_lease(&mut self, lease: u64) -> Result<WriteOk, StoreError> {
         if lease > self.state.id_lease {
             super::lease::store_lease(&self.dir, lease)?;
-            self.state.id_lease = lease;
+            self.state.leased_to(lease);
         }
         self.broker
             .repl
@@ -356,7 +356,7 @@ impl Writer {
         if last_id > self.state.id_lease {
             let lease = last_id.saturating_add(ID_LEASE_BLOCK);
             super::lease::store_lease(&self.dir, lease)?;
-            self.state.id_lease = lease;
+            self.state.leased_to(lease);
         }
         self.ensure_room(bytes)
     }

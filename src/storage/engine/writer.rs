@@ -410,7 +410,7 @@ impl Writer {
         let (seg, sealed_len) = self.log.start_next()?;
         self.sealed_bytes += sealed_len;
         self.broker.segments.push(seg);
-        self.state.want_checkpoint = true;
+        self.state.checkpoint_soon();
         sync_dir(&self.log_dir)?;
         info!("rolled to new segment {}", self.log.path().display());
         Ok(())

@@ -198,6 +198,37 @@ impl WriterState {
         }
     }
 
+    /// Ids up to `id` count as used though this log has no record of them
+    /// (they were undone, or a snapshot covered them).
+    pub(super) fn use_ids_to(&mut self, id: u64) {
+        self.last_id = self.last_id.max(id);
+    }
+
+    /// A slave's full resync is in: the master's history is this data's,
+    /// and the snapshot covered ids up to `after_id`.
+    pub(super) fn adopt_history(&mut self, history: u64, after_id: u64) {
+        self.history = history;
+        self.use_ids_to(after_id);
+        self.checkpoint_soon();
+    }
+
+    /// The id lease file now says `lease`.
+    pub(super) fn leased_to(&mut self, lease: u64) {
+        self.id_lease = lease;
+    }
+
+    /// A live CREATE made the index file of `create_id` before its record
+    /// was appended: the apply path does not make it again.
+    pub(super) fn index_made_for(&mut self, create_id: u64) {
+        self.index_created = Some(create_id);
+    }
+
+    /// The next checkpoint should not wait for the log to grow (a roll, a
+    /// new epoch or history, a format upgrade).
+    pub(super) fn checkpoint_soon(&mut self) {
+        self.want_checkpoint = true;
+    }
+
     /// A checkpoint holds everything applied so far.
     pub(super) fn checkpointed(&mut self) {
         self.since_checkpoint = 0;
