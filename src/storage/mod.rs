@@ -28,8 +28,11 @@
 //!   logscan     the whole log, offline: lengths, CRCs, ids, where it stops being clean
 //! engine/   the persistence thread and what it is made of
 //!   writer      the loop: take a batch, append, flush, fsync, commit, answer
-//!   execute     a request becomes records; apply: the one apply path; undo: its undo log
-//!   state       the writer's topics, pending delays and batch counters
+//!   active_log  the segment being appended to: buffer, zero fill, flush, fdatasync, roll, cut-back
+//!   writer_state  topics, pending delays, ids, epochs, the batch's undo; apply and undo are its
+//!   apply       the one apply path; undo: the batch's undo log; state: the state's types
+//!   state_checkpoint  the writer's state to and from a checkpoint
+//!   execute     a request becomes records
 //!   groups, delayed, lifetimes, retention, replica   the writes each kind of request asks for
 //!   quorum, quorum_gate   replication.minSlaves on the writer's side
 //!   epochs, lease, checkpointer   epochs, the id lease file, writing checkpoints

@@ -1,10 +1,18 @@
 //! The storage engine: the persistence thread ([`writer`]) and the parts it
-//! is made of — the one apply path and its undo log, the writer's state, the
-//! commit loop's helpers (quorum, checkpoints, id lease, epochs) and the
-//! writes each kind of request asks for (consumer groups, delayed messages,
-//! lifetimes, retention, replication) — plus [`recovery`], which opens the
-//! data directory and replays the log tail through the same apply path
-//! before the writer thread starts.
+//! is made of, plus [`recovery`], which opens the data directory and replays
+//! the log tail through the same apply path before the writer thread starts.
+//!
+//! The writer is a loop that composes two owned parts:
+//! - `active_log::ActiveLog`: the segment being appended to (buffer, zero
+//!   fill ahead, flush, fdatasync, roll, cut-back of a failed batch);
+//! - `writer_state::WriterState`: what the records add up to (topics,
+//!   pending delays, last id, lease, history, epochs) and the batch being
+//!   built, with the one apply path (`apply`) and the undo of a failed
+//!   batch as its methods, and its checkpoint (`state_checkpoint`).
+//!
+//! Around them: the commit loop's helpers (quorum, checkpointer, id lease,
+//! epochs) and the writes each kind of request asks for (execute; consumer
+//! groups, delayed messages, lifetimes, retention, replication).
 //!
 //! Runs on the writer thread (recovery: on the main thread, before it).
 
