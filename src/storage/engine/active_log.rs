@@ -311,3 +311,75 @@ impl ActiveLog {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_len(path: &Path) -> u64 {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX)
+    }
+
+    fn open(dir: &Path, max_log_size: u64) -> ActiveLog {
+        let seg = Segment::open(dir, 0, true).expect("create segment");
+        ActiveLog::new(dir.to_path_buf(), max_log_size, Arc::new(seg), 0)
+    }
+
+    #[test]
+    fn a_flush_writes_the_buffer_once_with_zero_fill_ahead() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = open(dir.path(), 1 << 30);
+        assert_eq!(log.append_bytes(b"abc"), 0);
+        assert_eq!(log.append_bytes(b"de"), 3);
+        assert_eq!(
+            (log.next_pos(), log.written_end(), log.buffered()),
+            (5, 0, 2 + 3)
+        );
+        let mut got = [0u8; 2];
+        log.read(&mut got, 3, &SegmentSet::default())
+            .expect("from the buffer");
+        assert_eq!(&got, b"de");
+        log.flush().expect("flush");
+        assert_eq!((log.written_end(), log.buffered()), (5, 0));
+        assert!(log.has_unsynced());
+        // The zero fill: the file is longer than what was written.
+        assert_eq!(
+            file_len(&dir.path().join(Segment::file_name(0))),
+            5 + PREALLOC_CHUNK
+        );
+        assert!(log.sync().expect("fsync"));
+        assert!(
+            !log.sync().expect("nothing to sync"),
+            "a second sync has nothing to do"
+        );
+    }
+
+    #[test]
+    fn a_cut_back_takes_the_batch_back_from_the_file_and_the_segments_it_rolled_to() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = open(dir.path(), 8);
+        log.append_bytes(b"kept");
+        log.flush().expect("flush");
+        log.begin_batch();
+        assert_eq!(log.batch_start(), Some(4));
+        log.append_bytes(b"gone");
+        assert!(log.needs_roll(5), "4 + 4 + 5 bytes overflow a segment of 8");
+        log.seal(true).expect("seal");
+        assert!(log.sync().expect("fsync the sealed segment"));
+        let (next, sealed_len) = log.start_next().expect("roll");
+        assert_eq!((next.base, sealed_len), (8, 8));
+        assert_eq!(log.rolled_from(), Some(8));
+        log.append_bytes(b"more");
+        log.flush().expect("flush");
+        log.cut_back().expect("cut back");
+        assert_eq!(
+            (log.next_pos(), log.written_end(), log.batch_start()),
+            (4, 4, None)
+        );
+        assert!(!dir.path().join(Segment::file_name(8)).exists());
+        assert_eq!(file_len(&dir.path().join(Segment::file_name(0))), 4);
+        assert!(!log.has_unsynced());
+        log.cut_back().expect("no batch open: nothing to do");
+        assert_eq!(log.next_pos(), 4);
+    }
+}
