@@ -67,7 +67,7 @@ impl Writer {
             .max(epoch_base(epoch).saturating_sub(1))
             .saturating_add(1);
         if self.state.history == 0 {
-            self.state.history = super::recovery::new_history_id();
+            self.state.start_history(super::recovery::new_history_id());
         }
         let bytes = epoch_record(id, now_ms(), epoch, self.state.last_id, self.state.history);
         self.reserve_replicated(id, bytes.len())?;

@@ -244,8 +244,7 @@ impl Writer {
 
     pub(super) fn count_published(&mut self, topic: &str, last_id: u64, n: u64) {
         let before =
-            Stats::get(&self.broker.stats.messages_published) + self.state.counts.published;
-        self.state.counts.published += n;
+            Stats::get(&self.broker.stats.messages_published) + self.state.count_published(n);
         let sample = self.tuning.log_sample;
         if sample > 0 && (before / sample) != ((before + n) / sample) {
             info!(

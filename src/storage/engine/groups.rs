@@ -201,7 +201,7 @@ impl Writer {
         })?;
         self.count_published(dlq, copy_id, 1);
         self.append_group(topic, &set, 0)?;
-        self.state.counts.dead_lettered += 1;
+        self.state.count_dead_lettered();
         info!(
             "group {group} of {topic}: message {at} failed {} deliveries; moved to {dlq} as {copy_id}",
             cur.failures

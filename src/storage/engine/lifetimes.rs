@@ -39,7 +39,7 @@ impl Writer {
         })?;
         if reason == DeleteReason::Expired {
             info!("topic {topic} expired (event id {id})");
-            self.state.counts.topics_expired += 1;
+            self.state.count_expired();
         }
         Ok(id)
     }

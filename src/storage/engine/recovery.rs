@@ -220,7 +220,7 @@ impl Writer {
                 .is_some_and(|c| c.format >= HISTORY_FORMAT_VERSION);
         if w.state.history == 0 && (is_master || (w.state.last_id > 0 && !resync_unfinished)) {
             // A new data directory (or one from before histories) starts one.
-            w.state.history = new_history_id();
+            w.state.start_history(new_history_id());
             w.state.checkpoint_soon();
         }
         // A directory of an older format says so in a new checkpoint before

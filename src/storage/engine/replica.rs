@@ -235,7 +235,7 @@ impl Writer {
                     let pos = self.log.append_bytes(&batch[off..off + len]);
                     self.apply(&rec, pos, len)?;
                     if rec.is_message() {
-                        self.state.counts.published += 1;
+                        self.state.count_published(1);
                     }
                 }
                 off += len;
@@ -375,11 +375,9 @@ impl Writer {
             // last record, not for what follows ids it leased as a master
             // (after a crash those have no records), which would cost a full
             // resync for nothing. A later PROMOTE jumps to a new epoch anyway.
-            self.state.last_id = self
-                .quorum
-                .gaps
-                .keep_for(self.state.last_id)
-                .unwrap_or(self.state.last_id);
+            let last = self.state.last_id;
+            self.state
+                .rewind_ids_to(self.quorum.gaps.keep_for(last).unwrap_or(last));
         }
         info!(
             "role claim: {} of epoch {} ({})",

@@ -173,6 +173,24 @@ impl WriterState {
         Ok(())
     }
 
+    /// Counts `n` messages published in the batch; returns how many it had
+    /// published before.
+    pub(super) fn count_published(&mut self, n: u64) -> u64 {
+        let before = self.counts.published;
+        self.counts.published += n;
+        before
+    }
+
+    /// Counts a topic that reached the end of its life in the batch.
+    pub(super) fn count_expired(&mut self) {
+        self.counts.topics_expired += 1;
+    }
+
+    /// Counts a poison message the batch moved to a dead-letter topic.
+    pub(super) fn count_dead_lettered(&mut self) {
+        self.counts.dead_lettered += 1;
+    }
+
     /// The batch's STATS counters, for the commit to add (and start over).
     pub(super) fn take_counts(&mut self) -> BatchCounts {
         std::mem::take(&mut self.counts)
@@ -202,6 +220,18 @@ impl WriterState {
     /// (they were undone, or a snapshot covered them).
     pub(super) fn use_ids_to(&mut self, id: u64) {
         self.last_id = self.last_id.max(id);
+    }
+
+    /// This data starts a history of its own (a new data directory, or a
+    /// PROMOTE before any history was adopted).
+    pub(super) fn start_history(&mut self, history: u64) {
+        self.history = history;
+    }
+
+    /// The last id goes back to `id`, past which this log has no record (a
+    /// master stepping down asks its new master for what follows it).
+    pub(super) fn rewind_ids_to(&mut self, id: u64) {
+        self.last_id = id;
     }
 
     /// A slave's full resync is in: the master's history is this data's,
