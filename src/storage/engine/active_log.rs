@@ -3,7 +3,9 @@
 //! the zero fill kept ahead of the write position (preallocation), the one
 //! positional write per batch (flush), the fdatasync, the roll to a new
 //! segment, and the cut-back of a batch that failed (a durable truncate to
-//! where the batch started).
+//! where the batch started). It also counts the bytes of the sealed
+//! segments before it (STATS' disk bytes), which a roll adds to, retention
+//! and a slave's reset take from, and a cut-back puts back.
 //!
 //! Owned by the writer thread ([`super::writer`]), which decides *when* to
 //! flush, sync, roll or cut back; this type only knows *how*. What a sync
@@ -32,6 +34,8 @@ pub(super) struct ActiveLog {
     /// `store.maxLogSize`: a segment rolls before it would grow past it.
     max_log_size: u64,
     seg: Arc<Segment>,
+    /// Bytes in the segments before `seg` (those retention has not deleted).
+    sealed: u64,
     /// Bytes of `seg` already written to the file.
     len: u64,
     /// Bytes of the file that exist (written data plus the zero fill
@@ -42,8 +46,9 @@ pub(super) struct ActiveLog {
     /// Log bytes written but not fsynced.
     unsynced: bool,
     last_sync: Instant,
-    /// Where the open batch started: the segment and its length then.
-    mark: Option<(Arc<Segment>, u64)>,
+    /// Where the open batch started: the segment, its length and the
+    /// sealed bytes then.
+    mark: Option<(Arc<Segment>, u64, u64)>,
     /// Segments rolled to since the batch started.
     rolled: Vec<Arc<Segment>>,
     /// Log bytes of the batch reached a file (perhaps only part of them).
@@ -51,12 +56,20 @@ pub(super) struct ActiveLog {
 }
 
 impl ActiveLog {
-    /// Appending to `seg`, whose file is `len` bytes.
-    pub(super) fn new(log_dir: PathBuf, max_log_size: u64, seg: Arc<Segment>, len: u64) -> Self {
+    /// Appending to `seg`, whose file is `len` bytes, after segments
+    /// holding `sealed` bytes.
+    pub(super) fn new(
+        log_dir: PathBuf,
+        max_log_size: u64,
+        seg: Arc<Segment>,
+        len: u64,
+        sealed: u64,
+    ) -> Self {
         ActiveLog {
             log_dir,
             max_log_size,
             seg,
+            sealed,
             len,
             alloc: len,
             buf: Vec::new(),
@@ -78,9 +91,20 @@ impl ActiveLog {
         self.seg.base + self.len
     }
 
-    /// Bytes of the active segment written to its file.
-    pub(super) fn written_len(&self) -> u64 {
-        self.len
+    /// Log bytes in all segment files: the sealed ones and what is written
+    /// of the active one (the zero fill ahead not counted).
+    pub(super) fn disk_bytes(&self) -> u64 {
+        self.sealed + self.len
+    }
+
+    /// Retention deleted sealed segments holding `bytes`.
+    pub(super) fn forget_sealed(&mut self, bytes: u64) {
+        self.sealed = self.sealed.saturating_sub(bytes);
+    }
+
+    /// A slave's reset dropped every sealed segment from the log.
+    pub(super) fn forget_all_sealed(&mut self) {
+        self.sealed = 0;
     }
 
     /// Bytes appended but not written yet.
@@ -243,21 +267,22 @@ impl ActiveLog {
     }
 
     /// The second half of a roll: appends to a new segment at the next
-    /// position from now on. Returns it and the sealed segment's length.
-    pub(super) fn start_next(&mut self) -> Result<(Arc<Segment>, u64), StoreError> {
+    /// position from now on. Returns it, for the shared segment set.
+    pub(super) fn start_next(&mut self) -> Result<Arc<Segment>, StoreError> {
         let base = self.next_pos();
         let seg = Arc::new(Segment::open(&self.log_dir, base, true)?);
         self.rolled.push(Arc::clone(&seg));
-        let sealed = self.len;
+        self.sealed += self.len;
         self.seg = Arc::clone(&seg);
         self.len = 0;
         self.alloc = 0;
-        Ok((seg, sealed))
+        Ok(seg)
     }
 
     /// A batch starts here: what [`ActiveLog::cut_back`] returns to.
     pub(super) fn begin_batch(&mut self) {
-        self.mark = Some((Arc::clone(&self.seg), self.len + self.buf.len() as u64));
+        let len = self.len + self.buf.len() as u64;
+        self.mark = Some((Arc::clone(&self.seg), len, self.sealed));
         self.rolled.clear();
         self.touched = false;
     }
@@ -271,7 +296,7 @@ impl ActiveLog {
 
     /// Global log position where the open batch started.
     pub(super) fn batch_start(&self) -> Option<u64> {
-        self.mark.as_ref().map(|(seg, len)| seg.base + len)
+        self.mark.as_ref().map(|(seg, len, _)| seg.base + len)
     }
 
     /// Base of the first segment the open batch rolled to, if it rolled:
@@ -286,7 +311,7 @@ impl ActiveLog {
     /// replayed at the next start. Nothing to do when no batch is open.
     pub(super) fn cut_back(&mut self) -> Result<(), StoreError> {
         self.buf.clear();
-        let Some((seg, len)) = self.mark.take() else {
+        let Some((seg, len, sealed)) = self.mark.take() else {
             return Ok(());
         };
         let rolled = std::mem::take(&mut self.rolled);
@@ -296,6 +321,7 @@ impl ActiveLog {
         }
         self.seg = seg;
         self.len = len;
+        self.sealed = sealed;
         if touched || !rolled.is_empty() {
             self.seg
                 .file
@@ -322,7 +348,7 @@ mod tests {
 
     fn open(dir: &Path, max_log_size: u64) -> ActiveLog {
         let seg = Segment::open(dir, 0, true).expect("create segment");
-        ActiveLog::new(dir.to_path_buf(), max_log_size, Arc::new(seg), 0)
+        ActiveLog::new(dir.to_path_buf(), max_log_size, Arc::new(seg), 0, 0)
     }
 
     #[test]
@@ -366,8 +392,8 @@ mod tests {
         assert!(log.needs_roll(5), "4 + 4 + 5 bytes overflow a segment of 8");
         log.seal(true).expect("seal");
         assert!(log.sync().expect("fsync the sealed segment"));
-        let (next, sealed_len) = log.start_next().expect("roll");
-        assert_eq!((next.base, sealed_len), (8, 8));
+        let next = log.start_next().expect("roll");
+        assert_eq!((next.base, log.disk_bytes()), (8, 8));
         assert_eq!(log.rolled_from(), Some(8));
         log.append_bytes(b"more");
         log.flush().expect("flush");
@@ -375,6 +401,11 @@ mod tests {
         assert_eq!(
             (log.next_pos(), log.written_end(), log.batch_start()),
             (4, 4, None)
+        );
+        assert_eq!(
+            log.disk_bytes(),
+            4,
+            "the sealed bytes are back as they were"
         );
         assert!(!dir.path().join(Segment::file_name(8)).exists());
         assert_eq!(file_len(&dir.path().join(Segment::file_name(0))), 4);

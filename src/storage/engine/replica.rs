@@ -278,7 +278,7 @@ impl Writer {
         let mut old = self.broker.segments.all();
         old.retain(|s| !self.log.is_active(s));
         self.state.discard_all(old);
-        self.sealed_bytes = 0;
+        self.log.forget_all_sealed();
         self.quorum.gaps.clear();
         // Durable before anything of the new history arrives: a restart
         // must never replay the old records in front of the new ones.

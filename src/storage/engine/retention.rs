@@ -91,7 +91,7 @@ impl Writer {
             "retention: deleting {} segment(s) before log position {keep_from}",
             doomed.len()
         );
-        self.sealed_bytes = self.sealed_bytes.saturating_sub(doomed_bytes);
+        self.log.forget_sealed(doomed_bytes);
         self.state.drop_segments(moved, doomed);
         Ok(())
     }

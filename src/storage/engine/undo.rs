@@ -19,7 +19,6 @@ pub(super) struct Mark {
     pub(super) last_id: u64,
     pub(super) since_checkpoint: u64,
     pub(super) index_bytes: u64,
-    pub(super) sealed_bytes: u64,
     pub(super) history: u64,
     /// A few entries at most (one per failover).
     pub(super) epochs: Vec<EpochMeta>,

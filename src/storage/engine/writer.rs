@@ -94,8 +94,6 @@ pub struct Writer {
     pub(super) index_dir: PathBuf,
     /// The segment being appended to: buffer, flush, sync, roll, cut-back.
     pub(super) log: ActiveLog,
-    /// Bytes in segments other than the active one.
-    pub(super) sealed_bytes: u64,
     /// Topics, pending delays, ids, epochs and the batch's undo log; the
     /// one apply path is its.
     pub(super) state: WriterState,
@@ -132,7 +130,13 @@ impl Writer {
         let repl = &broker.config.replication;
         let quorum = QuorumGate::new(repl.min_slaves, repl.sync_timeout_ms);
         let tuning = Tuning::from_config(&broker.config);
-        let log = ActiveLog::new(dir.join("log"), tuning.max_log_size, active, active_len);
+        let log = ActiveLog::new(
+            dir.join("log"),
+            tuning.max_log_size,
+            active,
+            active_len,
+            sealed_bytes,
+        );
         Writer {
             tuning,
             broker,
@@ -140,7 +144,6 @@ impl Writer {
             index_dir: dir.join("index"),
             dir,
             log,
-            sealed_bytes,
             state: WriterState::default(),
             last_checkpoint: Instant::now(),
             poisoned: None,
@@ -271,7 +274,7 @@ impl Writer {
     /// Opens the undo log of a new batch at the last committed position.
     pub(super) fn begin_batch(&mut self) {
         self.log.begin_batch();
-        self.state.begin_batch(self.sealed_bytes);
+        self.state.begin_batch();
     }
 
     /// Final fsync and checkpoint before the thread ends.
@@ -407,8 +410,7 @@ impl Writer {
         }
         #[cfg(test)]
         super::fault::hit(super::fault::Step::Roll)?;
-        let (seg, sealed_len) = self.log.start_next()?;
-        self.sealed_bytes += sealed_len;
+        let seg = self.log.start_next()?;
         self.broker.segments.push(seg);
         self.state.checkpoint_soon();
         sync_dir(&self.log_dir)?;
@@ -472,7 +474,7 @@ impl Writer {
     /// batch's mark and the log is cut back to it, durably, so a request
     /// answered ERR is not replayed at the next start.
     fn rollback(&mut self) -> Result<(), StoreError> {
-        let Some((sealed_bytes, unlink)) = self.state.revert() else {
+        let Some(unlink) = self.state.revert() else {
             return Ok(());
         };
         for (name, create_id) in unlink {
@@ -480,7 +482,6 @@ impl Writer {
             // An index nobody used; failing to unlink only leaks space.
             let _ = std::fs::remove_file(self.broker.index_files.path(&name, create_id));
         }
-        self.sealed_bytes = sealed_bytes;
         if let Some(base) = self.log.rolled_from() {
             self.broker.segments.remove_from(base);
         }
@@ -512,7 +513,7 @@ impl Writer {
             .delayed_pending
             .store(self.state.pending.len() as u64, Ordering::Relaxed);
         stats.disk_bytes.store(
-            self.sealed_bytes + self.log.written_len() + self.state.index_bytes,
+            self.log.disk_bytes() + self.state.index_bytes,
             Ordering::Relaxed,
         );
         let mut removed_segments = Vec::new();

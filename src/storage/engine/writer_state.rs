@@ -56,14 +56,11 @@ pub(super) struct WriterState {
 
 impl WriterState {
     /// Opens the undo log of a new batch at the state as it is now.
-    /// `sealed_bytes` (the log's, not the state's) comes back from
-    /// [`WriterState::revert`].
-    pub(super) fn begin_batch(&mut self, sealed_bytes: u64) {
+    pub(super) fn begin_batch(&mut self) {
         self.undo.begin(Mark {
             last_id: self.last_id,
             since_checkpoint: self.since_checkpoint,
             index_bytes: self.index_bytes,
-            sealed_bytes,
             history: self.history,
             epochs: self.epochs.clone(),
         });
@@ -76,10 +73,9 @@ impl WriterState {
 
     /// Takes back the batch being built: every change to topics and pending
     /// delayed messages, newest first, and the counters as they were at
-    /// its start. Returns the `sealed_bytes` given to
-    /// [`WriterState::begin_batch`] and the index files of topics the batch
-    /// created, (name, create id), to unlink; `None` when no batch is open.
-    pub(super) fn revert(&mut self) -> Option<(u64, Vec<(String, u64)>)> {
+    /// its start. Returns the index files of topics the batch created,
+    /// (name, create id), to unlink; `None` when no batch is open.
+    pub(super) fn revert(&mut self) -> Option<Vec<(String, u64)>> {
         let (mark, unlink) = self.undo.revert(&mut self.topics, &mut self.pending)?;
         self.changes.clear();
         self.dirty.clear();
@@ -89,7 +85,7 @@ impl WriterState {
         self.index_bytes = mark.index_bytes;
         self.history = mark.history;
         self.epochs = mark.epochs;
-        Some((mark.sealed_bytes, unlink))
+        Some(unlink)
     }
 
     /// Drops a pending delayed message whose topic is gone, counted.
