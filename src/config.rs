@@ -176,13 +176,27 @@ pub struct WorkerConfig {
 /// `timeout:` — network timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimeoutConfig {
-    /// `timeout.net.write`: socket write timeout.
-    pub net_write_ms: u64,
-    /// `timeout.server.alive`: interval of ALIVE heartbeats to an idle subscriber.
-    pub server_alive_ms: u64,
+    /// `timeout.net:`
+    pub net: NetTimeouts,
+    /// `timeout.server:`
+    pub server: ServerTimeouts,
     /// `timeout.auth`: with `auth.token` set, how long a connection may take to
     /// authenticate before it is closed.
     pub auth_ms: u64,
+}
+
+/// `timeout.net:`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetTimeouts {
+    /// `timeout.net.write`: socket write timeout.
+    pub write_ms: u64,
+}
+
+/// `timeout.server:`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTimeouts {
+    /// `timeout.server.alive`: interval of ALIVE heartbeats to an idle subscriber.
+    pub alive_ms: u64,
 }
 
 /// `limits:` — bounds on what clients may ask for.
@@ -254,10 +268,22 @@ impl Default for WorkerConfig {
 impl Default for TimeoutConfig {
     fn default() -> Self {
         TimeoutConfig {
-            net_write_ms: 1000,
-            server_alive_ms: 30_000,
+            net: NetTimeouts::default(),
+            server: ServerTimeouts::default(),
             auth_ms: 10_000,
         }
+    }
+}
+
+impl Default for NetTimeouts {
+    fn default() -> Self {
+        NetTimeouts { write_ms: 1000 }
+    }
+}
+
+impl Default for ServerTimeouts {
+    fn default() -> Self {
+        ServerTimeouts { alive_ms: 30_000 }
     }
 }
 
@@ -420,8 +446,8 @@ impl Config {
         check_range("worker.buffSize", self.worker.buff_size, 1, 1_000_000)?;
         check_ms("worker.sendTimeoutMs", self.worker.send_timeout_ms, 1)?;
 
-        check_ms("timeout.net.write", self.timeout.net_write_ms, 1)?;
-        check_ms("timeout.server.alive", self.timeout.server_alive_ms, 10)?;
+        check_ms("timeout.net.write", self.timeout.net.write_ms, 1)?;
+        check_ms("timeout.server.alive", self.timeout.server.alive_ms, 10)?;
         check_ms("timeout.auth", self.timeout.auth_ms, 1)?;
 
         let limits = &self.limits;
@@ -687,14 +713,18 @@ impl RawConfig {
 
         let rt = self.timeout.unwrap_or_default();
         let timeout = TimeoutConfig {
-            net_write_ms: rt
-                .net
-                .and_then(|n| n.write)
-                .unwrap_or(d.timeout.net_write_ms),
-            server_alive_ms: rt
-                .server
-                .and_then(|s| s.alive)
-                .unwrap_or(d.timeout.server_alive_ms),
+            net: NetTimeouts {
+                write_ms: rt
+                    .net
+                    .and_then(|n| n.write)
+                    .unwrap_or(d.timeout.net.write_ms),
+            },
+            server: ServerTimeouts {
+                alive_ms: rt
+                    .server
+                    .and_then(|s| s.alive)
+                    .unwrap_or(d.timeout.server.alive_ms),
+            },
             auth_ms: rt.auth.unwrap_or(d.timeout.auth_ms),
         };
 
@@ -828,8 +858,8 @@ mod tests {
         assert_eq!(c.store.checkpoint_bytes, 67_108_864);
         assert_eq!(c.worker.buff_size, 1000);
         assert_eq!(c.worker.send_timeout_ms, 5000);
-        assert_eq!(c.timeout.net_write_ms, 1000);
-        assert_eq!(c.timeout.server_alive_ms, 30_000);
+        assert_eq!(c.timeout.net.write_ms, 1000);
+        assert_eq!(c.timeout.server.alive_ms, 30_000);
         assert_eq!(c.timeout.auth_ms, 10_000);
         assert_eq!(c.limits.max_payload, 4_194_304);
         assert_eq!(c.limits.max_connections, 1024);
@@ -939,8 +969,8 @@ replication: { sync: true, syncTimeoutMs: 37, minSlaves: 2, peer: "127.0.0.1:123
         assert_eq!(
             c.timeout,
             TimeoutConfig {
-                net_write_ms: 11,
-                server_alive_ms: 13,
+                net: NetTimeouts { write_ms: 11 },
+                server: ServerTimeouts { alive_ms: 13 },
                 auth_ms: 41
             }
         );
@@ -1274,7 +1304,7 @@ background:
         // Its other keys are read as usual.
         assert_eq!(c.log.sample, 1000);
         assert_eq!(c.worker.buff_size, 1000);
-        assert_eq!(c.timeout.server_alive_ms, 30_000);
+        assert_eq!(c.timeout.server.alive_ms, 30_000);
         // One line per key, naming it, its value and why it does nothing.
         let why = [
             "the writer thread owns every file",

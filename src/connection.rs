@@ -86,7 +86,7 @@ pub fn serve(stream: TcpStream, broker: Arc<Broker>) {
 impl Conn {
     fn new(stream: TcpStream, peer: String, broker: Arc<Broker>) -> io::Result<Conn> {
         let cfg = &broker.config;
-        stream.set_write_timeout(Some(Duration::from_millis(cfg.timeout.net_write_ms)))?;
+        stream.set_write_timeout(Some(Duration::from_millis(cfg.timeout.net.write_ms)))?;
         stream.set_nodelay(true)?;
         let limits = Limits {
             max_payload: cfg.limits.max_payload,
