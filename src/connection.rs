@@ -110,7 +110,7 @@ impl Conn {
         preauth: Option<Ticket>,
     ) -> Result<Conn, (io::Error, Option<Ticket>)> {
         let cfg = &broker.config;
-        let write_timeout = Some(Duration::from_millis(cfg.timeout.net_write_ms));
+        let write_timeout = Some(Duration::from_millis(cfg.timeout.net.write_ms));
         if let Err(e) = stream
             .set_write_timeout(write_timeout)
             .and_then(|()| stream.set_nodelay(true))

@@ -166,7 +166,7 @@ impl<'a> Sub<'a> {
             topic,
             batch,
             ack_wait: Duration::from_millis(ack_ms),
-            alive: Duration::from_millis(cfg.timeout.server_alive_ms),
+            alive: Duration::from_millis(cfg.timeout.server.alive_ms),
             batcher: Batcher::new(),
             busy: false,
             refusal: ProtoError::new(

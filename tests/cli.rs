@@ -309,6 +309,14 @@ fn cli_bare(args: &[&str]) -> Output {
         .expect("run smss-cli")
 }
 
+fn bench_bare(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smss-bench"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run smss-bench")
+}
+
 #[test]
 fn bad_arguments_are_refused_before_connecting() {
     let dir = common::tempdir();
@@ -359,7 +367,8 @@ fn bad_arguments_are_refused_before_connecting() {
 #[test]
 fn help_per_command_and_global_options_after_the_command() {
     let global = ok(&cli_bare(&["help"]));
-    assert!(global.contains("\n  bench "), "{global}");
+    // The bench is its own binary; the global help points to it.
+    assert!(global.contains("smss-bench --help"), "{global}");
     assert!(global.contains("\n  help [<command>]"), "{global}");
     assert_eq!(ok(&cli_bare(&["--help"])), global);
     let sub = ok(&cli_bare(&["help", "sub"]));
@@ -383,8 +392,21 @@ fn help_per_command_and_global_options_after_the_command() {
         assert!(h.contains(&format!(" {cmd}")), "{cmd}: {h}");
         assert_eq!(ok(&cli_bare(&[cmd, "--help"])), h, "{cmd}");
     }
-    let bench = ok(&cli_bare(&["help", "bench"]));
-    assert!(bench.starts_with("usage: smss-cli bench "), "{bench}");
+    let bench = ok(&bench_bare(&["--help"]));
+    assert!(bench.starts_with("usage: smss-bench "), "{bench}");
+    // `smss-cli bench …` and `smss-cli help bench`: one line pointing there, exit 2.
+    for args in [
+        &["bench", "pub", "--count", "1"][..],
+        &["help", "bench"],
+        &["bench"],
+    ] {
+        let o = cli_bare(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("smss-bench"), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
     let o = cli_bare(&["help", "frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
 

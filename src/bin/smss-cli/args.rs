@@ -19,7 +19,7 @@ pub struct CommandHelp {
 }
 
 /// Every command, in the order the global help lists them.
-pub const HELP: [CommandHelp; 15] = [
+pub const HELP: [CommandHelp; 14] = [
     CommandHelp {
         name: "create",
         synopsis: "create <topic> [--life MS]",
@@ -172,12 +172,6 @@ at OFFSET\". Exits 1 on a corrupt record, and for a file that is not a
 segment (not empty, not zero fill, and its first record does not decode).",
     },
     CommandHelp {
-        name: "bench",
-        synopsis: "bench pub|sub|e2e|delay|takeover|matrix|peers [options]",
-        summary: "load generator and benchmarks (smss-cli bench --help)",
-        details: "",
-    },
-    CommandHelp {
         name: "help",
         synopsis: "help [<command>]",
         summary: "this help, or one command's",
@@ -196,7 +190,7 @@ global options (before or after the command):
   -V, --version   show the version";
 
 pub const COMMANDS: &str = "create, delete, pub, sub, groups, groupdel, list, info, stats, ping, slaves, promote, \
-     dump, bench, help";
+     dump, help";
 
 /// What the command line asks for.
 pub enum Invocation {
@@ -204,8 +198,8 @@ pub enum Invocation {
     Help(Option<String>),
     /// `--version`.
     Version,
-    /// `bench` and the arguments after it, which the bench parses itself.
-    Bench(Vec<OsString>),
+    /// `bench …` or `help bench`: the bench is the `smss-bench` binary now.
+    Bench,
     /// A client command and the global options it runs with.
     Run(Global, Command),
 }
@@ -334,8 +328,8 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Invocation> {
         }
     };
     if name == "bench" {
-        // The bench has its own flags (and its own --host/--port).
-        return Ok(Invocation::Bench(p.raw_args()?.collect()));
+        // Whatever follows: the bench moved to its own binary.
+        return Ok(Invocation::Bench);
     }
     if name == "help" {
         let topic = positionals(&mut p, &mut g, "help", 0, 1)?;
@@ -343,6 +337,9 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Invocation> {
             None => Ok(Invocation::Help(None)),
             Some(v) => {
                 let cmd = string(v, "command")?;
+                if cmd == "bench" {
+                    return Ok(Invocation::Bench);
+                }
                 find_help(&cmd)?;
                 Ok(Invocation::Help(Some(cmd)))
             }
@@ -424,6 +421,9 @@ pub fn help_text(command: Option<&str>) -> Result<String> {
             s.push('\n');
             s.push_str(GLOBAL_OPTIONS);
             s.push_str("\n\n'smss-cli help <command>' or 'smss-cli <command> --help' shows a command's options.\n");
+            s.push_str(
+                "The load generator and benchmarks are a binary of their own: smss-bench --help.\n",
+            );
         }
         Some(name) => {
             let h = find_help(name)?;

@@ -11,12 +11,14 @@
 //!
 //! Modules: [`args`] (the command line), [`commands`] (the network
 //! commands), [`dump`] (the offline segment dump), [`error`] (what they
-//! fail with) and [`bench`](mod@bench) (`smss-cli bench`). This file only
-//! hands the parsed command line to them and maps errors to exit codes.
+//! fail with). This file only hands the parsed command line to them and
+//! maps errors to exit codes.
+//!
+//! The benchmarks are a binary of their own, `smss-bench`; `smss-cli bench …`
+//! (and `smss-cli help bench`) only print a one-line pointer to it and exit 2.
 #![deny(clippy::unwrap_used)]
 
 mod args;
-mod bench;
 mod commands;
 mod dump;
 mod error;
@@ -34,6 +36,10 @@ fn main() -> ExitCode {
         Err(CliError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {
             ExitCode::SUCCESS
         }
+        Err(CliError::BenchMoved) => {
+            eprintln!("smss-cli: {}", CliError::BenchMoved);
+            ExitCode::from(2)
+        }
         Err(e @ CliError::Usage(_)) => {
             eprintln!("smss-cli: {e}");
             eprintln!("try 'smss-cli help [<command>]' (commands: {COMMANDS})");
@@ -48,8 +54,6 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     match args::parse(lexopt::Parser::from_env())? {
-        // The bench owns its options and their help.
-        Invocation::Help(Some(name)) if name == "bench" => bench_run(vec!["--help".into()]),
         Invocation::Help(name) => {
             let text = args::help_text(name.as_deref())?;
             let mut out = io::stdout().lock();
@@ -61,7 +65,7 @@ fn run() -> Result<()> {
             println!("smss-cli {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Invocation::Bench(rest) => bench_run(rest),
+        Invocation::Bench => Err(CliError::BenchMoved),
         Invocation::Run(_, Command::Dump { path }) => dump::dump(&path),
         Invocation::Run(g, cmd) => {
             // Bad arguments are refused before connecting, by the client's own checks.
@@ -70,11 +74,4 @@ fn run() -> Result<()> {
             commands::execute(&mut c, cmd)
         }
     }
-}
-
-fn bench_run(args: Vec<std::ffi::OsString>) -> Result<()> {
-    bench::run(args).map_err(|e| match e {
-        bench::BenchError::Usage(m) => CliError::Usage(format!("bench: {m}")),
-        other => CliError::Bench(other.to_string()),
-    })
 }
