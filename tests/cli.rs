@@ -664,3 +664,65 @@ fn slaves_table_and_promote() {
         ok(&cli_bare(&["help", "promote"]))
     );
 }
+
+/// smss-cli with no flags but the environment given.
+fn cli_env(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smss-cli"));
+    cmd.env_remove("SMSS_HOST")
+        .env_remove("SMSS_PORT")
+        .env_remove("SMSS_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run smss-cli")
+}
+
+#[test]
+fn habits_environment_token_file_host_port_and_helpful_usage_errors() {
+    let d = common::tempdir();
+    let s = Server::start_with(d.path(), &Opts::new().section("auth:\n  token: s3cret"));
+    let port = s.addr.rsplit(':').next().expect("port").to_string();
+    // SMSS_HOST as host:port, SMSS_TOKEN: no flag at all.
+    let o = cli_env(
+        &[("SMSS_HOST", s.addr.as_str()), ("SMSS_TOKEN", "s3cret")],
+        &["create", "envtopic"],
+    );
+    assert!(ok(&o).trim().parse::<u64>().is_ok());
+    // SMSS_PORT with the default host; the token from a file.
+    let tf = d.path().join("token");
+    std::fs::write(&tf, "s3cret\n").expect("token file");
+    let tf = tf.to_str().expect("path");
+    let o = cli_env(
+        &[("SMSS_PORT", &port)],
+        &["--token-file", tf, "info", "envtopic"],
+    );
+    assert!(ok(&o).contains("envtopic"));
+    // A flag wins over the environment; --host takes host:port too.
+    let o = cli_env(
+        &[("SMSS_HOST", "127.0.0.1:1"), ("SMSS_TOKEN", "wrong")],
+        &["--host", &s.addr, "--token-file", tf, "ping"],
+    );
+    assert_eq!(ok(&o).trim(), "PONG");
+    // A typo gets the nearest command; a command's bad argument its help.
+    let o = cli_env(&[], &["pubb", "t", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("did you mean \"pub\"?"), "{err}");
+    let o = cli_env(&[], &["pub", "t", "x", "--delay"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("try 'smss-cli pub --help'"), "{err}");
+    assert!(
+        !err.contains("commands:"),
+        "no list of every command: {err}"
+    );
+    // help --help is help, not an error.
+    let o = cli_env(&[], &["help", "--help"]);
+    assert!(ok(&o).contains("usage: smss-cli help"));
+    let o = cli_env(&[], &["--token-file", "/nonexistent/smss-token", "ping"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/smss-token"));
+}

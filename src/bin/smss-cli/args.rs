@@ -4,10 +4,12 @@
 //! or prints except the help.
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 
 use smss::client::SubOptions;
 
 use crate::error::{CliError, Result, usage};
+use crate::habits;
 
 /// One command's help: `synopsis` (may span lines), a one-line `summary` for
 /// the global help, and `details` for `smss-cli help <command>`.
@@ -182,12 +184,14 @@ Prints the list of commands, or the usage of one (like <command> --help).",
 
 const GLOBAL_OPTIONS: &str = "\
 global options (before or after the command):
-  --host HOST     server host (default 127.0.0.1)
-  --port PORT     server port (default 12301)
-  --token TOKEN   authenticate with AUTH first
-  --timeout MS    read timeout, 0 = none (default 30000)
-  -h, --help      show this help, or after a command that command's
-  -V, --version   show the version";
+  --host HOST[:PORT]  server host (default 127.0.0.1, or $SMSS_HOST)
+  --port PORT         server port (default 12301, or $SMSS_PORT)
+  --token TOKEN       authenticate with AUTH first ($SMSS_TOKEN; on the command
+                      line it shows in ps and shell history: prefer --token-file)
+  --token-file FILE   the token, from the first line of FILE
+  --timeout MS        read timeout, 0 = none (default 30000)
+  -h, --help          show this help, or after a command that command's
+  -V, --version       show the version";
 
 pub const COMMANDS: &str = "create, delete, pub, sub, groups, groupdel, list, info, stats, ping, slaves, promote, \
      dump, help";
@@ -279,6 +283,7 @@ enum GlobalFlag {
     Host,
     Port,
     Token,
+    TokenFile,
     Timeout,
 }
 
@@ -287,6 +292,7 @@ fn global_flag(arg: &lexopt::Arg<'_>) -> Option<GlobalFlag> {
         lexopt::Arg::Long("host") => Some(GlobalFlag::Host),
         lexopt::Arg::Long("port") => Some(GlobalFlag::Port),
         lexopt::Arg::Long("token") => Some(GlobalFlag::Token),
+        lexopt::Arg::Long("token-file") => Some(GlobalFlag::TokenFile),
         lexopt::Arg::Long("timeout") => Some(GlobalFlag::Timeout),
         _ => None,
     }
@@ -294,9 +300,19 @@ fn global_flag(arg: &lexopt::Arg<'_>) -> Option<GlobalFlag> {
 
 fn set_global(g: &mut Global, p: &mut lexopt::Parser, flag: GlobalFlag) -> Result<()> {
     match flag {
-        GlobalFlag::Host => g.host = string(p.value()?, "--host")?,
+        GlobalFlag::Host => {
+            let (host, port) = habits::host_port(&string(p.value()?, "--host")?, "--host")?;
+            g.host = host;
+            if let Some(port) = port {
+                g.port = port;
+            }
+        }
         GlobalFlag::Port => g.port = number(p, "--port", "a port number (0-65535)")?,
         GlobalFlag::Token => g.token = Some(string(p.value()?, "--token")?),
+        GlobalFlag::TokenFile => {
+            let path = std::path::PathBuf::from(p.value()?);
+            g.token = Some(habits::token_file(&path)?);
+        }
         GlobalFlag::Timeout => g.timeout_ms = number(p, "--timeout", "a number of milliseconds")?,
     }
     Ok(())
@@ -311,6 +327,18 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Invocation> {
         token: None,
         timeout_ms: 30_000,
     };
+    // The environment sets defaults; flags win over it.
+    if let Ok(v) = std::env::var(habits::ENV_HOST) {
+        let (host, port) = habits::host_port(&v, habits::ENV_HOST)?;
+        g.host = host;
+        g.port = port.unwrap_or(g.port);
+    }
+    if let Ok(v) = std::env::var(habits::ENV_PORT) {
+        g.port = habits::port(&v, habits::ENV_PORT)?;
+    }
+    if let Ok(v) = std::env::var(habits::ENV_TOKEN) {
+        g.token = Some(v).filter(|t| !t.is_empty());
+    }
     let name = loop {
         let arg = match p.next()? {
             Some(arg) => arg,
@@ -332,7 +360,10 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Invocation> {
         return Ok(Invocation::Bench);
     }
     if name == "help" {
-        let topic = positionals(&mut p, &mut g, "help", 0, 1)?;
+        let topic = match positionals(&mut p, &mut g, "help", 0, 1) {
+            Err(CliError::HelpRequested) => return Ok(Invocation::Help(Some(name))),
+            r => r?,
+        };
         return match topic.into_iter().next() {
             None => Ok(Invocation::Help(None)),
             Some(v) => {
@@ -348,14 +379,19 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Invocation> {
     find_help(&name)?;
     match parse_command(&mut p, &mut g, &name) {
         Err(CliError::HelpRequested) => Ok(Invocation::Help(Some(name))),
+        // A usage error inside a command points at that command's help.
+        Err(CliError::Usage(msg)) => Err(CliError::CommandUsage { cmd: name, msg }),
         r => Ok(Invocation::Run(g, r?)),
     }
 }
 
 fn find_help(name: &str) -> Result<&'static CommandHelp> {
-    HELP.iter()
-        .find(|h| h.name == name)
-        .ok_or_else(|| usage(format!("unknown command {name:?}")))
+    HELP.iter().find(|h| h.name == name).ok_or_else(|| {
+        let hint = habits::nearest(name, HELP.iter().map(|h| h.name))
+            .map(|c| format!("; did you mean {c:?}?"))
+            .unwrap_or_default();
+        usage(format!("unknown command {name:?}{hint}"))
+    })
 }
 
 fn parse_command(p: &mut lexopt::Parser, g: &mut Global, name: &str) -> Result<Command> {
@@ -561,6 +597,13 @@ fn parse_pub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
     }
     if batch.is_some() {
         return Err(usage("pub: --batch needs --lines"));
+    }
+    if payload.is_none() && std::io::stdin().is_terminal() {
+        // Would wait on the terminal without a word: say what is missing.
+        return Err(usage(
+            "pub: missing <payload>: give it as an argument, or '-' to read it from stdin \
+             (--lines: one message per line of stdin)",
+        ));
     }
     let payload = payload
         .filter(|v| v != "-")

@@ -15,6 +15,8 @@ const BENCH_MOVED: &str = "the bench is its own binary now: run 'smss-bench <mod
 pub enum CliError {
     /// Bad command line: exit 2 with a usage hint.
     Usage(String),
+    /// Bad arguments of a known command: exit 2, pointing at its help.
+    CommandUsage { cmd: String, msg: String },
     /// The server or the connection failed.
     Client(ClientError),
     /// A local file or stream failed.
@@ -33,6 +35,7 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Usage(m) | CliError::Corrupt(m) | CliError::NotSegment(m) => f.write_str(m),
+            CliError::CommandUsage { msg, .. } => f.write_str(msg),
             CliError::BenchMoved => f.write_str(BENCH_MOVED),
             CliError::HelpRequested => f.write_str("help requested"),
             CliError::Client(e) => write!(f, "{e}"),
@@ -47,6 +50,7 @@ impl std::error::Error for CliError {
             CliError::Client(e) => Some(e),
             CliError::Io { source, .. } => Some(source),
             CliError::Usage(_)
+            | CliError::CommandUsage { .. }
             | CliError::Corrupt(_)
             | CliError::NotSegment(_)
             | CliError::BenchMoved

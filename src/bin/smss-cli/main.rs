@@ -22,6 +22,7 @@ mod args;
 mod commands;
 mod dump;
 mod error;
+mod habits;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -40,9 +41,14 @@ fn main() -> ExitCode {
             eprintln!("smss-cli: {}", CliError::BenchMoved);
             ExitCode::from(2)
         }
+        Err(CliError::CommandUsage { cmd, msg }) => {
+            eprintln!("smss-cli: {msg}");
+            eprintln!("try 'smss-cli {cmd} --help'");
+            ExitCode::from(2)
+        }
         Err(e @ CliError::Usage(_)) => {
             eprintln!("smss-cli: {e}");
-            eprintln!("try 'smss-cli help [<command>]' (commands: {COMMANDS})");
+            eprintln!("try 'smss-cli help' (commands: {COMMANDS})");
             ExitCode::from(2)
         }
         Err(e) => {
