@@ -726,3 +726,33 @@ fn habits_environment_token_file_host_port_and_helpful_usage_errors() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/smss-token"));
 }
+
+#[test]
+fn sub_ends_soon_after_its_reader_goes_away_even_with_nothing_new() {
+    use std::io::{BufRead, BufReader};
+    let d = common::tempdir();
+    let s = Server::start(d.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    c.publish("t", b"one").expect("PUB");
+    c.publish("t", b"two").expect("PUB");
+    let port = s.addr.rsplit(':').next().expect("port");
+    // As `smss-cli sub t | head -1`: the reader takes a line and leaves.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+        .args(["--port", port, "sub", "t"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn smss-cli sub");
+    let mut r = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    r.read_line(&mut line).expect("a line");
+    assert!(line.ends_with(" one\n"), "{line:?}");
+    drop(r);
+    // Nothing more is published: only the closed pipe can end it.
+    let status = common::wait_timeout(&mut child, std::time::Duration::from_secs(5));
+    let _ = child.kill();
+    let status = status.expect("sub ended within 5 s of its reader leaving");
+    assert!(status.success(), "{status:?}");
+}

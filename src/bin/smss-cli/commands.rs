@@ -238,6 +238,7 @@ fn subscribe(
     raw: bool,
 ) -> Result<()> {
     c.subscribe(topic, from, opts)?;
+    watch_stdout_closing();
     let mut seen: u64 = 0;
     loop {
         match c.next_event()? {
@@ -272,6 +273,36 @@ fn subscribe(
             }
         }
     }
+}
+
+/// `sub | head -2`: a subscription may wait for minutes with nothing to
+/// print, so it would only notice the closed pipe at its next message. A
+/// small thread polls stdout instead and ends the process (status 0, as
+/// for a broken pipe) once nobody reads it any more.
+fn watch_stdout_closing() {
+    let spawned = std::thread::Builder::new()
+        .name("stdout-watch".into())
+        .stack_size(64 << 10)
+        .spawn(|| {
+            loop {
+                let mut fd = libc::pollfd {
+                    fd: 1,
+                    events: 0,
+                    revents: 0,
+                };
+                // SAFETY: one pollfd that lives on this stack; poll reads
+                // and writes only it.
+                let n = unsafe { libc::poll(&mut fd, 1, 200) };
+                if n > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+                    std::process::exit(0);
+                }
+                if n < 0 {
+                    return; // poll itself failed: the next write will tell
+                }
+            }
+        });
+    // Without the watcher, the closed pipe is still noticed at the next write.
+    drop(spawned);
 }
 
 fn print_message(out: &mut impl Write, m: &smss::client::Delivered, raw: bool) -> io::Result<()> {

@@ -2,7 +2,8 @@
 //!
 //! Owns argument parsing (lexopt) and output formatting; every network
 //! command goes through [`smss::client::Client`]. `dump` works offline on a
-//! segment file with [`smss::storage::record::scan`]. Single-threaded.
+//! segment file with [`smss::storage::record::scan`]. Single-threaded, but
+//! for `sub`'s watcher of a closed stdout.
 //!
 //! Exit codes: 0 success, 1 server error / connection failure / corrupt
 //! segment or not a segment (one line `smss-cli: <message>` on stderr), 2
