@@ -756,3 +756,36 @@ fn sub_ends_soon_after_its_reader_goes_away_even_with_nothing_new() {
     let status = status.expect("sub ended within 5 s of its reader leaving");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn json_output_for_scripts() {
+    let d = common::tempdir();
+    let s = Server::start(d.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    c.publish("t", b"x").expect("PUB");
+    let stats = ok(&cli(&s, &["stats", "--json"]));
+    assert!(
+        stats.starts_with("{\"role\":\"master\",\"last_event_id\":2,"),
+        "{stats}"
+    );
+    assert!(
+        stats.trim_end().ends_with('}') && stats.lines().count() == 1,
+        "{stats}"
+    );
+    let list = ok(&cli(&s, &["--json", "list"]));
+    assert_eq!(
+        list.trim(),
+        format!(
+            "[{{\"name\":\"t\",\"created_ms\":{},\"expires_ms\":0,\"messages\":1,\"first_id\":2,\"last_id\":2}}]",
+            c.info("t").expect("INFO").created_ms
+        )
+    );
+    let info = ok(&cli(&s, &["info", "t", "--json"]));
+    assert_eq!(
+        info.trim(),
+        list.trim().trim_start_matches('[').trim_end_matches(']')
+    );
+    assert_eq!(ok(&cli(&s, &["groups", "t", "--json"])).trim(), "[]");
+    assert_eq!(ok(&cli(&s, &["slaves", "--json"])).trim(), "[]");
+}

@@ -190,6 +190,7 @@ global options (before or after the command):
                       line it shows in ps and shell history: prefer --token-file)
   --token-file FILE   the token, from the first line of FILE
   --timeout MS        read timeout, 0 = none (default 30000)
+  --json              stats, list, info, groups, slaves: one JSON document
   -h, --help          show this help, or after a command that command's
   -V, --version       show the version";
 
@@ -214,6 +215,8 @@ pub struct Global {
     pub port: u16,
     pub token: Option<String>,
     pub timeout_ms: u64,
+    /// `--json`: state as one JSON document.
+    pub json: bool,
 }
 
 /// A parsed command.
@@ -285,6 +288,7 @@ enum GlobalFlag {
     Token,
     TokenFile,
     Timeout,
+    Json,
 }
 
 fn global_flag(arg: &lexopt::Arg<'_>) -> Option<GlobalFlag> {
@@ -294,6 +298,7 @@ fn global_flag(arg: &lexopt::Arg<'_>) -> Option<GlobalFlag> {
         lexopt::Arg::Long("token") => Some(GlobalFlag::Token),
         lexopt::Arg::Long("token-file") => Some(GlobalFlag::TokenFile),
         lexopt::Arg::Long("timeout") => Some(GlobalFlag::Timeout),
+        lexopt::Arg::Long("json") => Some(GlobalFlag::Json),
         _ => None,
     }
 }
@@ -314,6 +319,7 @@ fn set_global(g: &mut Global, p: &mut lexopt::Parser, flag: GlobalFlag) -> Resul
             g.token = Some(habits::token_file(&path)?);
         }
         GlobalFlag::Timeout => g.timeout_ms = number(p, "--timeout", "a number of milliseconds")?,
+        GlobalFlag::Json => g.json = true,
     }
     Ok(())
 }
@@ -326,6 +332,7 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Invocation> {
         port: 12301,
         token: None,
         timeout_ms: 30_000,
+        json: false,
     };
     // The environment sets defaults; flags win over it.
     if let Ok(v) = std::env::var(habits::ENV_HOST) {

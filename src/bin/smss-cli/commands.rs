@@ -10,6 +10,7 @@ use smss::client::{Client, ClientError, SubEvent, SubOptions, check};
 use crate::args::{Command, Global};
 use crate::dump;
 use crate::error::{CliError, Result, stdout_err, usage};
+use crate::json;
 
 /// Checks every argument with the client's rules (the server's) before
 /// anything connects: a bad one is a usage error naming it.
@@ -90,7 +91,7 @@ pub fn connect(g: &Global) -> Result<Client> {
     Ok(c)
 }
 
-pub fn execute(c: &mut Client, cmd: Command) -> Result<()> {
+pub fn execute(c: &mut Client, cmd: Command, json: bool) -> Result<()> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     match cmd {
@@ -148,13 +149,22 @@ pub fn execute(c: &mut Client, cmd: Command) -> Result<()> {
             opts,
             raw,
         } => return subscribe(c, &mut out, &topic, &from, count, &opts, raw),
+        Command::List if json => {
+            writeln!(out, "{}", json::topics(&c.list()?)).map_err(stdout_err)?
+        }
         Command::List => {
             let topics = c.list()?;
             print_topics(&mut out, &topics).map_err(stdout_err)?;
         }
+        Command::Info { topic } if json => {
+            writeln!(out, "{}", json::topic(&c.info(&topic)?)).map_err(stdout_err)?
+        }
         Command::Info { topic } => {
             let t = c.info(&topic)?;
             print_topics(&mut out, &[t]).map_err(stdout_err)?;
+        }
+        Command::Groups { topic } if json => {
+            writeln!(out, "{}", json::groups(&c.groups(&topic)?)).map_err(stdout_err)?
         }
         Command::Groups { topic } => {
             let groups = c.groups(&topic)?;
@@ -176,6 +186,9 @@ pub fn execute(c: &mut Client, cmd: Command) -> Result<()> {
             let id = c.groupdel(&topic, &group)?;
             writeln!(out, "{id}").map_err(stdout_err)?;
         }
+        Command::Stats if json => {
+            writeln!(out, "{}", json::stats(&c.stats()?)).map_err(stdout_err)?
+        }
         Command::Stats => {
             for (k, v) in c.stats()? {
                 writeln!(out, "{k} {v}").map_err(stdout_err)?;
@@ -184,6 +197,9 @@ pub fn execute(c: &mut Client, cmd: Command) -> Result<()> {
         Command::Ping => {
             c.ping()?;
             writeln!(out, "PONG").map_err(stdout_err)?;
+        }
+        Command::Slaves if json => {
+            writeln!(out, "{}", json::slaves(&c.slaves()?)).map_err(stdout_err)?
         }
         Command::Slaves => {
             let slaves = c.slaves()?;

@@ -24,6 +24,7 @@ mod commands;
 mod dump;
 mod error;
 mod habits;
+mod json;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -78,7 +79,7 @@ fn run() -> Result<()> {
             // Bad arguments are refused before connecting, by the client's own checks.
             commands::check(&g, &cmd)?;
             let mut c = commands::connect(&g)?;
-            commands::execute(&mut c, cmd)
+            commands::execute(&mut c, cmd, g.json)
         }
     }
 }
