@@ -789,3 +789,33 @@ fn json_output_for_scripts() {
     assert_eq!(ok(&cli(&s, &["groups", "t", "--json"])).trim(), "[]");
     assert_eq!(ok(&cli(&s, &["slaves", "--json"])).trim(), "[]");
 }
+
+#[test]
+fn health_says_ok_warning_or_critical_with_the_exit_status() {
+    let d = common::tempdir();
+    let m = Server::start(d.path());
+    let o = cli(&m, &["health"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("OK: master"));
+    let o = cli(&m, &["health", "--min-slaves", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("WARNING: 0 slave(s)"));
+    // A slave whose master is gone: not streaming.
+    let sd = common::tempdir();
+    let closed = format!("127.0.0.1:{}", common::repl::free_port());
+    let s = Server::start_with_args(
+        sd.path(),
+        &Opts::new(),
+        &common::repl::slave_args(&closed, &[]),
+    );
+    let o = cli(&s, &["health"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("CRITICAL: replication is"));
+    // Nothing listening: critical too, not a usage error.
+    let o = cli_env(
+        &[("SMSS_HOST", closed.as_str())],
+        &["health", "--timeout", "2000"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("CRITICAL: no answer"));
+}

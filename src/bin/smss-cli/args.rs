@@ -21,7 +21,7 @@ pub struct CommandHelp {
 }
 
 /// Every command, in the order the global help lists them.
-pub const HELP: [CommandHelp; 14] = [
+pub const HELP: [CommandHelp; 15] = [
     CommandHelp {
         name: "create",
         synopsis: "create <topic> [--life MS]",
@@ -155,6 +155,17 @@ syncing (a full resync) or streaming. A slave answers with no slaves: only
 the header row.",
     },
     CommandHelp {
+        name: "health",
+        synopsis: "health [--max-lag-ms N] [--min-slaves N]",
+        summary: "one line and exit 0/1/2: ok/warning/critical",
+        details: "\
+Judges the server from STATS for cron, monit and systemd timers; prints one
+line (OK, WARNING or CRITICAL and why) and exits 0, 1 or 2. Critical: no
+answer, a poisoned writer, a slave not streaming. Warning: a slave's
+replication_lag_ms over --max-lag-ms (default 10000), a master with fewer
+slaves than --min-slaves (default 0), semi-sync fallen back to async.",
+    },
+    CommandHelp {
         name: "promote",
         synopsis: "promote",
         summary: "turn a slave into a master; prints the event id",
@@ -194,7 +205,7 @@ global options (before or after the command):
   -h, --help          show this help, or after a command that command's
   -V, --version       show the version";
 
-pub const COMMANDS: &str = "create, delete, pub, sub, groups, groupdel, list, info, stats, ping, slaves, promote, \
+pub const COMMANDS: &str = "create, delete, pub, sub, groups, groupdel, list, info, stats, ping, slaves, health, promote, \
      dump, help";
 
 /// What the command line asks for.
@@ -261,6 +272,7 @@ pub enum Command {
     Stats,
     Ping,
     Slaves,
+    Health(crate::health::Thresholds),
     Promote,
     Dump {
         path: OsString,
@@ -426,6 +438,7 @@ fn parse_command(p: &mut lexopt::Parser, g: &mut Global, name: &str) -> Result<C
         "stats" => no_args(p, g, "stats", Command::Stats)?,
         "ping" => no_args(p, g, "ping", Command::Ping)?,
         "slaves" => no_args(p, g, "slaves", Command::Slaves)?,
+        "health" => parse_health(p, g)?,
         "promote" => no_args(p, g, "promote", Command::Promote)?,
         "dump" => {
             let path = positionals(p, g, "dump", 1, 1)?;
@@ -530,6 +543,24 @@ fn one_positional(p: &mut lexopt::Parser, g: &mut Global, cmd: &str) -> Result<S
 fn no_args(p: &mut lexopt::Parser, g: &mut Global, cmd: &str, c: Command) -> Result<Command> {
     positionals(p, g, cmd, 0, 0)?;
     Ok(c)
+}
+
+fn parse_health(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
+    use lexopt::prelude::*;
+    let mut t = crate::health::Thresholds::default();
+    while let Some(arg) = p.next()? {
+        if let Some(flag) = global_flag(&arg) {
+            set_global(g, p, flag)?;
+            continue;
+        }
+        match arg {
+            Long("max-lag-ms") => t.max_lag_ms = number(p, "--max-lag-ms", "milliseconds")?,
+            Long("min-slaves") => t.min_slaves = number(p, "--min-slaves", "a number of slaves")?,
+            Short('h') | Long("help") => return Err(CliError::HelpRequested),
+            arg => return Err(usage(format!("health: {}", arg.unexpected()))),
+        }
+    }
+    Ok(Command::Health(t))
 }
 
 fn parse_create(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {

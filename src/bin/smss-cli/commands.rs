@@ -49,6 +49,7 @@ pub fn check(g: &Global, cmd: &Command) -> Result<()> {
             check::topic(topic).and_then(|()| check::subscription(from, opts)),
         ),
         Command::List
+        | Command::Health(_)
         | Command::Stats
         | Command::Ping
         | Command::Slaves
@@ -205,6 +206,8 @@ pub fn execute(c: &mut Client, cmd: Command, json: bool) -> Result<()> {
             let slaves = c.slaves()?;
             print_slaves(&mut out, &slaves).map_err(stdout_err)?;
         }
+        // main runs it, for its own exit statuses.
+        Command::Health(_) => {}
         Command::Promote => {
             let id = c.promote()?;
             writeln!(out, "{id}").map_err(stdout_err)?;

@@ -24,6 +24,7 @@ mod commands;
 mod dump;
 mod error;
 mod habits;
+mod health;
 mod json;
 
 use std::io::{self, Write};
@@ -33,6 +34,10 @@ use args::{COMMANDS, Command, Invocation};
 use error::{CliError, Result};
 
 fn main() -> ExitCode {
+    // `health` has exit statuses of its own (0 ok, 1 warning, 2 critical).
+    if let Ok(Invocation::Run(g, Command::Health(t))) = args::parse(lexopt::Parser::from_env()) {
+        return health(&g, &t);
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`smss-cli sub t | head`) is not a failure.
@@ -82,4 +87,15 @@ fn run() -> Result<()> {
             commands::execute(&mut c, cmd, g.json)
         }
     }
+}
+
+/// `smss-cli health`: one line, and the monitoring-plugin exit status.
+fn health(g: &args::Global, t: &health::Thresholds) -> ExitCode {
+    let stats = commands::connect(g).and_then(|mut c| c.stats().map_err(CliError::from));
+    let (level, why) = match stats {
+        Ok(stats) => health::judge(&stats, t),
+        Err(e) => (health::Level::Critical, vec![format!("no answer: {e}")]),
+    };
+    println!("{}: {}", level.word(), why.join("; "));
+    ExitCode::from(level as u8)
 }
