@@ -25,6 +25,7 @@ use log::LevelFilter;
 use serde::Deserialize;
 
 mod error;
+mod http;
 mod legacy;
 mod limits;
 mod replication;
@@ -32,6 +33,7 @@ mod secret;
 
 pub use self::error::ConfigError;
 use self::error::invalid;
+pub use self::http::HttpConfig;
 pub use self::legacy::{IgnoredKey, LegacyKey};
 pub use self::replication::ReplicationConfig;
 
@@ -122,6 +124,8 @@ pub struct Config {
     pub sub: SubConfig,
     pub auth: AuthConfig,
     pub replication: ReplicationConfig,
+    /// `http:` — the monitoring listener (`config/http.rs`).
+    pub http: HttpConfig,
     /// Keys of the original smss's config found in the file, which have no effect
     /// here; the server logs one line for each at start.
     pub ignored: Vec<IgnoredKey>,
@@ -303,6 +307,7 @@ impl Default for Config {
             sub: SubConfig::default(),
             auth: AuthConfig::default(),
             replication: ReplicationConfig::default(),
+            http: HttpConfig::default(),
             ignored: Vec::new(),
         }
     }
@@ -507,6 +512,13 @@ impl Config {
                 self.limits.max_payload, self.store.max_log_size
             ));
         }
+        if self.http.enabled && !self.http.bind.is_loopback() && self.auth.token.is_empty() {
+            out.push(format!(
+                "http.bind {} is not loopback and auth.token is empty: anyone who can reach \
+                 the HTTP port can read /metrics and the status page (topic and group names)",
+                self.http.bind
+            ));
+        }
         if self.store.fsync != FsyncPolicy::Always && self.replication.sync {
             out.push(format!(
                 "replication.sync is on but store.fsync is {}: a slave's copy is durable, \
@@ -534,6 +546,7 @@ struct RawConfig {
     sub: Option<RawSub>,
     auth: Option<RawAuth>,
     replication: Option<replication::RawReplication>,
+    http: Option<http::RawHttp>,
     background: Option<legacy::RawBackground>,
 }
 
@@ -751,6 +764,7 @@ impl RawConfig {
         };
 
         let replication = self.replication.unwrap_or_default().into_config();
+        let http = self.http.unwrap_or_default().into_config()?;
 
         Ok(Config {
             port,
@@ -763,6 +777,7 @@ impl RawConfig {
             sub,
             auth,
             replication,
+            http,
             ignored,
         })
     }

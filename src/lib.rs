@@ -79,6 +79,8 @@ pub(crate) mod fds;
 pub(crate) mod group_admin;
 pub(crate) mod group_sub;
 pub(crate) mod groups;
+pub(crate) mod histogram;
+pub(crate) mod http;
 pub mod logging;
 pub(crate) mod memory;
 pub(crate) mod preauth;
