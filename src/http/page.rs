@@ -373,8 +373,8 @@ fn chart(s: &mut String, points: &[Point]) {
         s,
         "<text x=\"{x}\" y=\"{}\" style=\"fill:#16a34a\">— mean</text>\
          <text x=\"{x}\" y=\"{}\" style=\"fill:#f59e0b\">— p99 (≤)</text>",
-        H + 60.0,
-        H + 76.0
+        H + 74.0,
+        H + 90.0
     );
     for (i, label) in ["-10 min", "-5 min", "now"].iter().enumerate() {
         let _ = write!(
