@@ -831,6 +831,7 @@ mod tests {
         assert_eq!(a.sub, b.sub);
         assert_eq!(a.auth, b.auth);
         assert_eq!(a.replication, b.replication);
+        assert_eq!(a.http, b.http);
         assert_eq!(a.ignored, b.ignored);
     }
 
@@ -899,7 +900,7 @@ mod tests {
     }
 
     #[test]
-    fn shipped_slave_yaml_is_defaults_but_port_and_store() {
+    fn shipped_slave_yaml_is_defaults_but_ports_and_store() {
         let c = Config::load(&shipped("slave.yaml")).expect("config/slave.yaml loads");
         assert_eq!(c.port, 12302);
         assert_eq!(c.store.path, PathBuf::from("data/slave"));
@@ -908,6 +909,10 @@ mod tests {
             store: StoreConfig {
                 path: PathBuf::from("data/slave"),
                 ..StoreConfig::default()
+            },
+            http: HttpConfig {
+                port: 12382,
+                ..HttpConfig::default()
             },
             ..Config::default()
         };

@@ -3,7 +3,7 @@
 //! thread reads it for `/metrics` (as a Prometheus histogram) and for the
 //! status page's chart.
 //!
-//! Owned by [`crate::stats::Stats`]; the writer observes fsyncs, connection
+//! Owned by the server-wide `Stats` (stats.rs); the writer observes fsyncs, connection
 //! threads observe the time from submitting a write to its reply.
 
 use std::sync::atomic::{AtomicU64, Ordering};

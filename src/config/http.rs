@@ -101,8 +101,9 @@ mod tests {
         assert!(c.http.enabled);
         assert_eq!(c.http.listen_addr().to_string(), "127.0.0.1:12380");
         assert!(!c.http.health_auth);
-        let c = Config::from_yaml("http: { enabled: false, bind: ::1, port: 0, healthAuth: true }")
-            .expect("set");
+        let c =
+            Config::from_yaml("http: { enabled: false, bind: \"::1\", port: 0, healthAuth: true }")
+                .expect("set");
         assert!(!c.http.enabled);
         assert_eq!(c.http.listen_addr().to_string(), "[::1]:0");
         assert!(c.http.health_auth);
