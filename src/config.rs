@@ -31,6 +31,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod de;
 mod error;
+mod http;
 mod legacy;
 mod limits;
 mod replication;
@@ -38,6 +39,7 @@ mod secret;
 
 pub use self::error::ConfigError;
 use self::error::invalid;
+pub use self::http::HttpConfig;
 pub use self::legacy::{IgnoredKey, LegacyKey};
 pub use self::replication::ReplicationConfig;
 
@@ -145,6 +147,9 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(deserialize_with = "de::section")]
     pub replication: ReplicationConfig,
+    /// `http:` — the monitoring listener (`config/http.rs`).
+    #[serde(deserialize_with = "de::section")]
+    pub http: HttpConfig,
     /// Keys of the original smss's config found in the file, which have no effect
     /// here; the server logs one line for each at start.
     #[serde(skip)]
@@ -378,6 +383,7 @@ impl Default for Config {
             sub: SubConfig::default(),
             auth: AuthConfig::default(),
             replication: ReplicationConfig::default(),
+            http: HttpConfig::default(),
             ignored: Vec::new(),
         }
     }
@@ -646,6 +652,13 @@ impl Config {
                 self.limits.max_payload, self.store.max_log_size
             ));
         }
+        if self.http.enabled && !self.http.bind.is_loopback() && self.auth.token.is_empty() {
+            out.push(format!(
+                "http.bind {} is not loopback and auth.token is empty: anyone who can reach \
+                 the HTTP port can read /metrics and the status page (topic and group names)",
+                self.http.bind
+            ));
+        }
         if self.store.fsync != FsyncPolicy::Always && self.replication.sync {
             out.push(format!(
                 "replication.sync is on but store.fsync is {}: a slave's copy is durable, \
@@ -705,6 +718,7 @@ mod tests {
         assert_eq!(a.sub, b.sub);
         assert_eq!(a.auth, b.auth);
         assert_eq!(a.replication, b.replication);
+        assert_eq!(a.http, b.http);
         assert_eq!(a.ignored, b.ignored);
     }
 
@@ -791,7 +805,7 @@ mod tests {
     }
 
     #[test]
-    fn shipped_slave_yaml_is_defaults_but_port_and_store() {
+    fn shipped_slave_yaml_is_defaults_but_ports_and_store() {
         let c = Config::load(&shipped("slave.yaml")).expect("config/slave.yaml loads");
         assert_eq!(c.port, 12302);
         assert_eq!(c.store.path, PathBuf::from("data/slave"));
@@ -800,6 +814,10 @@ mod tests {
             store: StoreConfig {
                 path: PathBuf::from("data/slave"),
                 ..StoreConfig::default()
+            },
+            http: HttpConfig {
+                port: 12382,
+                ..HttpConfig::default()
             },
             ..Config::default()
         };

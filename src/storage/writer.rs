@@ -444,6 +444,7 @@ impl Writer {
         if !self.log_unsynced {
             return Ok(());
         }
+        let started = Instant::now();
         self.active
             .file
             .sync_data()
@@ -451,6 +452,7 @@ impl Writer {
         self.log_unsynced = false;
         self.last_sync = Instant::now();
         Stats::add(&self.broker.stats.fsyncs, 1);
+        (self.broker.stats.fsync_seconds).observe(self.last_sync - started);
         self.unlink_doomed_indexes();
         Ok(())
     }
