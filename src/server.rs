@@ -363,22 +363,25 @@ fn accept_loop(
                 }
                 Ok(Admitted::Refused) => {
                     Stats::sub(&stats.connections, 1);
-                    refuse_busy(stream, "too many connections");
+                    // Counted before the client can read the refusal and ask STATS.
                     Stats::add(&stats.rejected_busy, 1);
+                    refuse_busy(stream, "too many connections");
                     continue;
                 }
                 Err(e) => {
                     Stats::sub(&stats.connections, 1);
                     warn!("cannot track a new connection: {e}");
-                    refuse_busy(stream, "the server cannot track another connection");
+                    // Counted before the client can read the refusal and ask STATS.
                     Stats::add(&stats.rejected_busy, 1);
+                    refuse_busy(stream, "the server cannot track another connection");
                     continue;
                 }
             }
         } else if n > max {
             Stats::sub(&stats.connections, 1);
-            refuse_busy(stream, "too many connections");
+            // Counted before the client can read the refusal and ask STATS.
             Stats::add(&stats.rejected_busy, 1);
+            refuse_busy(stream, "too many connections");
             continue;
         }
         let peer = peer_addr.map_or_else(|| "?".into(), |a| a.to_string());
