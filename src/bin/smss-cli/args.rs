@@ -21,7 +21,7 @@ pub struct CommandHelp {
 }
 
 /// Every command, in the order the global help lists them.
-pub const HELP: [CommandHelp; 15] = [
+pub const HELP: [CommandHelp; 16] = [
     CommandHelp {
         name: "create",
         synopsis: "create <topic> [--life MS]",
@@ -166,6 +166,18 @@ replication_lag_ms over --max-lag-ms (default 10000), a master with fewer
 slaves than --min-slaves (default 0), semi-sync fallen back to async.",
     },
     CommandHelp {
+        name: "backup",
+        synopsis: "backup <dir>",
+        summary: "hot backup of a running server into a new data directory",
+        details: "\
+Copies the server's data, while it runs, into <dir> (new or empty): it follows
+the server as an empty slave would until it has every record up to the last
+event id the server had when the backup began, writes them as a segment,
+builds the indexes and the checkpoint, and checks the result like
+'smss --check'. Prints what it copied. Restore by stopping the server and
+putting <dir> in place of its store.path (README: Backup and restore).",
+    },
+    CommandHelp {
         name: "promote",
         synopsis: "promote",
         summary: "turn a slave into a master; prints the event id",
@@ -205,7 +217,7 @@ global options (before or after the command):
   -h, --help          show this help, or after a command that command's
   -V, --version       show the version";
 
-pub const COMMANDS: &str = "create, delete, pub, sub, groups, groupdel, list, info, stats, ping, slaves, health, promote, \
+pub const COMMANDS: &str = "create, delete, pub, sub, groups, groupdel, list, info, stats, ping, slaves, health, backup, promote, \
      dump, help";
 
 /// What the command line asks for.
@@ -276,6 +288,9 @@ pub enum Command {
     Promote,
     Dump {
         path: OsString,
+    },
+    Backup {
+        dir: OsString,
     },
 }
 
@@ -440,6 +455,12 @@ fn parse_command(p: &mut lexopt::Parser, g: &mut Global, name: &str) -> Result<C
         "slaves" => no_args(p, g, "slaves", Command::Slaves)?,
         "health" => parse_health(p, g)?,
         "promote" => no_args(p, g, "promote", Command::Promote)?,
+        "backup" => {
+            let dir = positionals(p, g, "backup", 1, 1)?;
+            Command::Backup {
+                dir: dir.into_iter().next().unwrap_or_default(),
+            }
+        }
         "dump" => {
             let path = positionals(p, g, "dump", 1, 1)?;
             Command::Dump {

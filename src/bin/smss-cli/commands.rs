@@ -50,6 +50,7 @@ pub fn check(g: &Global, cmd: &Command) -> Result<()> {
         ),
         Command::List
         | Command::Health(_)
+        | Command::Backup { .. }
         | Command::Stats
         | Command::Ping
         | Command::Slaves
@@ -206,8 +207,9 @@ pub fn execute(c: &mut Client, cmd: Command, json: bool) -> Result<()> {
             let slaves = c.slaves()?;
             print_slaves(&mut out, &slaves).map_err(stdout_err)?;
         }
-        // main runs it, for its own exit statuses.
-        Command::Health(_) => {}
+        // main runs these: health for its own exit statuses, backup with
+        // a connection of its own.
+        Command::Health(_) | Command::Backup { .. } => {}
         Command::Promote => {
             let id = c.promote()?;
             writeln!(out, "{id}").map_err(stdout_err)?;

@@ -20,6 +20,7 @@
 #![deny(clippy::unwrap_used)]
 
 mod args;
+mod backup;
 mod commands;
 mod dump;
 mod error;
@@ -80,6 +81,10 @@ fn run() -> Result<()> {
         }
         Invocation::Bench => Err(CliError::BenchMoved),
         Invocation::Run(_, Command::Dump { path }) => dump::dump(&path),
+        Invocation::Run(g, Command::Backup { dir }) => {
+            let mut out = io::stdout().lock();
+            backup::backup(&g, std::path::Path::new(&dir), &mut out)
+        }
         Invocation::Run(g, cmd) => {
             // Bad arguments are refused before connecting, by the client's own checks.
             commands::check(&g, &cmd)?;
