@@ -15,6 +15,9 @@ const PUBLISHERS: usize = 8;
 /// Each publisher stops after this many messages (or when told).
 const MAX_EACH: usize = 2_000;
 
+/// Acknowledged writes: (event id, payload).
+type Acked = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+
 #[test]
 fn a_hot_backup_holds_everything_acknowledged_before_it_and_checks_clean() {
     let d = tempdir();
@@ -22,7 +25,7 @@ fn a_hot_backup_holds_everything_acknowledged_before_it_and_checks_clean() {
     let mut c = s.client();
     c.create("t", 0).expect("CREATE");
     c.dpublish("t", 600_000, b"pending").expect("DPUB");
-    let acked: Arc<Mutex<Vec<(u64, Vec<u8>)>>> = Arc::default();
+    let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for n in 0..PUBLISHERS {
