@@ -132,4 +132,51 @@ mod tests {
             assert!(Thresholds::parse(a, b).is_err(), "{a:?} {b:?}");
         }
     }
+
+    fn master_view() -> View {
+        View {
+            gauges: crate::stats::Gauges {
+                last_event_id: 5,
+                topics: 1,
+                uptime_ms: 1,
+                segments: 1,
+                index_files_open: 1,
+                epoch: 0,
+                groups: 0,
+                repl: ReplGauges::Master {
+                    slaves: 0,
+                    sync_in_force: false,
+                    acked_event_id: 0,
+                    sync_fallbacks: 0,
+                    full_syncs: 0,
+                },
+            },
+            topics: Vec::new(),
+            slaves: Vec::new(),
+            disk: None,
+            poisoned: false,
+            shutting_down: false,
+            fsync: Default::default(),
+            publish: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_poisoned_writer_or_a_missing_quorum_is_unhealthy() {
+        let t = Thresholds::default();
+        assert_eq!(check(&master_view(), 0, t), Ok(()));
+        let poisoned = View {
+            poisoned: true,
+            ..master_view()
+        };
+        let why = check(&poisoned, 0, t).expect_err("poisoned");
+        assert!(why.contains("poisoned"), "{why}");
+        let why = check(&master_view(), 1, t).expect_err("no slave for minSlaves 1");
+        assert!(why.contains("NOSLAVE"), "{why}");
+        let closing = View {
+            shutting_down: true,
+            ..master_view()
+        };
+        assert_eq!(check(&closing, 0, t), Err("shutting down".into()));
+    }
 }
