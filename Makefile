@@ -27,16 +27,16 @@ test:
 # Benchmarks (not part of `make test`): starts its own smss with a temp data dir,
 # fsync always then interval, then master+slave pairs for the replication rows
 # (each server on its own port and temp dir), and prints tables.
-# See src/bin/smss-cli/bench/mod.rs.
+# See src/bin/smss-bench/main.rs.
 bench: build
-	./target/release/smss-cli bench matrix
+	./target/release/smss-bench matrix
 
 # The same publish/drain rows against Redis 7 Streams and beanstalkd (installed
 # with apt if missing), with smss ÷ peer ratios.
 bench-peers: build
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
 	command -v beanstalkd >/dev/null || (apt-get update && apt-get install -y beanstalkd)
-	./target/release/smss-cli bench peers
+	./target/release/smss-bench peers
 
 lint:
 	$(CARGO) fmt --check

@@ -22,7 +22,7 @@ use crate::groups::Registry;
 use crate::preauth::PreAuth;
 use crate::replication::state::ReplState;
 use crate::role::{Role, RoleCell};
-use crate::stats::Stats;
+use crate::stats::{Gauges, ReplGauges, Stats};
 use crate::storage::handles::IndexHandles;
 use crate::storage::log::record::DeleteReason;
 use crate::storage::log::segment::SegmentSet;
@@ -77,6 +77,9 @@ pub struct Topic {
     changed: Condvar,
     /// Its consumer groups, by name; published by the writer at commit.
     groups: Mutex<BTreeMap<String, GroupState>>,
+    /// Payload bytes clients published to it through this server since it
+    /// started (`/metrics`); bumped by connection threads on each `OK`.
+    pub published_bytes: AtomicU64,
 }
 
 impl Topic {
@@ -95,6 +98,7 @@ impl Topic {
             state: Mutex::new(state),
             changed: Condvar::new(),
             groups: Mutex::new(BTreeMap::new()),
+            published_bytes: AtomicU64::new(0),
         }
     }
 
@@ -295,5 +299,44 @@ impl Broker {
 
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// The broker-side values STATS (and `/metrics`) show, read now: the
+    /// role with its replication values, topics, segments, epoch, groups.
+    pub fn gauges(&self) -> Gauges {
+        use std::sync::atomic::Ordering::Relaxed;
+        let r = &self.repl;
+        let last_event_id = self.last_event_id();
+        let repl = match self.role() {
+            Role::Master => ReplGauges::Master {
+                slaves: r.slave_count() as u64,
+                sync_in_force: r.sync_in_force(),
+                acked_event_id: r.highest_acked_id(),
+                sync_fallbacks: r.sync_fallbacks.load(Relaxed),
+                full_syncs: r.full_syncs.load(Relaxed),
+            },
+            Role::Slave => {
+                let m = r.master();
+                ReplGauges::Slave {
+                    lag: m.lag(last_event_id, Instant::now()),
+                    master: m.addr,
+                    master_event_id: m.master_event_id,
+                    state: m.state.as_str(),
+                    reconnects: r.reconnects.load(Relaxed),
+                    full_syncs: r.full_syncs.load(Relaxed),
+                }
+            }
+        };
+        let topics = self.topics();
+        Gauges {
+            last_event_id,
+            topics: topics.len() as u64,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            segments: self.segments.count() as u64,
+            index_files_open: self.index_files.open_count() as u64,
+            epoch: r.epoch.load(Relaxed),
+            groups: topics.iter().map(|t| t.group_count() as u64).sum(),
+            repl,
+        }
     }
 }

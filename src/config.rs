@@ -1,30 +1,37 @@
 //! Server configuration: the YAML file (`config/config.yaml`), its defaults and its
 //! validation (the logger it describes is installed by [`crate::logging`]).
 //!
-//! Owns: [`Config`] and its sections (the *validated* form every other module reads),
-//! the private serde "raw" structs that mirror the YAML shape exactly, and
-//! [`ConfigError`]. Runs once on the main thread at startup, before any other
-//! thread exists; touches no channels or locks.
+//! Owns: [`Config`] and its sections (the *validated* form every other module reads,
+//! and at the same time the YAML's shape: each key is stated once, as a field of its
+//! section, with its default in the section's `Default`), the conversions of the few
+//! values whose YAML form is not their Rust type (`port`, `bind`, `log.level`,
+//! `store.fsync`, `sub.maxDeliver`), and [`ConfigError`]. Runs once on the main thread
+//! at startup, before any other thread exists; touches no channels or locks.
 //!
-//! Loading is two steps: the YAML text is deserialized into raw structs whose fields
-//! are all `Option` (`deny_unknown_fields`, camelCase keys), then each value is
-//! converted and checked. A key that is missing — or present with an empty value —
-//! takes its default; an empty file (or one with only comments) is all defaults.
-//! Every error names the YAML key it is about (`store.maxLogSize`), or for syntax and
-//! type errors carries serde_yaml's message, which names the key and the line.
+//! Loading is two steps: serde reads the YAML text straight into the sections
+//! (`deny_unknown_fields`, camelCase keys), then [`Config::validate`] checks every
+//! value. A key that is missing — or present with an empty value — takes its default;
+//! an empty file (or one with only comments) is all defaults. Every error names the
+//! YAML key it is about (`store.maxLogSize`), or for syntax and type errors carries
+//! serde_yaml's message, which names the key and the line.
 //!
-//! [`ConfigError`] lives in `config/error.rs`; the few keys of the original smss's
-//! config that this design does not need are read and explained by
-//! `config/legacy.rs` ([`IgnoredKey`]), so such a file is accepted.
+//! Submodules: `config/de.rs` (the serde glue: empty values take their default,
+//! legacy keys set aside, values that do not convert become errors naming their key),
+//! `config/error.rs` ([`ConfigError`]), `config/legacy.rs` (the few keys of the
+//! original smss's config that this design does not need, read and explained:
+//! [`IgnoredKey`], so such a file is accepted) and `config/replication.rs` (the
+//! `replication:` section).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use log::LevelFilter;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod de;
 mod error;
+mod http;
 mod legacy;
 mod limits;
 mod replication;
@@ -32,6 +39,7 @@ mod secret;
 
 pub use self::error::ConfigError;
 use self::error::invalid;
+pub use self::http::HttpConfig;
 pub use self::legacy::{IgnoredKey, LegacyKey};
 pub use self::replication::ReplicationConfig;
 
@@ -105,40 +113,64 @@ impl fmt::Display for FsyncPolicy {
     }
 }
 
+impl Serialize for FsyncPolicy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// The validated server configuration. Build it with [`Config::load`],
 /// [`Config::from_yaml`] or [`Config::default`]; if you build or change one by hand,
 /// call [`Config::validate`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     /// TCP port to listen on; 0 asks the OS for an ephemeral port (tests use it).
+    #[serde(deserialize_with = "port")]
     pub port: u16,
     /// Address to bind.
+    #[serde(deserialize_with = "bind")]
     pub bind: IpAddr,
+    #[serde(deserialize_with = "de::section")]
     pub log: LogConfig,
+    #[serde(deserialize_with = "de::section")]
     pub store: StoreConfig,
+    #[serde(deserialize_with = "de::section")]
     pub worker: WorkerConfig,
+    #[serde(deserialize_with = "de::section")]
     pub timeout: TimeoutConfig,
+    #[serde(deserialize_with = "de::section")]
     pub limits: LimitsConfig,
+    #[serde(deserialize_with = "de::section")]
     pub sub: SubConfig,
+    #[serde(deserialize_with = "de::section")]
     pub auth: AuthConfig,
+    #[serde(deserialize_with = "de::section")]
     pub replication: ReplicationConfig,
+    /// `http:` — the monitoring listener (`config/http.rs`).
+    #[serde(deserialize_with = "de::section")]
+    pub http: HttpConfig,
     /// Keys of the original smss's config found in the file, which have no effect
     /// here; the server logs one line for each at start.
+    #[serde(skip)]
     pub ignored: Vec<IgnoredKey>,
 }
 
 /// `log:` — where and how much to log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct LogConfig {
     /// `"stdout"` or a file path (opened in append mode, created if missing).
     pub path: String,
     /// Log 1 of every `sample` per-message events; 0 = none.
     pub sample: u64,
+    #[serde(deserialize_with = "level", serialize_with = "level_name")]
     pub level: LevelFilter,
 }
 
 /// `store:` — the data directory and the commit log.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct StoreConfig {
     /// Data directory; a relative path resolves against the working directory.
     pub path: PathBuf,
@@ -146,8 +178,10 @@ pub struct StoreConfig {
     pub max_log_size: u64,
     /// Retention in days (may be fractional).
     pub max_days: f64,
-    /// Seconds between retention scans.
+    /// `store.clearInterval`: seconds between retention scans.
+    #[serde(rename = "clearInterval")]
     pub clear_interval_secs: u64,
+    #[serde(deserialize_with = "fsync")]
     pub fsync: FsyncPolicy,
     /// Used with [`FsyncPolicy::Interval`].
     pub fsync_interval_ms: u64,
@@ -166,9 +200,11 @@ impl StoreConfig {
 }
 
 /// `worker:` — the persistence thread's input channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct WorkerConfig {
     /// Capacity of the bounded channel into the writer.
+    #[serde(deserialize_with = "de::usize")]
     pub buff_size: usize,
     /// How long a connection waits to enqueue a write on a full channel before
     /// answering `ERR INTERNAL`.
@@ -176,25 +212,51 @@ pub struct WorkerConfig {
 }
 
 /// `timeout:` — network timeouts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct TimeoutConfig {
-    /// `timeout.net.write`: socket write timeout.
-    pub net_write_ms: u64,
-    /// `timeout.server.alive`: interval of ALIVE heartbeats to an idle subscriber.
-    pub server_alive_ms: u64,
+    /// `timeout.net:`
+    #[serde(deserialize_with = "de::section")]
+    pub net: NetTimeouts,
+    /// `timeout.server:`
+    #[serde(deserialize_with = "de::section")]
+    pub server: ServerTimeouts,
     /// `timeout.auth`: with `auth.token` set, how long a connection may take to
     /// authenticate before it is closed.
+    #[serde(rename = "auth")]
     pub auth_ms: u64,
 }
 
+/// `timeout.net:`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetTimeouts {
+    /// `timeout.net.write`: socket write timeout.
+    #[serde(rename = "write")]
+    pub write_ms: u64,
+}
+
+/// `timeout.server:`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerTimeouts {
+    /// `timeout.server.alive`: interval of ALIVE heartbeats to an idle subscriber.
+    #[serde(rename = "alive")]
+    pub alive_ms: u64,
+}
+
 /// `limits:` — bounds on what clients may ask for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct LimitsConfig {
     /// Largest message payload in bytes.
+    #[serde(deserialize_with = "de::usize")]
     pub max_payload: usize,
     /// Most simultaneous client connections.
+    #[serde(deserialize_with = "de::usize")]
     pub max_connections: usize,
     /// Most messages in one MPUB and in one SUB batch.
+    #[serde(deserialize_with = "de::usize")]
     pub max_batch: usize,
     /// Most payload bytes of one MPUB in all.
     pub max_batch_bytes: u64,
@@ -203,23 +265,29 @@ pub struct LimitsConfig {
     /// `limits.maxUnauthenticated`: with `auth.token`, most connections not
     /// yet authenticated; 0 = a quarter of the connection cap in force
     /// (see `config/limits.rs` and [`crate::preauth`]).
+    #[serde(deserialize_with = "de::usize")]
     pub max_unauthenticated: usize,
 }
 
 /// `sub:` — subscription defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct SubConfig {
     /// Batch size of a SUB that does not give one (≤ `limits.maxBatch`).
+    #[serde(deserialize_with = "de::usize")]
     pub default_batch: usize,
     /// `sub.defaultAckTimeout`: how long a SUB without `ack=` waits for ACK/STOP.
+    #[serde(rename = "defaultAckTimeout")]
     pub default_ack_timeout_ms: u64,
     /// `sub.maxDeliver`: failed deliveries of one message before a group
     /// SUB without `maxDeliver=` gives up on it; 0 = never.
+    #[serde(deserialize_with = "max_deliver")]
     pub max_deliver: u32,
 }
 
 /// `auth:` — the shared token; empty = no authentication.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthConfig {
     pub token: String,
 }
@@ -260,10 +328,22 @@ impl Default for WorkerConfig {
 impl Default for TimeoutConfig {
     fn default() -> Self {
         TimeoutConfig {
-            net_write_ms: 1000,
-            server_alive_ms: 30_000,
+            net: NetTimeouts::default(),
+            server: ServerTimeouts::default(),
             auth_ms: 10_000,
         }
+    }
+}
+
+impl Default for NetTimeouts {
+    fn default() -> Self {
+        NetTimeouts { write_ms: 1000 }
+    }
+}
+
+impl Default for ServerTimeouts {
+    fn default() -> Self {
+        ServerTimeouts { alive_ms: 30_000 }
     }
 }
 
@@ -303,8 +383,80 @@ impl Default for Config {
             sub: SubConfig::default(),
             auth: AuthConfig::default(),
             replication: ReplicationConfig::default(),
+            http: HttpConfig::default(),
             ignored: Vec::new(),
         }
+    }
+}
+
+// The values whose YAML form is not their Rust type. One that does not convert is
+// refused naming its key (`de::refuse`), after any syntax or type error in the file.
+
+/// `port`: a YAML integer, 0-65535.
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let p = u64::deserialize(d)?;
+    match u16::try_from(p) {
+        Ok(p) => Ok(p),
+        Err(_) => de::refuse("port", format!("must be between 0 and 65535, got {p}"), 0),
+    }
+}
+
+/// `bind`: an IP address (not a host name); spaces around it are ignored.
+fn bind<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.trim().parse::<IpAddr>() {
+        Ok(ip) => Ok(ip),
+        Err(_) => de::refuse(
+            "bind",
+            format!(
+                "must be an IP address such as 127.0.0.1, 0.0.0.0 or ::1 \
+                 (not a host name), got {s:?}"
+            ),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ),
+    }
+}
+
+/// `log.level`: a level name, in any case.
+fn level<'de, D: Deserializer<'de>>(d: D) -> Result<LevelFilter, D::Error> {
+    let s = String::deserialize(d)?;
+    match parse_level(&s) {
+        Some(level) => Ok(level),
+        None => de::refuse(
+            "log.level",
+            format!("must be one of off, error, warn, info, debug, trace; got {s:?}"),
+            LevelFilter::Info,
+        ),
+    }
+}
+
+fn level_name<S: Serializer>(level: &LevelFilter, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(level.as_str())
+}
+
+/// `store.fsync`: `always`, `interval` or `never`.
+fn fsync<'de, D: Deserializer<'de>>(d: D) -> Result<FsyncPolicy, D::Error> {
+    let s = String::deserialize(d)?;
+    match FsyncPolicy::parse(&s) {
+        Some(p) => Ok(p),
+        None => de::refuse(
+            "store.fsync",
+            format!("must be one of always, interval, never; got {s:?}"),
+            FsyncPolicy::Always,
+        ),
+    }
+}
+
+/// `sub.maxDeliver`: a YAML integer that fits a `u32`.
+fn max_deliver<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u64::deserialize(d)?;
+    match u32::try_from(v) {
+        Ok(v) => Ok(v),
+        Err(_) => de::refuse(
+            "sub.maxDeliver",
+            format!("must be at most {}, got {v}", u32::MAX),
+            0,
+        ),
     }
 }
 
@@ -325,10 +477,6 @@ where
 /// Check `value >= min` for key `key` (and ≤ [`MAX_TIMEOUT_MS`] for ms durations).
 fn check_ms(key: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
     check_range(key, value, min, MAX_TIMEOUT_MS)
-}
-
-fn to_usize(key: &'static str, value: u64) -> Result<usize, ConfigError> {
-    usize::try_from(value).map_err(|_| invalid(key, format!("{value} is too large")))
 }
 
 /// Parse a `log.level` value (case-insensitive).
@@ -364,11 +512,8 @@ impl Config {
 
     /// Parse and validate YAML text. Empty text (or only comments) gives the defaults.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: None,
-            msg: e.to_string(),
-        })?;
-        let config = raw.into_config()?;
+        let (mut config, ignored) = de::load::<Config>(text)?;
+        config.ignored = ignored;
         config.validate()?;
         Ok(config)
     }
@@ -427,8 +572,8 @@ impl Config {
         check_range("worker.buffSize", self.worker.buff_size, 1, 1_000_000)?;
         check_ms("worker.sendTimeoutMs", self.worker.send_timeout_ms, 1)?;
 
-        check_ms("timeout.net.write", self.timeout.net_write_ms, 1)?;
-        check_ms("timeout.server.alive", self.timeout.server_alive_ms, 10)?;
+        check_ms("timeout.net.write", self.timeout.net.write_ms, 1)?;
+        check_ms("timeout.server.alive", self.timeout.server.alive_ms, 10)?;
         check_ms("timeout.auth", self.timeout.auth_ms, 1)?;
 
         let limits = &self.limits;
@@ -507,6 +652,13 @@ impl Config {
                 self.limits.max_payload, self.store.max_log_size
             ));
         }
+        if self.http.enabled && !self.http.bind.is_loopback() && self.auth.token.is_empty() {
+            out.push(format!(
+                "http.bind {} is not loopback and auth.token is empty: anyone who can reach \
+                 the HTTP port can read /metrics and the status page (topic and group names)",
+                self.http.bind
+            ));
+        }
         if self.store.fsync != FsyncPolicy::Always && self.replication.sync {
             out.push(format!(
                 "replication.sync is on but store.fsync is {}: a slave's copy is durable, \
@@ -515,256 +667,6 @@ impl Config {
             ));
         }
         out
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// Raw (as-written) YAML shape. Every field is an Option: missing or null = default.
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawConfig {
-    port: Option<u64>,
-    bind: Option<String>,
-    log: Option<RawLog>,
-    store: Option<RawStore>,
-    worker: Option<RawWorker>,
-    timeout: Option<RawTimeout>,
-    limits: Option<RawLimits>,
-    sub: Option<RawSub>,
-    auth: Option<RawAuth>,
-    replication: Option<replication::RawReplication>,
-    background: Option<legacy::RawBackground>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawLog {
-    path: Option<String>,
-    sample: Option<u64>,
-    level: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawStore {
-    path: Option<PathBuf>,
-    max_log_size: Option<u64>,
-    max_days: Option<f64>,
-    clear_interval: Option<u64>,
-    fsync: Option<String>,
-    fsync_interval_ms: Option<u64>,
-    checkpoint_bytes: Option<u64>,
-    wait_del_lock_timeout_ms: Option<serde_yaml::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawWorker {
-    buff_size: Option<u64>,
-    send_timeout_ms: Option<u64>,
-    wait_msg_timeout: Option<serde_yaml::Value>,
-    wait_msg_timeout_log_sample: Option<serde_yaml::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawTimeout {
-    net: Option<RawNet>,
-    server: Option<RawServer>,
-    auth: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawNet {
-    write: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawServer {
-    alive: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawLimits {
-    max_payload: Option<u64>,
-    max_connections: Option<u64>,
-    max_batch: Option<u64>,
-    max_batch_bytes: Option<u64>,
-    max_delay_ms: Option<u64>,
-    max_unauthenticated: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawSub {
-    default_batch: Option<u64>,
-    default_ack_timeout: Option<u64>,
-    max_deliver: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawAuth {
-    token: Option<String>,
-}
-
-impl RawConfig {
-    /// Fill defaults and convert types. Range checks are left to [`Config::validate`];
-    /// only what cannot be represented in the validated types is rejected here.
-    fn into_config(self) -> Result<Config, ConfigError> {
-        let d = Config::default();
-
-        let port = match self.port {
-            None => d.port,
-            Some(p) => u16::try_from(p)
-                .map_err(|_| invalid("port", format!("must be between 0 and 65535, got {p}")))?,
-        };
-        let bind = match self.bind {
-            None => d.bind,
-            Some(s) => s.trim().parse::<IpAddr>().map_err(|_| {
-                invalid(
-                    "bind",
-                    format!(
-                        "must be an IP address such as 127.0.0.1, 0.0.0.0 or ::1 \
-                         (not a host name), got {s:?}"
-                    ),
-                )
-            })?,
-        };
-
-        let rl = self.log.unwrap_or_default();
-        let level = match rl.level {
-            None => d.log.level,
-            Some(s) => parse_level(&s).ok_or_else(|| {
-                invalid(
-                    "log.level",
-                    format!("must be one of off, error, warn, info, debug, trace; got {s:?}"),
-                )
-            })?,
-        };
-        let log = LogConfig {
-            path: rl.path.unwrap_or(d.log.path),
-            sample: rl.sample.unwrap_or(d.log.sample),
-            level,
-        };
-
-        let rs = self.store.unwrap_or_default();
-        let rw = self.worker.unwrap_or_default();
-        let ignored = legacy::ignored(
-            [
-                (LegacyKey::WaitDelLockTimeoutMs, rs.wait_del_lock_timeout_ms),
-                (LegacyKey::WaitMsgTimeout, rw.wait_msg_timeout),
-                (
-                    LegacyKey::WaitMsgTimeoutLogSample,
-                    rw.wait_msg_timeout_log_sample,
-                ),
-            ]
-            .into_iter()
-            .chain(self.background.unwrap_or_default().keys()),
-        )?;
-
-        let fsync = match rs.fsync {
-            None => d.store.fsync,
-            Some(s) => FsyncPolicy::parse(&s).ok_or_else(|| {
-                invalid(
-                    "store.fsync",
-                    format!("must be one of always, interval, never; got {s:?}"),
-                )
-            })?,
-        };
-        let store = StoreConfig {
-            path: rs.path.unwrap_or(d.store.path),
-            max_log_size: rs.max_log_size.unwrap_or(d.store.max_log_size),
-            max_days: rs.max_days.unwrap_or(d.store.max_days),
-            clear_interval_secs: rs.clear_interval.unwrap_or(d.store.clear_interval_secs),
-            fsync,
-            fsync_interval_ms: rs.fsync_interval_ms.unwrap_or(d.store.fsync_interval_ms),
-            checkpoint_bytes: rs.checkpoint_bytes.unwrap_or(d.store.checkpoint_bytes),
-        };
-
-        let worker = WorkerConfig {
-            buff_size: match rw.buff_size {
-                None => d.worker.buff_size,
-                Some(v) => to_usize("worker.buffSize", v)?,
-            },
-            send_timeout_ms: rw.send_timeout_ms.unwrap_or(d.worker.send_timeout_ms),
-        };
-
-        let rt = self.timeout.unwrap_or_default();
-        let timeout = TimeoutConfig {
-            net_write_ms: rt
-                .net
-                .and_then(|n| n.write)
-                .unwrap_or(d.timeout.net_write_ms),
-            server_alive_ms: rt
-                .server
-                .and_then(|s| s.alive)
-                .unwrap_or(d.timeout.server_alive_ms),
-            auth_ms: rt.auth.unwrap_or(d.timeout.auth_ms),
-        };
-
-        let rl = self.limits.unwrap_or_default();
-        let opt_usize = |key, v: Option<u64>, def: usize| match v {
-            None => Ok(def),
-            Some(v) => to_usize(key, v),
-        };
-        let limits = LimitsConfig {
-            max_payload: opt_usize("limits.maxPayload", rl.max_payload, d.limits.max_payload)?,
-            max_connections: opt_usize(
-                "limits.maxConnections",
-                rl.max_connections,
-                d.limits.max_connections,
-            )?,
-            max_batch: opt_usize("limits.maxBatch", rl.max_batch, d.limits.max_batch)?,
-            max_batch_bytes: rl.max_batch_bytes.unwrap_or(d.limits.max_batch_bytes),
-            max_delay_ms: rl.max_delay_ms.unwrap_or(d.limits.max_delay_ms),
-            max_unauthenticated: opt_usize(
-                "limits.maxUnauthenticated",
-                rl.max_unauthenticated,
-                d.limits.max_unauthenticated,
-            )?,
-        };
-
-        let rsub = self.sub.unwrap_or_default();
-        let sub = SubConfig {
-            default_batch: opt_usize("sub.defaultBatch", rsub.default_batch, d.sub.default_batch)?,
-            default_ack_timeout_ms: rsub
-                .default_ack_timeout
-                .unwrap_or(d.sub.default_ack_timeout_ms),
-            max_deliver: match rsub.max_deliver {
-                None => d.sub.max_deliver,
-                Some(v) => u32::try_from(v).map_err(|_| {
-                    invalid(
-                        "sub.maxDeliver",
-                        format!("must be at most {}, got {v}", u32::MAX),
-                    )
-                })?,
-            },
-        };
-
-        let auth = AuthConfig {
-            token: self.auth.and_then(|a| a.token).unwrap_or(d.auth.token),
-        };
-
-        let replication = self.replication.unwrap_or_default().into_config();
-
-        Ok(Config {
-            port,
-            bind,
-            log,
-            store,
-            worker,
-            timeout,
-            limits,
-            sub,
-            auth,
-            replication,
-            ignored,
-        })
     }
 }
 
@@ -816,6 +718,7 @@ mod tests {
         assert_eq!(a.sub, b.sub);
         assert_eq!(a.auth, b.auth);
         assert_eq!(a.replication, b.replication);
+        assert_eq!(a.http, b.http);
         assert_eq!(a.ignored, b.ignored);
     }
 
@@ -842,8 +745,8 @@ mod tests {
         assert_eq!(c.store.checkpoint_bytes, 67_108_864);
         assert_eq!(c.worker.buff_size, 1000);
         assert_eq!(c.worker.send_timeout_ms, 5000);
-        assert_eq!(c.timeout.net_write_ms, 1000);
-        assert_eq!(c.timeout.server_alive_ms, 30_000);
+        assert_eq!(c.timeout.net.write_ms, 1000);
+        assert_eq!(c.timeout.server.alive_ms, 30_000);
         assert_eq!(c.timeout.auth_ms, 10_000);
         assert_eq!(c.limits.max_payload, 4_194_304);
         assert_eq!(c.limits.max_connections, 1024);
@@ -878,13 +781,31 @@ mod tests {
     }
 
     #[test]
+    fn every_key_empty_gives_its_default() {
+        let yaml = "port:\nbind:\nlog: { path: , sample: , level: }\n\
+                    store: { path: , maxLogSize: , maxDays: , clearInterval: , fsync: , \
+                    fsyncIntervalMs: , checkpointBytes: , waitDelLockTimeoutMs: }\n\
+                    worker: { buffSize: , sendTimeoutMs: , waitMsgTimeout: ~ }\n\
+                    timeout: { net: { write: }, server: { alive: ~ }, auth: }\n\
+                    limits: { maxPayload: , maxConnections: , maxBatch: , maxBatchBytes: , \
+                    maxDelayMs: }\n\
+                    sub: { defaultBatch: , defaultAckTimeout: , maxDeliver: }\n\
+                    auth: { token: }\n\
+                    replication: { sync: , syncTimeoutMs: , minSlaves: , peer: , \
+                    slaveTimeoutMs: }\n\
+                    background: { life: , delay: { firstExec: } }\n";
+        let c = Config::from_yaml(yaml).expect("parses");
+        assert_same(&c, &Config::default());
+    }
+
+    #[test]
     fn shipped_config_yaml_equals_defaults() {
         let c = Config::load(&shipped("config.yaml")).expect("config/config.yaml loads");
         assert_same(&c, &Config::default());
     }
 
     #[test]
-    fn shipped_slave_yaml_is_defaults_but_port_and_store() {
+    fn shipped_slave_yaml_is_defaults_but_ports_and_store() {
         let c = Config::load(&shipped("slave.yaml")).expect("config/slave.yaml loads");
         assert_eq!(c.port, 12302);
         assert_eq!(c.store.path, PathBuf::from("data/slave"));
@@ -893,6 +814,10 @@ mod tests {
             store: StoreConfig {
                 path: PathBuf::from("data/slave"),
                 ..StoreConfig::default()
+            },
+            http: HttpConfig {
+                port: 12382,
+                ..HttpConfig::default()
             },
             ..Config::default()
         };
@@ -953,8 +878,8 @@ replication: { sync: true, syncTimeoutMs: 37, minSlaves: 2, peer: "127.0.0.1:123
         assert_eq!(
             c.timeout,
             TimeoutConfig {
-                net_write_ms: 11,
-                server_alive_ms: 13,
+                net: NetTimeouts { write_ms: 11 },
+                server: ServerTimeouts { alive_ms: 13 },
                 auth_ms: 41
             }
         );
@@ -1293,7 +1218,7 @@ background:
         // Its other keys are read as usual.
         assert_eq!(c.log.sample, 1000);
         assert_eq!(c.worker.buff_size, 1000);
-        assert_eq!(c.timeout.server_alive_ms, 30_000);
+        assert_eq!(c.timeout.server.alive_ms, 30_000);
         // One line per key, naming it, its value and why it does nothing.
         let why = [
             "the writer thread owns every file",

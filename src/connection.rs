@@ -26,6 +26,7 @@
 //! wait for the writes before them. Reads take the broker's topic map lock
 //! (shared) and a topic's state lock only briefly.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::sync::Arc;
@@ -42,7 +43,7 @@ use crate::protocol::{
 };
 use crate::replication;
 use crate::role::Role;
-use crate::stats::{Gauges, ReplGauges, StatValue, Stats};
+use crate::stats::{StatValue, Stats};
 use crate::storage::log::record::DeleteReason;
 use crate::storage::ops::{WriteOk, WriteOp};
 use crate::subscription;
@@ -69,6 +70,11 @@ pub struct Conn {
     auth_failures: u32,
     /// Its writes in flight, answered in request order.
     writes: Pipeline,
+    /// Per write in flight, in order: when it was handed to the writer and,
+    /// if it publishes, its payload bytes and topic (for the
+    /// publish-latency histogram and the byte counters of `/metrics`).
+    /// Capacity `MAX_INFLIGHT`: never grows.
+    submitted: VecDeque<(Instant, Option<Published>)>,
 }
 
 /// The connection thread's body. `ticket`: its pre-auth slot, with
@@ -110,7 +116,7 @@ impl Conn {
         preauth: Option<Ticket>,
     ) -> Result<Conn, (io::Error, Option<Ticket>)> {
         let cfg = &broker.config;
-        let write_timeout = Some(Duration::from_millis(cfg.timeout.net_write_ms));
+        let write_timeout = Some(Duration::from_millis(cfg.timeout.net.write_ms));
         if let Err(e) = stream
             .set_write_timeout(write_timeout)
             .and_then(|()| stream.set_nodelay(true))
@@ -135,6 +141,7 @@ impl Conn {
             auth_deadline,
             auth_failures: 0,
             writes: Pipeline::new(MAX_INFLIGHT),
+            submitted: VecDeque::with_capacity(MAX_INFLIGHT),
         })
     }
 
@@ -250,6 +257,14 @@ impl Conn {
     /// Waits for every write in flight and queues its reply.
     fn settle(&mut self) -> io::Result<()> {
         while let Some(res) = self.writes.settle_one() {
+            if let (Some((at, Some(p))), Ok(_)) = (self.submitted.pop_front(), &res) {
+                let stats = &self.broker.stats;
+                stats.publish_seconds.observe(at.elapsed());
+                Stats::add(&stats.published_bytes, p.bytes);
+                if let Some(t) = p.topic {
+                    Stats::add(&t.published_bytes, p.bytes);
+                }
+            }
             match res {
                 Ok(WriteOk::Id(id)) => encode_ok(&mut self.wire.out, &[id]),
                 Ok(WriteOk::Range(a, b)) => encode_ok(&mut self.wire.out, &[a, b]),
@@ -281,8 +296,16 @@ impl Conn {
         if self.writes.is_full() {
             self.settle()?;
         }
+        let bytes = publish_bytes(&op).map(|(topic, bytes)| Published {
+            bytes,
+            topic: self.broker.topic(topic),
+        });
+        let handed = Instant::now();
         match self.writes.submit(&self.broker.writer, op) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.submitted.push_back((handed, bytes));
+                Ok(())
+            }
             Err(e) => self.reply_err(&writer_handle::reply(&e, Asked::Write)),
         }
     }
@@ -530,41 +553,8 @@ impl Conn {
     }
 
     fn put_stats(&mut self) {
-        use std::sync::atomic::Ordering::Relaxed;
         let b = &self.broker;
-        let r = &b.repl;
-        let last_event_id = b.last_event_id();
-        let repl = match b.role() {
-            Role::Master => ReplGauges::Master {
-                slaves: r.slave_count() as u64,
-                sync_in_force: r.sync_in_force(),
-                acked_event_id: r.highest_acked_id(),
-                sync_fallbacks: r.sync_fallbacks.load(Relaxed),
-                full_syncs: r.full_syncs.load(Relaxed),
-            },
-            Role::Slave => {
-                let m = r.master();
-                ReplGauges::Slave {
-                    lag: m.lag(last_event_id, Instant::now()),
-                    master: m.addr,
-                    master_event_id: m.master_event_id,
-                    state: m.state.as_str(),
-                    reconnects: r.reconnects.load(Relaxed),
-                    full_syncs: r.full_syncs.load(Relaxed),
-                }
-            }
-        };
-        let topics = b.topics();
-        let pairs = b.stats.report(&Gauges {
-            last_event_id,
-            topics: topics.len() as u64,
-            uptime_ms: b.started.elapsed().as_millis() as u64,
-            segments: b.segments.count() as u64,
-            index_files_open: b.index_files.open_count() as u64,
-            epoch: r.epoch.load(Relaxed),
-            groups: topics.iter().map(|t| t.group_count() as u64).sum(),
-            repl,
-        });
+        let pairs = b.stats.report(&b.gauges());
         encode_count(&mut self.wire.out, "STATS", pairs.len() as u64);
         for (name, value) in pairs {
             match value {
@@ -608,6 +598,27 @@ fn put_topic(out: &mut Vec<u8>, t: &Topic) {
         if st.messages() > 0 { st.first_id } else { 0 },
         if st.messages() > 0 { st.last_id } else { 0 },
     );
+}
+
+/// A publish in flight: its payload bytes and its topic (as it was when
+/// the write was handed over; `None` if it did not exist yet).
+struct Published {
+    bytes: u64,
+    topic: Option<Arc<Topic>>,
+}
+
+/// The topic and payload bytes of a write that publishes; `None` for
+/// writes that do not.
+fn publish_bytes(op: &WriteOp) -> Option<(&str, u64)> {
+    match op {
+        WriteOp::Pub { topic, msg } | WriteOp::DPub { topic, msg, .. } => {
+            Some((topic, msg.payload.len() as u64))
+        }
+        WriteOp::MPub { topic, msgs } => {
+            Some((topic, msgs.iter().map(|m| m.payload.len() as u64).sum()))
+        }
+        _ => None,
+    }
 }
 
 fn no_auth() -> ProtoError {

@@ -332,6 +332,7 @@ impl GroupSub<'_> {
                     let input = self.sub.sub_input(Some(self.sub.ack_wait))?;
                     match input {
                         SubInput::Ack => {
+                            Stats::add(&self.sub.broker.stats.messages_acked, plan.n as u64);
                             self.outstanding = None;
                             if let Err(e) = self.submit(WriteOp::GroupCommit {
                                 topic: topic.name.clone(),

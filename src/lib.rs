@@ -54,6 +54,10 @@
 //!   counters and what the caller reads from the broker and replication;
 //!   [`memory`] tunes glibc malloc and its `mem-trim` thread gives freed
 //!   memory back to the OS.
+//! - [`http`]: the one `http` thread (`http:` in the config) serves
+//!   `/metrics`, `/healthz` and the status page from published state only
+//!   (counters, [`histogram`]s of fsync and publish latency, the broker,
+//!   replication); it never talks to the writer.
 //!
 //! # Durability
 //!
@@ -85,6 +89,8 @@ pub(crate) mod fds;
 pub(crate) mod group_admin;
 pub(crate) mod group_sub;
 pub(crate) mod groups;
+pub(crate) mod histogram;
+pub(crate) mod http;
 pub mod logging;
 pub(crate) mod memory;
 pub(crate) mod preauth;

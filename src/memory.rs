@@ -5,7 +5,7 @@
 //! glibc malloc keeps freed memory in its arenas (one per thread that
 //! allocated, up to eight per core) instead of returning it, so 100
 //! subscribers that drained large batches and went idle kept their peak in
-//! RSS. Two measures, measured with `smss-cli bench footprint`:
+//! RSS. Two measures, measured with `smss-bench footprint`:
 //! - at start ([`tune`]): a fixed mmap threshold (128 KiB, glibc's default,
 //!   but fixed turns off the dynamic threshold that after one large free
 //!   serves every later large buffer from the arenas, where it stays), and

@@ -5,7 +5,8 @@
 //! with `ERR BUSY` past `limits.maxConnections`; with `auth.token`,
 //! connections not yet authenticated are held to their own cap by
 //! [`crate::preauth`], which makes room by closing one of them rather than
-//! refusing), and `signals` (SIGTERM and SIGINT). The main thread waits for a signal or for the writer to die;
+//! refusing), `signals` (SIGTERM and SIGINT) and, with `http.enabled`,
+//! `http` ([`crate::http`]: metrics, health, status page). The main thread waits for a signal or for the writer to die;
 //! on a signal it stops accepting, lets the writer finish and fsync what is
 //! queued, writes a checkpoint and returns, so the process exits 0.
 
@@ -160,8 +161,29 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     for w in broker.config.warnings_for(local) {
         warn!("{w}");
     }
+    // The monitoring port: a failure to bind it is logged, not fatal (the
+    // queue matters more than its metrics; `/healthz` missing is itself
+    // the alert).
+    let http = broker.config.http.enabled.then(|| {
+        let cfg = &broker.config.http;
+        crate::http::bind(cfg)
+            .inspect_err(|e| {
+                error!(
+                    "http: cannot listen on {}: {e}; no HTTP endpoints",
+                    cfg.listen_addr()
+                )
+            })
+            .ok()
+    });
     // Tests and scripts wait for this line instead of guessing when we are up.
     println!("READY {local}");
+    if let Some(Some(l)) = http {
+        let addr = l.local_addr().map_err(io_err("reading the HTTP address"))?;
+        crate::http::spawn(l, Arc::clone(&broker)).map_err(io_err("starting the http thread"))?;
+        info!("HTTP on {addr}: /metrics, /healthz, /");
+        // Printed after READY, which scripts already wait for.
+        println!("HTTP {addr}");
+    }
     let _ = std::io::stdout().flush();
 
     let mut signals = signal_hook::iterator::Signals::new([
@@ -341,22 +363,25 @@ fn accept_loop(
                 }
                 Ok(Admitted::Refused) => {
                     Stats::sub(&stats.connections, 1);
-                    refuse_busy(stream, "too many connections");
+                    // Counted before the client can read the refusal and ask STATS.
                     Stats::add(&stats.rejected_busy, 1);
+                    refuse_busy(stream, "too many connections");
                     continue;
                 }
                 Err(e) => {
                     Stats::sub(&stats.connections, 1);
                     warn!("cannot track a new connection: {e}");
-                    refuse_busy(stream, "the server cannot track another connection");
+                    // Counted before the client can read the refusal and ask STATS.
                     Stats::add(&stats.rejected_busy, 1);
+                    refuse_busy(stream, "the server cannot track another connection");
                     continue;
                 }
             }
         } else if n > max {
             Stats::sub(&stats.connections, 1);
-            refuse_busy(stream, "too many connections");
+            // Counted before the client can read the refusal and ask STATS.
             Stats::add(&stats.rejected_busy, 1);
+            refuse_busy(stream, "too many connections");
             continue;
         }
         let peer = peer_addr.map_or_else(|| "?".into(), |a| a.to_string());

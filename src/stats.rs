@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::histogram::Histogram;
 use crate::role::Role;
 #[cfg(test)]
 use crate::storage::ids::EPOCH_ID_BITS;
@@ -52,6 +53,17 @@ pub struct Stats {
     pub auth_failures: AtomicU64,
     /// AUTHs refused unchecked: their source address was over its budget.
     pub auth_throttled: AtomicU64,
+    /// Messages sent to subscribers in batches (plain and group SUBs).
+    pub messages_delivered: AtomicU64,
+    /// Messages of batches a subscriber acknowledged.
+    pub messages_acked: AtomicU64,
+    /// Payload bytes of publishes answered `OK` to a client.
+    pub published_bytes: AtomicU64,
+    /// How long each fsync of the commit log took (the writer observes).
+    pub fsync_seconds: Histogram,
+    /// From a connection handing a write to the writer to its answer,
+    /// fsync and semi-sync included.
+    pub publish_seconds: Histogram,
 }
 
 /// The broker-side values STATS shows, read by the caller.

@@ -166,7 +166,7 @@ impl<'a> Sub<'a> {
             topic,
             batch,
             ack_wait: Duration::from_millis(ack_ms),
-            alive: Duration::from_millis(cfg.timeout.server_alive_ms),
+            alive: Duration::from_millis(cfg.timeout.server.alive_ms),
             batcher: Batcher::new(),
             busy: false,
             refusal: ProtoError::new(
@@ -229,7 +229,10 @@ impl Sub<'_> {
                     return Ok(flow);
                 }
                 match input {
-                    SubInput::Ack => continue,
+                    SubInput::Ack => {
+                        Stats::add(&self.broker.stats.messages_acked, plan.n as u64);
+                        continue;
+                    }
                     _ => {
                         info!(
                             "{}: no ACK within {} ms on {}; closing",
@@ -366,6 +369,9 @@ impl Sub<'_> {
             .send(self.wire, self.broker, &self.topic, plan)?;
         self.batcher.release();
         self.busy = true;
+        if res.is_ok() {
+            Stats::add(&self.broker.stats.messages_delivered, plan.n as u64);
+        }
         if let Err(e) = res {
             warn!(
                 "{}: batch of {} broke off after it began: {e}; closing",

@@ -309,6 +309,14 @@ fn cli_bare(args: &[&str]) -> Output {
         .expect("run smss-cli")
 }
 
+fn bench_bare(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smss-bench"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run smss-bench")
+}
+
 #[test]
 fn bad_arguments_are_refused_before_connecting() {
     let dir = common::tempdir();
@@ -359,7 +367,8 @@ fn bad_arguments_are_refused_before_connecting() {
 #[test]
 fn help_per_command_and_global_options_after_the_command() {
     let global = ok(&cli_bare(&["help"]));
-    assert!(global.contains("\n  bench "), "{global}");
+    // The bench is its own binary; the global help points to it.
+    assert!(global.contains("smss-bench --help"), "{global}");
     assert!(global.contains("\n  help [<command>]"), "{global}");
     assert_eq!(ok(&cli_bare(&["--help"])), global);
     let sub = ok(&cli_bare(&["help", "sub"]));
@@ -383,8 +392,21 @@ fn help_per_command_and_global_options_after_the_command() {
         assert!(h.contains(&format!(" {cmd}")), "{cmd}: {h}");
         assert_eq!(ok(&cli_bare(&[cmd, "--help"])), h, "{cmd}");
     }
-    let bench = ok(&cli_bare(&["help", "bench"]));
-    assert!(bench.starts_with("usage: smss-cli bench "), "{bench}");
+    let bench = ok(&bench_bare(&["--help"]));
+    assert!(bench.starts_with("usage: smss-bench "), "{bench}");
+    // `smss-cli bench …` and `smss-cli help bench`: one line pointing there, exit 2.
+    for args in [
+        &["bench", "pub", "--count", "1"][..],
+        &["help", "bench"],
+        &["bench"],
+    ] {
+        let o = cli_bare(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("smss-bench"), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
     let o = cli_bare(&["help", "frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
 
@@ -641,4 +663,159 @@ fn slaves_table_and_promote() {
         ok(&cli(&m, &["promote", "--help"])),
         ok(&cli_bare(&["help", "promote"]))
     );
+}
+
+/// smss-cli with no flags but the environment given.
+fn cli_env(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smss-cli"));
+    cmd.env_remove("SMSS_HOST")
+        .env_remove("SMSS_PORT")
+        .env_remove("SMSS_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run smss-cli")
+}
+
+#[test]
+fn habits_environment_token_file_host_port_and_helpful_usage_errors() {
+    let d = common::tempdir();
+    let s = Server::start_with(d.path(), &Opts::new().section("auth:\n  token: s3cret"));
+    let port = s.addr.rsplit(':').next().expect("port").to_string();
+    // SMSS_HOST as host:port, SMSS_TOKEN: no flag at all.
+    let o = cli_env(
+        &[("SMSS_HOST", s.addr.as_str()), ("SMSS_TOKEN", "s3cret")],
+        &["create", "envtopic"],
+    );
+    assert!(ok(&o).trim().parse::<u64>().is_ok());
+    // SMSS_PORT with the default host; the token from a file.
+    let tf = d.path().join("token");
+    std::fs::write(&tf, "s3cret\n").expect("token file");
+    let tf = tf.to_str().expect("path");
+    let o = cli_env(
+        &[("SMSS_PORT", &port)],
+        &["--token-file", tf, "info", "envtopic"],
+    );
+    assert!(ok(&o).contains("envtopic"));
+    // A flag wins over the environment; --host takes host:port too.
+    let o = cli_env(
+        &[("SMSS_HOST", "127.0.0.1:1"), ("SMSS_TOKEN", "wrong")],
+        &["--host", &s.addr, "--token-file", tf, "ping"],
+    );
+    assert_eq!(ok(&o).trim(), "PONG");
+    // A typo gets the nearest command; a command's bad argument its help.
+    let o = cli_env(&[], &["pubb", "t", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("did you mean \"pub\"?"), "{err}");
+    let o = cli_env(&[], &["pub", "t", "x", "--delay"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("try 'smss-cli pub --help'"), "{err}");
+    assert!(
+        !err.contains("commands:"),
+        "no list of every command: {err}"
+    );
+    // help --help is help, not an error.
+    let o = cli_env(&[], &["help", "--help"]);
+    assert!(ok(&o).contains("usage: smss-cli help"));
+    let o = cli_env(&[], &["--token-file", "/nonexistent/smss-token", "ping"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/smss-token"));
+}
+
+#[test]
+fn sub_ends_soon_after_its_reader_goes_away_even_with_nothing_new() {
+    use std::io::{BufRead, BufReader};
+    let d = common::tempdir();
+    let s = Server::start(d.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    c.publish("t", b"one").expect("PUB");
+    c.publish("t", b"two").expect("PUB");
+    let port = s.addr.rsplit(':').next().expect("port");
+    // As `smss-cli sub t | head -1`: the reader takes a line and leaves.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+        .args(["--port", port, "sub", "t"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn smss-cli sub");
+    let mut r = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    r.read_line(&mut line).expect("a line");
+    assert!(line.ends_with(" one\n"), "{line:?}");
+    drop(r);
+    // Nothing more is published: only the closed pipe can end it.
+    let status = common::wait_timeout(&mut child, std::time::Duration::from_secs(5));
+    let _ = child.kill();
+    let status = status.expect("sub ended within 5 s of its reader leaving");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn json_output_for_scripts() {
+    let d = common::tempdir();
+    let s = Server::start(d.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    c.publish("t", b"x").expect("PUB");
+    let stats = ok(&cli(&s, &["stats", "--json"]));
+    assert!(
+        stats.starts_with("{\"role\":\"master\",\"last_event_id\":2,"),
+        "{stats}"
+    );
+    assert!(
+        stats.trim_end().ends_with('}') && stats.lines().count() == 1,
+        "{stats}"
+    );
+    let list = ok(&cli(&s, &["--json", "list"]));
+    assert_eq!(
+        list.trim(),
+        format!(
+            "[{{\"name\":\"t\",\"created_ms\":{},\"expires_ms\":0,\"messages\":1,\"first_id\":2,\"last_id\":2}}]",
+            c.info("t").expect("INFO").created_ms
+        )
+    );
+    let info = ok(&cli(&s, &["info", "t", "--json"]));
+    assert_eq!(
+        info.trim(),
+        list.trim().trim_start_matches('[').trim_end_matches(']')
+    );
+    assert_eq!(ok(&cli(&s, &["groups", "t", "--json"])).trim(), "[]");
+    assert_eq!(ok(&cli(&s, &["slaves", "--json"])).trim(), "[]");
+}
+
+#[test]
+fn health_says_ok_warning_or_critical_with_the_exit_status() {
+    let d = common::tempdir();
+    let m = Server::start(d.path());
+    let o = cli(&m, &["health"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("OK: master"));
+    let o = cli(&m, &["health", "--min-slaves", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("WARNING: 0 slave(s)"));
+    // A slave whose master is gone: not streaming.
+    let sd = common::tempdir();
+    let closed = format!("127.0.0.1:{}", common::repl::free_port());
+    let s = Server::start_with_args(
+        sd.path(),
+        &Opts::new(),
+        &common::repl::slave_args(&closed, &[]),
+    );
+    let o = cli(&s, &["health"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("CRITICAL: replication is"));
+    // Nothing listening: critical too, not a usage error.
+    let o = cli_env(
+        &[("SMSS_HOST", closed.as_str())],
+        &["health", "--timeout", "2000"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("CRITICAL: no answer"));
 }

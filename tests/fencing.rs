@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::repl::{
-    diverged, free_port, id_lease, last_id, messages, poll_until, role, slave_args, start_slave,
-    wait_caught_up, wait_for_id,
+    diverged, free_port, id_lease, last_id, messages, pair_with_topic, poll_until, role,
+    slave_args, start_slave, wait_caught_up, wait_for_id,
 };
 use common::{Opts, Server, WAIT, tempdir};
 use smss::client::Client;
@@ -60,12 +60,7 @@ fn all_messages(c: &mut Client) -> HashMap<u64, Vec<u8>> {
 #[test]
 fn a_new_epoch_starts_above_ids_the_slave_never_heard_of() {
     let (md, sd) = (tempdir(), tempdir());
-    let m = Server::start(md.path());
-    let mut mc = m.client();
-    mc.create("t", 0).expect("CREATE");
-    mc.publish("t", b"shared").expect("PUB");
-    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
-    wait_caught_up(&m, &s, None);
+    let (m, s) = pair_with_topic(md.path(), &Opts::new(), sd.path(), &Opts::new(), b"shared");
     let heard = id_lease(sd.path());
     // The slave goes down; the master runs far past the lease the slave
     // heard of (as after a million writes: a crash resumes above the lease).
@@ -119,12 +114,7 @@ fn a_new_epoch_starts_above_ids_the_slave_never_heard_of() {
 #[test]
 fn a_promoted_server_restarted_with_its_old_unit_stays_the_master() {
     let (md, sd) = (tempdir(), tempdir());
-    let m = Server::start(md.path());
-    let mut mc = m.client();
-    mc.create("t", 0).expect("CREATE");
-    mc.publish("t", b"before").expect("PUB");
-    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
-    wait_caught_up(&m, &s, None);
+    let (m, s) = pair_with_topic(md.path(), &Opts::new(), sd.path(), &Opts::new(), b"before");
     let old_master = m.addr.clone();
     m.kill9();
     s.client().promote().expect("PROMOTE");
@@ -151,12 +141,8 @@ fn an_old_master_restarted_by_its_unit_follows_the_promoted_peer() {
     let s_port = free_port();
     let s_addr = format!("127.0.0.1:{s_port}");
     let m_opts = with_peer(&s_addr);
-    let m = Server::start_with(md.path(), &m_opts);
-    let mut mc = m.client();
-    mc.create("t", 0).expect("CREATE");
-    mc.publish("t", b"shared").expect("PUB");
-    let s = start_slave(sd.path(), &Opts::new().port(s_port), &m.addr);
-    wait_caught_up(&m, &s, None);
+    let s_opts = Opts::new().port(s_port);
+    let (m, s) = pair_with_topic(md.path(), &m_opts, sd.path(), &s_opts, b"shared");
     m.kill9();
     let mut sc = s.client();
     sc.promote().expect("PROMOTE");
@@ -268,12 +254,8 @@ fn a_split_brain_ends_with_one_master_and_no_id_on_two_messages() {
 #[test]
 fn demote_makes_a_promoted_server_a_slave_on_purpose() {
     let (md, sd) = (tempdir(), tempdir());
-    let m = Server::start(md.path());
+    let (m, s) = pair_with_topic(md.path(), &Opts::new(), sd.path(), &Opts::new(), b"shared");
     let mut mc = m.client();
-    mc.create("t", 0).expect("CREATE");
-    mc.publish("t", b"shared").expect("PUB");
-    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
-    wait_caught_up(&m, &s, None);
     // Promoted by mistake; it took a write the master never had.
     let mut sc = s.client();
     sc.promote().expect("PROMOTE");

@@ -4,7 +4,7 @@
 //! the memory comes back after they go idle. A damaged record in the middle
 //! of a batch: the intact records before it arrive as a shorter batch, then
 //! the ERR. The bounds are generous (a loaded 2-core machine); the exact
-//! figures are `smss-cli bench footprint`'s.
+//! figures are `smss-bench footprint`'s.
 
 mod common;
 

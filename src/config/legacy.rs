@@ -3,9 +3,11 @@
 //!
 //! Owns [`LegacyKey`] (those keys, and why each has no effect here),
 //! [`IgnoredKey`] (one found in the file, kept in `Config::ignored` so the
-//! server logs one line for it at start), and the raw `background:` section,
-//! which holds nothing else. Such a key is accepted, not refused; every other
-//! unknown key stays an error.
+//! server logs one line for it at start), where in the file each one sits
+//! ([`lookup`], [`names`]: `config/de.rs` sets them aside while it reads a
+//! section), and the raw `background:` section, which holds nothing else.
+//! Such a key is accepted, not refused; every other unknown key stays an
+//! error.
 
 use std::fmt;
 
@@ -75,6 +77,53 @@ impl LegacyKey {
             }
         }
     }
+}
+
+/// The top-level section of the original config that holds only legacy keys.
+const BACKGROUND: &str = "background";
+
+/// A legacy key where a section is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Found {
+    /// A key with one value.
+    Key(LegacyKey),
+    /// The whole `background:` section ([`RawBackground`]).
+    Background,
+}
+
+impl Found {
+    /// The key as written in its section.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Found::Key(k) => k.key().rsplit_once('.').map_or(k.key(), |(_, name)| name),
+            Found::Background => BACKGROUND,
+        }
+    }
+}
+
+/// The legacy key `name` of the section at `section` (dotted, `""` for the
+/// top of the file), if it is one.
+pub(super) fn lookup(section: &str, name: &str) -> Option<Found> {
+    if section.is_empty() && name == BACKGROUND {
+        return Some(Found::Background);
+    }
+    LegacyKey::ALL
+        .into_iter()
+        .find(|k| k.key().rsplit_once('.') == Some((section, name)))
+        .map(Found::Key)
+}
+
+/// The legacy keys of the section at `section`, in the order the raw
+/// structs of the original layout declared them.
+pub(super) fn names(section: &str) -> Vec<&'static str> {
+    if section.is_empty() {
+        return vec![BACKGROUND];
+    }
+    LegacyKey::ALL
+        .into_iter()
+        .filter(|k| k.key().rsplit_once('.').is_some_and(|(s, _)| s == section))
+        .map(|k| Found::Key(k).name())
+        .collect()
 }
 
 /// A legacy key present in the config file, with its value as written.

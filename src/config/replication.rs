@@ -1,16 +1,18 @@
 //! The `replication:` section: semi-sync, the write quorum, the peer and
 //! the silence after which a slave is dropped.
 //!
-//! Owns [`ReplicationConfig`] (validated) and its raw YAML mirror. Read once
-//! at start like the rest of the config.
+//! Owns [`ReplicationConfig`] (validated, and the section's YAML shape, read
+//! like every section: see `config/de.rs`) and its checks. Read once at start
+//! like the rest of the config.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::check_ms;
 use super::error::{ConfigError, invalid};
 
 /// `replication:` — master-slave replication.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReplicationConfig {
     /// Semi-sync: answer a write only once a slave has it durably.
     pub sync: bool,
@@ -21,7 +23,9 @@ pub struct ReplicationConfig {
     /// `sync_timeout_ms` is refused (`ERR NOSLAVE`) and undone.
     pub min_slaves: u32,
     /// The other server of the pair (`HOST:PORT`); a slave's master counts
-    /// as its peer when this is not set. Roles are compared by epoch with it.
+    /// as its peer when this is not set (empty is not set). Roles are compared
+    /// by epoch with it.
+    #[serde(deserialize_with = "peer")]
     pub peer: Option<String>,
     /// A slave that sends nothing (no ACK, no heartbeat answer) for this long
     /// is dropped; a slave drops a master as silent after the same time.
@@ -40,28 +44,9 @@ impl Default for ReplicationConfig {
     }
 }
 
-/// The section as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct RawReplication {
-    sync: Option<bool>,
-    sync_timeout_ms: Option<u64>,
-    min_slaves: Option<u32>,
-    peer: Option<String>,
-    slave_timeout_ms: Option<u64>,
-}
-
-impl RawReplication {
-    pub(super) fn into_config(self) -> ReplicationConfig {
-        let d = ReplicationConfig::default();
-        ReplicationConfig {
-            sync: self.sync.unwrap_or(d.sync),
-            sync_timeout_ms: self.sync_timeout_ms.unwrap_or(d.sync_timeout_ms),
-            min_slaves: self.min_slaves.unwrap_or(d.min_slaves),
-            peer: self.peer.filter(|p| !p.is_empty()),
-            slave_timeout_ms: self.slave_timeout_ms.unwrap_or(d.slave_timeout_ms),
-        }
-    }
+/// `replication.peer`: an empty string is no peer.
+fn peer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|p| !p.is_empty()))
 }
 
 /// Most slaves a write can be made to wait for.

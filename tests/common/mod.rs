@@ -54,6 +54,8 @@ impl Opts {
 pub struct Server {
     child: Option<Child>,
     pub addr: String,
+    /// The `HTTP <addr>` line that follows READY (see [`Server::http_addr`]).
+    http: std::sync::Mutex<HttpLine>,
     pub dir: PathBuf,
     pub config: PathBuf,
 }
@@ -103,9 +105,25 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_smss")
 }
 
+/// Where the HTTP address comes from: the reader of the child's stdout,
+/// then the address once read.
+enum HttpLine {
+    Waiting(std::sync::mpsc::Receiver<String>),
+    Known(Option<String>),
+}
+
 pub fn write_config(dir: &Path, opts: &Opts) -> PathBuf {
     let mut y = String::new();
     y.push_str(&format!("port: {}\nbind: 127.0.0.1\n", opts.port));
+    // The HTTP listener on a port of its own choosing, unless the test
+    // configures it.
+    if !opts
+        .sections
+        .iter()
+        .any(|s| s.trim_start().starts_with("http:"))
+    {
+        y.push_str("http:\n  port: 0\n");
+    }
     y.push_str(&format!(
         "log:\n  path: {}\n  level: info\n",
         dir.join("smss.log").display()
@@ -190,6 +208,7 @@ impl Server {
             .expect("spawn smss");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let (http_tx, http_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut r = BufReader::new(stdout);
             let mut line = String::new();
@@ -200,6 +219,9 @@ impl Server {
                     Ok(_) => {
                         if let Some(addr) = line.trim().strip_prefix("READY ") {
                             let _ = tx.send(addr.to_string());
+                        }
+                        if let Some(addr) = line.trim().strip_prefix("HTTP ") {
+                            let _ = http_tx.send(addr.to_string());
                         }
                     }
                 }
@@ -219,6 +241,7 @@ impl Server {
         Server {
             child: Some(child),
             addr,
+            http: std::sync::Mutex::new(HttpLine::Waiting(http_rx)),
             dir: dir.to_path_buf(),
             config: config.to_path_buf(),
         }
@@ -241,6 +264,21 @@ impl Server {
             let _ = e.read_to_string(&mut err);
         }
         (status, err)
+    }
+
+    /// The HTTP listener's address, from the `HTTP <addr>` line printed
+    /// right after READY; `None` when the server prints none (HTTP off)
+    /// within a short wait.
+    pub fn http_addr(&self) -> Option<String> {
+        let mut g = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        if let HttpLine::Waiting(rx) = &*g {
+            let got = rx.recv_timeout(Duration::from_secs(5)).ok();
+            *g = HttpLine::Known(got);
+        }
+        match &*g {
+            HttpLine::Known(a) => a.clone(),
+            HttpLine::Waiting(_) => None,
+        }
     }
 
     pub fn client(&self) -> Client {

@@ -315,3 +315,21 @@ pub fn poll<T, S: std::fmt::Debug>(what: &str, mut probe: impl FnMut() -> Result
         }
     }
 }
+
+/// A master on `md` (with `m_opts`) holding topic `t` and one message
+/// `first`, and a slave of it on `sd` (with `s_opts`) that has caught up.
+pub fn pair_with_topic(
+    md: &Path,
+    m_opts: &Opts,
+    sd: &Path,
+    s_opts: &Opts,
+    first: &[u8],
+) -> (Server, Server) {
+    let m = Server::start_with(md, m_opts);
+    let mut mc = m.client();
+    mc.create("t", 0).expect("CREATE");
+    mc.publish("t", first).expect("PUB");
+    let s = start_slave(sd, s_opts, &m.addr);
+    wait_caught_up(&m, &s, None);
+    (m, s)
+}

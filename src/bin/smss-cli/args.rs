@@ -4,10 +4,12 @@
 //! or prints except the help.
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 
 use smss::client::SubOptions;
 
 use crate::error::{CliError, Result, usage};
+use crate::habits;
 
 /// One command's help: `synopsis` (may span lines), a one-line `summary` for
 /// the global help, and `details` for `smss-cli help <command>`.
@@ -19,7 +21,7 @@ pub struct CommandHelp {
 }
 
 /// Every command, in the order the global help lists them.
-pub const HELP: [CommandHelp; 15] = [
+pub const HELP: [CommandHelp; 16] = [
     CommandHelp {
         name: "create",
         synopsis: "create <topic> [--life MS]",
@@ -153,6 +155,29 @@ syncing (a full resync) or streaming. A slave answers with no slaves: only
 the header row.",
     },
     CommandHelp {
+        name: "health",
+        synopsis: "health [--max-lag-ms N] [--min-slaves N]",
+        summary: "one line and exit 0/1/2: ok/warning/critical",
+        details: "\
+Judges the server from STATS for cron, monit and systemd timers; prints one
+line (OK, WARNING or CRITICAL and why) and exits 0, 1 or 2. Critical: no
+answer, a poisoned writer, a slave not streaming. Warning: a slave's
+replication_lag_ms over --max-lag-ms (default 10000), a master with fewer
+slaves than --min-slaves (default 0), semi-sync fallen back to async.",
+    },
+    CommandHelp {
+        name: "backup",
+        synopsis: "backup <dir>",
+        summary: "hot backup of a running server into a new data directory",
+        details: "\
+Copies the server's data, while it runs, into <dir> (new or empty): it follows
+the server as an empty slave would until it has every record up to the last
+event id the server had when the backup began, writes them as a segment,
+builds the indexes and the checkpoint, and checks the result like
+'smss --check'. Prints what it copied. Restore by stopping the server and
+putting <dir> in place of its store.path (README: Backup and restore).",
+    },
+    CommandHelp {
         name: "promote",
         synopsis: "promote",
         summary: "turn a slave into a master; prints the event id",
@@ -172,12 +197,6 @@ at OFFSET\". Exits 1 on a corrupt record, and for a file that is not a
 segment (not empty, not zero fill, and its first record does not decode).",
     },
     CommandHelp {
-        name: "bench",
-        synopsis: "bench pub|sub|e2e|delay|takeover|matrix|peers [options]",
-        summary: "load generator and benchmarks (smss-cli bench --help)",
-        details: "",
-    },
-    CommandHelp {
         name: "help",
         synopsis: "help [<command>]",
         summary: "this help, or one command's",
@@ -188,15 +207,18 @@ Prints the list of commands, or the usage of one (like <command> --help).",
 
 const GLOBAL_OPTIONS: &str = "\
 global options (before or after the command):
-  --host HOST     server host (default 127.0.0.1)
-  --port PORT     server port (default 12301)
-  --token TOKEN   authenticate with AUTH first
-  --timeout MS    read timeout, 0 = none (default 30000)
-  -h, --help      show this help, or after a command that command's
-  -V, --version   show the version";
+  --host HOST[:PORT]  server host (default 127.0.0.1, or $SMSS_HOST)
+  --port PORT         server port (default 12301, or $SMSS_PORT)
+  --token TOKEN       authenticate with AUTH first ($SMSS_TOKEN; on the command
+                      line it shows in ps and shell history: prefer --token-file)
+  --token-file FILE   the token, from the first line of FILE
+  --timeout MS        read timeout, 0 = none (default 30000)
+  --json              stats, list, info, groups, slaves: one JSON document
+  -h, --help          show this help, or after a command that command's
+  -V, --version       show the version";
 
-pub const COMMANDS: &str = "create, delete, pub, sub, groups, groupdel, list, info, stats, ping, slaves, promote, \
-     dump, bench, help";
+pub const COMMANDS: &str = "create, delete, pub, sub, groups, groupdel, list, info, stats, ping, slaves, health, backup, promote, \
+     dump, help";
 
 /// What the command line asks for.
 pub enum Invocation {
@@ -204,8 +226,8 @@ pub enum Invocation {
     Help(Option<String>),
     /// `--version`.
     Version,
-    /// `bench` and the arguments after it, which the bench parses itself.
-    Bench(Vec<OsString>),
+    /// `bench …` or `help bench`: the bench is the `smss-bench` binary now.
+    Bench,
     /// A client command and the global options it runs with.
     Run(Global, Command),
 }
@@ -216,6 +238,8 @@ pub struct Global {
     pub port: u16,
     pub token: Option<String>,
     pub timeout_ms: u64,
+    /// `--json`: state as one JSON document.
+    pub json: bool,
 }
 
 /// A parsed command.
@@ -260,9 +284,13 @@ pub enum Command {
     Stats,
     Ping,
     Slaves,
+    Health(crate::health::Thresholds),
     Promote,
     Dump {
         path: OsString,
+    },
+    Backup {
+        dir: OsString,
     },
 }
 
@@ -285,7 +313,9 @@ enum GlobalFlag {
     Host,
     Port,
     Token,
+    TokenFile,
     Timeout,
+    Json,
 }
 
 fn global_flag(arg: &lexopt::Arg<'_>) -> Option<GlobalFlag> {
@@ -293,17 +323,30 @@ fn global_flag(arg: &lexopt::Arg<'_>) -> Option<GlobalFlag> {
         lexopt::Arg::Long("host") => Some(GlobalFlag::Host),
         lexopt::Arg::Long("port") => Some(GlobalFlag::Port),
         lexopt::Arg::Long("token") => Some(GlobalFlag::Token),
+        lexopt::Arg::Long("token-file") => Some(GlobalFlag::TokenFile),
         lexopt::Arg::Long("timeout") => Some(GlobalFlag::Timeout),
+        lexopt::Arg::Long("json") => Some(GlobalFlag::Json),
         _ => None,
     }
 }
 
 fn set_global(g: &mut Global, p: &mut lexopt::Parser, flag: GlobalFlag) -> Result<()> {
     match flag {
-        GlobalFlag::Host => g.host = string(p.value()?, "--host")?,
+        GlobalFlag::Host => {
+            let (host, port) = habits::host_port(&string(p.value()?, "--host")?, "--host")?;
+            g.host = host;
+            if let Some(port) = port {
+                g.port = port;
+            }
+        }
         GlobalFlag::Port => g.port = number(p, "--port", "a port number (0-65535)")?,
         GlobalFlag::Token => g.token = Some(string(p.value()?, "--token")?),
+        GlobalFlag::TokenFile => {
+            let path = std::path::PathBuf::from(p.value()?);
+            g.token = Some(habits::token_file(&path)?);
+        }
         GlobalFlag::Timeout => g.timeout_ms = number(p, "--timeout", "a number of milliseconds")?,
+        GlobalFlag::Json => g.json = true,
     }
     Ok(())
 }
@@ -316,7 +359,20 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Invocation> {
         port: 12301,
         token: None,
         timeout_ms: 30_000,
+        json: false,
     };
+    // The environment sets defaults; flags win over it.
+    if let Ok(v) = std::env::var(habits::ENV_HOST) {
+        let (host, port) = habits::host_port(&v, habits::ENV_HOST)?;
+        g.host = host;
+        g.port = port.unwrap_or(g.port);
+    }
+    if let Ok(v) = std::env::var(habits::ENV_PORT) {
+        g.port = habits::port(&v, habits::ENV_PORT)?;
+    }
+    if let Ok(v) = std::env::var(habits::ENV_TOKEN) {
+        g.token = Some(v).filter(|t| !t.is_empty());
+    }
     let name = loop {
         let arg = match p.next()? {
             Some(arg) => arg,
@@ -334,15 +390,21 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Invocation> {
         }
     };
     if name == "bench" {
-        // The bench has its own flags (and its own --host/--port).
-        return Ok(Invocation::Bench(p.raw_args()?.collect()));
+        // Whatever follows: the bench moved to its own binary.
+        return Ok(Invocation::Bench);
     }
     if name == "help" {
-        let topic = positionals(&mut p, &mut g, "help", 0, 1)?;
+        let topic = match positionals(&mut p, &mut g, "help", 0, 1) {
+            Err(CliError::HelpRequested) => return Ok(Invocation::Help(Some(name))),
+            r => r?,
+        };
         return match topic.into_iter().next() {
             None => Ok(Invocation::Help(None)),
             Some(v) => {
                 let cmd = string(v, "command")?;
+                if cmd == "bench" {
+                    return Ok(Invocation::Bench);
+                }
                 find_help(&cmd)?;
                 Ok(Invocation::Help(Some(cmd)))
             }
@@ -351,14 +413,19 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Invocation> {
     find_help(&name)?;
     match parse_command(&mut p, &mut g, &name) {
         Err(CliError::HelpRequested) => Ok(Invocation::Help(Some(name))),
+        // A usage error inside a command points at that command's help.
+        Err(CliError::Usage(msg)) => Err(CliError::CommandUsage { cmd: name, msg }),
         r => Ok(Invocation::Run(g, r?)),
     }
 }
 
 fn find_help(name: &str) -> Result<&'static CommandHelp> {
-    HELP.iter()
-        .find(|h| h.name == name)
-        .ok_or_else(|| usage(format!("unknown command {name:?}")))
+    HELP.iter().find(|h| h.name == name).ok_or_else(|| {
+        let hint = habits::nearest(name, HELP.iter().map(|h| h.name))
+            .map(|c| format!("; did you mean {c:?}?"))
+            .unwrap_or_default();
+        usage(format!("unknown command {name:?}{hint}"))
+    })
 }
 
 fn parse_command(p: &mut lexopt::Parser, g: &mut Global, name: &str) -> Result<Command> {
@@ -386,7 +453,14 @@ fn parse_command(p: &mut lexopt::Parser, g: &mut Global, name: &str) -> Result<C
         "stats" => no_args(p, g, "stats", Command::Stats)?,
         "ping" => no_args(p, g, "ping", Command::Ping)?,
         "slaves" => no_args(p, g, "slaves", Command::Slaves)?,
+        "health" => parse_health(p, g)?,
         "promote" => no_args(p, g, "promote", Command::Promote)?,
+        "backup" => {
+            let dir = positionals(p, g, "backup", 1, 1)?;
+            Command::Backup {
+                dir: dir.into_iter().next().unwrap_or_default(),
+            }
+        }
         "dump" => {
             let path = positionals(p, g, "dump", 1, 1)?;
             Command::Dump {
@@ -424,6 +498,9 @@ pub fn help_text(command: Option<&str>) -> Result<String> {
             s.push('\n');
             s.push_str(GLOBAL_OPTIONS);
             s.push_str("\n\n'smss-cli help <command>' or 'smss-cli <command> --help' shows a command's options.\n");
+            s.push_str(
+                "The load generator and benchmarks are a binary of their own: smss-bench --help.\n",
+            );
         }
         Some(name) => {
             let h = find_help(name)?;
@@ -487,6 +564,24 @@ fn one_positional(p: &mut lexopt::Parser, g: &mut Global, cmd: &str) -> Result<S
 fn no_args(p: &mut lexopt::Parser, g: &mut Global, cmd: &str, c: Command) -> Result<Command> {
     positionals(p, g, cmd, 0, 0)?;
     Ok(c)
+}
+
+fn parse_health(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
+    use lexopt::prelude::*;
+    let mut t = crate::health::Thresholds::default();
+    while let Some(arg) = p.next()? {
+        if let Some(flag) = global_flag(&arg) {
+            set_global(g, p, flag)?;
+            continue;
+        }
+        match arg {
+            Long("max-lag-ms") => t.max_lag_ms = number(p, "--max-lag-ms", "milliseconds")?,
+            Long("min-slaves") => t.min_slaves = number(p, "--min-slaves", "a number of slaves")?,
+            Short('h') | Long("help") => return Err(CliError::HelpRequested),
+            arg => return Err(usage(format!("health: {}", arg.unexpected()))),
+        }
+    }
+    Ok(Command::Health(t))
 }
 
 fn parse_create(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
@@ -561,6 +656,13 @@ fn parse_pub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
     }
     if batch.is_some() {
         return Err(usage("pub: --batch needs --lines"));
+    }
+    if payload.is_none() && std::io::stdin().is_terminal() {
+        // Would wait on the terminal without a word: say what is missing.
+        return Err(usage(
+            "pub: missing <payload>: give it as an argument, or '-' to read it from stdin \
+             (--lines: one message per line of stdin)",
+        ));
     }
     let payload = payload
         .filter(|v| v != "-")

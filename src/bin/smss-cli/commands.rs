@@ -10,6 +10,7 @@ use smss::client::{Client, ClientError, SubEvent, SubOptions, check};
 use crate::args::{Command, Global};
 use crate::dump;
 use crate::error::{CliError, Result, stdout_err, usage};
+use crate::json;
 
 /// Checks every argument with the client's rules (the server's) before
 /// anything connects: a bad one is a usage error naming it.
@@ -48,6 +49,8 @@ pub fn check(g: &Global, cmd: &Command) -> Result<()> {
             check::topic(topic).and_then(|()| check::subscription(from, opts)),
         ),
         Command::List
+        | Command::Health(_)
+        | Command::Backup { .. }
         | Command::Stats
         | Command::Ping
         | Command::Slaves
@@ -90,7 +93,7 @@ pub fn connect(g: &Global) -> Result<Client> {
     Ok(c)
 }
 
-pub fn execute(c: &mut Client, cmd: Command) -> Result<()> {
+pub fn execute(c: &mut Client, cmd: Command, json: bool) -> Result<()> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     match cmd {
@@ -148,13 +151,22 @@ pub fn execute(c: &mut Client, cmd: Command) -> Result<()> {
             opts,
             raw,
         } => return subscribe(c, &mut out, &topic, &from, count, &opts, raw),
+        Command::List if json => {
+            writeln!(out, "{}", json::topics(&c.list()?)).map_err(stdout_err)?
+        }
         Command::List => {
             let topics = c.list()?;
             print_topics(&mut out, &topics).map_err(stdout_err)?;
         }
+        Command::Info { topic } if json => {
+            writeln!(out, "{}", json::topic(&c.info(&topic)?)).map_err(stdout_err)?
+        }
         Command::Info { topic } => {
             let t = c.info(&topic)?;
             print_topics(&mut out, &[t]).map_err(stdout_err)?;
+        }
+        Command::Groups { topic } if json => {
+            writeln!(out, "{}", json::groups(&c.groups(&topic)?)).map_err(stdout_err)?
         }
         Command::Groups { topic } => {
             let groups = c.groups(&topic)?;
@@ -176,6 +188,9 @@ pub fn execute(c: &mut Client, cmd: Command) -> Result<()> {
             let id = c.groupdel(&topic, &group)?;
             writeln!(out, "{id}").map_err(stdout_err)?;
         }
+        Command::Stats if json => {
+            writeln!(out, "{}", json::stats(&c.stats()?)).map_err(stdout_err)?
+        }
         Command::Stats => {
             for (k, v) in c.stats()? {
                 writeln!(out, "{k} {v}").map_err(stdout_err)?;
@@ -185,10 +200,16 @@ pub fn execute(c: &mut Client, cmd: Command) -> Result<()> {
             c.ping()?;
             writeln!(out, "PONG").map_err(stdout_err)?;
         }
+        Command::Slaves if json => {
+            writeln!(out, "{}", json::slaves(&c.slaves()?)).map_err(stdout_err)?
+        }
         Command::Slaves => {
             let slaves = c.slaves()?;
             print_slaves(&mut out, &slaves).map_err(stdout_err)?;
         }
+        // main runs these: health for its own exit statuses, backup with
+        // a connection of its own.
+        Command::Health(_) | Command::Backup { .. } => {}
         Command::Promote => {
             let id = c.promote()?;
             writeln!(out, "{id}").map_err(stdout_err)?;
@@ -238,6 +259,7 @@ fn subscribe(
     raw: bool,
 ) -> Result<()> {
     c.subscribe(topic, from, opts)?;
+    watch_stdout_closing();
     let mut seen: u64 = 0;
     loop {
         match c.next_event()? {
@@ -272,6 +294,36 @@ fn subscribe(
             }
         }
     }
+}
+
+/// `sub | head -2`: a subscription may wait for minutes with nothing to
+/// print, so it would only notice the closed pipe at its next message. A
+/// small thread polls stdout instead and ends the process (status 0, as
+/// for a broken pipe) once nobody reads it any more.
+fn watch_stdout_closing() {
+    let spawned = std::thread::Builder::new()
+        .name("stdout-watch".into())
+        .stack_size(64 << 10)
+        .spawn(|| {
+            loop {
+                let mut fd = libc::pollfd {
+                    fd: 1,
+                    events: 0,
+                    revents: 0,
+                };
+                // SAFETY: one pollfd that lives on this stack; poll reads
+                // and writes only it.
+                let n = unsafe { libc::poll(&mut fd, 1, 200) };
+                if n > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+                    std::process::exit(0);
+                }
+                if n < 0 {
+                    return; // poll itself failed: the next write will tell
+                }
+            }
+        });
+    // Without the watcher, the closed pipe is still noticed at the next write.
+    drop(spawned);
 }
 
 fn print_message(out: &mut impl Write, m: &smss::client::Delivered, raw: bool) -> io::Result<()> {

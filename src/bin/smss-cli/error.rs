@@ -6,11 +6,17 @@ use std::io;
 
 use smss::client::ClientError;
 
+/// The one line `smss-cli bench …` prints: where the bench went.
+const BENCH_MOVED: &str = "the bench is its own binary now: run 'smss-bench <mode> [options]' \
+     instead of 'smss-cli bench …' (smss-bench --help; make bench, make bench-peers)";
+
 /// Everything `run` can fail with; `main` maps it to an exit code.
 #[derive(Debug)]
 pub enum CliError {
     /// Bad command line: exit 2 with a usage hint.
     Usage(String),
+    /// Bad arguments of a known command: exit 2, pointing at its help.
+    CommandUsage { cmd: String, msg: String },
     /// The server or the connection failed.
     Client(ClientError),
     /// A local file or stream failed.
@@ -19,8 +25,8 @@ pub enum CliError {
     Corrupt(String),
     /// `dump` was given a file that is not a segment.
     NotSegment(String),
-    /// A benchmark failed.
-    Bench(String),
+    /// `smss-cli bench …`: the bench is the `smss-bench` binary now.
+    BenchMoved,
     /// `--help` after the command: not an error; `run` prints the help.
     HelpRequested,
 }
@@ -28,10 +34,9 @@ pub enum CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(m)
-            | CliError::Corrupt(m)
-            | CliError::NotSegment(m)
-            | CliError::Bench(m) => f.write_str(m),
+            CliError::Usage(m) | CliError::Corrupt(m) | CliError::NotSegment(m) => f.write_str(m),
+            CliError::CommandUsage { msg, .. } => f.write_str(msg),
+            CliError::BenchMoved => f.write_str(BENCH_MOVED),
             CliError::HelpRequested => f.write_str("help requested"),
             CliError::Client(e) => write!(f, "{e}"),
             CliError::Io { what, source } => write!(f, "{what}: {source}"),
@@ -45,9 +50,10 @@ impl std::error::Error for CliError {
             CliError::Client(e) => Some(e),
             CliError::Io { source, .. } => Some(source),
             CliError::Usage(_)
+            | CliError::CommandUsage { .. }
             | CliError::Corrupt(_)
             | CliError::NotSegment(_)
-            | CliError::Bench(_)
+            | CliError::BenchMoved
             | CliError::HelpRequested => None,
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! Owns argument parsing (lexopt) and output formatting; every network
 //! command goes through [`smss::client::Client`]. `dump` works offline on a
-//! segment file with [`smss::storage::record::scan`]. Single-threaded.
+//! segment file with [`smss::storage::record::scan`]. Single-threaded, but
+//! for `sub`'s watcher of a closed stdout.
 //!
 //! Exit codes: 0 success, 1 server error / connection failure / corrupt
 //! segment or not a segment (one line `smss-cli: <message>` on stderr), 2
@@ -11,15 +12,21 @@
 //!
 //! Modules: [`args`] (the command line), [`commands`] (the network
 //! commands), [`dump`] (the offline segment dump), [`error`] (what they
-//! fail with) and [`bench`](mod@bench) (`smss-cli bench`). This file only
-//! hands the parsed command line to them and maps errors to exit codes.
+//! fail with). This file only hands the parsed command line to them and
+//! maps errors to exit codes.
+//!
+//! The benchmarks are a binary of their own, `smss-bench`; `smss-cli bench …`
+//! (and `smss-cli help bench`) only print a one-line pointer to it and exit 2.
 #![deny(clippy::unwrap_used)]
 
 mod args;
-mod bench;
+mod backup;
 mod commands;
 mod dump;
 mod error;
+mod habits;
+mod health;
+mod json;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -28,15 +35,28 @@ use args::{COMMANDS, Command, Invocation};
 use error::{CliError, Result};
 
 fn main() -> ExitCode {
+    // `health` has exit statuses of its own (0 ok, 1 warning, 2 critical).
+    if let Ok(Invocation::Run(g, Command::Health(t))) = args::parse(lexopt::Parser::from_env()) {
+        return health(&g, &t);
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`smss-cli sub t | head`) is not a failure.
         Err(CliError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {
             ExitCode::SUCCESS
         }
+        Err(CliError::BenchMoved) => {
+            eprintln!("smss-cli: {}", CliError::BenchMoved);
+            ExitCode::from(2)
+        }
+        Err(CliError::CommandUsage { cmd, msg }) => {
+            eprintln!("smss-cli: {msg}");
+            eprintln!("try 'smss-cli {cmd} --help'");
+            ExitCode::from(2)
+        }
         Err(e @ CliError::Usage(_)) => {
             eprintln!("smss-cli: {e}");
-            eprintln!("try 'smss-cli help [<command>]' (commands: {COMMANDS})");
+            eprintln!("try 'smss-cli help' (commands: {COMMANDS})");
             ExitCode::from(2)
         }
         Err(e) => {
@@ -48,8 +68,6 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     match args::parse(lexopt::Parser::from_env())? {
-        // The bench owns its options and their help.
-        Invocation::Help(Some(name)) if name == "bench" => bench_run(vec!["--help".into()]),
         Invocation::Help(name) => {
             let text = args::help_text(name.as_deref())?;
             let mut out = io::stdout().lock();
@@ -61,20 +79,28 @@ fn run() -> Result<()> {
             println!("smss-cli {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Invocation::Bench(rest) => bench_run(rest),
+        Invocation::Bench => Err(CliError::BenchMoved),
         Invocation::Run(_, Command::Dump { path }) => dump::dump(&path),
+        Invocation::Run(g, Command::Backup { dir }) => {
+            let mut out = io::stdout().lock();
+            backup::backup(&g, std::path::Path::new(&dir), &mut out)
+        }
         Invocation::Run(g, cmd) => {
             // Bad arguments are refused before connecting, by the client's own checks.
             commands::check(&g, &cmd)?;
             let mut c = commands::connect(&g)?;
-            commands::execute(&mut c, cmd)
+            commands::execute(&mut c, cmd, g.json)
         }
     }
 }
 
-fn bench_run(args: Vec<std::ffi::OsString>) -> Result<()> {
-    bench::run(args).map_err(|e| match e {
-        bench::BenchError::Usage(m) => CliError::Usage(format!("bench: {m}")),
-        other => CliError::Bench(other.to_string()),
-    })
+/// `smss-cli health`: one line, and the monitoring-plugin exit status.
+fn health(g: &args::Global, t: &health::Thresholds) -> ExitCode {
+    let stats = commands::connect(g).and_then(|mut c| c.stats().map_err(CliError::from));
+    let (level, why) = match stats {
+        Ok(stats) => health::judge(&stats, t),
+        Err(e) => (health::Level::Critical, vec![format!("no answer: {e}")]),
+    };
+    println!("{}: {}", level.word(), why.join("; "));
+    ExitCode::from(level as u8)
 }

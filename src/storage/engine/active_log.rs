@@ -224,18 +224,20 @@ impl ActiveLog {
         Ok(())
     }
 
-    /// fdatasyncs what was written; false when nothing waited for it.
-    pub(super) fn sync(&mut self) -> Result<bool, StoreError> {
+    /// fdatasyncs what was written; returns how long the fdatasync took, or
+    /// `None` when nothing waited for it.
+    pub(super) fn sync(&mut self) -> Result<Option<Duration>, StoreError> {
         if !self.unsynced {
-            return Ok(false);
+            return Ok(None);
         }
+        let started = Instant::now();
         self.seg
             .file
             .sync_data()
             .map_err(|e| StoreError::io("fsync segment", &self.seg.path, e))?;
         self.unsynced = false;
         self.last_sync = Instant::now();
-        Ok(true)
+        Ok(Some(self.last_sync - started))
     }
 
     /// Whether `bytes` more would overflow the active segment (never while
@@ -373,9 +375,9 @@ mod tests {
             file_len(&dir.path().join(Segment::file_name(0))),
             5 + PREALLOC_CHUNK
         );
-        assert!(log.sync().expect("fsync"));
+        assert!(log.sync().expect("fsync").is_some());
         assert!(
-            !log.sync().expect("nothing to sync"),
+            log.sync().expect("nothing to sync").is_none(),
             "a second sync has nothing to do"
         );
     }
@@ -391,7 +393,7 @@ mod tests {
         log.append_bytes(b"gone");
         assert!(log.needs_roll(5), "4 + 4 + 5 bytes overflow a segment of 8");
         log.seal(true).expect("seal");
-        assert!(log.sync().expect("fsync the sealed segment"));
+        assert!(log.sync().expect("fsync the sealed segment").is_some());
         let next = log.start_next().expect("roll");
         assert_eq!((next.base, log.disk_bytes()), (8, 8));
         assert_eq!(log.rolled_from(), Some(8));

@@ -357,10 +357,11 @@ impl Writer {
     /// fdatasyncs the active segment if it has unsynced bytes, then lets
     /// go of what waited for that (deleted topics' index files).
     pub(super) fn sync_log(&mut self) -> Result<(), StoreError> {
-        if !self.log.sync()? {
+        let Some(took) = self.log.sync()? else {
             return Ok(());
-        }
+        };
         Stats::add(&self.broker.stats.fsyncs, 1);
+        (self.broker.stats.fsync_seconds).observe(took);
         self.unlink_doomed_indexes();
         Ok(())
     }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::common::{connect, join, mono_ns, payload, report, spawn};
 use super::cpu::CpuMark;
-use crate::bench::error::BenchError;
-use crate::bench::opts::{Opts, Protocol};
-use crate::bench::report::Report;
-use crate::bench::wire::{self, Bean, Conn, Reply};
+use crate::error::BenchError;
+use crate::opts::{Opts, Protocol};
+use crate::report::Report;
+use crate::wire::{self, Bean, Conn, Reply};
 
 /// One request's bytes and how many messages it carries.
 fn pub_request(o: &Opts, topic: &str, body: &[u8]) -> (Vec<u8>, u64) {

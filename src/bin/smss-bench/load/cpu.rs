@@ -1,7 +1,7 @@
 //! CPU time of the bench and of the server from `/proc/<pid>/stat`, read
 //! around each timed part.
 
-use crate::bench::report::Report;
+use crate::report::Report;
 
 /// Clock ticks per second of the `/proc/<pid>/stat` CPU fields (`getconf
 /// CLK_TCK`). The kernel exports them in USER_HZ, which is 100 on every

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use super::common::{connect, ensure_topic, report};
 use super::cpu::CpuMark;
 use super::publish::pub_load;
-use crate::bench::error::BenchError;
-use crate::bench::opts::{Mode, Opts};
-use crate::bench::report::Report;
-use crate::bench::wire::{Conn, Reply};
+use crate::error::BenchError;
+use crate::opts::{Mode, Opts};
+use crate::report::Report;
+use crate::wire::{Conn, Reply};
 
 /// Reads replies until a `MSG` (the end of a one-message batch); the
 /// instant the `BATCH` line was parsed.

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use super::procs::{Proc, TempDir, smss_bin, smss_stats, start_smss, stat_u64, write_smss_config};
 use super::rows::{Row, drain_opts, measure, mib, pub_opts, pub_rows, us_cell};
-use crate::bench::error::{BenchError, io_err};
-use crate::bench::opts::{Mode, Opts, Protocol, SuiteOpts};
-use crate::bench::wire::{Conn, Reply};
+use crate::error::{BenchError, io_err};
+use crate::opts::{Mode, Opts, Protocol, SuiteOpts};
+use crate::wire::{Conn, Reply};
 
 fn dir_bytes(p: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(p) else {

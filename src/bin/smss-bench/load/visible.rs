@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use super::common::{join, mono_ns, spawn};
 use super::live::{Ev, Progress, sub_event, subscribe_new};
 use super::publish::pub_load;
-use crate::bench::error::BenchError;
-use crate::bench::opts::Opts;
-use crate::bench::report::Report;
+use crate::error::BenchError;
+use crate::opts::Opts;
+use crate::report::Report;
 
 /// How long the subscriber waits, once publishing has ended, for messages
 /// still on their way to the slave: longer than `e2e`'s grace, since a slave

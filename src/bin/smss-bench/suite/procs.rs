@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::bench::error::{BenchError, io_err};
-use crate::bench::opts::{Protocol, SuiteOpts};
-use crate::bench::wire::{Conn, Reply, Resp};
+use crate::error::{BenchError, io_err};
+use crate::opts::{Protocol, SuiteOpts};
+use crate::wire::{Conn, Reply, Resp};
 
 /// How long a freshly started server may take to accept connections.
 const START_WAIT: Duration = Duration::from_secs(60);

@@ -8,9 +8,9 @@ use super::procs::{
     Proc, TempDir, free_port, on_path, smss_bin, start_peer, start_smss, write_smss_config,
 };
 use super::rows::{drain_opts, measure, mib, pub_rows, us_cell};
-use crate::bench::error::BenchError;
-use crate::bench::opts::{Protocol, SuiteOpts};
-use crate::bench::report::Report;
+use crate::error::BenchError;
+use crate::opts::{Protocol, SuiteOpts};
+use crate::report::Report;
 
 /// One system of the peers comparison.
 struct System {

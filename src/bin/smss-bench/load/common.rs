@@ -6,10 +6,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::bench::error::{BenchError, io_err};
-use crate::bench::opts::{Opts, Protocol};
-use crate::bench::report::Report;
-use crate::bench::wire::{Conn, Reply};
+use crate::error::{BenchError, io_err};
+use crate::opts::{Opts, Protocol};
+use crate::report::Report;
+use crate::wire::{Conn, Reply};
 
 /// Stack of a bench client thread: buffers are on the heap.
 const THREAD_STACK_BYTES: usize = 256 << 10;

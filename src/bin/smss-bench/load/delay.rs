@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use super::common::{GRACE, connect, ensure_topic, join, now_ms, payload, report, spawn};
 use super::cpu::CpuMark;
 use super::live::{Ev, Progress, sub_event, subscribe_new};
-use crate::bench::error::BenchError;
-use crate::bench::opts::Opts;
-use crate::bench::report::{Report, percentile};
-use crate::bench::wire::{self, Reply};
+use crate::error::BenchError;
+use crate::opts::Opts;
+use crate::report::{Report, percentile};
+use crate::wire::{self, Reply};
 
 /// The `delay` measurement: DPUB `count` messages all due at one wall-clock
 /// second at least `delay_ms` ahead; lateness = delivery ms − due ms.

@@ -2,10 +2,10 @@
 //! measured against a server the suite started, and the table cells.
 
 use super::procs::{Proc, RssSampler};
-use crate::bench::error::BenchError;
-use crate::bench::load::run_one;
-use crate::bench::opts::{Mode, Opts, Protocol, SuiteOpts};
-use crate::bench::report::Report;
+use crate::error::BenchError;
+use crate::load::run_one;
+use crate::opts::{Mode, Opts, Protocol, SuiteOpts};
+use crate::report::Report;
 
 /// One table row: a label and its report.
 pub(super) struct Row {

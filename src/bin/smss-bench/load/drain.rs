@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use super::common::{IO_TIMEOUT, POLL, connect, ensure_topic, report};
 use super::cpu::CpuMark;
 use super::publish::pub_load;
-use crate::bench::error::BenchError;
-use crate::bench::opts::{Mode, Opts, Protocol};
-use crate::bench::report::Report;
-use crate::bench::wire::{self, Bean, Conn, Reply};
+use crate::error::BenchError;
+use crate::opts::{Mode, Opts, Protocol};
+use crate::report::Report;
+use crate::wire::{self, Bean, Conn, Reply};
 
 /// The `sub` measurement: fill `count` messages (untimed), drain them with
 /// one subscriber in batches of `batch` (timed).

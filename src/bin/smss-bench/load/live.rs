@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use super::common::{POLL, connect};
-use crate::bench::error::BenchError;
-use crate::bench::opts::Opts;
-use crate::bench::wire::{self, Conn, Reply};
+use crate::error::BenchError;
+use crate::opts::Opts;
+use crate::wire::{self, Conn, Reply};
 
 /// Subscribes with `SUB <topic> $ batch=<batch>` and waits for `OK`.
 pub(super) fn subscribe_new(o: &Opts, topic: &str) -> Result<Conn, BenchError> {

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use super::procs::{Proc, StatsConn, TempDir, start_smss, start_smss_args, write_smss_config_with};
 use super::rows::{Row, measure, pub_opts};
-use crate::bench::error::BenchError;
-use crate::bench::load::{cpu_s, visible};
-use crate::bench::opts::{Mode, Opts, Protocol, SuiteOpts};
-use crate::bench::report::Report;
-use crate::bench::wire::{Conn, Reply};
+use crate::error::BenchError;
+use crate::load::{cpu_s, visible};
+use crate::opts::{Mode, Opts, Protocol, SuiteOpts};
+use crate::report::Report;
+use crate::wire::{Conn, Reply};
 
 /// Connections of the throughput and visibility rows.
 const CONNS: usize = 16;

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use super::procs::{Proc, StatsConn, TempDir, start_smss, stat_u64, write_smss_config};
 use super::rows::mib;
-use crate::bench::error::{BenchError, io_err};
-use crate::bench::opts::SuiteOpts;
-use crate::bench::wire::{Conn, Reply, smss_mpub};
+use crate::error::{BenchError, io_err};
+use crate::opts::SuiteOpts;
+use crate::wire::{Conn, Reply, smss_mpub};
 
 /// Messages in the topic the subscribers read: two full batches of 1000.
 const MESSAGES: u64 = 2000;

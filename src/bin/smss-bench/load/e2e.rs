@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use super::common::{GRACE, connect, ensure_topic, join, payload, report, spawn};
 use super::cpu::CpuMark;
 use super::live::{Ev, Progress, sub_event, subscribe_new};
-use crate::bench::error::BenchError;
-use crate::bench::opts::Opts;
-use crate::bench::report::Report;
-use crate::bench::wire::{self, Reply};
+use crate::error::BenchError;
+use crate::opts::Opts;
+use crate::report::Report;
+use crate::wire::{self, Reply};
 
 /// The `e2e` measurement: publish-to-delivery latency with a live subscriber.
 pub(super) fn e2e(o: &Opts, topic: &str) -> Result<Report, BenchError> {

@@ -1,23 +1,23 @@
 //! The bench's command line: its modes, the options of one measurement and
 //! of the suites (`matrix`, `peers`), their parsing and validation, and the
-//! `bench --help` text.
+//! `smss-bench --help` text.
 
 use std::ffi::OsString;
 
 use super::error::BenchError;
 
-/// Text of `smss-cli bench --help`.
+/// Text of `smss-bench --help`.
 pub const USAGE: &str = "\
-usage: smss-cli bench pub|sub|e2e|delay|takeover [options]
-                                                    one measurement, one key=value line
-       smss-cli bench matrix [--smss PATH] [--max-secs X] [--restart-gib G]
-                             [--client-threads T] [--repl-backlog N]
-                             [--repl-rounds R]
-       smss-cli bench footprint [--smss PATH]  (the matrix's RSS rows with
-                             300 silent and 100 idle subscribers, alone)
-       smss-cli bench peers  [--smss PATH] [--max-secs X] [--client-threads T]
-                             [--rounds R]   (R rounds over all servers; each
-                             row shows its median round: the machine is noisy)
+usage: smss-bench pub|sub|e2e|delay|takeover [options]
+                                                one measurement, one key=value line
+       smss-bench matrix [--smss PATH] [--max-secs X] [--restart-gib G]
+                         [--client-threads T] [--repl-backlog N]
+                         [--repl-rounds R]
+       smss-bench footprint [--smss PATH]  (the matrix's RSS rows with
+                         300 silent and 100 idle subscribers, alone)
+       smss-bench peers  [--smss PATH] [--max-secs X] [--client-threads T]
+                         [--rounds R]   (R rounds over all servers; each
+                         row shows its median round: the machine is noisy)
 
 options of one measurement:
   --host H              server host (127.0.0.1)

@@ -1,14 +1,16 @@
-//! `smss-cli bench`: load generator and benchmark harness.
+//! `smss-bench`: the load generator and benchmark harness, a binary of its
+//! own so that `smss-cli` is only the user's tool (`make bench` runs
+//! `smss-bench matrix`, `make bench-peers` runs `smss-bench peers`).
 //!
-//! - `bench pub|sub|e2e|delay …` runs one measurement against a running
+//! - `smss-bench pub|sub|e2e|delay …` runs one measurement against a running
 //!   server (smss, or Redis/beanstalkd with `--protocol resp|beanstalk`) and
 //!   prints one `key=value` line.
-//! - `bench matrix` starts its own smss (temp dir, `fsync: always`, then
+//! - `smss-bench matrix` starts its own smss (temp dir, `fsync: always`, then
 //!   `interval`), runs a fixed matrix, then the replication rows on fresh
 //!   master and slave pairs (throughput with and without a slave,
 //!   visibility on the slave, catch-up of a `--repl-backlog` backlog), and
 //!   prints tables with the replication targets (`make bench`).
-//! - `bench peers` does the same publish/drain rows against Redis 7 Streams
+//! - `smss-bench peers` does the same publish/drain rows against Redis 7 Streams
 //!   and beanstalkd started from PATH, and prints smss ÷ peer ratios
 //!   (`make bench-peers`).
 //!
@@ -27,7 +29,12 @@
 //! [`opts`] (the command line), [`wire`] (protocol codecs and the
 //! connection), [`report`] (one measurement's figures), [`load`] (one
 //! measurement), [`suite`] (`matrix` and `peers`). This file only
-//! dispatches, so none of them needs to reach back up to it.
+//! dispatches and maps errors to exit codes, so none of them needs to reach
+//! back up to it.
+//!
+//! Exit codes: 0 success, 1 a measurement failed (one line
+//! `smss-bench: <message>` on stderr), 2 usage error.
+#![deny(clippy::unwrap_used)]
 
 mod error;
 mod load;
@@ -37,13 +44,29 @@ mod suite;
 mod wire;
 
 use std::ffi::OsString;
+use std::process::ExitCode;
 
-pub use error::BenchError;
+use error::BenchError;
 use load::run_one;
 use opts::{Command, USAGE, parse_args};
 
-/// Entry point of `smss-cli bench <args>` (the args after `bench`).
-pub fn run(args: Vec<OsString>) -> Result<(), BenchError> {
+fn main() -> ExitCode {
+    match run(std::env::args_os().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(BenchError::Usage(m)) => {
+            eprintln!("smss-bench: {m}");
+            eprintln!("try 'smss-bench --help'");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("smss-bench: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs `smss-bench <args>` (the args after the program name).
+fn run(args: Vec<OsString>) -> Result<(), BenchError> {
     match parse_args(args)? {
         Command::Help => {
             print!("{USAGE}");
