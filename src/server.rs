@@ -175,6 +175,15 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
             })
             .ok()
     });
+    // Before READY: a SIGHUP (or SIGTERM) sent the moment a script sees
+    // READY must find the handlers, not the default action (exit).
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(io_err("installing signal handlers"))?;
+    let signal_handle = signals.handle();
     // Tests and scripts wait for this line instead of guessing when we are up.
     println!("READY {local}");
     if let Some(Some(l)) = http {
@@ -186,13 +195,6 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     }
     let _ = std::io::stdout().flush();
 
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ])
-    .map_err(io_err("installing signal handlers"))?;
-    let signal_handle = signals.handle();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
