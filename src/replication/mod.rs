@@ -9,6 +9,7 @@
 //! point up here. The [`sender`] and [`receiver`] threads depend on
 //! `broker`.
 
+pub mod error;
 pub mod peer;
 pub mod quorum;
 pub mod receiver;

@@ -31,6 +31,7 @@ use log::{info, warn};
 use crate::broker::Broker;
 use crate::protocol::MAX_LINE_BYTES;
 use crate::protocol::repl::{Answer, Frame, MasterPos, encode_ack, parse_frame, parse_repl_ok};
+use crate::replication::error::ReplError;
 use crate::replication::peer::Watch;
 use crate::replication::state::LinkState;
 use crate::role::Role;
@@ -130,17 +131,19 @@ struct Link {
 }
 
 impl Link {
-    fn line(&mut self) -> Result<String, String> {
+    fn line(&mut self) -> Result<String, ReplError> {
         let mut buf = Vec::new();
         let n = (&mut self.r)
             .take(MAX_LINE_BYTES as u64 + 1)
             .read_until(b'\n', &mut buf)
-            .map_err(|e| format!("reading from the master: {e}"))?;
+            .map_err(ReplError::io("reading from the master"))?;
         if n == 0 {
-            return Err("the master closed the connection".into());
+            return Err(ReplError::Ended("the master closed the connection".into()));
         }
         if buf.last() != Some(&b'\n') {
-            return Err("a line from the master is too long".into());
+            return Err(ReplError::Protocol(
+                "a line from the master is too long".into(),
+            ));
         }
         Ok(String::from_utf8_lossy(&buf).trim_end().to_string())
     }
@@ -160,54 +163,56 @@ impl Link {
         self.r.buffer().starts_with(b"RECS ")
     }
 
-    fn send(&mut self, line: &str) -> Result<(), String> {
+    fn send(&mut self, line: &str) -> Result<(), ReplError> {
         self.send_bytes(format!("{line}\r\n").as_bytes())
     }
 
-    fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), ReplError> {
         self.w
             .write_all(bytes)
-            .map_err(|e| format!("writing to the master: {e}"))
+            .map_err(ReplError::io("writing to the master"))
     }
 
-    fn ack(&mut self, id: u64) -> Result<(), String> {
+    fn ack(&mut self, id: u64) -> Result<(), ReplError> {
         let mut out = Vec::with_capacity(32);
         encode_ack(&mut out, id);
         self.send_bytes(&out)
     }
 
     /// The next frame line, parsed.
-    fn frame(&mut self) -> Result<Frame, String> {
-        parse_frame(&self.line()?, MAX_FRAME)
+    fn frame(&mut self) -> Result<Frame, ReplError> {
+        parse_frame(&self.line()?, MAX_FRAME).map_err(ReplError::Protocol)
     }
 
-    fn payload(&mut self, n: usize) -> Result<Vec<u8>, String> {
+    fn payload(&mut self, n: usize) -> Result<Vec<u8>, ReplError> {
         let mut buf = vec![0u8; n + 2];
         self.r
             .read_exact(&mut buf)
-            .map_err(|e| format!("reading records from the master: {e}"))?;
+            .map_err(ReplError::io("reading records from the master"))?;
         if &buf[n..] != b"\r\n" {
-            return Err("records from the master not followed by CRLF".into());
+            return Err(ReplError::Protocol(
+                "records from the master not followed by CRLF".into(),
+            ));
         }
         buf.truncate(n);
         Ok(buf)
     }
 }
 
-fn connect(master: &str, silence: Duration) -> Result<Link, String> {
+fn connect(master: &str, silence: Duration) -> Result<Link, ReplError> {
     let addr = master
         .to_socket_addrs()
-        .map_err(|e| format!("resolving {master}: {e}"))?
+        .map_err(ReplError::io(format!("resolving {master}")))?
         .next()
-        .ok_or_else(|| format!("{master} resolves to no address"))?;
-    let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-        .map_err(|e| format!("connecting: {e}"))?;
+        .ok_or_else(|| ReplError::Refused(format!("{master} resolves to no address")))?;
+    let s =
+        TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(ReplError::io("connecting"))?;
     let setup = s
         .set_read_timeout(Some(silence))
         .and_then(|_| s.set_write_timeout(Some(silence)))
         .and_then(|_| s.set_nodelay(true))
         .and_then(|_| s.try_clone());
-    let w = setup.map_err(|e| format!("setting up the socket: {e}"))?;
+    let w = setup.map_err(ReplError::io("setting up the socket"))?;
     Ok(Link {
         r: BufReader::with_capacity(1 << 16, s),
         w,
@@ -215,16 +220,18 @@ fn connect(master: &str, silence: Duration) -> Result<Link, String> {
 }
 
 /// Asks the writer; an error (or no answer) ends the session.
-fn ask(b: &Broker, op: WriteOp) -> Result<WriteOk, String> {
+fn ask(b: &Broker, op: WriteOp) -> Result<WriteOk, ReplError> {
     match b.writer.call_within(op, WRITER_WAIT) {
         Ok(ok) => Ok(ok),
-        Err(CallError::Write(e)) => Err(format!("applying what the master sent: {e}")),
-        Err(_) => Err("the writer did not answer".into()),
+        Err(CallError::Write(e)) => Err(ReplError::Writer(format!(
+            "applying what the master sent: {e}"
+        ))),
+        Err(_) => Err(ReplError::Writer("the writer did not answer".into())),
     }
 }
 
 /// One connection to the master, from the handshake until it fails.
-fn session(b: &Broker, master: &str, event: Option<u64>, node: u64) -> Result<End, String> {
+fn session(b: &Broker, master: &str, event: Option<u64>, node: u64) -> Result<End, ReplError> {
     // The master heartbeats every second when idle: this much silence
     // means it is gone or frozen.
     let silence = Duration::from_millis(b.config.replication.slave_timeout_ms);
@@ -234,7 +241,7 @@ fn session(b: &Broker, master: &str, event: Option<u64>, node: u64) -> Result<En
         link.send(&format!("AUTH {token}"))?;
         let reply = link.line()?;
         if reply != "OK" {
-            return Err(format!("AUTH refused: {reply}"));
+            return Err(ReplError::Refused(format!("AUTH refused: {reply}")));
         }
     }
     let history = b.repl.history.load(Ordering::Relaxed);
@@ -262,7 +269,7 @@ fn session(b: &Broker, master: &str, event: Option<u64>, node: u64) -> Result<En
         link.send(&repl)?;
         reply = link.line()?;
     }
-    let ok = parse_repl_ok(&reply)?;
+    let ok = parse_repl_ok(&reply).map_err(ReplError::Refused)?;
     let master_history = ok.history;
     match ok.answer {
         Answer::Stream => {
@@ -292,7 +299,7 @@ fn session(b: &Broker, master: &str, event: Option<u64>, node: u64) -> Result<En
 }
 
 /// Applies the master's frames until the link fails or PROMOTE.
-fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, String> {
+fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, ReplError> {
     loop {
         if stopped(b) {
             return Ok(End::Stop);
@@ -312,7 +319,9 @@ fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, String> {
                 // one fsync for all, so a busy master does not outrun us.
                 while records.len() < MAX_APPLY_BYTES && link.more_records_waiting() {
                     let Frame::Recs { len, at, .. } = link.frame()? else {
-                        return Err("a frame announced as RECS is not one".into());
+                        return Err(ReplError::Protocol(
+                            "a frame announced as RECS is not one".into(),
+                        ));
                     };
                     heard(b, at);
                     last_at = at;

@@ -34,6 +34,7 @@ use crate::protocol::repl::{
     Answer, Frame, MasterPos, ReplOk, encode_frame, encode_recs, encode_repl_ok, parse_ack,
 };
 use crate::protocol::{ErrCode, MAX_LINE_BYTES, ProtoError, ReplArgs, encode_err};
+use crate::replication::error::ReplError;
 use crate::replication::state::{Kick, LinkState, SlaveInfo};
 use crate::stats::Lag;
 use crate::storage::log::logread::{self, CHUNK_BYTES};
@@ -217,10 +218,13 @@ struct Sender<'a> {
 }
 
 impl Sender<'_> {
-    fn stream(&mut self, after: u64, snapshot: Option<Vec<SnapItem>>) -> Result<(), String> {
+    fn stream(&mut self, after: u64, snapshot: Option<Vec<SnapItem>>) -> Result<(), ReplError> {
         let b = self.broker;
-        let io = |e: io::Error| format!("socket: {e}");
-        let store = |e: crate::storage::StoreError| format!("reading the log: {e}");
+        let io = |e: io::Error| ReplError::Io {
+            what: "socket".into(),
+            source: e,
+        };
+        let store = ReplError::Log;
         let streaming = snapshot.is_none();
         let (tail, mut seen_cuts) = b.durable.get_with_cuts();
         let mut pos = logread::position_after(&b.segments, tail.pos, after).map_err(store)?;
@@ -240,10 +244,10 @@ impl Sender<'_> {
         let mut last_out = Instant::now();
         loop {
             if b.is_shutting_down() {
-                return Err("server shutting down".into());
+                return Err(ReplError::Ended("server shutting down".into()));
             }
             if self.acks.done.load(Ordering::Relaxed) {
-                return Err("the slave stopped acknowledging".into());
+                return Err(ReplError::Ended("the slave stopped acknowledging".into()));
             }
             let lease = b.repl.lease.load(Ordering::Relaxed);
             if lease > lease_sent {
@@ -255,7 +259,9 @@ impl Sender<'_> {
                 // The writer undid records (replication.minSlaves): a slave
                 // that was sent any must move them aside and resync.
                 if !b.durable.kept_since(seen_cuts, pos) {
-                    return Err("the master undid records this slave was sent".into());
+                    return Err(ReplError::Ended(
+                        "the master undid records this slave was sent".into(),
+                    ));
                 }
                 seen_cuts = cuts;
             }
@@ -270,7 +276,11 @@ impl Sender<'_> {
                     encode_recs(&mut self.wire.out, chunk.count, &chunk.bytes, at.as_ref());
                     lock(&self.acks.sent).push_back((chunk.last_id, chunk.next_pos));
                 } else if chunk.next_pos <= pos {
-                    return Err(format!("the log does not go on at position {pos}"));
+                    return Err(ReplError::Log(crate::storage::StoreError::Corrupt {
+                        path: "(log)".into(),
+                        offset: pos,
+                        reason: format!("the log does not go on at position {pos}"),
+                    }));
                 }
                 pos = chunk.next_pos;
             } else if last_out.elapsed() >= HEARTBEAT {
@@ -306,7 +316,7 @@ impl Sender<'_> {
 
     /// The snapshot of a full resync, as RECS frames; `pos`: where the log
     /// streamed after it starts.
-    fn send_snapshot(&mut self, items: &[SnapItem], pos: u64) -> Result<(), String> {
+    fn send_snapshot(&mut self, items: &[SnapItem], pos: u64) -> Result<(), ReplError> {
         // The slave lacks every log record from `pos` on, whatever the
         // state records' own ids are.
         let at = self.position(0, pos, self.broker.durable.get().pos);
@@ -316,21 +326,18 @@ impl Sender<'_> {
             match item {
                 SnapItem::Built { bytes: b, .. } => bytes.extend_from_slice(b),
                 SnapItem::Logged { pos, len, id } => {
-                    let seg = self
-                        .broker
-                        .segments
-                        .find(*pos)
-                        .ok_or_else(|| format!("the record of event {id} is gone"))?;
+                    let seg = self.broker.segments.find(*pos).ok_or_else(|| {
+                        ReplError::Ended(format!("the record of event {id} is gone"))
+                    })?;
                     let mut buf = vec![0u8; *len as usize];
-                    seg.read_exact_at(&mut buf, *pos)
-                        .map_err(|e| format!("reading event {id}: {e}"))?;
+                    seg.read_exact_at(&mut buf, *pos).map_err(ReplError::Log)?;
                     bytes.extend_from_slice(&buf);
                 }
             }
             count += 1;
             if bytes.len() >= CHUNK_BYTES {
                 encode_recs(&mut self.wire.out, count, &bytes, at.as_ref());
-                self.wire.flush().map_err(|e| format!("socket: {e}"))?;
+                self.wire.flush().map_err(ReplError::io("socket"))?;
                 bytes.clear();
                 count = 0;
             }
