@@ -191,21 +191,7 @@ fn a_slave_copying_a_backlog_shows_its_lag_and_so_does_its_master() {
     drop(frozen);
     let seen = wait_one_streaming(&mut m, more, false);
     assert_eq!((seen.lag_events, seen.lag_ms), (0, 0), "{seen:?}");
-    let st = poll("the slave to hear the master's last id", || {
-        let st = Stats::of(&mut s);
-        if st.num("master_event_id") == more && st.num("last_event_id") == more {
-            Ok(st)
-        } else {
-            Err(st)
-        }
-    });
-    assert_eq!(
-        (
-            st.num("replication_lag_events"),
-            st.num("replication_lag_ms")
-        ),
-        (0, 0)
-    );
+    slave_caught_up(&mut s, more, "the slave to hear the master's last id");
 }
 
 /// Publishes small batches to `addr` until `stop`, counting the last id;
@@ -283,21 +269,7 @@ fn under_steady_load_the_slave_knows_the_masters_position_without_heartbeats() {
     let last = last_id(&mut m);
     let seen = wait_one_streaming(&mut m, last, true);
     assert_eq!((seen.lag_events, seen.lag_ms), (0, 0));
-    let st = poll("the slave to catch up after the load", || {
-        let st = Stats::of(&mut s);
-        if st.num("last_event_id") == last && st.num("master_event_id") == last {
-            Ok(st)
-        } else {
-            Err(st)
-        }
-    });
-    assert_eq!(
-        (
-            st.num("replication_lag_events"),
-            st.num("replication_lag_ms")
-        ),
-        (0, 0)
-    );
+    slave_caught_up(&mut s, last, "the slave to catch up after the load");
 }
 
 /// Most bytes [`heavy_load`] writes: well past what the socket buffers
@@ -513,4 +485,24 @@ fn a_new_session_of_a_node_replaces_the_old_one_on_the_wire() {
     let recs = recs_line(&mut old);
     assert_eq!(recs.split(' ').count(), 3, "{recs}");
     assert_eq!(m.slaves().expect("SLAVES").len(), 2);
+}
+
+/// Waits until the slave has `id` and knows it is the master's last, then
+/// checks that it shows no lag.
+fn slave_caught_up(s: &mut Client, id: u64, what: &str) {
+    let st = poll(what, || {
+        let st = Stats::of(s);
+        if st.num("last_event_id") == id && st.num("master_event_id") == id {
+            Ok(st)
+        } else {
+            Err(st)
+        }
+    });
+    assert_eq!(
+        (
+            st.num("replication_lag_events"),
+            st.num("replication_lag_ms")
+        ),
+        (0, 0)
+    );
 }
