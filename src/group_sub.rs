@@ -327,6 +327,7 @@ impl GroupSub<'_> {
                     if !self.sub.send_batch(&plan)? {
                         return Ok(Flow::Close);
                     }
+                    self.member.pending(plan.n as u64);
                     at.next = plan.from + plan.n as u64;
                     last_sent = Instant::now();
                     let input = self.sub.sub_input(Some(self.sub.ack_wait))?;
@@ -334,6 +335,7 @@ impl GroupSub<'_> {
                         SubInput::Ack => {
                             Stats::add(&self.sub.broker.stats.messages_acked, plan.n as u64);
                             self.outstanding = None;
+                            self.member.pending(0);
                             if let Err(e) = self.submit(WriteOp::GroupCommit {
                                 topic: topic.name.clone(),
                                 group: self.name.clone(),
@@ -349,6 +351,7 @@ impl GroupSub<'_> {
                         SubInput::Stop | SubInput::Quit => {
                             // Ended on purpose: nothing committed, nothing failed.
                             self.outstanding = None;
+                            self.member.pending(0);
                             return Ok(self.sub.sub_end(&input).unwrap_or(Flow::Continue));
                         }
                         SubInput::Closed => return Ok(Flow::Close),
@@ -440,6 +443,7 @@ impl GroupSub<'_> {
         at.committed = id;
         at.next += 1;
         self.member.passed(id);
+        self.member.dead_lettered();
         Ok(())
     }
 

@@ -44,6 +44,8 @@ struct SlotState {
     /// (memory only; the durable `failed_at` covers the first message, and
     /// whether it went alone).
     suspect_until: u64,
+    /// Messages of the batch sent to the active subscriber, not ACKed yet.
+    pending: u64,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +65,18 @@ impl Slot {
 pub struct Registry {
     slots: Mutex<HashMap<GroupKey, Arc<Slot>>>,
     next_token: Mutex<u64>,
+    /// Per group, since start (for `/metrics`): kept when its subscribers
+    /// leave, dropped with the group (GROUPDEL).
+    counters: Mutex<HashMap<GroupKey, GroupCounters>>,
+}
+
+/// What a group's subscribers did since the server started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCounters {
+    /// Batches whose delivery ended without an ACK (to be delivered again).
+    pub failed_deliveries: u64,
+    /// Messages given up on after `maxDeliver` (dead-lettered or skipped).
+    pub dead_lettered: u64,
 }
 
 /// What a member's wait for its turn ended with.
@@ -116,6 +130,22 @@ impl Registry {
         }
     }
 
+    /// Messages sent to the active subscriber and not ACKed yet.
+    pub fn pending(&self, key: &GroupKey) -> u64 {
+        self.map().get(key).map_or(0, |slot| slot.lock().pending)
+    }
+
+    /// The group's counters since start.
+    pub fn counters(&self, key: &GroupKey) -> GroupCounters {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(key).copied().unwrap_or_default()
+    }
+
+    fn count(&self, key: &GroupKey, f: impl FnOnce(&mut GroupCounters)) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        f(c.entry(key.clone()).or_default());
+    }
+
     /// (an active subscriber exists, standbys waiting) for GROUPS.
     pub fn counts(&self, key: &GroupKey) -> (bool, usize) {
         match self.map().get(key) {
@@ -130,6 +160,10 @@ impl Registry {
     /// GROUPDEL succeeded: every member of the group ends, and a new SUB
     /// of the same name starts a new slot.
     pub fn end_group(&self, key: &GroupKey) {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
         let Some(slot) = self.map().remove(key) else {
             return;
         };
@@ -179,8 +213,23 @@ impl Member<'_> {
     /// The delivery of a batch ending at `last` failed: its messages go
     /// one at a time until the group is past them.
     pub fn failed(&self, last: u64) {
-        let mut st = self.slot.lock();
-        st.suspect_until = st.suspect_until.max(last);
+        {
+            let mut st = self.slot.lock();
+            st.suspect_until = st.suspect_until.max(last);
+            st.pending = 0;
+        }
+        self.registry.count(&self.key, |c| c.failed_deliveries += 1);
+    }
+
+    /// `n` messages were sent to this (active) subscriber, or, with 0, the
+    /// batch was ACKed or given back.
+    pub fn pending(&self, n: u64) {
+        self.slot.lock().pending = n;
+    }
+
+    /// A message was given up on after `maxDeliver`.
+    pub fn dead_lettered(&self) {
+        self.registry.count(&self.key, |c| c.dead_lettered += 1);
     }
 
     /// The group committed `position`: what lies at or before it is no
@@ -200,6 +249,7 @@ impl Drop for Member<'_> {
         if st.active == Some(self.token) {
             // The longest-waiting standby takes over, now.
             st.active = st.standbys.pop_front();
+            st.pending = 0;
         } else {
             st.standbys.retain(|&t| t != self.token);
         }

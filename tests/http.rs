@@ -683,3 +683,74 @@ fn chromium_renders_the_status_page() {
     );
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
+
+/// A group subscriber that takes one batch of `topic` and leaves without
+/// an ACK; returns how many messages the batch held.
+fn take_one_batch_without_ack(s: &Server, topic: &str, opts: &SubOptions) -> usize {
+    let mut c = s.client();
+    c.set_timeout(Some(WAIT)).expect("timeout");
+    c.subscribe(topic, "-", opts).expect("SUB");
+    loop {
+        match c.next_event().expect("event") {
+            SubEvent::Batch(m) => return m.len(),
+            SubEvent::Alive | SubEvent::Standby => continue,
+            SubEvent::End(e) => panic!("ended: {e}"),
+        }
+    }
+}
+
+#[test]
+fn group_metrics_count_pending_redeliveries_and_dead_letters() {
+    let d = common::tempdir();
+    let s = Server::start(d.path());
+    let addr = http(&s);
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    for i in 0..5 {
+        c.publish("t", format!("m{i}").as_bytes()).expect("PUB");
+    }
+    let g = [("topic", "t"), ("group", "g")];
+    let opts = |batch, max_deliver| SubOptions {
+        batch: Some(batch),
+        group: Some("g".into()),
+        max_deliver,
+        ..SubOptions::default()
+    };
+    // A batch of 3 delivered, not ACKed yet: 3 pending.
+    let mut holder = s.client();
+    holder.set_timeout(Some(WAIT)).expect("timeout");
+    holder.subscribe("t", "-", &opts(3, None)).expect("SUB");
+    let n = loop {
+        match holder.next_event().expect("event") {
+            SubEvent::Batch(m) => break m.len(),
+            _ => continue,
+        }
+    };
+    assert_eq!(n, 3);
+    assert_eq!(
+        value(&scrape(&addr), "smss_group_pending_messages", &g),
+        3.0
+    );
+    // It leaves without an ACK: one redelivery owed, nothing pending.
+    drop(holder);
+    let counted = common::repl::poll_until(WAIT, || {
+        value(&scrape(&addr), "smss_group_redeliveries_total", &g) == 1.0
+    });
+    assert!(counted, "the failed delivery is counted");
+    assert_eq!(
+        value(&scrape(&addr), "smss_group_pending_messages", &g),
+        0.0
+    );
+    // The head message fails alone too; with maxDeliver=1 the next
+    // subscriber gives up on it.
+    assert_eq!(take_one_batch_without_ack(&s, "t", &opts(3, None)), 1);
+    let twice = common::repl::poll_until(WAIT, || {
+        value(&scrape(&addr), "smss_group_redeliveries_total", &g) == 2.0
+    });
+    assert!(twice);
+    let next = take_one_batch_without_ack(&s, "t", &opts(3, Some(1)));
+    assert!(next >= 1);
+    let m = scrape(&addr);
+    assert_eq!(value(&m, "smss_group_dead_lettered_total", &g), 1.0);
+    assert_eq!(stat(&mut c, "dead_lettered"), 1.0);
+}

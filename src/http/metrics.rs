@@ -338,6 +338,42 @@ pub fn render(b: &Broker, v: &View) -> String {
         );
     }
     o.family(
+        "smss_group_pending_messages",
+        "gauge",
+        "Messages sent to a group's active subscriber and not ACKed yet.",
+    );
+    for (t, gr) in groups() {
+        o.sample(
+            "smss_group_pending_messages",
+            &[("topic", &t.name), ("group", &gr.name)],
+            gr.pending,
+        );
+    }
+    o.family(
+        "smss_group_redeliveries_total",
+        "counter",
+        "Batches of a group delivered without an ACK (hang-up, ACK timeout), so delivered again.",
+    );
+    for (t, gr) in groups() {
+        o.sample(
+            "smss_group_redeliveries_total",
+            &[("topic", &t.name), ("group", &gr.name)],
+            gr.counters.failed_deliveries,
+        );
+    }
+    o.family(
+        "smss_group_dead_lettered_total",
+        "counter",
+        "Messages of a group given up on after maxDeliver (dead-lettered or skipped).",
+    );
+    for (t, gr) in groups() {
+        o.sample(
+            "smss_group_dead_lettered_total",
+            &[("topic", &t.name), ("group", &gr.name)],
+            gr.counters.dead_lettered,
+        );
+    }
+    o.family(
         "smss_group_subscribers",
         "gauge",
         "Subscribers of a group: the active one and those on standby.",

@@ -31,6 +31,11 @@ pub struct GroupView {
     pub failures: u32,
     pub active: bool,
     pub standbys: usize,
+    /// Messages sent to the active subscriber, not ACKed yet.
+    pub pending: u64,
+    /// Since start: batches delivered without an ACK, and messages given
+    /// up on after `maxDeliver`.
+    pub counters: crate::groups::GroupCounters,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +138,8 @@ fn topic_view(b: &Broker, t: &crate::broker::Topic) -> TopicView {
                 failures: g.failures,
                 active,
                 standbys,
+                pending: b.group_subs.pending(&key),
+                counters: b.group_subs.counters(&key),
             }
         })
         .collect();
