@@ -12,7 +12,7 @@
 use std::fmt::{Display, Write};
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::view::View;
+use super::view::{GroupView, View};
 use crate::broker::Broker;
 use crate::histogram::{BOUNDS_SECONDS, Snapshot};
 use crate::stats::{ReplGauges, Stats};
@@ -303,75 +303,58 @@ pub fn render(b: &Broker, v: &View) -> String {
             .iter()
             .flat_map(|t| t.groups.iter().map(move |g| (t, g)))
     };
-    o.family(
-        "smss_group_lag_messages",
-        "gauge",
-        "Retained messages after a consumer group's committed position.",
+    // One series per group: (name, type, help, value; None = no sample).
+    type PerGroup = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&GroupView) -> Option<u64>,
     );
-    for (t, gr) in groups() {
-        if let Some(lag) = gr.lag {
-            o.sample(
-                "smss_group_lag_messages",
-                &[("topic", &t.name), ("group", &gr.name)],
-                lag,
-            );
-        }
-    }
-    o.family(
-        "smss_group_committed_event_id",
-        "gauge",
-        "Event id up to which a consumer group has consumed.",
-    );
-    for (t, gr) in groups() {
-        o.sample(
+    let per_group: [PerGroup; 6] = [
+        (
+            "smss_group_lag_messages",
+            "gauge",
+            "Retained messages after a consumer group's committed position.",
+            |g| g.lag,
+        ),
+        (
             "smss_group_committed_event_id",
-            &[("topic", &t.name), ("group", &gr.name)],
-            gr.committed,
-        );
-    }
-    o.family("smss_group_failed_deliveries", "gauge", "Failed deliveries of the message at a group's head (redeliveries owed; maxDeliver dead-letters it).");
-    for (t, gr) in groups() {
-        o.sample(
+            "gauge",
+            "Event id up to which a consumer group has consumed.",
+            |g| Some(g.committed),
+        ),
+        (
             "smss_group_failed_deliveries",
-            &[("topic", &t.name), ("group", &gr.name)],
-            gr.failures,
-        );
-    }
-    o.family(
-        "smss_group_pending_messages",
-        "gauge",
-        "Messages sent to a group's active subscriber and not ACKed yet.",
-    );
-    for (t, gr) in groups() {
-        o.sample(
+            "gauge",
+            "Failed deliveries of the message at a group's head (redeliveries owed; maxDeliver dead-letters it).",
+            |g| Some(u64::from(g.failures)),
+        ),
+        (
             "smss_group_pending_messages",
-            &[("topic", &t.name), ("group", &gr.name)],
-            gr.pending,
-        );
-    }
-    o.family(
-        "smss_group_redeliveries_total",
-        "counter",
-        "Batches of a group delivered without an ACK (hang-up, ACK timeout), so delivered again.",
-    );
-    for (t, gr) in groups() {
-        o.sample(
+            "gauge",
+            "Messages sent to a group's active subscriber and not ACKed yet.",
+            |g| Some(g.pending),
+        ),
+        (
             "smss_group_redeliveries_total",
-            &[("topic", &t.name), ("group", &gr.name)],
-            gr.counters.failed_deliveries,
-        );
-    }
-    o.family(
-        "smss_group_dead_lettered_total",
-        "counter",
-        "Messages of a group given up on after maxDeliver (dead-lettered or skipped).",
-    );
-    for (t, gr) in groups() {
-        o.sample(
+            "counter",
+            "Batches of a group delivered without an ACK (hang-up, ACK timeout), so delivered again.",
+            |g| Some(g.counters.failed_deliveries),
+        ),
+        (
             "smss_group_dead_lettered_total",
-            &[("topic", &t.name), ("group", &gr.name)],
-            gr.counters.dead_lettered,
-        );
+            "counter",
+            "Messages of a group given up on after maxDeliver (dead-lettered or skipped).",
+            |g| Some(g.counters.dead_lettered),
+        ),
+    ];
+    for (name, kind, help, value) in per_group {
+        o.family(name, kind, help);
+        for (t, gr) in groups() {
+            if let Some(v) = value(gr) {
+                o.sample(name, &[("topic", &t.name), ("group", &gr.name)], v);
+            }
+        }
     }
     o.family(
         "smss_group_subscribers",
