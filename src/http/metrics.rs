@@ -12,7 +12,7 @@
 use std::fmt::{Display, Write};
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::view::{GroupView, View};
+use super::view::{GroupView, TopicView, View};
 use crate::broker::Broker;
 use crate::histogram::{BOUNDS_SECONDS, Snapshot};
 use crate::stats::{ReplGauges, Stats};
@@ -78,6 +78,15 @@ fn escape_label(out: &mut String, v: &str) {
         }
     }
 }
+
+/// One labelled family drawn from a list of items: (name, type, help,
+/// the value of one item; None = no sample for it).
+type Series<T> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&T) -> Option<u64>,
+);
 
 fn seconds(ms: u64) -> f64 {
     ms as f64 / 1000.0
@@ -266,51 +275,40 @@ pub fn render(b: &Broker, v: &View) -> String {
         );
     }
 
-    o.family(
-        "smss_topic_messages",
-        "gauge",
-        "Retained messages of a topic.",
-    );
-    for t in &v.topics {
-        o.sample("smss_topic_messages", &[("topic", &t.name)], t.messages);
-    }
-    o.family(
-        "smss_topic_appended_messages_total",
-        "counter",
-        "Messages ever added to a topic (retention does not lower it).",
-    );
-    for t in &v.topics {
-        o.sample(
+    let per_topic: [Series<TopicView>; 3] = [
+        (
+            "smss_topic_messages",
+            "gauge",
+            "Retained messages of a topic.",
+            |t| Some(t.messages),
+        ),
+        (
             "smss_topic_appended_messages_total",
-            &[("topic", &t.name)],
-            t.appended,
-        );
-    }
-    o.family(
-        "smss_topic_published_bytes_total",
-        "counter",
-        "Payload bytes published to a topic through this server since it started.",
-    );
-    for t in &v.topics {
-        o.sample(
+            "counter",
+            "Messages ever added to a topic (retention does not lower it).",
+            |t| Some(t.appended),
+        ),
+        (
             "smss_topic_published_bytes_total",
-            &[("topic", &t.name)],
-            t.published_bytes,
-        );
+            "counter",
+            "Payload bytes published to a topic through this server since it started.",
+            |t| Some(t.published_bytes),
+        ),
+    ];
+    for (name, kind, help, value) in per_topic {
+        o.family(name, kind, help);
+        for t in &v.topics {
+            if let Some(v) = value(t) {
+                o.sample(name, &[("topic", &t.name)], v);
+            }
+        }
     }
     let groups = || {
         v.topics
             .iter()
             .flat_map(|t| t.groups.iter().map(move |g| (t, g)))
     };
-    // One series per group: (name, type, help, value; None = no sample).
-    type PerGroup = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&GroupView) -> Option<u64>,
-    );
-    let per_group: [PerGroup; 6] = [
+    let per_group: [Series<GroupView>; 6] = [
         (
             "smss_group_lag_messages",
             "gauge",
