@@ -5,58 +5,23 @@
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::path::Path;
-use std::sync::Arc;
 
 use super::fault::{self, Step};
+use super::test_writer::{self, batch, create};
 use super::writer::Writer;
-use crate::broker::Broker;
-use crate::config::Config;
 use crate::protocol::Message;
-use crate::role::Role;
 use crate::storage::index;
-use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult, timer_channels};
+use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteResult};
 
+/// Few index handles, so the tests run through evictions too.
 fn open(dir: &Path, max_log_size: u64) -> Writer {
-    let mut cfg = Config::default();
-    cfg.store.path = dir.to_path_buf();
-    cfg.store.max_log_size = max_log_size;
-    let (tx, _rx) = crossbeam_channel::bounded(1);
-    // Few index handles, so the tests run through evictions too.
-    let broker = Arc::new(Broker::new(cfg, Role::Master, tx, 2));
-    let (timers, _timer_rx) = timer_channels();
-    match Writer::open(broker, timers) {
-        Ok((w, _)) => w,
-        Err(e) => panic!("open {}: {e}", dir.display()),
-    }
-}
-
-/// Runs `ops` as one batch and returns their answers.
-fn batch(w: &mut Writer, ops: Vec<WriteOp>) -> Vec<WriteResult> {
-    let mut reqs = Vec::new();
-    let mut replies = Vec::new();
-    for op in ops {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        reqs.push(WriteReq { op, reply: tx });
-        replies.push(rx);
-    }
-    w.run_batch(&mut reqs);
-    replies
-        .iter()
-        .map(|r| r.try_recv().unwrap_or(Err(WriteError::ShuttingDown)))
-        .collect()
+    test_writer::open(dir, 2, |c| c.store.max_log_size = max_log_size)
 }
 
 fn msg(body: &str) -> Message {
     Message {
         headers: Vec::new(),
         payload: body.as_bytes().to_vec(),
-    }
-}
-
-fn create(t: &str) -> WriteOp {
-    WriteOp::Create {
-        topic: t.into(),
-        life_ms: 0,
     }
 }
 

@@ -245,32 +245,14 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::sync::Arc;
 
+    use super::super::test_writer::{self, one};
     use super::*;
-    use crate::broker::Broker;
-    use crate::config::Config;
     use crate::protocol::Message;
-    use crate::role::Role;
-    use crate::storage::ops::{ReplMode, SnapItem, WriteOp, WriteReq, WriteResult, timer_channels};
+    use crate::storage::ops::{ReplMode, SnapItem, WriteOp, WriteResult};
 
     fn open(dir: &Path) -> Writer {
-        let mut cfg = Config::default();
-        cfg.store.path = dir.to_path_buf();
-        let (tx, _rx) = crossbeam_channel::bounded(1);
-        let broker = Arc::new(Broker::new(cfg, Role::Master, tx, 4));
-        let (timers, _timer_rx) = timer_channels();
-        match Writer::open(broker, timers) {
-            Ok((w, _)) => w,
-            Err(e) => panic!("open {}: {e}", dir.display()),
-        }
-    }
-
-    /// Runs one op as its own group commit.
-    fn run(w: &mut Writer, op: WriteOp) -> WriteResult {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        w.run_batch(&mut vec![WriteReq { op, reply: tx }]);
-        rx.try_recv().unwrap_or(Err(WriteError::ShuttingDown))
+        test_writer::open(dir, 4, |_| {})
     }
 
     fn commit(position: u64, expect_set: Option<u64>) -> WriteOp {
@@ -313,7 +295,7 @@ mod tests {
                 life_ms: 0,
             },
         ] {
-            assert!(run(&mut w, op).is_ok());
+            assert!(one(&mut w, op).is_ok());
         }
         for body in ["m3", "m4", "m5"] {
             let msg = Message {
@@ -324,28 +306,28 @@ mod tests {
                 topic: "t".into(),
                 msg,
             };
-            assert!(run(&mut w, op).is_ok());
+            assert!(one(&mut w, op).is_ok());
         }
         // Some(0): create only if absent.
-        assert_eq!(run(&mut w, commit(2, Some(0))), Ok(WriteOk::Id(6)));
-        assert!(refused(run(&mut w, commit(1, Some(0)))));
+        assert_eq!(one(&mut w, commit(2, Some(0))), Ok(WriteOk::Id(6)));
+        assert!(refused(one(&mut w, commit(1, Some(0)))));
         assert_eq!(published(&w).map(|g| (g.committed, g.set_id)), Some((2, 6)));
         // Some(id): only while the group is as last seen.
-        assert_eq!(run(&mut w, commit(3, Some(6))), Ok(WriteOk::Id(7)));
-        assert!(refused(run(&mut w, commit(4, Some(6)))), "a stale ACK");
+        assert_eq!(one(&mut w, commit(3, Some(6))), Ok(WriteOk::Id(7)));
+        assert!(refused(one(&mut w, commit(4, Some(6)))), "a stale ACK");
         // Failed deliveries count per message, with whether the last one
         // was the message alone, and reset on a commit.
-        assert!(run(&mut w, failed(4, false)).is_ok());
+        assert!(one(&mut w, failed(4, false)).is_ok());
         let g = published(&w).expect("group");
         assert_eq!((g.failed_at, g.failures, g.alone), (4, 1, false));
-        assert!(run(&mut w, failed(4, true)).is_ok());
+        assert!(one(&mut w, failed(4, true)).is_ok());
         let g = published(&w).expect("group");
         assert_eq!(
             (g.committed, g.failed_at, g.failures, g.alone),
             (3, 4, 2, true)
         );
         assert_eq!(
-            run(&mut w, failed(3, true)),
+            one(&mut w, failed(3, true)),
             Ok(WriteOk::Done),
             "committed already"
         );
@@ -356,7 +338,7 @@ mod tests {
             at: 4,
             dlq: "dead".into(),
         };
-        assert_eq!(run(&mut w, dl), Ok(WriteOk::Id(10)));
+        assert_eq!(one(&mut w, dl), Ok(WriteOk::Id(10)));
         let g = published(&w).expect("group");
         assert_eq!(
             (g.committed, g.failures, g.alone, g.set_id),
@@ -368,19 +350,19 @@ mod tests {
             topic: "t".into(),
             group: "g".into(),
         };
-        assert_eq!(run(&mut w, del), Ok(WriteOk::Id(12)));
-        assert!(refused(run(&mut w, commit(5, Some(11)))));
-        assert!(refused(run(&mut w, failed(5, true))));
+        assert_eq!(one(&mut w, del), Ok(WriteOk::Id(12)));
+        assert!(refused(one(&mut w, commit(5, Some(11)))));
+        assert!(refused(one(&mut w, failed(5, true))));
         let dl = WriteOp::DeadLetter {
             topic: "t".into(),
             group: "g".into(),
             at: 5,
             dlq: "dead".into(),
         };
-        assert!(refused(run(&mut w, dl)));
+        assert!(refused(one(&mut w, dl)));
         assert_eq!(published(&w), None);
         // A SUB (None) creates it again.
-        assert_eq!(run(&mut w, commit(0, None)), Ok(WriteOk::Id(13)));
+        assert_eq!(one(&mut w, commit(0, None)), Ok(WriteOk::Id(13)));
         assert_eq!(published(&w).map(|g| g.committed), Some(0));
     }
 
@@ -398,7 +380,7 @@ mod tests {
             topic: "t".into(),
             life_ms: 0,
         };
-        assert!(run(&mut w, create).is_ok());
+        assert!(one(&mut w, create).is_ok());
         let msg = Message {
             headers: Vec::new(),
             payload: b"poison".to_vec(),
@@ -407,9 +389,9 @@ mod tests {
             topic: "t".into(),
             msg,
         };
-        assert_eq!(run(&mut w, op), Ok(WriteOk::Id(2)));
-        assert!(run(&mut w, commit(1, None)).is_ok());
-        assert!(run(&mut w, failed(2, true)).is_ok());
+        assert_eq!(one(&mut w, op), Ok(WriteOk::Id(2)));
+        assert!(one(&mut w, commit(1, None)).is_ok());
+        assert!(one(&mut w, failed(2, true)).is_ok());
         let want = published(&w);
         assert_eq!(
             want.map(|g| (g.failed_at, g.failures, g.alone)),
@@ -419,7 +401,7 @@ mod tests {
         drop(w);
         let mut w = open(dir.path());
         assert_eq!(published(&w), want);
-        assert!(run(&mut w, failed(2, true)).is_ok());
+        assert!(one(&mut w, failed(2, true)).is_ok());
         let want = published(&w);
         assert_eq!(want.map(|g| (g.failures, g.alone)), Some((2, true)));
         // A full resync's snapshot carries it to a slave.
@@ -429,7 +411,7 @@ mod tests {
             epoch: 0,
             empty: true,
         };
-        let snap = match run(&mut w, plan) {
+        let snap = match one(&mut w, plan) {
             Ok(WriteOk::Plan(p)) => match p.mode {
                 ReplMode::Full { snapshot, .. } => snapshot,
                 other => panic!("not a full resync: {other:?}"),
@@ -477,7 +459,7 @@ mod tests {
             topic: "t".into(),
             life_ms: 0,
         };
-        assert!(run(&mut w, create).is_ok());
+        assert!(one(&mut w, create).is_ok());
         if let Err(e) = w.checkpoint() {
             panic!("checkpoint: {e}");
         }

@@ -38,6 +38,8 @@ mod replica;
 mod retention;
 mod state;
 mod state_checkpoint;
+#[cfg(test)]
+mod test_writer;
 mod undo;
 pub(crate) mod writer;
 mod writer_state;

@@ -7,43 +7,22 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::test_writer::{self, create, one};
 use super::writer::Writer;
 use crate::broker::Broker;
-use crate::config::Config;
 use crate::protocol::Message;
-use crate::role::Role;
 use crate::stats::Stats;
 use crate::storage::checkpoint::Checkpoint;
-use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult, timer_channels};
+use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteResult};
 
 /// The slave connection the tests play.
 const SLAVE: u64 = 7;
 
 fn open(dir: &Path) -> Writer {
-    let mut cfg = Config::default();
-    cfg.store.path = dir.to_path_buf();
-    cfg.replication.min_slaves = 1;
-    cfg.replication.sync_timeout_ms = 200;
-    let (tx, _rx) = crossbeam_channel::bounded(1);
-    let broker = Arc::new(Broker::new(cfg, Role::Master, tx, 8));
-    let (timers, _timer_rx) = timer_channels();
-    match Writer::open(broker, timers) {
-        Ok((w, _)) => w,
-        Err(e) => panic!("open {}: {e}", dir.display()),
-    }
-}
-
-fn one(w: &mut Writer, op: WriteOp) -> WriteResult {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    w.run_batch(&mut vec![WriteReq { op, reply: tx }]);
-    rx.try_recv().unwrap_or(Err(WriteError::ShuttingDown))
-}
-
-fn create(t: &str) -> WriteOp {
-    WriteOp::Create {
-        topic: t.into(),
-        life_ms: 0,
-    }
+    test_writer::open(dir, 8, |c| {
+        c.replication.min_slaves = 1;
+        c.replication.sync_timeout_ms = 200;
+    })
 }
 
 fn publish(t: &str, body: &str) -> WriteOp {
