@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::common::{IO_TIMEOUT, POLL, connect, ensure_topic, report};
 use super::cpu::CpuMark;
-use super::publish::pub_load;
+use super::publish::fill;
 use crate::error::BenchError;
-use crate::opts::{Mode, Opts, Protocol};
+use crate::opts::{Opts, Protocol};
 use crate::report::Report;
 use crate::wire::{self, Bean, Conn, Reply};
 
@@ -17,20 +17,7 @@ use crate::wire::{self, Bean, Conn, Reply};
 /// one subscriber in batches of `batch` (timed).
 pub(super) fn sub_drain(o: &Opts, topic: &str) -> Result<Report, BenchError> {
     ensure_topic(o, topic)?;
-    let mut fill = o.clone();
-    fill.mode = Mode::Pub;
-    fill.threads = 0;
-    // Pipelined single publishes: the backlog holds exactly `count` messages.
-    fill.conns = 4;
-    fill.mpub = 0;
-    fill.pipeline = 64;
-    let filled = pub_load(&fill, topic, false)?;
-    if filled.errors > 0 {
-        return Err(BenchError::Server(format!(
-            "filling the backlog: {} errors, first: {}",
-            filled.errors, filled.note
-        )));
-    }
+    let filled = fill(o, topic, o.count, 4)?;
     let target = filled.done;
     let mut r = report(o, 1);
     r.truncated = filled.truncated;

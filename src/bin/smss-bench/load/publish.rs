@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::common::{connect, join, mono_ns, payload, report, spawn};
 use super::cpu::CpuMark;
 use crate::error::BenchError;
-use crate::opts::{Opts, Protocol};
+use crate::opts::{Mode, Opts, Protocol};
 use crate::report::Report;
 use crate::wire::{self, Bean, Conn, Reply};
 
@@ -219,6 +219,27 @@ fn pub_thread(mut lanes: Vec<Lane>, job: PubJob) -> PubOut {
         }
     }
     out
+}
+
+/// An untimed backlog of `count` messages of `o.size` bytes for the
+/// drain measurements: pipelined single publishes on `conns` connections,
+/// so it holds exactly `count` messages. Any refused publish is an error.
+pub(super) fn fill(o: &Opts, topic: &str, count: u64, conns: usize) -> Result<Report, BenchError> {
+    let mut f = o.clone();
+    f.mode = Mode::Pub;
+    f.threads = 0;
+    f.conns = conns;
+    f.mpub = 0;
+    f.pipeline = 64;
+    f.count = count;
+    let filled = pub_load(&f, topic, false)?;
+    if filled.errors > 0 {
+        return Err(BenchError::Server(format!(
+            "filling the backlog: {} errors, first: {}",
+            filled.errors, filled.note
+        )));
+    }
+    Ok(filled)
 }
 
 /// The `pub` measurement (the topic must exist); `stamped`: each message

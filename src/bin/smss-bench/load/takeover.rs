@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use super::common::{connect, ensure_topic, report};
 use super::cpu::CpuMark;
-use super::publish::pub_load;
+use super::publish::fill;
 use crate::error::BenchError;
-use crate::opts::{Mode, Opts};
+use crate::opts::Opts;
 use crate::report::Report;
 use crate::wire::{Conn, Reply};
 
@@ -42,20 +42,7 @@ fn until_batch(c: &mut Conn) -> Result<Instant, BenchError> {
 pub(super) fn takeover(o: &Opts, topic: &str) -> Result<Report, BenchError> {
     ensure_topic(o, topic)?;
     let rounds = o.count;
-    let mut fill = o.clone();
-    fill.mode = Mode::Pub;
-    fill.threads = 0;
-    fill.conns = 1;
-    fill.mpub = 0;
-    fill.pipeline = 64;
-    fill.count = rounds + 4;
-    let filled = pub_load(&fill, topic, false)?;
-    if filled.errors > 0 {
-        return Err(BenchError::Server(format!(
-            "filling the backlog: {}",
-            filled.note
-        )));
-    }
+    fill(o, topic, rounds + 4, 1)?;
     let sub = format!("SUB {topic} - batch=1 group=takeover\r\n");
     let subscribe = |standby: bool| -> Result<Conn, BenchError> {
         let mut c = connect(o)?;
