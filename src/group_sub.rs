@@ -324,10 +324,13 @@ impl GroupSub<'_> {
                 Ok(Queued::Batch(plan)) => {
                     let (first, last) = (plan.first_id, plan.last_id);
                     self.outstanding = Some((first, last));
+                    // Counted before the send: the subscriber may read the
+                    // batch (and /metrics) before this thread runs again.
+                    // A failed send ends the member, which clears it.
+                    self.member.pending(plan.n as u64);
                     if !self.sub.send_batch(&plan)? {
                         return Ok(Flow::Close);
                     }
-                    self.member.pending(plan.n as u64);
                     at.next = plan.from + plan.n as u64;
                     last_sent = Instant::now();
                     let input = self.sub.sub_input(Some(self.sub.ack_wait))?;
