@@ -18,15 +18,16 @@
 //! Runs on its own thread (`conn-<peer>`), blocking sockets with a write
 //! timeout (`timeout.net.write`) so a client that stops reading cannot hold
 //! the thread forever. Writes go to the persistence thread through the
-//! broker's [`crate::writer_handle::WriterHandle`], submitted to this
-//! connection's [`crate::writer_handle::Pipeline`] (at most `MAX_INFLIGHT`
-//! in flight); every write request that is already in the input buffer is submitted before the first
-//! reply is awaited, so a pipelining client gets its writes group-committed
-//! together. Replies stay in request order because non-write requests first
-//! wait for the writes before them. Reads take the broker's topic map lock
+//! broker's [`crate::writer_handle::WriterHandle`] (at most `MAX_INFLIGHT`
+//! in flight) and are answered on the socket by the thread that releases
+//! the writer's batches ([`crate::reply_sink`]), so after handing a write
+//! over this thread goes straight back to reading: one sleep per request,
+//! and a pipelining client gets its writes group-committed together.
+//! Replies stay in request order because non-write requests first wait
+//! for the writes before them, and this thread's own output goes out
+//! before it hands over a write. Reads take the broker's topic map lock
 //! (shared) and a topic's state lock only briefly.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::sync::Arc;
@@ -42,13 +43,15 @@ use crate::protocol::{
     encode_role, encode_slave, encode_stat, encode_stat_u64, encode_topic,
 };
 use crate::replication;
+use crate::reply_sink::{Published, SocketReplies};
 use crate::role::Role;
 use crate::stats::{StatValue, Stats};
 use crate::storage::log::record::DeleteReason;
 use crate::storage::ops::{WriteOk, WriteOp};
+use crate::storage::reply::{Reply, ReplySink};
 use crate::subscription;
 use crate::wire::{Flow, Input, Wire};
-use crate::writer_handle::{self, Asked, CallError, Pipeline};
+use crate::writer_handle::{self, Asked, CallError, REPLY_TIMEOUT};
 use crate::{group_admin, group_sub};
 
 /// Writes a connection may have queued at the writer at once; also the
@@ -68,13 +71,16 @@ pub struct Conn {
     auth_deadline: Option<Instant>,
     /// Wrong AUTHs so far.
     auth_failures: u32,
-    /// Its writes in flight, answered in request order.
-    writes: Pipeline,
-    /// Per write in flight, in order: when it was handed to the writer and,
-    /// if it publishes, its payload bytes and topic (for the
-    /// publish-latency histogram and the byte counters of `/metrics`).
-    /// Capacity `MAX_INFLIGHT`: never grows.
-    submitted: VecDeque<(Instant, Option<Published>)>,
+    /// Its writes in flight, answered on its socket in request order by
+    /// the thread that releases the writer's batches.
+    replies: Arc<SocketReplies>,
+}
+
+impl Drop for Conn {
+    /// Before the socket closes: nothing is written to its fd number after.
+    fn drop(&mut self) {
+        self.replies.close();
+    }
 }
 
 /// The connection thread's body. `ticket`: its pre-auth slot, with
@@ -131,8 +137,10 @@ impl Conn {
         let authed = cfg.auth.token.is_empty();
         let auth_deadline =
             (!authed).then(|| Instant::now() + Duration::from_millis(cfg.timeout.auth_ms));
+        let wire = Wire::new(stream, limits);
+        let replies = Arc::new(SocketReplies::new(wire.raw_fd(), Arc::clone(&broker)));
         Ok(Conn {
-            wire: Wire::new(stream, limits),
+            wire,
             peer,
             source: preauth::source_of(ip),
             broker,
@@ -140,8 +148,7 @@ impl Conn {
             preauth,
             auth_deadline,
             auth_failures: 0,
-            writes: Pipeline::new(MAX_INFLIGHT),
-            submitted: VecDeque::with_capacity(MAX_INFLIGHT),
+            replies,
         })
     }
 
@@ -177,7 +184,8 @@ impl Conn {
                     self.wire.flush()?;
                 }
             }
-            self.settle()?;
+            // Writes still in flight are answered on the socket by the
+            // thread that releases them: no need to wait before reading.
             self.wire.flush()?;
             match self.read_more()? {
                 Input::Data => {}
@@ -254,33 +262,10 @@ impl Conn {
         }
     }
 
-    /// Waits for every write in flight and queues its reply.
+    /// Waits for every write in flight to be answered; replies its socket
+    /// did not take yet go first in the output.
     fn settle(&mut self) -> io::Result<()> {
-        while let Some(res) = self.writes.settle_one() {
-            if let (Some((at, Some(p))), Ok(_)) = (self.submitted.pop_front(), &res) {
-                let stats = &self.broker.stats;
-                stats.publish_seconds.observe(at.elapsed());
-                Stats::add(&stats.published_bytes, p.bytes);
-                if let Some(t) = p.topic {
-                    Stats::add(&t.published_bytes, p.bytes);
-                }
-            }
-            match res {
-                Ok(WriteOk::Id(id)) => encode_ok(&mut self.wire.out, &[id]),
-                Ok(WriteOk::Range(a, b)) => encode_ok(&mut self.wire.out, &[a, b]),
-                Ok(WriteOk::Done | WriteOk::Plan(_)) => encode_ok(&mut self.wire.out, &[]),
-                // The writer is stuck: this connection cannot keep its
-                // replies in order any more, so it ends.
-                Err(CallError::Timeout) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the writer did not answer in time",
-                    ));
-                }
-                Err(e) => encode_err(&mut self.wire.out, &writer_handle::reply(&e, Asked::Write)),
-            }
-        }
-        Ok(())
+        self.replies.settle(&mut self.wire.out, REPLY_TIMEOUT)
     }
 
     fn reply_err(&mut self, err: &ProtoError) -> io::Result<()> {
@@ -293,20 +278,26 @@ impl Conn {
         if self.broker.role() == Role::Slave {
             return self.reply_err(&read_only());
         }
-        if self.writes.is_full() {
+        if self.replies.in_flight() >= MAX_INFLIGHT {
             self.settle()?;
         }
-        let bytes = publish_bytes(&op).map(|(topic, bytes)| Published {
+        // Its answer is written to the socket by another thread: what this
+        // thread has queued goes out first.
+        if !self.wire.out.is_empty() {
+            self.wire.flush()?;
+        }
+        let published = publish_bytes(&op).map(|(topic, bytes)| Published {
             bytes,
             topic: self.broker.topic(topic),
         });
-        let handed = Instant::now();
-        match self.writes.submit(&self.broker.writer, op) {
-            Ok(()) => {
-                self.submitted.push_back((handed, bytes));
-                Ok(())
+        self.replies.handing(published);
+        let sink: Arc<dyn ReplySink> = self.replies.clone();
+        match self.broker.writer.submit(op, Reply::Sink(sink)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.replies.not_handed();
+                self.reply_err(&writer_handle::reply(&e, Asked::Write))
             }
-            Err(e) => self.reply_err(&writer_handle::reply(&e, Asked::Write)),
         }
     }
 
@@ -598,13 +589,6 @@ fn put_topic(out: &mut Vec<u8>, t: &Topic) {
         if st.messages() > 0 { st.first_id } else { 0 },
         if st.messages() > 0 { st.last_id } else { 0 },
     );
-}
-
-/// A publish in flight: its payload bytes and its topic (as it was when
-/// the write was handed over; `None` if it did not exist yet).
-struct Published {
-    bytes: u64,
-    topic: Option<Arc<Topic>>,
 }
 
 /// The topic and payload bytes of a write that publishes; `None` for

@@ -96,6 +96,7 @@ pub(crate) mod memory;
 pub(crate) mod preauth;
 pub(crate) mod protocol;
 pub mod replication;
+pub(crate) mod reply_sink;
 pub mod role;
 pub mod server;
 pub(crate) mod stats;

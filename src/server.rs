@@ -30,6 +30,7 @@ use crate::protocol::{ErrCode, ProtoError, encode_err};
 use crate::replication::{self, peer, receiver};
 use crate::role::Role;
 use crate::stats::Stats;
+use crate::storage;
 use crate::storage::engine::writer::Writer;
 use crate::storage::ops::{self, TimerReceivers, WriteOk, WriteOp};
 use crate::timer;
@@ -103,21 +104,28 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     }
     let (timer_tx, timer_rx) = ops::timer_channels();
     let (mut writer, _report) = Writer::open(Arc::clone(&broker), timer_tx)?;
-    if broker.config.replication.min_slaves > 0 {
-        // The writer itself waits for the slaves and never falls back
-        // (storage::quorum): no releaser, and semi-sync is always in force.
-        broker.repl.sync_active.store(true, Ordering::Relaxed);
-    } else if broker.config.replication.sync {
-        // Semi-sync: answers wait in `repl-sync` for a slave's ack; it ends
-        // when the writer drops the channel at shutdown.
-        let (held_tx, held_rx) = crossbeam_channel::unbounded();
-        writer.set_releaser(held_tx);
+    // Each committed batch's answers go to one thread that sends them while
+    // the writer goes on; it ends when the writer drops the channel.
+    let (held_tx, held_rx) = crossbeam_channel::unbounded();
+    writer.set_releaser(held_tx);
+    if broker.config.replication.sync && broker.config.replication.min_slaves == 0 {
+        // Semi-sync: answers wait in `repl-sync` for a slave's ack.
         broker.repl.sync_active.store(true, Ordering::Relaxed);
         let b = Arc::clone(&broker);
         std::thread::Builder::new()
             .name("repl-sync".into())
             .spawn(move || replication::sync::run(held_rx, b))
             .map_err(io_err("starting the semi-sync thread"))?;
+    } else {
+        if broker.config.replication.min_slaves > 0 {
+            // The writer itself waits for the slaves before it answers and
+            // never falls back (storage::quorum): semi-sync always in force.
+            broker.repl.sync_active.store(true, Ordering::Relaxed);
+        }
+        std::thread::Builder::new()
+            .name("replier".into())
+            .spawn(move || storage::reply::run(held_rx))
+            .map_err(io_err("starting the replier thread"))?;
     }
 
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<Wake>(4);

@@ -112,6 +112,12 @@ impl Wire {
         self.stream.try_clone()
     }
 
+    /// The socket's descriptor, for a thread that writes replies to it
+    /// while this connection lives ([`crate::reply_sink`]).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.stream)
+    }
+
     /// True once enough replies are queued to flush mid-pipeline.
     pub fn out_full(&self) -> bool {
         self.out.len() >= OUT_FLUSH_BYTES

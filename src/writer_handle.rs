@@ -1,7 +1,9 @@
 //! The one way into the writer: [`WriterHandle`] sends a [`WriteOp`]
 //! through the bounded writer channel (`worker.buffSize`) and waits for its
-//! answer; [`Pipeline`] is the same with several writes in flight, for a
-//! connection that pipelines; [`reply`] turns any failure into the `ERR` a
+//! answer; [`WriterHandle::submit`] hands a client connection's write over
+//! with its socket as the place for the answer; [`Pipeline`] keeps writes
+//! in flight with their answers on a channel (a group subscription's
+//! commits); [`reply`] turns any failure into the `ERR` a
 //! client reads.
 //!
 //! Every caller of the writer — connections, GROUPDEL and group
@@ -22,6 +24,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
 use crate::protocol::{ErrCode, ProtoError};
 use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
+use crate::storage::reply::Reply;
 
 /// How long a connection waits for the writer's answer to a write it sent
 /// before giving it up.
@@ -139,12 +142,20 @@ impl WriterHandle {
         self.call_within(op, self.send_wait.max(REPLY_TIMEOUT))
     }
 
+    /// A client connection's write, answered on its socket (`reply` is its
+    /// sink): waits up to `worker.sendTimeoutMs` for room in the queue;
+    /// `Busy` or `Gone` when it was not sent.
+    pub fn submit(&self, op: WriteOp, reply: Reply) -> Result<(), CallError> {
+        send(&self.tx, WriteReq { op, reply }, self.send_wait)
+    }
+
     /// One request, waiting up to `wait` for room in the queue and again
     /// for the answer: for threads with their own patience (timers,
     /// replication, start-up and shutdown).
     pub fn call_within(&self, op: WriteOp, wait: Duration) -> Result<WriteOk, CallError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        send(&self.tx, WriteReq { op, reply: tx }, wait)?;
+        let reply = Reply::Chan(tx);
+        send(&self.tx, WriteReq { op, reply }, wait)?;
         match rx.recv_timeout(wait) {
             Ok(res) => res.map_err(CallError::Write),
             Err(RecvTimeoutError::Timeout) => Err(CallError::Timeout),
@@ -163,11 +174,10 @@ fn send(tx: &Sender<WriteReq>, req: WriteReq, wait: Duration) -> Result<(), Call
 /// Writes in flight from one thread, answered in the order they were sent
 /// (the writer answers a connection's requests in order): submit several,
 /// then settle them one by one. The reply channel has room for `capacity`
-/// answers; [`Pipeline::is_full`] says when to settle before submitting.
+/// answers: the caller keeps no more than that in flight.
 pub struct Pipeline {
     reply_tx: Sender<WriteResult>,
     reply_rx: Receiver<WriteResult>,
-    capacity: usize,
     inflight: usize,
 }
 
@@ -177,14 +187,8 @@ impl Pipeline {
         Pipeline {
             reply_tx,
             reply_rx,
-            capacity,
             inflight: 0,
         }
-    }
-
-    /// No room for another answer: settle one first.
-    pub fn is_full(&self) -> bool {
-        self.inflight >= self.capacity
     }
 
     /// Sends `op`, waiting up to `worker.sendTimeoutMs` for room in the
@@ -192,7 +196,7 @@ impl Pipeline {
     pub fn submit(&mut self, w: &WriterHandle, op: WriteOp) -> Result<(), CallError> {
         let req = WriteReq {
             op,
-            reply: self.reply_tx.clone(),
+            reply: Reply::Chan(self.reply_tx.clone()),
         };
         send(&w.tx, req, w.send_wait)?;
         self.inflight += 1;
@@ -235,7 +239,7 @@ mod tests {
         assert_eq!(p.submit(&w, op()), Ok(()));
         assert_eq!(p.submit(&w, op()), Err(CallError::Busy));
         let first = rx.recv().expect("queued");
-        first.reply.send(Ok(WriteOk::Id(7))).expect("room");
+        first.reply.send(Ok(WriteOk::Id(7)));
         assert_eq!(p.settle_one(), Some(Ok(WriteOk::Id(7))));
         assert_eq!(p.settle_one(), None);
         drop(rx);
@@ -252,7 +256,7 @@ mod tests {
         let w = WriterHandle::new(tx, Duration::from_millis(10));
         let writer = std::thread::spawn(move || {
             let req = rx.recv().expect("first");
-            let _ = req.reply.send(Err(WriteError::NoTopic("t".into())));
+            req.reply.send(Err(WriteError::NoTopic("t".into())));
             drop(rx.recv().expect("second")); // dropped unanswered
         });
         let wait = Duration::from_secs(10);

@@ -19,28 +19,24 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::warn;
 
 use crate::broker::Broker;
-use crate::storage::ops::HeldReplies;
+use crate::storage::reply::{HeldReplies, Releaser};
 
 /// Most time between looks at the queue while a batch waits.
 const STEP: Duration = Duration::from_millis(50);
-
-fn release(held: HeldReplies) {
-    for (reply, res) in held.replies {
-        let _ = reply.try_send(res);
-    }
-}
 
 /// The thread body: runs until the writer drops its end of the channel.
 pub fn run(rx: Receiver<HeldReplies>, broker: Arc<Broker>) {
     let repl = &broker.repl;
     let timeout = Duration::from_millis(broker.config.replication.sync_timeout_ms);
     let mut queue: VecDeque<HeldReplies> = VecDeque::new();
+    let mut releaser = Releaser::default();
     loop {
+        releaser.retry_blocked();
         while let Ok(h) = rx.try_recv() {
             queue.push_back(h);
         }
         let Some(front) = queue.front() else {
-            match rx.recv_timeout(Duration::from_secs(1)) {
+            match rx.recv_timeout(releaser.patience(Duration::from_secs(1))) {
                 Ok(h) => queue.push_back(h),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -49,12 +45,12 @@ pub fn run(rx: Receiver<HeldReplies>, broker: Arc<Broker>) {
         };
         if front.needs_id == 0 || !repl.sync_in_force() || repl.acked() >= front.needs_id {
             if let Some(h) = queue.pop_front() {
-                release(h);
+                releaser.release(h.replies);
             }
             continue;
         }
         let deadline = front.committed + timeout;
-        let step = (std::time::Instant::now() + STEP).min(deadline);
+        let step = (std::time::Instant::now() + releaser.patience(STEP)).min(deadline);
         if repl.wait_acked(front.needs_id, step) {
             continue;
         }
@@ -68,7 +64,7 @@ pub fn run(rx: Receiver<HeldReplies>, broker: Arc<Broker>) {
                 timeout.as_millis()
             );
             for h in queue.drain(..) {
-                release(h);
+                releaser.release(h.replies);
             }
         }
     }

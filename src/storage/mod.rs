@@ -41,7 +41,8 @@
 //! ```
 //!
 //! Beside the layers, shared by them: [`ops`] (the writer's contract:
-//! requests in, results out), [`index`] and [`handles`] (per-topic index
+//! requests in, results out), [`reply`] (where answers go: a caller's
+//! channel or a connection's socket, released per batch), [`index`] and [`handles`] (per-topic index
 //! files and the bounded set of open ones), [`checkpoint`] (the checkpoint
 //! file), [`tail`] (the durable position the writer publishes), [`ids`]
 //! (epoch id ranges), [`role`] (the `data/role` claim). `log/` imports
@@ -56,6 +57,7 @@ pub(crate) mod index;
 pub(crate) mod log;
 pub mod offline;
 pub(crate) mod ops;
+pub(crate) mod reply;
 pub(crate) mod role;
 pub(crate) mod tail;
 

@@ -13,6 +13,7 @@ use std::fmt;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::log::record::DeleteReason;
+use super::reply::Reply;
 use super::role::RoleClaim;
 use crate::protocol::Message;
 
@@ -290,22 +291,8 @@ pub type WriteResult = Result<WriteOk, WriteError>;
 #[derive(Debug)]
 pub struct WriteReq {
     pub op: WriteOp,
-    /// Where the result goes; the sender must have room for it.
-    pub reply: Sender<WriteResult>,
-}
-
-/// The answers of one batch under semi-sync, held until a slave
-/// has its records durably (or the wait runs out): the writer hands them
-/// over and goes on appending.
-#[derive(Debug)]
-pub struct HeldReplies {
-    /// The batch's last event id a slave must acknowledge; 0 when the batch
-    /// wrote nothing (its answers need not wait).
-    pub needs_id: u64,
-    /// When the writer committed the batch.
-    pub committed: std::time::Instant,
-    /// In request order: a connection matches answers to requests by order.
-    pub replies: Vec<(Sender<WriteResult>, WriteResult)>,
+    /// Where the result goes.
+    pub reply: Reply,
 }
 
 /// A topic incarnation whose life ends: (name, create_id).

@@ -9,6 +9,7 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::role::Role;
 use crate::storage::ops::{WriteError, WriteOp, WriteReq, WriteResult, timer_channels};
+use crate::storage::reply::Reply;
 
 /// A master's writer on `dir` with `handles` index handles; `tune` sets
 /// what the test needs beyond the defaults.
@@ -31,7 +32,10 @@ pub(super) fn batch(w: &mut Writer, ops: Vec<WriteOp>) -> Vec<WriteResult> {
     let mut replies = Vec::new();
     for op in ops {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        reqs.push(WriteReq { op, reply: tx });
+        reqs.push(WriteReq {
+            op,
+            reply: Reply::Chan(tx),
+        });
         replies.push(rx);
     }
     w.run_batch(&mut reqs);

@@ -45,9 +45,8 @@ use crate::config::{Config, FsyncPolicy};
 use crate::stats::Stats;
 use crate::storage::log::record::Record;
 use crate::storage::log::segment::Segment;
-use crate::storage::ops::{
-    HeldReplies, TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult,
-};
+use crate::storage::ops::{TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
+use crate::storage::reply::{HeldReplies, Releaser, Reply};
 use crate::storage::tail::TailPos;
 use crate::storage::{StoreError, sync_dir};
 
@@ -227,7 +226,7 @@ impl Writer {
                 continue; // answered after the final checkpoint
             }
             if at_once[i] {
-                let _ = req.reply.try_send(res);
+                req.reply.send(res);
                 continue;
             }
             replies.push((req.reply, res));
@@ -235,15 +234,18 @@ impl Writer {
         self.answer(replies, wrote);
         if let Some((_, reply)) = shutdown {
             self.finish();
-            let _ = reply.try_send(Ok(WriteOk::Done));
+            reply.send(Ok(WriteOk::Done));
             return true;
         }
         false
     }
 
-    /// Sends a batch's answers, or under semi-sync hands them to the
-    /// releaser, which sends them once a slave has the batch durably.
-    fn answer(&mut self, replies: Vec<(Sender<WriteResult>, WriteResult)>, wrote: bool) {
+    /// Hands a committed batch's answers to the releasing thread (the
+    /// `replier`; under semi-sync `repl-sync`, which first waits for a
+    /// slave to have the batch durably), so the writer goes on to the next
+    /// batch while they are sent; without one (unit tests, or the thread
+    /// gone at shutdown) answers them here.
+    fn answer(&mut self, replies: Vec<(Reply, WriteResult)>, wrote: bool) {
         if let Some(releaser) = &self.releaser {
             let held = HeldReplies {
                 needs_id: if wrote { self.state.last_id } else { 0 },
@@ -253,20 +255,14 @@ impl Writer {
             match releaser.send(held) {
                 Ok(()) => return,
                 // The releaser is gone (shutdown): answer directly.
-                Err(e) => {
-                    for (reply, res) in e.into_inner().replies {
-                        let _ = reply.try_send(res);
-                    }
-                }
+                Err(e) => Releaser::default().release(e.into_inner().replies),
             }
             return;
         }
-        for (reply, res) in replies {
-            let _ = reply.try_send(res);
-        }
+        Releaser::default().release(replies);
     }
 
-    /// Under semi-sync: where the writer hands the answers of each batch.
+    /// Where the writer hands the answers of each batch.
     pub fn set_releaser(&mut self, releaser: Sender<HeldReplies>) {
         self.releaser = Some(releaser);
     }

@@ -1,0 +1,347 @@
+//! A client connection's write replies, written to its socket by the thread
+//! that releases the writer's batches ([`crate::storage::reply`]), so the
+//! connection thread goes back to `read` right after handing a write over
+//! instead of sleeping until its answer comes back.
+//!
+//! Order is kept by two rules: the releasing thread writes to the socket
+//! only while the connection has writes in flight or replies the socket did
+//! not take yet, and the connection writes to it only when it has neither
+//! ([`SocketReplies::settle`] waits for that, and takes the leftovers into
+//! the connection's own output, in front of what follows). The connection
+//! sends its own output before it hands over a write
+//! (`crate::connection`), so a read answered before a write goes out before
+//! the write's `OK`.
+//!
+//! The socket is the connection's: [`SocketReplies::close`] is called before
+//! it closes, and nothing is sent after that, so a reused fd number is never
+//! written to. Sends never wait (`MSG_DONTWAIT`).
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::broker::{Broker, Topic};
+use crate::protocol::{encode_err, encode_ok};
+use crate::stats::Stats;
+use crate::storage::ops::{WriteOk, WriteResult};
+use crate::storage::reply::ReplySink;
+use crate::writer_handle::{self, Asked, CallError};
+
+/// A write that publishes: its payload bytes and topic, for the byte
+/// counters of `/metrics`.
+pub struct Published {
+    pub bytes: u64,
+    pub topic: Option<Arc<Topic>>,
+}
+
+/// A write handed to the writer and not answered yet.
+struct InFlight {
+    /// When it was handed over (the publish-latency histogram).
+    at: Instant,
+    published: Option<Published>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Oldest first: answers come in request order.
+    inflight: VecDeque<InFlight>,
+    /// Encoded replies not sent yet, in order.
+    unsent: Vec<u8>,
+    /// A releaser holds this sink to flush (this batch, or again later
+    /// because the socket would not take everything).
+    queued: bool,
+    /// The connection waits in [`SocketReplies::settle`].
+    waiting: bool,
+    /// The connection closes its socket: send nothing more.
+    closed: bool,
+}
+
+/// One connection's replies; shared by the connection thread and the thread
+/// that releases the writer's answers.
+pub struct SocketReplies {
+    fd: RawFd,
+    broker: Arc<Broker>,
+    inner: Mutex<Inner>,
+    answered: Condvar,
+}
+
+impl SocketReplies {
+    /// `fd`: the connection's socket, which stays open until
+    /// [`SocketReplies::close`].
+    pub fn new(fd: RawFd, broker: Arc<Broker>) -> SocketReplies {
+        SocketReplies {
+            fd,
+            broker,
+            inner: Mutex::new(Inner::default()),
+            answered: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding it leaves plain data: go on.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes handed over and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.lock().inflight.len()
+    }
+
+    /// A write is about to be handed to the writer (before it is sent, so
+    /// its answer always finds it).
+    pub fn handing(&self, published: Option<Published>) {
+        self.lock().inflight.push_back(InFlight {
+            at: Instant::now(),
+            published,
+        });
+    }
+
+    /// The write [`SocketReplies::handing`] announced was not sent after all.
+    pub fn not_handed(&self) {
+        self.lock().inflight.pop_back();
+    }
+
+    /// Waits until every write handed over is answered, then moves what the
+    /// socket did not take yet into `out` (the connection sends it before
+    /// anything else). `TimedOut` when an answer does not come within
+    /// `patience`: the connection cannot keep its replies in order any more.
+    pub fn settle(&self, out: &mut Vec<u8>, patience: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + patience;
+        let mut g = self.lock();
+        while !g.inflight.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                g.waiting = false;
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the writer did not answer in time",
+                ));
+            }
+            g.waiting = true;
+            g = match self.answered.wait_timeout(g, deadline - now) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        g.waiting = false;
+        if !g.unsent.is_empty() {
+            out.append(&mut g.unsent);
+        }
+        Ok(())
+    }
+
+    /// The connection is about to close its socket.
+    pub fn close(&self) {
+        let mut g = self.lock();
+        g.closed = true;
+        g.unsent = Vec::new();
+    }
+
+    /// Sends `unsent` without waiting; keeps what the socket did not take.
+    fn send_unsent(&self, g: &mut Inner) {
+        let mut sent = 0;
+        while sent < g.unsent.len() {
+            let rest = &g.unsent[sent..];
+            // SAFETY: `fd` is the connection's open socket: it is closed
+            // only after `close`, which this lock orders before any later
+            // send, and `rest` is a live buffer of `rest.len()` bytes.
+            let n = unsafe {
+                libc::send(
+                    self.fd,
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n > 0 {
+                sent += n as usize;
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => break,
+                // The peer is gone: the connection thread sees it in `read`.
+                _ => {
+                    g.unsent.clear();
+                    return;
+                }
+            }
+        }
+        g.unsent.drain(..sent);
+    }
+
+    /// A publish was answered `OK`: the latency histogram and byte counters.
+    fn count(&self, done: &InFlight) {
+        let stats = &self.broker.stats;
+        if let Some(p) = &done.published {
+            stats.publish_seconds.observe(done.at.elapsed());
+            Stats::add(&stats.published_bytes, p.bytes);
+            if let Some(t) = &p.topic {
+                Stats::add(&t.published_bytes, p.bytes);
+            }
+        }
+    }
+}
+
+impl ReplySink for SocketReplies {
+    fn answer(&self, res: WriteResult) -> bool {
+        let mut g = self.lock();
+        let done = g.inflight.pop_front();
+        if let (Some(done), Ok(_)) = (&done, &res) {
+            self.count(done);
+        }
+        if !g.closed {
+            match res {
+                Ok(WriteOk::Id(id)) => encode_ok(&mut g.unsent, &[id]),
+                Ok(WriteOk::Range(a, b)) => encode_ok(&mut g.unsent, &[a, b]),
+                Ok(WriteOk::Done | WriteOk::Plan(_)) => encode_ok(&mut g.unsent, &[]),
+                Err(e) => {
+                    let err = writer_handle::reply(&CallError::Write(e), Asked::Write);
+                    encode_err(&mut g.unsent, &err);
+                }
+            }
+        }
+        if g.inflight.is_empty() && g.waiting {
+            self.answered.notify_one();
+        }
+        let first = !g.queued && !g.unsent.is_empty();
+        g.queued |= first;
+        first
+    }
+
+    fn flush(&self) -> bool {
+        let mut g = self.lock();
+        if !g.closed {
+            self.send_unsent(&mut g);
+        }
+        // While the connection waits it takes the leftovers itself.
+        let done = g.closed || g.unsent.is_empty() || (g.inflight.is_empty() && g.waiting);
+        g.queued = !done;
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::role::Role;
+    use crate::storage::ops::WriteError;
+    use crate::storage::reply::{Releaser, Reply};
+
+    fn sink(fd: RawFd) -> Arc<SocketReplies> {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let broker = Arc::new(Broker::new(Config::default(), Role::Master, tx, 4));
+        Arc::new(SocketReplies::new(fd, broker))
+    }
+
+    fn read_all(peer: &mut UnixStream, want: usize) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while got.len() < want {
+            match peer.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        String::from_utf8(got).expect("utf8")
+    }
+
+    #[test]
+    fn a_batch_goes_out_in_request_order_in_one_flush() {
+        let (ours, mut peer) = UnixStream::pair().expect("pair");
+        let s = sink(ours.as_raw_fd());
+        for _ in 0..3 {
+            s.handing(None);
+        }
+        let reply = || Reply::Sink(s.clone());
+        let mut r = Releaser::default();
+        r.release(vec![
+            (reply(), Ok(WriteOk::Id(7))),
+            (reply(), Err(WriteError::NoTopic("t".into()))),
+            (reply(), Ok(WriteOk::Range(8, 9))),
+        ]);
+        assert_eq!(s.in_flight(), 0);
+        let want = "OK 7\r\nERR NOTOPIC no topic t\r\nOK 8 9\r\n";
+        assert_eq!(read_all(&mut peer, want.len()), want);
+    }
+
+    #[test]
+    fn a_socket_that_takes_nothing_keeps_the_replies_until_it_does() {
+        let (ours, mut peer) = UnixStream::pair().expect("pair");
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let s = sink(ours.as_raw_fd());
+        let mut r = Releaser::default();
+        // Far more than a socket buffer holds; nobody reads meanwhile, and
+        // releasing never waits.
+        let n = 200_000u64;
+        let mut want = String::new();
+        for id in 1..=n {
+            s.handing(None);
+            r.release(vec![(Reply::Sink(s.clone()), Ok(WriteOk::Id(id)))]);
+            want.push_str(&format!("OK {id}\r\n"));
+        }
+        assert!(!s.lock().unsent.is_empty(), "the socket took everything");
+        // The reader drains while the releaser retries: all of it, in order.
+        let reader = std::thread::spawn(move || read_all(&mut peer, want.len()) == want);
+        for _ in 0..10_000 {
+            r.retry_blocked();
+            if s.lock().unsent.is_empty() {
+                break;
+            }
+            std::thread::sleep(crate::storage::reply::RETRY_EVERY);
+        }
+        assert!(reader.join().expect("reader"), "replies lost or reordered");
+    }
+
+    #[test]
+    fn settle_takes_the_leftovers_and_close_stops_sending() {
+        let (ours, peer) = UnixStream::pair().expect("pair");
+        let s = sink(ours.as_raw_fd());
+        let mut r = Releaser::default();
+        let mut i = 0u64;
+        while s.lock().unsent.is_empty() {
+            i += 1;
+            assert!(i < 10_000_000, "the socket never filled");
+            s.handing(None);
+            r.release(vec![(Reply::Sink(s.clone()), Ok(WriteOk::Id(i)))]);
+        }
+        let mut out = Vec::new();
+        s.settle(&mut out, Duration::from_secs(1)).expect("settled");
+        assert!(out.ends_with(format!("OK {i}\r\n").as_bytes()));
+        assert!(s.lock().unsent.is_empty());
+        // A write still in flight when the connection closes: its answer is
+        // dropped, not sent to a socket that may be closed by now.
+        s.handing(None);
+        s.close();
+        drop(ours);
+        r.release(vec![(Reply::Sink(s.clone()), Ok(WriteOk::Id(0)))]);
+        assert_eq!(s.in_flight(), 0);
+        assert!(s.lock().unsent.is_empty());
+        drop(peer);
+    }
+
+    #[test]
+    fn settle_gives_up_after_its_patience() {
+        let (ours, _peer) = UnixStream::pair().expect("pair");
+        let s = sink(ours.as_raw_fd());
+        s.handing(None);
+        let mut out = Vec::new();
+        let e = s
+            .settle(&mut out, Duration::from_millis(20))
+            .expect_err("no answer");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        s.not_handed();
+        s.settle(&mut out, Duration::from_millis(20))
+            .expect("nothing in flight");
+    }
+}
