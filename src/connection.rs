@@ -54,8 +54,8 @@ use crate::wire::{Flow, Input, Wire};
 use crate::writer_handle::{self, Asked, CallError, REPLY_TIMEOUT};
 use crate::{group_admin, group_sub};
 
-/// Writes a connection may have queued at the writer at once; also the
-/// capacity of its reply channel, so the writer never blocks on a reply.
+/// Writes a connection may have queued at the writer at once (bounds the
+/// replies its socket may owe it).
 const MAX_INFLIGHT: usize = 64;
 
 pub struct Conn {
@@ -278,9 +278,6 @@ impl Conn {
         if self.broker.role() == Role::Slave {
             return self.reply_err(&read_only());
         }
-        if self.replies.in_flight() >= MAX_INFLIGHT {
-            self.settle()?;
-        }
         // Its answer is written to the socket by another thread: what this
         // thread has queued goes out first.
         if !self.wire.out.is_empty() {
@@ -290,9 +287,11 @@ impl Conn {
             bytes,
             topic: self.broker.topic(topic),
         });
-        self.replies.handing(published);
+        let in_flight = self.replies.handing(published);
         let sink: Arc<dyn ReplySink> = self.replies.clone();
         match self.broker.writer.submit(op, Reply::Sink(sink)) {
+            // At the cap: the answers come before more is read.
+            Ok(()) if in_flight >= MAX_INFLIGHT => self.settle(),
             Ok(()) => Ok(()),
             Err(e) => {
                 self.replies.not_handed();

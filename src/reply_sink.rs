@@ -56,6 +56,9 @@ struct Inner {
     waiting: bool,
     /// The connection closes its socket: send nothing more.
     closed: bool,
+    /// A releaser is sending taken-out bytes without the lock (which the
+    /// connection thread needs meanwhile to hand over its next write).
+    sending: bool,
 }
 
 /// One connection's replies; shared by the connection thread and the thread
@@ -85,17 +88,29 @@ impl SocketReplies {
     }
 
     /// Writes handed over and not answered yet.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.lock().inflight.len()
     }
 
     /// A write is about to be handed to the writer (before it is sent, so
-    /// its answer always finds it).
-    pub fn handing(&self, published: Option<Published>) {
-        self.lock().inflight.push_back(InFlight {
+    /// its answer always finds it); returns how many are in flight with it.
+    pub fn handing(&self, published: Option<Published>) -> usize {
+        let mut g = self.lock();
+        g.inflight.push_back(InFlight {
             at: Instant::now(),
             published,
         });
+        g.inflight.len()
+    }
+
+    /// Waits while a releaser sends without the lock.
+    fn wait<'a>(&self, g: MutexGuard<'a, Inner>, until: Instant) -> MutexGuard<'a, Inner> {
+        let left = until.saturating_duration_since(Instant::now());
+        match self.answered.wait_timeout(g, left) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        }
     }
 
     /// The write [`SocketReplies::handing`] announced was not sent after all.
@@ -110,9 +125,8 @@ impl SocketReplies {
     pub fn settle(&self, out: &mut Vec<u8>, patience: Duration) -> io::Result<()> {
         let deadline = Instant::now() + patience;
         let mut g = self.lock();
-        while !g.inflight.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
+        while !g.inflight.is_empty() || g.sending {
+            if Instant::now() >= deadline {
                 g.waiting = false;
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -120,10 +134,7 @@ impl SocketReplies {
                 ));
             }
             g.waiting = true;
-            g = match self.answered.wait_timeout(g, deadline - now) {
-                Ok((g, _)) => g,
-                Err(e) => e.into_inner().0,
-            };
+            g = self.wait(g, deadline);
         }
         g.waiting = false;
         if !g.unsent.is_empty() {
@@ -132,21 +143,29 @@ impl SocketReplies {
         Ok(())
     }
 
-    /// The connection is about to close its socket.
+    /// The connection is about to close its socket: waits out a send in
+    /// progress (it never blocks), and no send starts after.
     pub fn close(&self) {
         let mut g = self.lock();
         g.closed = true;
         g.unsent = Vec::new();
+        while g.sending {
+            g.waiting = true;
+            g = self.wait(g, Instant::now() + Duration::from_secs(1));
+        }
+        g.waiting = false;
     }
 
-    /// Sends `unsent` without waiting; keeps what the socket did not take.
-    fn send_unsent(&self, g: &mut Inner) {
+    /// Sends `buf` without waiting; returns how much the socket took (all
+    /// of it when the peer is gone: nothing more can reach it).
+    fn send_now(&self, buf: &[u8]) -> usize {
         let mut sent = 0;
-        while sent < g.unsent.len() {
-            let rest = &g.unsent[sent..];
-            // SAFETY: `fd` is the connection's open socket: it is closed
-            // only after `close`, which this lock orders before any later
-            // send, and `rest` is a live buffer of `rest.len()` bytes.
+        while sent < buf.len() {
+            let rest = &buf[sent..];
+            // SAFETY: `fd` is the connection's open socket: `close`, which
+            // comes before the socket is closed, waits until no send is in
+            // progress and no send starts after it; `rest` is a live buffer
+            // of `rest.len()` bytes.
             let n = unsafe {
                 libc::send(
                     self.fd,
@@ -164,13 +183,10 @@ impl SocketReplies {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => break,
                 // The peer is gone: the connection thread sees it in `read`.
-                _ => {
-                    g.unsent.clear();
-                    return;
-                }
+                _ => return buf.len(),
             }
         }
-        g.unsent.drain(..sent);
+        sent
     }
 
     /// A publish was answered `OK`: the latency histogram and byte counters.
@@ -205,7 +221,7 @@ impl ReplySink for SocketReplies {
             }
         }
         if g.inflight.is_empty() && g.waiting {
-            self.answered.notify_one();
+            self.answered.notify_all();
         }
         let first = !g.queued && !g.unsent.is_empty();
         g.queued |= first;
@@ -214,8 +230,24 @@ impl ReplySink for SocketReplies {
 
     fn flush(&self) -> bool {
         let mut g = self.lock();
-        if !g.closed {
-            self.send_unsent(&mut g);
+        if !g.closed && !g.unsent.is_empty() {
+            // Sent without the lock: a send on loopback runs the peer's
+            // receive path, too long to hold up the connection's next write.
+            let mut buf = std::mem::take(&mut g.unsent);
+            g.sending = true;
+            drop(g);
+            let sent = self.send_now(&buf);
+            g = self.lock();
+            g.sending = false;
+            buf.drain(..sent);
+            // Only releasers add to `unsent`, and this is the one: it is
+            // still empty, unless `close` emptied it for good.
+            if !g.closed {
+                g.unsent = buf;
+            }
+            if g.waiting {
+                self.answered.notify_all();
+            }
         }
         // While the connection waits it takes the leftovers itself.
         let done = g.closed || g.unsent.is_empty() || (g.inflight.is_empty() && g.waiting);

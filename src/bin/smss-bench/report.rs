@@ -36,6 +36,9 @@ pub struct Report {
     /// CPU seconds of the server over the same interval; `None` when its PID
     /// is unknown or its `/proc/<pid>/stat` could not be read.
     pub server_cpu_s: Option<f64>,
+    /// Context switches of the server's threads over the same interval
+    /// (publish rows only).
+    pub server_switches: Option<u64>,
 }
 
 impl Report {
@@ -56,6 +59,12 @@ impl Report {
     /// CPU µs of the server per message done.
     pub fn server_us_per_msg(&self) -> Option<f64> {
         self.us_per_msg(self.server_cpu_s)
+    }
+    /// The server's context switches per message done.
+    pub fn server_switches_per_msg(&self) -> Option<f64> {
+        self.server_switches
+            .filter(|_| self.done > 0)
+            .map(|n| n as f64 / self.done as f64)
     }
     fn us_per_msg(&self, cpu_s: Option<f64>) -> Option<f64> {
         cpu_s
@@ -100,6 +109,9 @@ impl Report {
             if let Some(u) = per_msg {
                 s.push_str(&format!(" {who}_us_per_msg={u:.1}"));
             }
+        }
+        if let Some(cs) = self.server_switches_per_msg() {
+            s.push_str(&format!(" server_cs_per_msg={cs:.2}"));
         }
         if let Some([p50, p99, max]) = self.lateness_ms {
             s.push_str(&format!(

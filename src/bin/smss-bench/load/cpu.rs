@@ -1,5 +1,6 @@
-//! CPU time of the bench and of the server from `/proc/<pid>/stat`, read
-//! around each timed part.
+//! CPU time of the bench and of the server from `/proc/<pid>/stat`, and the
+//! server's context switches from its threads' `/proc/<pid>/task/*/status`,
+//! read around each timed part.
 
 use crate::report::Report;
 
@@ -31,11 +32,44 @@ pub fn cpu_s(pid: Option<u32>) -> Option<f64> {
     Some(stat_cpu_ticks(&s)? as f64 / CLOCK_TICKS_PER_S)
 }
 
-/// CPU times of the bench and the server at the start of a timed part.
+/// Voluntary plus involuntary context switches in the text of a
+/// thread's `/proc/<pid>/task/<tid>/status`.
+fn status_switches(status: &str) -> Option<u64> {
+    let mut sum = None;
+    for line in status.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        if key == "voluntary_ctxt_switches" || key == "nonvoluntary_ctxt_switches" {
+            let n: u64 = value.trim().parse().ok()?;
+            sum = Some(sum.unwrap_or(0) + n);
+        }
+    }
+    sum
+}
+
+/// Context switches of the threads process `pid` has now (the kernel keeps
+/// no per-process total that includes exited threads: a part measured with
+/// this keeps its connections, and so their threads, open until it is read).
+pub fn switches(pid: u32) -> Option<u64> {
+    let mut sum = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("status");
+        // A thread that ended meanwhile has no status any more.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            sum += status_switches(&text)?;
+        }
+    }
+    Some(sum)
+}
+
+/// CPU times of the bench and the server, and the server's context
+/// switches, at the start of a timed part.
 pub(super) struct CpuMark {
     client: Option<f64>,
     server_pid: Option<u32>,
     server: Option<f64>,
+    server_switches: Option<u64>,
 }
 
 impl CpuMark {
@@ -44,6 +78,7 @@ impl CpuMark {
             client: cpu_s(None),
             server_pid,
             server: server_pid.and_then(|p| cpu_s(Some(p))),
+            server_switches: server_pid.and_then(switches),
         }
     }
     /// Stores the CPU used since [`CpuMark::start`] in `r`.
@@ -51,12 +86,25 @@ impl CpuMark {
         let since = |then: Option<f64>, now: Option<f64>| Some((now? - then?).max(0.0));
         r.client_cpu_s = since(self.client, cpu_s(None));
         r.server_cpu_s = since(self.server, self.server_pid.and_then(|p| cpu_s(Some(p))));
+        let now = self.server_pid.and_then(switches);
+        r.server_switches = self
+            .server_switches
+            .zip(now)
+            .map(|(a, b)| b.saturating_sub(a));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_switches_adds_both_kinds() {
+        let status = "Name:\tsmss\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(status_switches(status), Some(127));
+        assert_eq!(status_switches("Name:\tx\n"), None);
+        assert_eq!(status_switches("voluntary_ctxt_switches:\tmany\n"), None);
+    }
 
     #[test]
     fn proc_stat_cpu_ticks() {
@@ -77,6 +125,7 @@ mod tests {
             assert_eq!(stat_cpu_ticks(bad), None, "{bad:?}");
         }
         // This process can read its own.
+        assert!(switches(std::process::id()).is_some());
         assert!(cpu_s(None).is_some());
         assert!(cpu_s(Some(std::process::id())).is_some());
     }

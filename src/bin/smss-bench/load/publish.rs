@@ -65,6 +65,9 @@ fn pub_conn(o: &Opts, topic: &str) -> Result<Conn, BenchError> {
 
 #[derive(Default)]
 struct PubOut {
+    /// The thread's connections, open until the server's context switches
+    /// are read (its connection threads end when they close).
+    lanes: Vec<Lane>,
     ok_reqs: u64,
     errors: u64,
     truncated: bool,
@@ -218,6 +221,7 @@ fn pub_thread(mut lanes: Vec<Lane>, job: PubJob) -> PubOut {
             l.left -= w;
         }
     }
+    out.lanes = lanes;
     out
 }
 
@@ -292,8 +296,10 @@ pub(super) fn pub_load(o: &Opts, topic: &str, stamped: bool) -> Result<Report, B
     let start = Instant::now();
     let cpu = CpuMark::start(o.server_pid);
     let mut lat = Vec::new();
+    let mut open = Vec::new();
     for h in handles {
-        let t = join(h)?;
+        let mut t = join(h)?;
+        open.append(&mut t.lanes);
         r.done += t.ok_reqs * per_req;
         r.errors += t.errors;
         r.truncated |= t.truncated;
@@ -304,6 +310,7 @@ pub(super) fn pub_load(o: &Opts, topic: &str, stamped: bool) -> Result<Report, B
     }
     r.secs = start.elapsed().as_secs_f64();
     cpu.finish(&mut r);
+    drop(open);
     r.set_latency(lat);
     Ok(r)
 }

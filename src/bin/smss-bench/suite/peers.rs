@@ -245,6 +245,24 @@ fn print_peers(systems: &[System], row_names: &[&str]) {
         }
         println!();
     }
+    println!("\nserver context switches per message (publish rows)");
+    print!("{:<18}", "row");
+    for s in systems {
+        print!(" {:>18}", s.label);
+    }
+    println!();
+    for (i, name) in row_names.iter().enumerate().take(4) {
+        print!("{name:<18}");
+        for s in systems {
+            let cell = s
+                .rows
+                .get(i)
+                .and_then(Report::server_switches_per_msg)
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+            print!(" {cell:>18}");
+        }
+        println!();
+    }
     for s in systems {
         if let Some(why) = &s.skipped {
             println!("{}: {why}", s.label);
