@@ -29,9 +29,11 @@
 //! engine/   the persistence thread and what it is made of
 //!   writer      the loop: take a batch, append, flush, fsync, commit, answer
 //!   active_log  the segment being appended to: buffer, zero fill, flush, fdatasync, roll, cut-back
-//!   writer_state  topics, pending delays, ids, epochs, the batch's undo; apply and undo are its
-//!   apply       the one apply path; undo: the batch's undo log; state: the state's types
-//!   state_checkpoint  the writer's state to and from a checkpoint
+//!   state/      WriterState: topics, pending delays, ids, epochs, the batch's undo
+//!     apply       the one apply path (live writes, recovery, replication)
+//!     undo        the batch's undo log
+//!     checkpoint  the writer's state to and from a checkpoint
+//!     topic       the state's types (WriterTopic, Pending, Change, BatchCounts)
 //!   execute     a request becomes records
 //!   groups, delayed, lifetimes, retention, replica   the writes each kind of request asks for
 //!   quorum, quorum_gate   replication.minSlaves on the writer's side

@@ -5,7 +5,7 @@
 //!
 //! Runs on the writer thread, as part of [`Writer`]: after each batch
 //! when enough log was written or a segment rolled, on an idle tick, and at
-//! shutdown. What goes into it is [`super::state_checkpoint`]'s; the file
+//! shutdown. What goes into it is `state/checkpoint.rs`'s; the file
 //! format is [`crate::storage::checkpoint`]'s.
 
 use std::time::{Duration, Instant};

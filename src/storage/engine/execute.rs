@@ -2,7 +2,7 @@
 //! event id assignment, and appending to the batch being committed.
 //!
 //! Runs on the writer thread. A refused request ([`WriteError`]) appends
-//! nothing; an accepted one is applied at once through [`super::apply`] so
+//! nothing; an accepted one is applied at once through [`super::state`]'s apply so
 //! later requests of the same batch see it (a CREATE then a PUB). Every step
 //! that can fail for want of a resource — the id lease, a segment roll, a
 //! new index file — runs before the request changes anything, so such a
@@ -210,7 +210,7 @@ impl Writer {
             body: &body,
         };
         self.reserve(id, record::encoded_len(topic.len(), 0, body.len()))?;
-        super::apply::create_index(&self.broker.index_files, topic, id)?;
+        super::state::create_index(&self.broker.index_files, topic, id)?;
         self.state.index_made_for(id);
         self.append_reserved(&rec)?;
         Ok(WriteOk::Id(id))

@@ -4,10 +4,10 @@
 //! topic (a copy and the commit past it, in one all-or-nothing batch).
 //!
 //! Runs on the writer thread. A group's state lives in its topic
-//! ([`super::state::WriterTopic`]), goes into the checkpoint, and reaches readers
+//! (`WriterTopic` in [`super::state`]), goes into the checkpoint, and reaches readers
 //! (GROUPS, the subscriptions) when the commit publishes it; it is
 //! replicated like every record; a GROUP record is applied by
-//! [`super::apply`] like every other.
+//! [`super::state`]'s apply like every other.
 
 use log::info;
 

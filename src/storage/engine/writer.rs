@@ -19,7 +19,7 @@
 //! says when, the active log does it. Checkpoints are written by
 //! [`super::checkpointer`]. Live
 //! writes, crash-recovery replay ([`super::recovery`]) and replication all
-//! change the writer's state through [`super::apply`], the one apply path.
+//! change the writer's state through [`WriterState::apply`], the one apply path.
 //!
 //! A failed write or fsync *poisons* the writer: every later write is refused
 //! with `ERR INTERNAL` until restart (STATS shows `writer_poisoned 1`), since
@@ -37,8 +37,7 @@ use log::{error, info, warn};
 use super::active_log::ActiveLog;
 use super::lease::store_lease;
 use super::quorum_gate::QuorumGate;
-use super::state::Change;
-use super::writer_state::WriterState;
+use super::state::{Change, WriterState};
 
 use crate::broker::Broker;
 use crate::config::{Config, FsyncPolicy};

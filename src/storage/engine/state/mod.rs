@@ -2,7 +2,7 @@
 //! pending delayed messages, the last event id, the id lease, the history
 //! and epochs, and what the batch being built changed (the structural
 //! changes published at commit, the dirty topics, the batch's counters, the
-//! undo log). The one apply path ([`super::apply`]) and the undo of a
+//! undo log). The one apply path ([`apply`]) and the undo of a
 //! failed batch are its methods: the replay machine that live writes,
 //! recovery and replication all drive.
 //!
@@ -13,14 +13,21 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use super::state::{BatchCounts, Change, Pending, WriterTopic};
-use super::undo::{Mark, Undo, UndoLog};
+mod apply;
+mod checkpoint;
+mod topic;
+mod undo;
+
 use crate::storage::StoreError;
 use crate::storage::checkpoint::EpochMeta;
 use crate::storage::handles::IndexHandles;
 use crate::storage::index::ENTRY_LEN;
 use crate::storage::log::record::DeleteReason;
 use crate::storage::log::segment::Segment;
+pub(super) use apply::create_index;
+pub(super) use topic::Change;
+use topic::{BatchCounts, Pending, WriterTopic};
+use undo::{Mark, Undo, UndoLog};
 
 /// The writer's state: what the log's records add up to, ahead of readers
 /// until commit, and the batch being built.

@@ -5,27 +5,27 @@
 //! counters when it started); every change the batch makes to topics and
 //! pending delayed messages is recorded as it happens. [`UndoLog::revert`]
 //! replays the record backwards; the writer then has the active log cut
-//! its file back to where the batch started ([`super::active_log`]).
+//! its file back to where the batch started ([`super::super::active_log`]).
 //! Recovery replays without a batch, so nothing is recorded then.
 
 use std::collections::HashMap;
 
-use super::state::{Pending, WriterTopic};
+use super::topic::{Pending, WriterTopic};
 use crate::broker::{GroupState, TopicState};
 use crate::storage::checkpoint::EpochMeta;
 
 /// Where the batch started: everything before it is committed.
-pub(super) struct Mark {
-    pub(super) last_id: u64,
-    pub(super) since_checkpoint: u64,
-    pub(super) index_bytes: u64,
-    pub(super) history: u64,
+pub(in crate::storage::engine) struct Mark {
+    pub(in crate::storage::engine) last_id: u64,
+    pub(in crate::storage::engine) since_checkpoint: u64,
+    pub(in crate::storage::engine) index_bytes: u64,
+    pub(in crate::storage::engine) history: u64,
     /// A few entries at most (one per failover).
-    pub(super) epochs: Vec<EpochMeta>,
+    pub(in crate::storage::engine) epochs: Vec<EpochMeta>,
 }
 
 /// One change to take back.
-pub(super) enum Undo {
+pub(in crate::storage::engine) enum Undo {
     /// A topic created in this batch: remove it and its new index file.
     Created(String),
     /// A topic removed in this batch: put it back.
@@ -47,43 +47,43 @@ pub(super) enum Undo {
 }
 
 #[derive(Default)]
-pub(super) struct UndoLog {
+pub(in crate::storage::engine) struct UndoLog {
     mark: Option<Mark>,
     ops: Vec<Undo>,
 }
 
 impl UndoLog {
-    pub(super) fn begin(&mut self, mark: Mark) {
+    pub(in crate::storage::engine) fn begin(&mut self, mark: Mark) {
         self.mark = Some(mark);
         self.ops.clear();
     }
 
     /// The batch is committed: nothing to take back any more.
-    pub(super) fn end(&mut self) {
+    pub(in crate::storage::engine) fn end(&mut self) {
         self.mark = None;
         self.ops.clear();
     }
 
     /// Records a change, while a batch is open.
-    pub(super) fn push(&mut self, u: Undo) {
+    pub(in crate::storage::engine) fn push(&mut self, u: Undo) {
         if self.mark.is_some() {
             self.ops.push(u);
         }
     }
 
-    pub(super) fn active(&self) -> bool {
+    pub(in crate::storage::engine) fn active(&self) -> bool {
         self.mark.is_some()
     }
 
     /// The last event id before the open batch.
-    pub(super) fn mark_last_id(&self) -> Option<u64> {
+    pub(in crate::storage::engine) fn mark_last_id(&self) -> Option<u64> {
         self.mark.as_ref().map(|m| m.last_id)
     }
 
     /// Takes back every recorded change to `topics` and `pending`, newest
     /// first. Returns the batch's mark and the index files of topics it
     /// created, (name, create id), to unlink; `None` when no batch is open.
-    pub(super) fn revert(
+    pub(in crate::storage::engine) fn revert(
         &mut self,
         topics: &mut HashMap<String, WriterTopic>,
         pending: &mut HashMap<u64, Pending>,

@@ -4,18 +4,18 @@
 //! writer but the index files a CREATE makes.
 //!
 //! Runs on the writer thread, for a record already placed in the log at a
-//! known position: a live write ([`super::execute`]), crash-recovery replay
-//! ([`super::recovery`]) and a record received from the master
-//! ([`super::replica`], on a slave). The
+//! known position: a live write ([`super::super::execute`]), crash-recovery replay
+//! ([`super::super::recovery`]) and a record received from the master
+//! ([`super::super::replica`], on a slave). The
 //! changes become visible to readers only at the next commit.
 
 use std::sync::Arc;
 
 use log::warn;
 
-use super::state::{Change, Pending, WriterTopic};
+use super::WriterState;
+use super::topic::{Change, Pending, WriterTopic};
 use super::undo::Undo;
-use super::writer_state::WriterState;
 use crate::broker::{GroupState, Topic, TopicState};
 use crate::storage::StoreError;
 use crate::storage::checkpoint::EpochMeta;
@@ -26,7 +26,7 @@ use crate::storage::log::record::{DeleteReason, GroupOp, Kind, Record};
 impl WriterState {
     /// The one apply path: updates the writer's state for a record already
     /// placed at log position `pos` (live write, recovery or replication).
-    pub(super) fn apply(
+    pub(in crate::storage::engine) fn apply(
         &mut self,
         rec: &Record<'_>,
         pos: u64,
@@ -166,7 +166,7 @@ impl WriterState {
     /// Makes a topic known to the writer (created live, replayed, or loaded
     /// from the checkpoint); readers see it at the next commit. Its index
     /// file holds exactly the entries of the topic's current state.
-    pub(super) fn register_topic(&mut self, shared: Topic, unsynced: bool) {
+    pub(in crate::storage::engine) fn register_topic(&mut self, shared: Topic, unsynced: bool) {
         let state = shared.state();
         let shared = Arc::new(shared);
         self.changes.push(Change::Created(Arc::clone(&shared)));
@@ -185,7 +185,7 @@ impl WriterState {
         );
     }
 
-    pub(super) fn drop_topic(&mut self, t: WriterTopic, reason: DeleteReason) {
+    pub(in crate::storage::engine) fn drop_topic(&mut self, t: WriterTopic, reason: DeleteReason) {
         self.index_bytes = self
             .index_bytes
             .saturating_sub(t.state.entries * ENTRY_LEN as u64);
@@ -198,7 +198,7 @@ impl WriterState {
     }
 
     /// The one apply path for a GROUP record.
-    pub(super) fn apply_group(&mut self, rec: &Record<'_>) {
+    pub(in crate::storage::engine) fn apply_group(&mut self, rec: &Record<'_>) {
         let Some(op) = rec.group_op() else {
             warn!(
                 "group record {} has a malformed body; ignored",
@@ -254,12 +254,12 @@ impl WriterState {
 }
 
 /// Creates (empty) the index file of a topic incarnation.
-pub(super) fn create_index(
+pub(in crate::storage::engine) fn create_index(
     index_files: &IndexHandles,
     topic: &str,
     create_id: u64,
 ) -> Result<(), StoreError> {
     #[cfg(test)]
-    super::fault::hit(super::fault::Step::IndexCreate)?;
+    crate::storage::engine::fault::hit(crate::storage::engine::fault::Step::IndexCreate)?;
     index_files.create(topic, create_id).map(|_| ())
 }

@@ -2,7 +2,7 @@
 //! delayed messages, the structural changes a batch publishes at commit, and
 //! the batch's counters.
 //!
-//! Owned by the writer thread (types only; [`super::writer_state`] holds
+//! Owned by the writer thread (types only; [`super`] holds
 //! them). Readers never see these: they see what the commit publishes to
 //! the broker.
 
@@ -14,35 +14,35 @@ use crate::storage::log::record::DeleteReason;
 use crate::storage::log::segment::Segment;
 
 /// The writer's own view of a topic, ahead of what readers see until commit.
-pub(super) struct WriterTopic {
-    pub(super) shared: Arc<Topic>,
-    pub(super) state: TopicState,
+pub(in crate::storage::engine) struct WriterTopic {
+    pub(in crate::storage::engine) shared: Arc<Topic>,
+    pub(in crate::storage::engine) state: TopicState,
     /// Entries already written to the index file.
-    pub(super) flushed_entries: u64,
+    pub(in crate::storage::engine) flushed_entries: u64,
     /// Index bytes not yet written.
-    pub(super) buf: Vec<u8>,
+    pub(in crate::storage::engine) buf: Vec<u8>,
     /// Changed in the batch being built (listed in the writer's `dirty`).
-    pub(super) dirty: bool,
+    pub(in crate::storage::engine) dirty: bool,
     /// Written since the last checkpoint's fsync.
-    pub(super) unsynced: bool,
+    pub(in crate::storage::engine) unsynced: bool,
     /// Its consumer groups (the writer's copy, ahead of readers until commit).
-    pub(super) groups: BTreeMap<String, GroupState>,
+    pub(in crate::storage::engine) groups: BTreeMap<String, GroupState>,
     /// A consumer group changed in the batch being built.
-    pub(super) groups_dirty: bool,
+    pub(in crate::storage::engine) groups_dirty: bool,
 }
 
 /// A delayed message waiting in the log for its due time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Pending {
-    pub(super) topic: String,
-    pub(super) due_ms: u64,
+pub(in crate::storage::engine) struct Pending {
+    pub(in crate::storage::engine) topic: String,
+    pub(in crate::storage::engine) due_ms: u64,
     /// Global log position and length of its DPUB record.
-    pub(super) pos: u64,
-    pub(super) len: u32,
+    pub(in crate::storage::engine) pos: u64,
+    pub(in crate::storage::engine) len: u32,
 }
 
 /// Structural changes published at commit, in order.
-pub(super) enum Change {
+pub(in crate::storage::engine) enum Change {
     Created(Arc<Topic>),
     /// A delayed message to hand to the delay thread.
     Delayed {
@@ -69,9 +69,9 @@ pub(super) enum Change {
 /// STATS counters of the batch being built: added at commit, dropped with
 /// a batch that fails, so STATS never counts what was answered ERR.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct BatchCounts {
-    pub(super) published: u64,
-    pub(super) topics_expired: u64,
-    pub(super) delayed_dropped: u64,
-    pub(super) dead_lettered: u64,
+pub(in crate::storage::engine) struct BatchCounts {
+    pub(in crate::storage::engine) published: u64,
+    pub(in crate::storage::engine) topics_expired: u64,
+    pub(in crate::storage::engine) delayed_dropped: u64,
+    pub(in crate::storage::engine) dead_lettered: u64,
 }
