@@ -22,8 +22,7 @@ const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
 impl Writer {
     pub(super) fn checkpoint_due(&self) -> bool {
         self.poisoned.is_none()
-            && (self.state.want_checkpoint
-                || self.state.since_checkpoint >= self.tuning.checkpoint_bytes)
+            && self.state.checkpoint_wanted(self.tuning.checkpoint_bytes)
             && self.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
     }
 

@@ -54,7 +54,7 @@ impl Writer {
         }
         let res = match op {
             WriteOp::Create { topic, life_ms } => {
-                if self.state.topics.contains_key(&topic) {
+                if self.state.has_topic(&topic) {
                     return Err(WriteError::Exists(topic));
                 }
                 self.create(&topic, life_ms, now)
@@ -64,17 +64,17 @@ impl Writer {
                 reason,
                 create_id,
             } => {
-                let current = self.state.topics.get(&topic).map(|t| t.shared.create_id);
+                let current = self.state.topic(&topic).map(|t| t.shared().create_id);
                 if current.is_none() || create_id.is_some_and(|c| Some(c) != current) {
                     return Err(WriteError::NoTopic(topic));
                 }
                 self.append_delete(&topic, reason, now).map(WriteOk::Id)
             }
             WriteOp::Pub { topic, msg } => {
-                if !self.state.topics.contains_key(&topic) {
+                if !self.state.has_topic(&topic) {
                     return Err(WriteError::NoTopic(topic));
                 }
-                let id = self.state.last_id + 1;
+                let id = self.state.next_id();
                 let r = self.append(&Record {
                     event_id: id,
                     timestamp_ms: now,
@@ -90,7 +90,7 @@ impl Writer {
                 r.map(|_| WriteOk::Id(id))
             }
             WriteOp::MPub { topic, msgs } => {
-                if !self.state.topics.contains_key(&topic) {
+                if !self.state.has_topic(&topic) {
                     return Err(WriteError::NoTopic(topic));
                 }
                 if msgs.is_empty() {
@@ -103,10 +103,10 @@ impl Writer {
                 delay_ms,
                 msg,
             } => {
-                if !self.state.topics.contains_key(&topic) {
+                if !self.state.has_topic(&topic) {
                     return Err(WriteError::NoTopic(topic));
                 }
-                let id = self.state.last_id + 1;
+                let id = self.state.next_id();
                 let due_ms = now.saturating_add(delay_ms);
                 let mut body = Vec::with_capacity(8 + msg.payload.len());
                 body.extend_from_slice(&due_ms.to_le_bytes());
@@ -198,7 +198,7 @@ impl Writer {
     }
 
     fn create(&mut self, topic: &str, life_ms: u64, now: u64) -> Result<WriteOk, StoreError> {
-        let id = self.state.last_id + 1;
+        let id = self.state.next_id();
         let body = life_ms.to_le_bytes();
         let rec = Record {
             event_id: id,
@@ -224,12 +224,12 @@ impl Writer {
             .iter()
             .map(|m| record::encoded_len(topic.len(), m.headers.len(), m.payload.len()))
             .sum();
-        let first = self.state.last_id + 1;
+        let first = self.state.next_id();
         let n = msgs.len();
-        self.reserve(self.state.last_id + n as u64, total)?;
+        self.reserve(self.state.last_id() + n as u64, total)?;
         for (i, m) in msgs.iter().enumerate() {
             self.append_reserved(&Record {
-                event_id: self.state.last_id + 1,
+                event_id: self.state.next_id(),
                 timestamp_ms: now,
                 kind: Kind::Pub,
                 flags: if i + 1 < n { FLAG_BATCH_MORE } else { 0 },
@@ -238,8 +238,8 @@ impl Writer {
                 body: &m.payload,
             })?;
         }
-        self.count_published(topic, self.state.last_id, n as u64);
-        Ok(WriteOk::Range(first, self.state.last_id))
+        self.count_published(topic, self.state.last_id(), n as u64);
+        Ok(WriteOk::Range(first, self.state.last_id()))
     }
 
     pub(super) fn count_published(&mut self, topic: &str, last_id: u64, n: u64) {
@@ -265,7 +265,7 @@ impl Writer {
     /// active segment. Changes no state a failure would have to undo.
     fn reserve(&mut self, last_id: u64, bytes: usize) -> Result<(), StoreError> {
         self.check_id_in_range(last_id)?;
-        if last_id > self.state.id_lease {
+        if last_id > self.state.id_lease() {
             // Record durably that ids up to the new lease may be in use
             // before handing any out, so a crash that loses unsynced
             // records (fsync interval/never) can never lead to reuse.

@@ -42,10 +42,9 @@ impl Writer {
     fn group_of(&self, topic: &str, group: &str) -> Result<Option<GroupState>, GroupErr> {
         let t = self
             .state
-            .topics
-            .get(topic)
+            .topic(topic)
             .ok_or_else(|| GroupErr::Refused(WriteError::NoTopic(topic.to_string())))?;
-        Ok(t.groups.get(group).copied())
+        Ok(t.groups().get(group).copied())
     }
 
     /// Appends one GROUP record and applies it; returns its id.
@@ -55,7 +54,7 @@ impl Writer {
         op: &GroupOp<'_>,
         flags: u8,
     ) -> Result<u64, StoreError> {
-        let id = self.state.last_id + 1;
+        let id = self.state.next_id();
         let body = op.encode();
         self.append(&Record {
             event_id: id,
@@ -159,7 +158,7 @@ impl Writer {
         let cur = self
             .group_of(topic, group)?
             .ok_or_else(|| changed(topic, group))?;
-        if !self.state.topics.contains_key(dlq) {
+        if !self.state.has_topic(dlq) {
             return Err(GroupErr::Refused(WriteError::NoTopic(dlq.to_string())));
         }
         if at <= cur.committed {
@@ -177,7 +176,7 @@ impl Writer {
             )
             .as_bytes(),
         );
-        let copy_id = self.state.last_id + 1;
+        let copy_id = self.state.next_id();
         let set = GroupOp::Set {
             group,
             committed: at,
@@ -213,14 +212,19 @@ impl Writer {
     fn read_message(&self, topic: &str, id: u64) -> Result<(Vec<u8>, Vec<u8>), GroupErr> {
         let gone =
             || GroupErr::Refused(WriteError::Invalid(format!("{topic} has no message {id}")));
-        let t = self.state.topics.get(topic).ok_or_else(gone)?;
+        let t = self.state.topic(topic).ok_or_else(gone)?;
         let files = &self.broker.index_files;
-        let file = files.get(topic, t.shared.create_id)?;
-        let path = files.path(topic, t.shared.create_id);
+        let file = files.get(topic, t.shared().create_id)?;
+        let path = files.path(topic, t.shared().create_id);
         let read = |e| StoreError::io("read index", &path, e);
-        let at = index::search_after(&*file, t.state.first_entry, t.flushed_entries, id - 1)
-            .map_err(read)?;
-        if at >= t.flushed_entries {
+        let at = index::search_after(
+            &*file,
+            t.counters().first_entry,
+            t.flushed_entries(),
+            id - 1,
+        )
+        .map_err(read)?;
+        if at >= t.flushed_entries() {
             return Err(gone());
         }
         let e = index::EntrySource::entry(&*file, at).map_err(read)?;

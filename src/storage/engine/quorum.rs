@@ -52,8 +52,8 @@ impl Writer {
     pub(super) fn last_record_id(&self) -> u64 {
         self.quorum
             .gaps
-            .keep_for(self.state.last_id)
-            .unwrap_or(self.state.last_id)
+            .keep_for(self.state.last_id())
+            .unwrap_or(self.state.last_id())
     }
 
     /// A new batch opens: is the quorum in force, and are enough slaves
@@ -65,8 +65,8 @@ impl Writer {
         if q.on {
             let last_record = q
                 .gaps
-                .keep_for(self.state.last_id)
-                .unwrap_or(self.state.last_id);
+                .keep_for(self.state.last_id())
+                .unwrap_or(self.state.last_id());
             q.ready = self.broker.repl.quorum.ready(q.min_slaves, last_record);
         }
     }
@@ -93,7 +93,7 @@ impl Writer {
     /// Commits the batch (waiting for the slaves when it must) and turns
     /// the answers of what was to be `OK` into the error when it failed.
     pub(super) fn commit_batch(&mut self, results: &mut [WriteResult]) {
-        let undone_last = self.state.last_id;
+        let undone_last = self.state.last_id();
         let res = if std::mem::take(&mut self.quorum.waits) {
             self.commit_with(Writer::await_slaves)
         } else {
@@ -128,7 +128,7 @@ impl Writer {
             self.sync_log()?;
         }
         self.publish_durable();
-        let (n, id) = (self.quorum.min_slaves, self.state.last_id);
+        let (n, id) = (self.quorum.min_slaves, self.state.last_id());
         let deadline = Instant::now() + self.quorum.timeout;
         let quorum = &self.broker.repl.quorum;
         if quorum.wait(n, id, deadline) {
@@ -136,7 +136,7 @@ impl Writer {
         }
         quorum.fell_behind(id);
         let pos = self.log.batch_start().unwrap_or(self.next_pos());
-        let last_id = self.state.undo.mark_last_id().unwrap_or(id);
+        let last_id = self.state.batch_start_id().unwrap_or(id);
         // Before the file changes: a sender that read past `pos` ends its
         // session, and one reading now drops what it read.
         self.broker.durable.cut_back(TailPos { pos, last_id });
@@ -151,7 +151,7 @@ impl Writer {
     /// counter does not go back) and are recorded as a gap, durably, before
     /// anyone is answered.
     fn after_undo(&mut self, undone_last: u64) {
-        let first = self.state.last_id + 1;
+        let first = self.state.next_id();
         warn!(
             "replication.minSlaves: event ids {first}..={undone_last} undone, too few slaves \
              acknowledged them in {} ms; the log is cut back to position {}",

@@ -60,7 +60,10 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
 
     // No slave: refused at once, nothing written.
     assert!(is_noslave(&one(&mut w, create("t"))));
-    assert_eq!((w.next_pos(), w.state.last_id, b.topic_count()), (0, 0, 0));
+    assert_eq!(
+        (w.next_pos(), w.state.last_id(), b.topic_count()),
+        (0, 0, 0)
+    );
 
     // A caught-up slave: the write waits for its acknowledgement.
     b.repl.quorum.join(SLAVE);
@@ -79,7 +82,7 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
     assert_eq!(w.next_pos(), pos, "the log is cut back");
     assert_eq!(b.durable.cuts(), cuts + 1, "senders are told");
     assert_eq!(b.durable.get().pos, pos);
-    assert_eq!(w.state.last_id, 2, "id 2 stays used");
+    assert_eq!(w.state.last_id(), 2, "id 2 stays used");
     assert_eq!(w.quorum.gaps.to_vec(), vec![(2, 2)]);
     let cp = Checkpoint::load(dir.path()).ok().flatten();
     assert_eq!(cp.map(|c| c.gaps), Some(vec![(2, 2)]), "durable at once");
@@ -93,7 +96,7 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
     let _ = acker.join();
 
     // A slave that holds the undone id is told to move it aside.
-    match w.repl_plan(2, w.state.history, 0, false) {
+    match w.repl_plan(2, w.state.history(), 0, false) {
         Ok(WriteOk::Plan(p)) => assert_eq!(
             p.mode,
             crate::storage::ops::ReplMode::Diverged { keep_id: 1 },
@@ -107,7 +110,7 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
     drop(w);
     let mut w = open(dir.path());
     assert_eq!(w.quorum.gaps.to_vec(), vec![(2, 2)]);
-    assert_eq!(w.state.last_id, 3);
+    assert_eq!(w.state.last_id(), 3);
     let b = Arc::clone(&w.broker);
     b.repl.quorum.join(SLAVE);
     b.repl.quorum.ack(SLAVE, 3);
@@ -142,7 +145,7 @@ fn undone_last(dir: &Path) -> Writer {
     assert_eq!(one(&mut w, create("t")), Ok(WriteOk::Id(1)));
     let _ = acker.join();
     assert!(is_noslave(&one(&mut w, publish("t", "undone"))));
-    assert_eq!(w.state.last_id, 2);
+    assert_eq!(w.state.last_id(), 2);
     w
 }
 
@@ -157,7 +160,8 @@ fn a_clean_restart_after_an_undo_keeps_its_ids_used() {
     drop(w);
     let mut w = open(dir.path());
     assert_eq!(
-        w.state.last_id, 2,
+        w.state.last_id(),
+        2,
         "the lease shrank to the undone id, not below"
     );
     assert_eq!(w.quorum.gaps.to_vec(), vec![(2, 2)]);
@@ -178,7 +182,7 @@ fn a_crash_after_an_undo_resumes_above_the_lease_with_one_gap() {
     let w = undone_last(dir.path());
     drop(w); // no final checkpoint, no lease shrink: a crash
     let mut w = open(dir.path());
-    let lease = w.state.last_id;
+    let lease = w.state.last_id();
     assert!(lease > 2, "ids resume above the lease");
     assert_eq!(
         w.quorum.gaps.to_vec(),
@@ -198,7 +202,7 @@ fn a_crash_after_an_undo_resumes_above_the_lease_with_one_gap() {
             crate::storage::ops::ReplMode::Diverged { keep_id: 1 },
         ),
     ] {
-        match w.repl_plan(after, w.state.history, 0, false) {
+        match w.repl_plan(after, w.state.history(), 0, false) {
             Ok(WriteOk::Plan(p)) => assert_eq!(p.mode, mode, "after {after}"),
             other => panic!("{other:?}"),
         }

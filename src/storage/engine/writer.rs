@@ -245,7 +245,7 @@ impl Writer {
     fn answer(&mut self, replies: Vec<(Sender<WriteResult>, WriteResult)>, wrote: bool) {
         if let Some(releaser) = &self.releaser {
             let held = HeldReplies {
-                needs_id: if wrote { self.state.last_id } else { 0 },
+                needs_id: if wrote { self.state.last_id() } else { 0 },
                 committed: Instant::now(),
                 replies,
             };
@@ -284,9 +284,9 @@ impl Writer {
         // A master's lease shrinks back to the last id: a clean restart
         // leaves no gap. A slave's is its master's: kept for a PROMOTE.
         let lease = if self.broker.role() == crate::role::Role::Master {
-            self.state.last_id
+            self.state.last_id()
         } else {
-            self.state.id_lease.max(self.state.last_id)
+            self.state.id_lease().max(self.state.last_id())
         };
         let res = self
             .commit()
@@ -297,7 +297,7 @@ impl Writer {
         } else {
             info!(
                 "writer stopped cleanly at event id {} (log position {})",
-                self.state.last_id,
+                self.state.last_id(),
                 self.next_pos()
             );
         }
@@ -316,7 +316,7 @@ impl Writer {
                 }
             }
         }
-        if self.state.since_checkpoint > 0
+        if self.state.applied_since_checkpoint()
             && self.last_checkpoint.elapsed() >= IDLE_CHECKPOINT_AFTER
             && self.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
         {
@@ -385,7 +385,7 @@ impl Writer {
     pub(super) fn publish_durable(&self) {
         self.broker.durable.publish(TailPos {
             pos: self.log.written_end(),
-            last_id: self.state.last_id,
+            last_id: self.state.last_id(),
         });
     }
 
@@ -433,7 +433,7 @@ impl Writer {
     ) -> Result<(), StoreError> {
         let res = match &self.poisoned {
             // Poisoned inside this batch (a roll's fsync): none of it stays.
-            Some(why) if self.state.undo.active() => Err(StoreError::Poisoned(why.clone())),
+            Some(why) if self.state.batch_open() => Err(StoreError::Poisoned(why.clone())),
             _ => self.write_batch().and_then(|()| before_publish(self)),
         };
         if let Err(e) = res {
@@ -489,7 +489,7 @@ impl Writer {
         warn!(
             "group commit failed: cut the log back to position {} (event id {})",
             self.next_pos(),
-            self.state.last_id
+            self.state.last_id()
         );
         Ok(())
     }
@@ -500,20 +500,16 @@ impl Writer {
         // Counters first, so STATS never lags what SUB and INFO show.
         self.broker.set_last_event_id(self.last_record_id());
         let repl = &self.broker.repl;
-        repl.history.store(self.state.history, Ordering::Relaxed);
+        repl.history.store(self.state.history(), Ordering::Relaxed);
         repl.epoch.store(self.epoch(), Ordering::Relaxed);
-        repl.lease.store(self.state.id_lease, Ordering::Relaxed);
+        repl.lease.store(self.state.id_lease(), Ordering::Relaxed);
         let stats = &self.broker.stats;
-        let counts = self.state.take_counts();
-        Stats::add(&stats.messages_published, counts.published);
-        Stats::add(&stats.topics_expired, counts.topics_expired);
-        Stats::add(&stats.delayed_dropped, counts.delayed_dropped);
-        Stats::add(&stats.dead_lettered, counts.dead_lettered);
+        self.state.take_counts().add_to(stats);
         stats
             .delayed_pending
-            .store(self.state.pending.len() as u64, Ordering::Relaxed);
+            .store(self.state.pending().len() as u64, Ordering::Relaxed);
         stats.disk_bytes.store(
-            self.log.disk_bytes() + self.state.index_bytes,
+            self.log.disk_bytes() + self.state.index_bytes(),
             Ordering::Relaxed,
         );
         let mut removed_segments = Vec::new();

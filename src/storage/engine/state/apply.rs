@@ -166,7 +166,7 @@ impl WriterState {
     /// Makes a topic known to the writer (created live, replayed, or loaded
     /// from the checkpoint); readers see it at the next commit. Its index
     /// file holds exactly the entries of the topic's current state.
-    pub(in crate::storage::engine) fn register_topic(&mut self, shared: Topic, unsynced: bool) {
+    pub(super) fn register_topic(&mut self, shared: Topic, unsynced: bool) {
         let state = shared.state();
         let shared = Arc::new(shared);
         self.changes.push(Change::Created(Arc::clone(&shared)));
@@ -185,7 +185,7 @@ impl WriterState {
         );
     }
 
-    pub(in crate::storage::engine) fn drop_topic(&mut self, t: WriterTopic, reason: DeleteReason) {
+    pub(super) fn drop_topic(&mut self, t: WriterTopic, reason: DeleteReason) {
         self.index_bytes = self
             .index_bytes
             .saturating_sub(t.state.entries * ENTRY_LEN as u64);
@@ -198,7 +198,7 @@ impl WriterState {
     }
 
     /// The one apply path for a GROUP record.
-    pub(in crate::storage::engine) fn apply_group(&mut self, rec: &Record<'_>) {
+    pub(super) fn apply_group(&mut self, rec: &Record<'_>) {
         let Some(op) = rec.group_op() else {
             warn!(
                 "group record {} has a malformed body; ignored",

@@ -4,41 +4,87 @@
 //!
 //! Owned by the writer thread (types only; [`super`] holds
 //! them). Readers never see these: they see what the commit publishes to
-//! the broker.
+//! the broker. Their fields are visible only inside `state/`; the rest of
+//! the engine reads them through the accessors here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::broker::{GroupState, Topic, TopicState};
+use crate::stats::Stats;
 use crate::storage::log::record::DeleteReason;
 use crate::storage::log::segment::Segment;
 
 /// The writer's own view of a topic, ahead of what readers see until commit.
 pub(in crate::storage::engine) struct WriterTopic {
-    pub(in crate::storage::engine) shared: Arc<Topic>,
-    pub(in crate::storage::engine) state: TopicState,
+    pub(super) shared: Arc<Topic>,
+    pub(super) state: TopicState,
     /// Entries already written to the index file.
-    pub(in crate::storage::engine) flushed_entries: u64,
+    pub(super) flushed_entries: u64,
     /// Index bytes not yet written.
-    pub(in crate::storage::engine) buf: Vec<u8>,
+    pub(super) buf: Vec<u8>,
     /// Changed in the batch being built (listed in the writer's `dirty`).
-    pub(in crate::storage::engine) dirty: bool,
+    pub(super) dirty: bool,
     /// Written since the last checkpoint's fsync.
-    pub(in crate::storage::engine) unsynced: bool,
+    pub(super) unsynced: bool,
     /// Its consumer groups (the writer's copy, ahead of readers until commit).
-    pub(in crate::storage::engine) groups: BTreeMap<String, GroupState>,
+    pub(super) groups: BTreeMap<String, GroupState>,
     /// A consumer group changed in the batch being built.
-    pub(in crate::storage::engine) groups_dirty: bool,
+    pub(super) groups_dirty: bool,
+}
+
+impl WriterTopic {
+    /// The topic as readers share it (name, create id, lifetime).
+    pub(in crate::storage::engine) fn shared(&self) -> &Topic {
+        &self.shared
+    }
+
+    /// Its counters as the writer has them (ahead of readers until commit).
+    pub(in crate::storage::engine) fn counters(&self) -> TopicState {
+        self.state
+    }
+
+    /// Entries already written to the index file.
+    pub(in crate::storage::engine) fn flushed_entries(&self) -> u64 {
+        self.flushed_entries
+    }
+
+    /// Index entries of the batch not yet written to the file.
+    pub(in crate::storage::engine) fn unflushed(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Its consumer groups as the writer has them.
+    pub(in crate::storage::engine) fn groups(&self) -> &BTreeMap<String, GroupState> {
+        &self.groups
+    }
 }
 
 /// A delayed message waiting in the log for its due time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(in crate::storage::engine) struct Pending {
-    pub(in crate::storage::engine) topic: String,
-    pub(in crate::storage::engine) due_ms: u64,
+    pub(super) topic: String,
+    pub(super) due_ms: u64,
     /// Global log position and length of its DPUB record.
-    pub(in crate::storage::engine) pos: u64,
-    pub(in crate::storage::engine) len: u32,
+    pub(super) pos: u64,
+    pub(super) len: u32,
+}
+
+impl Pending {
+    /// The topic it is for.
+    pub(in crate::storage::engine) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Global log position of its DPUB record.
+    pub(in crate::storage::engine) fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Length of its DPUB record.
+    pub(in crate::storage::engine) fn record_len(&self) -> u32 {
+        self.len
+    }
 }
 
 /// Structural changes published at commit, in order.
@@ -70,8 +116,18 @@ pub(in crate::storage::engine) enum Change {
 /// a batch that fails, so STATS never counts what was answered ERR.
 #[derive(Debug, Default, Clone, Copy)]
 pub(in crate::storage::engine) struct BatchCounts {
-    pub(in crate::storage::engine) published: u64,
-    pub(in crate::storage::engine) topics_expired: u64,
-    pub(in crate::storage::engine) delayed_dropped: u64,
-    pub(in crate::storage::engine) dead_lettered: u64,
+    pub(super) published: u64,
+    pub(super) topics_expired: u64,
+    pub(super) delayed_dropped: u64,
+    pub(super) dead_lettered: u64,
+}
+
+impl BatchCounts {
+    /// Adds the batch's counters to STATS (at commit).
+    pub(in crate::storage::engine) fn add_to(self, stats: &Stats) {
+        Stats::add(&stats.messages_published, self.published);
+        Stats::add(&stats.topics_expired, self.topics_expired);
+        Stats::add(&stats.delayed_dropped, self.delayed_dropped);
+        Stats::add(&stats.dead_lettered, self.dead_lettered);
+    }
 }

@@ -15,17 +15,17 @@ use crate::broker::{GroupState, TopicState};
 use crate::storage::checkpoint::EpochMeta;
 
 /// Where the batch started: everything before it is committed.
-pub(in crate::storage::engine) struct Mark {
-    pub(in crate::storage::engine) last_id: u64,
-    pub(in crate::storage::engine) since_checkpoint: u64,
-    pub(in crate::storage::engine) index_bytes: u64,
-    pub(in crate::storage::engine) history: u64,
+pub(super) struct Mark {
+    pub(super) last_id: u64,
+    pub(super) since_checkpoint: u64,
+    pub(super) index_bytes: u64,
+    pub(super) history: u64,
     /// A few entries at most (one per failover).
-    pub(in crate::storage::engine) epochs: Vec<EpochMeta>,
+    pub(super) epochs: Vec<EpochMeta>,
 }
 
 /// One change to take back.
-pub(in crate::storage::engine) enum Undo {
+pub(super) enum Undo {
     /// A topic created in this batch: remove it and its new index file.
     Created(String),
     /// A topic removed in this batch: put it back.
@@ -47,43 +47,43 @@ pub(in crate::storage::engine) enum Undo {
 }
 
 #[derive(Default)]
-pub(in crate::storage::engine) struct UndoLog {
+pub(super) struct UndoLog {
     mark: Option<Mark>,
     ops: Vec<Undo>,
 }
 
 impl UndoLog {
-    pub(in crate::storage::engine) fn begin(&mut self, mark: Mark) {
+    pub(super) fn begin(&mut self, mark: Mark) {
         self.mark = Some(mark);
         self.ops.clear();
     }
 
     /// The batch is committed: nothing to take back any more.
-    pub(in crate::storage::engine) fn end(&mut self) {
+    pub(super) fn end(&mut self) {
         self.mark = None;
         self.ops.clear();
     }
 
     /// Records a change, while a batch is open.
-    pub(in crate::storage::engine) fn push(&mut self, u: Undo) {
+    pub(super) fn push(&mut self, u: Undo) {
         if self.mark.is_some() {
             self.ops.push(u);
         }
     }
 
-    pub(in crate::storage::engine) fn active(&self) -> bool {
+    pub(super) fn active(&self) -> bool {
         self.mark.is_some()
     }
 
     /// The last event id before the open batch.
-    pub(in crate::storage::engine) fn mark_last_id(&self) -> Option<u64> {
+    pub(super) fn mark_last_id(&self) -> Option<u64> {
         self.mark.as_ref().map(|m| m.last_id)
     }
 
     /// Takes back every recorded change to `topics` and `pending`, newest
     /// first. Returns the batch's mark and the index files of topics it
     /// created, (name, create id), to unlink; `None` when no batch is open.
-    pub(in crate::storage::engine) fn revert(
+    pub(super) fn revert(
         &mut self,
         topics: &mut HashMap<String, WriterTopic>,
         pending: &mut HashMap<u64, Pending>,
