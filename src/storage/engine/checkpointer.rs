@@ -50,7 +50,7 @@ impl Writer {
         self.state.sync_indexes(&self.broker.index_files)?;
         sync_dir(&self.index_dir)?;
         self.state
-            .checkpoint(self.next_pos(), self.quorum.gaps.to_vec())
+            .checkpoint(self.next_pos(), self.quorum.gaps().to_vec())
             .store(&self.dir)?;
         self.state.checkpointed();
         self.last_checkpoint = Instant::now();

@@ -83,7 +83,7 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
     assert_eq!(b.durable.cuts(), cuts + 1, "senders are told");
     assert_eq!(b.durable.get().pos, pos);
     assert_eq!(w.state.last_id(), 2, "id 2 stays used");
-    assert_eq!(w.quorum.gaps.to_vec(), vec![(2, 2)]);
+    assert_eq!(w.quorum.gaps().to_vec(), vec![(2, 2)]);
     let cp = Checkpoint::load(dir.path()).ok().flatten();
     assert_eq!(cp.map(|c| c.gaps), Some(vec![(2, 2)]), "durable at once");
 
@@ -109,7 +109,7 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
     assert_eq!(one(&mut w, WriteOp::Shutdown), Ok(WriteOk::Done));
     drop(w);
     let mut w = open(dir.path());
-    assert_eq!(w.quorum.gaps.to_vec(), vec![(2, 2)]);
+    assert_eq!(w.quorum.gaps().to_vec(), vec![(2, 2)]);
     assert_eq!(w.state.last_id(), 3);
     let b = Arc::clone(&w.broker);
     b.repl.quorum.join(SLAVE);
@@ -164,7 +164,7 @@ fn a_clean_restart_after_an_undo_keeps_its_ids_used() {
         2,
         "the lease shrank to the undone id, not below"
     );
-    assert_eq!(w.quorum.gaps.to_vec(), vec![(2, 2)]);
+    assert_eq!(w.quorum.gaps().to_vec(), vec![(2, 2)]);
     let b = Arc::clone(&w.broker);
     b.repl.quorum.join(SLAVE);
     b.repl.quorum.ack(SLAVE, 1);
@@ -185,7 +185,7 @@ fn a_crash_after_an_undo_resumes_above_the_lease_with_one_gap() {
     let lease = w.state.last_id();
     assert!(lease > 2, "ids resume above the lease");
     assert_eq!(
-        w.quorum.gaps.to_vec(),
+        w.quorum.gaps().to_vec(),
         vec![(2, lease)],
         "the undone id and the unused lease are one gap"
     );

@@ -155,7 +155,7 @@ impl Writer {
         let missing = match &cp {
             Some(cp) => {
                 for &(first, last) in &cp.gaps {
-                    w.quorum.gaps.add(first, last);
+                    w.quorum.add_gap(first, last);
                 }
                 w.state.load_checkpoint(cp, &w.index_dir)?
             }
@@ -202,7 +202,7 @@ impl Writer {
             );
             // None of them has a record here: a slave holding some has
             // records this master lost.
-            w.quorum.gaps.add(w.state.next_id(), lease);
+            w.quorum.add_gap(w.state.next_id(), lease);
             w.state.checkpoint_soon();
             w.state.use_ids_to(lease);
         }

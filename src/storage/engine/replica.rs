@@ -71,7 +71,7 @@ impl Writer {
         // Ids this master assigned whose records it undid or lost
         // (`replication.minSlaves`, a crash above the lease): a slave that
         // holds one keeps only what lies before them.
-        let undone = |id: u64| self.quorum.gaps.keep_for(id);
+        let undone = |id: u64| self.quorum.gaps().keep_for(id);
         let mode = if !empty && after_id > end_of_epoch {
             ReplMode::Diverged {
                 keep_id: undone(end_of_epoch).unwrap_or(end_of_epoch),
@@ -284,7 +284,7 @@ impl Writer {
         old.retain(|s| !self.log.is_active(s));
         self.state.discard_all(old);
         self.log.forget_all_sealed();
-        self.quorum.gaps.clear();
+        self.quorum.clear_gaps();
         // Durable before anything of the new history arrives: a restart
         // must never replay the old records in front of the new ones.
         self.commit()?;
@@ -381,8 +381,7 @@ impl Writer {
             // (after a crash those have no records), which would cost a full
             // resync for nothing. A later PROMOTE jumps to a new epoch anyway.
             let last = self.state.last_id();
-            self.state
-                .rewind_ids_to(self.quorum.gaps.keep_for(last).unwrap_or(last));
+            self.state.rewind_ids_to(self.quorum.last_record(last));
         }
         info!(
             "role claim: {} of epoch {} ({})",
