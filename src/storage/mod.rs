@@ -37,7 +37,7 @@
 //!   execute     a request becomes records
 //!   groups, delayed, lifetimes, retention, replica   the writes each kind of request asks for
 //!   quorum, quorum_gate   replication.minSlaves on the writer's side
-//!   epochs, lease, checkpointer   epochs, the id lease file, writing checkpoints
+//!   epochs, lease, checkpointer, checkpoint_gate   epochs, the id lease file, writing checkpoints
 //!   recovery    open the data directory, replay the tail through apply (main thread)
 //! offline/  smss --check (check, read-only) and smss --repair (repair)
 //! ```

@@ -130,7 +130,7 @@ fn check(step: Step, nth: u32, kind: ErrorKind, max_log_size: u64, lease_in: Opt
     );
     let poisoned = step == Step::Fsync;
     assert_eq!(
-        w.poisoned.is_some(),
+        w.poisoned().is_some(),
         poisoned,
         "{ctx}: only a failed fsync poisons"
     );

@@ -23,8 +23,8 @@ use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteResult};
 impl Writer {
     /// Validates one request and appends its record(s) to the batch.
     pub(super) fn execute(&mut self, op: WriteOp) -> WriteResult {
-        if let Some(why) = &self.poisoned {
-            return Err(WriteError::Poisoned(why.clone()));
+        if let Some(why) = self.poisoned() {
+            return Err(WriteError::Poisoned(why.to_string()));
         }
         let now = now_ms();
         if self.broker.role() == Role::Master

@@ -18,6 +18,7 @@
 //! Runs on the writer thread (recovery: on the main thread, before it).
 
 mod active_log;
+mod checkpoint_gate;
 mod checkpointer;
 #[cfg(test)]
 mod commit_tests;

@@ -35,6 +35,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{error, info, warn};
 
 use super::active_log::ActiveLog;
+use super::checkpoint_gate::CheckpointGate;
 use super::lease::store_lease;
 use super::quorum_gate::QuorumGate;
 use super::state::{Change, WriterState};
@@ -54,9 +55,6 @@ use crate::storage::{StoreError, sync_dir};
 const MAX_BATCH_REQUESTS: usize = 4096;
 /// A batch stops draining once this many log bytes are buffered.
 const MAX_BATCH_BYTES: usize = 8 << 20;
-/// With no writes, write a checkpoint this long after the last one if the
-/// log moved, so a restart after an idle period replays nothing.
-const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
 
 /// The writer's settings, taken from the config once.
 #[derive(Debug, Clone)]
@@ -96,16 +94,13 @@ pub struct Writer {
     /// Topics, pending delays, ids, epochs and the batch's undo log; the
     /// one apply path is its.
     pub(super) state: WriterState,
-    pub(super) last_checkpoint: Instant,
-    pub(super) poisoned: Option<String>,
-    pub(super) timers: TimerSenders,
+    /// When the last checkpoint was written, retries, what waits for the next.
+    pub(super) checkpoints: CheckpointGate,
+    /// Why writes are refused until restart (see [`Writer::poison`]).
+    poisoned: Option<String>,
+    timers: TimerSenders,
     /// Semi-sync: the answers of each batch go here instead of to clients.
     releaser: Option<Sender<HeldReplies>>,
-    /// After a checkpoint failed for want of a resource, not before this.
-    pub(super) checkpoint_retry_at: Option<Instant>,
-    /// Segments dropped from the log (a slave's reset) whose files go only
-    /// after the next checkpoint no longer points into them.
-    pub(super) unlink_after_checkpoint: Vec<Arc<Segment>>,
     /// Index files of deleted topics whose DELETE is not durable yet.
     doomed_indexes: Vec<PathBuf>,
     /// `replication.minSlaves`: the batch's gate and the undone id ranges.
@@ -144,12 +139,10 @@ impl Writer {
             dir,
             log,
             state: WriterState::default(),
-            last_checkpoint: Instant::now(),
+            checkpoints: CheckpointGate::new(),
             poisoned: None,
             timers,
             releaser: None,
-            checkpoint_retry_at: None,
-            unlink_after_checkpoint: Vec::new(),
             doomed_indexes: Vec::new(),
             quorum,
             _lock: lock,
@@ -316,12 +309,14 @@ impl Writer {
                 }
             }
         }
-        if self.state.applied_since_checkpoint()
-            && self.last_checkpoint.elapsed() >= IDLE_CHECKPOINT_AFTER
-            && self.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
-        {
+        if self.state.applied_since_checkpoint() && self.checkpoints.idle_due() {
             self.try_checkpoint();
         }
+    }
+
+    /// Why every write is refused, once the writer is poisoned.
+    pub(super) fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     /// After a failed fsync nothing about the files can be trusted: refuse
@@ -542,7 +537,7 @@ impl Writer {
                 Change::SegmentsRemoved(segs) => removed_segments.extend(segs),
                 Change::SegmentsDropped(segs) => {
                     self.broker.segments.remove_prefix(segs.len());
-                    self.unlink_after_checkpoint.extend(segs);
+                    self.checkpoints.unlink_after_next(segs);
                 }
             }
         }
