@@ -30,10 +30,11 @@ use std::io;
 
 use log::warn;
 
-use crate::broker::{Broker, Topic};
+use crate::broker::Broker;
 use crate::protocol::{encode_count, encode_msg};
 use crate::storage::index::{self, Entry};
 use crate::storage::log::reader::{ReadError, ReadErrorKind, Reader};
+use crate::storage::view::Topic;
 use crate::wire::Wire;
 
 /// Record bytes read, encoded and written at a time (one record may be

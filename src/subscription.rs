@@ -24,13 +24,14 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::broker::{Broker, Topic};
+use crate::broker::Broker;
 use crate::protocol::{
     ErrCode, Parsed, ProtoError, Request, SubArgs, SubFrom, encode_end, encode_err, encode_line,
     encode_ok,
 };
 use crate::stats::Stats;
 use crate::storage::index;
+use crate::storage::view::Topic;
 use crate::sub_batch::{Batcher, Failed, Plan};
 use crate::wire::{Flow, Input, Wire};
 /// How often an idle subscriber checks its socket for STOP or a hang-up.
@@ -407,13 +408,13 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::broker::TopicState;
     use crate::config::Config;
     use crate::protocol::{Limits, MAX_LINE_BYTES};
     use crate::role::Role;
     use crate::storage::index::Entry;
     use crate::storage::log::record::{self, DeleteReason, Kind, Record};
     use crate::storage::log::segment::Segment;
+    use crate::storage::view::TopicState;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 

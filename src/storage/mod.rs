@@ -46,7 +46,8 @@
 //! requests in, results out), [`index`] and [`handles`] (per-topic index
 //! files and the bounded set of open ones), [`checkpoint`] (the checkpoint
 //! file), [`tail`] (the durable position the writer publishes), [`ids`]
-//! (epoch id ranges), [`role`] (the `data/role` claim). `log/` imports
+//! (epoch id ranges), [`role`] (the `data/role` claim), [`view`] (what
+//! the writer publishes to readers: topics). `log/` imports
 //! nothing from `engine/` or `offline/`; `offline/` reuses the engine's
 //! recovery and id lease.
 
@@ -60,6 +61,7 @@ pub mod offline;
 pub(crate) mod ops;
 pub(crate) mod role;
 pub(crate) mod tail;
+pub mod view;
 
 // The paths the binaries and the integration tests use: the record format
 // (`smss-cli dump`, tests that write or inspect segments) and the offline

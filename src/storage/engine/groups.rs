@@ -12,11 +12,11 @@
 use log::info;
 
 use super::writer::Writer;
-use crate::broker::GroupState;
 use crate::storage::StoreError;
 use crate::storage::index;
 use crate::storage::log::record::{self, Decoded, FLAG_BATCH_MORE, GroupOp, Kind, Record};
 use crate::storage::ops::{WriteError, WriteOk};
+use crate::storage::view::GroupState;
 
 /// What a group write can come to: refused (nothing written) or failed.
 pub(super) enum GroupErr {

@@ -16,12 +16,12 @@ use log::warn;
 use super::WriterState;
 use super::topic::{Change, Pending, WriterTopic};
 use super::undo::Undo;
-use crate::broker::{GroupState, Topic, TopicState};
 use crate::storage::StoreError;
 use crate::storage::checkpoint::EpochMeta;
 use crate::storage::handles::IndexHandles;
 use crate::storage::index::{ENTRY_LEN, Entry};
 use crate::storage::log::record::{DeleteReason, GroupOp, Kind, Record};
+use crate::storage::view::{GroupState, Topic, TopicState};
 
 impl WriterState {
     /// The one apply path: updates the writer's state for a record already

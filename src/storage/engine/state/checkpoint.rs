@@ -10,12 +10,12 @@ use std::path::Path;
 
 use super::WriterState;
 use super::topic::{Change, Pending};
-use crate::broker::{GroupState, Topic, TopicState};
 use crate::storage::StoreError;
 use crate::storage::checkpoint::{Checkpoint, DelayedMeta, GroupMeta, TopicMeta};
 use crate::storage::handles::IndexHandles;
 use crate::storage::index::{self, ENTRY_LEN};
 use crate::storage::log::record::FORMAT_VERSION;
+use crate::storage::view::{GroupState, Topic, TopicState};
 
 impl WriterState {
     /// fsyncs the index files written since the last checkpoint.

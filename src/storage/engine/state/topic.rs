@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::broker::{GroupState, Topic, TopicState};
 use crate::stats::Stats;
 use crate::storage::log::record::DeleteReason;
 use crate::storage::log::segment::Segment;
+use crate::storage::view::{GroupState, Topic, TopicState};
 
 /// The writer's own view of a topic, ahead of what readers see until commit.
 pub(in crate::storage::engine) struct WriterTopic {

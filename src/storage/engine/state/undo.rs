@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use super::topic::{Pending, WriterTopic};
-use crate::broker::{GroupState, TopicState};
 use crate::storage::checkpoint::EpochMeta;
+use crate::storage::view::{GroupState, TopicState};
 
 /// Where the batch started: everything before it is committed.
 pub(super) struct Mark {
