@@ -1,5 +1,6 @@
-//! Shared in-memory state: the topics readers can see, the log segments, the
-//! last published event id, the durable log tail, the role, counters, the
+//! Shared in-memory state: what storage publishes ([`StoreView`]: the
+//! topics readers can see, the log segments, the last published event id,
+//! the durable log tail, the open index files), the role, counters, the
 //! log of wrong AUTH tokens and their pacing per source address, the
 //! registry of connections not yet authenticated, the registry of group
 //! subscribers, and the [`WriterHandle`] every thread asks the writer
@@ -10,10 +11,9 @@
 //! never sees a record that a crash could take back. Connection threads read
 //! it; topics carry a condvar that wakes waiting subscribers.
 
-use std::collections::BTreeMap;
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::auth::{FailureLog, SourcePacer};
@@ -23,12 +23,8 @@ use crate::preauth::PreAuth;
 use crate::replication::state::ReplState;
 use crate::role::{Role, RoleCell};
 use crate::stats::{Gauges, ReplGauges, Stats};
-use crate::storage::handles::IndexHandles;
-use crate::storage::log::record::DeleteReason;
-use crate::storage::log::segment::SegmentSet;
 use crate::storage::ops::WriteReq;
-use crate::storage::tail::DurableTail;
-use crate::storage::view::Topic;
+use crate::storage::view::{StoreView, Topic};
 use crate::writer_handle::WriterHandle;
 
 pub struct Broker {
@@ -42,19 +38,15 @@ pub struct Broker {
     pub auth_pacer: SourcePacer,
     /// With `auth.token`: connections not authenticated yet, under their cap.
     pub preauth: PreAuth,
-    pub segments: SegmentSet,
-    /// The open index files, bounded (readers and the writer share them).
-    pub(crate) index_files: IndexHandles,
-    /// How far the log is durable; published by the writer after each sync.
-    pub durable: DurableTail,
+    /// What storage publishes: topics, last event id, segments, durable
+    /// tail, open index files.
+    pub store: Arc<StoreView>,
     /// Replication: slaves (on a master), the master (on a slave).
     pub repl: ReplState,
     /// Who subscribes to which consumer group now (active and standbys).
     pub group_subs: Registry,
     /// The way into the writer (its bounded channel).
     pub writer: WriterHandle,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    last_event_id: AtomicU64,
     shutting_down: AtomicBool,
 }
 
@@ -66,10 +58,10 @@ impl Broker {
         writer: crossbeam_channel::Sender<WriteReq>,
         index_handles: usize,
     ) -> Broker {
-        let index_files = IndexHandles::new(&config.store.path.join("index"), index_handles);
+        let store = StoreView::new(&config.store.path.join("index"), index_handles);
         let send_wait = Duration::from_millis(config.worker.send_timeout_ms);
         Broker {
-            index_files,
+            store: Arc::new(store),
             config,
             role: RoleCell::new(role),
             started: Instant::now(),
@@ -77,13 +69,9 @@ impl Broker {
             auth_failures: FailureLog::default(),
             auth_pacer: SourcePacer::default(),
             preauth: PreAuth::default(),
-            segments: SegmentSet::default(),
-            durable: DurableTail::default(),
             repl: ReplState::default(),
             group_subs: Registry::default(),
             writer: WriterHandle::new(writer, send_wait),
-            topics: RwLock::new(BTreeMap::new()),
-            last_event_id: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -98,59 +86,28 @@ impl Broker {
         self.role.set(role);
     }
 
+    // What storage publishes, read through the broker by its many readers.
+
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.store.topic(name)
     }
 
     /// Every topic, ordered by name.
     pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.store.topics()
     }
 
     /// The open index file of a topic (opened again if it was evicted).
     pub fn index_of(&self, t: &Topic) -> std::io::Result<Arc<File>> {
-        self.index_files
-            .get(&t.name, t.create_id)
-            .map_err(std::io::Error::other)
+        self.store.index_of(t)
     }
 
     pub fn topic_count(&self) -> usize {
-        self.topics.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Writer only: makes a created topic visible.
-    pub fn insert_topic(&self, topic: Arc<Topic>) {
-        self.topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(topic.name.clone(), topic);
-    }
-
-    /// Writer only: removes a topic and tells its subscribers why.
-    pub fn remove_topic(&self, name: &str, create_id: u64, reason: DeleteReason) {
-        let mut map = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        if map.get(name).is_some_and(|t| t.create_id == create_id)
-            && let Some(t) = map.remove(name)
-        {
-            t.end(reason);
-        }
+        self.store.topic_count()
     }
 
     pub fn last_event_id(&self) -> u64 {
-        self.last_event_id.load(Ordering::Acquire)
-    }
-
-    pub fn set_last_event_id(&self, id: u64) {
-        self.last_event_id.store(id, Ordering::Release);
+        self.store.last_event_id()
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -192,8 +149,8 @@ impl Broker {
             last_event_id,
             topics: topics.len() as u64,
             uptime_ms: self.started.elapsed().as_millis() as u64,
-            segments: self.segments.count() as u64,
-            index_files_open: self.index_files.open_count() as u64,
+            segments: self.store.segments.count() as u64,
+            index_files_open: self.store.index_files.open_count() as u64,
             epoch: r.epoch.load(Relaxed),
             groups: topics.iter().map(|t| t.group_count() as u64).sum(),
             repl,

@@ -47,7 +47,8 @@
 //! files and the bounded set of open ones), [`checkpoint`] (the checkpoint
 //! file), [`tail`] (the durable position the writer publishes), [`ids`]
 //! (epoch id ranges), [`role`] (the `data/role` claim), [`view`] (what
-//! the writer publishes to readers: topics). `log/` imports
+//! the writer publishes to readers: topics, last event id, segments,
+//! durable tail, index files). `log/` imports
 //! nothing from `engine/` or `offline/`; `offline/` reuses the engine's
 //! recovery and id lease.
 

@@ -1,6 +1,7 @@
-//! What storage publishes to readers: each topic's counters
-//! ([`TopicState`]) and consumer groups ([`GroupState`]) behind a [`Topic`]
-//! whose condvar wakes its waiting subscribers.
+//! What storage publishes to readers ([`StoreView`]): the topics, each
+//! with its counters ([`TopicState`]) and consumer groups ([`GroupState`])
+//! behind a [`Topic`] whose condvar wakes its waiting subscribers; the last
+//! event id; the segment set; the durable tail; the open index files.
 //!
 //! The writer thread publishes here, at commit only (after the batch is
 //! flushed, and fsynced under `fsync: always`), so a reader never sees a
@@ -9,11 +10,96 @@
 //! own mutex.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::storage::handles::IndexHandles;
 use crate::storage::log::record::DeleteReason;
+use crate::storage::log::segment::SegmentSet;
+use crate::storage::tail::DurableTail;
+
+/// What the writer publishes and every reader reads (the broker holds it).
+pub struct StoreView {
+    pub segments: SegmentSet,
+    /// The open index files, bounded (readers and the writer share them).
+    pub(crate) index_files: IndexHandles,
+    /// How far the log is durable; published by the writer after each sync.
+    pub durable: DurableTail,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    last_event_id: AtomicU64,
+}
+
+impl StoreView {
+    /// `index_handles`: how many files of `index_dir` may be open at once.
+    pub fn new(index_dir: &Path, index_handles: usize) -> StoreView {
+        StoreView {
+            segments: SegmentSet::default(),
+            index_files: IndexHandles::new(index_dir, index_handles),
+            durable: DurableTail::default(),
+            topics: RwLock::new(BTreeMap::new()),
+            last_event_id: AtomicU64::new(0),
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every topic, ordered by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The open index file of a topic (opened again if it was evicted).
+    pub fn index_of(&self, t: &Topic) -> std::io::Result<Arc<File>> {
+        self.index_files
+            .get(&t.name, t.create_id)
+            .map_err(std::io::Error::other)
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Writer only: makes a created topic visible.
+    pub fn insert_topic(&self, topic: Arc<Topic>) {
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.name.clone(), topic);
+    }
+
+    /// Writer only: removes a topic and tells its subscribers why.
+    pub fn remove_topic(&self, name: &str, create_id: u64, reason: DeleteReason) {
+        let mut map = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        if map.get(name).is_some_and(|t| t.create_id == create_id)
+            && let Some(t) = map.remove(name)
+        {
+            t.end(reason);
+        }
+    }
+
+    pub fn last_event_id(&self) -> u64 {
+        self.last_event_id.load(Ordering::Acquire)
+    }
+
+    /// Writer only: the last event id, published at commit.
+    pub fn set_last_event_id(&self, id: u64) {
+        self.last_event_id.store(id, Ordering::Release);
+    }
+}
 
 /// A topic's published counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -63,7 +63,7 @@ fn contents(w: &Writer) -> (BTreeSet<(String, u64)>, BTreeSet<u64>) {
         let st = t.state();
         let mut out = Vec::new();
         let n = (st.entries - st.first_entry) as usize;
-        let file = match w.broker.index_files.get(&t.name, t.create_id) {
+        let file = match w.broker.store.index_files.get(&t.name, t.create_id) {
             Ok(f) => f,
             Err(e) => panic!("index of {}: {e}", t.name),
         };

@@ -210,7 +210,7 @@ impl Writer {
             body: &body,
         };
         self.reserve(id, record::encoded_len(topic.len(), 0, body.len()))?;
-        super::state::create_index(&self.broker.index_files, topic, id)?;
+        super::state::create_index(&self.broker.store.index_files, topic, id)?;
         self.state.index_made_for(id);
         self.append_reserved(&rec)?;
         Ok(WriteOk::Id(id))

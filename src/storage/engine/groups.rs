@@ -213,7 +213,7 @@ impl Writer {
         let gone =
             || GroupErr::Refused(WriteError::Invalid(format!("{topic} has no message {id}")));
         let t = self.state.topic(topic).ok_or_else(gone)?;
-        let files = &self.broker.index_files;
+        let files = &self.broker.store.index_files;
         let file = files.get(topic, t.shared().create_id)?;
         let path = files.path(topic, t.shared().create_id);
         let read = |e| StoreError::io("read index", &path, e);

@@ -130,7 +130,7 @@ impl Writer {
         let last_id = self.state.batch_start_id().unwrap_or(id);
         // Before the file changes: a sender that read past `pos` ends its
         // session, and one reading now drops what it read.
-        self.broker.durable.cut_back(TailPos { pos, last_id });
+        self.broker.store.durable.cut_back(TailPos { pos, last_id });
         let ms = self.quorum.timeout().as_millis();
         Err(StoreError::NoQuorum(format!(
             "fewer than {n} slave(s) acknowledged event id {id} within {ms} ms \

@@ -38,9 +38,12 @@ fn publish(t: &str, body: &str) -> WriteOp {
 /// Acknowledges, as the slave, the next batch the writer streams.
 fn slave_acks_next(b: &Arc<Broker>) -> JoinHandle<()> {
     let b = Arc::clone(b);
-    let from = b.durable.get();
+    let from = b.store.durable.get();
     std::thread::spawn(move || {
-        let tail = b.durable.wait_beyond(from.pos, Duration::from_secs(10));
+        let tail = b
+            .store
+            .durable
+            .wait_beyond(from.pos, Duration::from_secs(10));
         b.repl.quorum.ack(SLAVE, tail.last_id);
     })
 }
@@ -75,13 +78,13 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
 
     // The slave does not acknowledge: undone, invisible, its id kept.
     let before = b.topic("t").map(|t| t.state());
-    let (pos, cuts) = (w.next_pos(), b.durable.cuts());
+    let (pos, cuts) = (w.next_pos(), b.store.durable.cuts());
     assert!(is_noslave(&one(&mut w, publish("t", "undone"))));
     assert_eq!(b.topic("t").map(|t| t.state()), before);
     assert_eq!(b.last_event_id(), 1);
     assert_eq!(w.next_pos(), pos, "the log is cut back");
-    assert_eq!(b.durable.cuts(), cuts + 1, "senders are told");
-    assert_eq!(b.durable.get().pos, pos);
+    assert_eq!(b.store.durable.cuts(), cuts + 1, "senders are told");
+    assert_eq!(b.store.durable.get().pos, pos);
     assert_eq!(w.state.last_id(), 2, "id 2 stays used");
     assert_eq!(w.quorum.gaps().to_vec(), vec![(2, 2)]);
     let cp = Checkpoint::load(dir.path()).ok().flatten();

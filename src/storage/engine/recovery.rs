@@ -146,7 +146,7 @@ impl Writer {
             sealed_bytes += file_len(s)?;
         }
         for s in &segs {
-            broker.segments.push(Arc::clone(s));
+            broker.store.segments.push(Arc::clone(s));
         }
 
         let active_len = file_len(&newest)?;

@@ -102,7 +102,7 @@ impl Writer {
 
     /// The id of the oldest record still in the log (last id + 1 if none).
     fn first_retained_id(&self) -> Result<u64, StoreError> {
-        for seg in self.broker.segments.all() {
+        for seg in self.broker.store.segments.all() {
             if let Some(id) = logread::first_id(&seg)? {
                 return Ok(id);
             }
@@ -280,7 +280,7 @@ impl Writer {
         self.flush_log()?;
         self.roll()?;
         // Every segment but the (new, empty) active one.
-        let mut old = self.broker.segments.all();
+        let mut old = self.broker.store.segments.all();
         old.retain(|s| !self.log.is_active(s));
         self.state.discard_all(old);
         self.log.forget_all_sealed();
@@ -299,7 +299,7 @@ impl Writer {
     fn move_aside(&mut self, keep_id: u64) -> Result<(), StoreError> {
         self.flush_log()?;
         let end = self.log.written_end();
-        let segments = &self.broker.segments;
+        let segments = &self.broker.store.segments;
         let mut pos = logread::position_after(segments, end, keep_id)?;
         let mut bytes = Vec::new();
         let (mut first, mut last, mut count) = (0, 0, 0usize);

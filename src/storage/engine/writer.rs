@@ -378,7 +378,7 @@ impl Writer {
     /// Inside a batch only for the write quorum, which moves the tail back
     /// ([`crate::storage::tail::DurableTail::cut_back`]) before it cuts the batch.
     pub(super) fn publish_durable(&self) {
-        self.broker.durable.publish(TailPos {
+        self.broker.store.durable.publish(TailPos {
             pos: self.log.written_end(),
             last_id: self.state.last_id(),
         });
@@ -406,7 +406,7 @@ impl Writer {
         #[cfg(test)]
         super::fault::hit(super::fault::Step::Roll)?;
         let seg = self.log.start_next()?;
-        self.broker.segments.push(seg);
+        self.broker.store.segments.push(seg);
         self.state.checkpoint_soon();
         sync_dir(&self.log_dir)?;
         info!("rolled to new segment {}", self.log.path().display());
@@ -451,7 +451,7 @@ impl Writer {
         #[cfg(test)]
         super::fault::hit(super::fault::Step::Write)?;
         self.flush_log()?;
-        self.state.write_indexes(&self.broker.index_files)?;
+        self.state.write_indexes(&self.broker.store.index_files)?;
         let sync_now = match self.tuning.policy {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval => self.log.since_sync() >= self.tuning.fsync_interval,
@@ -473,12 +473,12 @@ impl Writer {
             return Ok(());
         };
         for (name, create_id) in unlink {
-            self.broker.index_files.forget(create_id);
+            self.broker.store.index_files.forget(create_id);
             // An index nobody used; failing to unlink only leaks space.
-            let _ = std::fs::remove_file(self.broker.index_files.path(&name, create_id));
+            let _ = std::fs::remove_file(self.broker.store.index_files.path(&name, create_id));
         }
         if let Some(base) = self.log.rolled_from() {
-            self.broker.segments.remove_from(base);
+            self.broker.store.segments.remove_from(base);
         }
         self.log.cut_back()?;
         warn!(
@@ -493,7 +493,7 @@ impl Writer {
     /// the topics' new states, which wake their subscribers.
     fn publish(&mut self) {
         // Counters first, so STATS never lags what SUB and INFO show.
-        self.broker.set_last_event_id(self.last_record_id());
+        self.broker.store.set_last_event_id(self.last_record_id());
         let repl = &self.broker.repl;
         repl.history.store(self.state.history(), Ordering::Relaxed);
         repl.epoch.store(self.epoch(), Ordering::Relaxed);
@@ -515,7 +515,7 @@ impl Writer {
                         let item = (t.name.clone(), t.create_id);
                         let _ = self.timers.lifetime.send((t.expires_ms, item));
                     }
-                    self.broker.insert_topic(t);
+                    self.broker.store.insert_topic(t);
                 }
                 Change::Deleted {
                     name,
@@ -526,17 +526,17 @@ impl Writer {
                     // see the END. The file goes once the DELETE is durable
                     // (recovery accepts a missing index whose topic the
                     // replayed log deletes).
-                    let files = &self.broker.index_files;
+                    let files = &self.broker.store.index_files;
                     files.forget(create_id);
                     self.doomed_indexes.push(files.path(&name, create_id));
-                    self.broker.remove_topic(&name, create_id, reason)
+                    self.broker.store.remove_topic(&name, create_id, reason)
                 }
                 Change::Delayed { due_ms, id } => {
                     let _ = self.timers.delay.send((due_ms, id));
                 }
                 Change::SegmentsRemoved(segs) => removed_segments.extend(segs),
                 Change::SegmentsDropped(segs) => {
-                    self.broker.segments.remove_prefix(segs.len());
+                    self.broker.store.segments.remove_prefix(segs.len());
                     self.checkpoints.unlink_after_next(segs);
                 }
             }
@@ -548,7 +548,10 @@ impl Writer {
         // Readers now start past the removed segments; a reader still
         // holding one keeps its file open until it lets go.
         if !removed_segments.is_empty() {
-            self.broker.segments.remove_prefix(removed_segments.len());
+            self.broker
+                .store
+                .segments
+                .remove_prefix(removed_segments.len());
             for seg in &removed_segments {
                 if let Err(e) = std::fs::remove_file(&seg.path) {
                     warn!("could not remove segment {}: {e}", seg.path.display());
@@ -579,6 +582,7 @@ impl Writer {
         pos: u64,
         len: usize,
     ) -> Result<(), StoreError> {
-        self.state.apply(rec, pos, len, &self.broker.index_files)
+        self.state
+            .apply(rec, pos, len, &self.broker.store.index_files)
     }
 }
