@@ -23,15 +23,16 @@ use crate::preauth::PreAuth;
 use crate::replication::state::ReplState;
 use crate::role::{Role, RoleCell};
 use crate::stats::{Gauges, ReplGauges, Stats};
+use crate::storage::engine::links::WriterLinks;
 use crate::storage::ops::WriteReq;
 use crate::storage::view::{StoreView, Topic};
 use crate::writer_handle::WriterHandle;
 
 pub struct Broker {
     pub config: Config,
-    role: RoleCell,
+    role: Arc<RoleCell>,
     pub started: Instant,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
     /// Wrong AUTH tokens of all connections, logged at a bounded rate.
     pub auth_failures: FailureLog,
     /// How fast each source address may have AUTH tokens checked.
@@ -42,7 +43,7 @@ pub struct Broker {
     /// tail, open index files.
     pub store: Arc<StoreView>,
     /// Replication: slaves (on a master), the master (on a slave).
-    pub repl: ReplState,
+    pub repl: Arc<ReplState>,
     /// Who subscribes to which consumer group now (active and standbys).
     pub group_subs: Registry,
     /// The way into the writer (its bounded channel).
@@ -63,13 +64,13 @@ impl Broker {
         Broker {
             store: Arc::new(store),
             config,
-            role: RoleCell::new(role),
+            role: Arc::new(RoleCell::new(role)),
             started: Instant::now(),
-            stats: Stats::default(),
+            stats: Arc::default(),
             auth_failures: FailureLog::default(),
             auth_pacer: SourcePacer::default(),
             preauth: PreAuth::default(),
-            repl: ReplState::default(),
+            repl: Arc::default(),
             group_subs: Registry::default(),
             writer: WriterHandle::new(writer, send_wait),
             shutting_down: AtomicBool::new(false),
@@ -79,6 +80,16 @@ impl Broker {
     /// Master or slave; PROMOTE may change it at run time.
     pub fn role(&self) -> Role {
         self.role.get()
+    }
+
+    /// What the writer shares with the rest of the server.
+    pub fn writer_links(&self) -> WriterLinks {
+        WriterLinks {
+            store: Arc::clone(&self.store),
+            stats: Arc::clone(&self.stats),
+            role: Arc::clone(&self.role),
+            repl: Arc::clone(&self.repl),
+        }
     }
 
     /// PROMOTE: from now on this server is a master.

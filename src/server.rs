@@ -102,7 +102,7 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         info!("up to {preauth_max} connections not yet authenticated");
     }
     let (timer_tx, timer_rx) = ops::timer_channels();
-    let (mut writer, _report) = Writer::open(Arc::clone(&broker), timer_tx)?;
+    let (mut writer, _report) = Writer::open(&broker.config, broker.writer_links(), timer_tx)?;
     if broker.config.replication.min_slaves > 0 {
         // The writer itself waits for the slaves and never falls back
         // (storage::quorum): no releaser, and semi-sync is always in force.

@@ -38,6 +38,7 @@
 //!   groups, delayed, lifetimes, retention, replica   the writes each kind of request asks for
 //!   quorum, quorum_gate   replication.minSlaves on the writer's side
 //!   epochs, lease, checkpointer, checkpoint_gate   epochs, the id lease file, writing checkpoints
+//!   links       what the writer shares: the store view, STATS, role, replication state
 //!   recovery    open the data directory, replay the tail through apply (main thread)
 //! offline/  smss --check (check, read-only) and smss --repair (repair)
 //! ```
@@ -48,7 +49,8 @@
 //! file), [`tail`] (the durable position the writer publishes), [`ids`]
 //! (epoch id ranges), [`role`] (the `data/role` claim), [`view`] (what
 //! the writer publishes to readers: topics, last event id, segments,
-//! durable tail, index files). `log/` imports
+//! durable tail, index files; the broker holds it, storage imports no
+//! broker). `log/` imports
 //! nothing from `engine/` or `offline/`; `offline/` reuses the engine's
 //! recovery and id lease.
 

@@ -45,7 +45,7 @@ impl Writer {
     pub(super) fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.sync_log()?;
         self.publish_durable();
-        self.state.sync_indexes(&self.broker.store.index_files)?;
+        self.state.sync_indexes(&self.store.index_files)?;
         sync_dir(&self.index_dir)?;
         self.state
             .checkpoint(self.next_pos(), self.quorum.gaps().to_vec())

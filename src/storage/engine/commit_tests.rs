@@ -58,12 +58,12 @@ fn mixed() -> Vec<WriteOp> {
 fn contents(w: &Writer) -> (BTreeSet<(String, u64)>, BTreeSet<u64>) {
     let mut topics = BTreeSet::new();
     let mut ids = BTreeSet::new();
-    for t in w.broker.topics() {
+    for t in w.store.topics() {
         topics.insert((t.name.clone(), t.create_id));
         let st = t.state();
         let mut out = Vec::new();
         let n = (st.entries - st.first_entry) as usize;
-        let file = match w.broker.store.index_files.get(&t.name, t.create_id) {
+        let file = match w.store.index_files.get(&t.name, t.create_id) {
             Ok(f) => f,
             Err(e) => panic!("index of {}: {e}", t.name),
         };
@@ -256,7 +256,7 @@ fn a_topic_past_its_life_takes_no_write_even_before_the_timer_ends_it() {
     let res = batch(&mut w, vec![publish("short")]);
     assert!(matches!(res[0], Err(WriteError::NoTopic(_))), "{res:?}");
     assert_eq!(w.state.last_id(), before, "a refused write writes nothing");
-    assert!(w.broker.topic("short").is_some(), "not ended by a refusal");
+    assert!(w.store.topic("short").is_some(), "not ended by a refusal");
     // A CREATE of its name ends the old incarnation first.
     let again = batch(&mut w, vec![create("short"), publish("short")]);
     assert!(again.iter().all(|r| r.is_ok()), "{again:?}");

@@ -61,6 +61,6 @@ impl Writer {
     /// Reads log bytes at a global position, from the file or from the
     /// part of the batch not yet written.
     pub(super) fn read_log(&self, buf: &mut [u8], pos: u64) -> Result<(), StoreError> {
-        self.log.read(buf, pos, &self.broker.store.segments)
+        self.log.read(buf, pos, &self.store.segments)
     }
 }

@@ -27,7 +27,7 @@ impl Writer {
             return Err(WriteError::Poisoned(why.to_string()));
         }
         let now = now_ms();
-        if self.broker.role() == Role::Master
+        if self.role() == Role::Master
             && let Err(e) = self.keep_id_room()
         {
             return self.fail(e);
@@ -158,7 +158,7 @@ impl Writer {
                 empty,
             } => self.repl_plan(after_id, history, epoch, empty),
             WriteOp::Replicate { records } => {
-                if self.broker.role() != Role::Slave {
+                if self.role() != Role::Slave {
                     return Err(WriteError::Invalid("this server is not a slave".into()));
                 }
                 self.replicate(&records)
@@ -187,7 +187,7 @@ impl Writer {
         &mut self,
         f: impl FnOnce(&mut Writer) -> Result<WriteOk, super::groups::GroupErr>,
     ) -> WriteResult {
-        if self.broker.role() != Role::Master {
+        if self.role() != Role::Master {
             return Err(WriteError::Invalid("group writes need the master".into()));
         }
         match f(self) {
@@ -210,7 +210,7 @@ impl Writer {
             body: &body,
         };
         self.reserve(id, record::encoded_len(topic.len(), 0, body.len()))?;
-        super::state::create_index(&self.broker.store.index_files, topic, id)?;
+        super::state::create_index(&self.store.index_files, topic, id)?;
         self.state.index_made_for(id);
         self.append_reserved(&rec)?;
         Ok(WriteOk::Id(id))
@@ -243,8 +243,7 @@ impl Writer {
     }
 
     pub(super) fn count_published(&mut self, topic: &str, last_id: u64, n: u64) {
-        let before =
-            Stats::get(&self.broker.stats.messages_published) + self.state.count_published(n);
+        let before = Stats::get(&self.stats.messages_published) + self.state.count_published(n);
         let sample = self.tuning.log_sample;
         if sample > 0 && (before / sample) != ((before + n) / sample) {
             info!(

@@ -213,7 +213,7 @@ impl Writer {
         let gone =
             || GroupErr::Refused(WriteError::Invalid(format!("{topic} has no message {id}")));
         let t = self.state.topic(topic).ok_or_else(gone)?;
-        let files = &self.broker.store.index_files;
+        let files = &self.store.index_files;
         let file = files.get(topic, t.shared().create_id)?;
         let path = files.path(topic, t.shared().create_id);
         let read = |e| StoreError::io("read index", &path, e);
@@ -278,7 +278,7 @@ mod tests {
     }
 
     fn published(w: &Writer) -> Option<GroupState> {
-        w.broker.topic("t").and_then(|t| t.group("g"))
+        w.store.topic("t").and_then(|t| t.group("g"))
     }
 
     fn refused(r: WriteResult) -> bool {
@@ -348,7 +348,7 @@ mod tests {
             (g.committed, g.failures, g.alone, g.set_id),
             (4, 0, false, 11)
         );
-        assert_eq!(w.broker.topic("dead").map(|t| t.state().last_id), Some(10));
+        assert_eq!(w.store.topic("dead").map(|t| t.state().last_id), Some(10));
         // Removed: no ACK, failure or dead letter brings it back.
         let del = WriteOp::GroupDel {
             topic: "t".into(),

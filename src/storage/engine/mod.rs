@@ -15,6 +15,10 @@
 //! epochs) and the writes each kind of request asks for (execute; consumer
 //! groups, delayed messages, lifetimes, retention, replication).
 //!
+//! What the writer shares with the rest of the server (the published
+//! store view, STATS, the role, replication state) comes in as
+//! `links::WriterLinks`, built by the broker (or by `--repair`).
+//!
 //! Runs on the writer thread (recovery: on the main thread, before it).
 
 mod active_log;
@@ -30,6 +34,7 @@ pub(crate) mod fault;
 mod groups;
 pub(crate) mod lease;
 mod lifetimes;
+pub(crate) mod links;
 mod quorum;
 mod quorum_gate;
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! is undone otherwise — never acknowledged without the slaves.
 //!
 //! Runs on the writer thread, as part of [`Writer`]'s batch commit:
-//! 1. When a batch opens, [`Writer::open_quorum`] asks the broker's
+//! 1. When a batch opens, [`Writer::open_quorum`] asks the shared
 //!    [`crate::replication::quorum::AckQuorum`] whether N slave connections
 //!    are caught up. If not, every such request of the batch is refused at
 //!    once (`ERR NOSLAVE`) without writing anything: an isolated master
@@ -57,8 +57,8 @@ impl Writer {
     /// caught up with the last record?
     pub(super) fn open_quorum(&mut self) {
         let last_record = self.last_record_id();
-        let acks = &self.broker.repl.quorum;
-        let is_master = self.broker.role() == Role::Master;
+        let acks = &self.repl.quorum;
+        let is_master = self.role() == Role::Master;
         self.quorum.open(is_master, |n| acks.ready(n, last_record));
     }
 
@@ -67,7 +67,7 @@ impl Writer {
     pub(super) fn execute_gated(&mut self, op: WriteOp) -> WriteResult {
         let held = self.quorum.holds(op.needs_quorum());
         if held && !self.quorum.ready() {
-            Stats::add(&self.broker.stats.repl_noslave_refusals, 1);
+            Stats::add(&self.stats.repl_noslave_refusals, 1);
             let n = self.quorum.min_slaves();
             return Err(WriteError::NoSlave(format!(
                 "fewer than {n} slave(s) are connected and caught up \
@@ -99,7 +99,7 @@ impl Writer {
                     *r = Err(WriteError::NoSlave(why.clone()));
                     refused += 1;
                 }
-                Stats::add(&self.broker.stats.repl_noslave_refusals, refused);
+                Stats::add(&self.stats.repl_noslave_refusals, refused);
                 return;
             }
             Err(e) => WriteError::Storage(e.to_string()),
@@ -121,7 +121,7 @@ impl Writer {
         self.publish_durable();
         let (n, id) = (self.quorum.min_slaves(), self.state.last_id());
         let deadline = Instant::now() + self.quorum.timeout();
-        let quorum = &self.broker.repl.quorum;
+        let quorum = &self.repl.quorum;
         if quorum.wait(n, id, deadline) {
             return Ok(());
         }
@@ -130,7 +130,7 @@ impl Writer {
         let last_id = self.state.batch_start_id().unwrap_or(id);
         // Before the file changes: a sender that read past `pos` ends its
         // session, and one reading now drops what it read.
-        self.broker.store.durable.cut_back(TailPos { pos, last_id });
+        self.store.durable.cut_back(TailPos { pos, last_id });
         let ms = self.quorum.timeout().as_millis();
         Err(StoreError::NoQuorum(format!(
             "fewer than {n} slave(s) acknowledged event id {id} within {ms} ms \

@@ -3,13 +3,12 @@
 //! way a sender's ACK reader would.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::links::WriterLinks;
 use super::test_writer::{self, create, one};
 use super::writer::Writer;
-use crate::broker::Broker;
 use crate::protocol::Message;
 use crate::stats::Stats;
 use crate::storage::checkpoint::Checkpoint;
@@ -36,8 +35,8 @@ fn publish(t: &str, body: &str) -> WriteOp {
 }
 
 /// Acknowledges, as the slave, the next batch the writer streams.
-fn slave_acks_next(b: &Arc<Broker>) -> JoinHandle<()> {
-    let b = Arc::clone(b);
+fn slave_acks_next(b: &WriterLinks) -> JoinHandle<()> {
+    let b = b.clone();
     let from = b.store.durable.get();
     std::thread::spawn(move || {
         let tail = b
@@ -59,12 +58,12 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
         Err(e) => panic!("tempdir: {e}"),
     };
     let mut w = open(dir.path());
-    let b = Arc::clone(&w.broker);
+    let b = w.links();
 
     // No slave: refused at once, nothing written.
     assert!(is_noslave(&one(&mut w, create("t"))));
     assert_eq!(
-        (w.next_pos(), w.state.last_id(), b.topic_count()),
+        (w.next_pos(), w.state.last_id(), b.store.topic_count()),
         (0, 0, 0)
     );
 
@@ -74,14 +73,14 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
     let acker = slave_acks_next(&b);
     assert_eq!(one(&mut w, create("t")), Ok(WriteOk::Id(1)));
     let _ = acker.join();
-    assert!(b.topic("t").is_some());
+    assert!(b.store.topic("t").is_some());
 
     // The slave does not acknowledge: undone, invisible, its id kept.
-    let before = b.topic("t").map(|t| t.state());
+    let before = b.store.topic("t").map(|t| t.state());
     let (pos, cuts) = (w.next_pos(), b.store.durable.cuts());
     assert!(is_noslave(&one(&mut w, publish("t", "undone"))));
-    assert_eq!(b.topic("t").map(|t| t.state()), before);
-    assert_eq!(b.last_event_id(), 1);
+    assert_eq!(b.store.topic("t").map(|t| t.state()), before);
+    assert_eq!(b.store.last_event_id(), 1);
     assert_eq!(w.next_pos(), pos, "the log is cut back");
     assert_eq!(b.store.durable.cuts(), cuts + 1, "senders are told");
     assert_eq!(b.store.durable.get().pos, pos);
@@ -114,7 +113,7 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
     let mut w = open(dir.path());
     assert_eq!(w.quorum.gaps().to_vec(), vec![(2, 2)]);
     assert_eq!(w.state.last_id(), 3);
-    let b = Arc::clone(&w.broker);
+    let b = w.links();
     b.repl.quorum.join(SLAVE);
     b.repl.quorum.ack(SLAVE, 3);
     let acker = slave_acks_next(&b);
@@ -134,14 +133,14 @@ fn requests_that_append_nothing_for_a_client_are_not_held() {
         one(&mut w, WriteOp::Retention { now_ms: 0 }),
         Ok(WriteOk::Done)
     );
-    assert_eq!(Stats::get(&w.broker.stats.repl_noslave_refusals), 0);
+    assert_eq!(Stats::get(&w.stats.repl_noslave_refusals), 0);
 }
 
 /// Opens a writer, creates `t` with the slave acknowledging, then has a
 /// publish undone: the undone write is the last thing the writer did.
 fn undone_last(dir: &Path) -> Writer {
     let mut w = open(dir);
-    let b = Arc::clone(&w.broker);
+    let b = w.links();
     b.repl.quorum.join(SLAVE);
     b.repl.quorum.ack(SLAVE, 0);
     let acker = slave_acks_next(&b);
@@ -168,7 +167,7 @@ fn a_clean_restart_after_an_undo_keeps_its_ids_used() {
         "the lease shrank to the undone id, not below"
     );
     assert_eq!(w.quorum.gaps().to_vec(), vec![(2, 2)]);
-    let b = Arc::clone(&w.broker);
+    let b = w.links();
     b.repl.quorum.join(SLAVE);
     b.repl.quorum.ack(SLAVE, 1);
     let acker = slave_acks_next(&b);

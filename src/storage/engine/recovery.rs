@@ -23,8 +23,9 @@ use std::time::Instant;
 use log::{info, warn};
 
 use super::lease::load_lease;
+use super::links::WriterLinks;
 use super::writer::Writer;
-use crate::broker::Broker;
+use crate::config::Config;
 use crate::role::Role;
 use crate::storage::checkpoint::{self, Checkpoint};
 use crate::storage::index;
@@ -91,14 +92,16 @@ fn mkdir(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Writer {
-    /// Opens (or initialises) the store under `broker.config.store.path`.
-    /// `timers` receive every lifetime and pending delayed message found.
+    /// Opens (or initialises) the store under `config.store.path`, to
+    /// publish through `links`. `timers` receive every lifetime and pending
+    /// delayed message found.
     pub fn open(
-        broker: Arc<Broker>,
+        config: &Config,
+        links: WriterLinks,
         timers: TimerSenders,
     ) -> Result<(Writer, RecoveryReport), StoreError> {
         let started = Instant::now();
-        let cfg = broker.config.store.clone();
+        let cfg = config.store.clone();
         let dir = cfg.path.clone();
         mkdir(&dir)?;
         let lock = lock_dir(&dir)?;
@@ -146,11 +149,19 @@ impl Writer {
             sealed_bytes += file_len(s)?;
         }
         for s in &segs {
-            broker.store.segments.push(Arc::clone(s));
+            links.store.segments.push(Arc::clone(s));
         }
 
         let active_len = file_len(&newest)?;
-        let mut w = Writer::new(broker, lock, newest, active_len, sealed_bytes, timers);
+        let mut w = Writer::new(
+            config,
+            links,
+            lock,
+            newest,
+            active_len,
+            sealed_bytes,
+            timers,
+        );
 
         let missing = match &cp {
             Some(cp) => {
@@ -193,7 +204,7 @@ impl Writer {
         }
         w.log.resume_at_file_end()?;
         let lease = load_lease(&dir)?;
-        let is_master = w.broker.role() == Role::Master;
+        let is_master = w.role() == Role::Master;
         if lease > w.state.last_id() && is_master {
             // Ids up to the lease may have been seen before a crash.
             info!(

@@ -43,7 +43,7 @@ impl Writer {
                 mode: ReplMode::Refused(why),
             })))
         };
-        if self.broker.role() != Role::Master {
+        if self.role() != Role::Master {
             return refuse("this server is a slave; replicate from its master".into());
         }
         if !empty && history != 0 && history != self.state.history() {
@@ -102,7 +102,7 @@ impl Writer {
 
     /// The id of the oldest record still in the log (last id + 1 if none).
     fn first_retained_id(&self) -> Result<u64, StoreError> {
-        for seg in self.broker.store.segments.all() {
+        for seg in self.store.segments.all() {
             if let Some(id) = logread::first_id(&seg)? {
                 return Ok(id);
             }
@@ -255,8 +255,7 @@ impl Writer {
             super::lease::store_lease(&self.dir, lease)?;
             self.state.leased_to(lease);
         }
-        self.broker
-            .repl
+        self.repl
             .lease
             .store(self.state.id_lease(), std::sync::atomic::Ordering::Relaxed);
         Ok(WriteOk::Done)
@@ -270,8 +269,7 @@ impl Writer {
         history: u64,
         diverged_after: Option<u64>,
     ) -> Result<WriteOk, StoreError> {
-        self.broker
-            .repl
+        self.repl
             .full_syncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(keep) = diverged_after {
@@ -280,7 +278,7 @@ impl Writer {
         self.flush_log()?;
         self.roll()?;
         // Every segment but the (new, empty) active one.
-        let mut old = self.broker.store.segments.all();
+        let mut old = self.store.segments.all();
         old.retain(|s| !self.log.is_active(s));
         self.state.discard_all(old);
         self.log.forget_all_sealed();
@@ -299,7 +297,7 @@ impl Writer {
     fn move_aside(&mut self, keep_id: u64) -> Result<(), StoreError> {
         self.flush_log()?;
         let end = self.log.written_end();
-        let segments = &self.broker.store.segments;
+        let segments = &self.store.segments;
         let mut pos = logread::position_after(segments, end, keep_id)?;
         let mut bytes = Vec::new();
         let (mut first, mut last, mut count) = (0, 0, 0usize);
@@ -336,7 +334,7 @@ impl Writer {
              (a new master never had them, or the master undid them) were moved to {}",
             path.display()
         );
-        Stats::add(&self.broker.stats.repl_diverged_records, count as u64);
+        Stats::add(&self.stats.repl_diverged_records, count as u64);
         Ok(())
     }
 

@@ -22,7 +22,7 @@ impl Writer {
     fn retention_holds(&self) -> Vec<u64> {
         let oldest_delayed = self.state.pending().values().map(|p| p.pos()).min();
         // What a connected slave has not acknowledged yet.
-        let slaves = self.broker.repl.lowest_acked_pos();
+        let slaves = self.repl.lowest_acked_pos();
         oldest_delayed.into_iter().chain(slaves).collect()
     }
 
@@ -32,7 +32,7 @@ impl Writer {
     pub(super) fn retention(&mut self, now_ms: u64) -> Result<(), StoreError> {
         let cutoff = now_ms.saturating_sub(self.tuning.max_age_ms);
         let hold = self.retention_holds().into_iter().min();
-        let segs = self.broker.store.segments.all();
+        let segs = self.store.segments.all();
         let mut doomed = Vec::new();
         let mut doomed_bytes = 0;
         for pair in segs.windows(2) {
@@ -62,7 +62,7 @@ impl Writer {
         // Read every topic's new first entry before changing anything, so
         // a failed read leaves the writer as it was.
         let mut moved = Vec::new();
-        let files = &self.broker.store.index_files;
+        let files = &self.store.index_files;
         for (name, t) in self.state.topics() {
             let hi = t.flushed_entries();
             let read_err =

@@ -7,7 +7,9 @@
 //! (bounded) into a *batch* (the word "group" is the consumer group's),
 //! turn each into records ([`super::execute`]), write the buffer
 //! with one positional write, fsync once (per `store.fsync`), publish the new
-//! state to [`Broker`] and the durable tail, then answer every request. An
+//! state to the [`StoreView`] and the durable tail, then answer every
+//! request. What the writer shares with the rest of the server comes in
+//! as [`WriterLinks`] (the view, STATS, the role, replication state). An
 //! `OK` therefore means the record is in the log (fsynced under `always`)
 //! and visible to INFO and SUB. With `replication.minSlaves` the batch also
 //! waits for the slaves between its fsync and its publication, or is undone
@@ -40,8 +42,10 @@ use super::lease::store_lease;
 use super::quorum_gate::QuorumGate;
 use super::state::{Change, WriterState};
 
-use crate::broker::Broker;
+use super::links::WriterLinks;
 use crate::config::{Config, FsyncPolicy};
+use crate::replication::state::ReplState;
+use crate::role::{Role, RoleCell};
 use crate::stats::Stats;
 use crate::storage::log::record::Record;
 use crate::storage::log::segment::Segment;
@@ -49,6 +53,7 @@ use crate::storage::ops::{
     HeldReplies, TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult,
 };
 use crate::storage::tail::TailPos;
+use crate::storage::view::StoreView;
 use crate::storage::{StoreError, sync_dir};
 
 /// Most requests one batch takes from the channel.
@@ -84,7 +89,12 @@ impl Tuning {
 }
 
 pub struct Writer {
-    pub(super) broker: Arc<Broker>,
+    /// What readers see of the store; the writer publishes it at commit.
+    pub(super) store: Arc<StoreView>,
+    pub(super) stats: Arc<Stats>,
+    role: Arc<RoleCell>,
+    /// Slaves' acknowledgements; the history, epoch and lease published.
+    pub(super) repl: Arc<ReplState>,
     pub(super) tuning: Tuning,
     pub(super) dir: PathBuf,
     pub(super) log_dir: PathBuf,
@@ -110,20 +120,27 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A writer with no topics over the segments already in the broker's
+    /// A writer with no topics over the segments already in the store's
     /// set, appending to `active` (whose file is `active_len` bytes).
     pub(super) fn new(
-        broker: Arc<Broker>,
+        config: &Config,
+        links: WriterLinks,
         lock: File,
         active: Arc<Segment>,
         active_len: u64,
         sealed_bytes: u64,
         timers: TimerSenders,
     ) -> Writer {
-        let dir = broker.config.store.path.clone();
-        let repl = &broker.config.replication;
+        let dir = config.store.path.clone();
+        let repl = &config.replication;
         let quorum = QuorumGate::new(repl.min_slaves, repl.sync_timeout_ms);
-        let tuning = Tuning::from_config(&broker.config);
+        let tuning = Tuning::from_config(config);
+        let WriterLinks {
+            store,
+            stats,
+            role,
+            repl,
+        } = links;
         let log = ActiveLog::new(
             dir.join("log"),
             tuning.max_log_size,
@@ -133,7 +150,10 @@ impl Writer {
         );
         Writer {
             tuning,
-            broker,
+            store,
+            stats,
+            role,
+            repl,
             log_dir: dir.join("log"),
             index_dir: dir.join("index"),
             dir,
@@ -146,6 +166,22 @@ impl Writer {
             doomed_indexes: Vec::new(),
             quorum,
             _lock: lock,
+        }
+    }
+
+    /// Master or slave, now.
+    pub(super) fn role(&self) -> Role {
+        self.role.get()
+    }
+
+    /// What the writer shares, for tests that play its readers.
+    #[cfg(test)]
+    pub(super) fn links(&self) -> WriterLinks {
+        WriterLinks {
+            store: Arc::clone(&self.store),
+            stats: Arc::clone(&self.stats),
+            role: Arc::clone(&self.role),
+            repl: Arc::clone(&self.repl),
         }
     }
 
@@ -276,7 +312,7 @@ impl Writer {
         }
         // A master's lease shrinks back to the last id: a clean restart
         // leaves no gap. A slave's is its master's: kept for a PROMOTE.
-        let lease = if self.broker.role() == crate::role::Role::Master {
+        let lease = if self.role() == Role::Master {
             self.state.last_id()
         } else {
             self.state.id_lease().max(self.state.last_id())
@@ -327,10 +363,7 @@ impl Writer {
         }
         error!("storage failure, refusing all further writes until restart: {e}");
         self.poisoned = Some(e.to_string());
-        self.broker
-            .stats
-            .writer_poisoned
-            .store(true, Ordering::Relaxed);
+        self.stats.writer_poisoned.store(true, Ordering::Relaxed);
     }
 
     /// A request's storage step failed. Its own state is untouched (each
@@ -354,8 +387,8 @@ impl Writer {
         let Some(took) = self.log.sync()? else {
             return Ok(());
         };
-        Stats::add(&self.broker.stats.fsyncs, 1);
-        (self.broker.stats.fsync_seconds).observe(took);
+        Stats::add(&self.stats.fsyncs, 1);
+        (self.stats.fsync_seconds).observe(took);
         self.unlink_doomed_indexes();
         Ok(())
     }
@@ -378,7 +411,7 @@ impl Writer {
     /// Inside a batch only for the write quorum, which moves the tail back
     /// ([`crate::storage::tail::DurableTail::cut_back`]) before it cuts the batch.
     pub(super) fn publish_durable(&self) {
-        self.broker.store.durable.publish(TailPos {
+        self.store.durable.publish(TailPos {
             pos: self.log.written_end(),
             last_id: self.state.last_id(),
         });
@@ -406,7 +439,7 @@ impl Writer {
         #[cfg(test)]
         super::fault::hit(super::fault::Step::Roll)?;
         let seg = self.log.start_next()?;
-        self.broker.store.segments.push(seg);
+        self.store.segments.push(seg);
         self.state.checkpoint_soon();
         sync_dir(&self.log_dir)?;
         info!("rolled to new segment {}", self.log.path().display());
@@ -451,7 +484,7 @@ impl Writer {
         #[cfg(test)]
         super::fault::hit(super::fault::Step::Write)?;
         self.flush_log()?;
-        self.state.write_indexes(&self.broker.store.index_files)?;
+        self.state.write_indexes(&self.store.index_files)?;
         let sync_now = match self.tuning.policy {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval => self.log.since_sync() >= self.tuning.fsync_interval,
@@ -473,12 +506,12 @@ impl Writer {
             return Ok(());
         };
         for (name, create_id) in unlink {
-            self.broker.store.index_files.forget(create_id);
+            self.store.index_files.forget(create_id);
             // An index nobody used; failing to unlink only leaks space.
-            let _ = std::fs::remove_file(self.broker.store.index_files.path(&name, create_id));
+            let _ = std::fs::remove_file(self.store.index_files.path(&name, create_id));
         }
         if let Some(base) = self.log.rolled_from() {
-            self.broker.store.segments.remove_from(base);
+            self.store.segments.remove_from(base);
         }
         self.log.cut_back()?;
         warn!(
@@ -493,12 +526,12 @@ impl Writer {
     /// the topics' new states, which wake their subscribers.
     fn publish(&mut self) {
         // Counters first, so STATS never lags what SUB and INFO show.
-        self.broker.store.set_last_event_id(self.last_record_id());
-        let repl = &self.broker.repl;
+        self.store.set_last_event_id(self.last_record_id());
+        let repl = &self.repl;
         repl.history.store(self.state.history(), Ordering::Relaxed);
         repl.epoch.store(self.epoch(), Ordering::Relaxed);
         repl.lease.store(self.state.id_lease(), Ordering::Relaxed);
-        let stats = &self.broker.stats;
+        let stats = &self.stats;
         self.state.take_counts().add_to(stats);
         stats
             .delayed_pending
@@ -515,7 +548,7 @@ impl Writer {
                         let item = (t.name.clone(), t.create_id);
                         let _ = self.timers.lifetime.send((t.expires_ms, item));
                     }
-                    self.broker.store.insert_topic(t);
+                    self.store.insert_topic(t);
                 }
                 Change::Deleted {
                     name,
@@ -526,17 +559,17 @@ impl Writer {
                     // see the END. The file goes once the DELETE is durable
                     // (recovery accepts a missing index whose topic the
                     // replayed log deletes).
-                    let files = &self.broker.store.index_files;
+                    let files = &self.store.index_files;
                     files.forget(create_id);
                     self.doomed_indexes.push(files.path(&name, create_id));
-                    self.broker.store.remove_topic(&name, create_id, reason)
+                    self.store.remove_topic(&name, create_id, reason)
                 }
                 Change::Delayed { due_ms, id } => {
                     let _ = self.timers.delay.send((due_ms, id));
                 }
                 Change::SegmentsRemoved(segs) => removed_segments.extend(segs),
                 Change::SegmentsDropped(segs) => {
-                    self.broker.store.segments.remove_prefix(segs.len());
+                    self.store.segments.remove_prefix(segs.len());
                     self.checkpoints.unlink_after_next(segs);
                 }
             }
@@ -548,10 +581,7 @@ impl Writer {
         // Readers now start past the removed segments; a reader still
         // holding one keeps its file open until it lets go.
         if !removed_segments.is_empty() {
-            self.broker
-                .store
-                .segments
-                .remove_prefix(removed_segments.len());
+            self.store.segments.remove_prefix(removed_segments.len());
             for seg in &removed_segments {
                 if let Err(e) = std::fs::remove_file(&seg.path) {
                     warn!("could not remove segment {}: {e}", seg.path.display());
@@ -566,7 +596,7 @@ impl Writer {
         if !self.log.has_unsynced() || self.tuning.policy == FsyncPolicy::Never {
             self.publish_durable();
         }
-        Stats::add(&self.broker.stats.commits, 1);
+        Stats::add(&self.stats.commits, 1);
     }
 
     /// The epoch this data is in (0 before the first PROMOTE).
@@ -582,7 +612,6 @@ impl Writer {
         pos: u64,
         len: usize,
     ) -> Result<(), StoreError> {
-        self.state
-            .apply(rec, pos, len, &self.broker.store.index_files)
+        self.state.apply(rec, pos, len, &self.store.index_files)
     }
 }

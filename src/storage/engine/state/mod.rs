@@ -7,7 +7,7 @@
 //! recovery and replication all drive.
 //!
 //! Owned by the writer thread ([`super::writer`] holds it). Readers never
-//! see this: they see what the commit publishes to the broker.
+//! see this: they see what the commit publishes to the store view.
 //!
 //! The fields of `WriterState` and of the types in [`topic`] are private
 //! to this folder: only its files (apply, undo, checkpoint) change them.

@@ -4,7 +4,7 @@
 //!
 //! Owned by the writer thread (types only; [`super`] holds
 //! them). Readers never see these: they see what the commit publishes to
-//! the broker. Their fields are visible only inside `state/`; the rest of
+//! the store view. Their fields are visible only inside `state/`; the rest of
 //! the engine reads them through the accessors here.
 
 use std::collections::BTreeMap;
