@@ -1,5 +1,6 @@
-//! Shared in-memory state: the topics readers can see, the log segments, the
-//! last published event id, the durable log tail, the role, counters, the
+//! Shared in-memory state: what storage publishes ([`StoreView`]: the
+//! topics readers can see, the log segments, the last published event id,
+//! the durable log tail, the open index files), the role, counters, the
 //! log of wrong AUTH tokens and their pacing per source address, the
 //! registry of connections not yet authenticated, the registry of group
 //! subscribers, and the [`WriterHandle`] every thread asks the writer
@@ -10,10 +11,9 @@
 //! never sees a record that a crash could take back. Connection threads read
 //! it; topics carry a condvar that wakes waiting subscribers.
 
-use std::collections::BTreeMap;
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::auth::{FailureLog, SourcePacer};
@@ -23,178 +23,31 @@ use crate::preauth::PreAuth;
 use crate::replication::state::ReplState;
 use crate::role::{Role, RoleCell};
 use crate::stats::{Gauges, ReplGauges, Stats};
-use crate::storage::handles::IndexHandles;
-use crate::storage::log::record::DeleteReason;
-use crate::storage::log::segment::SegmentSet;
+use crate::storage::engine::links::WriterLinks;
 use crate::storage::ops::WriteReq;
-use crate::storage::tail::DurableTail;
+use crate::storage::view::{StoreView, Topic};
 use crate::writer_handle::WriterHandle;
-
-/// A topic's published counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TopicState {
-    /// Index entries readers may read (`first_entry..entries`).
-    pub entries: u64,
-    /// First entry still retained.
-    pub first_entry: u64,
-    pub first_id: u64,
-    pub last_id: u64,
-    /// Set once the topic is deleted or expired.
-    pub ended: Option<DeleteReason>,
-}
-
-impl TopicState {
-    pub fn messages(&self) -> u64 {
-        self.entries - self.first_entry
-    }
-}
-
-/// A consumer group's durable state, as a log record left it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GroupState {
-    /// The group has consumed every message up to this event id.
-    pub committed: u64,
-    /// The message whose deliveries failed (ended without an ACK), 0 if none.
-    pub failed_at: u64,
-    /// How many deliveries of `failed_at` failed.
-    pub failures: u32,
-    /// The last failed delivery of `failed_at` was a batch of that message
-    /// alone: its failures are surely its own, so `maxDeliver` may give up
-    /// on it. Durable with the count, so a restart or failover costs no
-    /// extra delivery.
-    pub alone: bool,
-    /// Event id of the record that set this state.
-    pub set_id: u64,
-}
-
-#[derive(Debug)]
-pub struct Topic {
-    pub name: String,
-    pub create_id: u64,
-    pub created_ms: u64,
-    pub expires_ms: u64,
-    state: Mutex<TopicState>,
-    changed: Condvar,
-    /// Its consumer groups, by name; published by the writer at commit.
-    groups: Mutex<BTreeMap<String, GroupState>>,
-    /// Payload bytes clients published to it through this server since it
-    /// started (`/metrics`); bumped by connection threads on each `OK`.
-    pub published_bytes: AtomicU64,
-}
-
-impl Topic {
-    pub fn new(
-        name: String,
-        create_id: u64,
-        created_ms: u64,
-        expires_ms: u64,
-        state: TopicState,
-    ) -> Topic {
-        Topic {
-            name,
-            create_id,
-            created_ms,
-            expires_ms,
-            state: Mutex::new(state),
-            changed: Condvar::new(),
-            groups: Mutex::new(BTreeMap::new()),
-            published_bytes: AtomicU64::new(0),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, TopicState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn state(&self) -> TopicState {
-        *self.lock()
-    }
-
-    /// Publishes new counters and wakes every waiting subscriber.
-    pub fn publish(&self, state: TopicState) {
-        *self.lock() = state;
-        self.changed.notify_all();
-    }
-
-    /// Writer only: the topic's groups after a commit; wakes subscribers
-    /// (a removed group ends its subscriptions).
-    pub fn publish_groups(&self, groups: BTreeMap<String, GroupState>) {
-        *self.groups.lock().unwrap_or_else(|p| p.into_inner()) = groups;
-        let _guard = self.lock();
-        self.changed.notify_all();
-    }
-
-    /// Every group of the topic, by name.
-    pub fn groups(&self) -> BTreeMap<String, GroupState> {
-        self.groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// How many groups the topic has (STATS `groups`), without a copy.
-    pub fn group_count(&self) -> usize {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn group(&self, name: &str) -> Option<GroupState> {
-        self.groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .copied()
-    }
-
-    pub fn end(&self, reason: DeleteReason) {
-        self.lock().ended = Some(reason);
-        self.changed.notify_all();
-    }
-
-    /// Waits until entry `next` exists, the topic ends, or `timeout` passes;
-    /// returns the state seen last.
-    pub fn wait_beyond(&self, next: u64, timeout: Duration) -> TopicState {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.lock();
-        loop {
-            if st.entries > next || st.ended.is_some() {
-                return *st;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return *st;
-            }
-            st = match self.changed.wait_timeout(st, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
-    }
-}
 
 pub struct Broker {
     pub config: Config,
-    role: RoleCell,
+    role: Arc<RoleCell>,
     pub started: Instant,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
     /// Wrong AUTH tokens of all connections, logged at a bounded rate.
     pub auth_failures: FailureLog,
     /// How fast each source address may have AUTH tokens checked.
     pub auth_pacer: SourcePacer,
     /// With `auth.token`: connections not authenticated yet, under their cap.
     pub preauth: PreAuth,
-    pub segments: SegmentSet,
-    /// The open index files, bounded (readers and the writer share them).
-    pub(crate) index_files: IndexHandles,
-    /// How far the log is durable; published by the writer after each sync.
-    pub durable: DurableTail,
+    /// What storage publishes: topics, last event id, segments, durable
+    /// tail, open index files.
+    pub store: Arc<StoreView>,
     /// Replication: slaves (on a master), the master (on a slave).
-    pub repl: ReplState,
+    pub repl: Arc<ReplState>,
     /// Who subscribes to which consumer group now (active and standbys).
     pub group_subs: Registry,
     /// The way into the writer (its bounded channel).
     pub writer: WriterHandle,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    last_event_id: AtomicU64,
     shutting_down: AtomicBool,
 }
 
@@ -206,24 +59,20 @@ impl Broker {
         writer: crossbeam_channel::Sender<WriteReq>,
         index_handles: usize,
     ) -> Broker {
-        let index_files = IndexHandles::new(&config.store.path.join("index"), index_handles);
+        let store = StoreView::new(&config.store.path.join("index"), index_handles);
         let send_wait = Duration::from_millis(config.worker.send_timeout_ms);
         Broker {
-            index_files,
+            store: Arc::new(store),
             config,
-            role: RoleCell::new(role),
+            role: Arc::new(RoleCell::new(role)),
             started: Instant::now(),
-            stats: Stats::default(),
+            stats: Arc::default(),
             auth_failures: FailureLog::default(),
             auth_pacer: SourcePacer::default(),
             preauth: PreAuth::default(),
-            segments: SegmentSet::default(),
-            durable: DurableTail::default(),
-            repl: ReplState::default(),
+            repl: Arc::default(),
             group_subs: Registry::default(),
             writer: WriterHandle::new(writer, send_wait),
-            topics: RwLock::new(BTreeMap::new()),
-            last_event_id: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -233,64 +82,43 @@ impl Broker {
         self.role.get()
     }
 
+    /// What the writer shares with the rest of the server.
+    pub fn writer_links(&self) -> WriterLinks {
+        WriterLinks {
+            store: Arc::clone(&self.store),
+            stats: Arc::clone(&self.stats),
+            role: Arc::clone(&self.role),
+            repl: Arc::clone(&self.repl),
+        }
+    }
+
     /// PROMOTE: from now on this server is a master.
     pub fn set_role(&self, role: Role) {
         self.role.set(role);
     }
 
+    // What storage publishes, read through the broker by its many readers.
+
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.store.topic(name)
     }
 
     /// Every topic, ordered by name.
     pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.store.topics()
     }
 
     /// The open index file of a topic (opened again if it was evicted).
     pub fn index_of(&self, t: &Topic) -> std::io::Result<Arc<File>> {
-        self.index_files
-            .get(&t.name, t.create_id)
-            .map_err(std::io::Error::other)
+        self.store.index_of(t)
     }
 
     pub fn topic_count(&self) -> usize {
-        self.topics.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Writer only: makes a created topic visible.
-    pub fn insert_topic(&self, topic: Arc<Topic>) {
-        self.topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(topic.name.clone(), topic);
-    }
-
-    /// Writer only: removes a topic and tells its subscribers why.
-    pub fn remove_topic(&self, name: &str, create_id: u64, reason: DeleteReason) {
-        let mut map = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        if map.get(name).is_some_and(|t| t.create_id == create_id)
-            && let Some(t) = map.remove(name)
-        {
-            t.end(reason);
-        }
+        self.store.topic_count()
     }
 
     pub fn last_event_id(&self) -> u64 {
-        self.last_event_id.load(Ordering::Acquire)
-    }
-
-    pub fn set_last_event_id(&self, id: u64) {
-        self.last_event_id.store(id, Ordering::Release);
+        self.store.last_event_id()
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -332,8 +160,8 @@ impl Broker {
             last_event_id,
             topics: topics.len() as u64,
             uptime_ms: self.started.elapsed().as_millis() as u64,
-            segments: self.segments.count() as u64,
-            index_files_open: self.index_files.open_count() as u64,
+            segments: self.store.segments.count() as u64,
+            index_files_open: self.store.index_files.open_count() as u64,
             epoch: r.epoch.load(Relaxed),
             groups: topics.iter().map(|t| t.group_count() as u64).sum(),
             repl,

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 
 use crate::auth::{self, Verdict};
-use crate::broker::{Broker, Topic};
+use crate::broker::Broker;
 use crate::preauth::{self, Ticket};
 use crate::protocol::{
     ErrCode, Limits, Parsed, ProtoError, Request, encode_count, encode_err, encode_line, encode_ok,
@@ -47,8 +47,9 @@ use crate::reply_sink::{Published, SocketReplies};
 use crate::role::Role;
 use crate::stats::{StatValue, Stats};
 use crate::storage::log::record::DeleteReason;
+use crate::storage::ops::{Reply, ReplySink};
 use crate::storage::ops::{WriteOk, WriteOp};
-use crate::storage::reply::{Reply, ReplySink};
+use crate::storage::view::Topic;
 use crate::subscription;
 use crate::wire::{Flow, Input, Wire};
 use crate::writer_handle::{self, Asked, CallError, REPLY_TIMEOUT};

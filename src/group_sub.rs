@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use crate::broker::{Broker, GroupState, Topic, TopicState};
+use crate::broker::Broker;
 use crate::groups::{GroupKey, Member, Turn};
 use crate::protocol::{
     ErrCode, ProtoError, SubArgs, SubFrom, encode_end, encode_err, encode_line, encode_ok,
@@ -37,6 +37,7 @@ use crate::role::Role;
 use crate::stats::Stats;
 use crate::storage::index::{self, EntrySource};
 use crate::storage::ops::{WriteError, WriteOk, WriteOp};
+use crate::storage::view::{GroupState, Topic, TopicState};
 use crate::subscription::{Counted, IDLE_POLL, Queued, Sub, SubInput};
 use crate::wire::{Flow, Wire};
 use crate::writer_handle::{self, Asked, CallError, Pipeline};

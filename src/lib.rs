@@ -13,7 +13,7 @@
 //!                                          ▼
 //!                 data/log/*.log  data/index/*.idx  data/checkpoint  data/idlease
 //!  conn-<peer> and SUB loops read segments and indexes with pread, only up
-//!  to what the writer has published (Broker's topic states, DurableTail).
+//!  to what the writer has published (StoreView's topic states, DurableTail).
 //! ```
 //!
 //! - [`server`]: start-up, the acceptor (connection cap, `ERR BUSY`), signals
@@ -36,8 +36,8 @@
 //!   per-topic indexes, checkpoints and [`storage::ops`], the writer's
 //!   contract (`WriteOp` in, `WriteResult` out). All files are created, appended, rolled, truncated
 //!   and deleted by the writer only; timers and connections ask it.
-//! - [`broker`]: the shared, published state (topics, segments, last event
-//!   id, durable tail, role) that readers see; [`timer`]: lifetimes, delayed
+//! - [`broker`]: the shared state readers see: storage's published view
+//!   (topics, segments, last event id, durable tail), the role, counters; [`timer`]: lifetimes, delayed
 //!   messages and retention, each asking the writer through the channel.
 //!   [`writer_handle`] is the one way into that channel for every thread:
 //!   a call or a pipeline of writes, `Busy`/`Gone`/`Timeout` told apart,

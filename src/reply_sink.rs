@@ -22,11 +22,12 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::broker::{Broker, Topic};
+use crate::broker::Broker;
 use crate::protocol::{encode_err, encode_ok};
 use crate::stats::Stats;
+use crate::storage::ops::ReplySink;
 use crate::storage::ops::{WriteOk, WriteResult};
-use crate::storage::reply::ReplySink;
+use crate::storage::view::Topic;
 use crate::writer_handle::{self, Asked, CallError};
 
 /// A write that publishes: its payload bytes and topic, for the byte
@@ -265,8 +266,9 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::role::Role;
+    use crate::storage::ops::Reply;
     use crate::storage::ops::WriteError;
-    use crate::storage::reply::{Releaser, Reply};
+    use crate::storage::reply::Releaser;
 
     fn sink(fd: RawFd) -> Arc<SocketReplies> {
         let (tx, _rx) = crossbeam_channel::bounded(1);

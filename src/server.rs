@@ -103,7 +103,7 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         info!("up to {preauth_max} connections not yet authenticated");
     }
     let (timer_tx, timer_rx) = ops::timer_channels();
-    let (mut writer, _report) = Writer::open(Arc::clone(&broker), timer_tx)?;
+    let (mut writer, _report) = Writer::open(&broker.config, broker.writer_links(), timer_tx)?;
     // Each committed batch's answers go to one thread that sends them while
     // the writer goes on; it ends when the writer drops the channel.
     let (held_tx, held_rx) = crossbeam_channel::unbounded();

@@ -30,10 +30,11 @@ use std::io;
 
 use log::warn;
 
-use crate::broker::{Broker, Topic};
+use crate::broker::Broker;
 use crate::protocol::{encode_count, encode_msg};
 use crate::storage::index::{self, Entry};
 use crate::storage::log::reader::{ReadError, ReadErrorKind, Reader};
+use crate::storage::view::Topic;
 use crate::wire::Wire;
 
 /// Record bytes read, encoded and written at a time (one record may be
@@ -128,7 +129,7 @@ impl Batcher {
         let res = walk(&index, entries, from, want, MAX_BATCH_BYTES, |win| {
             let first = plan.n == 0;
             let mut ok = 0;
-            let res = reader.read(&broker.segments, &topic.name, win, |m| {
+            let res = reader.read(&broker.store.segments, &topic.name, win, |m| {
                 if first {
                     encode_msg(staged, m.event_id, m.timestamp_ms, m.headers, m.payload);
                 }
@@ -197,7 +198,7 @@ impl Batcher {
                     walk(&index, entries, from, rest, u64::MAX, |win| {
                         staged.clear();
                         reader
-                            .read(&broker.segments, &topic.name, win, |m| {
+                            .read(&broker.store.segments, &topic.name, win, |m| {
                                 encode_msg(staged, m.event_id, m.timestamp_ms, m.headers, m.payload)
                             })
                             .map_err(Stop::Read)?;

@@ -24,13 +24,14 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::broker::{Broker, Topic};
+use crate::broker::Broker;
 use crate::protocol::{
     ErrCode, Parsed, ProtoError, Request, SubArgs, SubFrom, encode_end, encode_err, encode_line,
     encode_ok,
 };
 use crate::stats::Stats;
 use crate::storage::index;
+use crate::storage::view::Topic;
 use crate::sub_batch::{Batcher, Failed, Plan};
 use crate::wire::{Flow, Input, Wire};
 /// How often an idle subscriber checks its socket for STOP or a hang-up.
@@ -407,13 +408,13 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::broker::TopicState;
     use crate::config::Config;
     use crate::protocol::{Limits, MAX_LINE_BYTES};
     use crate::role::Role;
     use crate::storage::index::Entry;
     use crate::storage::log::record::{self, DeleteReason, Kind, Record};
     use crate::storage::log::segment::Segment;
+    use crate::storage::view::TopicState;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -459,7 +460,7 @@ mod tests {
                 .encode_into(&mut entries);
             }
             seg.file.write_all_at(&bytes, 0)?;
-            broker.segments.push(Arc::new(seg));
+            broker.store.segments.push(Arc::new(seg));
             base += bytes.len() as u64;
         }
         index.write_all_at(&entries, 0)?;
@@ -471,7 +472,7 @@ mod tests {
             ended: None,
         };
         let topic = Arc::new(Topic::new("t".into(), 1, 0, 0, state));
-        broker.insert_topic(Arc::clone(&topic));
+        broker.store.insert_topic(Arc::clone(&topic));
         Ok((broker, topic))
     }
 
@@ -483,7 +484,7 @@ mod tests {
             first_id: 4,
             ..topic.state()
         });
-        broker.segments.remove_prefix(1);
+        broker.store.segments.remove_prefix(1);
     }
 
     fn wire() -> Result<(TcpStream, Wire), Box<dyn std::error::Error>> {
@@ -543,7 +544,7 @@ mod tests {
         let (mut client, mut wire) = wire()?;
         let mut s = sub(&mut wire, &broker, Arc::clone(&topic));
         topic.end(DeleteReason::Deleted);
-        broker.segments.remove_prefix(1);
+        broker.store.segments.remove_prefix(1);
         assert_eq!(s.put_batch(0, 6), Ok(Queued::Nothing));
         assert!(s.wire.out.is_empty(), "no half batch queued");
         let mut next = 0;
@@ -561,7 +562,7 @@ mod tests {
         let (broker, topic) = six_messages(dir.path())?;
         let (_client, mut wire) = wire()?;
         let mut s = sub(&mut wire, &broker, topic);
-        broker.segments.remove_prefix(1); // the first entry did not move
+        broker.store.segments.remove_prefix(1); // the first entry did not move
         assert_eq!(
             s.put_batch(0, 6),
             Err("no segment holds position 0".to_string())

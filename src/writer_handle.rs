@@ -23,8 +23,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
 use crate::protocol::{ErrCode, ProtoError};
+use crate::storage::ops::Reply;
 use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
-use crate::storage::reply::Reply;
 
 /// How long a connection waits for the writer's answer to a write it sent
 /// before giving it up.

@@ -109,7 +109,7 @@ impl View {
     }
 }
 
-fn topic_view(b: &Broker, t: &crate::broker::Topic) -> TopicView {
+fn topic_view(b: &Broker, t: &crate::storage::view::Topic) -> TopicView {
     let st = t.state();
     let groups = t.groups();
     let file = if groups.is_empty() {

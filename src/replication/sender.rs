@@ -226,8 +226,8 @@ impl Sender<'_> {
         };
         let store = ReplError::Log;
         let streaming = snapshot.is_none();
-        let (tail, mut seen_cuts) = b.durable.get_with_cuts();
-        let mut pos = logread::position_after(&b.segments, tail.pos, after).map_err(store)?;
+        let (tail, mut seen_cuts) = b.store.durable.get_with_cuts();
+        let mut pos = logread::position_after(&b.store.segments, tail.pos, after).map_err(store)?;
         if let Some(items) = snapshot {
             self.send_snapshot(&items, pos)?;
             encode_frame(&mut self.wire.out, &Frame::Synced { after_id: after });
@@ -254,11 +254,11 @@ impl Sender<'_> {
                 encode_frame(&mut self.wire.out, &Frame::Lease { lease });
                 lease_sent = lease;
             }
-            let (tail, cuts) = b.durable.get_with_cuts();
+            let (tail, cuts) = b.store.durable.get_with_cuts();
             if cuts != seen_cuts {
                 // The writer undid records (replication.minSlaves): a slave
                 // that was sent any must move them aside and resync.
-                if !b.durable.kept_since(seen_cuts, pos) {
+                if !b.store.durable.kept_since(seen_cuts, pos) {
                     return Err(ReplError::Ended(
                         "the master undid records this slave was sent".into(),
                     ));
@@ -266,8 +266,8 @@ impl Sender<'_> {
                 seen_cuts = cuts;
             }
             if pos < tail.pos {
-                let chunk = logread::read_chunk(&b.segments, pos, tail.pos, CHUNK_BYTES);
-                if b.durable.cuts() != cuts {
+                let chunk = logread::read_chunk(&b.store.segments, pos, tail.pos, CHUNK_BYTES);
+                if b.store.durable.cuts() != cuts {
                     continue; // read while records were undone: look again
                 }
                 let chunk = chunk.map_err(store)?;
@@ -292,7 +292,7 @@ impl Sender<'_> {
             } else {
                 // New durable records wake this at once; ACKs are the
                 // reader thread's.
-                b.durable.wait_beyond(pos, IDLE_WAIT);
+                b.store.durable.wait_beyond(pos, IDLE_WAIT);
             }
             if !self.wire.out.is_empty() {
                 self.wire.flush().map_err(io)?;
@@ -319,14 +319,14 @@ impl Sender<'_> {
     fn send_snapshot(&mut self, items: &[SnapItem], pos: u64) -> Result<(), ReplError> {
         // The slave lacks every log record from `pos` on, whatever the
         // state records' own ids are.
-        let at = self.position(0, pos, self.broker.durable.get().pos);
+        let at = self.position(0, pos, self.broker.store.durable.get().pos);
         let mut bytes = Vec::new();
         let mut count = 0;
         for item in items {
             match item {
                 SnapItem::Built { bytes: b, .. } => bytes.extend_from_slice(b),
                 SnapItem::Logged { pos, len, id } => {
-                    let seg = self.broker.segments.find(*pos).ok_or_else(|| {
+                    let seg = self.broker.store.segments.find(*pos).ok_or_else(|| {
                         ReplError::Ended(format!("the record of event {id} is gone"))
                     })?;
                     let mut buf = vec![0u8; *len as usize];
@@ -359,7 +359,7 @@ fn record_ts_at(b: &Broker, pos: u64, end: u64) -> Option<u64> {
         if pos >= end {
             return None;
         }
-        let seg = b.segments.find(pos)?;
+        let seg = b.store.segments.find(pos)?;
         let mut head = [0u8; record::PEEK_LEN];
         if seg.read_exact_at(&mut head, pos).is_ok()
             && let Some(p) = record::peek(&head)
@@ -367,6 +367,7 @@ fn record_ts_at(b: &Broker, pos: u64, end: u64) -> Option<u64> {
             return Some(p.timestamp_ms);
         }
         pos = b
+            .store
             .segments
             .all()
             .iter()
@@ -384,7 +385,7 @@ pub fn slave_lag(b: &Broker, s: &SlaveInfo) -> Lag {
     if s.acked_id >= last {
         return Lag::default(); // no pread when caught up
     }
-    let ts = record_ts_at(b, s.acked_pos, b.durable.get().pos);
+    let ts = record_ts_at(b, s.acked_pos, b.store.durable.get().pos);
     Lag::new(s.acked_id, last, ts.map(|ts| now_ms().saturating_sub(ts)))
 }
 

@@ -29,13 +29,16 @@
 //! engine/   the persistence thread and what it is made of
 //!   writer      the loop: take a batch, append, flush, fsync, commit, answer
 //!   active_log  the segment being appended to: buffer, zero fill, flush, fdatasync, roll, cut-back
-//!   writer_state  topics, pending delays, ids, epochs, the batch's undo; apply and undo are its
-//!   apply       the one apply path; undo: the batch's undo log; state: the state's types
-//!   state_checkpoint  the writer's state to and from a checkpoint
+//!   state/      WriterState: topics, pending delays, ids, epochs, the batch's undo
+//!     apply       the one apply path (live writes, recovery, replication)
+//!     undo        the batch's undo log
+//!     checkpoint  the writer's state to and from a checkpoint
+//!     topic       the state's types (WriterTopic, Pending, Change, BatchCounts)
 //!   execute     a request becomes records
 //!   groups, delayed, lifetimes, retention, replica   the writes each kind of request asks for
 //!   quorum, quorum_gate   replication.minSlaves on the writer's side
-//!   epochs, lease, checkpointer   epochs, the id lease file, writing checkpoints
+//!   epochs, lease, checkpointer, checkpoint_gate   epochs, the id lease file, writing checkpoints
+//!   links       what the writer shares: the store view, STATS, role, replication state
 //!   recovery    open the data directory, replay the tail through apply (main thread)
 //! offline/  smss --check (check, read-only) and smss --repair (repair)
 //! ```
@@ -45,7 +48,10 @@
 //! channel or a connection's socket, released per batch), [`index`] and [`handles`] (per-topic index
 //! files and the bounded set of open ones), [`checkpoint`] (the checkpoint
 //! file), [`tail`] (the durable position the writer publishes), [`ids`]
-//! (epoch id ranges), [`role`] (the `data/role` claim). `log/` imports
+//! (epoch id ranges), [`role`] (the `data/role` claim), [`view`] (what
+//! the writer publishes to readers: topics, last event id, segments,
+//! durable tail, index files; the broker holds it, storage imports no
+//! broker). `log/` imports
 //! nothing from `engine/` or `offline/`; `offline/` reuses the engine's
 //! recovery and id lease.
 
@@ -60,6 +66,7 @@ pub(crate) mod ops;
 pub(crate) mod reply;
 pub(crate) mod role;
 pub(crate) mod tail;
+pub mod view;
 
 // The paths the binaries and the integration tests use: the record format
 // (`smss-cli dump`, tests that write or inspect segments) and the offline

@@ -9,11 +9,11 @@
 //! lifetimes and delayed messages through the unbounded [`TimerSenders`].
 
 use std::fmt;
+use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::log::record::DeleteReason;
-use super::reply::Reply;
 use super::role::RoleClaim;
 use crate::protocol::Message;
 
@@ -287,6 +287,36 @@ impl fmt::Display for WriteError {
 impl std::error::Error for WriteError {}
 
 pub type WriteResult = Result<WriteOk, WriteError>;
+
+/// A client connection that takes its answers on its socket.
+pub trait ReplySink: Send + Sync {
+    /// Takes the answer to the connection's oldest write in flight (encoded,
+    /// not sent yet). True when the sink has nothing waiting to be sent yet,
+    /// so the caller must [`ReplySink::flush`] it once the batch is done.
+    fn answer(&self, res: WriteResult) -> bool;
+    /// Sends what the socket takes without waiting; true when nothing is
+    /// left (or the connection is gone).
+    fn flush(&self) -> bool;
+}
+
+/// Where one write's answer goes.
+#[derive(Clone)]
+pub enum Reply {
+    /// A caller waiting on its own channel, which has room for every answer
+    /// it awaits (the writer never blocks on a reply).
+    Chan(Sender<WriteResult>),
+    /// A client connection: the answer is written to its socket.
+    Sink(Arc<dyn ReplySink>),
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reply::Chan(_) => "Reply::Chan",
+            Reply::Sink(_) => "Reply::Sink",
+        })
+    }
+}
 
 #[derive(Debug)]
 pub struct WriteReq {

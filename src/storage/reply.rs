@@ -14,47 +14,15 @@
 //! releaser tries again every [`RETRY_EVERY`] until it is gone, so one slow
 //! client never holds up another's replies.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::ops::WriteResult;
+use super::ops::{Reply, ReplySink, WriteResult};
 
 /// How often replies a socket would not take are tried again.
 pub const RETRY_EVERY: Duration = Duration::from_millis(5);
-
-/// A connection that takes its answers on its socket
-/// (`crate::reply_sink::SocketReplies`).
-pub trait ReplySink: Send + Sync {
-    /// Takes the answer to the connection's oldest write in flight (encoded,
-    /// not sent yet). True when the sink has nothing waiting to be sent yet,
-    /// so the caller must [`ReplySink::flush`] it once the batch is done.
-    fn answer(&self, res: WriteResult) -> bool;
-    /// Sends what the socket takes without waiting; true when nothing is
-    /// left (or the connection is gone).
-    fn flush(&self) -> bool;
-}
-
-/// Where one write's answer goes.
-#[derive(Clone)]
-pub enum Reply {
-    /// A caller waiting on its own channel, which has room for every answer
-    /// it awaits (the writer never blocks on a reply).
-    Chan(Sender<WriteResult>),
-    /// A client connection: the answer is written to its socket.
-    Sink(Arc<dyn ReplySink>),
-}
-
-impl fmt::Debug for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Reply::Chan(_) => "Reply::Chan",
-            Reply::Sink(_) => "Reply::Sink",
-        })
-    }
-}
 
 impl Reply {
     /// Delivers one answer at once, on its own (answers that must not wait

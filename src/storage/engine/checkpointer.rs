@@ -5,40 +5,37 @@
 //!
 //! Runs on the writer thread, as part of [`Writer`]: after each batch
 //! when enough log was written or a segment rolled, on an idle tick, and at
-//! shutdown. What goes into it is [`super::state_checkpoint`]'s; the file
-//! format is [`crate::storage::checkpoint`]'s.
-
-use std::time::{Duration, Instant};
+//! shutdown. What goes into it is `state/checkpoint.rs`'s; the file format
+//! is [`crate::storage::checkpoint`]'s; when the last one was written, when
+//! to retry a failed one and which segment files wait for the next one are
+//! [`super::checkpoint_gate`]'s.
 
 use log::warn;
 
+use super::checkpoint_gate::CHECKPOINT_RETRY;
 use super::writer::Writer;
 use crate::storage::StoreError;
 use crate::storage::sync_dir;
 
-/// A checkpoint that failed for want of a resource is tried again after this.
-const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
-
 impl Writer {
     pub(super) fn checkpoint_due(&self) -> bool {
-        self.poisoned.is_none()
-            && (self.state.want_checkpoint
-                || self.state.since_checkpoint >= self.tuning.checkpoint_bytes)
-            && self.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
+        self.poisoned().is_none()
+            && self.state.checkpoint_wanted(self.tuning.checkpoint_bytes)
+            && self.checkpoints.may_try()
     }
 
     /// A checkpoint only shortens the next replay: one that fails for want
     /// of a resource (a full disk) is retried later; a failed fsync poisons.
     pub(super) fn try_checkpoint(&mut self) {
         match self.checkpoint() {
-            Ok(()) => self.checkpoint_retry_at = None,
+            Ok(()) => self.checkpoints.succeeded(),
             Err(e) if e.is_sync_failure() => self.poison(&e),
             Err(e) => {
                 warn!(
                     "checkpoint failed, retrying in {}s: {e}",
                     CHECKPOINT_RETRY.as_secs()
                 );
-                self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
+                self.checkpoints.failed();
             }
         }
     }
@@ -48,15 +45,15 @@ impl Writer {
     pub(super) fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.sync_log()?;
         self.publish_durable();
-        self.state.sync_indexes(&self.broker.index_files)?;
+        self.state.sync_indexes(&self.store.index_files)?;
         sync_dir(&self.index_dir)?;
         self.state
-            .checkpoint(self.next_pos(), self.quorum.gaps.to_vec())
+            .checkpoint(self.next_pos(), self.quorum.gaps().to_vec())
             .store(&self.dir)?;
         self.state.checkpointed();
-        self.last_checkpoint = Instant::now();
-        if !self.unlink_after_checkpoint.is_empty() {
-            for seg in self.unlink_after_checkpoint.drain(..) {
+        let waited = self.checkpoints.written();
+        if !waited.is_empty() {
+            for seg in waited {
                 if let Err(e) = std::fs::remove_file(&seg.path) {
                     warn!("could not remove segment {}: {e}", seg.path.display());
                 }

@@ -58,12 +58,12 @@ fn mixed() -> Vec<WriteOp> {
 fn contents(w: &Writer) -> (BTreeSet<(String, u64)>, BTreeSet<u64>) {
     let mut topics = BTreeSet::new();
     let mut ids = BTreeSet::new();
-    for t in w.broker.topics() {
+    for t in w.store.topics() {
         topics.insert((t.name.clone(), t.create_id));
         let st = t.state();
         let mut out = Vec::new();
         let n = (st.entries - st.first_entry) as usize;
-        let file = match w.broker.index_files.get(&t.name, t.create_id) {
+        let file = match w.store.index_files.get(&t.name, t.create_id) {
             Ok(f) => f,
             Err(e) => panic!("index of {}: {e}", t.name),
         };
@@ -111,7 +111,7 @@ fn check(step: Step, nth: u32, kind: ErrorKind, max_log_size: u64, lease_in: Opt
     assert!(before.iter().all(|r| r.is_ok()), "{ctx}: setup {before:?}");
     let (mut want_topics, mut want_ids) = contents(&w);
     if let Some(n) = lease_in {
-        w.state.id_lease = w.state.last_id + n; // the lease runs out inside the batch
+        w.state.leased_to(w.state.last_id() + n); // the lease runs out inside the batch
     }
     fault::arm(step, nth, kind);
     let res = batch(&mut w, mixed());
@@ -130,7 +130,7 @@ fn check(step: Step, nth: u32, kind: ErrorKind, max_log_size: u64, lease_in: Opt
     );
     let poisoned = step == Step::Fsync;
     assert_eq!(
-        w.poisoned.is_some(),
+        w.poisoned().is_some(),
         poisoned,
         "{ctx}: only a failed fsync poisons"
     );
@@ -147,7 +147,7 @@ fn check(step: Step, nth: u32, kind: ErrorKind, max_log_size: u64, lease_in: Opt
         want_topics.extend(t);
         want_ids.extend(i);
     }
-    let last = w.state.last_id;
+    let last = w.state.last_id();
     drop(w);
     let w = open(dir.path(), max_log_size);
     assert_eq!(
@@ -155,7 +155,7 @@ fn check(step: Step, nth: u32, kind: ErrorKind, max_log_size: u64, lease_in: Opt
         (want_topics, want_ids),
         "{ctx}: after restart {res:?}"
     );
-    assert!(w.state.last_id >= last, "{ctx}: ids never go back");
+    assert!(w.state.last_id() >= last, "{ctx}: ids never go back");
 }
 
 #[test]
@@ -211,7 +211,7 @@ fn a_master_near_the_end_of_its_ids_starts_the_next_but_one_epoch_itself() {
     assert!(first.iter().all(|r| r.is_ok()), "{first:?}");
     assert_eq!(w.epoch(), 0);
     // As if 2^48 ids had gone by: a few are left in epoch 0's range.
-    w.state.last_id = epoch_limit(0) - 5;
+    w.state.use_ids_to(epoch_limit(0) - 5);
     let res = batch(&mut w, vec![publish("t"), publish("t")]);
     let ids: Vec<u64> = res
         .iter()
@@ -230,9 +230,9 @@ fn a_master_near_the_end_of_its_ids_starts_the_next_but_one_epoch_itself() {
     let w = open(dir.path(), 64 << 20);
     assert_eq!(w.epoch(), 2, "kept across a restart");
     assert!(
-        w.state.last_id >= ids[1] && w.state.last_id < epoch_limit(2),
+        w.state.last_id() >= ids[1] && w.state.last_id() < epoch_limit(2),
         "{}",
-        w.state.last_id
+        w.state.last_id()
     );
 }
 
@@ -250,17 +250,21 @@ fn a_topic_past_its_life_takes_no_write_even_before_the_timer_ends_it() {
     };
     let first = batch(&mut w, vec![short, publish("short")]);
     assert!(first.iter().all(|r| r.is_ok()), "{first:?}");
-    let before = w.state.last_id;
+    let before = w.state.last_id();
     // Waiting out the lifetime (wall-clock time must pass; nothing to signal).
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let res = batch(&mut w, vec![publish("short")]);
     assert!(matches!(res[0], Err(WriteError::NoTopic(_))), "{res:?}");
-    assert_eq!(w.state.last_id, before, "a refused write writes nothing");
-    assert!(w.broker.topic("short").is_some(), "not ended by a refusal");
+    assert_eq!(w.state.last_id(), before, "a refused write writes nothing");
+    assert!(w.store.topic("short").is_some(), "not ended by a refusal");
     // A CREATE of its name ends the old incarnation first.
     let again = batch(&mut w, vec![create("short"), publish("short")]);
     assert!(again.iter().all(|r| r.is_ok()), "{again:?}");
-    assert_eq!(w.state.last_id, before + 3, "DELETE (expired), CREATE, PUB");
+    assert_eq!(
+        w.state.last_id(),
+        before + 3,
+        "DELETE (expired), CREATE, PUB"
+    );
     assert_eq!(
         contents(&w).1.len(),
         1,

@@ -14,20 +14,20 @@ impl Writer {
     pub(super) fn fire(&mut self, ids: &[u64], now: u64) -> Result<(), StoreError> {
         let mut buf = Vec::new();
         for &id in ids {
-            let Some(p) = self.state.pending.get(&id).cloned() else {
+            let Some(p) = self.state.pending().get(&id).cloned() else {
                 continue; // fired already, or its topic was deleted
             };
             // A topic whose life is over first ends, dropping what is
             // pending for it: the message is due for a topic already gone.
-            if self.expire_if_due(&p.topic, now)? {
+            if self.expire_if_due(p.topic(), now)? {
                 continue; // dropped (and counted) with its topic
             }
-            if !self.state.topics.contains_key(&p.topic) {
+            if !self.state.has_topic(p.topic()) {
                 self.state.drop_pending(id);
                 continue;
             }
-            buf.resize(p.len as usize, 0);
-            self.read_log(&mut buf, p.pos)?;
+            buf.resize(p.record_len() as usize, 0);
+            self.read_log(&mut buf, p.pos())?;
             let (headers, payload) = match record::decode(&buf) {
                 Decoded::Record { rec, .. } if rec.event_id == id && rec.kind == Kind::DPub => {
                     (rec.headers.to_vec(), rec.payload().to_vec())
@@ -35,7 +35,7 @@ impl Writer {
                 _ => {
                     return Err(StoreError::corrupt(
                         self.log.path(),
-                        p.pos,
+                        p.pos(),
                         format!("the DPUB record of event {id} is not where the writer put it"),
                     ));
                 }
@@ -43,17 +43,17 @@ impl Writer {
             let mut body = Vec::with_capacity(8 + payload.len());
             body.extend_from_slice(&id.to_le_bytes());
             body.extend_from_slice(&payload);
-            let fired = self.state.last_id + 1;
+            let fired = self.state.next_id();
             self.append(&Record {
                 event_id: fired,
                 timestamp_ms: now,
                 kind: Kind::Fire,
                 flags: 0,
-                topic: &p.topic,
+                topic: p.topic(),
                 headers: &headers,
                 body: &body,
             })?;
-            self.count_published(&p.topic, fired, 1);
+            self.count_published(p.topic(), fired, 1);
         }
         Ok(())
     }
@@ -61,6 +61,6 @@ impl Writer {
     /// Reads log bytes at a global position, from the file or from the
     /// part of the batch not yet written.
     pub(super) fn read_log(&self, buf: &mut [u8], pos: u64) -> Result<(), StoreError> {
-        self.log.read(buf, pos, &self.broker.segments)
+        self.log.read(buf, pos, &self.store.segments)
     }
 }

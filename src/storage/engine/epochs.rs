@@ -36,12 +36,12 @@ impl Writer {
     /// one epoch before assigning more (see the module docs).
     pub(super) fn keep_id_room(&mut self) -> Result<(), StoreError> {
         let epoch = self.epoch();
-        if self.state.last_id.saturating_add(ROLLOVER_HEADROOM) < epoch_limit(epoch) {
+        if self.state.last_id().saturating_add(ROLLOVER_HEADROOM) < epoch_limit(epoch) {
             return Ok(());
         }
         warn!(
             "event ids of epoch {epoch} are nearly used up (last id {}): starting epoch {}",
-            self.state.last_id,
+            self.state.last_id(),
             epoch + 2
         );
         self.start_epoch(epoch + 2).map(|_| ())
@@ -62,14 +62,20 @@ impl Writer {
     pub(super) fn start_epoch(&mut self, epoch: u64) -> Result<u64, StoreError> {
         let id = self
             .state
-            .last_id
-            .max(self.state.id_lease)
+            .last_id()
+            .max(self.state.id_lease())
             .max(epoch_base(epoch).saturating_sub(1))
             .saturating_add(1);
-        if self.state.history == 0 {
+        if self.state.history() == 0 {
             self.state.start_history(super::recovery::new_history_id());
         }
-        let bytes = epoch_record(id, now_ms(), epoch, self.state.last_id, self.state.history);
+        let bytes = epoch_record(
+            id,
+            now_ms(),
+            epoch,
+            self.state.last_id(),
+            self.state.history(),
+        );
         self.reserve_replicated(id, bytes.len())?;
         let pos = self.log.append_bytes(&bytes);
         if let Decoded::Record { rec, len } = record::decode(&bytes) {

@@ -2,7 +2,7 @@
 //! event id assignment, and appending to the batch being committed.
 //!
 //! Runs on the writer thread. A refused request ([`WriteError`]) appends
-//! nothing; an accepted one is applied at once through [`super::apply`] so
+//! nothing; an accepted one is applied at once through [`super::state`]'s apply so
 //! later requests of the same batch see it (a CREATE then a PUB). Every step
 //! that can fail for want of a resource — the id lease, a segment roll, a
 //! new index file — runs before the request changes anything, so such a
@@ -23,11 +23,11 @@ use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteResult};
 impl Writer {
     /// Validates one request and appends its record(s) to the batch.
     pub(super) fn execute(&mut self, op: WriteOp) -> WriteResult {
-        if let Some(why) = &self.poisoned {
-            return Err(WriteError::Poisoned(why.clone()));
+        if let Some(why) = self.poisoned() {
+            return Err(WriteError::Poisoned(why.to_string()));
         }
         let now = now_ms();
-        if self.broker.role() == Role::Master
+        if self.role() == Role::Master
             && let Err(e) = self.keep_id_room()
         {
             return self.fail(e);
@@ -54,7 +54,7 @@ impl Writer {
         }
         let res = match op {
             WriteOp::Create { topic, life_ms } => {
-                if self.state.topics.contains_key(&topic) {
+                if self.state.has_topic(&topic) {
                     return Err(WriteError::Exists(topic));
                 }
                 self.create(&topic, life_ms, now)
@@ -64,17 +64,17 @@ impl Writer {
                 reason,
                 create_id,
             } => {
-                let current = self.state.topics.get(&topic).map(|t| t.shared.create_id);
+                let current = self.state.topic(&topic).map(|t| t.shared().create_id);
                 if current.is_none() || create_id.is_some_and(|c| Some(c) != current) {
                     return Err(WriteError::NoTopic(topic));
                 }
                 self.append_delete(&topic, reason, now).map(WriteOk::Id)
             }
             WriteOp::Pub { topic, msg } => {
-                if !self.state.topics.contains_key(&topic) {
+                if !self.state.has_topic(&topic) {
                     return Err(WriteError::NoTopic(topic));
                 }
-                let id = self.state.last_id + 1;
+                let id = self.state.next_id();
                 let r = self.append(&Record {
                     event_id: id,
                     timestamp_ms: now,
@@ -90,7 +90,7 @@ impl Writer {
                 r.map(|_| WriteOk::Id(id))
             }
             WriteOp::MPub { topic, msgs } => {
-                if !self.state.topics.contains_key(&topic) {
+                if !self.state.has_topic(&topic) {
                     return Err(WriteError::NoTopic(topic));
                 }
                 if msgs.is_empty() {
@@ -103,10 +103,10 @@ impl Writer {
                 delay_ms,
                 msg,
             } => {
-                if !self.state.topics.contains_key(&topic) {
+                if !self.state.has_topic(&topic) {
                     return Err(WriteError::NoTopic(topic));
                 }
-                let id = self.state.last_id + 1;
+                let id = self.state.next_id();
                 let due_ms = now.saturating_add(delay_ms);
                 let mut body = Vec::with_capacity(8 + msg.payload.len());
                 body.extend_from_slice(&due_ms.to_le_bytes());
@@ -158,7 +158,7 @@ impl Writer {
                 empty,
             } => self.repl_plan(after_id, history, epoch, empty),
             WriteOp::Replicate { records } => {
-                if self.broker.role() != Role::Slave {
+                if self.role() != Role::Slave {
                     return Err(WriteError::Invalid("this server is not a slave".into()));
                 }
                 self.replicate(&records)
@@ -187,7 +187,7 @@ impl Writer {
         &mut self,
         f: impl FnOnce(&mut Writer) -> Result<WriteOk, super::groups::GroupErr>,
     ) -> WriteResult {
-        if self.broker.role() != Role::Master {
+        if self.role() != Role::Master {
             return Err(WriteError::Invalid("group writes need the master".into()));
         }
         match f(self) {
@@ -198,7 +198,7 @@ impl Writer {
     }
 
     fn create(&mut self, topic: &str, life_ms: u64, now: u64) -> Result<WriteOk, StoreError> {
-        let id = self.state.last_id + 1;
+        let id = self.state.next_id();
         let body = life_ms.to_le_bytes();
         let rec = Record {
             event_id: id,
@@ -210,7 +210,7 @@ impl Writer {
             body: &body,
         };
         self.reserve(id, record::encoded_len(topic.len(), 0, body.len()))?;
-        super::apply::create_index(&self.broker.index_files, topic, id)?;
+        super::state::create_index(&self.store.index_files, topic, id)?;
         self.state.index_made_for(id);
         self.append_reserved(&rec)?;
         Ok(WriteOk::Id(id))
@@ -224,12 +224,12 @@ impl Writer {
             .iter()
             .map(|m| record::encoded_len(topic.len(), m.headers.len(), m.payload.len()))
             .sum();
-        let first = self.state.last_id + 1;
+        let first = self.state.next_id();
         let n = msgs.len();
-        self.reserve(self.state.last_id + n as u64, total)?;
+        self.reserve(self.state.last_id() + n as u64, total)?;
         for (i, m) in msgs.iter().enumerate() {
             self.append_reserved(&Record {
-                event_id: self.state.last_id + 1,
+                event_id: self.state.next_id(),
                 timestamp_ms: now,
                 kind: Kind::Pub,
                 flags: if i + 1 < n { FLAG_BATCH_MORE } else { 0 },
@@ -238,13 +238,12 @@ impl Writer {
                 body: &m.payload,
             })?;
         }
-        self.count_published(topic, self.state.last_id, n as u64);
-        Ok(WriteOk::Range(first, self.state.last_id))
+        self.count_published(topic, self.state.last_id(), n as u64);
+        Ok(WriteOk::Range(first, self.state.last_id()))
     }
 
     pub(super) fn count_published(&mut self, topic: &str, last_id: u64, n: u64) {
-        let before =
-            Stats::get(&self.broker.stats.messages_published) + self.state.count_published(n);
+        let before = Stats::get(&self.stats.messages_published) + self.state.count_published(n);
         let sample = self.tuning.log_sample;
         if sample > 0 && (before / sample) != ((before + n) / sample) {
             info!(
@@ -265,7 +264,7 @@ impl Writer {
     /// active segment. Changes no state a failure would have to undo.
     fn reserve(&mut self, last_id: u64, bytes: usize) -> Result<(), StoreError> {
         self.check_id_in_range(last_id)?;
-        if last_id > self.state.id_lease {
+        if last_id > self.state.id_lease() {
             // Record durably that ids up to the new lease may be in use
             // before handing any out, so a crash that loses unsynced
             // records (fsync interval/never) can never lead to reuse.

@@ -4,19 +4,19 @@
 //! topic (a copy and the commit past it, in one all-or-nothing batch).
 //!
 //! Runs on the writer thread. A group's state lives in its topic
-//! ([`super::state::WriterTopic`]), goes into the checkpoint, and reaches readers
+//! (`WriterTopic` in [`super::state`]), goes into the checkpoint, and reaches readers
 //! (GROUPS, the subscriptions) when the commit publishes it; it is
 //! replicated like every record; a GROUP record is applied by
-//! [`super::apply`] like every other.
+//! [`super::state`]'s apply like every other.
 
 use log::info;
 
 use super::writer::Writer;
-use crate::broker::GroupState;
 use crate::storage::StoreError;
 use crate::storage::index;
 use crate::storage::log::record::{self, Decoded, FLAG_BATCH_MORE, GroupOp, Kind, Record};
 use crate::storage::ops::{WriteError, WriteOk};
+use crate::storage::view::GroupState;
 
 /// What a group write can come to: refused (nothing written) or failed.
 pub(super) enum GroupErr {
@@ -42,10 +42,9 @@ impl Writer {
     fn group_of(&self, topic: &str, group: &str) -> Result<Option<GroupState>, GroupErr> {
         let t = self
             .state
-            .topics
-            .get(topic)
+            .topic(topic)
             .ok_or_else(|| GroupErr::Refused(WriteError::NoTopic(topic.to_string())))?;
-        Ok(t.groups.get(group).copied())
+        Ok(t.groups().get(group).copied())
     }
 
     /// Appends one GROUP record and applies it; returns its id.
@@ -55,7 +54,7 @@ impl Writer {
         op: &GroupOp<'_>,
         flags: u8,
     ) -> Result<u64, StoreError> {
-        let id = self.state.last_id + 1;
+        let id = self.state.next_id();
         let body = op.encode();
         self.append(&Record {
             event_id: id,
@@ -159,7 +158,7 @@ impl Writer {
         let cur = self
             .group_of(topic, group)?
             .ok_or_else(|| changed(topic, group))?;
-        if !self.state.topics.contains_key(dlq) {
+        if !self.state.has_topic(dlq) {
             return Err(GroupErr::Refused(WriteError::NoTopic(dlq.to_string())));
         }
         if at <= cur.committed {
@@ -177,7 +176,7 @@ impl Writer {
             )
             .as_bytes(),
         );
-        let copy_id = self.state.last_id + 1;
+        let copy_id = self.state.next_id();
         let set = GroupOp::Set {
             group,
             committed: at,
@@ -213,14 +212,19 @@ impl Writer {
     fn read_message(&self, topic: &str, id: u64) -> Result<(Vec<u8>, Vec<u8>), GroupErr> {
         let gone =
             || GroupErr::Refused(WriteError::Invalid(format!("{topic} has no message {id}")));
-        let t = self.state.topics.get(topic).ok_or_else(gone)?;
-        let files = &self.broker.index_files;
-        let file = files.get(topic, t.shared.create_id)?;
-        let path = files.path(topic, t.shared.create_id);
+        let t = self.state.topic(topic).ok_or_else(gone)?;
+        let files = &self.store.index_files;
+        let file = files.get(topic, t.shared().create_id)?;
+        let path = files.path(topic, t.shared().create_id);
         let read = |e| StoreError::io("read index", &path, e);
-        let at = index::search_after(&*file, t.state.first_entry, t.flushed_entries, id - 1)
-            .map_err(read)?;
-        if at >= t.flushed_entries {
+        let at = index::search_after(
+            &*file,
+            t.counters().first_entry,
+            t.flushed_entries(),
+            id - 1,
+        )
+        .map_err(read)?;
+        if at >= t.flushed_entries() {
             return Err(gone());
         }
         let e = index::EntrySource::entry(&*file, at).map_err(read)?;
@@ -274,7 +278,7 @@ mod tests {
     }
 
     fn published(w: &Writer) -> Option<GroupState> {
-        w.broker.topic("t").and_then(|t| t.group("g"))
+        w.store.topic("t").and_then(|t| t.group("g"))
     }
 
     fn refused(r: WriteResult) -> bool {
@@ -344,7 +348,7 @@ mod tests {
             (g.committed, g.failures, g.alone, g.set_id),
             (4, 0, false, 11)
         );
-        assert_eq!(w.broker.topic("dead").map(|t| t.state().last_id), Some(10));
+        assert_eq!(w.store.topic("dead").map(|t| t.state().last_id), Some(10));
         // Removed: no ACK, failure or dead letter brings it back.
         let del = WriteOp::GroupDel {
             topic: "t".into(),

@@ -27,7 +27,7 @@ impl Writer {
         reason: DeleteReason,
         now: u64,
     ) -> Result<u64, StoreError> {
-        let id = self.state.last_id + 1;
+        let id = self.state.next_id();
         self.append(&Record {
             event_id: id,
             timestamp_ms: now,
@@ -47,9 +47,8 @@ impl Writer {
     /// Whether `topic` exists and its life is over at `now`.
     pub(super) fn past_life(&self, topic: &str, now: u64) -> bool {
         self.state
-            .topics
-            .get(topic)
-            .is_some_and(|t| t.shared.expires_ms != 0 && t.shared.expires_ms <= now)
+            .topic(topic)
+            .is_some_and(|t| t.shared().expires_ms != 0 && t.shared().expires_ms <= now)
     }
 
     /// Ends `topic` if its life is over at `now`. True when it did.
@@ -67,10 +66,10 @@ impl Writer {
     pub(super) fn expire_ended(&mut self, now: u64) {
         let mut due: Vec<(u64, String)> = self
             .state
-            .topics
+            .topics()
             .values()
-            .filter(|t| t.shared.expires_ms != 0 && t.shared.expires_ms <= now)
-            .map(|t| (t.shared.expires_ms, t.shared.name.clone()))
+            .filter(|t| t.shared().expires_ms != 0 && t.shared().expires_ms <= now)
+            .map(|t| (t.shared().expires_ms, t.shared().name.clone()))
             .collect();
         due.sort();
         for (_, name) in due {

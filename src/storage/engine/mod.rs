@@ -5,19 +5,24 @@
 //! The writer is a loop that composes two owned parts:
 //! - `active_log::ActiveLog`: the segment being appended to (buffer, zero
 //!   fill ahead, flush, fdatasync, roll, cut-back of a failed batch);
-//! - `writer_state::WriterState`: what the records add up to (topics,
-//!   pending delays, last id, lease, history, epochs) and the batch being
-//!   built, with the one apply path (`apply`) and the undo of a failed
-//!   batch as its methods, and its checkpoint (`state_checkpoint`).
+//! - `state::WriterState` (the `state/` folder): what the records add up
+//!   to (topics, pending delays, last id, lease, history, epochs) and the
+//!   batch being built, with the one apply path (`state/apply`), the undo
+//!   of a failed batch (`state/undo`) and its checkpoint
+//!   (`state/checkpoint`) as its methods.
 //!
 //! Around them: the commit loop's helpers (quorum, checkpointer, id lease,
 //! epochs) and the writes each kind of request asks for (execute; consumer
 //! groups, delayed messages, lifetimes, retention, replication).
 //!
+//! What the writer shares with the rest of the server (the published
+//! store view, STATS, the role, replication state) comes in as
+//! `links::WriterLinks`, built by the broker (or by `--repair`).
+//!
 //! Runs on the writer thread (recovery: on the main thread, before it).
 
 mod active_log;
-mod apply;
+mod checkpoint_gate;
 mod checkpointer;
 #[cfg(test)]
 mod commit_tests;
@@ -29,6 +34,7 @@ pub(crate) mod fault;
 mod groups;
 pub(crate) mod lease;
 mod lifetimes;
+pub(crate) mod links;
 mod quorum;
 mod quorum_gate;
 #[cfg(test)]
@@ -37,9 +43,6 @@ pub(crate) mod recovery;
 mod replica;
 mod retention;
 mod state;
-mod state_checkpoint;
 #[cfg(test)]
 mod test_writer;
-mod undo;
 pub(crate) mod writer;
-mod writer_state;

@@ -4,7 +4,7 @@
 //! is undone otherwise — never acknowledged without the slaves.
 //!
 //! Runs on the writer thread, as part of [`Writer`]'s batch commit:
-//! 1. When a batch opens, [`Writer::open_quorum`] asks the broker's
+//! 1. When a batch opens, [`Writer::open_quorum`] asks the shared
 //!    [`crate::replication::quorum::AckQuorum`] whether N slave connections
 //!    are caught up. If not, every such request of the batch is refused at
 //!    once (`ERR NOSLAVE`) without writing anything: an isolated master
@@ -50,34 +50,25 @@ impl Writer {
     /// ids leased before a crash). What STATS, ROLE, heartbeats and lag call
     /// the last event id: a slave can have it.
     pub(super) fn last_record_id(&self) -> u64 {
-        self.quorum
-            .gaps
-            .keep_for(self.state.last_id)
-            .unwrap_or(self.state.last_id)
+        self.quorum.last_record(self.state.last_id())
     }
 
     /// A new batch opens: is the quorum in force, and are enough slaves
     /// caught up with the last record?
     pub(super) fn open_quorum(&mut self) {
-        let q = &mut self.quorum;
-        q.waits = false;
-        q.on = q.min_slaves > 0 && self.broker.role() == Role::Master;
-        if q.on {
-            let last_record = q
-                .gaps
-                .keep_for(self.state.last_id)
-                .unwrap_or(self.state.last_id);
-            q.ready = self.broker.repl.quorum.ready(q.min_slaves, last_record);
-        }
+        let last_record = self.last_record_id();
+        let acks = &self.repl.quorum;
+        let is_master = self.role() == Role::Master;
+        self.quorum.open(is_master, |n| acks.ready(n, last_record));
     }
 
     /// Executes one request of the batch, or refuses it at once when the
     /// quorum is in force and too few slaves are caught up.
     pub(super) fn execute_gated(&mut self, op: WriteOp) -> WriteResult {
-        let held = self.quorum.on && op.needs_quorum();
-        if held && !self.quorum.ready {
-            Stats::add(&self.broker.stats.repl_noslave_refusals, 1);
-            let n = self.quorum.min_slaves;
+        let held = self.quorum.holds(op.needs_quorum());
+        if held && !self.quorum.ready() {
+            Stats::add(&self.stats.repl_noslave_refusals, 1);
+            let n = self.quorum.min_slaves();
             return Err(WriteError::NoSlave(format!(
                 "fewer than {n} slave(s) are connected and caught up \
                  (replication.minSlaves {n}); nothing was written"
@@ -85,7 +76,7 @@ impl Writer {
         }
         let res = self.execute(op);
         if held && res.is_ok() {
-            self.quorum.waits = true;
+            self.quorum.must_wait();
         }
         res
     }
@@ -93,8 +84,8 @@ impl Writer {
     /// Commits the batch (waiting for the slaves when it must) and turns
     /// the answers of what was to be `OK` into the error when it failed.
     pub(super) fn commit_batch(&mut self, results: &mut [WriteResult]) {
-        let undone_last = self.state.last_id;
-        let res = if std::mem::take(&mut self.quorum.waits) {
+        let undone_last = self.state.last_id();
+        let res = if self.quorum.take_wait() {
             self.commit_with(Writer::await_slaves)
         } else {
             self.commit()
@@ -108,7 +99,7 @@ impl Writer {
                     *r = Err(WriteError::NoSlave(why.clone()));
                     refused += 1;
                 }
-                Stats::add(&self.broker.stats.repl_noslave_refusals, refused);
+                Stats::add(&self.stats.repl_noslave_refusals, refused);
                 return;
             }
             Err(e) => WriteError::Storage(e.to_string()),
@@ -128,19 +119,19 @@ impl Writer {
             self.sync_log()?;
         }
         self.publish_durable();
-        let (n, id) = (self.quorum.min_slaves, self.state.last_id);
-        let deadline = Instant::now() + self.quorum.timeout;
-        let quorum = &self.broker.repl.quorum;
+        let (n, id) = (self.quorum.min_slaves(), self.state.last_id());
+        let deadline = Instant::now() + self.quorum.timeout();
+        let quorum = &self.repl.quorum;
         if quorum.wait(n, id, deadline) {
             return Ok(());
         }
         quorum.fell_behind(id);
         let pos = self.log.batch_start().unwrap_or(self.next_pos());
-        let last_id = self.state.undo.mark_last_id().unwrap_or(id);
+        let last_id = self.state.batch_start_id().unwrap_or(id);
         // Before the file changes: a sender that read past `pos` ends its
         // session, and one reading now drops what it read.
-        self.broker.durable.cut_back(TailPos { pos, last_id });
-        let ms = self.quorum.timeout.as_millis();
+        self.store.durable.cut_back(TailPos { pos, last_id });
+        let ms = self.quorum.timeout().as_millis();
         Err(StoreError::NoQuorum(format!(
             "fewer than {n} slave(s) acknowledged event id {id} within {ms} ms \
              (replication.minSlaves {n}); the write was undone"
@@ -151,14 +142,14 @@ impl Writer {
     /// counter does not go back) and are recorded as a gap, durably, before
     /// anyone is answered.
     fn after_undo(&mut self, undone_last: u64) {
-        let first = self.state.last_id + 1;
+        let first = self.state.next_id();
         warn!(
             "replication.minSlaves: event ids {first}..={undone_last} undone, too few slaves \
              acknowledged them in {} ms; the log is cut back to position {}",
-            self.quorum.timeout.as_millis(),
+            self.quorum.timeout().as_millis(),
             self.next_pos()
         );
-        self.quorum.gaps.add(first, undone_last);
+        self.quorum.add_gap(first, undone_last);
         // The lease covers them already: it was raised before they were assigned.
         self.state.use_ids_to(undone_last);
         // A failure here is retried with the next checkpoint; until then a

@@ -2,8 +2,9 @@
 //! gate of the batch being built ([`QuorumGate`]) and the event id ranges
 //! this master assigned whose records are not in its log ([`Gaps`]).
 //!
-//! Plain data owned by the writer thread (a field of `Writer`); the steps
-//! that use it — refusing, waiting, undoing — are in [`super::quorum`].
+//! Owned by the writer thread (a field of `Writer`); the steps that use
+//! it — refusing, waiting, undoing — are in [`super::quorum`]. Its fields
+//! are private: the writer changes it through the methods here.
 
 use std::time::Duration;
 
@@ -53,16 +54,16 @@ impl Gaps {
 #[derive(Debug)]
 pub(super) struct QuorumGate {
     /// `replication.minSlaves`; 0: off.
-    pub(super) min_slaves: usize,
-    pub(super) timeout: Duration,
-    pub(super) gaps: Gaps,
+    min_slaves: usize,
+    timeout: Duration,
+    gaps: Gaps,
     /// The batch being built holds requests that need the quorum (a master
     /// with `minSlaves` ≥ 1).
-    pub(super) on: bool,
+    on: bool,
     /// Enough slaves were caught up when the batch opened.
-    pub(super) ready: bool,
+    ready: bool,
     /// The batch appended records that must wait for the slaves.
-    pub(super) waits: bool,
+    waits: bool,
 }
 
 impl QuorumGate {
@@ -75,6 +76,69 @@ impl QuorumGate {
             ready: true,
             waits: false,
         }
+    }
+
+    /// `replication.minSlaves` (0: off).
+    pub(super) fn min_slaves(&self) -> usize {
+        self.min_slaves
+    }
+
+    /// `replication.syncTimeoutMs`.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The undone id ranges.
+    pub(super) fn gaps(&self) -> &Gaps {
+        &self.gaps
+    }
+
+    /// The id of the last record in a log whose id counter is at `last_id`:
+    /// below the gap `last_id` lies in, if any.
+    pub(super) fn last_record(&self, last_id: u64) -> u64 {
+        self.gaps.keep_for(last_id).unwrap_or(last_id)
+    }
+
+    /// Ids `first..=last` were assigned here and have no record.
+    pub(super) fn add_gap(&mut self, first: u64, last: u64) {
+        self.gaps.add(first, last);
+    }
+
+    /// A full resync replaces the log: its gaps are the master's.
+    pub(super) fn clear_gaps(&mut self) {
+        self.gaps.clear();
+    }
+
+    /// A new batch opens: the quorum is in force on a master with
+    /// `minSlaves` ≥ 1, and then `caught_up(min_slaves)` says whether
+    /// enough slaves have the last record.
+    pub(super) fn open(&mut self, is_master: bool, caught_up: impl FnOnce(usize) -> bool) {
+        self.waits = false;
+        self.on = self.min_slaves > 0 && is_master;
+        if self.on {
+            self.ready = caught_up(self.min_slaves);
+        }
+    }
+
+    /// Whether a request that `needs_quorum` is held to it in this batch.
+    pub(super) fn holds(&self, needs_quorum: bool) -> bool {
+        self.on && needs_quorum
+    }
+
+    /// Enough slaves were caught up when the batch opened.
+    pub(super) fn ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The batch appended a held request: its commit waits for the slaves.
+    pub(super) fn must_wait(&mut self) {
+        self.waits = true;
+    }
+
+    /// Whether the batch must wait for the slaves (and start over for the
+    /// next batch).
+    pub(super) fn take_wait(&mut self) -> bool {
+        std::mem::take(&mut self.waits)
     }
 }
 

@@ -3,13 +3,12 @@
 //! way a sender's ACK reader would.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::links::WriterLinks;
 use super::test_writer::{self, create, one};
 use super::writer::Writer;
-use crate::broker::Broker;
 use crate::protocol::Message;
 use crate::stats::Stats;
 use crate::storage::checkpoint::Checkpoint;
@@ -36,11 +35,14 @@ fn publish(t: &str, body: &str) -> WriteOp {
 }
 
 /// Acknowledges, as the slave, the next batch the writer streams.
-fn slave_acks_next(b: &Arc<Broker>) -> JoinHandle<()> {
-    let b = Arc::clone(b);
-    let from = b.durable.get();
+fn slave_acks_next(b: &WriterLinks) -> JoinHandle<()> {
+    let b = b.clone();
+    let from = b.store.durable.get();
     std::thread::spawn(move || {
-        let tail = b.durable.wait_beyond(from.pos, Duration::from_secs(10));
+        let tail = b
+            .store
+            .durable
+            .wait_beyond(from.pos, Duration::from_secs(10));
         b.repl.quorum.ack(SLAVE, tail.last_id);
     })
 }
@@ -56,11 +58,14 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
         Err(e) => panic!("tempdir: {e}"),
     };
     let mut w = open(dir.path());
-    let b = Arc::clone(&w.broker);
+    let b = w.links();
 
     // No slave: refused at once, nothing written.
     assert!(is_noslave(&one(&mut w, create("t"))));
-    assert_eq!((w.next_pos(), w.state.last_id, b.topic_count()), (0, 0, 0));
+    assert_eq!(
+        (w.next_pos(), w.state.last_id(), b.store.topic_count()),
+        (0, 0, 0)
+    );
 
     // A caught-up slave: the write waits for its acknowledgement.
     b.repl.quorum.join(SLAVE);
@@ -68,19 +73,19 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
     let acker = slave_acks_next(&b);
     assert_eq!(one(&mut w, create("t")), Ok(WriteOk::Id(1)));
     let _ = acker.join();
-    assert!(b.topic("t").is_some());
+    assert!(b.store.topic("t").is_some());
 
     // The slave does not acknowledge: undone, invisible, its id kept.
-    let before = b.topic("t").map(|t| t.state());
-    let (pos, cuts) = (w.next_pos(), b.durable.cuts());
+    let before = b.store.topic("t").map(|t| t.state());
+    let (pos, cuts) = (w.next_pos(), b.store.durable.cuts());
     assert!(is_noslave(&one(&mut w, publish("t", "undone"))));
-    assert_eq!(b.topic("t").map(|t| t.state()), before);
-    assert_eq!(b.last_event_id(), 1);
+    assert_eq!(b.store.topic("t").map(|t| t.state()), before);
+    assert_eq!(b.store.last_event_id(), 1);
     assert_eq!(w.next_pos(), pos, "the log is cut back");
-    assert_eq!(b.durable.cuts(), cuts + 1, "senders are told");
-    assert_eq!(b.durable.get().pos, pos);
-    assert_eq!(w.state.last_id, 2, "id 2 stays used");
-    assert_eq!(w.quorum.gaps.to_vec(), vec![(2, 2)]);
+    assert_eq!(b.store.durable.cuts(), cuts + 1, "senders are told");
+    assert_eq!(b.store.durable.get().pos, pos);
+    assert_eq!(w.state.last_id(), 2, "id 2 stays used");
+    assert_eq!(w.quorum.gaps().to_vec(), vec![(2, 2)]);
     let cp = Checkpoint::load(dir.path()).ok().flatten();
     assert_eq!(cp.map(|c| c.gaps), Some(vec![(2, 2)]), "durable at once");
 
@@ -93,7 +98,7 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
     let _ = acker.join();
 
     // A slave that holds the undone id is told to move it aside.
-    match w.repl_plan(2, w.state.history, 0, false) {
+    match w.repl_plan(2, w.state.history(), 0, false) {
         Ok(WriteOk::Plan(p)) => assert_eq!(
             p.mode,
             crate::storage::ops::ReplMode::Diverged { keep_id: 1 },
@@ -106,9 +111,9 @@ fn writes_wait_for_the_slave_are_undone_without_it_and_ids_stay_used() {
     assert_eq!(one(&mut w, WriteOp::Shutdown), Ok(WriteOk::Done));
     drop(w);
     let mut w = open(dir.path());
-    assert_eq!(w.quorum.gaps.to_vec(), vec![(2, 2)]);
-    assert_eq!(w.state.last_id, 3);
-    let b = Arc::clone(&w.broker);
+    assert_eq!(w.quorum.gaps().to_vec(), vec![(2, 2)]);
+    assert_eq!(w.state.last_id(), 3);
+    let b = w.links();
     b.repl.quorum.join(SLAVE);
     b.repl.quorum.ack(SLAVE, 3);
     let acker = slave_acks_next(&b);
@@ -128,21 +133,21 @@ fn requests_that_append_nothing_for_a_client_are_not_held() {
         one(&mut w, WriteOp::Retention { now_ms: 0 }),
         Ok(WriteOk::Done)
     );
-    assert_eq!(Stats::get(&w.broker.stats.repl_noslave_refusals), 0);
+    assert_eq!(Stats::get(&w.stats.repl_noslave_refusals), 0);
 }
 
 /// Opens a writer, creates `t` with the slave acknowledging, then has a
 /// publish undone: the undone write is the last thing the writer did.
 fn undone_last(dir: &Path) -> Writer {
     let mut w = open(dir);
-    let b = Arc::clone(&w.broker);
+    let b = w.links();
     b.repl.quorum.join(SLAVE);
     b.repl.quorum.ack(SLAVE, 0);
     let acker = slave_acks_next(&b);
     assert_eq!(one(&mut w, create("t")), Ok(WriteOk::Id(1)));
     let _ = acker.join();
     assert!(is_noslave(&one(&mut w, publish("t", "undone"))));
-    assert_eq!(w.state.last_id, 2);
+    assert_eq!(w.state.last_id(), 2);
     w
 }
 
@@ -157,11 +162,12 @@ fn a_clean_restart_after_an_undo_keeps_its_ids_used() {
     drop(w);
     let mut w = open(dir.path());
     assert_eq!(
-        w.state.last_id, 2,
+        w.state.last_id(),
+        2,
         "the lease shrank to the undone id, not below"
     );
-    assert_eq!(w.quorum.gaps.to_vec(), vec![(2, 2)]);
-    let b = Arc::clone(&w.broker);
+    assert_eq!(w.quorum.gaps().to_vec(), vec![(2, 2)]);
+    let b = w.links();
     b.repl.quorum.join(SLAVE);
     b.repl.quorum.ack(SLAVE, 1);
     let acker = slave_acks_next(&b);
@@ -178,10 +184,10 @@ fn a_crash_after_an_undo_resumes_above_the_lease_with_one_gap() {
     let w = undone_last(dir.path());
     drop(w); // no final checkpoint, no lease shrink: a crash
     let mut w = open(dir.path());
-    let lease = w.state.last_id;
+    let lease = w.state.last_id();
     assert!(lease > 2, "ids resume above the lease");
     assert_eq!(
-        w.quorum.gaps.to_vec(),
+        w.quorum.gaps().to_vec(),
         vec![(2, lease)],
         "the undone id and the unused lease are one gap"
     );
@@ -198,7 +204,7 @@ fn a_crash_after_an_undo_resumes_above_the_lease_with_one_gap() {
             crate::storage::ops::ReplMode::Diverged { keep_id: 1 },
         ),
     ] {
-        match w.repl_plan(after, w.state.history, 0, false) {
+        match w.repl_plan(after, w.state.history(), 0, false) {
             Ok(WriteOk::Plan(p)) => assert_eq!(p.mode, mode, "after {after}"),
             other => panic!("{other:?}"),
         }

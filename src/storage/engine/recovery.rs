@@ -23,8 +23,9 @@ use std::time::Instant;
 use log::{info, warn};
 
 use super::lease::load_lease;
+use super::links::WriterLinks;
 use super::writer::Writer;
-use crate::broker::Broker;
+use crate::config::Config;
 use crate::role::Role;
 use crate::storage::checkpoint::{self, Checkpoint};
 use crate::storage::index;
@@ -91,14 +92,16 @@ fn mkdir(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Writer {
-    /// Opens (or initialises) the store under `broker.config.store.path`.
-    /// `timers` receive every lifetime and pending delayed message found.
+    /// Opens (or initialises) the store under `config.store.path`, to
+    /// publish through `links`. `timers` receive every lifetime and pending
+    /// delayed message found.
     pub fn open(
-        broker: Arc<Broker>,
+        config: &Config,
+        links: WriterLinks,
         timers: TimerSenders,
     ) -> Result<(Writer, RecoveryReport), StoreError> {
         let started = Instant::now();
-        let cfg = broker.config.store.clone();
+        let cfg = config.store.clone();
         let dir = cfg.path.clone();
         mkdir(&dir)?;
         let lock = lock_dir(&dir)?;
@@ -146,16 +149,24 @@ impl Writer {
             sealed_bytes += file_len(s)?;
         }
         for s in &segs {
-            broker.segments.push(Arc::clone(s));
+            links.store.segments.push(Arc::clone(s));
         }
 
         let active_len = file_len(&newest)?;
-        let mut w = Writer::new(broker, lock, newest, active_len, sealed_bytes, timers);
+        let mut w = Writer::new(
+            config,
+            links,
+            lock,
+            newest,
+            active_len,
+            sealed_bytes,
+            timers,
+        );
 
         let missing = match &cp {
             Some(cp) => {
                 for &(first, last) in &cp.gaps {
-                    w.quorum.gaps.add(first, last);
+                    w.quorum.add_gap(first, last);
                 }
                 w.state.load_checkpoint(cp, &w.index_dir)?
             }
@@ -179,9 +190,8 @@ impl Writer {
         // (a DELETE is durable before its index file goes).
         for (name, create_id) in missing {
             if w.state
-                .topics
-                .get(&name)
-                .is_some_and(|t| t.shared.create_id == create_id)
+                .topic(&name)
+                .is_some_and(|t| t.shared().create_id == create_id)
             {
                 let path = w.index_dir.join(index::file_name(&name, create_id));
                 return Err(StoreError::corrupt(
@@ -194,22 +204,22 @@ impl Writer {
         }
         w.log.resume_at_file_end()?;
         let lease = load_lease(&dir)?;
-        let is_master = w.broker.role() == Role::Master;
-        if lease > w.state.last_id && is_master {
+        let is_master = w.role() == Role::Master;
+        if lease > w.state.last_id() && is_master {
             // Ids up to the lease may have been seen before a crash.
             info!(
                 "resuming event ids after the lease {lease} (last record {})",
-                w.state.last_id
+                w.state.last_id()
             );
             // None of them has a record here: a slave holding some has
             // records this master lost.
-            w.quorum.gaps.add(w.state.last_id + 1, lease);
+            w.quorum.add_gap(w.state.next_id(), lease);
             w.state.checkpoint_soon();
-            w.state.last_id = lease;
+            w.state.use_ids_to(lease);
         }
         // A slave assigns no ids: it resumes from the last record it has,
         // and keeps the lease (its master's) for a PROMOTE.
-        w.state.id_lease = w.state.last_id.max(lease);
+        w.state.leased_to(w.state.last_id().max(lease));
         // A slave's checkpoint of a format with histories but no history
         // was written by a reset for a full resync that did not finish: its
         // records are part of a snapshot, and a new history would get it
@@ -218,7 +228,7 @@ impl Writer {
             && cp
                 .as_ref()
                 .is_some_and(|c| c.format >= HISTORY_FORMAT_VERSION);
-        if w.state.history == 0 && (is_master || (w.state.last_id > 0 && !resync_unfinished)) {
+        if w.state.history() == 0 && (is_master || (w.state.last_id() > 0 && !resync_unfinished)) {
             // A new data directory (or one from before histories) starts one.
             w.state.start_history(new_history_id());
             w.state.checkpoint_soon();
@@ -243,11 +253,11 @@ impl Writer {
         if report.replayed_records > 0
             || report.truncated_bytes > 0
             || cp.is_none()
-            || w.state.want_checkpoint
+            || w.state.checkpoint_asked()
         {
             w.checkpoint()?;
         }
-        w.state.since_checkpoint = 0;
+        w.state.count_from_here();
         let mut cuts = String::new();
         if report.truncated_bytes > 0 {
             cuts.push_str(&format!(", cut {} torn bytes", report.truncated_bytes));
@@ -260,8 +270,8 @@ impl Writer {
         }
         info!(
             "recovered {} topics, last event id {}, replayed {} records{cuts} in {:?}",
-            w.state.topics.len(),
-            w.state.last_id,
+            w.state.topics().len(),
+            w.state.last_id(),
             report.replayed_records,
             started.elapsed()
         );
@@ -273,9 +283,9 @@ impl Writer {
     fn remove_stray_indexes(&mut self) -> Result<(), StoreError> {
         let keep: HashSet<String> = self
             .state
-            .topics
+            .topics()
             .values()
-            .map(|t| index::file_name(&t.shared.name, t.shared.create_id))
+            .map(|t| index::file_name(&t.shared().name, t.shared().create_id))
             .collect();
         let dir = &self.index_dir;
         let rd = std::fs::read_dir(dir).map_err(|e| StoreError::io("list", dir, e))?;
@@ -319,11 +329,12 @@ impl Writer {
             let decoded = record::decode(&win[cur..]);
             match decoded {
                 Decoded::Record { rec, len: rlen } => {
-                    if rec.event_id <= self.state.last_id {
+                    if rec.event_id <= self.state.last_id() {
                         bad_at = off;
                         bad_reason = format!(
                             "event id {} does not increase (previous {})",
-                            rec.event_id, self.state.last_id
+                            rec.event_id,
+                            self.state.last_id()
                         );
                         break;
                     }
@@ -341,7 +352,7 @@ impl Writer {
                             batch_start = None;
                         } else {
                             // Ids inside a pending batch must still increase.
-                            self.state.last_id = rec.event_id;
+                            self.state.use_ids_to(rec.event_id);
                         }
                     } else {
                         self.apply(&rec, pos, rlen)?;
@@ -392,14 +403,14 @@ impl Writer {
         if !is_newest {
             return Err(StoreError::corrupt(&seg.path, cut, reason));
         }
-        let ceiling = torn::id_ceiling(self.state.last_id, load_lease(&self.dir)?);
+        let ceiling = torn::id_ceiling(self.state.last_id(), load_lease(&self.dir)?);
         let after = bad_at.max(cut);
         if let Some(valid) = torn::find_valid_after(
             &seg.file,
             &seg.path,
             after,
             len,
-            self.state.last_id,
+            self.state.last_id(),
             ceiling,
         )? {
             return Err(StoreError::corrupt(
@@ -428,10 +439,9 @@ impl Writer {
         if batch_start.is_some() {
             // The pending batch was never applied; its ids are free again
             // only because nobody was told about them (no OK was sent).
-            self.state.last_id = self
-                .state
-                .last_id
-                .min(batch_last_applied(&batch, self.state.last_id));
+            let last = self.state.last_id();
+            self.state
+                .rewind_ids_to(last.min(batch_last_applied(&batch, last)));
         }
         Ok(())
     }

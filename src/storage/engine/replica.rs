@@ -38,19 +38,19 @@ impl Writer {
     ) -> Result<WriteOk, StoreError> {
         let refuse = |why: String| {
             Ok(WriteOk::Plan(Box::new(ReplPlan {
-                history: self.state.history,
+                history: self.state.history(),
                 epoch: self.epoch(),
                 mode: ReplMode::Refused(why),
             })))
         };
-        if self.broker.role() != Role::Master {
+        if self.role() != Role::Master {
             return refuse("this server is a slave; replicate from its master".into());
         }
-        if !empty && history != 0 && history != self.state.history {
+        if !empty && history != 0 && history != self.state.history() {
             return refuse(format!(
                 "the slave's data belongs to history {history:016x}, this master's to {:016x}; \
                  start the slave on an empty data directory",
-                self.state.history
+                self.state.history()
             ));
         }
         if epoch > self.epoch() {
@@ -64,14 +64,14 @@ impl Writer {
         // records this master never had.
         let end_of_epoch = self
             .state
-            .epochs
+            .epochs()
             .iter()
             .find(|e| e.epoch > epoch)
-            .map_or(self.state.last_id, |e| e.prev_last_id);
+            .map_or(self.state.last_id(), |e| e.prev_last_id);
         // Ids this master assigned whose records it undid or lost
         // (`replication.minSlaves`, a crash above the lease): a slave that
         // holds one keeps only what lies before them.
-        let undone = |id: u64| self.quorum.gaps.keep_for(id);
+        let undone = |id: u64| self.quorum.gaps().keep_for(id);
         let mode = if !empty && after_id > end_of_epoch {
             ReplMode::Diverged {
                 keep_id: undone(end_of_epoch).unwrap_or(end_of_epoch),
@@ -94,7 +94,7 @@ impl Writer {
             }
         };
         Ok(WriteOk::Plan(Box::new(ReplPlan {
-            history: self.state.history,
+            history: self.state.history(),
             epoch: self.epoch(),
             mode,
         })))
@@ -102,12 +102,12 @@ impl Writer {
 
     /// The id of the oldest record still in the log (last id + 1 if none).
     fn first_retained_id(&self) -> Result<u64, StoreError> {
-        for seg in self.broker.segments.all() {
+        for seg in self.store.segments.all() {
             if let Some(id) = logread::first_id(&seg)? {
                 return Ok(id);
             }
         }
-        Ok(self.state.last_id + 1)
+        Ok(self.state.next_id())
     }
 
     /// The state the records after `after_id` depend on, as records with
@@ -115,8 +115,8 @@ impl Writer {
     /// copy of each pending DPUB, an EPOCH for each epoch.
     fn snapshot(&self, after_id: u64) -> Vec<SnapItem> {
         let mut items = Vec::new();
-        for t in self.state.topics.values() {
-            let s = &t.shared;
+        for t in self.state.topics().values() {
+            let s = t.shared();
             if s.create_id > after_id {
                 continue; // its CREATE is streamed
             }
@@ -143,11 +143,11 @@ impl Writer {
                 bytes,
             });
         }
-        for (name, t) in &self.state.topics {
-            if t.shared.create_id > after_id {
+        for (name, t) in self.state.topics() {
+            if t.shared().create_id > after_id {
                 continue;
             }
-            for (g, st) in t.groups.iter().filter(|(_, st)| st.set_id <= after_id) {
+            for (g, st) in t.groups().iter().filter(|(_, st)| st.set_id <= after_id) {
                 let body = record::GroupOp::Set {
                     group: g,
                     committed: st.committed,
@@ -175,16 +175,21 @@ impl Writer {
                 });
             }
         }
-        for (&id, p) in &self.state.pending {
+        for (&id, p) in self.state.pending() {
             if id <= after_id {
                 items.push(SnapItem::Logged {
                     id,
-                    pos: p.pos,
-                    len: p.len,
+                    pos: p.pos(),
+                    len: p.record_len(),
                 });
             }
         }
-        for e in self.state.epochs.iter().filter(|e| e.start_id <= after_id) {
+        for e in self
+            .state
+            .epochs()
+            .iter()
+            .filter(|e| e.start_id <= after_id)
+        {
             items.push(SnapItem::Built {
                 id: e.start_id,
                 bytes: super::epochs::epoch_record(
@@ -192,7 +197,7 @@ impl Writer {
                     0,
                     e.epoch,
                     e.prev_last_id,
-                    self.state.history,
+                    self.state.history(),
                 ),
             });
         }
@@ -222,7 +227,7 @@ impl Writer {
             };
             let batch = &bytes[at..end];
             at = end;
-            if last_id <= self.state.last_id {
+            if last_id <= self.state.last_id() {
                 continue; // had it already (a resumed stream)
             }
             self.reserve_replicated(last_id, batch.len())?;
@@ -231,7 +236,7 @@ impl Writer {
                 let Decoded::Record { rec, len } = record::decode(&batch[off..]) else {
                     break; // decoded above
                 };
-                if rec.event_id > self.state.last_id {
+                if rec.event_id > self.state.last_id() {
                     let pos = self.log.append_bytes(&batch[off..off + len]);
                     self.apply(&rec, pos, len)?;
                     if rec.is_message() {
@@ -241,19 +246,18 @@ impl Writer {
                 off += len;
             }
         }
-        Ok(WriteOk::Id(self.state.last_id))
+        Ok(WriteOk::Id(self.state.last_id()))
     }
 
     /// A slave keeps the master's lease: ids up to it may exist there.
     pub(super) fn repl_lease(&mut self, lease: u64) -> Result<WriteOk, StoreError> {
-        if lease > self.state.id_lease {
+        if lease > self.state.id_lease() {
             super::lease::store_lease(&self.dir, lease)?;
             self.state.leased_to(lease);
         }
-        self.broker
-            .repl
+        self.repl
             .lease
-            .store(self.state.id_lease, std::sync::atomic::Ordering::Relaxed);
+            .store(self.state.id_lease(), std::sync::atomic::Ordering::Relaxed);
         Ok(WriteOk::Done)
     }
 
@@ -265,8 +269,7 @@ impl Writer {
         history: u64,
         diverged_after: Option<u64>,
     ) -> Result<WriteOk, StoreError> {
-        self.broker
-            .repl
+        self.repl
             .full_syncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(keep) = diverged_after {
@@ -275,11 +278,11 @@ impl Writer {
         self.flush_log()?;
         self.roll()?;
         // Every segment but the (new, empty) active one.
-        let mut old = self.broker.segments.all();
+        let mut old = self.store.segments.all();
         old.retain(|s| !self.log.is_active(s));
         self.state.discard_all(old);
         self.log.forget_all_sealed();
-        self.quorum.gaps.clear();
+        self.quorum.clear_gaps();
         // Durable before anything of the new history arrives: a restart
         // must never replay the old records in front of the new ones.
         self.commit()?;
@@ -294,7 +297,7 @@ impl Writer {
     fn move_aside(&mut self, keep_id: u64) -> Result<(), StoreError> {
         self.flush_log()?;
         let end = self.log.written_end();
-        let segments = &self.broker.segments;
+        let segments = &self.store.segments;
         let mut pos = logread::position_after(segments, end, keep_id)?;
         let mut bytes = Vec::new();
         let (mut first, mut last, mut count) = (0, 0, 0usize);
@@ -331,7 +334,7 @@ impl Writer {
              (a new master never had them, or the master undid them) were moved to {}",
             path.display()
         );
-        Stats::add(&self.broker.stats.repl_diverged_records, count as u64);
+        Stats::add(&self.stats.repl_diverged_records, count as u64);
         Ok(())
     }
 
@@ -353,7 +356,7 @@ impl Writer {
         last_id: u64,
         bytes: usize,
     ) -> Result<(), StoreError> {
-        if last_id > self.state.id_lease {
+        if last_id > self.state.id_lease() {
             let lease = last_id.saturating_add(ID_LEASE_BLOCK);
             super::lease::store_lease(&self.dir, lease)?;
             self.state.leased_to(lease);
@@ -375,9 +378,8 @@ impl Writer {
             // last record, not for what follows ids it leased as a master
             // (after a crash those have no records), which would cost a full
             // resync for nothing. A later PROMOTE jumps to a new epoch anyway.
-            let last = self.state.last_id;
-            self.state
-                .rewind_ids_to(self.quorum.gaps.keep_for(last).unwrap_or(last));
+            let last = self.state.last_id();
+            self.state.rewind_ids_to(self.quorum.last_record(last));
         }
         info!(
             "role claim: {} of epoch {} ({})",
@@ -403,7 +405,7 @@ impl Writer {
         // Not found (an epoch from a reset history): keep nothing in place.
         let keep = self
             .state
-            .epochs
+            .epochs()
             .iter()
             .find(|e| e.epoch == epoch)
             .map_or(0, |e| e.prev_last_id);

@@ -20,9 +20,9 @@ impl Writer {
     /// Log positions retention must keep: no segment holding bytes at or
     /// after the lowest of them is deleted.
     fn retention_holds(&self) -> Vec<u64> {
-        let oldest_delayed = self.state.pending.values().map(|p| p.pos).min();
+        let oldest_delayed = self.state.pending().values().map(|p| p.pos()).min();
         // What a connected slave has not acknowledged yet.
-        let slaves = self.broker.repl.lowest_acked_pos();
+        let slaves = self.repl.lowest_acked_pos();
         oldest_delayed.into_iter().chain(slaves).collect()
     }
 
@@ -32,7 +32,7 @@ impl Writer {
     pub(super) fn retention(&mut self, now_ms: u64) -> Result<(), StoreError> {
         let cutoff = now_ms.saturating_sub(self.tuning.max_age_ms);
         let hold = self.retention_holds().into_iter().min();
-        let segs = self.broker.segments.all();
+        let segs = self.store.segments.all();
         let mut doomed = Vec::new();
         let mut doomed_bytes = 0;
         for pair in segs.windows(2) {
@@ -62,28 +62,29 @@ impl Writer {
         // Read every topic's new first entry before changing anything, so
         // a failed read leaves the writer as it was.
         let mut moved = Vec::new();
-        let files = &self.broker.index_files;
-        for (name, t) in &self.state.topics {
-            let hi = t.flushed_entries;
+        let files = &self.store.index_files;
+        for (name, t) in self.state.topics() {
+            let hi = t.flushed_entries();
             let read_err =
-                |e| StoreError::io("read index", &files.path(name, t.shared.create_id), e);
-            let file = files.get(name, t.shared.create_id)?;
-            let first = search_pos(&file, t.state.first_entry, hi, keep_from).map_err(read_err)?;
-            if first == t.state.first_entry {
+                |e| StoreError::io("read index", &files.path(name, t.shared().create_id), e);
+            let file = files.get(name, t.shared().create_id)?;
+            let first =
+                search_pos(&file, t.counters().first_entry, hi, keep_from).map_err(read_err)?;
+            if first == t.counters().first_entry {
                 continue;
             }
-            let first_id = if first >= t.state.entries {
-                t.state.first_id
+            let first_id = if first >= t.counters().entries {
+                t.counters().first_id
             } else if first < hi {
                 index::EntrySource::entry(&*file, first)
                     .map_err(read_err)?
                     .event_id
             } else {
                 // The first retained entry is still in the buffer.
-                t.buf
+                t.unflushed()
                     .get(((first - hi) as usize) * ENTRY_LEN..)
                     .and_then(Entry::decode)
-                    .map_or(t.state.last_id, |e| e.event_id)
+                    .map_or(t.counters().last_id, |e| e.event_id)
             };
             moved.push((name.clone(), first, first_id));
         }

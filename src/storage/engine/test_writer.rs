@@ -2,14 +2,12 @@
 //! sockets, no threads) and the requests they run through it.
 
 use std::path::Path;
-use std::sync::Arc;
 
+use super::links::WriterLinks;
 use super::writer::Writer;
-use crate::broker::Broker;
 use crate::config::Config;
-use crate::role::Role;
+use crate::storage::ops::Reply;
 use crate::storage::ops::{WriteError, WriteOp, WriteReq, WriteResult, timer_channels};
-use crate::storage::reply::Reply;
 
 /// A master's writer on `dir` with `handles` index handles; `tune` sets
 /// what the test needs beyond the defaults.
@@ -17,10 +15,9 @@ pub(super) fn open(dir: &Path, handles: usize, tune: impl FnOnce(&mut Config)) -
     let mut cfg = Config::default();
     cfg.store.path = dir.to_path_buf();
     tune(&mut cfg);
-    let (tx, _rx) = crossbeam_channel::bounded(1);
-    let broker = Arc::new(Broker::new(cfg, Role::Master, tx, handles));
+    let links = WriterLinks::detached(&cfg.store.path.join("index"), handles);
     let (timers, _timer_rx) = timer_channels();
-    match Writer::open(broker, timers) {
+    match Writer::open(&cfg, links, timers) {
         Ok((w, _)) => w,
         Err(e) => panic!("open {}: {e}", dir.display()),
     }

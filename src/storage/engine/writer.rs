@@ -7,7 +7,9 @@
 //! (bounded) into a *batch* (the word "group" is the consumer group's),
 //! turn each into records ([`super::execute`]), write the buffer
 //! with one positional write, fsync once (per `store.fsync`), publish the new
-//! state to [`Broker`] and the durable tail, then answer every request. An
+//! state to the [`StoreView`] and the durable tail, then answer every
+//! request. What the writer shares with the rest of the server comes in
+//! as [`WriterLinks`] (the view, STATS, the role, replication state). An
 //! `OK` therefore means the record is in the log (fsynced under `always`)
 //! and visible to INFO and SUB. With `replication.minSlaves` the batch also
 //! waits for the slaves between its fsync and its publication, or is undone
@@ -19,7 +21,7 @@
 //! says when, the active log does it. Checkpoints are written by
 //! [`super::checkpointer`]. Live
 //! writes, crash-recovery replay ([`super::recovery`]) and replication all
-//! change the writer's state through [`super::apply`], the one apply path.
+//! change the writer's state through [`WriterState::apply`], the one apply path.
 //!
 //! A failed write or fsync *poisons* the writer: every later write is refused
 //! with `ERR INTERNAL` until restart (STATS shows `writer_poisoned 1`), since
@@ -35,28 +37,29 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{error, info, warn};
 
 use super::active_log::ActiveLog;
+use super::checkpoint_gate::CheckpointGate;
 use super::lease::store_lease;
 use super::quorum_gate::QuorumGate;
-use super::state::Change;
-use super::writer_state::WriterState;
+use super::state::{Change, WriterState};
 
-use crate::broker::Broker;
+use super::links::WriterLinks;
 use crate::config::{Config, FsyncPolicy};
+use crate::replication::state::ReplState;
+use crate::role::{Role, RoleCell};
 use crate::stats::Stats;
 use crate::storage::log::record::Record;
 use crate::storage::log::segment::Segment;
+use crate::storage::ops::Reply;
 use crate::storage::ops::{TimerSenders, WriteError, WriteOk, WriteOp, WriteReq, WriteResult};
-use crate::storage::reply::{HeldReplies, Releaser, Reply};
+use crate::storage::reply::{HeldReplies, Releaser};
 use crate::storage::tail::TailPos;
+use crate::storage::view::StoreView;
 use crate::storage::{StoreError, sync_dir};
 
 /// Most requests one batch takes from the channel.
 const MAX_BATCH_REQUESTS: usize = 4096;
 /// A batch stops draining once this many log bytes are buffered.
 const MAX_BATCH_BYTES: usize = 8 << 20;
-/// With no writes, write a checkpoint this long after the last one if the
-/// log moved, so a restart after an idle period replays nothing.
-const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(10);
 
 /// The writer's settings, taken from the config once.
 #[derive(Debug, Clone)]
@@ -86,7 +89,12 @@ impl Tuning {
 }
 
 pub struct Writer {
-    pub(super) broker: Arc<Broker>,
+    /// What readers see of the store; the writer publishes it at commit.
+    pub(super) store: Arc<StoreView>,
+    pub(super) stats: Arc<Stats>,
+    role: Arc<RoleCell>,
+    /// Slaves' acknowledgements; the history, epoch and lease published.
+    pub(super) repl: Arc<ReplState>,
     pub(super) tuning: Tuning,
     pub(super) dir: PathBuf,
     pub(super) log_dir: PathBuf,
@@ -96,16 +104,13 @@ pub struct Writer {
     /// Topics, pending delays, ids, epochs and the batch's undo log; the
     /// one apply path is its.
     pub(super) state: WriterState,
-    pub(super) last_checkpoint: Instant,
-    pub(super) poisoned: Option<String>,
-    pub(super) timers: TimerSenders,
+    /// When the last checkpoint was written, retries, what waits for the next.
+    pub(super) checkpoints: CheckpointGate,
+    /// Why writes are refused until restart (see [`Writer::poison`]).
+    poisoned: Option<String>,
+    timers: TimerSenders,
     /// Semi-sync: the answers of each batch go here instead of to clients.
     releaser: Option<Sender<HeldReplies>>,
-    /// After a checkpoint failed for want of a resource, not before this.
-    pub(super) checkpoint_retry_at: Option<Instant>,
-    /// Segments dropped from the log (a slave's reset) whose files go only
-    /// after the next checkpoint no longer points into them.
-    pub(super) unlink_after_checkpoint: Vec<Arc<Segment>>,
     /// Index files of deleted topics whose DELETE is not durable yet.
     doomed_indexes: Vec<PathBuf>,
     /// `replication.minSlaves`: the batch's gate and the undone id ranges.
@@ -115,20 +120,27 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A writer with no topics over the segments already in the broker's
+    /// A writer with no topics over the segments already in the store's
     /// set, appending to `active` (whose file is `active_len` bytes).
     pub(super) fn new(
-        broker: Arc<Broker>,
+        config: &Config,
+        links: WriterLinks,
         lock: File,
         active: Arc<Segment>,
         active_len: u64,
         sealed_bytes: u64,
         timers: TimerSenders,
     ) -> Writer {
-        let dir = broker.config.store.path.clone();
-        let repl = &broker.config.replication;
+        let dir = config.store.path.clone();
+        let repl = &config.replication;
         let quorum = QuorumGate::new(repl.min_slaves, repl.sync_timeout_ms);
-        let tuning = Tuning::from_config(&broker.config);
+        let tuning = Tuning::from_config(config);
+        let WriterLinks {
+            store,
+            stats,
+            role,
+            repl,
+        } = links;
         let log = ActiveLog::new(
             dir.join("log"),
             tuning.max_log_size,
@@ -138,21 +150,38 @@ impl Writer {
         );
         Writer {
             tuning,
-            broker,
+            store,
+            stats,
+            role,
+            repl,
             log_dir: dir.join("log"),
             index_dir: dir.join("index"),
             dir,
             log,
             state: WriterState::default(),
-            last_checkpoint: Instant::now(),
+            checkpoints: CheckpointGate::new(),
             poisoned: None,
             timers,
             releaser: None,
-            checkpoint_retry_at: None,
-            unlink_after_checkpoint: Vec::new(),
             doomed_indexes: Vec::new(),
             quorum,
             _lock: lock,
+        }
+    }
+
+    /// Master or slave, now.
+    pub(super) fn role(&self) -> Role {
+        self.role.get()
+    }
+
+    /// What the writer shares, for tests that play its readers.
+    #[cfg(test)]
+    pub(super) fn links(&self) -> WriterLinks {
+        WriterLinks {
+            store: Arc::clone(&self.store),
+            stats: Arc::clone(&self.stats),
+            role: Arc::clone(&self.role),
+            repl: Arc::clone(&self.repl),
         }
     }
 
@@ -248,7 +277,7 @@ impl Writer {
     fn answer(&mut self, replies: Vec<(Reply, WriteResult)>, wrote: bool) {
         if let Some(releaser) = &self.releaser {
             let held = HeldReplies {
-                needs_id: if wrote { self.state.last_id } else { 0 },
+                needs_id: if wrote { self.state.last_id() } else { 0 },
                 committed: Instant::now(),
                 replies,
             };
@@ -280,10 +309,10 @@ impl Writer {
         }
         // A master's lease shrinks back to the last id: a clean restart
         // leaves no gap. A slave's is its master's: kept for a PROMOTE.
-        let lease = if self.broker.role() == crate::role::Role::Master {
-            self.state.last_id
+        let lease = if self.role() == Role::Master {
+            self.state.last_id()
         } else {
-            self.state.id_lease.max(self.state.last_id)
+            self.state.id_lease().max(self.state.last_id())
         };
         let res = self
             .commit()
@@ -294,7 +323,7 @@ impl Writer {
         } else {
             info!(
                 "writer stopped cleanly at event id {} (log position {})",
-                self.state.last_id,
+                self.state.last_id(),
                 self.next_pos()
             );
         }
@@ -313,12 +342,14 @@ impl Writer {
                 }
             }
         }
-        if self.state.since_checkpoint > 0
-            && self.last_checkpoint.elapsed() >= IDLE_CHECKPOINT_AFTER
-            && self.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
-        {
+        if self.state.applied_since_checkpoint() && self.checkpoints.idle_due() {
             self.try_checkpoint();
         }
+    }
+
+    /// Why every write is refused, once the writer is poisoned.
+    pub(super) fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     /// After a failed fsync nothing about the files can be trusted: refuse
@@ -329,10 +360,7 @@ impl Writer {
         }
         error!("storage failure, refusing all further writes until restart: {e}");
         self.poisoned = Some(e.to_string());
-        self.broker
-            .stats
-            .writer_poisoned
-            .store(true, Ordering::Relaxed);
+        self.stats.writer_poisoned.store(true, Ordering::Relaxed);
     }
 
     /// A request's storage step failed. Its own state is untouched (each
@@ -356,8 +384,8 @@ impl Writer {
         let Some(took) = self.log.sync()? else {
             return Ok(());
         };
-        Stats::add(&self.broker.stats.fsyncs, 1);
-        (self.broker.stats.fsync_seconds).observe(took);
+        Stats::add(&self.stats.fsyncs, 1);
+        (self.stats.fsync_seconds).observe(took);
         self.unlink_doomed_indexes();
         Ok(())
     }
@@ -380,9 +408,9 @@ impl Writer {
     /// Inside a batch only for the write quorum, which moves the tail back
     /// ([`crate::storage::tail::DurableTail::cut_back`]) before it cuts the batch.
     pub(super) fn publish_durable(&self) {
-        self.broker.durable.publish(TailPos {
+        self.store.durable.publish(TailPos {
             pos: self.log.written_end(),
-            last_id: self.state.last_id,
+            last_id: self.state.last_id(),
         });
     }
 
@@ -408,7 +436,7 @@ impl Writer {
         #[cfg(test)]
         super::fault::hit(super::fault::Step::Roll)?;
         let seg = self.log.start_next()?;
-        self.broker.segments.push(seg);
+        self.store.segments.push(seg);
         self.state.checkpoint_soon();
         sync_dir(&self.log_dir)?;
         info!("rolled to new segment {}", self.log.path().display());
@@ -430,7 +458,7 @@ impl Writer {
     ) -> Result<(), StoreError> {
         let res = match &self.poisoned {
             // Poisoned inside this batch (a roll's fsync): none of it stays.
-            Some(why) if self.state.undo.active() => Err(StoreError::Poisoned(why.clone())),
+            Some(why) if self.state.batch_open() => Err(StoreError::Poisoned(why.clone())),
             _ => self.write_batch().and_then(|()| before_publish(self)),
         };
         if let Err(e) = res {
@@ -453,7 +481,7 @@ impl Writer {
         #[cfg(test)]
         super::fault::hit(super::fault::Step::Write)?;
         self.flush_log()?;
-        self.state.write_indexes(&self.broker.index_files)?;
+        self.state.write_indexes(&self.store.index_files)?;
         let sync_now = match self.tuning.policy {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval => self.log.since_sync() >= self.tuning.fsync_interval,
@@ -475,18 +503,18 @@ impl Writer {
             return Ok(());
         };
         for (name, create_id) in unlink {
-            self.broker.index_files.forget(create_id);
+            self.store.index_files.forget(create_id);
             // An index nobody used; failing to unlink only leaks space.
-            let _ = std::fs::remove_file(self.broker.index_files.path(&name, create_id));
+            let _ = std::fs::remove_file(self.store.index_files.path(&name, create_id));
         }
         if let Some(base) = self.log.rolled_from() {
-            self.broker.segments.remove_from(base);
+            self.store.segments.remove_from(base);
         }
         self.log.cut_back()?;
         warn!(
             "group commit failed: cut the log back to position {} (event id {})",
             self.next_pos(),
-            self.state.last_id
+            self.state.last_id()
         );
         Ok(())
     }
@@ -495,22 +523,18 @@ impl Writer {
     /// the topics' new states, which wake their subscribers.
     fn publish(&mut self) {
         // Counters first, so STATS never lags what SUB and INFO show.
-        self.broker.set_last_event_id(self.last_record_id());
-        let repl = &self.broker.repl;
-        repl.history.store(self.state.history, Ordering::Relaxed);
+        self.store.set_last_event_id(self.last_record_id());
+        let repl = &self.repl;
+        repl.history.store(self.state.history(), Ordering::Relaxed);
         repl.epoch.store(self.epoch(), Ordering::Relaxed);
-        repl.lease.store(self.state.id_lease, Ordering::Relaxed);
-        let stats = &self.broker.stats;
-        let counts = self.state.take_counts();
-        Stats::add(&stats.messages_published, counts.published);
-        Stats::add(&stats.topics_expired, counts.topics_expired);
-        Stats::add(&stats.delayed_dropped, counts.delayed_dropped);
-        Stats::add(&stats.dead_lettered, counts.dead_lettered);
+        repl.lease.store(self.state.id_lease(), Ordering::Relaxed);
+        let stats = &self.stats;
+        self.state.take_counts().add_to(stats);
         stats
             .delayed_pending
-            .store(self.state.pending.len() as u64, Ordering::Relaxed);
+            .store(self.state.pending().len() as u64, Ordering::Relaxed);
         stats.disk_bytes.store(
-            self.log.disk_bytes() + self.state.index_bytes,
+            self.log.disk_bytes() + self.state.index_bytes(),
             Ordering::Relaxed,
         );
         let mut removed_segments = Vec::new();
@@ -521,7 +545,7 @@ impl Writer {
                         let item = (t.name.clone(), t.create_id);
                         let _ = self.timers.lifetime.send((t.expires_ms, item));
                     }
-                    self.broker.insert_topic(t);
+                    self.store.insert_topic(t);
                 }
                 Change::Deleted {
                     name,
@@ -532,18 +556,18 @@ impl Writer {
                     // see the END. The file goes once the DELETE is durable
                     // (recovery accepts a missing index whose topic the
                     // replayed log deletes).
-                    let files = &self.broker.index_files;
+                    let files = &self.store.index_files;
                     files.forget(create_id);
                     self.doomed_indexes.push(files.path(&name, create_id));
-                    self.broker.remove_topic(&name, create_id, reason)
+                    self.store.remove_topic(&name, create_id, reason)
                 }
                 Change::Delayed { due_ms, id } => {
                     let _ = self.timers.delay.send((due_ms, id));
                 }
                 Change::SegmentsRemoved(segs) => removed_segments.extend(segs),
                 Change::SegmentsDropped(segs) => {
-                    self.broker.segments.remove_prefix(segs.len());
-                    self.unlink_after_checkpoint.extend(segs);
+                    self.store.segments.remove_prefix(segs.len());
+                    self.checkpoints.unlink_after_next(segs);
                 }
             }
         }
@@ -554,7 +578,7 @@ impl Writer {
         // Readers now start past the removed segments; a reader still
         // holding one keeps its file open until it lets go.
         if !removed_segments.is_empty() {
-            self.broker.segments.remove_prefix(removed_segments.len());
+            self.store.segments.remove_prefix(removed_segments.len());
             for seg in &removed_segments {
                 if let Err(e) = std::fs::remove_file(&seg.path) {
                     warn!("could not remove segment {}: {e}", seg.path.display());
@@ -569,7 +593,7 @@ impl Writer {
         if !self.log.has_unsynced() || self.tuning.policy == FsyncPolicy::Never {
             self.publish_durable();
         }
-        Stats::add(&self.broker.stats.commits, 1);
+        Stats::add(&self.stats.commits, 1);
     }
 
     /// The epoch this data is in (0 before the first PROMOTE).
@@ -585,6 +609,6 @@ impl Writer {
         pos: u64,
         len: usize,
     ) -> Result<(), StoreError> {
-        self.state.apply(rec, pos, len, &self.broker.index_files)
+        self.state.apply(rec, pos, len, &self.store.index_files)
     }
 }

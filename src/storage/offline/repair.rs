@@ -17,14 +17,12 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::check::{self, Examined};
-use crate::broker::Broker;
 use crate::config::Config;
-use crate::role::Role;
 use crate::storage::checkpoint::{Checkpoint, TopicMeta};
 use crate::storage::engine::lease::{ID_LEASE_BLOCK, store_lease};
+use crate::storage::engine::links::WriterLinks;
 use crate::storage::engine::recovery::lock_dir;
 use crate::storage::engine::writer::Writer;
 use crate::storage::log::logscan::Cut;
@@ -65,10 +63,9 @@ pub fn run(config: &Config, out: &mut dyn Write) -> Result<bool, StoreError> {
     // Recovery takes the lock itself; a server that starts in between
     // recovers from the same files, with the same result.
     drop(lock);
-    let (tx, _rx) = crossbeam_channel::bounded(1);
-    let broker = Arc::new(Broker::new(config.clone(), Role::Master, tx, 64));
+    let links = WriterLinks::detached(&config.store.path.join("index"), 64);
     let (timers, _timer_rx) = ops::timer_channels();
-    let (writer, report) = Writer::open(broker, timers)?;
+    let (writer, report) = Writer::open(config, links, timers)?;
     drop(writer);
     writeln!(
         out,

@@ -1,25 +1,28 @@
 //! The writer's state to and from a checkpoint: what a checkpoint holds of
 //! [`WriterState`] (topics with their groups, pending delayed messages,
 //! the last id, history and epochs) is gathered and loaded here, in one
-//! place; when to write one is [`super::checkpointer`]'s, the file format
+//! place; when to write one is [`super::super::checkpointer`]'s, the file format
 //! [`crate::storage::checkpoint`]'s.
 //!
 //! Runs on the writer thread (loading: recovery, on the main thread).
 
 use std::path::Path;
 
-use super::state::{Change, Pending};
-use super::writer_state::WriterState;
-use crate::broker::{GroupState, Topic, TopicState};
+use super::WriterState;
+use super::topic::{Change, Pending};
 use crate::storage::StoreError;
 use crate::storage::checkpoint::{Checkpoint, DelayedMeta, GroupMeta, TopicMeta};
 use crate::storage::handles::IndexHandles;
 use crate::storage::index::{self, ENTRY_LEN};
 use crate::storage::log::record::FORMAT_VERSION;
+use crate::storage::view::{GroupState, Topic, TopicState};
 
 impl WriterState {
     /// fsyncs the index files written since the last checkpoint.
-    pub(super) fn sync_indexes(&mut self, files: &IndexHandles) -> Result<(), StoreError> {
+    pub(in crate::storage::engine) fn sync_indexes(
+        &mut self,
+        files: &IndexHandles,
+    ) -> Result<(), StoreError> {
         for t in self.topics.values_mut() {
             if t.unsynced {
                 // Any descriptor of the file will do: fsync flushes the file.
@@ -38,7 +41,11 @@ impl WriterState {
 
     /// The checkpoint of this state at log position `log_pos`, with the
     /// write quorum's undone id ranges `gaps`.
-    pub(super) fn checkpoint(&self, log_pos: u64, gaps: Vec<(u64, u64)>) -> Checkpoint {
+    pub(in crate::storage::engine) fn checkpoint(
+        &self,
+        log_pos: u64,
+        gaps: Vec<(u64, u64)>,
+    ) -> Checkpoint {
         let mut topics: Vec<TopicMeta> = self
             .topics
             .values()
@@ -97,7 +104,7 @@ impl WriterState {
     /// Loads the checkpoint's state (the caller takes its undone id
     /// ranges, which are the write quorum's). Returns the topics whose index file is
     /// missing (its DELETE must be in the log after the checkpoint).
-    pub(super) fn load_checkpoint(
+    pub(in crate::storage::engine) fn load_checkpoint(
         &mut self,
         cp: &Checkpoint,
         index_dir: &Path,

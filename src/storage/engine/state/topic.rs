@@ -2,19 +2,21 @@
 //! delayed messages, the structural changes a batch publishes at commit, and
 //! the batch's counters.
 //!
-//! Owned by the writer thread (types only; [`super::writer_state`] holds
+//! Owned by the writer thread (types only; [`super`] holds
 //! them). Readers never see these: they see what the commit publishes to
-//! the broker.
+//! the store view. Their fields are visible only inside `state/`; the rest of
+//! the engine reads them through the accessors here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::broker::{GroupState, Topic, TopicState};
+use crate::stats::Stats;
 use crate::storage::log::record::DeleteReason;
 use crate::storage::log::segment::Segment;
+use crate::storage::view::{GroupState, Topic, TopicState};
 
 /// The writer's own view of a topic, ahead of what readers see until commit.
-pub(super) struct WriterTopic {
+pub(in crate::storage::engine) struct WriterTopic {
     pub(super) shared: Arc<Topic>,
     pub(super) state: TopicState,
     /// Entries already written to the index file.
@@ -31,9 +33,36 @@ pub(super) struct WriterTopic {
     pub(super) groups_dirty: bool,
 }
 
+impl WriterTopic {
+    /// The topic as readers share it (name, create id, lifetime).
+    pub(in crate::storage::engine) fn shared(&self) -> &Topic {
+        &self.shared
+    }
+
+    /// Its counters as the writer has them (ahead of readers until commit).
+    pub(in crate::storage::engine) fn counters(&self) -> TopicState {
+        self.state
+    }
+
+    /// Entries already written to the index file.
+    pub(in crate::storage::engine) fn flushed_entries(&self) -> u64 {
+        self.flushed_entries
+    }
+
+    /// Index entries of the batch not yet written to the file.
+    pub(in crate::storage::engine) fn unflushed(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Its consumer groups as the writer has them.
+    pub(in crate::storage::engine) fn groups(&self) -> &BTreeMap<String, GroupState> {
+        &self.groups
+    }
+}
+
 /// A delayed message waiting in the log for its due time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Pending {
+pub(in crate::storage::engine) struct Pending {
     pub(super) topic: String,
     pub(super) due_ms: u64,
     /// Global log position and length of its DPUB record.
@@ -41,8 +70,25 @@ pub(super) struct Pending {
     pub(super) len: u32,
 }
 
+impl Pending {
+    /// The topic it is for.
+    pub(in crate::storage::engine) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Global log position of its DPUB record.
+    pub(in crate::storage::engine) fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Length of its DPUB record.
+    pub(in crate::storage::engine) fn record_len(&self) -> u32 {
+        self.len
+    }
+}
+
 /// Structural changes published at commit, in order.
-pub(super) enum Change {
+pub(in crate::storage::engine) enum Change {
     Created(Arc<Topic>),
     /// A delayed message to hand to the delay thread.
     Delayed {
@@ -69,9 +115,19 @@ pub(super) enum Change {
 /// STATS counters of the batch being built: added at commit, dropped with
 /// a batch that fails, so STATS never counts what was answered ERR.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct BatchCounts {
+pub(in crate::storage::engine) struct BatchCounts {
     pub(super) published: u64,
     pub(super) topics_expired: u64,
     pub(super) delayed_dropped: u64,
     pub(super) dead_lettered: u64,
+}
+
+impl BatchCounts {
+    /// Adds the batch's counters to STATS (at commit).
+    pub(in crate::storage::engine) fn add_to(self, stats: &Stats) {
+        Stats::add(&stats.messages_published, self.published);
+        Stats::add(&stats.topics_expired, self.topics_expired);
+        Stats::add(&stats.delayed_dropped, self.delayed_dropped);
+        Stats::add(&stats.dead_lettered, self.dead_lettered);
+    }
 }

@@ -4,29 +4,29 @@
 //! writer but the index files a CREATE makes.
 //!
 //! Runs on the writer thread, for a record already placed in the log at a
-//! known position: a live write ([`super::execute`]), crash-recovery replay
-//! ([`super::recovery`]) and a record received from the master
-//! ([`super::replica`], on a slave). The
+//! known position: a live write ([`super::super::execute`]), crash-recovery replay
+//! ([`super::super::recovery`]) and a record received from the master
+//! ([`super::super::replica`], on a slave). The
 //! changes become visible to readers only at the next commit.
 
 use std::sync::Arc;
 
 use log::warn;
 
-use super::state::{Change, Pending, WriterTopic};
+use super::WriterState;
+use super::topic::{Change, Pending, WriterTopic};
 use super::undo::Undo;
-use super::writer_state::WriterState;
-use crate::broker::{GroupState, Topic, TopicState};
 use crate::storage::StoreError;
 use crate::storage::checkpoint::EpochMeta;
 use crate::storage::handles::IndexHandles;
 use crate::storage::index::{ENTRY_LEN, Entry};
 use crate::storage::log::record::{DeleteReason, GroupOp, Kind, Record};
+use crate::storage::view::{GroupState, Topic, TopicState};
 
 impl WriterState {
     /// The one apply path: updates the writer's state for a record already
     /// placed at log position `pos` (live write, recovery or replication).
-    pub(super) fn apply(
+    pub(in crate::storage::engine) fn apply(
         &mut self,
         rec: &Record<'_>,
         pos: u64,
@@ -254,12 +254,12 @@ impl WriterState {
 }
 
 /// Creates (empty) the index file of a topic incarnation.
-pub(super) fn create_index(
+pub(in crate::storage::engine) fn create_index(
     index_files: &IndexHandles,
     topic: &str,
     create_id: u64,
 ) -> Result<(), StoreError> {
     #[cfg(test)]
-    super::fault::hit(super::fault::Step::IndexCreate)?;
+    crate::storage::engine::fault::hit(crate::storage::engine::fault::Step::IndexCreate)?;
     index_files.create(topic, create_id).map(|_| ())
 }

@@ -5,14 +5,14 @@
 //! counters when it started); every change the batch makes to topics and
 //! pending delayed messages is recorded as it happens. [`UndoLog::revert`]
 //! replays the record backwards; the writer then has the active log cut
-//! its file back to where the batch started ([`super::active_log`]).
+//! its file back to where the batch started ([`super::super::active_log`]).
 //! Recovery replays without a batch, so nothing is recorded then.
 
 use std::collections::HashMap;
 
-use super::state::{Pending, WriterTopic};
-use crate::broker::{GroupState, TopicState};
+use super::topic::{Pending, WriterTopic};
 use crate::storage::checkpoint::EpochMeta;
+use crate::storage::view::{GroupState, TopicState};
 
 /// Where the batch started: everything before it is committed.
 pub(super) struct Mark {

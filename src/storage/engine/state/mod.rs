@@ -2,56 +2,71 @@
 //! pending delayed messages, the last event id, the id lease, the history
 //! and epochs, and what the batch being built changed (the structural
 //! changes published at commit, the dirty topics, the batch's counters, the
-//! undo log). The one apply path ([`super::apply`]) and the undo of a
+//! undo log). The one apply path ([`apply`]) and the undo of a
 //! failed batch are its methods: the replay machine that live writes,
 //! recovery and replication all drive.
 //!
 //! Owned by the writer thread ([`super::writer`] holds it). Readers never
-//! see this: they see what the commit publishes to the broker.
+//! see this: they see what the commit publishes to the store view.
+//!
+//! The fields of `WriterState` and of the types in [`topic`] are private
+//! to this folder: only its files (apply, undo, checkpoint) change them.
+//! The rest of the engine reads through accessors and changes the state
+//! only through the named methods here, so the compiler keeps every write
+//! in one place.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use super::state::{BatchCounts, Change, Pending, WriterTopic};
-use super::undo::{Mark, Undo, UndoLog};
+mod apply;
+mod checkpoint;
+mod topic;
+mod undo;
+
 use crate::storage::StoreError;
 use crate::storage::checkpoint::EpochMeta;
 use crate::storage::handles::IndexHandles;
 use crate::storage::index::ENTRY_LEN;
 use crate::storage::log::record::DeleteReason;
 use crate::storage::log::segment::Segment;
+pub(super) use apply::create_index;
+pub(super) use topic::Change;
+use topic::{BatchCounts, Pending, WriterTopic};
+use undo::{Mark, Undo, UndoLog};
 
 /// The writer's state: what the log's records add up to, ahead of readers
-/// until commit, and the batch being built.
+/// until commit, and the batch being built. Its fields are private to
+/// `state/`: the rest of the engine reads them through the accessors below
+/// and changes them only through named methods.
 #[derive(Default)]
 pub(super) struct WriterState {
-    pub(super) last_id: u64,
-    pub(super) topics: HashMap<String, WriterTopic>,
-    pub(super) pending: HashMap<u64, Pending>,
+    last_id: u64,
+    topics: HashMap<String, WriterTopic>,
+    pending: HashMap<u64, Pending>,
     /// Ids up to this may have been handed out (see [`super::lease`]); on
     /// a slave, the master's lease.
-    pub(super) id_lease: u64,
+    id_lease: u64,
     /// The history this data belongs to (0: a slave not synced yet).
-    pub(super) history: u64,
+    history: u64,
     /// Every epoch after the first (PROMOTEs), oldest first.
-    pub(super) epochs: Vec<EpochMeta>,
+    epochs: Vec<EpochMeta>,
     /// Bytes of all live topics' index entries.
-    pub(super) index_bytes: u64,
+    index_bytes: u64,
     /// Log bytes applied since the last checkpoint.
-    pub(super) since_checkpoint: u64,
+    since_checkpoint: u64,
     /// The next checkpoint should come soon (a new epoch, a roll, …).
-    pub(super) want_checkpoint: bool,
+    want_checkpoint: bool,
     /// The create id of a live CREATE whose index file exists already
     /// (made before its record was appended); taken by the apply path.
-    pub(super) index_created: Option<u64>,
+    index_created: Option<u64>,
     /// Structural changes of the batch, published at commit.
-    pub(super) changes: Vec<Change>,
+    changes: Vec<Change>,
     /// Topics the batch changed (their `dirty` is set).
-    pub(super) dirty: Vec<String>,
-    pub(super) counts: BatchCounts,
+    dirty: Vec<String>,
+    counts: BatchCounts,
     /// What to take back if the batch being built fails.
-    pub(super) undo: UndoLog,
+    undo: UndoLog,
 }
 
 impl WriterState {
@@ -225,7 +240,8 @@ impl WriterState {
     }
 
     /// The last id goes back to `id`, past which this log has no record (a
-    /// master stepping down asks its new master for what follows it).
+    /// master stepping down asks its new master for what follows it;
+    /// recovery drops a torn MPUB batch it had counted).
     pub(super) fn rewind_ids_to(&mut self, id: u64) {
         self.last_id = id;
     }
@@ -264,5 +280,87 @@ impl WriterState {
     /// The epoch this data is in (0 before the first PROMOTE).
     pub(super) fn epoch(&self) -> u64 {
         self.epochs.last().map_or(0, |e| e.epoch)
+    }
+    /// The last event id assigned (by this log, a snapshot or an undone
+    /// batch).
+    pub(super) fn last_id(&self) -> u64 {
+        self.last_id
+    }
+
+    /// The event id the next record gets.
+    pub(super) fn next_id(&self) -> u64 {
+        self.last_id + 1
+    }
+
+    /// Ids up to this may have been handed out (see [`super::lease`]).
+    pub(super) fn id_lease(&self) -> u64 {
+        self.id_lease
+    }
+
+    /// The history this data belongs to (0: a slave not synced yet).
+    pub(super) fn history(&self) -> u64 {
+        self.history
+    }
+
+    /// Every epoch after the first, oldest first.
+    pub(super) fn epochs(&self) -> &[EpochMeta] {
+        &self.epochs
+    }
+
+    /// The writer's view of every live topic, by name.
+    pub(super) fn topics(&self) -> &HashMap<String, WriterTopic> {
+        &self.topics
+    }
+
+    pub(super) fn topic(&self, name: &str) -> Option<&WriterTopic> {
+        self.topics.get(name)
+    }
+
+    pub(super) fn has_topic(&self, name: &str) -> bool {
+        self.topics.contains_key(name)
+    }
+
+    /// The pending delayed messages, by the event id of their DPUB.
+    pub(super) fn pending(&self) -> &HashMap<u64, Pending> {
+        &self.pending
+    }
+
+    /// Bytes of all live topics' index entries.
+    pub(super) fn index_bytes(&self) -> u64 {
+        self.index_bytes
+    }
+
+    /// A checkpoint is asked for, or `bytes` of log were applied since the
+    /// last one.
+    pub(super) fn checkpoint_wanted(&self, bytes: u64) -> bool {
+        self.want_checkpoint || self.since_checkpoint >= bytes
+    }
+
+    /// A checkpoint is asked for (a new epoch, a roll, …), however little
+    /// log was applied.
+    pub(super) fn checkpoint_asked(&self) -> bool {
+        self.want_checkpoint
+    }
+
+    /// Something was applied since the last checkpoint.
+    pub(super) fn applied_since_checkpoint(&self) -> bool {
+        self.since_checkpoint > 0
+    }
+
+    /// A batch is being built (its changes can still be taken back).
+    pub(super) fn batch_open(&self) -> bool {
+        self.undo.active()
+    }
+
+    /// The last event id before the open batch.
+    pub(super) fn batch_start_id(&self) -> Option<u64> {
+        self.undo.mark_last_id()
+    }
+
+    /// Log bytes count toward the next checkpoint from here on. Recovery
+    /// calls it once done: what it replayed is in the log and is replayed
+    /// again should the server stop before the next checkpoint.
+    pub(super) fn count_from_here(&mut self) {
+        self.since_checkpoint = 0;
     }
 }
