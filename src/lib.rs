@@ -9,8 +9,10 @@
 //!                                          ▼
 //!                                       writer (the ONE persistence thread)
 //!                                          │ group commit: drain queue, append,
-//!                                          │ one write + one fsync, publish, reply
-//!                                          ▼
+//!                                          │ one write + one fsync, publish, then
+//!                                          │ the batch's answers ──▶ replier (or
+//!                                          │ repl-sync), which writes them to the
+//!                                          ▼ clients' sockets while the writer goes on
 //!                 data/log/*.log  data/index/*.idx  data/checkpoint  data/idlease
 //!  conn-<peer> and SUB loops read segments and indexes with pread, only up
 //!  to what the writer has published (StoreView's topic states, DurableTail).
@@ -18,7 +20,8 @@
 //!
 //! - [`server`]: start-up, the acceptor (connection cap, `ERR BUSY`), signals
 //!   and shutdown. [`connection`] dispatches one client's commands over
-//!   [`wire`] (frame I/O of one socket); [`subscription`] runs a SUB;
+//!   [`wire`] (frame I/O of one socket); its writes are answered on its
+//!   socket through its [`reply_sink`]; [`subscription`] runs a SUB;
 //!   [`group_sub`] a consumer-group SUB (standby, commit per ACK, failed
 //!   deliveries, dead letters), [`group_admin`] GROUPS and GROUPDEL, over
 //!   the registry of group subscribers in [`groups`];
