@@ -4,7 +4,8 @@
 //! It asks the writer how to serve the slave (stream, full resync with a
 //! snapshot of the state, divergence, refusal), then streams the log with
 //! pread at its own pace, never past the writer's durable tail, so a slow
-//! or frozen slave only ever slows itself. Its `repl-ack-<peer>` thread
+//! or frozen slave only ever slows itself; to an async slave in bursts of
+//! up to 2 ms ([`BURST_WAIT`]). Its `repl-ack-<peer>` thread
 //! reads the slave's `ACK <id>` lines as they come and publishes what the
 //! slave has (SLAVES, STATS, the retention hold) in the broker's
 //! replication state. The sender sends the master's id lease when it
@@ -50,6 +51,15 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const PLAN_WAIT: Duration = Duration::from_secs(30);
 /// Longest wait for new durable records before checking the heartbeat.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// To an async slave records go in bursts: a sender that finds fewer new
+/// durable bytes than this waits [`BURST_WAIT`] once for more (Kafka's
+/// `fetch.min.bytes` and `fetch.max.wait.ms`), so the sender, the slave's
+/// receiver and the slave's writer (with its fsync) run once per burst, not
+/// once per master commit. Not under semi-sync or `minSlaves`, where a
+/// publisher waits for the slave.
+const BURST_BYTES: u64 = 64 << 10;
+/// The most a record waits for others to share its burst.
+const BURST_WAIT: Duration = Duration::from_millis(2);
 /// The ACK reader only parses short lines.
 const ACK_STACK_BYTES: usize = 64 << 10;
 
@@ -242,6 +252,9 @@ impl Sender<'_> {
         }
         let mut lease_sent = 0;
         let mut last_out = Instant::now();
+        let repl_cfg = &b.config.replication;
+        let bursts = !repl_cfg.sync && repl_cfg.min_slaves == 0;
+        let mut gathered = false;
         loop {
             if b.is_shutting_down() {
                 return Err(ReplError::Ended("server shutting down".into()));
@@ -266,6 +279,14 @@ impl Sender<'_> {
                 seen_cuts = cuts;
             }
             if pos < tail.pos {
+                if bursts && !gathered && tail.pos - pos < BURST_BYTES {
+                    // A pause, not a wait for a signal: the writer's next
+                    // commits are what it lets gather.
+                    std::thread::sleep(BURST_WAIT);
+                    gathered = true;
+                    continue;
+                }
+                gathered = false;
                 let chunk = logread::read_chunk(&b.store.segments, pos, tail.pos, CHUNK_BYTES);
                 if b.store.durable.cuts() != cuts {
                     continue; // read while records were undone: look again
