@@ -15,12 +15,16 @@
 //! ([`crate::writer_handle::Pipeline`]).
 //!
 //! The guarantee is at-least-once: the position moves only when the
-//! writer has made the commit durable, and the next batch is sent only
-//! after that, so a batch the client received without its ACK being
-//! committed is delivered again to whoever takes over. To overlap the
-//! commit's fsync with work, the next batch is read and checked while the
-//! commit is in flight and sent once it is durable (dropped if the commit
-//! fails).
+//! writer has made the commit durable, so a batch the client received
+//! without its ACK being committed is delivered again to whoever takes
+//! over. The commit of an ACK is fsynced while the next batch is read,
+//! sent and worked on by the client; it is settled before that batch's ACK
+//! is read, so at most one commit is ever in flight. A crash before it is
+//! durable redelivers from the last durable position: the ACKed batch and
+//! the one sent meanwhile. If the commit fails, the subscription ends with
+//! the `ERR` (the batch sent meanwhile counts no failed delivery); if
+//! another SUB moved the group meanwhile, that batch's ACK commits nothing
+//! and delivery goes on from where the group was moved.
 
 use std::io;
 use std::sync::Arc;
@@ -93,6 +97,9 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
     }
     debug!("{peer}: active in group {} of {}", g.name, g.sub.topic.name);
     let res = g.active();
+    // A commit still in flight is settled first: its answer is not the
+    // failed delivery's. Either way its batch was ACKed.
+    let _ = g.writes.settle_one();
     if let Some((first, last)) = g.outstanding.take() {
         g.delivery_failed(first, last);
     }
@@ -130,6 +137,14 @@ fn set_position(
         Err(CallError::Write(WriteError::Invalid(_))) if topic.group(name).is_some() => Ok(()),
         Err(e) => Err(writer_handle::reply(&e, Asked::GroupPosition)),
     }
+}
+
+/// How waiting for a commit that failed ended.
+enum Settled {
+    /// END or ERR was sent: the subscription is over.
+    Ended(Flow),
+    /// Another SUB moved the group: delivery goes on from there.
+    Moved,
 }
 
 /// The active subscriber's view of its group.
@@ -296,22 +311,16 @@ impl GroupSub<'_> {
             } else {
                 Ok(Queued::Nothing)
             };
-            // The previous batch's commit is durable before anything more
-            // is sent; a batch read meanwhile is dropped if it failed.
-            if let Some(pos) = inflight.take() {
-                match self.answer() {
-                    Ok(set_id) => {
-                        at.committed = pos;
-                        at.set_id = set_id;
-                        self.member.passed(pos);
-                    }
-                    Err(e) => {
-                        // The batch checked meanwhile is not sent.
-                        match self.write_failed(&e, &mut at)? {
-                            Some(flow) => return Ok(flow),
-                            None => continue,
-                        }
-                    }
+            // With nothing to send, the previous ACK's commit is settled
+            // now; a batch goes out first and its commit settles while the
+            // client works on the batch.
+            if !matches!(queued, Ok(Queued::Batch(_)))
+                && let Some(pos) = inflight.take()
+                && let Some(flow) = self.settle_commit(pos, &mut at)?
+            {
+                match flow {
+                    Settled::Ended(flow) => return Ok(flow),
+                    Settled::Moved => continue,
                 }
             }
             match queued {
@@ -334,8 +343,28 @@ impl GroupSub<'_> {
                     }
                     at.next = plan.from + plan.n as u64;
                     last_sent = Instant::now();
+                    // Whether this batch's ACK commits: not when the group
+                    // was moved while the batch went out.
+                    let mut commits = true;
+                    if let Some(pos) = inflight.take() {
+                        match self.settle_commit(pos, &mut at)? {
+                            None => {}
+                            Some(Settled::Ended(flow)) => {
+                                // Not this batch's failure: nothing counted.
+                                self.outstanding = None;
+                                self.member.pending(0);
+                                return Ok(flow);
+                            }
+                            Some(Settled::Moved) => commits = false,
+                        }
+                    }
                     let input = self.sub.sub_input(Some(self.sub.ack_wait))?;
                     match input {
+                        SubInput::Ack if !commits => {
+                            Stats::add(&self.sub.broker.stats.messages_acked, plan.n as u64);
+                            self.outstanding = None;
+                            self.member.pending(0);
+                        }
                         SubInput::Ack => {
                             Stats::add(&self.sub.broker.stats.messages_acked, plan.n as u64);
                             self.outstanding = None;
@@ -384,6 +413,24 @@ impl GroupSub<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// Waits for the commit of an ACK (position `pos`). `None` when it is
+    /// durable (the place moves to it); else whether the subscription ended
+    /// (END or ERR sent) or goes on from where another SUB moved the group.
+    fn settle_commit(&mut self, pos: u64, at: &mut Place) -> io::Result<Option<Settled>> {
+        match self.answer() {
+            Ok(set_id) => {
+                at.committed = pos;
+                at.set_id = set_id;
+                self.member.passed(pos);
+                Ok(None)
+            }
+            Err(e) => Ok(Some(match self.write_failed(&e, at)? {
+                Some(flow) => Settled::Ended(flow),
+                None => Settled::Moved,
+            })),
         }
     }
 
