@@ -47,7 +47,7 @@ use crate::reply_sink::{Published, SocketReplies};
 use crate::role::Role;
 use crate::stats::{StatValue, Stats};
 use crate::storage::log::record::DeleteReason;
-use crate::storage::ops::{Reply, ReplySink};
+use crate::storage::ops::{Reply, ReplySink, SinkTicket};
 use crate::storage::ops::{WriteOk, WriteOp};
 use crate::storage::view::Topic;
 use crate::subscription;
@@ -290,7 +290,11 @@ impl Conn {
         });
         let in_flight = self.replies.handing(published);
         let sink: Arc<dyn ReplySink> = self.replies.clone();
-        match self.broker.writer.submit(op, Reply::Sink(sink)) {
+        match self
+            .broker
+            .writer
+            .submit(op, Reply::Sink(SinkTicket::new(sink)))
+        {
             // At the cap: the answers come before more is read.
             Ok(()) if in_flight >= MAX_INFLIGHT => self.settle(),
             Ok(()) => Ok(()),

@@ -229,6 +229,23 @@ impl ReplySink for SocketReplies {
         first
     }
 
+    fn dropped(&self) {
+        {
+            let mut g = self.lock();
+            g.inflight.pop_front();
+            if !g.closed {
+                let err = writer_handle::reply(&CallError::Gone, Asked::Write);
+                encode_err(&mut g.unsent, &err);
+            }
+            if g.inflight.is_empty() && g.waiting {
+                self.answered.notify_all();
+            }
+        }
+        // No releaser holds this sink for it: send now. What the socket
+        // does not take, a waiting connection takes itself.
+        self.flush();
+    }
+
     fn flush(&self) -> bool {
         let mut g = self.lock();
         if !g.closed && !g.unsent.is_empty() {
@@ -266,8 +283,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::role::Role;
-    use crate::storage::ops::Reply;
-    use crate::storage::ops::WriteError;
+    use crate::storage::ops::{Reply, SinkTicket, WriteError};
     use crate::storage::reply::Releaser;
 
     fn sink(fd: RawFd) -> Arc<SocketReplies> {
@@ -296,7 +312,7 @@ mod tests {
         for _ in 0..3 {
             s.handing(None);
         }
-        let reply = || Reply::Sink(s.clone());
+        let reply = || Reply::Sink(SinkTicket::new(s.clone()));
         let mut r = Releaser::default();
         r.release(vec![
             (reply(), Ok(WriteOk::Id(7))),
@@ -321,7 +337,10 @@ mod tests {
         let mut want = String::new();
         for id in 1..=n {
             s.handing(None);
-            r.release(vec![(Reply::Sink(s.clone()), Ok(WriteOk::Id(id)))]);
+            r.release(vec![(
+                Reply::Sink(SinkTicket::new(s.clone())),
+                Ok(WriteOk::Id(id)),
+            )]);
             want.push_str(&format!("OK {id}\r\n"));
         }
         assert!(!s.lock().unsent.is_empty(), "the socket took everything");
@@ -347,7 +366,10 @@ mod tests {
             i += 1;
             assert!(i < 10_000_000, "the socket never filled");
             s.handing(None);
-            r.release(vec![(Reply::Sink(s.clone()), Ok(WriteOk::Id(i)))]);
+            r.release(vec![(
+                Reply::Sink(SinkTicket::new(s.clone())),
+                Ok(WriteOk::Id(i)),
+            )]);
         }
         let mut out = Vec::new();
         s.settle(&mut out, Duration::from_secs(1)).expect("settled");
@@ -358,10 +380,50 @@ mod tests {
         s.handing(None);
         s.close();
         drop(ours);
-        r.release(vec![(Reply::Sink(s.clone()), Ok(WriteOk::Id(0)))]);
+        r.release(vec![(
+            Reply::Sink(SinkTicket::new(s.clone())),
+            Ok(WriteOk::Id(0)),
+        )]);
         assert_eq!(s.in_flight(), 0);
         assert!(s.lock().unsent.is_empty());
         drop(peer);
+    }
+
+    #[test]
+    fn a_write_dropped_unanswered_gets_the_writer_gone_error() {
+        let (ours, mut peer) = UnixStream::pair().expect("pair");
+        let s = sink(ours.as_raw_fd());
+        // The writer's queue is gone with the request in it.
+        s.handing(None);
+        drop(SinkTicket::new(s.clone()));
+        assert_eq!(s.in_flight(), 0);
+        let want = "ERR INTERNAL the server is shutting down; nothing was written\r\n";
+        assert_eq!(read_all(&mut peer, want.len()), want);
+
+        // A request the handle could not send is the caller's to answer:
+        // its ticket says nothing.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let w = crate::writer_handle::WriterHandle::new(tx, Duration::from_millis(10));
+        let op = || crate::storage::ops::WriteOp::Create {
+            topic: "t".into(),
+            life_ms: 0,
+        };
+        s.handing(None);
+        let ticket = || Reply::Sink(SinkTicket::new(s.clone()));
+        assert_eq!(w.submit(op(), ticket()), Ok(()));
+        s.handing(None);
+        assert_eq!(w.submit(op(), ticket()), Err(CallError::Busy));
+        assert_eq!(
+            s.in_flight(),
+            2,
+            "the refused one was answered by its ticket"
+        );
+        s.not_handed();
+        // The queued one is answered when the writer answers it.
+        let req = rx.recv().expect("queued");
+        req.reply.send(Ok(WriteOk::Id(5)));
+        assert_eq!(s.in_flight(), 0);
+        assert_eq!(read_all(&mut peer, 6), "OK 5\r\n");
     }
 
     #[test]

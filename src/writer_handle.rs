@@ -146,7 +146,20 @@ impl WriterHandle {
     /// sink): waits up to `worker.sendTimeoutMs` for room in the queue;
     /// `Busy` or `Gone` when it was not sent.
     pub fn submit(&self, op: WriteOp, reply: Reply) -> Result<(), CallError> {
-        send(&self.tx, WriteReq { op, reply }, self.send_wait)
+        match self.tx.send_timeout(WriteReq { op, reply }, self.send_wait) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = match e {
+                    SendTimeoutError::Timeout(_) => CallError::Busy,
+                    SendTimeoutError::Disconnected(_) => CallError::Gone,
+                };
+                // Not sent: the caller answers it, so its ticket must not.
+                if let Reply::Sink(ticket) = e.into_inner().reply {
+                    drop(ticket.redeem());
+                }
+                Err(err)
+            }
+        }
     }
 
     /// One request, waiting up to `wait` for room in the queue and again

@@ -297,16 +297,44 @@ pub trait ReplySink: Send + Sync {
     /// Sends what the socket takes without waiting; true when nothing is
     /// left (or the connection is gone).
     fn flush(&self) -> bool;
+    /// The connection's oldest write in flight will never be answered: the
+    /// writer is gone with it still queued. Answers it with the error a
+    /// caller gets when the writer is gone, and sends that.
+    fn dropped(&self);
+}
+
+/// A connection's claim on the answer to one write. Dropped unanswered
+/// (the writer gone with the request still queued, or its answer never
+/// released), it tells the connection, which would otherwise wait for an
+/// answer that never comes — as a caller's channel tells it by closing.
+pub struct SinkTicket(Option<Arc<dyn ReplySink>>);
+
+impl SinkTicket {
+    pub fn new(sink: Arc<dyn ReplySink>) -> SinkTicket {
+        SinkTicket(Some(sink))
+    }
+
+    /// The sink, to give it this write's answer.
+    pub fn redeem(mut self) -> Option<Arc<dyn ReplySink>> {
+        self.0.take()
+    }
+}
+
+impl Drop for SinkTicket {
+    fn drop(&mut self) {
+        if let Some(sink) = self.0.take() {
+            sink.dropped();
+        }
+    }
 }
 
 /// Where one write's answer goes.
-#[derive(Clone)]
 pub enum Reply {
     /// A caller waiting on its own channel, which has room for every answer
     /// it awaits (the writer never blocks on a reply).
     Chan(Sender<WriteResult>),
     /// A client connection: the answer is written to its socket.
-    Sink(Arc<dyn ReplySink>),
+    Sink(SinkTicket),
 }
 
 impl fmt::Debug for Reply {

@@ -60,8 +60,10 @@ impl Releaser {
                 Reply::Chan(tx) => {
                     let _ = tx.try_send(res);
                 }
-                Reply::Sink(sink) => {
-                    if sink.answer(res) {
+                Reply::Sink(ticket) => {
+                    if let Some(sink) = ticket.redeem()
+                        && sink.answer(res)
+                    {
                         self.to_flush.push(sink);
                     }
                 }

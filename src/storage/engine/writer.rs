@@ -231,7 +231,7 @@ impl Writer {
             let op = std::mem::replace(&mut req.op, WriteOp::Shutdown);
             at_once.push(op.answers_at_once());
             if let WriteOp::Shutdown = op {
-                shutdown = Some((i, req.reply.clone()));
+                shutdown = Some(i);
                 results.push(Ok(WriteOk::Done));
                 // Anything queued after Shutdown is refused below.
                 continue;
@@ -250,9 +250,11 @@ impl Writer {
             .iter()
             .any(|r| matches!(r, Ok(WriteOk::Id(_) | WriteOk::Range(..))));
         let mut replies = Vec::with_capacity(batch.len());
+        let mut shutdown_reply = None;
         for (i, (req, res)) in batch.drain(..).zip(results).enumerate() {
-            if shutdown.as_ref().is_some_and(|(at, _)| *at == i) {
-                continue; // answered after the final checkpoint
+            if shutdown == Some(i) {
+                shutdown_reply = Some(req.reply); // answered after the final checkpoint
+                continue;
             }
             if at_once[i] {
                 req.reply.send(res);
@@ -261,7 +263,7 @@ impl Writer {
             replies.push((req.reply, res));
         }
         self.answer(replies, wrote);
-        if let Some((_, reply)) = shutdown {
+        if let Some(reply) = shutdown_reply {
             self.finish();
             reply.send(Ok(WriteOk::Done));
             return true;
