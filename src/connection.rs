@@ -425,6 +425,19 @@ impl Conn {
             encode_err(&mut self.wire.out, &e);
             return;
         }
+        // History 0: its first sync or a full resync has not finished, so
+        // its data is not its master's; as a master it would start a new
+        // history without the rest (and an old master could not rejoin).
+        if b.repl.history() == 0 {
+            let e = ProtoError::new(
+                ErrCode::BadReq,
+                "this slave has no complete copy of its master's data yet (its first sync or a \
+                 full resync has not finished): promoting it would make a master without that \
+                 data; wait for repl_state streaming in STATS, or start it as a master on purpose",
+            );
+            encode_err(&mut self.wire.out, &e);
+            return;
+        }
         // First: the receiver stops and the writer takes no more records.
         b.set_role(Role::Master);
         b.repl

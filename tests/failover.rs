@@ -11,8 +11,8 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::repl::{
-    assert_same_state, cli_dump, diverged_files, id_lease, ids, last_id, messages, next_batch,
-    poll_until, role, slave_args, start_slave, sub_opts, wait_caught_up,
+    assert_same_state, cli_dump, diverged_files, free_port, id_lease, ids, last_id, messages,
+    next_batch, poll_until, role, slave_args, start_slave, sub_opts, wait_caught_up,
 };
 use common::{Opts, Raw, Server, WAIT, stat, tempdir};
 use smss::client::{Client, SubEvent};
@@ -409,4 +409,25 @@ fn a_slave_restarted_cleanly_keeps_the_masters_lease_for_promote() {
         "PROMOTE's id {epoch_id} must be above the old master's lease {lease} (last id {top}): \
          the old master may have handed out ids up to it"
     );
+}
+
+/// A slave that never finished a sync (here: its master is a closed port)
+/// has none of its master's data: PROMOTE refuses it and it stays a slave,
+/// still trying its master.
+#[test]
+fn promote_refuses_a_slave_that_never_finished_a_sync() {
+    let dir = tempdir();
+    let closed = format!("127.0.0.1:{}", free_port());
+    let slave = start_slave(dir.path(), &Opts::new(), &closed);
+    let mut c = slave.client();
+    let err = c.promote().expect_err("PROMOTE of an unsynced slave");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("BADREQ") && text.contains("no complete copy"),
+        "{text}"
+    );
+    assert_eq!(role(&mut c), "slave");
+    assert_eq!(stat(&mut c, "last_event_id"), 0);
+    // Nothing was written: no role claim, no epoch.
+    assert!(!dir.path().join("data/role").exists());
 }

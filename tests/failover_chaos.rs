@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::repl::{free_port, last_id, messages, poll_until, role};
+use common::repl::{free_port, last_id, messages, poll_until, role, text_stat};
 use common::seed::{Rng, env_u64, time_seed};
 use common::{Opts, Server, WAIT, stat, tempdir};
 use smss::client::Client;
@@ -157,7 +157,11 @@ fn settle(m: &Server, s: &Server) {
     );
     let top = last_id(&mut mc);
     let mut sc = s.client();
-    let ok = poll_until(WAIT * 2, || last_id(&mut sc) >= top);
+    // Streaming too: a slave in a full resync (after a divergence) can have
+    // the ids before it has the history, and PROMOTE refuses it then.
+    let ok = poll_until(WAIT * 2, || {
+        last_id(&mut sc) >= top && text_stat(&mut sc, "repl_state") == "streaming"
+    });
     assert!(
         ok,
         "the slave never reached {top}; its log:\n{}\nmaster log:\n{}",

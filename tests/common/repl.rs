@@ -259,12 +259,19 @@ pub fn next_batch(c: &mut Client) -> Vec<Delivered> {
 
 /// STATS `role` of a server.
 pub fn role(c: &mut Client) -> String {
+    let r = text_stat(c, "role");
+    assert!(!r.is_empty(), "STATS has no role");
+    r
+}
+
+/// A STATS field as text ("" when absent: e.g. `repl_state` on a master).
+pub fn text_stat(c: &mut Client, name: &str) -> String {
     c.stats()
         .expect("STATS")
         .into_iter()
-        .find(|(k, _)| k == "role")
+        .find(|(k, _)| k == name)
         .map(|(_, v)| v)
-        .expect("STATS role")
+        .unwrap_or_default()
 }
 
 /// The `.log` files under a server directory's `data/diverged`.
