@@ -2,7 +2,9 @@
 //! while another subscriber of the group is active, then deliver with one
 //! durable commit per ACK, counting deliveries that end without one, and
 //! giving up on a message after `maxDeliver` of them (dead letter or skip).
-//! GROUPS and GROUPDEL are [`crate::group_admin`]'s.
+//! GROUPS and GROUPDEL are [`crate::group_admin`]'s; a shared group's
+//! delivery loop (`mode=shared`) is [`crate::group_shared`]'s, after the
+//! checks and the position write here.
 //!
 //! Runs on the subscriber's connection thread, which stays in [`run`] for
 //! the whole subscription. It takes a place in the broker's group registry
@@ -33,9 +35,11 @@ use std::time::Instant;
 use log::{debug, info, warn};
 
 use crate::broker::Broker;
+use crate::group_shared;
 use crate::groups::{GroupKey, Member, Turn};
 use crate::protocol::{
-    ErrCode, ProtoError, SubArgs, SubFrom, encode_end, encode_err, encode_line, encode_ok,
+    ErrCode, GroupMode, ProtoError, SubArgs, SubFrom, encode_end, encode_err, encode_line,
+    encode_ok,
 };
 use crate::role::Role;
 use crate::stats::Stats;
@@ -68,15 +72,28 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
     {
         return refuse(wire, ErrCode::NoTopic, format!("no dlq topic {d}"));
     }
+    let key = GroupKey {
+        topic: topic.name.clone(),
+        create_id: topic.create_id,
+        group: name.clone(),
+    };
+    let mode = args.mode.unwrap_or_default();
+    // Checked before the position is written: a refused SUB changes nothing.
+    if let Some(has) = broker.group_subs.conflict(&key, mode) {
+        return refuse(wire, ErrCode::BadReq, mode_conflict(&name, has, mode));
+    }
     if let Err(e) = set_position(broker, &topic, &name, args.from) {
         encode_err(&mut wire.out, &e);
         return Ok(Flow::Continue);
     }
-    let member = broker.group_subs.join(GroupKey {
-        topic: topic.name.clone(),
-        create_id: topic.create_id,
-        group: name.clone(),
-    });
+    let max_pending = broker.config.sub.max_pending;
+    let member = match broker.group_subs.join_as(key, mode, max_pending) {
+        Ok(m) => m,
+        Err(has) => return refuse(wire, ErrCode::BadReq, mode_conflict(&name, has, mode)),
+    };
+    if mode == GroupMode::Shared {
+        return group_shared::run(wire, broker, peer, topic, member, &args);
+    }
     encode_ok(&mut wire.out, &[]);
     if !member.is_active() {
         encode_line(&mut wire.out, "STANDBY");
@@ -105,6 +122,15 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
     }
     // Dropping `g` (its member) hands the group to the next standby.
     res
+}
+
+/// The refusal of a SUB whose mode is not the one of the group's members.
+fn mode_conflict(name: &str, has: GroupMode, asked: GroupMode) -> String {
+    format!(
+        "group {name} is {} while it has members (this SUB asked mode={})",
+        has.as_str(),
+        asked.as_str()
+    )
 }
 
 /// Writes where a new SUB starts the group, durably, before its `OK`:

@@ -508,6 +508,7 @@ mod tests {
             group: None,
             max_deliver: None,
             dlq: None,
+            mode: None,
         };
         Sub::new(wire, broker, "test", topic, &args)
     }
