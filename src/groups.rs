@@ -11,7 +11,8 @@
 //! GROUPDEL. It knows nothing of topics or the writer: the durable group
 //! state (committed position, failed deliveries of the next message and
 //! whether the last one was that message alone) lives in the topic and is
-//! changed only through the writer.
+//! changed only through the writer. Failed deliveries are counted per
+//! group (for `/metrics`) and in the server's STATS.
 //!
 //! Locks: the registry's map mutex, then one slot's mutex (always in that
 //! order, never the other way); each slot has a condvar its standbys wait on.
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::dispatch::Dispatcher;
 use crate::protocol::GroupMode;
+use crate::stats::Stats;
 
 /// One group of one topic incarnation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -88,6 +90,8 @@ pub struct Registry {
     /// Per group, since start (for `/metrics`): kept when its subscribers
     /// leave, dropped with the group (GROUPDEL).
     counters: Mutex<HashMap<GroupKey, GroupCounters>>,
+    /// The server's counters: failed deliveries count in STATS too.
+    stats: Arc<Stats>,
 }
 
 /// What a group's subscribers did since the server started.
@@ -120,6 +124,14 @@ pub struct Member<'a> {
 }
 
 impl Registry {
+    /// A registry that counts failed deliveries in `stats` as well.
+    pub fn new(stats: Arc<Stats>) -> Registry {
+        Registry {
+            stats,
+            ..Registry::default()
+        }
+    }
+
     fn map(&self) -> MutexGuard<'_, HashMap<GroupKey, Arc<Slot>>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -273,6 +285,7 @@ impl Member<'_> {
     pub fn count_failed(&self, n: u64) {
         if n > 0 {
             self.registry.count(&self.key, |c| c.failed_deliveries += n);
+            Stats::add(&self.registry.stats.group_redeliveries, n);
         }
     }
 
@@ -318,6 +331,7 @@ impl Member<'_> {
             st.pending = 0;
         }
         self.registry.count(&self.key, |c| c.failed_deliveries += 1);
+        Stats::add(&self.registry.stats.group_redeliveries, 1);
     }
 
     /// `n` messages were sent to this (active) subscriber, or, with 0, the

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
 use common::groups::{batch, one_group};
-use common::{Opts, Server, tempdir};
+use common::{Opts, Server, stat, tempdir};
 use smss::client::{Client, SubEvent, SubOptions};
 
 /// Idle subscribers get ALIVE every 200 ms, so idle members see the end.
@@ -152,6 +152,7 @@ fn a_member_that_hangs_up_mid_batch_has_its_batch_delivered_to_the_others() {
     }
     assert_eq!(got.into_iter().collect::<Vec<_>>(), ids);
     assert_eq!(alone, 10, "the failed batch's messages go alone");
+    assert_eq!(stat(&mut c, "group_redeliveries"), 1);
     committed_becomes(&mut c, "t", ids[99]);
 }
 
