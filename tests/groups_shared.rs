@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
-use common::groups::{batch, one_group};
+use common::groups::{batch, one_group, wait_slave_groups};
 use common::{Opts, Server, stat, tempdir};
 use smss::client::{Client, SubEvent, SubOptions};
 
@@ -355,4 +355,40 @@ fn modes_do_not_mix_while_a_group_has_members() {
         (g.active, g.standby_count, g.shared.map(|s| s.0)),
         (true, 0, Some(2))
     );
+}
+
+#[test]
+fn a_promoted_slave_continues_the_shared_group_from_its_watermark() {
+    let (md, sd) = (tempdir(), tempdir());
+    let master = Server::start(md.path());
+    let mut m = master.client();
+    m.create("t", 0).expect("CREATE");
+    let ids = publish(&mut m, "t", 40);
+    let slave = Server::start_with_args(
+        sd.path(),
+        &quick_alive(),
+        &["--role", "slave", "--master", &master.addr],
+    );
+    let mut a = master.client();
+    let mut b = master.client();
+    a.subscribe("t", "-", &shared(10)).expect("SUB");
+    b.subscribe("t", "-", &shared(10)).expect("SUB");
+    let (x, y) = (batch(&mut a), batch(&mut b));
+    assert_eq!((x.as_slice(), y.as_slice()), (&ids[..10], &ids[10..20]));
+    // B's batch is ACKed above the watermark, A's moves it past both.
+    b.ack().expect("ACK");
+    a.ack().expect("ACK");
+    let _third = batch(&mut a); // never ACKed: the master dies
+    let mut s = slave.client();
+    wait_slave_groups(&mut s, "t", |gs| {
+        gs.len() == 1 && gs[0].committed_id == ids[19]
+    });
+    master.kill9();
+    s.promote().expect("PROMOTE");
+    let mut c = slave.client();
+    c.subscribe("t", "-", &shared(100))
+        .expect("SUB on the promoted slave");
+    assert_eq!(batch(&mut c), ids[20..]);
+    c.ack().expect("ACK");
+    committed_becomes(&mut s, "t", ids[39]);
 }
