@@ -30,9 +30,7 @@ use log::{info, warn};
 use crate::broker::Broker;
 use crate::dispatch::{Claim, Commit, Next};
 use crate::groups::Member;
-use crate::protocol::{
-    ErrCode, ProtoError, SubArgs, encode_end, encode_err, encode_line, encode_ok,
-};
+use crate::protocol::{ErrCode, SubArgs, encode_ok};
 use crate::stats::Stats;
 use crate::storage::index::{self, EntrySource};
 use crate::storage::ops::{WriteError, WriteOk, WriteOp};
@@ -113,15 +111,8 @@ impl Shared<'_> {
                     step
                 }
                 Next::Wait(fresh) => {
-                    self.sub.go_idle();
-                    let input = self.sub.sub_input(None)?;
-                    if let Some(flow) = self.sub.sub_end(&input) {
+                    if let Some(flow) = self.sub.idle(&mut last_sent)? {
                         return Ok(flow);
-                    }
-                    if last_sent.elapsed() >= self.sub.alive {
-                        encode_line(&mut self.sub.wire.out, "ALIVE");
-                        self.sub.wire.flush()?;
-                        last_sent = Instant::now();
                     }
                     let wait = self.sub.alive.saturating_sub(last_sent.elapsed());
                     match fresh {
@@ -140,15 +131,11 @@ impl Shared<'_> {
     }
 
     fn end(&mut self, reason: &str) -> io::Result<Flow> {
-        encode_end(&mut self.sub.wire.out, reason);
-        self.sub.wire.flush()?;
-        Ok(Flow::Continue)
+        self.sub.end(reason)
     }
 
     fn fail(&mut self, code: ErrCode, msg: String) -> io::Result<Step> {
-        encode_err(&mut self.sub.wire.out, &ProtoError::new(code, msg));
-        self.sub.wire.flush()?;
-        Ok(Step::Done(Flow::Continue))
+        self.sub.fail(code, msg).map(Step::Done)
     }
 
     /// Tells the dispatcher where the group is: the first entry after the
@@ -332,20 +319,7 @@ impl Shared<'_> {
                 set_id = s;
             }
         }
-        let op = match &self.dlq {
-            Some(dlq) => WriteOp::DeadLetter {
-                topic: topic.clone(),
-                group: self.name.clone(),
-                at: id,
-                dlq: dlq.clone(),
-            },
-            None => WriteOp::GroupCommit {
-                topic,
-                group: self.name.clone(),
-                position: id,
-                expect_set: None,
-            },
-        };
+        let op = WriteOp::give_up(&topic, &self.name, id, self.dlq.as_deref(), None);
         match self.sub.broker.writer.call(op)? {
             // The group record follows the copy in the same batch.
             WriteOk::Id(copy) if self.dlq.is_some() => Ok((id, copy + 1)),

@@ -38,8 +38,7 @@ use crate::broker::Broker;
 use crate::group_shared;
 use crate::groups::{GroupKey, Member, Turn};
 use crate::protocol::{
-    ErrCode, GroupMode, ProtoError, SubArgs, SubFrom, encode_end, encode_err, encode_line,
-    encode_ok,
+    ErrCode, GroupMode, ProtoError, SubArgs, SubFrom, encode_err, encode_line, encode_ok,
 };
 use crate::role::Role;
 use crate::stats::Stats;
@@ -238,15 +237,11 @@ impl GroupSub<'_> {
     }
 
     fn end(&mut self, reason: &str) -> io::Result<Flow> {
-        encode_end(&mut self.sub.wire.out, reason);
-        self.sub.wire.flush()?;
-        Ok(Flow::Continue)
+        self.sub.end(reason)
     }
 
     fn fail(&mut self, code: ErrCode, msg: String) -> io::Result<Flow> {
-        encode_err(&mut self.sub.wire.out, &ProtoError::new(code, msg));
-        self.sub.wire.flush()?;
-        Ok(Flow::Continue)
+        self.sub.fail(code, msg)
     }
 
     /// Where delivery goes on: the group's committed position now.
@@ -427,15 +422,8 @@ impl GroupSub<'_> {
                     }
                 }
                 Ok(Queued::Nothing) => {
-                    self.sub.go_idle();
-                    let input = self.sub.sub_input(None)?;
-                    if let Some(flow) = self.sub.sub_end(&input) {
+                    if let Some(flow) = self.sub.idle(&mut last_sent)? {
                         return Ok(flow);
-                    }
-                    if last_sent.elapsed() >= self.sub.alive {
-                        encode_line(&mut self.sub.wire.out, "ALIVE");
-                        self.sub.wire.flush()?;
-                        last_sent = Instant::now();
                     }
                 }
             }
@@ -489,20 +477,7 @@ impl GroupSub<'_> {
     /// `dead_lettered`.
     fn give_up(&mut self, at: &mut Place, id: u64, failures: u32) -> Result<(), CallError> {
         let topic = self.sub.topic.name.clone();
-        let op = match &self.dlq {
-            Some(dlq) => WriteOp::DeadLetter {
-                topic: topic.clone(),
-                group: self.name.clone(),
-                at: id,
-                dlq: dlq.clone(),
-            },
-            None => WriteOp::GroupCommit {
-                topic: topic.clone(),
-                group: self.name.clone(),
-                position: id,
-                expect_set: Some(at.set_id),
-            },
-        };
+        let op = WriteOp::give_up(&topic, &self.name, id, self.dlq.as_deref(), Some(at.set_id));
         self.submit(op)?;
         let set_id = self.answer()?;
         at.set_id = match &self.dlq {

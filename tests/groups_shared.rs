@@ -63,6 +63,36 @@ fn committed_becomes(c: &mut Client, topic: &str, id: u64) {
     panic!("the group of {topic} was never committed at {id}");
 }
 
+/// A server with topic `t` holding `n` messages: (its dir, the server, a
+/// client, the ids).
+fn with_messages(n: usize) -> (tempfile::TempDir, Server, Client, Vec<u64>) {
+    let dir = tempdir();
+    let s = Server::start_with(dir.path(), &quick_alive());
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    let ids = publish(&mut c, "t", n);
+    (dir, s, c, ids)
+}
+
+/// Takes and ACKs `c`'s batches into `got` until it holds `total` ids
+/// (bounded); returns the ids of batches of one message.
+fn drain_into(c: &mut Client, got: &mut BTreeSet<u64>, total: usize) -> Vec<u64> {
+    let mut alone = Vec::new();
+    for _ in 0..1000 {
+        if got.len() >= total {
+            return alone;
+        }
+        if let Some(ids) = event(c) {
+            if ids.len() == 1 {
+                alone.push(ids[0]);
+            }
+            got.extend(ids);
+            c.ack().expect("ACK");
+        }
+    }
+    panic!("drained only {} of {total}", got.len());
+}
+
 /// `members` threads drain `total` messages of `t`, each recording what
 /// it got; they start ACKing only once all have subscribed.
 fn drain(s: &Server, members: usize, total: usize, batch: usize) -> Vec<Vec<u64>> {
@@ -98,11 +128,7 @@ fn drain(s: &Server, members: usize, total: usize, batch: usize) -> Vec<Vec<u64>
 
 #[test]
 fn four_members_split_the_messages_and_none_is_delivered_twice() {
-    let dir = tempdir();
-    let s = Server::start_with(dir.path(), &quick_alive());
-    let mut c = s.client();
-    c.create("t", 0).expect("CREATE");
-    let ids = publish(&mut c, "t", 20_000);
+    let (_dir, s, mut c, ids) = with_messages(20_000);
     let per_member = drain(&s, 4, ids.len(), 100);
     let mut seen = BTreeSet::new();
     for (i, mine) in per_member.iter().enumerate() {
@@ -119,11 +145,7 @@ fn four_members_split_the_messages_and_none_is_delivered_twice() {
 
 #[test]
 fn a_member_that_hangs_up_mid_batch_has_its_batch_delivered_to_the_others() {
-    let dir = tempdir();
-    let s = Server::start_with(dir.path(), &quick_alive());
-    let mut c = s.client();
-    c.create("t", 0).expect("CREATE");
-    let ids = publish(&mut c, "t", 100);
+    let (_dir, s, mut c, ids) = with_messages(100);
     let mut a = s.client();
     a.subscribe("t", "-", &shared(10)).expect("SUB");
     let lost = batch(&mut a);
@@ -137,32 +159,16 @@ fn a_member_that_hangs_up_mid_batch_has_its_batch_delivered_to_the_others() {
     drop(a);
     let mut got: BTreeSet<u64> = first.into_iter().collect();
     b.ack().expect("ACK");
-    let mut alone = 0;
-    for _ in 0..1000 {
-        if got.len() == ids.len() {
-            break;
-        }
-        if let Some(ids) = event(&mut b) {
-            if ids.len() == 1 && lost.contains(&ids[0]) {
-                alone += 1;
-            }
-            got.extend(ids);
-            b.ack().expect("ACK");
-        }
-    }
+    let alone = drain_into(&mut b, &mut got, ids.len());
     assert_eq!(got.into_iter().collect::<Vec<_>>(), ids);
-    assert_eq!(alone, 10, "the failed batch's messages go alone");
+    assert_eq!(alone, lost, "the failed batch's messages go alone");
     assert_eq!(stat(&mut c, "group_redeliveries"), 1);
     committed_becomes(&mut c, "t", ids[99]);
 }
 
 #[test]
 fn a_batch_past_its_ack_deadline_goes_to_another_member() {
-    let dir = tempdir();
-    let s = Server::start_with(dir.path(), &quick_alive());
-    let mut c = s.client();
-    c.create("t", 0).expect("CREATE");
-    let ids = publish(&mut c, "t", 30);
+    let (_dir, s, _c, ids) = with_messages(30);
     let mut a = s.client();
     let slow = SubOptions {
         ack_ms: Some(300),
@@ -173,15 +179,7 @@ fn a_batch_past_its_ack_deadline_goes_to_another_member() {
     let mut b = s.client();
     b.subscribe("t", "-", &shared(10)).expect("SUB");
     let mut got = BTreeSet::new();
-    for _ in 0..1000 {
-        if got.len() == ids.len() {
-            break;
-        }
-        if let Some(ids) = event(&mut b) {
-            got.extend(ids);
-            b.ack().expect("ACK");
-        }
-    }
+    drain_into(&mut b, &mut got, ids.len());
     assert!(held.iter().all(|id| got.contains(id)));
     assert_eq!(got.len(), ids.len());
     // A never ACKed: the server closed it.
@@ -264,11 +262,7 @@ fn a_poison_message_is_dead_lettered_once_while_the_other_members_go_on() {
 
 #[test]
 fn after_a_kill_9_the_group_resumes_at_its_watermark_and_nothing_is_lost() {
-    let dir = tempdir();
-    let s = Server::start_with(dir.path(), &quick_alive());
-    let mut c = s.client();
-    c.create("t", 0).expect("CREATE");
-    let ids = publish(&mut c, "t", 3000);
+    let (dir, s, _c, ids) = with_messages(3000);
     let mut got = BTreeSet::new();
     {
         let mut a = s.client();
@@ -300,25 +294,13 @@ fn after_a_kill_9_the_group_resumes_at_its_watermark_and_nothing_is_lost() {
     );
     got.extend(first);
     a.ack().expect("ACK");
-    for _ in 0..1000 {
-        if got.len() == ids.len() {
-            break;
-        }
-        if let Some(ids) = event(&mut a) {
-            got.extend(ids);
-            a.ack().expect("ACK");
-        }
-    }
+    drain_into(&mut a, &mut got, ids.len());
     assert_eq!(got.into_iter().collect::<Vec<_>>(), ids);
 }
 
 #[test]
 fn modes_do_not_mix_while_a_group_has_members() {
-    let dir = tempdir();
-    let s = Server::start_with(dir.path(), &quick_alive());
-    let mut c = s.client();
-    c.create("t", 0).expect("CREATE");
-    let ids = publish(&mut c, "t", 5);
+    let (_dir, s, mut c, ids) = with_messages(5);
     let mut ex = s.client();
     let exclusive = SubOptions {
         batch: Some(1),
@@ -372,8 +354,9 @@ fn a_promoted_slave_continues_the_shared_group_from_its_watermark() {
     let mut a = master.client();
     let mut b = master.client();
     a.subscribe("t", "-", &shared(10)).expect("SUB");
+    let x = batch(&mut a);
     b.subscribe("t", "-", &shared(10)).expect("SUB");
-    let (x, y) = (batch(&mut a), batch(&mut b));
+    let y = batch(&mut b);
     assert_eq!((x.as_slice(), y.as_slice()), (&ids[..10], &ids[10..20]));
     // B's batch is ACKed above the watermark, A's moves it past both.
     b.ack().expect("ACK");

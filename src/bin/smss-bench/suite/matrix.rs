@@ -201,12 +201,7 @@ fn drain_rows(
     let grouped = measure(server, &o)?;
     figures.push((
         format!("group drain ÷ plain drain, 200k batch 256 ({tag})"),
-        format!(
-            "{:.2}× ({:.0} ÷ {:.0} msgs/s)",
-            grouped.msgs_per_s() / plain.msgs_per_s().max(1.0),
-            grouped.msgs_per_s(),
-            plain.msgs_per_s()
-        ),
+        speedup(grouped.msgs_per_s(), plain.msgs_per_s()),
     ));
     rows.push(Row {
         label: format!("{tag} sub drain 200k batch 256"),
@@ -233,6 +228,11 @@ fn drain_rows(
     Ok(())
 }
 
+/// `a ÷ b` of two throughputs, with both.
+fn speedup(a: f64, b: f64) -> String {
+    format!("{:.2}× ({a:.0} ÷ {b:.0} msgs/s)", a / b.max(1.0))
+}
+
 /// A shared group of 1, 2 and 4 members draining 200k messages, each
 /// member waiting 50 µs per message before its ACK (simulated work): the
 /// worker pool's speed-up over one member.
@@ -256,12 +256,7 @@ fn shared_rows(
         } else {
             figures.push((
                 format!("shared group, {members} members ÷ 1, work 50 µs/msg ({tag})"),
-                format!(
-                    "{:.2}× ({:.0} ÷ {:.0} msgs/s)",
-                    r.msgs_per_s() / one.max(1.0),
-                    r.msgs_per_s(),
-                    one
-                ),
+                speedup(r.msgs_per_s(), one),
             ));
         }
         rows.push(Row {
