@@ -61,17 +61,18 @@ impl Broker {
     ) -> Broker {
         let store = StoreView::new(&config.store.path.join("index"), index_handles);
         let send_wait = Duration::from_millis(config.worker.send_timeout_ms);
+        let stats: Arc<Stats> = Arc::default();
         Broker {
             store: Arc::new(store),
             config,
             role: Arc::new(RoleCell::new(role)),
             started: Instant::now(),
-            stats: Arc::default(),
+            group_subs: Registry::new(Arc::clone(&stats)),
+            stats,
             auth_failures: FailureLog::default(),
             auth_pacer: SourcePacer::default(),
             preauth: PreAuth::default(),
             repl: Arc::default(),
-            group_subs: Registry::default(),
             writer: WriterHandle::new(writer, send_wait),
             shutting_down: AtomicBool::new(false),
         }

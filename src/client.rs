@@ -133,6 +133,9 @@ pub struct GroupInfo {
     pub standby_count: u64,
     /// Retained messages after `committed_id`.
     pub lag: u64,
+    /// A shared group with members: (members, messages delivered and not
+    /// ACKed); `None` for an exclusive group or one without members.
+    pub shared: Option<(u64, u64)>,
 }
 
 /// One message received in a subscription batch.
@@ -172,6 +175,10 @@ pub struct SubOptions {
     /// With a group: the topic a message goes to when given up on;
     /// without it, it is skipped.
     pub dlq: Option<String>,
+    /// With a group: `mode=shared`, every subscriber of the group gets
+    /// batches of its own (a worker pool) instead of one active and the
+    /// others on standby.
+    pub shared: bool,
 }
 
 /// A blocking connection to an smss server.
@@ -291,6 +298,13 @@ fn parse_group_line(line: &str) -> Result<GroupInfo> {
         active,
         standby_count: parse_num(t.get(3), "standby_count", line)?,
         lag: parse_num(t.get(4), "lag", line)?,
+        shared: match t.get(5) {
+            Some(&"shared") => Some((
+                parse_num(t.get(6), "members", line)?,
+                parse_num(t.get(7), "pending", line)?,
+            )),
+            _ => None,
+        },
     })
 }
 
@@ -604,6 +618,9 @@ impl Client {
         if let Some(d) = &opts.dlq {
             line.push_str(&format!(" dlq={d}"));
         }
+        if opts.shared {
+            line.push_str(" mode=shared");
+        }
         self.send_line(&line)?;
         let line = self.read_line()?;
         parse_ok(&line)
@@ -888,9 +905,12 @@ mod tests {
                 committed_id: 42,
                 active: true,
                 standby_count: 2,
-                lag: 7
+                lag: 7,
+                shared: None
             }
         );
+        let g = parse_group_line("GROUP workers 42 1 0 7 shared 4 96").expect("group");
+        assert_eq!(g.shared, Some((4, 96)));
         assert!(parse_group_line("GROUP workers 42 2 2 0").is_err());
         assert!(parse_group_line("GROUP workers 42 1 2").is_err());
         assert!(parse_group_line("GROUP workers 42 1 2 7 extra").is_ok());
@@ -1104,6 +1124,7 @@ mod tests {
             group: Some("g1".into()),
             max_deliver: Some(3),
             dlq: Some("dead".into()),
+            shared: false,
         };
         c.subscribe("orders", "0", &opts).expect("sub");
         let ev = c.next_event().expect("batch");

@@ -66,6 +66,9 @@ pub const MAX_DELAY_CAP_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 pub const MAX_BATCH_BYTES_CAP: u64 = 1 << 32;
 /// Longest allowed `auth.token` in bytes (it must fit on one 4096-byte protocol line).
 pub const MAX_TOKEN_BYTES: usize = 1024;
+/// Upper bound of `sub.maxPending`: a shared group's dispatcher keeps a few
+/// dozen bytes per range, at most one range per message in the window.
+pub const MAX_PENDING_CAP: u64 = 10_000_000;
 
 /// When the writer fsyncs the commit log.
 ///
@@ -283,6 +286,9 @@ pub struct SubConfig {
     /// SUB without `maxDeliver=` gives up on it; 0 = never.
     #[serde(deserialize_with = "max_deliver")]
     pub max_deliver: u32,
+    /// `sub.maxPending`: a shared group's messages out to its members or
+    /// ACKed above its committed position, at most; members wait beyond.
+    pub max_pending: u64,
 }
 
 /// `auth:` — the shared token; empty = no authentication.
@@ -366,6 +372,7 @@ impl Default for SubConfig {
             default_batch: 32,
             default_ack_timeout_ms: 30_000,
             max_deliver: 0,
+            max_pending: 10_000,
         }
     }
 }
@@ -600,6 +607,15 @@ impl Config {
             ));
         }
         check_ms("sub.defaultAckTimeout", self.sub.default_ack_timeout_ms, 1)?;
+        if !(1..=MAX_PENDING_CAP).contains(&self.sub.max_pending) {
+            return Err(invalid(
+                "sub.maxPending",
+                format!(
+                    "must be between 1 and {MAX_PENDING_CAP}, got {}",
+                    self.sub.max_pending
+                ),
+            ));
+        }
 
         let token = &self.auth.token;
         if token.len() > MAX_TOKEN_BYTES {
@@ -756,6 +772,7 @@ mod tests {
         assert_eq!(c.sub.default_batch, 32);
         assert_eq!(c.sub.default_ack_timeout_ms, 30_000);
         assert_eq!(c.sub.max_deliver, 0);
+        assert_eq!(c.sub.max_pending, 10_000);
         assert_eq!(c.auth.token, "");
         assert!(!c.replication.sync);
         assert_eq!(c.replication.sync_timeout_ms, 1000);
@@ -841,7 +858,7 @@ store:
 worker: { buffSize: 7, sendTimeoutMs: 9 }
 timeout: { net: { write: 11 }, server: { alive: 13 }, auth: 41 }
 limits: { maxPayload: 17, maxConnections: 19, maxBatch: 23, maxBatchBytes: 43, maxDelayMs: 29, maxUnauthenticated: 7 }
-sub: { defaultBatch: 23, defaultAckTimeout: 31, maxDeliver: 47 }
+sub: { defaultBatch: 23, defaultAckTimeout: 31, maxDeliver: 47, maxPending: 53 }
 auth: { token: s3cr3t }
 replication: { sync: true, syncTimeoutMs: 37, minSlaves: 2, peer: "127.0.0.1:12302", slaveTimeoutMs: 4000 }
 "#;
@@ -899,7 +916,8 @@ replication: { sync: true, syncTimeoutMs: 37, minSlaves: 2, peer: "127.0.0.1:123
             SubConfig {
                 default_batch: 23,
                 default_ack_timeout_ms: 31,
-                max_deliver: 47
+                max_deliver: 47,
+                max_pending: 53
             }
         );
         assert_eq!(c.auth.token, "s3cr3t");

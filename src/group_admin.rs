@@ -11,7 +11,9 @@
 
 use crate::broker::Broker;
 use crate::groups::GroupKey;
-use crate::protocol::{ErrCode, ProtoError, encode_count, encode_err, encode_group, encode_ok};
+use crate::protocol::{
+    ErrCode, ProtoError, encode_count, encode_err, encode_group, encode_ok, encode_shared_tail,
+};
 use crate::role::Role;
 use crate::storage::index;
 use crate::storage::ops::{WriteOk, WriteOp};
@@ -19,7 +21,8 @@ use crate::writer_handle::{self, Asked};
 
 /// `GROUPS <topic>`: every group with its committed position, whether it
 /// has an active subscriber, how many standbys, and its lag (retained
-/// messages after the position).
+/// messages after the position); a shared group with members adds
+/// `shared <members> <pending>`.
 pub fn put_groups(out: &mut Vec<u8>, broker: &Broker, topic: &str) {
     let Some(t) = broker.topic(topic) else {
         let e = ProtoError::new(ErrCode::NoTopic, format!("no topic {topic}"));
@@ -51,6 +54,11 @@ pub fn put_groups(out: &mut Vec<u8>, broker: &Broker, topic: &str) {
             };
             let (active, standbys) = broker.group_subs.counts(&key);
             encode_group(&mut lines, name, g.committed, active, standbys as u64, lag);
+            if let Some((members, pending)) = broker.group_subs.shared(&key) {
+                // Fields at the end of the line, for shared groups only:
+                // an exclusive group's line is as it always was.
+                encode_shared_tail(&mut lines, members as u64, pending);
+            }
         }
     }
     encode_count(out, "GROUPS", groups.len() as u64);

@@ -2,7 +2,9 @@
 //! while another subscriber of the group is active, then deliver with one
 //! durable commit per ACK, counting deliveries that end without one, and
 //! giving up on a message after `maxDeliver` of them (dead letter or skip).
-//! GROUPS and GROUPDEL are [`crate::group_admin`]'s.
+//! GROUPS and GROUPDEL are [`crate::group_admin`]'s; a shared group's
+//! delivery loop (`mode=shared`) is [`crate::group_shared`]'s, after the
+//! checks and the position write here.
 //!
 //! Runs on the subscriber's connection thread, which stays in [`run`] for
 //! the whole subscription. It takes a place in the broker's group registry
@@ -33,9 +35,10 @@ use std::time::Instant;
 use log::{debug, info, warn};
 
 use crate::broker::Broker;
+use crate::group_shared;
 use crate::groups::{GroupKey, Member, Turn};
 use crate::protocol::{
-    ErrCode, ProtoError, SubArgs, SubFrom, encode_end, encode_err, encode_line, encode_ok,
+    ErrCode, GroupMode, ProtoError, SubArgs, SubFrom, encode_err, encode_line, encode_ok,
 };
 use crate::role::Role;
 use crate::stats::Stats;
@@ -68,15 +71,28 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
     {
         return refuse(wire, ErrCode::NoTopic, format!("no dlq topic {d}"));
     }
+    let key = GroupKey {
+        topic: topic.name.clone(),
+        create_id: topic.create_id,
+        group: name.clone(),
+    };
+    let mode = args.mode.unwrap_or_default();
+    // Checked before the position is written: a refused SUB changes nothing.
+    if let Some(has) = broker.group_subs.conflict(&key, mode) {
+        return refuse(wire, ErrCode::BadReq, mode_conflict(&name, has, mode));
+    }
     if let Err(e) = set_position(broker, &topic, &name, args.from) {
         encode_err(&mut wire.out, &e);
         return Ok(Flow::Continue);
     }
-    let member = broker.group_subs.join(GroupKey {
-        topic: topic.name.clone(),
-        create_id: topic.create_id,
-        group: name.clone(),
-    });
+    let max_pending = broker.config.sub.max_pending;
+    let member = match broker.group_subs.join_as(key, mode, max_pending) {
+        Ok(m) => m,
+        Err(has) => return refuse(wire, ErrCode::BadReq, mode_conflict(&name, has, mode)),
+    };
+    if mode == GroupMode::Shared {
+        return group_shared::run(wire, broker, peer, topic, member, &args);
+    }
     encode_ok(&mut wire.out, &[]);
     if !member.is_active() {
         encode_line(&mut wire.out, "STANDBY");
@@ -105,6 +121,15 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
     }
     // Dropping `g` (its member) hands the group to the next standby.
     res
+}
+
+/// The refusal of a SUB whose mode is not the one of the group's members.
+fn mode_conflict(name: &str, has: GroupMode, asked: GroupMode) -> String {
+    format!(
+        "group {name} is {} while it has members (this SUB asked mode={})",
+        has.as_str(),
+        asked.as_str()
+    )
 }
 
 /// Writes where a new SUB starts the group, durably, before its `OK`:
@@ -212,15 +237,11 @@ impl GroupSub<'_> {
     }
 
     fn end(&mut self, reason: &str) -> io::Result<Flow> {
-        encode_end(&mut self.sub.wire.out, reason);
-        self.sub.wire.flush()?;
-        Ok(Flow::Continue)
+        self.sub.end(reason)
     }
 
     fn fail(&mut self, code: ErrCode, msg: String) -> io::Result<Flow> {
-        encode_err(&mut self.sub.wire.out, &ProtoError::new(code, msg));
-        self.sub.wire.flush()?;
-        Ok(Flow::Continue)
+        self.sub.fail(code, msg)
     }
 
     /// Where delivery goes on: the group's committed position now.
@@ -401,15 +422,8 @@ impl GroupSub<'_> {
                     }
                 }
                 Ok(Queued::Nothing) => {
-                    self.sub.go_idle();
-                    let input = self.sub.sub_input(None)?;
-                    if let Some(flow) = self.sub.sub_end(&input) {
+                    if let Some(flow) = self.sub.idle(&mut last_sent)? {
                         return Ok(flow);
-                    }
-                    if last_sent.elapsed() >= self.sub.alive {
-                        encode_line(&mut self.sub.wire.out, "ALIVE");
-                        self.sub.wire.flush()?;
-                        last_sent = Instant::now();
                     }
                 }
             }
@@ -463,20 +477,7 @@ impl GroupSub<'_> {
     /// `dead_lettered`.
     fn give_up(&mut self, at: &mut Place, id: u64, failures: u32) -> Result<(), CallError> {
         let topic = self.sub.topic.name.clone();
-        let op = match &self.dlq {
-            Some(dlq) => WriteOp::DeadLetter {
-                topic: topic.clone(),
-                group: self.name.clone(),
-                at: id,
-                dlq: dlq.clone(),
-            },
-            None => WriteOp::GroupCommit {
-                topic: topic.clone(),
-                group: self.name.clone(),
-                position: id,
-                expect_set: Some(at.set_id),
-            },
-        };
+        let op = WriteOp::give_up(&topic, &self.name, id, self.dlq.as_deref(), Some(at.set_id));
         self.submit(op)?;
         let set_id = self.answer()?;
         at.set_id = match &self.dlq {

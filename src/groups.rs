@@ -1,27 +1,37 @@
 //! The runtime registry of consumer-group subscribers: for each group of a
-//! topic incarnation (topic name, create id, group name) the one active
-//! subscriber and a FIFO of standbys, and the in-memory hint a subscriber
-//! leaves its successor (which messages of a failed batch to send alone).
+//! topic incarnation (topic name, create id, group name) its mode while it
+//! has members; for an exclusive group the one active subscriber, a FIFO of
+//! standbys and the in-memory hint a subscriber leaves its successor (which
+//! messages of a failed batch to send alone); for a shared group its
+//! members and their [`Dispatcher`] (what is out to whom, ACKed above the
+//! watermark, owed again).
 //!
 //! Owned by the broker (its `group_subs`); used by the
 //! connection threads that run group subscriptions and answer GROUPS and
 //! GROUPDEL. It knows nothing of topics or the writer: the durable group
 //! state (committed position, failed deliveries of the next message and
 //! whether the last one was that message alone) lives in the topic and is
-//! changed only through the writer.
+//! changed only through the writer. Failed deliveries are counted per
+//! group (for `/metrics`) and in the server's STATS.
 //!
 //! Locks: the registry's map mutex, then one slot's mutex (always in that
 //! order, never the other way); each slot has a condvar its standbys wait on.
 //! A [`Member`] is an RAII guard: however its connection ends (an error,
 //! a close, a panic unwinding), dropping it leaves the slot, and if it was
 //! the active subscriber the longest-waiting standby becomes active at once,
-//! under the slot's lock, so takeover follows join order exactly. A slot
-//! goes when its last member leaves, unless it holds a suspect range for
-//! the next subscriber (cleared once the group commits past it).
+//! under the slot's lock, so takeover follows join order exactly; a shared
+//! member's batches go back to its group's dispatcher. A slot goes when its
+//! last member leaves, unless it holds a suspect range for the next
+//! subscriber (cleared once the group commits past it); a shared group's
+//! dispatcher goes with its last member.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::dispatch::Dispatcher;
+use crate::protocol::GroupMode;
+use crate::stats::Stats;
 
 /// One group of one topic incarnation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -46,6 +56,18 @@ struct SlotState {
     suspect_until: u64,
     /// Messages of the batch sent to the active subscriber, not ACKed yet.
     pending: u64,
+    /// The mode of the members now (any mode when there are none).
+    mode: GroupMode,
+    /// Members of a shared group (all active).
+    sharers: usize,
+    /// A shared group's work, while it has members.
+    dispatch: Option<Dispatcher>,
+}
+
+impl SlotState {
+    fn has_members(&self) -> bool {
+        self.active.is_some() || !self.standbys.is_empty() || self.sharers > 0
+    }
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +90,8 @@ pub struct Registry {
     /// Per group, since start (for `/metrics`): kept when its subscribers
     /// leave, dropped with the group (GROUPDEL).
     counters: Mutex<HashMap<GroupKey, GroupCounters>>,
+    /// The server's counters: failed deliveries count in STATS too.
+    stats: Arc<Stats>,
 }
 
 /// What a group's subscribers did since the server started.
@@ -100,12 +124,37 @@ pub struct Member<'a> {
 }
 
 impl Registry {
+    /// A registry that counts failed deliveries in `stats` as well.
+    pub fn new(stats: Arc<Stats>) -> Registry {
+        Registry {
+            stats,
+            ..Registry::default()
+        }
+    }
+
     fn map(&self) -> MutexGuard<'_, HashMap<GroupKey, Arc<Slot>>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Joins the group: active if nobody is, else the last standby.
+    /// Joins an exclusive group: active if nobody is, else the last standby.
+    #[cfg(test)]
     pub fn join(&self, key: GroupKey) -> Member<'_> {
+        match self.join_as(key, GroupMode::Exclusive, 0) {
+            Ok(m) => m,
+            Err(_) => unreachable!("a test joins one mode"),
+        }
+    }
+
+    /// Joins the group in `mode`: exclusive as [`Registry::join`]; shared
+    /// as one more member of the group's dispatcher (made with
+    /// `max_pending` by its first member). `Err` with the group's mode
+    /// when its members have another.
+    pub fn join_as(
+        &self,
+        key: GroupKey,
+        mode: GroupMode,
+        max_pending: u64,
+    ) -> Result<Member<'_>, GroupMode> {
         let token = {
             let mut n = self.next_token.lock().unwrap_or_else(|p| p.into_inner());
             *n += 1;
@@ -115,24 +164,54 @@ impl Registry {
         let slot = Arc::clone(map.entry(key.clone()).or_default());
         {
             let mut st = slot.lock();
-            if st.active.is_none() {
-                st.active = Some(token);
-            } else {
-                st.standbys.push_back(token);
+            if st.has_members() && st.mode != mode {
+                return Err(st.mode);
+            }
+            st.mode = mode;
+            match mode {
+                GroupMode::Shared => {
+                    st.sharers += 1;
+                    if st.dispatch.is_none() {
+                        st.dispatch = Some(Dispatcher::new(max_pending));
+                    }
+                }
+                GroupMode::Exclusive if st.active.is_none() => st.active = Some(token),
+                GroupMode::Exclusive => st.standbys.push_back(token),
             }
         }
         drop(map);
-        Member {
+        Ok(Member {
             registry: self,
             key,
             slot,
             token,
-        }
+        })
     }
 
-    /// Messages sent to the active subscriber and not ACKed yet.
+    /// The mode of the group's members, when they have another than
+    /// `mode` (a SUB in `mode` is then refused).
+    pub fn conflict(&self, key: &GroupKey, mode: GroupMode) -> Option<GroupMode> {
+        let slot = Arc::clone(self.map().get(key)?);
+        let st = slot.lock();
+        (st.has_members() && st.mode != mode).then_some(st.mode)
+    }
+
+    /// A shared group's members and pending messages, while it has
+    /// members (GROUPS adds them to the group's line).
+    pub fn shared(&self, key: &GroupKey) -> Option<(usize, u64)> {
+        let slot = Arc::clone(self.map().get(key)?);
+        let st = slot.lock();
+        let d = st.dispatch.as_ref()?;
+        Some((st.sharers, d.pending()))
+    }
+
+    /// Messages sent to the active subscriber (every member of a shared
+    /// group) and not ACKed yet.
     pub fn pending(&self, key: &GroupKey) -> u64 {
-        self.map().get(key).map_or(0, |slot| slot.lock().pending)
+        self.map().get(key).map_or(0, |slot| {
+            let st = slot.lock();
+            st.dispatch.as_ref().map_or(st.pending, Dispatcher::pending)
+        })
     }
 
     /// The group's counters since start.
@@ -146,12 +225,13 @@ impl Registry {
         f(c.entry(key.clone()).or_default());
     }
 
-    /// (an active subscriber exists, standbys waiting) for GROUPS.
+    /// (an active subscriber exists — any member of a shared group —,
+    /// standbys waiting) for GROUPS.
     pub fn counts(&self, key: &GroupKey) -> (bool, usize) {
         match self.map().get(key) {
             Some(slot) => {
                 let st = slot.lock();
-                (st.active.is_some(), st.standbys.len())
+                (st.active.is_some() || st.sharers > 0, st.standbys.len())
             }
             None => (false, 0),
         }
@@ -174,7 +254,39 @@ impl Registry {
 
 impl Member<'_> {
     pub fn is_active(&self) -> bool {
-        self.slot.lock().active == Some(self.token)
+        let st = self.slot.lock();
+        st.active == Some(self.token) || st.mode == GroupMode::Shared
+    }
+
+    /// This member's token (a shared group's dispatcher knows it by it).
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Runs `f` on the shared group's dispatcher (`None` for an exclusive
+    /// group) and wakes the members waiting for a change.
+    pub fn dispatch<R>(&self, f: impl FnOnce(&mut Dispatcher) -> R) -> Option<R> {
+        let r = self.slot.lock().dispatch.as_mut().map(f);
+        self.slot.turn.notify_all();
+        r
+    }
+
+    /// A shared member waits up to `timeout` for another member's answer
+    /// (or GROUPDEL).
+    pub fn wait_change(&self, timeout: Duration) {
+        let st = self.slot.lock();
+        if st.ended {
+            return;
+        }
+        drop(self.slot.turn.wait_timeout(st, timeout));
+    }
+
+    /// `n` batches of a shared member were delivered without an ACK.
+    pub fn count_failed(&self, n: u64) {
+        if n > 0 {
+            self.registry.count(&self.key, |c| c.failed_deliveries += n);
+            Stats::add(&self.registry.stats.group_redeliveries, n);
+        }
     }
 
     /// True once GROUPDEL removed the group.
@@ -219,6 +331,7 @@ impl Member<'_> {
             st.pending = 0;
         }
         self.registry.count(&self.key, |c| c.failed_deliveries += 1);
+        Stats::add(&self.registry.stats.group_redeliveries, 1);
     }
 
     /// `n` messages were sent to this (active) subscriber, or, with 0, the
@@ -246,7 +359,15 @@ impl Drop for Member<'_> {
     fn drop(&mut self) {
         let mut map = self.registry.map();
         let mut st = self.slot.lock();
-        if st.active == Some(self.token) {
+        let mut failed = 0;
+        if st.mode == GroupMode::Shared && st.dispatch.is_some() {
+            st.sharers = st.sharers.saturating_sub(1);
+            failed = st.dispatch.as_mut().map_or(0, |d| d.leave(self.token));
+            if st.sharers == 0 {
+                // ACKs above the watermark are forgotten: at least once.
+                st.dispatch = None;
+            }
+        } else if st.active == Some(self.token) {
             // The longest-waiting standby takes over, now.
             st.active = st.standbys.pop_front();
             st.pending = 0;
@@ -255,7 +376,7 @@ impl Drop for Member<'_> {
         }
         // A slot with a suspect range stays for the next subscriber (one
         // small entry per group left with a failed delivery).
-        let empty = st.active.is_none() && st.standbys.is_empty() && st.suspect_until == 0;
+        let empty = !st.has_members() && st.suspect_until == 0;
         drop(st);
         self.slot.turn.notify_all();
         if empty
@@ -265,6 +386,8 @@ impl Drop for Member<'_> {
         {
             map.remove(&self.key);
         }
+        drop(map);
+        self.count_failed(failed);
     }
 }
 

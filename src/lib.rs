@@ -23,7 +23,8 @@
 //!   [`wire`] (frame I/O of one socket); its writes are answered on its
 //!   socket through its [`reply_sink`]; [`subscription`] runs a SUB;
 //!   [`group_sub`] a consumer-group SUB (standby, commit per ACK, failed
-//!   deliveries, dead letters), [`group_admin`] GROUPS and GROUPDEL, over
+//!   deliveries, dead letters), [`group_shared`] a shared group's member
+//!   over its [`dispatch`]er, [`group_admin`] GROUPS and GROUPDEL, over
 //!   the registry of group subscribers in [`groups`];
 //!   [`sub_batch`] reads and sends one batch in bounded chunks;
 //!   [`auth`] checks tokens and paces wrong ones, per connection and per
@@ -87,9 +88,11 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub(crate) mod connection;
+pub(crate) mod dispatch;
 pub mod error;
 pub(crate) mod fds;
 pub(crate) mod group_admin;
+pub(crate) mod group_shared;
 pub(crate) mod group_sub;
 pub(crate) mod groups;
 pub(crate) mod histogram;

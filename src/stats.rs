@@ -57,6 +57,9 @@ pub struct Stats {
     pub messages_delivered: AtomicU64,
     /// Messages of batches a subscriber acknowledged.
     pub messages_acked: AtomicU64,
+    /// Group batches (exclusive and shared) whose delivery ended without
+    /// an ACK (hang-up, ACK deadline), so delivered again.
+    pub group_redeliveries: AtomicU64,
     /// Payload bytes of publishes answered `OK` to a client.
     pub published_bytes: AtomicU64,
     /// How long each fsync of the commit log took (the writer observes).
@@ -288,6 +291,10 @@ impl Stats {
             ),
             ("auth_failures", Num(Stats::get(&self.auth_failures))),
             ("auth_throttled", Num(Stats::get(&self.auth_throttled))),
+            (
+                "group_redeliveries",
+                Num(Stats::get(&self.group_redeliveries)),
+            ),
         ]);
         pairs
     }
@@ -305,12 +312,14 @@ mod tests {
             .unwrap_or_else(|| panic!("no {name}"))
     }
 
-    const AUTH_FIELDS: [&str; 5] = [
+    /// The fields after the role's, in order.
+    const AUTH_FIELDS: [&str; 6] = [
         "connections_unauthenticated",
         "connections_unauthenticated_max",
         "unauthenticated_evicted",
         "auth_failures",
         "auth_throttled",
+        "group_redeliveries",
     ];
 
     #[test]

@@ -245,18 +245,43 @@ impl Sub<'_> {
                     }
                 }
             }
-            // Idle: STOP, QUIT or a hang-up may arrive; a stray ACK is ignored.
-            self.go_idle();
-            let input = self.sub_input(None)?;
-            if let Some(flow) = self.sub_end(&input) {
+            if let Some(flow) = self.idle(&mut last_sent)? {
                 return Ok(flow);
             }
-            if last_sent.elapsed() >= self.alive {
-                encode_line(&mut self.wire.out, "ALIVE");
-                self.wire.flush()?;
-                last_sent = Instant::now();
-            }
         }
+    }
+
+    /// Ends the subscription with `END <reason>` (the connection goes back
+    /// to command mode).
+    pub(crate) fn end(&mut self, reason: &str) -> io::Result<Flow> {
+        encode_end(&mut self.wire.out, reason);
+        self.wire.flush()?;
+        Ok(Flow::Continue)
+    }
+
+    /// Ends the subscription with an `ERR` (the connection goes back to
+    /// command mode).
+    pub(crate) fn fail(&mut self, code: ErrCode, msg: String) -> io::Result<Flow> {
+        encode_err(&mut self.wire.out, &ProtoError::new(code, msg));
+        self.wire.flush()?;
+        Ok(Flow::Continue)
+    }
+
+    /// One idle step: the buffers go back, STOP, QUIT or a hang-up end the
+    /// subscription (`Some`; a stray ACK is ignored), and ALIVE goes out
+    /// once `alive` has passed since `last_sent`.
+    pub(crate) fn idle(&mut self, last_sent: &mut Instant) -> io::Result<Option<Flow>> {
+        self.go_idle();
+        let input = self.sub_input(None)?;
+        if let Some(flow) = self.sub_end(&input) {
+            return Ok(Some(flow));
+        }
+        if last_sent.elapsed() >= self.alive {
+            encode_line(&mut self.wire.out, "ALIVE");
+            self.wire.flush()?;
+            *last_sent = Instant::now();
+        }
+        Ok(None)
     }
 
     /// STOP, QUIT and a hang-up end a subscription the same way wherever
@@ -508,6 +533,7 @@ mod tests {
             group: None,
             max_deliver: None,
             dlq: None,
+            mode: None,
         };
         Sub::new(wire, broker, "test", topic, &args)
     }

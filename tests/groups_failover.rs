@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::groups::{batch, one_group};
+use common::groups::{batch, one_group, wait_slave_groups};
 use common::{Opts, Server, stat, tempdir};
-use smss::client::{Client, GroupInfo, SubEvent, SubOptions};
+use smss::client::{SubEvent, SubOptions};
 
 /// A consumer that crashes (drops its connection, no STOP) on every batch
 /// that holds `poison`, and processes and ACKs every other one; a new
@@ -159,20 +157,6 @@ fn a_dlq_that_does_not_exist_is_notopic_at_sub() {
     let e = c.subscribe("t", "-", &opts).expect_err("no dlq");
     assert_eq!(e.code(), Some("NOTOPIC"));
     assert!(c.groups("t").expect("GROUPS").is_empty(), "no group made");
-}
-
-/// Polls the slave's GROUPS (bounded) until `want` holds.
-fn wait_slave_groups(slave: &mut Client, topic: &str, want: impl Fn(&[GroupInfo]) -> bool) {
-    let mut seen = None;
-    for _ in 0..400 {
-        match slave.groups(topic) {
-            Ok(gs) if want(&gs) => return,
-            other => seen = Some(other),
-        }
-        // Replication has no signal a client can wait on: poll.
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("the slave never showed the group; last {seen:?}");
 }
 
 #[test]

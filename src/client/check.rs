@@ -88,7 +88,7 @@ pub fn subscription(from: &str, opts: &SubOptions) -> Result<()> {
     arg(rules::sub_group_rule(
         start,
         opts.group.is_some(),
-        opts.max_deliver.is_some() || opts.dlq.is_some(),
+        opts.max_deliver.is_some() || opts.dlq.is_some() || opts.shared,
     ))
 }
 

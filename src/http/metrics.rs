@@ -330,7 +330,7 @@ pub fn render(b: &Broker, v: &View) -> String {
         (
             "smss_group_pending_messages",
             "gauge",
-            "Messages sent to a group's active subscriber and not ACKed yet.",
+            "Messages sent to a group's active subscriber (a shared group's members) and not ACKed yet.",
             |g| Some(g.pending),
         ),
         (

@@ -105,6 +105,20 @@ pub fn encode_group(
     out.extend_from_slice(CRLF);
 }
 
+/// Appends ` shared <members> <pending>` to the `GROUP` line
+/// [`encode_group`] just wrote (a shared group with members).
+pub fn encode_shared_tail(out: &mut Vec<u8>, members: u64, pending: u64) {
+    if out.ends_with(CRLF) {
+        out.truncate(out.len() - CRLF.len());
+    }
+    out.extend_from_slice(b" shared");
+    for v in [members, pending] {
+        out.push(b' ');
+        push_u64(out, v);
+    }
+    out.extend_from_slice(CRLF);
+}
+
 /// A keyword and a count: `BATCH 3`, `TOPICS 2`, `STATS 9`, `GROUPS 1`.
 pub fn encode_count(out: &mut Vec<u8>, keyword: &str, count: u64) {
     out.extend_from_slice(keyword.as_bytes());

@@ -167,6 +167,26 @@ pub enum SubFrom {
     Committed,
 }
 
+/// How a consumer group shares its messages among its subscribers
+/// (`mode=` of a group SUB).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GroupMode {
+    /// One active subscriber, the others standbys (the default).
+    #[default]
+    Exclusive,
+    /// Every subscriber active; each batch goes to one of them.
+    Shared,
+}
+
+impl GroupMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupMode::Exclusive => "exclusive",
+            GroupMode::Shared => "shared",
+        }
+    }
+}
+
 /// The arguments of a SUB request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubArgs {
@@ -185,6 +205,8 @@ pub struct SubArgs {
     /// `dlq=<topic>` (with a group): where a message goes after
     /// `maxDeliver` failed deliveries; without it, it is skipped.
     pub dlq: Option<String>,
+    /// `mode=exclusive|shared` (with a group); `None` means exclusive.
+    pub mode: Option<GroupMode>,
 }
 
 /// One parsed, validated client request.

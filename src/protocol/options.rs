@@ -10,7 +10,7 @@ use super::rules::{
     ack_ms_arg, bad, batch_arg, max_deliver_arg, name_arg, number, quote, sub_from_arg,
     sub_group_rule, topic_arg,
 };
-use super::{Limits, ProtoError, ReplArgs, SubArgs};
+use super::{GroupMode, Limits, ProtoError, ReplArgs, SubArgs};
 
 /// Splits a token at its first `=`.
 pub(super) fn split_eq(tok: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -19,7 +19,7 @@ pub(super) fn split_eq(tok: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// `SUB <topic> <after> [batch=<n>] [ack=<ms>] [group=<name>]
-/// [maxDeliver=<n>] [dlq=<topic>]`, given its two required tokens and the
+/// [maxDeliver=<n>] [dlq=<topic>] [mode=exclusive|shared]`, given its two required tokens and the
 /// rest.
 pub(super) fn parse_sub<'a>(
     topic: &[u8],
@@ -35,6 +35,7 @@ pub(super) fn parse_sub<'a>(
         group: None,
         max_deliver: None,
         dlq: None,
+        mode: None,
     };
     for opt in options {
         let Some((key, value)) = split_eq(opt) else {
@@ -66,9 +67,14 @@ pub(super) fn parse_sub<'a>(
                 return Err(duplicate());
             }
             sub.dlq = Some(name_arg(value, "dlq topic")?);
+        } else if key.eq_ignore_ascii_case(b"mode") {
+            if sub.mode.is_some() {
+                return Err(duplicate());
+            }
+            sub.mode = Some(mode_arg(value)?);
         } else {
             return Err(bad(format!(
-                "unknown SUB option '{}' (batch, ack, group, maxDeliver, dlq)",
+                "unknown SUB option '{}' (batch, ack, group, maxDeliver, dlq, mode)",
                 quote(key)
             )));
         }
@@ -76,7 +82,7 @@ pub(super) fn parse_sub<'a>(
     sub_group_rule(
         sub.from,
         sub.group.is_some(),
-        sub.max_deliver.is_some() || sub.dlq.is_some(),
+        sub.max_deliver.is_some() || sub.dlq.is_some() || sub.mode.is_some(),
     )?;
     if sub.dlq.as_deref() == Some(sub.topic.as_str()) {
         return Err(bad(
@@ -84,6 +90,20 @@ pub(super) fn parse_sub<'a>(
         ));
     }
     Ok(sub)
+}
+
+/// `mode=exclusive|shared`, case-insensitive like the option names.
+fn mode_arg(value: &[u8]) -> Result<GroupMode, ProtoError> {
+    if value.eq_ignore_ascii_case(b"exclusive") {
+        Ok(GroupMode::Exclusive)
+    } else if value.eq_ignore_ascii_case(b"shared") {
+        Ok(GroupMode::Shared)
+    } else {
+        Err(bad(format!(
+            "invalid SUB mode '{}': expected exclusive or shared",
+            quote(value)
+        )))
+    }
 }
 
 /// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1] [node=<hex>]
@@ -175,6 +195,11 @@ mod tests {
         assert_eq!(s.max_deliver, Some(3));
         assert_eq!(s.dlq.as_deref(), Some("dead"));
         assert_eq!(s.batch, Some(7));
+        assert_eq!(s.mode, None);
+        let s = sub("t - group=g mode=SHARED")?;
+        assert_eq!(s.mode, Some(GroupMode::Shared));
+        let s = sub("t - group=g Mode=exclusive")?;
+        assert_eq!(s.mode, Some(GroupMode::Exclusive));
         let s = sub("t 5 group=g maxDeliver=0")?;
         assert_eq!(
             (s.from, s.max_deliver, s.dlq),
@@ -198,6 +223,9 @@ mod tests {
         assert!(refused("t 0 group=g dlq=t").contains("another topic"));
         assert!(refused("t 0 group=g maxDeliver=1 maxdeliver=2").contains("twice"));
         assert!(refused("t 0 group=g dlq=a DLQ=b").contains("twice"));
+        assert!(refused("t 0 mode=shared").contains("need group="));
+        assert!(refused("t - group=g mode=fair").contains("exclusive or shared"));
+        assert!(refused("t - group=g mode=shared MODE=shared").contains("twice"));
         assert!(refused("t 0 group=g lease=5").contains("maxDeliver, dlq"));
         assert!(refused("t 0 group=g/x").contains("group name"));
     }

@@ -712,6 +712,7 @@ mod tests {
             group: None,
             max_deliver: None,
             dlq: None,
+            mode: None,
         }
     }
 

@@ -172,7 +172,9 @@ pub fn sub_group_rule(
         return Err(bad("SUB position '-' needs group=<name>"));
     }
     if has_group_options && !has_group {
-        return Err(bad("SUB options maxDeliver= and dlq= need group=<name>"));
+        return Err(bad(
+            "SUB options maxDeliver=, dlq= and mode= need group=<name>",
+        ));
     }
     Ok(())
 }

@@ -150,6 +150,34 @@ impl WriteOp {
         }
     }
 
+    /// The write that gives up on message `at` of a group after
+    /// `maxDeliver`: its copy to `dlq` with the commit past it, or without
+    /// a dlq the commit past it alone (if the group is still set by
+    /// `expect_set`, when given).
+    pub fn give_up(
+        topic: &str,
+        group: &str,
+        at: u64,
+        dlq: Option<&str>,
+        expect_set: Option<u64>,
+    ) -> WriteOp {
+        let (topic, group) = (topic.to_string(), group.to_string());
+        match dlq {
+            Some(dlq) => WriteOp::DeadLetter {
+                topic,
+                group,
+                at,
+                dlq: dlq.to_string(),
+            },
+            None => WriteOp::GroupCommit {
+                topic,
+                group,
+                position: at,
+                expect_set,
+            },
+        }
+    }
+
     /// Replication's own requests: their answers never wait for a slave's
     /// acknowledgement under semi-sync. A slave's REPL plan held behind a
     /// batch that waits for that very slave would wait for itself.

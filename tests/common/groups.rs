@@ -37,3 +37,17 @@ pub fn wait_inactive(c: &mut Client, topic: &str) {
     }
     panic!("the group of {topic} stayed active");
 }
+
+/// Polls the slave's GROUPS (bounded) until `want` holds.
+pub fn wait_slave_groups(slave: &mut Client, topic: &str, want: impl Fn(&[GroupInfo]) -> bool) {
+    let mut seen = None;
+    for _ in 0..400 {
+        match slave.groups(topic) {
+            Ok(gs) if want(&gs) => return,
+            other => seen = Some(other),
+        }
+        // Replication has no signal a client can wait on: poll.
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the slave never showed the group; last {seen:?}");
+}

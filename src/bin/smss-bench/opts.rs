@@ -34,6 +34,11 @@ options of one measurement:
   --batch B             sub: messages per batch/XREAD COUNT/reserve group (256)
   --group G             sub, smss only: drain as consumer group G (each ACK
                         is a durable commit of the group's position)
+  --shared              sub --group: the group is shared (mode=shared) and
+                        --members connections drain it together
+  --members M           sub --shared: members of the shared group (1)
+  --work-us W           sub --shared: each member waits W µs per message of a
+                        batch before its ACK (simulated work; 0)
   --topic T             topic / stream key / tube (fresh bench-<pid>-<n>)
   --delay-ms D          delay: how far ahead at least the due second lies (2000)
   --max-secs X          stop after X seconds and report truncated=1 (60)
@@ -121,6 +126,11 @@ pub struct Opts {
     pub topic: Option<String>,
     /// `sub`: drain as this consumer group.
     pub group: Option<String>,
+    /// `sub --group`: as a shared group of `members` connections, each
+    /// waiting `work_us` per message before its ACK.
+    pub shared: bool,
+    pub members: usize,
+    pub work_us: u64,
     pub delay_ms: u64,
     pub max_secs: f64,
     /// `pub`: client threads the connections are spread over; 0 = one per
@@ -145,6 +155,9 @@ impl Opts {
             batch: 256,
             topic: None,
             group: None,
+            shared: false,
+            members: 1,
+            work_us: 0,
             delay_ms: 2000,
             max_secs: 60.0,
             threads: 0,
@@ -324,6 +337,11 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
                             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
                 })?)
             }
+            Long("shared") => o.shared = true,
+            Long("members") => {
+                o.members = value(&mut p, "--members", |v: &usize| (1..=256).contains(v))?
+            }
+            Long("work-us") => o.work_us = value(&mut p, "--work-us", |v: &u64| *v <= 1_000_000)?,
             Long("delay-ms") => o.delay_ms = value(&mut p, "--delay-ms", |v: &u64| *v >= 1)?,
             Long("max-secs") => {
                 o.max_secs = value(&mut p, "--max-secs", |v: &f64| *v > 0.0 && *v <= 86_400.0)?
@@ -347,6 +365,12 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
         return Err(usage(
             "--group is for bench sub --protocol smss only".into(),
         ));
+    }
+    if o.shared && o.group.is_none() {
+        return Err(usage("--shared needs --group".into()));
+    }
+    if !o.shared && (o.members != 1 || o.work_us != 0) {
+        return Err(usage("--members and --work-us are for sub --shared".into()));
     }
     if matches!(mode, Mode::E2e | Mode::Delay | Mode::Takeover) && o.protocol != Protocol::Smss {
         return Err(usage(format!("bench {first} is for --protocol smss only")));
@@ -515,6 +539,12 @@ mod tests {
             panic!("not one")
         };
         assert_eq!((o.mode, o.group.as_deref()), (Mode::Sub, Some("g1")));
+        let Command::One(o) =
+            parse("sub --group g --shared --members 4 --work-us 50").expect("test")
+        else {
+            panic!("one measurement");
+        };
+        assert_eq!((o.shared, o.members, o.work_us), (true, 4, 50));
         let Command::One(o) = parse("takeover --count 5").expect("test") else {
             panic!("not one")
         };
@@ -566,6 +596,9 @@ mod tests {
             "pub --group g",
             "sub --group a/b",
             "sub --protocol resp --group g",
+            "sub --shared",
+            "sub --group g --members 2",
+            "sub --group g --shared --members 0",
             "takeover --protocol resp",
         ] {
             let r = parse(bad);

@@ -64,7 +64,7 @@ stdin when it is absent or -.
     CommandHelp {
         name: "sub",
         synopsis: "sub <topic> [--from 0|N|$|-] [--count N] [--batch N] [--raw]\n\
-                   sub <topic> --group NAME [--from 0|N|$|-] [--max-deliver N] [--dlq TOPIC] ...",
+                   sub <topic> --group NAME [--shared] [--from 0|N|$|-] [--max-deliver N] [--dlq TOPIC] ...",
         summary: "print messages, one line each",
         details: "\
 Prints messages one line each, \"<event_id> <timestamp_ms> [k=v ...] <payload>\",
@@ -85,6 +85,9 @@ printable ASCII.
                   printed. While another subscriber of the group is active
                   this one waits (\"standby\" on stderr) and takes over when
                   that one ends
+  --shared        with --group: join the group as a worker of a pool; every
+                  subscriber of a shared group gets batches of its own (no
+                  order across them), and a batch not ACKed goes to another
   --max-deliver N with --group: give up on a message after N deliveries that
                   ended without an ACK (0 = never; default: the server's
                   sub.maxDeliver)
@@ -221,6 +224,8 @@ pub const COMMANDS: &str = "create, delete, pub, sub, groups, groupdel, list, in
      dump, help";
 
 /// What the command line asks for.
+// Built once per run and moved, never stored in bulk: its size is no cost.
+#[allow(clippy::large_enum_variant)]
 pub enum Invocation {
     /// `--help` or `help`: the global help (None) or one command's.
     Help(Option<String>),
@@ -711,6 +716,7 @@ fn parse_sub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
                 opts.max_deliver = Some(number(p, "--max-deliver", "a number of deliveries")?)
             }
             Long("dlq") => opts.dlq = Some(string(p.value()?, "--dlq")?),
+            Long("shared") => opts.shared = true,
             Long("raw") => raw = true,
             Short('h') | Long("help") => return Err(CliError::HelpRequested),
             Value(v) if topic.is_none() => topic = Some(string(v, "topic")?),

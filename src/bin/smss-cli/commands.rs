@@ -172,7 +172,7 @@ pub fn execute(c: &mut Client, cmd: Command, json: bool) -> Result<()> {
             let groups = c.groups(&topic)?;
             writeln!(out, "name committed_id active standbys lag").map_err(stdout_err)?;
             for g in groups {
-                writeln!(
+                write!(
                     out,
                     "{} {} {} {} {}",
                     g.name,
@@ -182,6 +182,11 @@ pub fn execute(c: &mut Client, cmd: Command, json: bool) -> Result<()> {
                     g.lag
                 )
                 .map_err(stdout_err)?;
+                if let Some((members, pending)) = g.shared {
+                    // A shared group with members: its mode, members, pending.
+                    write!(out, " shared {members} {pending}").map_err(stdout_err)?;
+                }
+                writeln!(out).map_err(stdout_err)?;
             }
         }
         Command::GroupDel { topic, group } => {

@@ -11,7 +11,7 @@
 //! bench (and of the server, given its PID) is read from `/proc`.
 //!
 //! This file only dispatches on the mode, to [`publish`] (`pub`), [`drain`]
-//! (`sub`), [`e2e`], [`delay`] and [`takeover`] (a consumer group's
+//! (`sub`), [`pool`] (`sub --shared`: a shared group's members), [`e2e`], [`delay`] and [`takeover`] (a consumer group's
 //! standby taking over); [`common`] holds what they all use,
 //! [`cpu`] reads CPU times from `/proc`, [`live`] is the live subscriber of
 //! `e2e`, `delay` and [`visible`]. [`visible`] (publish to a master,
@@ -24,6 +24,7 @@ mod delay;
 mod drain;
 mod e2e;
 mod live;
+mod pool;
 mod publish;
 mod takeover;
 mod visible;
@@ -50,6 +51,7 @@ pub fn run_one(o: &Opts) -> Result<Report, BenchError> {
             ensure_topic(o, &topic)?;
             publish::pub_load(o, &topic, false)
         }
+        Mode::Sub if o.shared => pool::shared_drain(o, &topic),
         Mode::Sub => drain::sub_drain(o, &topic),
         Mode::E2e => e2e::e2e(o, &topic),
         Mode::Delay => delay::delay(o, &topic),

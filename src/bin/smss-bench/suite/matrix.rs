@@ -1,5 +1,6 @@
 //! `bench matrix`: smss alone with `fsync: always`, then `interval`, every
 //! row against each (with the drain as a plain SUB and as a consumer group,
+//! a shared group of 1, 2 and 4 members with 50 µs of work per message,
 //! and a group standby's takeover time), the disk bytes per message, the
 //! replication rows ([`super::repl`]: master with and without a slave,
 //! visibility on the slave, catch-up) with their targets, the restart after
@@ -200,12 +201,7 @@ fn drain_rows(
     let grouped = measure(server, &o)?;
     figures.push((
         format!("group drain ÷ plain drain, 200k batch 256 ({tag})"),
-        format!(
-            "{:.2}× ({:.0} ÷ {:.0} msgs/s)",
-            grouped.msgs_per_s() / plain.msgs_per_s().max(1.0),
-            grouped.msgs_per_s(),
-            plain.msgs_per_s()
-        ),
+        speedup(grouped.msgs_per_s(), plain.msgs_per_s()),
     ));
     rows.push(Row {
         label: format!("{tag} sub drain 200k batch 256"),
@@ -215,6 +211,7 @@ fn drain_rows(
         label: format!("{tag} group drain 200k batch 256"),
         r: grouped,
     });
+    shared_rows(server, tag, s, rows, figures)?;
     let mut o = Opts::new(Mode::Takeover, Protocol::Smss, server.port);
     o.count = 50;
     o.max_secs = s.max_secs;
@@ -228,6 +225,45 @@ fn drain_rows(
             t.p99_us as f64 / 1000.0
         ),
     ));
+    Ok(())
+}
+
+/// `a ÷ b` of two throughputs, with both.
+fn speedup(a: f64, b: f64) -> String {
+    format!("{:.2}× ({a:.0} ÷ {b:.0} msgs/s)", a / b.max(1.0))
+}
+
+/// A shared group of 1, 2 and 4 members draining 200k messages, each
+/// member waiting 50 µs per message before its ACK (simulated work): the
+/// worker pool's speed-up over one member.
+fn shared_rows(
+    server: &Proc,
+    tag: &str,
+    s: &SuiteOpts,
+    rows: &mut Vec<Row>,
+    figures: &mut Vec<(String, String)>,
+) -> Result<(), BenchError> {
+    let mut one = 0.0;
+    for members in [1, 2, 4] {
+        let mut o = drain_opts(Protocol::Smss, server.port, s.max_secs);
+        o.group = Some(format!("pool{members}"));
+        o.shared = true;
+        o.members = members;
+        o.work_us = 50;
+        let r = measure(server, &o)?;
+        if members == 1 {
+            one = r.msgs_per_s();
+        } else {
+            figures.push((
+                format!("shared group, {members} members ÷ 1, work 50 µs/msg ({tag})"),
+                speedup(r.msgs_per_s(), one),
+            ));
+        }
+        rows.push(Row {
+            label: format!("{tag} shared group x{members} 200k, 50 µs/msg"),
+            r,
+        });
+    }
     Ok(())
 }
 
