@@ -788,6 +788,23 @@ fn json_output_for_scripts() {
     );
     assert_eq!(ok(&cli(&s, &["groups", "t", "--json"])).trim(), "[]");
     assert_eq!(ok(&cli(&s, &["slaves", "--json"])).trim(), "[]");
+    // A shared group with a member holding the one message.
+    let mut member = s.client();
+    let opts = smss::client::SubOptions {
+        group: Some("pool".into()),
+        shared: true,
+        ..Default::default()
+    };
+    member.subscribe("t", "-", &opts).expect("SUB shared");
+    assert!(matches!(
+        member.next_event().expect("batch"),
+        smss::client::SubEvent::Batch(_)
+    ));
+    assert_eq!(
+        ok(&cli(&s, &["groups", "t", "--json"])).trim(),
+        "[{\"name\":\"pool\",\"committed_id\":1,\"active\":true,\"standbys\":0,\"lag\":1,\
+         \"mode\":\"shared\",\"members\":1,\"pending\":1}]"
+    );
 }
 
 #[test]

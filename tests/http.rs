@@ -754,3 +754,47 @@ fn group_metrics_count_pending_redeliveries_and_dead_letters() {
     assert_eq!(value(&m, "smss_group_dead_lettered_total", &g), 1.0);
     assert_eq!(stat(&mut c, "dead_lettered"), 1.0);
 }
+
+/// A shared group counts every member as an active subscriber, in
+/// /metrics and on the status page.
+#[test]
+fn a_shared_groups_members_show_in_metrics_and_on_the_page() {
+    let d = common::tempdir();
+    let s = Server::start(d.path());
+    let addr = http(&s);
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    for i in 0..4 {
+        c.publish("t", format!("m{i}").as_bytes()).expect("PUB");
+    }
+    let opts = SubOptions {
+        batch: Some(1),
+        group: Some("pool".into()),
+        shared: true,
+        ..SubOptions::default()
+    };
+    // Two members, each holding one batch (the GROUPS line has them).
+    let members: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut m = s.client();
+            m.set_timeout(Some(WAIT)).expect("timeout");
+            m.subscribe("t", "-", &opts).expect("SUB shared");
+            loop {
+                match m.next_event().expect("event") {
+                    SubEvent::Batch(_) => break m,
+                    SubEvent::Alive => continue,
+                    other => panic!("{other:?}"),
+                }
+            }
+        })
+        .collect();
+    let g = [("topic", "t"), ("group", "pool"), ("state", "active")];
+    assert_eq!(value(&scrape(&addr), "smss_group_subscribers", &g), 2.0);
+    let page = get(&addr, "/");
+    assert!(
+        page.body.contains("shared, 2 members"),
+        "the page shows the members: {}",
+        page.body
+    );
+    drop(members);
+}

@@ -357,10 +357,10 @@ pub fn render(b: &Broker, v: &View) -> String {
     o.family(
         "smss_group_subscribers",
         "gauge",
-        "Subscribers of a group: the active one and those on standby.",
+        "Subscribers of a group: the active one (every member of a shared group) and those on standby.",
     );
     for (t, gr) in groups() {
-        let active = u8::from(gr.active).to_string();
+        let active = gr.members.unwrap_or(usize::from(gr.active)).to_string();
         o.sample(
             "smss_group_subscribers",
             &[("topic", &t.name), ("group", &gr.name), ("state", "active")],

@@ -297,11 +297,14 @@ fn topics(s: &mut String, v: &View, h: &History) {
             };
             let _ = write!(s, "<span class=\"badge {class}\">");
             esc(s, &g.name);
-            let _ = write!(
-                s,
-                ": {lag} behind · {}",
-                if g.active { "active" } else { "no subscriber" }
-            );
+            let _ = match g.members {
+                Some(n) => {
+                    let plural = if n == 1 { "" } else { "s" };
+                    write!(s, ": {lag} behind · shared, {n} member{plural}")
+                }
+                None if g.active => write!(s, ": {lag} behind · active"),
+                None => write!(s, ": {lag} behind · no subscriber"),
+            };
             if g.standbys > 0 {
                 let _ = write!(s, " +{} standby", g.standbys);
             }

@@ -31,6 +31,9 @@ pub struct GroupView {
     pub failures: u32,
     pub active: bool,
     pub standbys: usize,
+    /// A shared group's members while it has any (`None`: exclusive, or
+    /// no members).
+    pub members: Option<usize>,
     /// Messages sent to the active subscriber, not ACKed yet.
     pub pending: u64,
     /// Since start: batches delivered without an ACK, and messages given
@@ -138,6 +141,7 @@ fn topic_view(b: &Broker, t: &crate::storage::view::Topic) -> TopicView {
                 failures: g.failures,
                 active,
                 standbys,
+                members: b.group_subs.shared(&key).map(|(members, _)| members),
                 pending: b.group_subs.pending(&key),
                 counters: b.group_subs.counters(&key),
             }

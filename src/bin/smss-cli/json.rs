@@ -82,13 +82,21 @@ pub fn topics(ts: &[TopicInfo]) -> String {
 
 pub fn groups(gs: &[GroupInfo]) -> String {
     array(gs.iter().map(|g| {
-        object(&[
+        let mut fields = vec![
             ("name", Val::Str(&g.name)),
             ("committed_id", Val::Num(g.committed_id)),
             ("active", Val::Bool(g.active)),
             ("standbys", Val::Num(g.standby_count)),
             ("lag", Val::Num(g.lag)),
-        ])
+        ];
+        // A shared group with members also says so, with its members and
+        // the messages they hold unacknowledged.
+        if let Some((members, pending)) = g.shared {
+            fields.push(("mode", Val::Str("shared")));
+            fields.push(("members", Val::Num(members)));
+            fields.push(("pending", Val::Num(pending)));
+        }
+        object(&fields)
     }))
 }
 
