@@ -375,3 +375,36 @@ fn a_promoted_slave_continues_the_shared_group_from_its_watermark() {
     c.ack().expect("ACK");
     committed_becomes(&mut s, "t", ids[39]);
 }
+
+/// `sub.maxPending` bounds what a shared group has out unacknowledged:
+/// at the bound a member gets no batch (only ALIVE) until an ACK frees room.
+#[test]
+fn members_wait_while_the_group_is_at_its_pending_bound() {
+    let dir = tempdir();
+    let opts = quick_alive().section("sub:\n  maxPending: 4");
+    let s = Server::start_with(dir.path(), &opts);
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    let ids = publish(&mut c, "t", 10);
+    let member = || {
+        let mut m = s.client();
+        m.subscribe("t", "-", &shared(2)).expect("SUB shared");
+        m
+    };
+    let first_batch = |m: &mut Client| -> Vec<u64> {
+        (0..50)
+            .find_map(|_| event(m))
+            .expect("a batch within 50 events")
+    };
+    let mut a = member();
+    assert_eq!(first_batch(&mut a), ids[0..2]);
+    let mut b = member();
+    assert_eq!(first_batch(&mut b), ids[2..4]);
+    // Four out, the bound: the third member only hears ALIVE.
+    let mut third = member();
+    for _ in 0..2 {
+        assert_eq!(event(&mut third), None, "a batch past maxPending");
+    }
+    a.ack().expect("ACK");
+    assert_eq!(first_batch(&mut third), ids[4..6]);
+}
