@@ -77,19 +77,20 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
         group: name.clone(),
     };
     let mode = args.mode.unwrap_or_default();
-    // Checked before the position is written: a refused SUB changes nothing.
-    if let Some(has) = broker.group_subs.conflict(&key, mode) {
-        return refuse(wire, ErrCode::BadReq, mode_conflict(&name, has, mode));
-    }
-    if let Err(e) = set_position(broker, &topic, &name, args.from) {
-        encode_err(&mut wire.out, &e);
-        return Ok(Flow::Continue);
-    }
+    // Joined (the mode checked and taken under the group's lock) before the
+    // position is written: a SUB refused for its mode changes nothing, also
+    // when one of the other mode joins at the same moment.
     let max_pending = broker.config.sub.max_pending;
     let member = match broker.group_subs.join_as(key, mode, max_pending) {
         Ok(m) => m,
         Err(has) => return refuse(wire, ErrCode::BadReq, mode_conflict(&name, has, mode)),
     };
+    if let Err(e) = set_position(broker, &topic, &name, args.from) {
+        // Leaving hands the group on as any leaving member does.
+        drop(member);
+        encode_err(&mut wire.out, &e);
+        return Ok(Flow::Continue);
+    }
     if mode == GroupMode::Shared {
         return group_shared::run(wire, broker, peer, topic, member, &args);
     }

@@ -188,14 +188,6 @@ impl Registry {
         })
     }
 
-    /// The mode of the group's members, when they have another than
-    /// `mode` (a SUB in `mode` is then refused).
-    pub fn conflict(&self, key: &GroupKey, mode: GroupMode) -> Option<GroupMode> {
-        let slot = Arc::clone(self.map().get(key)?);
-        let st = slot.lock();
-        (st.has_members() && st.mode != mode).then_some(st.mode)
-    }
-
     /// A shared group's members and pending messages, while it has
     /// members (GROUPS adds them to the group's line).
     pub fn shared(&self, key: &GroupKey) -> Option<(usize, u64)> {
