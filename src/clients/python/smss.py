@@ -122,7 +122,9 @@ group). A number or ``"$"`` with a group moves the group's position there.
   unacknowledged batch comes again), a group subscription from the group's
   committed position (``-``). ``"$"`` is resolved to the topic's last event id
   (``INFO``) before the first SUB so a reconnect resumes exactly where it was.
-  ``sub.reconnects`` counts them.
+  ``sub.reconnects`` counts them. If the topic was deleted while it was away,
+  the SUB's ``NoTopic`` is raised from the iteration; if no connection can be
+  made within ``reconnect_timeout``, :class:`ConnectionError` is.
 
 Errors
 ------
