@@ -397,11 +397,7 @@ impl Writer {
     /// checkpoint names).
     fn unlink_doomed_indexes(&mut self) {
         for path in self.doomed_indexes.drain(..) {
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                warn!("could not remove index {}: {e}", path.display());
-            }
+            unlink_index(&path);
         }
     }
 
@@ -560,7 +556,14 @@ impl Writer {
                     // replayed log deletes).
                     let files = &self.store.index_files;
                     files.forget(create_id);
-                    self.doomed_indexes.push(files.path(&name, create_id));
+                    let path = files.path(&name, create_id);
+                    if self.log.has_unsynced() {
+                        self.doomed_indexes.push(path);
+                    } else {
+                        // Durable already: gone before subscribers hear END,
+                        // so one that saw END finds no file left behind.
+                        unlink_index(&path);
+                    }
                     self.store.remove_topic(&name, create_id, reason)
                 }
                 Change::Delayed { due_ms, id } => {
@@ -612,5 +615,15 @@ impl Writer {
         len: usize,
     ) -> Result<(), StoreError> {
         self.state.apply(rec, pos, len, &self.store.index_files)
+    }
+}
+
+/// Removes a deleted topic's index file; failing only leaks space
+/// (recovery removes index files no checkpoint names).
+fn unlink_index(path: &std::path::Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!("could not remove index {}: {e}", path.display());
     }
 }
