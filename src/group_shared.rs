@@ -19,7 +19,8 @@
 //!
 //! The guarantee is at least once: only the watermark is durable. A
 //! batch ACKed above it is delivered again after a restart, a failover,
-//! or when every member left before the watermark passed it.
+//! or when an exclusive subscriber takes the group; the dispatcher (and
+//! so what was ACKed, and the failure counts) outlives members leaving.
 
 use std::io;
 use std::sync::Arc;
@@ -86,6 +87,7 @@ impl Shared<'_> {
         loop {
             let st = topic.state();
             if let Some(reason) = st.ended {
+                self.member.topic_gone();
                 return self.end(reason.as_str());
             }
             let Some(g) = topic.group(&self.name) else {

@@ -175,8 +175,16 @@ impl Registry {
                         st.dispatch = Some(Dispatcher::new(max_pending));
                     }
                 }
-                GroupMode::Exclusive if st.active.is_none() => st.active = Some(token),
-                GroupMode::Exclusive => st.standbys.push_back(token),
+                GroupMode::Exclusive => {
+                    // The group leaves shared mode: what its members left
+                    // unacknowledged is the exclusive subscriber's to deliver.
+                    st.dispatch = None;
+                    if st.active.is_none() {
+                        st.active = Some(token);
+                    } else {
+                        st.standbys.push_back(token);
+                    }
+                }
             }
         }
         drop(map);
@@ -193,7 +201,7 @@ impl Registry {
     pub fn shared(&self, key: &GroupKey) -> Option<(usize, u64)> {
         let slot = Arc::clone(self.map().get(key)?);
         let st = slot.lock();
-        let d = st.dispatch.as_ref()?;
+        let d = st.dispatch.as_ref().filter(|_| st.sharers > 0)?;
         Some((st.sharers, d.pending()))
     }
 
@@ -261,6 +269,13 @@ impl Member<'_> {
         let r = self.slot.lock().dispatch.as_mut().map(f);
         self.slot.turn.notify_all();
         r
+    }
+
+    /// The group's topic is gone: its dispatcher goes too (else an idle
+    /// shared group's would stay for a topic that no longer exists).
+    pub fn topic_gone(&self) {
+        self.slot.lock().dispatch = None;
+        self.slot.turn.notify_all();
     }
 
     /// A shared member waits up to `timeout` for another member's answer
@@ -352,13 +367,12 @@ impl Drop for Member<'_> {
         let mut map = self.registry.map();
         let mut st = self.slot.lock();
         let mut failed = 0;
-        if st.mode == GroupMode::Shared && st.dispatch.is_some() {
+        if st.mode == GroupMode::Shared && st.sharers > 0 {
             st.sharers = st.sharers.saturating_sub(1);
+            // The dispatcher stays when the last member leaves: the next
+            // ones keep its per-message failure counts (maxDeliver holds
+            // across member churn) and the ACKs above the watermark.
             failed = st.dispatch.as_mut().map_or(0, |d| d.leave(self.token));
-            if st.sharers == 0 {
-                // ACKs above the watermark are forgotten: at least once.
-                st.dispatch = None;
-            }
         } else if st.active == Some(self.token) {
             // The longest-waiting standby takes over, now.
             st.active = st.standbys.pop_front();
@@ -368,7 +382,7 @@ impl Drop for Member<'_> {
         }
         // A slot with a suspect range stays for the next subscriber (one
         // small entry per group left with a failed delivery).
-        let empty = !st.has_members() && st.suspect_until == 0;
+        let empty = !st.has_members() && st.suspect_until == 0 && st.dispatch.is_none();
         drop(st);
         self.slot.turn.notify_all();
         if empty
@@ -494,5 +508,32 @@ mod tests {
         assert_eq!(c.suspect_until(), 0);
         drop(c);
         assert!(r.map().is_empty());
+    }
+
+    #[test]
+    fn a_shared_groups_dispatcher_outlives_its_members_until_an_exclusive_one_joins() {
+        use crate::dispatch::Next;
+        let r = Registry::default();
+        let a = r.join_as(key("g"), GroupMode::Shared, 10).expect("shared");
+        a.dispatch(|d| d.place(0, 0, 1));
+        drop(a);
+        assert_eq!(r.shared(&key("g")), None, "no members, no GROUPS tail");
+        // The next shared member finds the group where the last one left it.
+        let b = r.join_as(key("g"), GroupMode::Shared, 10).expect("shared");
+        let next = b.dispatch(|d| d.take(1, 0, 5, 2, 0, b.token()));
+        assert!(matches!(next, Some(Next::Batch(_))), "{next:?}");
+        assert_eq!(r.shared(&key("g")), Some((1, 2)));
+        drop(b);
+        // An exclusive subscriber takes the group: the dispatcher goes.
+        let c = r
+            .join_as(key("g"), GroupMode::Exclusive, 10)
+            .expect("exclusive");
+        drop(c);
+        let d = r.join_as(key("g"), GroupMode::Shared, 10).expect("shared");
+        let next = d.dispatch(|x| x.take(1, 0, 5, 2, 0, d.token()));
+        assert!(matches!(next, Some(Next::Place)), "{next:?}");
+        // The topic went: so does the dispatcher.
+        d.topic_gone();
+        assert!(d.dispatch(|_| ()).is_none());
     }
 }
