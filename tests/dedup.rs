@@ -233,3 +233,57 @@ fn window_zero_turns_dedup_off() {
     let mut c = s.client();
     assert_eq!(stat(&mut c, "dedup_keys"), 0);
 }
+
+#[test]
+fn the_rust_client_and_the_cli_send_keys_and_read_dup() {
+    let dir = tempdir();
+    let s = Server::start_with(dir.path(), &opts(60_000, 100));
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    let a = c
+        .publish_with_key("t", "a", &[("x", "1")], b"p")
+        .expect("PUB");
+    assert!(!a.dup);
+    let again = c.publish_with_key("t", "a", &[], b"p").expect("PUB");
+    assert_eq!((again.id, again.dup), (a.id, true));
+    let d = c
+        .dpublish_with_key("t", 60_000, "d", &[], b"p")
+        .expect("DPUB");
+    assert_eq!(
+        c.dpublish_with_key("t", 60_000, "d", &[], b"p")
+            .expect("DPUB"),
+        smss::client::Keyed {
+            id: d.id,
+            dup: true
+        }
+    );
+    let msgs: [(&str, &[u8]); 2] = [("m1", b"1"), ("m2", b"2")];
+    let m = c.mpublish_with_keys("t", &msgs).expect("MPUB");
+    assert!(!m.dup && m.last == m.first + 1);
+    let m2 = c.mpublish_with_keys("t", &msgs).expect("MPUB");
+    assert_eq!((m2.first, m2.last, m2.dup), (m.first, m.last, true));
+    // A key the server would refuse is refused before anything is sent.
+    assert!(c.publish_with_key("t", "", &[], b"p").is_err());
+    assert!(c.publish_with_key("t", "a b", &[], b"p").is_err());
+
+    let port = s.addr.rsplit(':').next().expect("port");
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+            .args(["--port", port])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run smss-cli");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (ok, first) = cli(&["pub", "t", "hello", "--key", "cli-1"]);
+    assert!(ok && !first.contains("dup"), "{first}");
+    let (ok, second) = cli(&["pub", "t", "hello", "--key", "cli-1"]);
+    assert!(ok);
+    assert_eq!(second.trim(), format!("{} dup", first.trim()));
+    let (ok, _) = cli(&["pub", "t", "hello", "--key", ""]);
+    assert!(!ok, "an empty key is a usage error");
+}
