@@ -45,8 +45,10 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 pub mod check;
+mod keyed;
 mod repl;
 
+pub use keyed::{Keyed, KeyedRange};
 pub use repl::SlaveInfo;
 
 /// A line, its `\r\n` included, is at most this many bytes.

@@ -34,6 +34,7 @@ mod error;
 mod http;
 mod legacy;
 mod limits;
+mod publish;
 mod replication;
 mod secret;
 
@@ -41,6 +42,7 @@ pub use self::error::ConfigError;
 use self::error::invalid;
 pub use self::http::HttpConfig;
 pub use self::legacy::{IgnoredKey, LegacyKey};
+pub use self::publish::PublishConfig;
 pub use self::replication::ReplicationConfig;
 
 /// Where the server looks for its config file when `--config` is not given.
@@ -153,6 +155,9 @@ pub struct Config {
     /// `http:` — the monitoring listener (`config/http.rs`).
     #[serde(deserialize_with = "de::section")]
     pub http: HttpConfig,
+    /// `publish:` — idempotent publishing (`config/publish.rs`).
+    #[serde(deserialize_with = "de::section")]
+    pub publish: PublishConfig,
     /// Keys of the original smss's config found in the file, which have no effect
     /// here; the server logs one line for each at start.
     #[serde(skip)]
@@ -391,6 +396,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             replication: ReplicationConfig::default(),
             http: HttpConfig::default(),
+            publish: PublishConfig::default(),
             ignored: Vec::new(),
         }
     }
@@ -596,6 +602,7 @@ impl Config {
             MAX_DELAY_CAP_MS,
         )?;
         limits.validate_unauthenticated()?;
+        self.publish.validate()?;
 
         if self.sub.default_batch < 1 || self.sub.default_batch > limits.max_batch {
             return Err(invalid(

@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::broker::Broker;
-use crate::protocol::{encode_err, encode_ok};
+use crate::protocol::{encode_dup, encode_err, encode_ok};
 use crate::stats::Stats;
 use crate::storage::ops::ReplySink;
 use crate::storage::ops::{WriteOk, WriteResult};
@@ -207,13 +207,18 @@ impl ReplySink for SocketReplies {
     fn answer(&self, res: WriteResult) -> bool {
         let mut g = self.lock();
         let done = g.inflight.pop_front();
-        if let (Some(done), Ok(_)) = (&done, &res) {
+        // A duplicate wrote nothing: its bytes are not counted again.
+        let written =
+            matches!(res, Ok(ref ok) if !matches!(ok, WriteOk::Dup(_) | WriteOk::DupRange(..)));
+        if let (Some(done), true) = (&done, written) {
             self.count(done);
         }
         if !g.closed {
             match res {
                 Ok(WriteOk::Id(id)) => encode_ok(&mut g.unsent, &[id]),
                 Ok(WriteOk::Range(a, b)) => encode_ok(&mut g.unsent, &[a, b]),
+                Ok(WriteOk::Dup(id)) => encode_dup(&mut g.unsent, &[id]),
+                Ok(WriteOk::DupRange(a, b)) => encode_dup(&mut g.unsent, &[a, b]),
                 Ok(WriteOk::Done | WriteOk::Plan(_)) => encode_ok(&mut g.unsent, &[]),
                 Err(e) => {
                     let err = writer_handle::reply(&CallError::Write(e), Asked::Write);

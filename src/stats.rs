@@ -62,6 +62,10 @@ pub struct Stats {
     pub group_redeliveries: AtomicU64,
     /// Payload bytes of publishes answered `OK` to a client.
     pub published_bytes: AtomicU64,
+    /// Dedup keys the writer holds (a gauge it sets at each commit).
+    pub dedup_keys: AtomicU64,
+    /// Publishes answered as duplicates of a keyed publish (nothing written).
+    pub dedup_duplicates: AtomicU64,
     /// How long each fsync of the commit log took (the writer observes).
     pub fsync_seconds: Histogram,
     /// From a connection handing a write to the writer to its answer,
@@ -295,6 +299,8 @@ impl Stats {
                 "group_redeliveries",
                 Num(Stats::get(&self.group_redeliveries)),
             ),
+            ("dedup_keys", Num(Stats::get(&self.dedup_keys))),
+            ("dedup_duplicates", Num(Stats::get(&self.dedup_duplicates))),
         ]);
         pairs
     }
@@ -313,13 +319,15 @@ mod tests {
     }
 
     /// The fields after the role's, in order.
-    const AUTH_FIELDS: [&str; 6] = [
+    const AUTH_FIELDS: [&str; 8] = [
         "connections_unauthenticated",
         "connections_unauthenticated_max",
         "unauthenticated_evicted",
         "auth_failures",
         "auth_throttled",
         "group_redeliveries",
+        "dedup_keys",
+        "dedup_duplicates",
     ];
 
     #[test]

@@ -43,10 +43,21 @@ pub fn header(key: &str, value: &str) -> Result<()> {
 
 /// The headers of one message: each valid, at most 32.
 pub fn headers(headers: &[(&str, &str)]) -> Result<()> {
+    let mut keyed = false;
     for (k, v) in headers {
         header(k, v)?;
+        if k.as_bytes() == rules::DEDUP_HEADER {
+            arg(rules::dedup_key_arg(v.as_bytes(), keyed))?;
+            keyed = true;
+        }
     }
     arg(rules::header_count(headers.len()))
+}
+
+/// A publish's dedup key (sent as the `msgid=` header): 1–128 bytes of
+/// visible ASCII.
+pub fn dedup_key(key: &str) -> Result<()> {
+    arg(rules::dedup_key_arg(key.as_bytes(), false))
 }
 
 /// CREATE's lifetime: 0 (none) or at least 1000 ms.

@@ -243,6 +243,18 @@ pub fn render(b: &Broker, v: &View) -> String {
         c(&st.dead_lettered),
     );
     o.one(
+        "smss_dedup_keys",
+        "gauge",
+        "Publish dedup keys held (publish.dedupWindowMs, publish.dedupMaxKeys).",
+        c(&st.dedup_keys),
+    );
+    o.one(
+        "smss_dedup_duplicates_total",
+        "counter",
+        "Publishes answered as duplicates of a keyed publish (nothing written).",
+        c(&st.dedup_duplicates),
+    );
+    o.one(
         "smss_segments",
         "gauge",
         "Commit-log segment files.",

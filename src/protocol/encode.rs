@@ -27,6 +27,20 @@ pub fn encode_ok(out: &mut Vec<u8>, values: &[u64]) {
     out.extend_from_slice(CRLF);
 }
 
+/// The answer to a publish whose dedup key was seen within the window:
+/// `OK <id> dup` (PUB, DPUB) or `OK <first> <last> dup` (MPUB). The flag is
+/// a field at the end of the line, so a client that reads only the ids
+/// still reads them.
+pub fn encode_dup(out: &mut Vec<u8>, values: &[u64]) {
+    out.extend_from_slice(b"OK");
+    for &v in values {
+        out.push(b' ');
+        push_u64(out, v);
+    }
+    out.extend_from_slice(b" dup");
+    out.extend_from_slice(CRLF);
+}
+
 /// `ERR <CODE> <msg>`. The text is made safe for one line: bytes outside 0x20–0x7E
 /// become `?` and it is cut at [`MAX_ERR_TEXT_BYTES`]; an empty text gives `ERR <CODE>`.
 pub fn encode_err(out: &mut Vec<u8>, err: &ProtoError) {

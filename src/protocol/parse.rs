@@ -10,8 +10,8 @@
 
 use super::options::{parse_repl, parse_sub, split_eq};
 use super::rules::{
-    bad, delay_ms_arg, header_arg, header_count, is_visible, life_ms_arg, mpub_count_arg, name_arg,
-    parse_u64, quote, topic_arg, word_arg,
+    DEDUP_HEADER, bad, dedup_key_arg, delay_ms_arg, header_arg, header_count, is_visible,
+    life_ms_arg, mpub_count_arg, name_arg, parse_u64, quote, topic_arg, word_arg,
 };
 use super::{ErrCode, Limits, MAX_LINE_BYTES, Message, Parsed, ProtoError, Request};
 
@@ -500,12 +500,17 @@ fn check_headers(raw: &[u8]) -> Result<(), ProtoError> {
     if raw.is_empty() {
         return Ok(());
     }
+    let mut keyed = false;
     for (index, tok) in tokens(raw).enumerate() {
         header_count(index + 1)?;
         let Some((key, value)) = split_eq(tok) else {
             return Err(bad(format!("header '{}' is not key=value", quote(tok))));
         };
         header_arg(key, value)?;
+        if key == DEDUP_HEADER {
+            dedup_key_arg(value, keyed)?;
+            keyed = true;
+        }
     }
     Ok(())
 }

@@ -78,6 +78,44 @@ pub fn header_arg(key: &[u8], value: &[u8]) -> Result<(), ProtoError> {
     Ok(())
 }
 
+/// The reserved header that carries a publish's dedup key (NATS's
+/// `Nats-Msg-Id`): it is stored with the message like any header, so the
+/// log and replication carry it unchanged, and the writer's dedup table is
+/// rebuilt from the records.
+pub const DEDUP_HEADER: &[u8] = b"msgid";
+/// Longest dedup key: the writer holds up to `publish.dedupMaxKeys` of
+/// them, so this bounds its memory (a header value may be 1024 bytes).
+pub const MAX_DEDUP_KEY_BYTES: usize = 128;
+
+/// The dedup header's value: 1–[`MAX_DEDUP_KEY_BYTES`] bytes of visible
+/// ASCII, at most once per message (`seen`: it came before), since two keys
+/// would leave it unclear which one a retry must match.
+pub fn dedup_key_arg(value: &[u8], seen: bool) -> Result<(), ProtoError> {
+    if seen {
+        return Err(bad(
+            "header 'msgid' (the dedup key) may appear once per message",
+        ));
+    }
+    if value.is_empty()
+        || value.len() > MAX_DEDUP_KEY_BYTES
+        || !value.iter().all(|&b| is_visible(b))
+    {
+        return Err(bad(format!(
+            "invalid dedup key 'msgid={}': 1-{MAX_DEDUP_KEY_BYTES} bytes of visible ASCII",
+            quote(value)
+        )));
+    }
+    Ok(())
+}
+
+/// The dedup key of a message's headers as stored ("k=v k2=v2"), if any.
+pub fn dedup_key(headers: &[u8]) -> Option<&[u8]> {
+    headers
+        .split(|&b| b == b' ')
+        .find_map(|tok| tok.strip_prefix(DEDUP_HEADER)?.strip_prefix(b"="))
+        .filter(|k| !k.is_empty())
+}
+
 /// How many headers one message may carry.
 pub fn header_count(count: usize) -> Result<(), ProtoError> {
     if count > MAX_HEADERS {

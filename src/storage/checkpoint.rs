@@ -15,6 +15,7 @@
 //! delayed <dpub_event_id> <due_ms> <log_pos> <record_len> <topic>
 //! group <topic> <name> <committed> <failed_at> <failures> <set_id> <alone: 0|1>
 //! gap <first event id> <last event id>
+//! dedup <topic> <event_id> <timestamp_ms> <request's first id> <last of it: 0|1> <key>
 //! crc <crc32 of every byte before this line, 8 hex digits>
 //! ```
 //!
@@ -31,6 +32,15 @@
 //! acknowledged them (`replication.minSlaves`), or lost with a crash above
 //! the id lease — so a slave that holds such records is told to move them
 //! aside.
+//! `dedup` lines (optional, in the order the keys were applied) are the
+//! publish dedup keys still in their window when the checkpoint was
+//! written (`storage/engine/state/dedup.rs`): recovery replays only the
+//! log after the checkpoint, so without them a restart would forget the
+//! keys of messages written before it. They need no new format version: a
+//! checkpoint without them (every older one) reads as "no keys", and the
+//! log and index formats are unchanged. An older server meeting one
+//! refuses the checkpoint as damaged (the unknown line), and
+//! `smss --repair` rebuilds it without them.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -85,6 +95,22 @@ pub struct Checkpoint {
     /// Ranges of event ids (first, last) assigned here whose records are not
     /// in the log (see the module docs), ascending and disjoint.
     pub gaps: Vec<(u64, u64)>,
+    /// Publish dedup keys within their window, oldest first.
+    pub dedup: Vec<DedupMeta>,
+}
+
+/// A publish dedup key and the message it was written with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupMeta {
+    pub topic: String,
+    /// 1-128 bytes of visible ASCII (the protocol's rule): one token.
+    pub key: String,
+    pub id: u64,
+    pub ts_ms: u64,
+    /// The first id of the request it came in (an MPUB's).
+    pub first: u64,
+    /// It was the last message of that request.
+    pub last: bool,
 }
 
 /// A consumer group's state.
@@ -123,6 +149,7 @@ impl Default for Checkpoint {
             delayed: Vec::new(),
             groups: Vec::new(),
             gaps: Vec::new(),
+            dedup: Vec::new(),
         }
     }
 }
@@ -174,6 +201,18 @@ impl Checkpoint {
         }
         for (first, last) in &self.gaps {
             let _ = writeln!(s, "gap {first} {last}");
+        }
+        for d in &self.dedup {
+            let _ = writeln!(
+                s,
+                "dedup {} {} {} {} {} {}",
+                d.topic,
+                d.id,
+                d.ts_ms,
+                d.first,
+                u8::from(d.last),
+                d.key
+            );
         }
         let crc = crc32fast::hash(s.as_bytes());
         let _ = writeln!(s, "crc {crc:08x}");
@@ -262,6 +301,26 @@ impl Checkpoint {
                     });
                 }
                 Some("gap") => cp.gaps.push((num(f.next())?, num(f.next())?)),
+                Some("dedup") => {
+                    let topic = f.next().ok_or_else(bad)?.to_string();
+                    let id = num(f.next())?;
+                    let ts_ms = num(f.next())?;
+                    let first = num(f.next())?;
+                    let last = match f.next() {
+                        Some("0") => false,
+                        Some("1") => true,
+                        _ => return Err(bad()),
+                    };
+                    let key = f.next().filter(|k| !k.is_empty()).ok_or_else(bad)?;
+                    cp.dedup.push(DedupMeta {
+                        topic,
+                        key: key.to_string(),
+                        id,
+                        ts_ms,
+                        first,
+                        last,
+                    });
+                }
                 Some("delayed") => {
                     let id = num(f.next())?;
                     let due_ms = num(f.next())?;
@@ -370,6 +429,14 @@ mod tests {
                 alone: true,
             }],
             gaps: vec![(100, 104), (1_048_700, 2_097_275)],
+            dedup: vec![DedupMeta {
+                topic: "orders.v1".into(),
+                key: "order-17/a".into(),
+                id: 98,
+                ts_ms: 1_700_000_000_500,
+                first: 97,
+                last: true,
+            }],
         }
     }
 

@@ -268,6 +268,12 @@ pub enum WriteOk {
     Id(u64),
     /// First and last event id of an MPUB.
     Range(u64, u64),
+    /// A PUB or DPUB whose dedup key was seen within the window: nothing
+    /// was written; the first publish's event id. Answered `OK <id> dup`.
+    Dup(u64),
+    /// An MPUB that repeats an earlier one (every key seen, in order):
+    /// nothing was written; that MPUB's ids. Answered `OK <first> <last> dup`.
+    DupRange(u64, u64),
     /// Shutdown (or a timer's request) finished.
     Done,
     /// The answer to [`WriteOp::ReplPlan`].

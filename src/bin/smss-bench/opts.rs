@@ -31,6 +31,8 @@ options of one measurement:
   --size S              payload bytes (200)
   --pipeline P          requests in flight per connection (1)
   --mpub B              smss only: B messages per MPUB request (off)
+  --key                 pub, smss only: each PUB carries a unique dedup key
+                        (msgid=<16 hex digits>), to measure the dedup table
   --batch B             sub: messages per batch/XREAD COUNT/reserve group (256)
   --group G             sub, smss only: drain as consumer group G (each ACK
                         is a durable commit of the group's position)
@@ -122,6 +124,8 @@ pub struct Opts {
     pub pipeline: usize,
     /// Messages per MPUB request; 0 = plain PUB.
     pub mpub: usize,
+    /// `pub --key`: every PUB carries a unique dedup key.
+    pub key: bool,
     pub batch: usize,
     pub topic: Option<String>,
     /// `sub`: drain as this consumer group.
@@ -152,6 +156,7 @@ impl Opts {
             size: 200,
             pipeline: 1,
             mpub: 0,
+            key: false,
             batch: 256,
             topic: None,
             group: None,
@@ -338,6 +343,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
                 })?)
             }
             Long("shared") => o.shared = true,
+            Long("key") => o.key = true,
             Long("members") => {
                 o.members = value(&mut p, "--members", |v: &usize| (1..=256).contains(v))?
             }
@@ -353,6 +359,11 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
     o.port = port.unwrap_or(o.protocol.default_port());
     if o.mpub > 0 && o.protocol != Protocol::Smss {
         return Err(usage("--mpub is for --protocol smss only".into()));
+    }
+    if o.key && (o.protocol != Protocol::Smss || o.mpub > 0 || mode != Mode::Pub) {
+        return Err(usage(
+            "--key is for pub --protocol smss without --mpub".into(),
+        ));
     }
     // Only `pub` has many connections to spread; elsewhere it would be a
     // silent no-op.

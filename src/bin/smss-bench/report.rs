@@ -17,6 +17,8 @@ pub struct Report {
     pub size: usize,
     pub pipeline: usize,
     pub mpub: usize,
+    /// `pub --key`: every PUB carried a unique dedup key.
+    pub key: bool,
     pub batch: usize,
     pub secs: f64,
     pub errors: u64,
@@ -98,6 +100,9 @@ impl Report {
         );
         if self.threads > 0 {
             s.push_str(&format!(" threads={}", self.threads));
+        }
+        if self.key {
+            s.push_str(" key=1");
         }
         for (who, cpu, per_msg) in [
             ("client", self.client_cpu_s, self.client_us_per_msg()),

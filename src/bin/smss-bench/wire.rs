@@ -135,6 +135,17 @@ pub fn smss_pub(out: &mut Vec<u8>, topic: &str, payload: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// `PUB <topic> <n> msgid=<16 zeros>` + payload, and where the key's
+/// digits start (the sender writes a unique key there per request).
+pub fn smss_pub_keyed(out: &mut Vec<u8>, topic: &str, payload: &[u8]) -> usize {
+    out.extend_from_slice(format!("PUB {topic} {} msgid=", payload.len()).as_bytes());
+    let at = out.len();
+    out.extend_from_slice(b"0000000000000000\r\n");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+    at
+}
+
 /// `MPUB <topic> <count>` then `count` times `<n>\r\n<payload>\r\n`.
 pub fn smss_mpub(out: &mut Vec<u8>, topic: &str, payload: &[u8], count: usize) {
     out.extend_from_slice(format!("MPUB {topic} {count}\r\n").as_bytes());

@@ -42,7 +42,7 @@ Its subscribers get the end of their subscription (\"end: deleted\").",
     },
     CommandHelp {
         name: "pub",
-        synopsis: "pub <topic> [<payload>|-] [--header k=v]... [--delay MS]\n\
+        synopsis: "pub <topic> [<payload>|-] [--header k=v]... [--delay MS] [--key K]\n\
                    pub <topic> --lines [--header k=v]... [--batch N]",
         summary: "publish one message, or each line of stdin",
         details: "\
@@ -54,6 +54,10 @@ stdin when it is absent or -.
                   ASCII (no spaces)
   --delay MS      deliver MS ms from now (DPUB); prints the id of the
                   delayed-publish record, the message gets a new id when due
+  --key K         a dedup key (the msgid=K header; 1-128 bytes of visible
+                  ASCII): a publish with a key the topic saw within the
+                  server's publish.dedupWindowMs writes nothing and prints the
+                  first one's id followed by \"dup\", so a retry is safe
   --lines         publish every line of stdin (without its \\n or \\r\\n) as
                   one message, all over one connection in MPUB batches; prints
                   \"<first_id> <last_id>\" (ids of other writers may fall in
@@ -261,6 +265,8 @@ pub enum Command {
         payload: Option<Vec<u8>>,
         headers: Vec<(String, String)>,
         delay_ms: Option<u64>,
+        /// `--key`: the dedup key (`msgid=`).
+        key: Option<String>,
     },
     /// `pub --lines`: one message per line of stdin.
     PubLines {
@@ -615,6 +621,7 @@ fn parse_pub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
     let mut payload: Option<OsString> = None;
     let mut headers = Vec::new();
     let mut delay_ms = None;
+    let mut key = None;
     let mut lines = false;
     let mut batch = None;
     while let Some(arg) = p.next()? {
@@ -631,6 +638,7 @@ fn parse_pub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
                 headers.push((k.to_string(), v.to_string()));
             }
             Long("delay") => delay_ms = Some(number(p, "--delay", "a number of milliseconds")?),
+            Long("key") => key = Some(string(p.value()?, "--key")?),
             Long("lines") => lines = true,
             Long("batch") => {
                 let n: usize = number(p, "--batch", "a number of messages")?;
@@ -652,6 +660,11 @@ fn parse_pub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
         }
         if delay_ms.is_some() {
             return Err(usage("pub: --delay cannot be combined with --lines"));
+        }
+        if key.is_some() {
+            // One key per message: a key for a whole stream would make
+            // every line after the first a duplicate.
+            return Err(usage("pub: --key cannot be combined with --lines"));
         }
         return Ok(Command::PubLines {
             topic,
@@ -677,6 +690,7 @@ fn parse_pub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
         payload,
         headers,
         delay_ms,
+        key,
     })
 }
 

@@ -31,12 +31,14 @@ pub fn check(g: &Global, cmd: &Command) -> Result<()> {
             topic,
             headers,
             delay_ms,
+            key,
             ..
         } => (
             "pub",
             check::topic(topic)
                 .and_then(|()| check::headers(&pairs(headers)))
-                .and_then(|()| delay_ms.map_or(Ok(()), check::delay_ms)),
+                .and_then(|()| delay_ms.map_or(Ok(()), check::delay_ms))
+                .and_then(|()| key.as_deref().map_or(Ok(()), check::dedup_key)),
         ),
         Command::PubLines { topic, headers, .. } => (
             "pub",
@@ -110,6 +112,7 @@ pub fn execute(c: &mut Client, cmd: Command, json: bool) -> Result<()> {
             payload,
             headers,
             delay_ms,
+            key,
         } => {
             let payload = match payload {
                 Some(p) => p,
@@ -126,11 +129,20 @@ pub fn execute(c: &mut Client, cmd: Command, json: bool) -> Result<()> {
                 }
             };
             let h = pairs(&headers);
-            let id = match delay_ms {
-                Some(d) => c.dpublish_with_headers(&topic, d, &h, &payload)?,
-                None => c.publish_with_headers(&topic, &h, &payload)?,
+            let (id, dup) = match (delay_ms, key.as_deref()) {
+                (Some(d), Some(k)) => {
+                    let r = c.dpublish_with_key(&topic, d, k, &h, &payload)?;
+                    (r.id, r.dup)
+                }
+                (None, Some(k)) => {
+                    let r = c.publish_with_key(&topic, k, &h, &payload)?;
+                    (r.id, r.dup)
+                }
+                (Some(d), None) => (c.dpublish_with_headers(&topic, d, &h, &payload)?, false),
+                (None, None) => (c.publish_with_headers(&topic, &h, &payload)?, false),
             };
-            writeln!(out, "{id}").map_err(stdout_err)?;
+            let flag = if dup { " dup" } else { "" };
+            writeln!(out, "{id}{flag}").map_err(stdout_err)?;
         }
         Command::PubLines {
             topic,

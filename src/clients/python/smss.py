@@ -49,10 +49,15 @@ The delivery guarantee, and what application code must do
   idempotent: event ids only grow within a topic, so remembering the last event
   id you fully processed (durably, with your results) and skipping ids at or
   below it is enough. Acknowledge a batch only once it is processed.
-* **A write whose connection dropped has an unknown outcome.** If the
-  connection breaks (or times out) after a PUB, MPUB, DPUB, CREATE, DELETE,
-  GROUPDEL or PROMOTE was sent and before its reply arrived, the server may or
-  may not have written it. This client never re-sends such a write by itself:
+* **A write whose connection dropped has an unknown outcome** — unless it
+  carries a dedup key. If the connection breaks (or times out) after a PUB,
+  MPUB, DPUB, CREATE, DELETE, GROUPDEL or PROMOTE was sent and before its
+  reply arrived, the server may or may not have written it. A publish with a
+  ``key=`` (every entry keyed, for the batch methods) is re-sent with the same
+  key on a new connection, within ``reconnect_timeout``: the server writes a
+  key at most once within ``publish.dedupWindowMs`` (default 2 minutes) and
+  answers a repeat with the first id, ``.dup`` set — that is what makes the
+  retry safe. Any other write is never re-sent by this client:
   it raises :class:`UnknownOutcome`, naming the command. Retry only what is
   safe to repeat in your application (a duplicate message your idempotent
   consumers skip is usually fine; a duplicate CREATE gets ``Exists``).
@@ -164,14 +169,27 @@ Every exception derives from :class:`SmssError`.
 Writes sent to a slave raise :class:`ReadOnly`; to fail over, send
 :meth:`Client.promote` to the slave and point clients at it.
 
+Publishing with a dedup key
+---------------------------
+
+``client.publish("orders", data, key="order-17")`` sends the reserved header
+``msgid=order-17`` (1-128 bytes of visible ASCII; keys are per topic). The
+returned id is an :class:`PubId` (an ``int``) whose ``.dup`` is True when the
+server had seen the key within its window and wrote nothing: the id is then
+the first publish's. :meth:`Client.publish_delayed` takes ``key=`` too; for
+:meth:`Client.publish_batch` and :meth:`Client.publish_many` give each message
+as ``(payload, headers, key)``; their id lists (:class:`IdList`) carry
+``.dup``. An MPUB is atomic, so it is either new or the exact repeat of one
+earlier MPUB (same keys, same order); sharing only some keys with earlier
+messages raises :class:`BadRequest`. The server remembers keys for
+``publish.dedupWindowMs`` and at most ``publish.dedupMaxKeys`` of them (oldest
+out first), across restarts and failovers.
+
 Not in this version
 -------------------
 
-Publishing with a deduplication key (so a write with an unknown outcome can be
-retried safely), TLS connections and shared-mode consumer groups need server
-support that smss does not have yet; this module will add them (a ``key=``
-argument on the publish methods, an ``ssl_context=`` argument on
-:class:`Client`, a ``mode=`` argument on :meth:`Client.subscribe`) when it does.
+TLS connections need server support that smss does not have yet; this module
+will add them (an ``ssl_context=`` argument on :class:`Client`) when it does.
 """
 
 import builtins
@@ -187,7 +205,7 @@ __all__ = [
     "RoleInfo", "SmssError", "ServerError", "BadRequest", "InvalidArgument", "UnknownCommand",
     "NoTopic", "Exists", "TooBig", "ReadOnly", "NoAuth", "Busy", "NoSlave", "Internal",
     "ConnectionError", "UnknownOutcome", "ProtocolError", "DEFAULT_PORT",
-    "WorkerPool", "run_workers",
+    "WorkerPool", "run_workers", "PubId", "IdList",
 ]
 
 DEFAULT_PORT = 12301
@@ -202,6 +220,9 @@ _MAX_REPLY_LINE = 65536
 _NAME = re.compile(rb"[A-Za-z0-9._-]{1,128}\Z")
 _KEY = re.compile(rb"[A-Za-z0-9._-]{1,64}\Z")
 _VALUE = re.compile(rb"[\x21-\x7e]{0,1024}\Z")
+# The reserved header of a publish's dedup key, and the key's rule.
+_DEDUP_HEADER = b"msgid"
+_DEDUP_KEY = re.compile(rb"[\x21-\x7e]{1,128}\Z")
 
 Payload = Union[bytes, bytearray, memoryview, str]
 Headers = Optional[Dict[str, Any]]
@@ -302,6 +323,26 @@ class UnknownOutcome(ConnectionError):
 
 class ProtocolError(SmssError):
     """The server sent a reply this client did not expect."""
+
+
+class PubId(int):
+    """The event id of a publish; ``.dup`` is True when the publish carried a
+    dedup key the server had seen within its window: nothing was written and
+    this is the first publish's id."""
+
+    dup = False
+
+    def __new__(cls, value: int, dup: bool = False) -> "PubId":
+        obj = super().__new__(cls, value)
+        obj.dup = dup
+        return obj
+
+
+class IdList(list):
+    """The event ids of a batch publish; ``.dup`` is True when the whole MPUB
+    repeated an earlier keyed one (nothing written; its ids)."""
+
+    dup = False
 
 
 def error_from_line(line: str) -> ServerError:
@@ -423,6 +464,29 @@ def _headers(headers: Headers) -> List[bytes]:
     if len(out) > MAX_HEADERS:
         raise InvalidArgument("%d headers: at most %d" % (len(out), MAX_HEADERS))
     return out
+
+
+def _keyed(headers: Headers, key: Any) -> List[bytes]:
+    """The header tokens of a message, with the dedup key first when given."""
+    out = _headers(headers)
+    if any(h.split(b"=", 1)[0] == _DEDUP_HEADER for h in out):
+        if key is not None:
+            raise InvalidArgument("give the dedup key as key= or as a msgid header, not both")
+        return out
+    if key is None:
+        return out
+    if isinstance(key, bool) or not isinstance(key, (str, bytes, int)):
+        raise InvalidArgument("key must be str, bytes or int")
+    k = _ascii(key)
+    if not _DEDUP_KEY.match(k):
+        raise InvalidArgument("bad dedup key %r: 1-128 bytes of visible ASCII (no spaces)" % (key,))
+    if len(out) + 1 > MAX_HEADERS:
+        raise InvalidArgument("%d headers and a key: at most %d headers" % (len(out), MAX_HEADERS))
+    return [_DEDUP_HEADER + b"=" + k] + out
+
+
+def _has_key(hdrs: List[bytes]) -> bool:
+    return any(h.split(b"=", 1)[0] == _DEDUP_HEADER for h in hdrs)
 
 
 def _line(*tokens: bytes) -> bytes:
@@ -661,9 +725,11 @@ class Client:
     # --- the request/response core
 
     def _request(self, command: str, data: bytes, read: Callable[[_Conn], Any], *, safe: bool) -> Any:
-        """Sends ``data`` and parses the reply with ``read``. A read request
-        (``safe``) whose connection breaks is retried on a new connection,
-        within ``reconnect_timeout``; a write raises UnknownOutcome."""
+        """Sends ``data`` and parses the reply with ``read``. A read request,
+        or a publish whose every message has a dedup key (``safe``: repeating
+        it changes nothing), whose connection breaks is re-sent on a new
+        connection, within ``reconnect_timeout``; another write raises
+        UnknownOutcome."""
         deadline = time.monotonic() + self._s.reconnect_timeout
         delay = self._s.backoff_initial
         while True:
@@ -704,15 +770,18 @@ class Client:
             raise ProtocolError("expected %s, got %r" % (keyword, line))
         return parts[1:]
 
-    def _ok_id(self, command: str, line: bytes, payload: Optional[bytes] = None) -> int:
+    def _ok_id(self, command: str, line: bytes, payload: Optional[bytes] = None,
+               keyed: bool = False) -> int:
         data = line if payload is None else line + payload + b"\r\n"
 
         def read(conn: _Conn) -> int:
             parts = self._reply(conn)
             if not parts:
                 raise ProtocolError("%s: OK without an event id" % command)
-            return _ints(parts[:1], " ".join(parts))[0]
-        return self._request(command, data, read, safe=False)
+            # `OK <id> dup`: a field at the end of the line (PROTOCOL.md).
+            return PubId(_ints(parts[:1], " ".join(parts))[0], parts[1:2] == ["dup"])
+        # A keyed publish is safe to send again: the server writes its key once.
+        return self._request(command, data, read, safe=keyed)
 
     def _listing(self, command: str, line: bytes, head: str, item: str) -> List[List[str]]:
         def read(conn: _Conn) -> List[List[str]]:
@@ -761,23 +830,31 @@ class Client:
         groups; its subscribers get ``END deleted``. Returns the event id."""
         return self._ok_id("DELETE", _line(b"DELETE", _name(topic)))
 
-    def publish(self, topic: str, payload: Payload, headers: Headers = None) -> int:
-        """PUB: appends one message; returns its event id. ``headers`` is a dict
-        (or pairs) of ``key=value`` strings stored and delivered verbatim."""
+    def publish(self, topic: str, payload: Payload, headers: Headers = None, *,
+                key: Any = None) -> int:
+        """PUB: appends one message; returns its event id (a :class:`PubId`).
+        ``headers`` is a dict (or pairs) of ``key=value`` strings stored and
+        delivered verbatim. ``key``: a dedup key (sent as ``msgid=<key>``): a
+        repeat within the server's window writes nothing and returns the first
+        id with ``.dup`` True; a keyed publish is re-sent after a disconnect."""
         data = _payload(payload)
-        line = _line(b"PUB", _name(topic), str(len(data)).encode(), *_headers(headers))
-        return self._ok_id("PUB", line, data)
+        hdrs = _keyed(headers, key)
+        line = _line(b"PUB", _name(topic), str(len(data)).encode(), *hdrs)
+        return self._ok_id("PUB", line, data, keyed=_has_key(hdrs))
 
-    def publish_delayed(self, topic: str, payload: Payload, delay_ms: int, headers: Headers = None) -> int:
+    def publish_delayed(self, topic: str, payload: Payload, delay_ms: int, headers: Headers = None,
+                        *, key: Any = None) -> int:
         """DPUB: the message reaches the topic ``delay_ms`` (>= 1) later, under a
-        new event id. Returns the event id of the DPUB record itself."""
+        new event id. Returns the event id of the DPUB record itself (a
+        :class:`PubId`; ``key`` as for :meth:`publish`)."""
         _uint(delay_ms, "delay_ms")
         if delay_ms < 1:
             raise InvalidArgument("delay_ms must be at least 1")
         data = _payload(payload)
+        hdrs = _keyed(headers, key)
         line = _line(b"DPUB", _name(topic), str(delay_ms).encode(), str(len(data)).encode(),
-                     *_headers(headers))
-        return self._ok_id("DPUB", line, data)
+                     *hdrs)
+        return self._ok_id("DPUB", line, data, keyed=_has_key(hdrs))
 
     @staticmethod
     def _mpub(topic: bytes, messages: Sequence[Tuple[bytes, List[bytes]]]) -> bytes:
@@ -792,11 +869,13 @@ class Client:
     def _prepare(messages: Iterable[Any]) -> List[Tuple[bytes, List[bytes]]]:
         out = []
         for m in messages:
+            key = None
             if isinstance(m, tuple):
                 data, hdrs = (m[0], m[1] if len(m) > 1 else None)
+                key = m[2] if len(m) > 2 else None
             else:
                 data, hdrs = m, None
-            out.append((_payload(data), _headers(hdrs)))
+            out.append((_payload(data), _keyed(hdrs, key)))
         return out
 
     @staticmethod
@@ -805,18 +884,24 @@ class Client:
         if len(parts) < 2:
             raise ProtocolError("MPUB: OK without first and last ids")
         first, last = _ints(parts[:2], " ".join(parts))
-        return list(range(first, last + 1))
+        ids = IdList(range(first, last + 1))
+        ids.dup = parts[2:3] == ["dup"]
+        return ids
 
     def publish_batch(self, topic: str, messages: Iterable[Any]) -> List[int]:
         """MPUB: writes all ``messages`` atomically, with consecutive event ids,
-        or none. Each message is a payload or a ``(payload, headers)`` pair.
-        Returns the ids in order. At most ``limits.maxBatch`` messages (default
-        1000) and ``limits.maxBatchBytes`` payload bytes (default 32 MiB)."""
+        or none. Each message is a payload, a ``(payload, headers)`` pair or a
+        ``(payload, headers, key)`` triple (a dedup key per message). Returns
+        the ids in order (an :class:`IdList`; ``.dup`` when the MPUB repeated
+        an earlier keyed one). When every message is keyed, the MPUB is
+        re-sent after a disconnect. At most ``limits.maxBatch`` messages
+        (default 1000) and ``limits.maxBatchBytes`` payload bytes (default 32 MiB)."""
         prepared = self._prepare(messages)
         if not prepared:
             return []
         data = self._mpub(_name(topic), prepared)
-        return self._request("MPUB", data, self._read_range, safe=False)
+        keyed = all(_has_key(h) for _, h in prepared)
+        return self._request("MPUB", data, self._read_range, safe=keyed)
 
     def publish_many(self, topic: str, messages: Iterable[Any], *, chunk_count: int = 1000,
                      chunk_bytes: int = 4 << 20, window: int = 16) -> List[int]:
@@ -829,7 +914,11 @@ class Client:
         the chunks in flight are read) has ``.done_ids``, the ids of the chunks
         written, in order, and ``.failed_index``, the input index of the first
         message of the failed chunk. If the connection breaks, UnknownOutcome
-        (with ``.done_ids``) is raised: the chunks after those are unknown."""
+        (with ``.done_ids``) is raised: the chunks after those are unknown —
+        unless every message has a dedup key (``(payload, headers, key)``):
+        then the unanswered chunks are re-sent on a new connection (within
+        ``reconnect_timeout``), which the keys make safe. Chunk boundaries
+        depend only on the input, so a re-sent chunk repeats its MPUB exactly."""
         if chunk_count < 1 or chunk_bytes < 1 or window < 1:
             raise InvalidArgument("chunk_count, chunk_bytes and window must be at least 1")
         t = _name(topic)
@@ -848,10 +937,38 @@ class Client:
             starts.append(n)
             n += len(c)
         ids = []  # type: List[int]
-        first_error = None  # type: Optional[ServerError]
-        failed_index = 0
+        # Chunks answered (OK or ERR), and the first ERR with its input index.
+        st = {"done": 0, "error": None, "failed_index": 0}  # type: Dict[str, Any]
+        keyed = all(_has_key(h) for _, h in prepared)
+        deadline = time.monotonic() + self._s.reconnect_timeout
+        delay = self._s.backoff_initial
+        while True:
+            try:
+                self._many(t, chunks, starts, window, ids, st)
+                break
+            except ConnectionError as e:
+                if not keyed or not self._s.reconnect or time.monotonic() >= deadline:
+                    raise UnknownOutcome("MPUB", e, ids) from e
+                # Every message is keyed: send the unanswered chunks again on
+                # a new connection. One the server did write answers its ids
+                # again with `dup`, so none is written twice.
+                time.sleep(delay)
+                delay = min(delay * 2, self._s.backoff_max)
+        if st["error"] is not None:
+            err = st["error"]
+            err.done_ids = ids
+            err.failed_index = st["failed_index"]
+            raise err
+        return ids
+
+    def _many(self, t: bytes, chunks: List[List[Tuple[bytes, List[bytes]]]], starts: List[int],
+              window: int, ids: List[int], st: Dict[str, Any]) -> None:
+        """publish_many's pipeline over one connection, from chunk
+        ``st["done"]`` on: appends the ids answered to ``ids``, counts the
+        chunks answered in ``st``. Raises ConnectionError when the connection
+        breaks (the caller decides whether the rest may be sent again)."""
         conn = self._ensure()
-        sent = done = 0  # chunks sent; chunks whose reply was read
+        sent = done = st["done"]  # chunks sent; chunks whose reply was read
         try:
             while done < len(chunks):
                 # Keep up to `window` chunks in flight: replies come back in
@@ -868,21 +985,18 @@ class Client:
                 try:
                     ids.extend(self._read_range(conn))
                 except ServerError as e:
-                    if first_error is None:
-                        first_error, failed_index = e, starts[done]
+                    if st["error"] is None:
+                        st["error"], st["failed_index"] = e, starts[done]
                     if isinstance(e, TooBig):
                         # The server closed after it: no later chunk was read.
                         conn.close()
-                        break
+                        st["done"] = len(chunks)
+                        return
                 done += 1
-        except ConnectionError as e:
+                st["done"] = done
+        except ConnectionError:
             conn.close()
-            raise UnknownOutcome("MPUB", e, ids) from e
-        if first_error is not None:
-            first_error.done_ids = ids  # type: ignore[attr-defined]
-            first_error.failed_index = failed_index  # type: ignore[attr-defined]
-            raise first_error
-        return ids
+            raise
 
     def info(self, topic: str) -> TopicInfo:
         """INFO: the topic's figures. Raises NoTopic."""

@@ -249,6 +249,36 @@ class Commands(unittest.TestCase):
         self.c.publish(self.t, b"x", {"k": "v" * 1024})
         self.assertEqual(self.c.info(self.t).messages, 1)
 
+    def test_keyed_publish_reports_dup(self):
+        c = client()
+        t = topic_name()
+        c.create(t)
+        a = c.publish(t, b"x", key="k1")
+        self.assertFalse(a.dup)
+        b = c.publish(t, b"x", key="k1")
+        self.assertEqual((b, b.dup), (a, True))
+        d = c.publish_delayed(t, b"x", 60000, key="d1")
+        self.assertTrue(c.publish_delayed(t, b"x", 60000, key="d1").dup)
+        self.assertEqual(c.publish_delayed(t, b"x", 60000, key="d1"), d)
+        batch = [(b"1", None, "m1"), (b"2", {"h": "v"}, "m2")]
+        ids = c.publish_batch(t, batch)
+        self.assertFalse(ids.dup)
+        again = c.publish_batch(t, batch)
+        self.assertEqual((list(again), again.dup), (list(ids), True))
+        with self.assertRaises(smss.BadRequest):
+            c.publish_batch(t, [(b"1", None, "m2"), (b"2", None, "new")])
+        many = [(str(i).encode(), None, "many-%d" % i) for i in range(10)]
+        first = c.publish_many(t, many, chunk_count=3)
+        self.assertEqual(c.publish_many(t, many, chunk_count=3), first)
+        self.assertEqual(c.info(t).messages, 1 + 2 + 10)
+        for bad in ("", "a b", "x" * 129):
+            with self.assertRaises(smss.InvalidArgument):
+                c.publish(t, b"x", key=bad)
+        with self.assertRaises(smss.InvalidArgument):
+            c.publish(t, b"x", {"msgid": "a"}, key="b")
+        self.assertGreaterEqual(c.stats()["dedup_duplicates"], 4)
+        c.close()
+
     def test_mpub_ids_consecutive(self):
         self.c.create(self.t)
         ids = self.c.publish_batch(self.t, [b"a", (b"b", {"h": "1"}), ("c", None)])
@@ -724,6 +754,40 @@ class Failures(unittest.TestCase):
         self.assertEqual(e.command, "PUB")
         self.assertIsInstance(e, smss.ConnectionError)
         self.assertIsInstance(e, ConnectionError)  # the builtin too
+
+    def test_a_keyed_write_is_resent_after_the_server_died_and_gets_the_same_id(self):
+        c = client(self.server.addr, backoff_max=0.2)
+        t = topic_name()
+        c.create(t)
+        conn = c._conn
+        real_read = conn.read_line
+        answered = []
+
+        def read_line():
+            # The server wrote the message and answered; it dies before the
+            # client reads the reply, which is lost with the connection.
+            answered.append(real_read())
+            self.server.kill()
+            self.server.start(self.server.port)
+            raise smss.ConnectionError("the connection broke (simulated lost reply)")
+        conn.read_line = read_line
+        eid = c.publish(t, b"x", key="order-1")
+        self.assertEqual(len(answered), 1)
+        first = int(answered[0].split(" ")[1])
+        self.assertEqual(eid, first)
+        self.assertTrue(eid.dup, "the re-sent publish is the repeat of the first")
+        self.assertEqual(c.info(t).messages, 1)
+        # Without a key, the same break is still an unknown outcome.
+        conn = c._ensure()
+        real_read2 = conn.read_line
+
+        def read_line2():
+            real_read2()
+            raise smss.ConnectionError("the connection broke (simulated lost reply)")
+        conn.read_line = read_line2
+        with self.assertRaises(smss.UnknownOutcome):
+            c.publish(t, b"y")
+        c.close()
 
     def test_timeout_of_a_write_is_unknown_and_reads_retry(self):
         c = client(self.server.addr, timeout=0.3, reconnect_timeout=0.5)

@@ -11,6 +11,7 @@
 use log::info;
 
 use super::lease::{ID_LEASE_BLOCK, store_lease};
+use super::state::Repeat;
 use super::writer::Writer;
 use crate::protocol::Message;
 use crate::role::Role;
@@ -74,6 +75,10 @@ impl Writer {
                 if !self.state.has_topic(&topic) {
                     return Err(WriteError::NoTopic(topic));
                 }
+                if let Repeat::Dup(first, _) = self.state.dedup_one(&topic, &msg.headers, now) {
+                    self.state.count_duplicate();
+                    return Ok(WriteOk::Dup(first));
+                }
                 let id = self.state.next_id();
                 let r = self.append(&Record {
                     event_id: id,
@@ -96,6 +101,15 @@ impl Writer {
                 if msgs.is_empty() {
                     return Err(WriteError::Invalid("MPUB needs a message".into()));
                 }
+                let headers: Vec<&[u8]> = msgs.iter().map(|m| m.headers.as_slice()).collect();
+                match self.state.dedup_batch(&topic, &headers, now) {
+                    Ok(Repeat::New) => {}
+                    Ok(Repeat::Dup(first, last)) => {
+                        self.state.count_duplicate();
+                        return Ok(WriteOk::DupRange(first, last));
+                    }
+                    Err(why) => return Err(WriteError::Invalid(why)),
+                }
                 self.mpub(&topic, &msgs, now)
             }
             WriteOp::DPub {
@@ -105,6 +119,10 @@ impl Writer {
             } => {
                 if !self.state.has_topic(&topic) {
                     return Err(WriteError::NoTopic(topic));
+                }
+                if let Repeat::Dup(first, _) = self.state.dedup_one(&topic, &msg.headers, now) {
+                    self.state.count_duplicate();
+                    return Ok(WriteOk::Dup(first));
                 }
                 let id = self.state.next_id();
                 let due_ms = now.saturating_add(delay_ms);

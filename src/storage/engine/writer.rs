@@ -148,6 +148,9 @@ impl Writer {
             active_len,
             sealed_bytes,
         );
+        let mut state = WriterState::default();
+        let publish = &config.publish;
+        state.configure_dedup(publish.dedup_window_ms, publish.dedup_max_keys);
         Writer {
             tuning,
             store,
@@ -158,7 +161,7 @@ impl Writer {
             index_dir: dir.join("index"),
             dir,
             log,
-            state: WriterState::default(),
+            state,
             checkpoints: CheckpointGate::new(),
             poisoned: None,
             timers,
@@ -528,6 +531,9 @@ impl Writer {
         repl.lease.store(self.state.id_lease(), Ordering::Relaxed);
         let stats = &self.stats;
         self.state.take_counts().add_to(stats);
+        stats
+            .dedup_keys
+            .store(self.state.dedup_keys(), Ordering::Relaxed);
         stats
             .delayed_pending
             .store(self.state.pending().len() as u64, Ordering::Relaxed);

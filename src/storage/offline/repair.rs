@@ -222,6 +222,8 @@ fn reset_derived(dir: &Path, ex: &Examined, carried: &[TopicMeta]) -> Result<(),
         epochs: old.map_or_else(Vec::new, |c| c.epochs.clone()),
         topics: carried.to_vec(),
         delayed: Vec::new(),
+        // Derived again by replay, for the messages it re-applies.
+        dedup: Vec::new(),
         groups: old.map_or_else(Vec::new, |c| {
             c.groups.iter().filter(carried_group).cloned().collect()
         }),

@@ -92,6 +92,7 @@ pub(super) fn report(o: &Opts, conns: usize) -> Report {
         size: o.size,
         pipeline: o.pipeline,
         mpub: o.mpub,
+        key: o.key,
         batch: o.batch,
         ..Report::default()
     }

@@ -3,6 +3,7 @@
 //! stamping on (the replication visibility row), each message's first 8
 //! payload bytes carry its send time ([`mono_ns`], little-endian).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,33 @@ use crate::error::BenchError;
 use crate::opts::{Mode, Opts, Protocol};
 use crate::report::Report;
 use crate::wire::{self, Bean, Conn, Reply};
+
+/// Dedup keys handed out (`--key`): unique within the process, so within
+/// the run's fresh topic.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
+
+/// Writes a fresh key (16 hex digits) at `at` of each of the first `w`
+/// requests of `window`, requests `req_len` bytes apart.
+fn set_keys(window: &mut [u8], req_len: usize, at: usize, w: usize) {
+    let first = NEXT_KEY.fetch_add(w as u64, Ordering::Relaxed);
+    for i in 0..w {
+        let o = i * req_len + at;
+        let hex = format!("{:016x}", first + i as u64);
+        window[o..o + 16].copy_from_slice(hex.as_bytes());
+    }
+}
+
+/// One request's bytes, how many messages it carries and where its dedup
+/// key goes (`--key`).
+fn pub_request_keyed(o: &Opts, topic: &str, body: &[u8]) -> (Vec<u8>, u64, Option<usize>) {
+    if o.key && o.protocol == Protocol::Smss && o.mpub == 0 {
+        let mut req = Vec::new();
+        let at = wire::smss_pub_keyed(&mut req, topic, body);
+        return (req, 1, Some(at));
+    }
+    let (req, n) = pub_request(o, topic, body);
+    (req, n, None)
+}
 
 /// One request's bytes and how many messages it carries.
 fn pub_request(o: &Opts, topic: &str, body: &[u8]) -> (Vec<u8>, u64) {
@@ -127,6 +155,8 @@ struct PubJob {
     req_len: usize,
     /// Stamp offset in each request; `None` = the window is sent as built.
     stamp_at: Option<usize>,
+    /// Dedup key offset in each request (`--key`).
+    key_at: Option<usize>,
     proto: Protocol,
     pipeline: usize,
     max: Duration,
@@ -150,6 +180,7 @@ fn pub_thread(mut lanes: Vec<Lane>, job: PubJob) -> PubOut {
         window,
         req_len,
         stamp_at,
+        key_at,
         proto,
         pipeline,
         max,
@@ -163,7 +194,7 @@ fn pub_thread(mut lanes: Vec<Lane>, job: PubJob) -> PubOut {
     // (lane, when its window was written, requests in it) of this round.
     let mut sent: Vec<(usize, Instant, u64)> = Vec::with_capacity(lanes.len());
     // A stamping thread sends from its own copy, stamped before each write.
-    let mut own = stamp_at.map(|_| window.to_vec());
+    let mut own = stamp_at.or(key_at).map(|_| window.to_vec());
     barrier.wait();
     let deadline = Instant::now() + max;
     while lanes.iter().any(|l| l.left > 0) {
@@ -178,12 +209,17 @@ fn pub_thread(mut lanes: Vec<Lane>, job: PubJob) -> PubOut {
             }
             let w = (pipeline as u64).min(l.left);
             let t0 = Instant::now();
-            let bytes = match (own.as_mut(), stamp_at) {
-                (Some(buf), Some(at)) => {
-                    stamp(buf, req_len, at, w as usize, mono_ns());
+            let bytes = match own.as_mut() {
+                Some(buf) => {
+                    if let Some(at) = key_at {
+                        set_keys(buf, req_len, at, w as usize);
+                    }
+                    if let Some(at) = stamp_at {
+                        stamp(buf, req_len, at, w as usize, mono_ns());
+                    }
                     &buf[..]
                 }
-                _ => &window[..],
+                None => &window[..],
             };
             match l.c.send(&bytes[..w as usize * req_len]) {
                 Ok(()) => sent.push((i, t0, w)),
@@ -250,7 +286,7 @@ pub(super) fn fill(o: &Opts, topic: &str, count: u64, conns: usize) -> Result<Re
 /// carries its send time (see the module doc), when its request allows it.
 pub(super) fn pub_load(o: &Opts, topic: &str, stamped: bool) -> Result<Report, BenchError> {
     let body = payload(o.size);
-    let (req, per_req) = pub_request(o, topic, &body);
+    let (req, per_req, key_at) = pub_request_keyed(o, topic, &body);
     let mut window = Vec::with_capacity(req.len() * o.pipeline);
     for _ in 0..o.pipeline {
         window.extend_from_slice(&req);
@@ -281,6 +317,7 @@ pub(super) fn pub_load(o: &Opts, topic: &str, stamped: bool) -> Result<Report, B
             window: Arc::clone(&window),
             req_len: req.len(),
             stamp_at,
+            key_at,
             proto: o.protocol,
             pipeline: o.pipeline,
             max,

@@ -112,6 +112,25 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
                 label: format!("{tag} mpub C=16 B=32 P=4"),
                 r: measure(&server, &o)?,
             });
+            // Idempotent publish: the same 16-connection PUB load, each PUB
+            // with a unique dedup key, right after one without, so the two
+            // rows share the machine's mood (the target: keys cost <= 10%).
+            for key in [false, true] {
+                let mut o = pub_opts(
+                    Protocol::Smss,
+                    server.port,
+                    16,
+                    1,
+                    s.client_threads,
+                    s.max_secs,
+                );
+                o.key = key;
+                let what = if key { "with keys" } else { "without keys" };
+                rows.push(Row {
+                    label: format!("{tag} pub C=16 {what}"),
+                    r: measure(&server, &o)?,
+                });
+            }
             let st = smss_stats(&server.addr())?;
             let (disk, msgs) = (
                 stat_u64(&st, "disk_bytes"),

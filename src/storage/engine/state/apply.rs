@@ -20,7 +20,8 @@ use crate::storage::StoreError;
 use crate::storage::checkpoint::EpochMeta;
 use crate::storage::handles::IndexHandles;
 use crate::storage::index::{ENTRY_LEN, Entry};
-use crate::storage::log::record::{DeleteReason, GroupOp, Kind, Record};
+use crate::storage::log::record::{DeleteReason, FLAG_BATCH_MORE, GroupOp, Kind, Record};
+use crate::storage::now_ms;
 use crate::storage::view::{GroupState, Topic, TopicState};
 
 impl WriterState {
@@ -105,6 +106,9 @@ impl WriterState {
             }
             Kind::Group => self.apply_group(rec),
             Kind::DPub => {
+                if self.topics.contains_key(rec.topic) {
+                    self.note_key(rec);
+                }
                 let due_ms = rec.body_u64().unwrap_or(rec.timestamp_ms);
                 self.pending.insert(
                     rec.event_id,
@@ -127,6 +131,11 @@ impl WriterState {
                     && let Some(p) = self.pending.remove(&dpub)
                 {
                     self.undo.push(Undo::PendingRemoved(dpub, p));
+                }
+                // A fired delayed message repeats its DPUB's headers: the
+                // key belongs to the DPUB's id, noted when it was applied.
+                if rec.kind == Kind::Pub && self.topics.contains_key(rec.topic) {
+                    self.note_key(rec);
                 }
                 let Some(t) = self.topics.get_mut(rec.topic) else {
                     warn!(
@@ -185,7 +194,21 @@ impl WriterState {
         );
     }
 
+    /// The dedup table's part of applying a PUB or DPUB record.
+    fn note_key(&mut self, rec: &Record<'_>) {
+        let more = rec.flags & FLAG_BATCH_MORE != 0;
+        self.dedup.note(
+            rec.topic,
+            rec.headers,
+            rec.event_id,
+            rec.timestamp_ms,
+            more,
+            now_ms(),
+        );
+    }
+
     pub(super) fn drop_topic(&mut self, t: WriterTopic, reason: DeleteReason) {
+        self.dedup.drop_topic(&t.shared.name);
         self.index_bytes = self
             .index_bytes
             .saturating_sub(t.state.entries * ENTRY_LEN as u64);

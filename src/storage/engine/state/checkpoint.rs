@@ -9,12 +9,14 @@
 use std::path::Path;
 
 use super::WriterState;
+use super::dedup::Seen;
 use super::topic::{Change, Pending};
 use crate::storage::StoreError;
-use crate::storage::checkpoint::{Checkpoint, DelayedMeta, GroupMeta, TopicMeta};
+use crate::storage::checkpoint::{Checkpoint, DedupMeta, DelayedMeta, GroupMeta, TopicMeta};
 use crate::storage::handles::IndexHandles;
 use crate::storage::index::{self, ENTRY_LEN};
 use crate::storage::log::record::FORMAT_VERSION;
+use crate::storage::now_ms;
 use crate::storage::view::{GroupState, Topic, TopicState};
 
 impl WriterState {
@@ -98,6 +100,19 @@ impl WriterState {
             delayed,
             groups,
             gaps,
+            dedup: self
+                .dedup
+                .live_keys(now_ms())
+                .into_iter()
+                .map(|(topic, key, s)| DedupMeta {
+                    topic: topic.to_string(),
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    id: s.id,
+                    ts_ms: s.ts_ms,
+                    first: s.first,
+                    last: s.last,
+                })
+                .collect(),
         }
     }
 
@@ -188,6 +203,20 @@ impl WriterState {
                     t.dirty = true;
                     self.dirty.push(g.topic.clone());
                 }
+            }
+        }
+        // After the topics: a key of a topic the checkpoint does not hold
+        // (only a damaged file) is dropped.
+        let now = now_ms();
+        for d in &cp.dedup {
+            if self.topics.contains_key(&d.topic) {
+                let seen = Seen {
+                    id: d.id,
+                    ts_ms: d.ts_ms,
+                    first: d.first,
+                    last: d.last,
+                };
+                self.dedup.load(&d.topic, d.key.as_bytes(), seen, now);
             }
         }
         Ok(missing)

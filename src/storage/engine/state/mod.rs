@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 mod apply;
 mod checkpoint;
+mod dedup;
 mod topic;
 mod undo;
 
@@ -31,6 +32,8 @@ use crate::storage::index::ENTRY_LEN;
 use crate::storage::log::record::DeleteReason;
 use crate::storage::log::segment::Segment;
 pub(super) use apply::create_index;
+use dedup::Dedup;
+pub(super) use dedup::Repeat;
 pub(super) use topic::Change;
 use topic::{BatchCounts, Pending, WriterTopic};
 use undo::{Mark, Undo, UndoLog};
@@ -67,6 +70,8 @@ pub(super) struct WriterState {
     counts: BatchCounts,
     /// What to take back if the batch being built fails.
     undo: UndoLog,
+    /// The dedup keys within the window, per topic (see [`dedup`]).
+    dedup: Dedup,
 }
 
 impl WriterState {
@@ -79,11 +84,13 @@ impl WriterState {
             history: self.history,
             epochs: self.epochs.clone(),
         });
+        self.dedup.begin();
     }
 
     /// The batch is committed: nothing to take back any more.
     pub(super) fn end_batch(&mut self) {
         self.undo.end();
+        self.dedup.end();
     }
 
     /// Takes back the batch being built: every change to topics and pending
@@ -92,6 +99,7 @@ impl WriterState {
     /// (name, create id), to unlink; `None` when no batch is open.
     pub(super) fn revert(&mut self) -> Option<Vec<(String, u64)>> {
         let (mark, unlink) = self.undo.revert(&mut self.topics, &mut self.pending)?;
+        self.dedup.revert();
         self.changes.clear();
         self.dirty.clear();
         self.counts = BatchCounts::default();
@@ -125,6 +133,7 @@ impl WriterState {
                 self.undo.push(Undo::PendingRemoved(id, p));
             }
         }
+        self.dedup.clear();
         self.changes.push(Change::SegmentsDropped(old));
         self.last_id = 0;
         // Adopted once the snapshot is in (ReplSynced): until then a
@@ -190,6 +199,37 @@ impl WriterState {
         let before = self.counts.published;
         self.counts.published += n;
         before
+    }
+
+    /// Counts a publish answered as a duplicate (nothing written).
+    pub(super) fn count_duplicate(&mut self) {
+        self.counts.duplicates += 1;
+    }
+
+    /// Sets the dedup window (0: off) and the cap on keys held.
+    pub(super) fn configure_dedup(&mut self, window_ms: u64, max_keys: usize) {
+        self.dedup.configure(window_ms, max_keys);
+    }
+
+    /// A PUB or DPUB of `topic` with `headers`, against the dedup table.
+    pub(super) fn dedup_one(&self, topic: &str, headers: &[u8], now_ms: u64) -> Repeat {
+        self.dedup.check_one(topic, headers, now_ms)
+    }
+
+    /// An MPUB of `topic` whose messages have `headers`, against the dedup
+    /// table; `Err` names the key that makes it neither new nor a repeat.
+    pub(super) fn dedup_batch(
+        &self,
+        topic: &str,
+        headers: &[&[u8]],
+        now_ms: u64,
+    ) -> Result<Repeat, String> {
+        self.dedup.check_batch(topic, headers, now_ms)
+    }
+
+    /// Dedup keys held now (STATS `dedup_keys`).
+    pub(super) fn dedup_keys(&self) -> u64 {
+        self.dedup.held() as u64
     }
 
     /// Counts a topic that reached the end of its life in the batch.

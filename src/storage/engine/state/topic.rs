@@ -120,6 +120,8 @@ pub(in crate::storage::engine) struct BatchCounts {
     pub(super) topics_expired: u64,
     pub(super) delayed_dropped: u64,
     pub(super) dead_lettered: u64,
+    /// Publishes answered as duplicates of a keyed one (nothing written).
+    pub(super) duplicates: u64,
 }
 
 impl BatchCounts {
@@ -129,5 +131,6 @@ impl BatchCounts {
         Stats::add(&stats.topics_expired, self.topics_expired);
         Stats::add(&stats.delayed_dropped, self.delayed_dropped);
         Stats::add(&stats.dead_lettered, self.dead_lettered);
+        Stats::add(&stats.dedup_duplicates, self.duplicates);
     }
 }
