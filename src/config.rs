@@ -20,7 +20,7 @@
 //! `config/error.rs` ([`ConfigError`]), `config/legacy.rs` (the few keys of the
 //! original smss's config that this design does not need, read and explained:
 //! [`IgnoredKey`], so such a file is accepted) and `config/replication.rs` (the
-//! `replication:` section).
+//! `replication:` section), `config/tls.rs` (the `tls:` section).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -36,12 +36,14 @@ mod legacy;
 mod limits;
 mod replication;
 mod secret;
+mod tls;
 
 pub use self::error::ConfigError;
 use self::error::invalid;
 pub use self::http::HttpConfig;
 pub use self::legacy::{IgnoredKey, LegacyKey};
 pub use self::replication::ReplicationConfig;
+pub use self::tls::TlsConfig;
 
 /// Where the server looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/config.yaml";
@@ -153,6 +155,9 @@ pub struct Config {
     /// `http:` — the monitoring listener (`config/http.rs`).
     #[serde(deserialize_with = "de::section")]
     pub http: HttpConfig,
+    /// `tls:` — the TLS client port (`config/tls.rs`).
+    #[serde(deserialize_with = "de::section")]
+    pub tls: TlsConfig,
     /// Keys of the original smss's config found in the file, which have no effect
     /// here; the server logs one line for each at start.
     #[serde(skip)]
@@ -391,6 +396,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             replication: ReplicationConfig::default(),
             http: HttpConfig::default(),
+            tls: TlsConfig::default(),
             ignored: Vec::new(),
         }
     }
@@ -635,6 +641,7 @@ impl Config {
         }
 
         self.replication.validate()?;
+        self.tls.validate()?;
         Ok(())
     }
 
