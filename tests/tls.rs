@@ -308,3 +308,29 @@ fn wait_log(s: &Server, what: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn smss_cli_speaks_tls_with_its_ca() {
+    let (s, ca, _d) = tls_server("");
+    let addr = tls_addr(&s);
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+            .args(["--host", &addr])
+            .args(args)
+            .output()
+            .expect("run smss-cli")
+    };
+    let ca_file = ca.file.display().to_string();
+    let out = cli(&["--tls", "--ca", &ca_file, "create", "t"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["--tls", "--ca", &ca_file, "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains('t'));
+    // --tls without --ca: a usage error, nothing sent.
+    let out = cli(&["--tls", "ping"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca"));
+}
