@@ -1,5 +1,5 @@
 //! A connection's byte stream: a plain TCP socket or, with the `tls`
-//! feature, a TLS session over one. [`crate::wire::Wire`] (the server's
+//! feature, a TLS session over one. The wire (the server's
 //! side of a client) reads and writes through it; socket options
 //! (timeouts, nonblocking, shutdown) always act on the TCP socket below.
 //!
