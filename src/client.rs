@@ -47,6 +47,9 @@ use std::time::Duration;
 pub mod check;
 mod keyed;
 mod repl;
+mod stream;
+
+use self::stream::Io;
 
 pub use keyed::{Keyed, KeyedRange};
 pub use repl::SlaveInfo;
@@ -185,8 +188,8 @@ pub struct SubOptions {
 
 /// A blocking connection to an smss server.
 pub struct Client {
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    reader: BufReader<Io>,
+    writer: BufWriter<Io>,
     peer: String,
     /// Bytes of a line whose read was interrupted (by a timeout); the next
     /// `read_line` continues it, so a timed-out wait can simply be retried.
@@ -377,6 +380,39 @@ impl Client {
     /// Connects, trying each address `addr` resolves to, with `timeout` as
     /// connect, read and write timeout.
     pub fn connect_timeout(addr: &str, timeout: Duration) -> Result<Client> {
+        let stream = Client::tcp(addr, timeout)?;
+        Client::from_stream(stream, addr, timeout, |s| Ok(Io::Plain(s)))
+    }
+
+    /// Connects over TLS, verifying the server's certificate against the
+    /// CA certificate(s) in the PEM file `ca` for the host part of `addr`
+    /// (a name or an IP address the certificate must carry).
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(addr: &str, ca: &std::path::Path) -> Result<Client> {
+        let config = crate::tls::client_config(ca, None).map_err(ClientError::BadArgument)?;
+        Client::connect_tls_with(addr, config, DEFAULT_TIMEOUT)
+    }
+
+    /// Connects over TLS with a client configuration of the caller's (made
+    /// with [`crate::tls::client_config`], e.g. with a client certificate
+    /// for a server with `tls.clientCa`). The handshake happens here: a
+    /// certificate the CA did not sign fails now.
+    #[cfg(feature = "tls")]
+    pub fn connect_tls_with(
+        addr: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Result<Client> {
+        let stream = Client::tcp(addr, timeout)?;
+        let host = crate::tls::host_of(addr).to_string();
+        Client::from_stream(stream, addr, timeout, move |s| {
+            let tls = crate::tls::connect(config, &host, s)?;
+            Ok(Io::Tls(std::sync::Arc::new(std::sync::Mutex::new(tls))))
+        })
+    }
+
+    /// A connected socket to the first address of `addr` that answers.
+    fn tcp(addr: &str, timeout: Duration) -> Result<TcpStream> {
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|e| io_err(e, format_args!("resolving {addr}")))?
@@ -384,7 +420,7 @@ impl Client {
         let mut last = None;
         for a in &addrs {
             match TcpStream::connect_timeout(a, timeout) {
-                Ok(stream) => return Client::from_stream(stream, addr, timeout),
+                Ok(stream) => return Ok(stream),
                 Err(e) => last = Some(e),
             }
         }
@@ -394,12 +430,21 @@ impl Client {
         Err(io_err(e, format_args!("connecting to {addr}")))
     }
 
-    fn from_stream(stream: TcpStream, addr: &str, timeout: Duration) -> Result<Client> {
+    /// Sets the socket up, then `open` makes the stream of it (a TLS
+    /// handshake, for TLS: within the same timeouts).
+    fn from_stream(
+        stream: TcpStream,
+        addr: &str,
+        timeout: Duration,
+        open: impl FnOnce(TcpStream) -> io::Result<Io>,
+    ) -> Result<Client> {
         let ctx = |e| io_err(e, format_args!("setting up the connection to {addr}"));
         stream.set_read_timeout(Some(timeout)).map_err(ctx)?;
         stream.set_write_timeout(Some(timeout)).map_err(ctx)?;
         // Requests are small and answered one by one; don't let Nagle delay them.
         stream.set_nodelay(true).map_err(ctx)?;
+        let stream =
+            open(stream).map_err(|e| io_err(e, format_args!("TLS handshake with {addr}")))?;
         let write_half = stream.try_clone().map_err(ctx)?;
         Ok(Client {
             reader: BufReader::new(stream),

@@ -20,7 +20,7 @@
 //! `config/error.rs` ([`ConfigError`]), `config/legacy.rs` (the few keys of the
 //! original smss's config that this design does not need, read and explained:
 //! [`IgnoredKey`], so such a file is accepted) and `config/replication.rs` (the
-//! `replication:` section).
+//! `replication:` section), `config/tls.rs` (the `tls:` section).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -37,6 +37,7 @@ mod limits;
 mod publish;
 mod replication;
 mod secret;
+mod tls;
 
 pub use self::error::ConfigError;
 use self::error::invalid;
@@ -44,6 +45,7 @@ pub use self::http::HttpConfig;
 pub use self::legacy::{IgnoredKey, LegacyKey};
 pub use self::publish::PublishConfig;
 pub use self::replication::ReplicationConfig;
+pub use self::tls::TlsConfig;
 
 /// Where the server looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/config.yaml";
@@ -158,6 +160,9 @@ pub struct Config {
     /// `publish:` — idempotent publishing (`config/publish.rs`).
     #[serde(deserialize_with = "de::section")]
     pub publish: PublishConfig,
+    /// `tls:` — the TLS client port (`config/tls.rs`).
+    #[serde(deserialize_with = "de::section")]
+    pub tls: TlsConfig,
     /// Keys of the original smss's config found in the file, which have no effect
     /// here; the server logs one line for each at start.
     #[serde(skip)]
@@ -397,6 +402,7 @@ impl Default for Config {
             replication: ReplicationConfig::default(),
             http: HttpConfig::default(),
             publish: PublishConfig::default(),
+            tls: TlsConfig::default(),
             ignored: Vec::new(),
         }
     }
@@ -642,6 +648,7 @@ impl Config {
         }
 
         self.replication.validate()?;
+        self.tls.validate()?;
         Ok(())
     }
 

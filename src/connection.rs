@@ -50,6 +50,7 @@ use crate::storage::log::record::DeleteReason;
 use crate::storage::ops::{Reply, ReplySink, SinkTicket};
 use crate::storage::ops::{WriteOk, WriteOp};
 use crate::storage::view::Topic;
+use crate::stream::{Port, Stream};
 use crate::subscription;
 use crate::wire::{Flow, Input, Wire};
 use crate::writer_handle::{self, Asked, CallError, REPLY_TIMEOUT};
@@ -75,6 +76,8 @@ pub struct Conn {
     /// Its writes in flight, answered on its socket in request order by
     /// the thread that releases the writer's batches.
     replies: Arc<SocketReplies>,
+    /// The listener it came in on.
+    port: Port,
 }
 
 impl Drop for Conn {
@@ -86,20 +89,23 @@ impl Drop for Conn {
 
 /// The connection thread's body. `ticket`: its pre-auth slot, with
 /// `auth.token` set.
-pub fn serve(stream: TcpStream, broker: Arc<Broker>, mut ticket: Option<Ticket>) {
+/// `port`: the listener it came in on (a TLS handshake runs here first).
+pub fn serve(stream: TcpStream, broker: Arc<Broker>, mut ticket: Option<Ticket>, port: Port) {
     let addr = stream.peer_addr().ok();
     let peer = addr.map_or_else(|| "?".to_string(), |a| a.to_string());
     let ip = addr.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
     let stats_broker = Arc::clone(&broker);
-    match Conn::new(stream, peer.clone(), ip, broker, ticket.take()) {
-        Ok(mut c) => {
+    let opened = port.open(stream, &peer);
+    match opened.map(|s| Conn::new(s, peer.clone(), ip, broker, ticket.take(), port)) {
+        None => {}
+        Some(Ok(mut c)) => {
             match c.run() {
                 Ok(()) => debug!("{peer}: closed"),
                 Err(e) => debug!("{peer}: closed: {e}"),
             }
             ticket = c.preauth.take();
         }
-        Err((e, t)) => {
+        Some(Err((e, t))) => {
             warn!("{peer}: could not set up connection: {e}");
             ticket = t;
         }
@@ -116,17 +122,19 @@ pub fn serve(stream: TcpStream, broker: Arc<Broker>, mut ticket: Option<Ticket>)
 impl Conn {
     /// On error, gives the ticket back so the caller can free its slot.
     fn new(
-        stream: TcpStream,
+        stream: Stream,
         peer: String,
         ip: IpAddr,
         broker: Arc<Broker>,
         preauth: Option<Ticket>,
+        port: Port,
     ) -> Result<Conn, (io::Error, Option<Ticket>)> {
         let cfg = &broker.config;
         let write_timeout = Some(Duration::from_millis(cfg.timeout.net.write_ms));
         if let Err(e) = stream
+            .tcp()
             .set_write_timeout(write_timeout)
-            .and_then(|()| stream.set_nodelay(true))
+            .and_then(|()| stream.tcp().set_nodelay(true))
         {
             return Err((e, preauth));
         }
@@ -138,7 +146,7 @@ impl Conn {
         let authed = cfg.auth.token.is_empty();
         let auth_deadline =
             (!authed).then(|| Instant::now() + Duration::from_millis(cfg.timeout.auth_ms));
-        let wire = Wire::new(stream, limits);
+        let wire = Wire::over(stream, limits);
         let replies = Arc::new(SocketReplies::new(wire.raw_fd(), Arc::clone(&broker)));
         Ok(Conn {
             wire,
@@ -150,6 +158,7 @@ impl Conn {
             auth_deadline,
             auth_failures: 0,
             replies,
+            port,
         })
     }
 
@@ -187,8 +196,15 @@ impl Conn {
             }
             // Writes still in flight are answered on the socket by the
             // thread that releases them: no need to wait before reading.
+            // Not through TLS: there the answers wait for this thread.
+            if self.wire.is_tls() {
+                self.settle()?;
+            }
             self.wire.flush()?;
             match self.read_more()? {
+                Input::Data if !self.wire.is_tls() && self.wire.looks_like_tls() => {
+                    return self.close_tls_client();
+                }
                 Input::Data => {}
                 // An eviction shuts the socket's reading side: say why.
                 Input::Closed if self.evicted() => return self.close_evicted(),
@@ -207,6 +223,18 @@ impl Conn {
                 _ => Input::Data,
             }),
         }
+    }
+
+    /// A TLS ClientHello on the plain port: one plain-text line (which the
+    /// TLS client reports as a broken handshake; a person with `nc` or a
+    /// log reads it), then close.
+    fn close_tls_client(&mut self) -> io::Result<()> {
+        info!("{}: a TLS client on the plain port; closed", self.peer);
+        let why = self.port.tls_hint();
+        self.reply_err(&ProtoError::new(ErrCode::BadReq, why))?;
+        self.wire.flush()?;
+        self.wire.close_after_fatal();
+        Ok(())
     }
 
     fn auth_expired(&self) -> bool {

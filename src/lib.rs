@@ -107,8 +107,11 @@ pub mod role;
 pub mod server;
 pub(crate) mod stats;
 pub mod storage;
+pub(crate) mod stream;
 pub(crate) mod sub_batch;
 pub(crate) mod subscription;
 pub(crate) mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub(crate) mod wire;
 pub(crate) mod writer_handle;

@@ -65,7 +65,10 @@ struct Inner {
 /// One connection's replies; shared by the connection thread and the thread
 /// that releases the writer's answers.
 pub struct SocketReplies {
-    fd: RawFd,
+    /// `None` for a TLS connection: its bytes must go through the TLS
+    /// session, which only the connection thread holds, so the replies
+    /// wait in `unsent` until [`SocketReplies::settle`] takes them.
+    fd: Option<RawFd>,
     broker: Arc<Broker>,
     inner: Mutex<Inner>,
     answered: Condvar,
@@ -73,8 +76,9 @@ pub struct SocketReplies {
 
 impl SocketReplies {
     /// `fd`: the connection's socket, which stays open until
-    /// [`SocketReplies::close`].
-    pub fn new(fd: RawFd, broker: Arc<Broker>) -> SocketReplies {
+    /// [`SocketReplies::close`]; `None`: the connection sends the replies
+    /// itself (TLS), after [`SocketReplies::settle`].
+    pub fn new(fd: Option<RawFd>, broker: Arc<Broker>) -> SocketReplies {
         SocketReplies {
             fd,
             broker,
@@ -160,6 +164,9 @@ impl SocketReplies {
     /// Sends `buf` without waiting; returns how much the socket took (all
     /// of it when the peer is gone: nothing more can reach it).
     fn send_now(&self, buf: &[u8]) -> usize {
+        let Some(fd) = self.fd else {
+            return 0;
+        };
         let mut sent = 0;
         while sent < buf.len() {
             let rest = &buf[sent..];
@@ -169,7 +176,7 @@ impl SocketReplies {
             // of `rest.len()` bytes.
             let n = unsafe {
                 libc::send(
-                    self.fd,
+                    fd,
                     rest.as_ptr().cast(),
                     rest.len(),
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
@@ -253,6 +260,11 @@ impl ReplySink for SocketReplies {
 
     fn flush(&self) -> bool {
         let mut g = self.lock();
+        if self.fd.is_none() {
+            // The connection thread takes the replies in `settle`.
+            g.queued = false;
+            return true;
+        }
         if !g.closed && !g.unsent.is_empty() {
             // Sent without the lock: a send on loopback runs the peer's
             // receive path, too long to hold up the connection's next write.
@@ -294,7 +306,7 @@ mod tests {
     fn sink(fd: RawFd) -> Arc<SocketReplies> {
         let (tx, _rx) = crossbeam_channel::bounded(1);
         let broker = Arc::new(Broker::new(Config::default(), Role::Master, tx, 4));
-        Arc::new(SocketReplies::new(fd, broker))
+        Arc::new(SocketReplies::new(Some(fd), broker))
     }
 
     fn read_all(peer: &mut UnixStream, want: usize) -> String {

@@ -33,6 +33,7 @@ use crate::stats::Stats;
 use crate::storage;
 use crate::storage::engine::writer::Writer;
 use crate::storage::ops::{self, TimerReceivers, WriteOk, WriteOp};
+use crate::stream::Port;
 use crate::timer;
 use crate::writer_handle::CallError;
 
@@ -160,10 +161,30 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         peer::check_once(&broker, p);
     }
 
-    let listener = TcpListener::bind(listen).map_err(io_err(format!("binding {listen}")))?;
-    let local = listener
-        .local_addr()
-        .map_err(io_err("reading the listening address"))?;
+    let tls = tls_listener(&broker.config)?;
+    let tls_local = match &tls {
+        Some(t) => Some(
+            t.listener
+                .local_addr()
+                .map_err(io_err("reading the TLS address"))?,
+        ),
+        None => None,
+    };
+    // `tls.only`: no plain listener; READY names the TLS port then.
+    let listener = match tls_local {
+        Some(_) if broker.config.tls.only => None,
+        _ => Some(TcpListener::bind(listen).map_err(io_err(format!("binding {listen}")))?),
+    };
+    let local = match (&listener, tls_local) {
+        (Some(l), _) => l
+            .local_addr()
+            .map_err(io_err("reading the listening address"))?,
+        (None, Some(t)) => t,
+        (None, None) => return Err(Error::Startup("no listener to start".into())),
+    };
+    if let Some(t) = tls_local {
+        info!("TLS on {t}");
+    }
     info!("listening on {local} as {}", broker.role().as_str());
     // Logged once bound: with `port: 0` only the listener knows the real port.
     for w in broker.config.warnings_for(local) {
@@ -192,6 +213,10 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     ])
     .map_err(io_err("installing signal handlers"))?;
     let signal_handle = signals.handle();
+    // Before READY, so whoever waits for READY has it already.
+    if let Some(t) = tls_local {
+        println!("TLS {t}");
+    }
     // Tests and scripts wait for this line instead of guessing when we are up.
     println!("READY {local}");
     if let Some(Some(l)) = http {
@@ -203,11 +228,16 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     }
     let _ = std::io::stdout().flush();
 
+    let reload = tls.as_ref().map(TlsListener::reloader);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
                 if sig == signal_hook::consts::SIGHUP {
+                    // A renewed certificate: taken by the next handshake.
+                    if let Some(reload) = &reload {
+                        reload();
+                    }
                     // Log rotation: the stop signals are TERM and INT.
                     match crate::logging::reopen() {
                         Ok(Some(path)) => info!("SIGHUP: reopened the log {}", path.display()),
@@ -240,11 +270,22 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
             .map_err(io_err("starting the replication receiver"))?;
     }
 
-    let acc_broker = Arc::clone(&broker);
-    std::thread::Builder::new()
-        .name("acceptor".into())
-        .spawn(move || accept_loop(listener, acc_broker, fds.max_connections, preauth_max))
-        .map_err(io_err("starting the acceptor thread"))?;
+    let tls_port = tls_local.map(|a| a.port());
+    // Two listeners, two acceptors; the caps count both ports together.
+    let mut listeners = Vec::new();
+    if let Some(l) = listener {
+        listeners.push(("acceptor", l, Port::Plain { tls_port }));
+    }
+    if let Some(t) = tls {
+        listeners.push(("acceptor-tls", t.listener, t.port));
+    }
+    for (name, l, port) in listeners {
+        let acc_broker = Arc::clone(&broker);
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || accept_loop(l, acc_broker, fds.max_connections, preauth_max, port))
+            .map_err(io_err("starting the acceptor thread"))?;
+    }
 
     let wake = wake_rx.recv().unwrap_or(Wake::WriterExited);
     signal_handle.close();
@@ -252,6 +293,9 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         Wake::Signal(sig) => {
             info!("signal {sig}: shutting down");
             shutdown(&broker, local);
+            if let Some(t) = tls_local.filter(|t| *t != local) {
+                wake_acceptor(t);
+            }
             let _ = writer_thread.join();
             info!("bye");
             Ok(())
@@ -287,12 +331,7 @@ fn spawn_timers(broker: &Arc<Broker>, rx: TimerReceivers) -> Result<(), Error> {
 /// Stops accepting and lets the writer drain, fsync and checkpoint.
 fn shutdown(broker: &Broker, local: SocketAddr) {
     broker.begin_shutdown();
-    // Wake the acceptor out of accept() so it sees the flag.
-    let mut wake_addr = local;
-    if wake_addr.ip().is_unspecified() {
-        wake_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_secs(1));
+    wake_acceptor(local);
     match broker.writer.call_within(WriteOp::Shutdown, SHUTDOWN_WAIT) {
         Ok(WriteOk::Done) => {}
         Err(CallError::Busy | CallError::Gone) => {
@@ -300,6 +339,78 @@ fn shutdown(broker: &Broker, local: SocketAddr) {
         }
         other => warn!("the writer did not confirm shutdown: {other:?}"),
     }
+}
+
+/// Wakes an acceptor out of accept() so it sees the shutdown flag.
+fn wake_acceptor(listening: SocketAddr) {
+    let mut wake_addr = listening;
+    if wake_addr.ip().is_unspecified() {
+        wake_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_secs(1));
+}
+
+/// The TLS listener and what its connections need.
+struct TlsListener {
+    listener: TcpListener,
+    port: Port,
+}
+
+impl TlsListener {
+    /// What SIGHUP runs: reads the certificate and key again; a bad new
+    /// file leaves the old ones in force.
+    fn reloader(&self) -> Box<dyn Fn() + Send> {
+        match &self.port {
+            #[cfg(feature = "tls")]
+            Port::Tls(t) => {
+                let t = Arc::clone(t);
+                Box::new(move || match t.reload() {
+                    Ok(w) => {
+                        info!("SIGHUP: reloaded the TLS certificate and key");
+                        if let Some(w) = w {
+                            warn!("{w}");
+                        }
+                    }
+                    Err(e) => error!("SIGHUP: TLS not reloaded, the old certificate stays: {e}"),
+                })
+            }
+            Port::Plain { .. } => Box::new(|| {}),
+        }
+    }
+}
+
+/// Reads the certificate and key (an error names the file) and binds the
+/// TLS port, when `tls.cert` is set.
+#[cfg(feature = "tls")]
+fn tls_listener(config: &Config) -> Result<Option<TlsListener>, Error> {
+    if !config.tls.enabled() {
+        return Ok(None);
+    }
+    let (tls, warning) = crate::tls::ServerTls::load(&config.tls)
+        .map_err(|e| Error::Startup(format!("TLS: {e}")))?;
+    if let Some(w) = warning {
+        warn!("TLS: {w}");
+    }
+    let addr = SocketAddr::new(config.bind, config.tls.port);
+    let listener =
+        TcpListener::bind(addr).map_err(io_err(format!("binding the TLS port {addr}")))?;
+    Ok(Some(TlsListener {
+        listener,
+        port: Port::Tls(Arc::new(tls)),
+    }))
+}
+
+/// Built without TLS: a config that asks for it is refused, not ignored.
+#[cfg(not(feature = "tls"))]
+fn tls_listener(config: &Config) -> Result<Option<TlsListener>, Error> {
+    if config.tls.enabled() {
+        return Err(Error::Startup(
+            "this smss was built without TLS (cargo feature `tls`): remove tls.cert and \
+             tls.key from the config, or build with the default features"
+                .into(),
+        ));
+    }
+    Ok(None)
 }
 
 /// Raises the descriptor limit and splits it (see [`fds`]); logs both.
@@ -335,6 +446,7 @@ fn accept_loop(
     broker: Arc<Broker>,
     max_connections: usize,
     preauth_max: usize,
+    port: Port,
 ) {
     let max = max_connections as u64;
     let token_set = !broker.config.auth.token.is_empty();
@@ -398,10 +510,11 @@ fn accept_loop(
         let b = Arc::clone(&broker);
         let spare = stream.try_clone().ok();
         let ticket_id = ticket.as_ref().map(Ticket::id);
+        let port = port.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("conn-{peer}"))
             .stack_size(CONN_STACK_BYTES)
-            .spawn(move || connection::serve(stream, b, ticket));
+            .spawn(move || connection::serve(stream, b, ticket, port));
         if let Err(e) = spawned {
             warn!("cannot start a thread for {peer}: {e}");
             // Unless it was evicted meanwhile (its slot went on then).

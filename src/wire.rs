@@ -11,6 +11,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+
+use crate::stream::Stream;
 use std::time::{Duration, Instant};
 
 use crate::protocol::{Limits, MAX_LINE_BYTES, Parsed, ProtoError, Skip, next_request};
@@ -45,7 +47,7 @@ pub enum Input {
 }
 
 pub struct Wire {
-    stream: TcpStream,
+    stream: Stream,
     limits: Limits,
     inbuf: Vec<u8>,
     /// First unconsumed byte of `inbuf`.
@@ -61,6 +63,11 @@ pub struct Wire {
 impl Wire {
     /// Takes a socket already set up (timeouts, nodelay) by the caller.
     pub fn new(stream: TcpStream, limits: Limits) -> Wire {
+        Wire::over(Stream::Plain(stream), limits)
+    }
+
+    /// Like [`Wire::new`], over a plain socket or a TLS session.
+    pub fn over(stream: Stream, limits: Limits) -> Wire {
         Wire {
             stream,
             limits,
@@ -107,15 +114,37 @@ impl Wire {
     }
 
     /// A second handle on the socket, for a thread that only reads (a
-    /// replication sender's ACK reader).
+    /// replication sender's ACK reader). Not for a TLS session, whose
+    /// bytes only the session can read.
     pub fn try_clone_stream(&self) -> io::Result<TcpStream> {
-        self.stream.try_clone()
+        if self.stream.is_tls() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "replication is not served over a TLS connection yet: \
+                 point the slave at the plain port",
+            ));
+        }
+        self.stream.tcp().try_clone()
     }
 
     /// The socket's descriptor, for a thread that writes replies to it
-    /// while this connection lives ([`crate::reply_sink`]).
-    pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.stream)
+    /// while this connection lives ([`crate::reply_sink`]); `None` for a
+    /// TLS session, whose bytes must go through the session.
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        (!self.stream.is_tls()).then(|| std::os::fd::AsRawFd::as_raw_fd(self.stream.tcp()))
+    }
+
+    /// True for a TLS session.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
+    /// True when the unread input starts like a TLS ClientHello (a
+    /// handshake record, TLS major version 3): a TLS client on the plain port.
+    /// No request starts with that control byte; a payload being dropped
+    /// (`skip`) may, so it does not count.
+    pub fn looks_like_tls(&self) -> bool {
+        self.skip.is_none() && self.inbuf.get(self.start..self.start + 2) == Some(&[0x16, 0x03][..])
     }
 
     /// True once enough replies are queued to flush mid-pipeline.
@@ -147,9 +176,9 @@ impl Wire {
             if left.is_zero() {
                 return Ok(Input::Nothing);
             }
-            self.stream.set_read_timeout(Some(left))?;
+            self.stream.tcp().set_read_timeout(Some(left))?;
             let res = self.fill(false);
-            self.stream.set_read_timeout(None)?;
+            self.stream.tcp().set_read_timeout(None)?;
             match res {
                 Ok(0) => return Ok(Input::Closed),
                 Ok(_) => return Ok(Input::Data),
@@ -176,7 +205,7 @@ impl Wire {
         let old = self.inbuf.len();
         self.inbuf.resize(old + self.read_size, 0);
         if nonblocking {
-            self.stream.set_nonblocking(true)?;
+            self.stream.tcp().set_nonblocking(true)?;
         }
         let res = loop {
             match self.stream.read(&mut self.inbuf[old..]) {
@@ -185,7 +214,7 @@ impl Wire {
             }
         };
         if nonblocking {
-            self.stream.set_nonblocking(false)?;
+            self.stream.tcp().set_nonblocking(false)?;
         }
         match res {
             Ok(n) => {
@@ -208,6 +237,7 @@ impl Wire {
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
             self.stream.write_all(&self.out)?;
+            self.stream.flush()?;
             self.out.clear();
             if self.out.capacity() > 4 * OUT_FLUSH_BYTES {
                 self.out.shrink_to(OUT_FLUSH_BYTES);
@@ -220,7 +250,8 @@ impl Wire {
     /// buffer (a subscription's batch chunk), bounded by the write timeout.
     pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.flush()?;
-        self.stream.write_all(bytes)
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// Gives back the buffers' memory beyond a small read buffer (a
@@ -243,7 +274,7 @@ impl Wire {
         let deadline = Instant::now() + FATAL_DRAIN;
         let mut sink = [0u8; 4096];
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+            if left.is_zero() || self.stream.tcp().set_read_timeout(Some(left)).is_err() {
                 break;
             }
             match self.stream.read(&mut sink) {

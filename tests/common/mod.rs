@@ -54,6 +54,8 @@ impl Opts {
 pub struct Server {
     child: Option<Child>,
     pub addr: String,
+    /// The `TLS <addr>` line printed before READY, with `tls.cert` set.
+    pub tls_addr: Option<String>,
     /// The `HTTP <addr>` line that follows READY (see [`Server::http_addr`]).
     http: std::sync::Mutex<HttpLine>,
     pub dir: PathBuf,
@@ -209,6 +211,7 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         let (http_tx, http_rx) = std::sync::mpsc::channel();
+        let (tls_tx, tls_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut r = BufReader::new(stdout);
             let mut line = String::new();
@@ -219,6 +222,9 @@ impl Server {
                     Ok(_) => {
                         if let Some(addr) = line.trim().strip_prefix("READY ") {
                             let _ = tx.send(addr.to_string());
+                        }
+                        if let Some(addr) = line.trim().strip_prefix("TLS ") {
+                            let _ = tls_tx.send(addr.to_string());
                         }
                         if let Some(addr) = line.trim().strip_prefix("HTTP ") {
                             let _ = http_tx.send(addr.to_string());
@@ -241,6 +247,8 @@ impl Server {
         Server {
             child: Some(child),
             addr,
+            // Printed before READY, so already sent when READY is.
+            tls_addr: tls_rx.try_recv().ok(),
             http: std::sync::Mutex::new(HttpLine::Waiting(http_rx)),
             dir: dir.to_path_buf(),
             config: config.to_path_buf(),

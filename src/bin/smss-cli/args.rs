@@ -221,6 +221,12 @@ global options (before or after the command):
   --token-file FILE   the token, from the first line of FILE
   --timeout MS        read timeout, 0 = none (default 30000)
   --json              stats, list, info, groups, slaves: one JSON document
+  --tls               connect over TLS (the server's tls.port); needs --ca
+  --ca FILE           the CA certificate (PEM) that signed the server's
+                      certificate (no system roots are used)
+  --cert FILE, --cert-key FILE
+                      a client certificate and its key, for a server with
+                      tls.clientCa (`pub --key` is a dedup key)
   -h, --help          show this help, or after a command that command's
   -V, --version       show the version";
 
@@ -249,6 +255,11 @@ pub struct Global {
     pub timeout_ms: u64,
     /// `--json`: state as one JSON document.
     pub json: bool,
+    /// `--tls`, with `--ca` (and `--cert`/`--cert-key` for mutual TLS).
+    pub tls: bool,
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// A parsed command.
@@ -327,6 +338,10 @@ enum GlobalFlag {
     TokenFile,
     Timeout,
     Json,
+    Tls,
+    Ca,
+    Cert,
+    Key,
 }
 
 fn global_flag(arg: &lexopt::Arg<'_>) -> Option<GlobalFlag> {
@@ -337,6 +352,10 @@ fn global_flag(arg: &lexopt::Arg<'_>) -> Option<GlobalFlag> {
         lexopt::Arg::Long("token-file") => Some(GlobalFlag::TokenFile),
         lexopt::Arg::Long("timeout") => Some(GlobalFlag::Timeout),
         lexopt::Arg::Long("json") => Some(GlobalFlag::Json),
+        lexopt::Arg::Long("tls") => Some(GlobalFlag::Tls),
+        lexopt::Arg::Long("ca") => Some(GlobalFlag::Ca),
+        lexopt::Arg::Long("cert") => Some(GlobalFlag::Cert),
+        lexopt::Arg::Long("cert-key") => Some(GlobalFlag::Key),
         _ => None,
     }
 }
@@ -358,6 +377,10 @@ fn set_global(g: &mut Global, p: &mut lexopt::Parser, flag: GlobalFlag) -> Resul
         }
         GlobalFlag::Timeout => g.timeout_ms = number(p, "--timeout", "a number of milliseconds")?,
         GlobalFlag::Json => g.json = true,
+        GlobalFlag::Tls => g.tls = true,
+        GlobalFlag::Ca => g.ca = Some(p.value()?.into()),
+        GlobalFlag::Cert => g.cert = Some(p.value()?.into()),
+        GlobalFlag::Key => g.key = Some(p.value()?.into()),
     }
     Ok(())
 }
@@ -371,6 +394,10 @@ pub fn parse(mut p: lexopt::Parser) -> Result<Invocation> {
         token: None,
         timeout_ms: 30_000,
         json: false,
+        tls: false,
+        ca: None,
+        cert: None,
+        key: None,
     };
     // The environment sets defaults; flags win over it.
     if let Ok(v) = std::env::var(habits::ENV_HOST) {

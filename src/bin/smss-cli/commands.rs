@@ -75,6 +75,31 @@ fn pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// `--tls`: the server is verified against `--ca` only (this tool runs
+/// offline and trusts no system roots).
+#[cfg(feature = "tls")]
+fn connect_tls(g: &Global, addr: &str, timeout: Duration) -> Result<Client> {
+    let Some(ca) = &g.ca else {
+        return Err(CliError::Usage(
+            "--tls needs --ca FILE: the CA certificate that signed the server's".into(),
+        ));
+    };
+    let identity = match (&g.cert, &g.key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => return Err(CliError::Usage("--cert and --cert-key go together".into())),
+    };
+    let config = smss::tls::client_config(ca, identity).map_err(CliError::Usage)?;
+    Ok(Client::connect_tls_with(addr, config, timeout)?)
+}
+
+#[cfg(not(feature = "tls"))]
+fn connect_tls(_: &Global, _: &str, _: Duration) -> Result<Client> {
+    Err(CliError::Usage(
+        "this smss-cli was built without TLS (cargo feature `tls`)".into(),
+    ))
+}
+
 pub fn connect(g: &Global) -> Result<Client> {
     let addr = if g.host.contains(':') && !g.host.starts_with('[') {
         format!("[{}]:{}", g.host, g.port)
@@ -85,7 +110,11 @@ pub fn connect(g: &Global) -> Result<Client> {
         0 => Duration::from_secs(30),
         ms => Duration::from_millis(ms),
     };
-    let mut c = Client::connect_timeout(&addr, timeout)?;
+    let mut c = if g.tls || g.ca.is_some() || g.cert.is_some() {
+        connect_tls(g, &addr, timeout)?
+    } else {
+        Client::connect_timeout(&addr, timeout)?
+    };
     if g.timeout_ms == 0 {
         c.set_timeout(None)?;
     }

@@ -196,6 +196,7 @@ import builtins
 import re
 import select
 import socket
+import ssl
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -528,12 +529,21 @@ def _host_port(host: str, port: Optional[int]) -> Tuple[str, int]:
 class _Conn:
     """One socket with a buffered reader; broken for good after any I/O error."""
 
-    def __init__(self, addr: Tuple[str, int], timeout: float, token: Optional[str]):
+    def __init__(self, addr: Tuple[str, int], timeout: float, token: Optional[str],
+                 ssl_context: Optional["ssl.SSLContext"] = None):
         try:
             self.sock = socket.create_connection(addr, timeout=timeout)
         except OSError as e:
             raise ConnectionError("connect to %s:%d: %s" % (addr[0], addr[1], e)) from e
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl_context is not None:
+            # The handshake happens here: a certificate the context does not
+            # trust (or a plain port) fails now, as a connection error.
+            try:
+                self.sock = ssl_context.wrap_socket(self.sock, server_hostname=addr[0])
+            except (OSError, ssl.SSLError) as e:
+                self.sock.close()
+                raise ConnectionError("TLS handshake with %s:%d: %s" % (addr[0], addr[1], e)) from e
         self.rfile = self.sock.makefile("rb", buffering=65536)
         self.closed = False
         self.broken = False
@@ -628,6 +638,7 @@ class _Settings(NamedTuple):
     reconnect_timeout: float
     backoff_initial: float
     backoff_max: float
+    ssl_context: Optional["ssl.SSLContext"]
 
 
 def _connect_with_backoff(s: _Settings, deadline: Optional[float] = None) -> _Conn:
@@ -638,7 +649,7 @@ def _connect_with_backoff(s: _Settings, deadline: Optional[float] = None) -> _Co
     delay = s.backoff_initial
     while True:
         try:
-            return _Conn(s.addr, s.connect_timeout, s.token)
+            return _Conn(s.addr, s.connect_timeout, s.token, s.ssl_context)
         except (ConnectionError, Busy) as e:
             left = deadline - time.monotonic()
             if not s.reconnect or left <= 0:
@@ -664,6 +675,10 @@ class Client:
     * ``reconnect_timeout`` — how long to keep trying to connect (default 30 s).
     * ``backoff_initial``, ``backoff_max`` — the retry delay starts at the first
       and doubles up to the second (defaults 0.05 s and 2 s).
+    * ``ssl_context`` — an :class:`ssl.SSLContext` to speak TLS to the server's
+      ``tls.port`` (the host name is checked against its certificate), e.g.
+      ``ssl.create_default_context(cafile="ca.pem")``; add
+      ``ctx.load_cert_chain("client.pem", "client-key.pem")`` for ``tls.clientCa``.
 
     The connection opens on first use (or with :meth:`connect`). Use the client
     as a context manager, or call :meth:`close`.
@@ -672,11 +687,12 @@ class Client:
     def __init__(self, host: str = "127.0.0.1", port: Optional[int] = None, *,
                  token: Optional[str] = None, timeout: float = 10.0, connect_timeout: float = 5.0,
                  reconnect: bool = True, reconnect_timeout: float = 30.0,
-                 backoff_initial: float = 0.05, backoff_max: float = 2.0):
+                 backoff_initial: float = 0.05, backoff_max: float = 2.0,
+                 ssl_context: Optional["ssl.SSLContext"] = None):
         if token is not None and not re.match(r"[\x21-\x7e]{1,1024}\Z", token):
             raise InvalidArgument("the token must be 1-1024 bytes of visible ASCII")
         self._s = _Settings(_host_port(host, port), token, timeout, connect_timeout, reconnect,
-                            reconnect_timeout, backoff_initial, backoff_max)
+                            reconnect_timeout, backoff_initial, backoff_max, ssl_context)
         self._conn = None  # type: Optional[_Conn]
 
     @property

@@ -8,6 +8,8 @@ Run by tests/python_client.rs (`cargo test --test python_client`, part of
 * SMSS_BIN — the `smss` binary, for the tests that need servers of their own
   (auth, restarts, kill -9, a slave). Each one runs on port 0 in a temporary
   data directory and is stopped by its PID.
+* SMSS_TLS_ADDR, SMSS_TLS_CA — the same server's TLS port and the CA file
+  that signed its certificate (the TLS tests are skipped without them).
 
 By hand: `SMSS_BIN=target/debug/smss python3 -m unittest src/clients/python/test_smss.py`
 (without SMSS_ADDR the suite starts its shared server itself).
@@ -615,6 +617,31 @@ def worker(addr, topic, group, mode):
             break
     sub.stop()
     say("DONE")
+
+
+@unittest.skipUnless(os.environ.get("SMSS_TLS_ADDR"), "no SMSS_TLS_ADDR: no TLS server")
+class Tls(unittest.TestCase):
+    def test_commands_and_a_subscription_over_tls(self):
+        import ssl
+        ctx = ssl.create_default_context(cafile=os.environ["SMSS_TLS_CA"])
+        with client(os.environ["SMSS_TLS_ADDR"], ssl_context=ctx) as c:
+            t = topic_name("tls")
+            c.create(t)
+            first = c.publish(t, b"secret")
+            c.publish(t, b"two")
+            sub = c.subscribe(t, first - 1)
+            batch = next_batch(sub)
+            self.assertEqual([m.payload for m in batch][:1], [b"secret"])
+            batch.ack()
+            sub.stop()
+
+    def test_a_server_the_ca_did_not_sign_is_refused(self):
+        import ssl
+        ctx = ssl.create_default_context()  # the system roots: not our CA
+        c = client(os.environ["SMSS_TLS_ADDR"], ssl_context=ctx, reconnect=False)
+        with self.assertRaises(smss.ConnectionError):
+            c.connect()
+        c.close()
 
 
 class Auth(unittest.TestCase):

@@ -1,0 +1,115 @@
+//! A connection's byte stream: a plain TCP socket or, with the `tls`
+//! feature, a TLS session over one. The wire (the server's
+//! side of a client) reads and writes through it; socket options
+//! (timeouts, nonblocking, shutdown) always act on the TCP socket below.
+//!
+//! Owned by one connection thread; no lock, no channel.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+
+pub enum Stream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<crate::tls::ServerStream>),
+}
+
+impl Stream {
+    /// The TCP socket under the stream.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+
+    /// True for a TLS session: its bytes must go through the session, never
+    /// straight to the socket's descriptor.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, Stream::Plain(_))
+    }
+
+    /// Ends the connection both ways. A TLS session first says so
+    /// (close_notify, best effort) so the peer can tell an end from a cut.
+    pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Stream::Tls(s) = self {
+            s.conn.send_close_notify();
+            let _ = s.conn.complete_io(&mut s.sock);
+        }
+        self.tcp().shutdown(how)
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    /// For TLS, sends what the session still holds: rustls's `write` does
+    /// not report a socket error (or a write timeout), `flush` does.
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Which listener a connection came in on.
+#[derive(Clone)]
+pub enum Port {
+    /// The plain port; `tls_port` is the TLS one, if any, named to a TLS
+    /// client that came here by mistake.
+    Plain { tls_port: Option<u16> },
+    /// The TLS port: the connection's thread runs the handshake first.
+    #[cfg(feature = "tls")]
+    Tls(std::sync::Arc<crate::tls::ServerTls>),
+}
+
+impl Port {
+    /// The connection's stream, once its TLS handshake (if any) is done;
+    /// `None` after logging why it failed (one line: a plain client on
+    /// the TLS port, an unknown client certificate, ...).
+    pub fn open(&self, tcp: TcpStream, peer: &str) -> Option<Stream> {
+        // Named only in the TLS arm's log line.
+        let _ = peer;
+        match self {
+            Port::Plain { .. } => Some(Stream::Plain(tcp)),
+            #[cfg(feature = "tls")]
+            Port::Tls(tls) => match tls.accept(tcp) {
+                Ok(s) => Some(Stream::Tls(Box::new(s))),
+                Err(why) => {
+                    log::info!("{peer}: TLS handshake failed: {why}; closed");
+                    None
+                }
+            },
+        }
+    }
+
+    /// What a TLS client on the plain port is told.
+    pub fn tls_hint(&self) -> String {
+        match self {
+            Port::Plain {
+                tls_port: Some(port),
+            } => format!("this port speaks plain text; use the TLS port {port}"),
+            _ => "this port speaks plain text, not TLS".into(),
+        }
+    }
+}
