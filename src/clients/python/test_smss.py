@@ -374,7 +374,9 @@ class Commands(unittest.TestCase):
             self.assertIsInstance(e, smss.SmssError)
 
 
-class Subscriptions(unittest.TestCase):
+class WithTopic(unittest.TestCase):
+    """A client and a fresh topic per test."""
+
     def setUp(self):
         self.c = client()
         self.t = topic_name()
@@ -382,6 +384,9 @@ class Subscriptions(unittest.TestCase):
 
     def tearDown(self):
         self.c.close()
+
+
+class Subscriptions(WithTopic):
 
     def test_batches_ack_and_stop(self):
         ids = self.c.publish_batch(self.t, [b"%d" % i for i in range(5)])
@@ -441,14 +446,7 @@ class Subscriptions(unittest.TestCase):
             self.assertEqual([(m.event_id, m.payload) for m in batch], [(eid, b"new")])
 
 
-class Groups(unittest.TestCase):
-    def setUp(self):
-        self.c = client()
-        self.t = topic_name()
-        self.c.create(self.t)
-
-    def tearDown(self):
-        self.c.close()
+class Groups(WithTopic):
 
     def test_group_position_groups_and_groupdel(self):
         ids = self.c.publish_batch(self.t, [b"1", b"2", b"3"])
