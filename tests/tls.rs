@@ -136,6 +136,15 @@ fn every_command_works_over_tls() {
     g.ack().expect("ACK");
     g.stop().expect("STOP");
     assert_eq!(c.groups("t").expect("GROUPS").len(), 1);
+    // REPL is not served over TLS yet: a clear refusal, and the
+    // connection stays usable.
+    c.send_raw(b"REPL 0 format=3\r\n").expect("send REPL");
+    let line = c.read_line().expect("REPL answer");
+    assert!(
+        line.starts_with("ERR BADREQ replication is not served over TLS yet"),
+        "{line}"
+    );
+    c.ping().expect("PING after the refused REPL");
     c.delete("t").expect("DELETE");
     // The plain port still works beside it.
     Client::connect(&s.addr)

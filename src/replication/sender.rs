@@ -83,6 +83,15 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
         encode_err(&mut wire.out, &ProtoError::new(ErrCode::BadReq, why));
         return Ok(Flow::Continue);
     }
+    if wire.is_tls() {
+        // The ACK reader needs a second handle on the socket, which a TLS
+        // session cannot give: say so rather than drop the connection.
+        let why = "replication is not served over TLS yet: point the slave (or smss-cli \
+                   backup) at the plain port";
+        warn!("{peer}: REPL refused: {why}");
+        encode_err(&mut wire.out, &ProtoError::new(ErrCode::BadReq, why));
+        return Ok(Flow::Continue);
+    }
     let silence = Duration::from_millis(broker.config.replication.slave_timeout_ms);
     let acks = Arc::new(Acks::default());
     // A socket this server cannot use is a session that cannot stream: the
