@@ -6,8 +6,8 @@ or put its directory on ``PYTHONPATH``; ``import smss``.
 smss is a small persistent message queue: topics hold messages in a commit
 log, every write gets the next value of one global, increasing *event id*, and
 subscribers read from any event id, in batches that they acknowledge. This
-module speaks the server's text protocol (README.md, "Protocol") over plain
-blocking TCP sockets with timeouts.
+module speaks the server's text protocol (README.md, "Protocol") over
+blocking TCP sockets with timeouts, or TLS (``ssl_context=``).
 
 Quick start
 -----------
