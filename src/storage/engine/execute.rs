@@ -72,12 +72,8 @@ impl Writer {
                 self.append_delete(&topic, reason, now).map(WriteOk::Id)
             }
             WriteOp::Pub { topic, msg } => {
-                if !self.state.has_topic(&topic) {
-                    return Err(WriteError::NoTopic(topic));
-                }
-                if let Repeat::Dup(first, _) = self.state.dedup_one(&topic, &msg.headers, now) {
-                    self.state.count_duplicate();
-                    return Ok(WriteOk::Dup(first));
+                if let Some(answer) = self.single_write(&topic, &msg.headers, now)? {
+                    return Ok(answer);
                 }
                 let id = self.state.next_id();
                 let r = self.append(&Record {
@@ -117,12 +113,8 @@ impl Writer {
                 delay_ms,
                 msg,
             } => {
-                if !self.state.has_topic(&topic) {
-                    return Err(WriteError::NoTopic(topic));
-                }
-                if let Repeat::Dup(first, _) = self.state.dedup_one(&topic, &msg.headers, now) {
-                    self.state.count_duplicate();
-                    return Ok(WriteOk::Dup(first));
+                if let Some(answer) = self.single_write(&topic, &msg.headers, now)? {
+                    return Ok(answer);
                 }
                 let id = self.state.next_id();
                 let due_ms = now.saturating_add(delay_ms);
@@ -213,6 +205,25 @@ impl Writer {
             Err(super::groups::GroupErr::Refused(e)) => Err(e),
             Err(super::groups::GroupErr::Store(e)) => self.fail(e),
         }
+    }
+
+    /// What a PUB or DPUB to `topic` checks before it writes: the topic
+    /// exists, and the message's key (if any) is not in its window — else
+    /// the first write's answer, marked a duplicate (nothing written).
+    fn single_write(
+        &mut self,
+        topic: &str,
+        headers: &[u8],
+        now: u64,
+    ) -> Result<Option<WriteOk>, WriteError> {
+        if !self.state.has_topic(topic) {
+            return Err(WriteError::NoTopic(topic.to_string()));
+        }
+        if let Repeat::Dup(first, _) = self.state.dedup_one(topic, headers, now) {
+            self.state.count_duplicate();
+            return Ok(Some(WriteOk::Dup(first)));
+        }
+        Ok(None)
     }
 
     fn create(&mut self, topic: &str, life_ms: u64, now: u64) -> Result<WriteOk, StoreError> {
