@@ -382,15 +382,13 @@ impl GroupSub<'_> {
                     }
                     let input = self.sub.sub_input(Some(self.sub.ack_wait))?;
                     match input {
-                        SubInput::Ack if !commits => {
-                            Stats::add(&self.sub.broker.stats.messages_acked, plan.n as u64);
-                            self.outstanding = None;
-                            self.member.pending(0);
-                        }
                         SubInput::Ack => {
                             Stats::add(&self.sub.broker.stats.messages_acked, plan.n as u64);
                             self.outstanding = None;
                             self.member.pending(0);
+                            if !commits {
+                                continue;
+                            }
                             if let Err(e) = self.submit(WriteOp::GroupCommit {
                                 topic: topic.name.clone(),
                                 group: self.name.clone(),

@@ -286,10 +286,9 @@ impl Writer {
                 committed: Instant::now(),
                 replies,
             };
-            match releaser.send(held) {
-                Ok(()) => return,
-                // The releaser is gone (shutdown): answer directly.
-                Err(e) => Releaser::default().release(e.into_inner().replies),
+            // The releaser is gone (shutdown): answer directly.
+            if let Err(e) = releaser.send(held) {
+                Releaser::default().release(e.into_inner().replies);
             }
             return;
         }
