@@ -20,9 +20,11 @@ run-master: build
 run-slave: build
 	./target/release/smss --config $(SLAVE_CONFIG) --role slave --master $(MASTER)
 
-# The one test command: unit tests and integration tests against the real binary.
+# The one test command: unit tests and integration tests against the real binary;
+# then the build without the `tls` feature and its own test (TLS keys refused).
 test:
 	$(CARGO) test
+	$(CARGO) test --no-default-features --test tls_off
 
 # Benchmarks (not part of `make test`): starts its own smss with a temp data dir,
 # fsync always then interval, then master+slave pairs for the replication rows

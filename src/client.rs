@@ -47,7 +47,7 @@ use std::time::Duration;
 pub mod check;
 mod keyed;
 mod repl;
-mod stream;
+pub mod stream;
 
 use self::stream::Io;
 

@@ -943,6 +943,7 @@ replication: { sync: true, syncTimeoutMs: 37, minSlaves: 2, peer: "127.0.0.1:123
                 min_slaves: 2,
                 peer: Some("127.0.0.1:12302".into()),
                 slave_timeout_ms: 4000,
+                ..ReplicationConfig::default()
             }
         );
         // Fractional days: 0.0001 d = 8640 ms.

@@ -157,8 +157,14 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
     }
     // An old master restarted while its peer was promoted must not take a
     // single write: ask the peer before listening.
+    // The link to the master or peer (TLS files read now, so a bad one
+    // stops the start with its name).
+    let dialer = Arc::new(
+        crate::replication::dial::Dialer::from_config(&broker.config.replication)
+            .map_err(Error::Startup)?,
+    );
     if let Some(p) = &peer_addr {
-        peer::check_once(&broker, p);
+        peer::check_once(&broker, &dialer, p);
     }
 
     let tls = tls_listener(&broker.config)?;
@@ -266,7 +272,7 @@ pub fn run(args: ServerArgs) -> Result<(), Error> {
         let event = args.event;
         std::thread::Builder::new()
             .name("repl-receiver".into())
-            .spawn(move || receiver::run(b, master, event, peer))
+            .spawn(move || receiver::run(b, dialer, master, event, peer))
             .map_err(io_err("starting the replication receiver"))?;
     }
 

@@ -12,6 +12,10 @@ pub enum Stream {
     Plain(TcpStream),
     #[cfg(feature = "tls")]
     Tls(Box<crate::tls::ServerStream>),
+    /// The sending half of a TLS session whose receiving half another
+    /// thread holds (a replication sender's ACK reader): write only.
+    #[cfg(feature = "tls")]
+    TlsSent(Box<crate::tls::SharedWriter>),
 }
 
 impl Stream {
@@ -21,6 +25,8 @@ impl Stream {
             Stream::Plain(s) => s,
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.get_ref(),
+            #[cfg(feature = "tls")]
+            Stream::TlsSent(s) => s.tcp(),
         }
     }
 
@@ -38,6 +44,10 @@ impl Stream {
             s.conn.send_close_notify();
             let _ = s.conn.complete_io(&mut s.sock);
         }
+        #[cfg(feature = "tls")]
+        if let Stream::TlsSent(s) = self {
+            return s.shutdown(how);
+        }
         self.tcp().shutdown(how)
     }
 }
@@ -48,6 +58,12 @@ impl Read for Stream {
             Stream::Plain(s) => s.read(buf),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.read(buf),
+            // The other thread reads this session.
+            #[cfg(feature = "tls")]
+            Stream::TlsSent(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this TLS session is read by another thread",
+            )),
         }
     }
 }
@@ -58,6 +74,8 @@ impl Write for Stream {
             Stream::Plain(s) => s.write(buf),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Stream::TlsSent(s) => s.write(buf),
         }
     }
 
@@ -68,6 +86,8 @@ impl Write for Stream {
             Stream::Plain(s) => s.flush(),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Stream::TlsSent(s) => s.flush(),
         }
     }
 }

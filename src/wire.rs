@@ -113,18 +113,35 @@ impl Wire {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
-    /// A second handle on the socket, for a thread that only reads (a
-    /// replication sender's ACK reader). Not for a TLS session, whose
-    /// bytes only the session can read.
-    pub fn try_clone_stream(&self) -> io::Result<TcpStream> {
-        if self.stream.is_tls() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "replication is not served over a TLS connection yet: \
-                 point the slave at the plain port",
-            ));
+    /// A reading handle for a second thread (a replication sender's ACK
+    /// reader) while this wire goes on writing, and the socket under both
+    /// (read timeout, shutdown). A TLS session is split in two
+    /// ([`crate::tls::split`]); the wire then only writes.
+    pub fn reading_half(&mut self) -> io::Result<(Box<dyn Read + Send>, TcpStream)> {
+        // Every clone first: once a session is taken apart, nothing may fail.
+        let tcp = self.stream.tcp().try_clone()?;
+        let reader = tcp.try_clone()?;
+        let spare = tcp.try_clone()?;
+        match std::mem::replace(&mut self.stream, Stream::Plain(spare)) {
+            Stream::Plain(s) => {
+                self.stream = Stream::Plain(s);
+                Ok((Box::new(reader), tcp))
+            }
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => {
+                let (w, r) = crate::tls::split(*s, reader);
+                self.stream = Stream::TlsSent(Box::new(w));
+                Ok((Box::new(r), tcp))
+            }
+            #[cfg(feature = "tls")]
+            sent @ Stream::TlsSent(_) => {
+                self.stream = sent;
+                Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this TLS session was split already",
+                ))
+            }
         }
-        self.stream.tcp().try_clone()
     }
 
     /// The socket's descriptor, for a thread that writes replies to it

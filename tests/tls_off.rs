@@ -15,3 +15,14 @@ fn tls_keys_stop_a_server_built_without_tls() {
     assert!(!status.success());
     assert!(err.contains("built without TLS"), "{err}");
 }
+
+#[test]
+fn replication_tls_stops_a_server_built_without_tls() {
+    let d = tempdir();
+    let section = "replication:\n  tls: true\n  tlsCa: ca.pem\n";
+    write_config(d.path(), &Opts::new().section(section));
+    let (status, err) = Server::start_failing(d.path());
+    assert!(!status.success());
+    assert!(err.contains("built without TLS"), "{err}");
+    assert!(err.contains("replication.tls"), "{err}");
+}

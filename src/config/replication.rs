@@ -5,6 +5,8 @@
 //! like every section: see `config/de.rs`) and its checks. Read once at start
 //! like the rest of the config.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::check_ms;
@@ -30,6 +32,19 @@ pub struct ReplicationConfig {
     /// A slave that sends nothing (no ACK, no heartbeat answer) for this long
     /// is dropped; a slave drops a master as silent after the same time.
     pub slave_timeout_ms: u64,
+    /// `replication.tls`: a slave connects to its master (and a master
+    /// looks at its peer) over TLS; the master's address is its TLS port.
+    pub tls: bool,
+    /// `replication.tlsCa`: the CA certificate(s) (PEM) the master's
+    /// certificate must chain to.
+    #[serde(deserialize_with = "super::tls::path")]
+    pub tls_ca: Option<PathBuf>,
+    /// `replication.tlsCert` / `tlsKey`: the slave's own certificate and key
+    /// (PEM), for a master with `tls.clientCa`.
+    #[serde(deserialize_with = "super::tls::path")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(deserialize_with = "super::tls::path")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ReplicationConfig {
@@ -40,6 +55,10 @@ impl Default for ReplicationConfig {
             min_slaves: 0,
             peer: None,
             slave_timeout_ms: 10_000,
+            tls: false,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -68,6 +87,18 @@ impl ReplicationConfig {
         }
         if let Some(peer) = &self.peer {
             check_peer(peer)?;
+        }
+        if self.tls && self.tls_ca.is_none() {
+            return Err(invalid(
+                "replication.tlsCa",
+                "replication.tls is on: name the CA file that signed the master's certificate",
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "replication.tlsCert",
+                "replication.tlsCert and replication.tlsKey go together",
+            ));
         }
         Ok(())
     }

@@ -87,7 +87,7 @@ fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 }
 
 /// A file path; empty is not set.
-fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+pub(super) fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     Ok(Option::<String>::deserialize(d)?
         .filter(|p| !p.trim().is_empty())
         .map(PathBuf::from))

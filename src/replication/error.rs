@@ -13,6 +13,9 @@ pub enum ReplError {
     /// A socket step failed; `what` says which (connecting to …, reading
     /// records from the master, …).
     Io { what: String, source: io::Error },
+    /// No link to the peer: the connection or its TLS handshake failed
+    /// (the text names the address and the step).
+    Connect(String),
     /// The peer sent something this side cannot follow (a bad frame, a
     /// record not followed by CRLF, a line too long).
     Protocol(String),
@@ -40,7 +43,7 @@ impl fmt::Display for ReplError {
         match self {
             ReplError::Io { what, source } => write!(f, "{what}: {source}"),
             ReplError::Protocol(m) | ReplError::Writer(m) | ReplError::Ended(m) => f.write_str(m),
-            ReplError::Refused(m) => f.write_str(m),
+            ReplError::Refused(m) | ReplError::Connect(m) => f.write_str(m),
             ReplError::Log(e) => write!(f, "reading the log: {e}"),
         }
     }

@@ -18,13 +18,14 @@
 //! through the writer.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
 use crate::broker::Broker;
 use crate::protocol::MAX_LINE_BYTES;
+use crate::replication::dial::Dialer;
 use crate::role::Role;
 use crate::storage::ops::{WriteOk, WriteOp};
 use crate::storage::role::RoleClaim;
@@ -83,26 +84,19 @@ pub fn decide_role(cli: Role, claim: Option<RoleClaim>, demote: bool) -> (Role, 
 }
 
 /// Asks `peer` for its role. `Err` says why there is no answer.
-pub fn probe(peer: &str, token: &str) -> Result<PeerView, String> {
-    let addr = peer
-        .to_socket_addrs()
-        .map_err(|e| format!("resolving {peer}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{peer} resolves to no address"))?;
-    let s = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
-        .map_err(|e| format!("connecting to {peer}: {e}"))?;
-    let mut w = s
-        .set_read_timeout(Some(PROBE_TIMEOUT))
-        .and_then(|_| s.set_write_timeout(Some(PROBE_TIMEOUT)))
-        .and_then(|_| s.try_clone())
+pub fn probe(dialer: &Dialer, peer: &str, token: &str) -> Result<PeerView, String> {
+    let (io, _) = dialer.connect(peer, PROBE_TIMEOUT, PROBE_TIMEOUT)?;
+    let mut w = io
+        .try_clone()
         .map_err(|e| format!("setting up the socket to {peer}: {e}"))?;
-    let mut r = BufReader::new(s);
+    let mut r = BufReader::new(io);
     let mut ask = String::new();
     if !token.is_empty() {
         ask.push_str(&format!("AUTH {token}\r\n"));
     }
     ask.push_str("ROLE\r\nQUIT\r\n");
     w.write_all(ask.as_bytes())
+        .and_then(|_| w.flush())
         .map_err(|e| format!("writing to {peer}: {e}"))?;
     let mut line = || -> Result<String, String> {
         let mut buf = Vec::new();
@@ -201,11 +195,11 @@ fn step_down(broker: &Broker, peer: &str, epoch: u64) {
 
 /// One look at the peer: steps down when the rule says so. Returns the
 /// verdict (also `Keep` when the peer does not answer or this is a slave).
-pub fn check_once(broker: &Broker, peer: &str) -> Verdict {
+pub fn check_once(broker: &Broker, dialer: &Dialer, peer: &str) -> Verdict {
     if broker.role() != Role::Master {
         return Verdict::Keep;
     }
-    let view = match probe(peer, &broker.config.auth.token) {
+    let view = match probe(dialer, peer, &broker.config.auth.token) {
         Ok(v) => v,
         Err(_) => return Verdict::Keep,
     };
@@ -222,14 +216,16 @@ pub fn check_once(broker: &Broker, peer: &str) -> Verdict {
 /// verdict is logged once, when it begins.
 pub struct Watch {
     peer: String,
+    dialer: Arc<Dialer>,
     said: Option<Verdict>,
     next: Instant,
 }
 
 impl Watch {
-    pub fn new(peer: String) -> Watch {
+    pub fn new(peer: String, dialer: Arc<Dialer>) -> Watch {
         Watch {
             peer,
+            dialer,
             said: None,
             next: Instant::now() + PROBE_EVERY,
         }
@@ -240,7 +236,7 @@ impl Watch {
         if Instant::now() < self.next {
             return;
         }
-        let verdict = check_once(broker, &self.peer);
+        let verdict = check_once(broker, &self.dialer, &self.peer);
         self.next = Instant::now() + PROBE_EVERY;
         if self.said == Some(verdict) {
             return;

@@ -21,7 +21,7 @@
 //! codec's in `protocol::repl` and documented in README (Replication).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -29,8 +29,10 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::broker::Broker;
+use crate::client::stream::Io;
 use crate::protocol::MAX_LINE_BYTES;
 use crate::protocol::repl::{Answer, Frame, MasterPos, encode_ack, parse_frame, parse_repl_ok};
+use crate::replication::dial::Dialer;
 use crate::replication::error::ReplError;
 use crate::replication::peer::Watch;
 use crate::replication::state::LinkState;
@@ -60,10 +62,16 @@ enum End {
 
 /// The thread body: replicate from `master` until PROMOTE or shutdown.
 /// `event`: where an empty slave starts (`--event`).
-pub fn run(broker: Arc<Broker>, master: String, event: Option<u64>, peer: String) {
+pub fn run(
+    broker: Arc<Broker>,
+    dialer: Arc<Dialer>,
+    master: String,
+    event: Option<u64>,
+    peer: String,
+) {
     let node = node_id();
     let mut backoff = BACKOFF_MIN;
-    let mut watch = Watch::new(peer);
+    let mut watch = Watch::new(peer, Arc::clone(&dialer));
     loop {
         if broker.is_shutting_down() {
             return;
@@ -82,7 +90,7 @@ pub fn run(broker: Arc<Broker>, master: String, event: Option<u64>, peer: String
             m.state = LinkState::Connecting;
         });
         let started = Instant::now();
-        match session(&broker, &master, event, node) {
+        match session(&broker, &dialer, &master, event, node) {
             Ok(End::Stop) => {}
             Ok(End::Again) => continue,
             Err(e) => {
@@ -126,8 +134,11 @@ fn node_id() -> u64 {
 }
 
 struct Link {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
+    r: BufReader<Io>,
+    /// The same stream, for writing (a TLS session is shared by both).
+    w: Io,
+    /// The socket under both, for a non-blocking look.
+    tcp: TcpStream,
 }
 
 impl Link {
@@ -152,11 +163,11 @@ impl Link {
     fn more_records_waiting(&mut self) -> bool {
         if self.r.buffer().is_empty() {
             // The clone shares the socket's flags: non-blocking for one look.
-            if self.w.set_nonblocking(true).is_err() {
+            if self.tcp.set_nonblocking(true).is_err() {
                 return false;
             }
             let filled = self.r.fill_buf().is_ok();
-            if self.w.set_nonblocking(false).is_err() || !filled {
+            if self.tcp.set_nonblocking(false).is_err() || !filled {
                 return false;
             }
         }
@@ -168,8 +179,10 @@ impl Link {
     }
 
     fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), ReplError> {
+        // A TLS session reports a failed send at flush, not at write.
         self.w
             .write_all(bytes)
+            .and_then(|_| self.w.flush())
             .map_err(ReplError::io("writing to the master"))
     }
 
@@ -199,23 +212,17 @@ impl Link {
     }
 }
 
-fn connect(master: &str, silence: Duration) -> Result<Link, ReplError> {
-    let addr = master
-        .to_socket_addrs()
-        .map_err(ReplError::io(format!("resolving {master}")))?
-        .next()
-        .ok_or_else(|| ReplError::Refused(format!("{master} resolves to no address")))?;
-    let s =
-        TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(ReplError::io("connecting"))?;
-    let setup = s
-        .set_read_timeout(Some(silence))
-        .and_then(|_| s.set_write_timeout(Some(silence)))
-        .and_then(|_| s.set_nodelay(true))
-        .and_then(|_| s.try_clone());
-    let w = setup.map_err(ReplError::io("setting up the socket"))?;
+fn connect(dialer: &Dialer, master: &str, silence: Duration) -> Result<Link, ReplError> {
+    let (io, tcp) = dialer
+        .connect(master, CONNECT_TIMEOUT, silence)
+        .map_err(ReplError::Connect)?;
+    let w = io
+        .try_clone()
+        .map_err(ReplError::io("setting up the socket"))?;
     Ok(Link {
-        r: BufReader::with_capacity(1 << 16, s),
+        r: BufReader::with_capacity(1 << 16, io),
         w,
+        tcp,
     })
 }
 
@@ -231,11 +238,17 @@ fn ask(b: &Broker, op: WriteOp) -> Result<WriteOk, ReplError> {
 }
 
 /// One connection to the master, from the handshake until it fails.
-fn session(b: &Broker, master: &str, event: Option<u64>, node: u64) -> Result<End, ReplError> {
+fn session(
+    b: &Broker,
+    dialer: &Dialer,
+    master: &str,
+    event: Option<u64>,
+    node: u64,
+) -> Result<End, ReplError> {
     // The master heartbeats every second when idle: this much silence
     // means it is gone or frozen.
     let silence = Duration::from_millis(b.config.replication.slave_timeout_ms);
-    let mut link = connect(master, silence)?;
+    let mut link = connect(dialer, master, silence)?;
     let token = &b.config.auth.token;
     if !token.is_empty() {
         link.send(&format!("AUTH {token}"))?;
@@ -271,13 +284,14 @@ fn session(b: &Broker, master: &str, event: Option<u64>, node: u64) -> Result<En
     }
     let ok = parse_repl_ok(&reply).map_err(ReplError::Refused)?;
     let master_history = ok.history;
+    let over = if dialer.is_tls() { " over TLS" } else { "" };
     match ok.answer {
         Answer::Stream => {
-            info!("replicating from {master} after event id {after}");
+            info!("replicating from {master}{over} after event id {after}");
             b.repl.update_master(|m| m.state = LinkState::Streaming);
         }
         Answer::Full => {
-            info!("full resync from {master} (history {master_history:016x})");
+            info!("full resync from {master}{over} (history {master_history:016x})");
             b.repl.update_master(|m| m.state = LinkState::Syncing);
             let op = WriteOp::ReplReset {
                 history: master_history,

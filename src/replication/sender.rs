@@ -83,20 +83,12 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
         encode_err(&mut wire.out, &ProtoError::new(ErrCode::BadReq, why));
         return Ok(Flow::Continue);
     }
-    if wire.is_tls() {
-        // The ACK reader needs a second handle on the socket, which a TLS
-        // session cannot give: say so rather than drop the connection.
-        let why = "replication is not served over TLS yet: point the slave (or smss-cli \
-                   backup) at the plain port";
-        warn!("{peer}: REPL refused: {why}");
-        encode_err(&mut wire.out, &ProtoError::new(ErrCode::BadReq, why));
-        return Ok(Flow::Continue);
-    }
     let silence = Duration::from_millis(broker.config.replication.slave_timeout_ms);
     let acks = Arc::new(Acks::default());
     // A socket this server cannot use is a session that cannot stream: the
-    // slave gets no answer and tries again.
-    let stream = wire.try_clone_stream()?;
+    // slave gets no answer and tries again. Over TLS the session is split:
+    // the wire keeps sending, the ACK reader has the other half.
+    let (ack_half, stream) = wire.reading_half()?;
     let kick: Kick = {
         let (a, s) = (Arc::clone(&acks), stream.try_clone()?);
         Box::new(move || {
@@ -184,7 +176,7 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
         std::thread::Builder::new()
             .name(format!("repl-ack-{peer}"))
             .stack_size(ACK_STACK_BYTES)
-            .spawn(move || read_acks(stream, &b, &a, &p, id, silence))
+            .spawn(move || read_acks(ack_half, stream, &b, &a, &p, id, silence))
     };
     let reader = match reader {
         Ok(r) => r,
@@ -426,7 +418,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The `repl-ack-<peer>` thread: reads the slave's `ACK <id>` lines as they
 /// come (a blocking read wakes on each), so semi-sync answers leave as soon
 /// as the slave has the records. Ends on `silence`, a bad line or EOF.
-fn read_acks(stream: TcpStream, b: &Broker, acks: &Acks, peer: &str, id: u64, silence: Duration) {
+/// `half` gives the bytes (the socket, or a TLS session's reading half);
+/// `stream` is the socket under it, for the timeout and the shutdown.
+fn read_acks(
+    half: Box<dyn Read + Send>,
+    stream: TcpStream,
+    b: &Broker,
+    acks: &Acks,
+    peer: &str,
+    id: u64,
+    silence: Duration,
+) {
     let end = |why: String| {
         let why = if acks.replaced.load(Ordering::Relaxed) {
             "a new session of this slave replaced this one".to_string()
@@ -441,10 +443,7 @@ fn read_acks(stream: TcpStream, b: &Broker, acks: &Acks, peer: &str, id: u64, si
     if let Err(e) = stream.set_read_timeout(Some(silence)) {
         return end(format!("socket: {e}"));
     }
-    let Ok(clone) = stream.try_clone() else {
-        return end("socket: cannot clone".into());
-    };
-    let mut r = BufReader::new(clone);
+    let mut r = BufReader::new(half);
     let mut line = Vec::new();
     while !acks.done.load(Ordering::Relaxed) {
         line.clear();

@@ -15,6 +15,9 @@
 //! the process default, so nothing depends on start-up order.
 
 mod expiry;
+mod shared;
+
+pub use shared::{SharedReader, SharedWriter, split};
 
 use std::io;
 use std::net::TcpStream;

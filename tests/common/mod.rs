@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use smss::client::{Client, SubEvent};
 
+pub mod certs;
 pub mod files;
 pub mod groups;
 pub mod repl;

@@ -15,18 +15,13 @@
 //! written on the server.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
 use smss::storage::record::{self, Decoded, FORMAT_VERSION};
 
 use crate::args::Global;
 use crate::error::{CliError, Result, usage};
-
-/// The longest line the server sends.
-const MAX_LINE: u64 = 4096;
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
     let what = what.into();
@@ -99,36 +94,14 @@ pub fn backup(g: &Global, dir: &Path, out: &mut dyn Write) -> Result<()> {
 /// Follows the server as an empty slave until every record up to `target`
 /// is in `seg`. Returns how many records, and the last id written.
 fn stream(g: &Global, target: u64, seg: &mut File) -> Result<(u64, u64)> {
-    let addr = if g.host.contains(':') && !g.host.starts_with('[') {
-        format!("[{}]:{}", g.host, g.port)
-    } else {
-        format!("{}:{}", g.host, g.port)
-    };
-    let s = TcpStream::connect(&addr).map_err(io(format!("connecting to {addr}")))?;
-    let wait = match g.timeout_ms {
-        0 => None,
-        ms => Some(Duration::from_millis(ms)),
-    };
-    s.set_read_timeout(wait)
-        .and_then(|()| s.set_write_timeout(wait))
-        .map_err(io("setting up the socket"))?;
-    let mut w = s.try_clone().map_err(io("setting up the socket"))?;
-    let mut r = BufReader::with_capacity(1 << 16, s);
-    let mut send = |line: &str| {
-        w.write_all(format!("{line}\r\n").as_bytes())
-            .map_err(io(format!("writing to {addr}")))
-    };
-    if let Some(t) = &g.token {
-        send(&format!("AUTH {t}"))?;
-        let reply = line(&mut r)?;
-        if reply != "OK" {
-            return Err(proto(format!("AUTH refused: {reply}")));
-        }
-    }
-    send(&format!(
-        "REPL 0 history=0000000000000000 epoch=0 empty=1 format={FORMAT_VERSION}"
-    ))?;
-    let reply = line(&mut r)?;
+    // The client's connection: AUTH, and TLS with --tls (the server serves
+    // REPL on its TLS port too).
+    let mut c = crate::commands::connect(g)?;
+    c.send_raw(
+        format!("REPL 0 history=0000000000000000 epoch=0 empty=1 format={FORMAT_VERSION}\r\n")
+            .as_bytes(),
+    )?;
+    let reply = c.read_line()?;
     if !(reply.starts_with("OK ") && reply.ends_with(" full")) {
         return Err(proto(format!(
             "the server refused the backup's REPL: {reply}"
@@ -137,32 +110,26 @@ fn stream(g: &Global, target: u64, seg: &mut File) -> Result<(u64, u64)> {
     let (mut records, mut last) = (0u64, 0u64);
     // An empty server: nothing to wait for.
     while last < target {
-        let l = line(&mut r)?;
+        let l = c.read_line()?;
         let f: Vec<&str> = l.split(' ').collect();
         match f.as_slice() {
             ["RECS", _count, n, ..] => {
                 let n: usize = n.parse().map_err(|_| proto(format!("bad frame {l:?}")))?;
-                let mut buf = vec![0u8; n + 2];
-                r.read_exact(&mut buf)
-                    .map_err(io("reading records from the server"))?;
-                if &buf[n..] != b"\r\n" {
-                    return Err(proto("records from the server not followed by CRLF"));
-                }
-                buf.truncate(n);
+                let buf = c.read_payload(n)?;
                 let (k, id) = check_records(&buf, last)?;
                 seg.write_all(&buf)
                     .map_err(io("writing the backup's log"))?;
                 records += k;
                 last = last.max(id);
-                send(&format!("ACK {last}"))?;
+                c.send_raw(format!("ACK {last}\r\n").as_bytes())?;
             }
             ["SYNCED", id] => {
                 let id: u64 = id.parse().map_err(|_| proto(format!("bad frame {l:?}")))?;
                 last = last.max(id);
-                send(&format!("ACK {last}"))?;
+                c.send_raw(format!("ACK {last}\r\n").as_bytes())?;
             }
             ["LEASE", _] => {}
-            ["HB", _, _] => send(&format!("ACK {last}"))?,
+            ["HB", _, _] => c.send_raw(format!("ACK {last}\r\n").as_bytes())?,
             _ => return Err(proto(format!("unexpected line from the server: {l:?}"))),
         }
     }
@@ -194,17 +161,4 @@ fn check_records(buf: &[u8], after: u64) -> Result<(u64, u64)> {
         }
     }
     Ok((n, last))
-}
-
-fn line(r: &mut BufReader<TcpStream>) -> Result<String> {
-    let mut buf = Vec::new();
-    let n = r
-        .by_ref()
-        .take(MAX_LINE)
-        .read_until(b'\n', &mut buf)
-        .map_err(io("reading from the server"))?;
-    if n == 0 {
-        return Err(proto("the server closed the connection"));
-    }
-    Ok(String::from_utf8_lossy(&buf).trim_end().to_string())
 }
