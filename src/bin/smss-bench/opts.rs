@@ -33,6 +33,8 @@ options of one measurement:
   --mpub B              smss only: B messages per MPUB request (off)
   --key                 pub, smss only: each PUB carries a unique dedup key
                         (msgid=<16 hex digits>), to measure the dedup table
+  --tls-ca FILE         smss only: connect over TLS (--port is the TLS port),
+                        checking the server's certificate against this CA
   --batch B             sub: messages per batch/XREAD COUNT/reserve group (256)
   --group G             sub, smss only: drain as consumer group G (each ACK
                         is a durable commit of the group's position)
@@ -142,6 +144,8 @@ pub struct Opts {
     pub threads: usize,
     /// The server's PID, to report its CPU time; `None` = unknown.
     pub server_pid: Option<u32>,
+    /// `--tls-ca FILE`: connect over TLS, trusting this CA (smss only).
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Opts {
@@ -167,6 +171,7 @@ impl Opts {
             max_secs: 60.0,
             threads: 0,
             server_pid: None,
+            tls_ca: None,
         }
     }
     pub fn addr(&self) -> String {
@@ -344,6 +349,10 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
             }
             Long("shared") => o.shared = true,
             Long("key") => o.key = true,
+            Long("tls-ca") => {
+                let v = p.value().map_err(|e| usage(format!("--tls-ca: {e}")))?;
+                o.tls_ca = Some(v.into());
+            }
             Long("members") => {
                 o.members = value(&mut p, "--members", |v: &usize| (1..=256).contains(v))?
             }
@@ -359,6 +368,9 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
     o.port = port.unwrap_or(o.protocol.default_port());
     if o.mpub > 0 && o.protocol != Protocol::Smss {
         return Err(usage("--mpub is for --protocol smss only".into()));
+    }
+    if o.tls_ca.is_some() && o.protocol != Protocol::Smss {
+        return Err(usage("--tls-ca is for --protocol smss only".into()));
     }
     if o.key && (o.protocol != Protocol::Smss || o.mpub > 0 || mode != Mode::Pub) {
         return Err(usage(

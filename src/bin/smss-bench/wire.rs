@@ -6,6 +6,15 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+
+use smss::client::stream::Io;
+
+/// A TLS client configuration (`--tls-ca`).
+#[cfg(feature = "tls")]
+pub type Tls = std::sync::Arc<rustls::ClientConfig>;
+/// Without the `tls` feature there is none.
+#[cfg(not(feature = "tls"))]
+pub enum Tls {}
 use std::ops::Range;
 use std::time::Duration;
 
@@ -452,10 +461,11 @@ pub fn bean_frame(buf: &[u8]) -> Result<Option<(Bean, usize)>, BenchError> {
 
 // ---------------------------------------------------------------- connection
 
-/// A blocking TCP connection with a read buffer that the frame parsers above
-/// consume from. One per bench thread.
+/// A blocking TCP connection (or a TLS session over one, `--tls-ca`) with
+/// a read buffer that the frame parsers above consume from. One per bench
+/// thread.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Io,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -463,6 +473,16 @@ pub struct Conn {
 
 impl Conn {
     pub fn connect(addr: &str, timeout: Duration) -> Result<Conn, BenchError> {
+        Conn::connect_with(addr, timeout, None)
+    }
+
+    /// [`Conn::connect`], over TLS when `tls` is given (the server's
+    /// certificate checked against its CA for 127.0.0.1).
+    pub fn connect_with(
+        addr: &str,
+        timeout: Duration,
+        tls: Option<&Tls>,
+    ) -> Result<Conn, BenchError> {
         let io = |source| BenchError::Io {
             what: format!("connecting to {addr}"),
             source,
@@ -476,6 +496,17 @@ impl Conn {
         stream.set_nodelay(true).map_err(io)?;
         stream.set_read_timeout(Some(timeout)).map_err(io)?;
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        let stream = match tls {
+            None => Io::Plain(stream),
+            #[cfg(feature = "tls")]
+            Some(cfg) => {
+                let host = smss::tls::host_of(addr);
+                let s = smss::tls::connect(std::sync::Arc::clone(cfg), host, stream).map_err(io)?;
+                Io::Tls(std::sync::Arc::new(std::sync::Mutex::new(s)))
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        };
         Ok(Conn {
             stream,
             buf: vec![0; READ_BUF_BYTES],
@@ -496,6 +527,7 @@ impl Conn {
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), BenchError> {
         self.stream
             .write_all(bytes)
+            .and_then(|()| self.stream.flush())
             .map_err(|source| BenchError::Io {
                 what: "sending".into(),
                 source,

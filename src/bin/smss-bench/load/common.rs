@@ -66,7 +66,22 @@ pub(super) fn join<T>(h: std::thread::JoinHandle<T>) -> Result<T, BenchError> {
 }
 
 pub(super) fn connect(o: &Opts) -> Result<Conn, BenchError> {
-    Conn::connect(&o.addr(), IO_TIMEOUT)
+    match &o.tls_ca {
+        None => Conn::connect(&o.addr(), IO_TIMEOUT),
+        Some(ca) => Conn::connect_with(&o.addr(), IO_TIMEOUT, Some(&tls_config(ca)?)),
+    }
+}
+
+#[cfg(feature = "tls")]
+fn tls_config(ca: &std::path::Path) -> Result<crate::wire::Tls, BenchError> {
+    smss::tls::client_config(ca, None).map_err(BenchError::Usage)
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_config(_: &std::path::Path) -> Result<crate::wire::Tls, BenchError> {
+    Err(BenchError::Usage(
+        "--tls-ca: this smss-bench was built without the `tls` feature".into(),
+    ))
 }
 
 /// Creates the smss topic (an existing one is fine); others need nothing.

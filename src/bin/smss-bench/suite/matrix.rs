@@ -12,7 +12,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::procs::{Proc, TempDir, smss_bin, smss_stats, start_smss, stat_u64, write_smss_config};
+use super::procs::{
+    Proc, TempDir, make_certs, smss_bin, smss_stats, start_smss, stat_u64, write_smss_config,
+    write_smss_config_with,
+};
 use super::rows::{Row, drain_opts, measure, mib, pub_opts, pub_rows, us_cell};
 use crate::error::{BenchError, io_err};
 use crate::opts::{Mode, Opts, Protocol, SuiteOpts};
@@ -74,6 +77,60 @@ fn print_rows(title: &str, rows: &[Row]) {
     }
 }
 
+/// The same 16-connection PUB load over TLS, on a server of its own with
+/// only a TLS port (certificates made with openssl), right after the
+/// plain row; the figure is its ratio to that row (the target: TLS costs
+/// <= 20%). Without openssl the row is skipped with the reason.
+fn tls_row(
+    bin: &Path,
+    tmp: &TempDir,
+    s: &SuiteOpts,
+    tag: &str,
+    rows: &mut Vec<Row>,
+    figures: &mut Vec<(String, String)>,
+) -> Result<(), BenchError> {
+    let dir = tmp.sub("tls")?;
+    let (ca, cert, key) = match make_certs(&dir) {
+        Ok(files) => files,
+        Err(e) => {
+            figures.push(("TLS row".into(), format!("skipped: {e}")));
+            return Ok(());
+        }
+    };
+    let section = format!(
+        "tls:\n  port: 0\n  only: true\n  cert: {}\n  key: {}\n",
+        cert.display(),
+        key.display()
+    );
+    let config = write_smss_config_with(&dir, "always", &section)?;
+    let server = start_smss(bin, &config, "smss fsync=always, TLS only")?;
+    let mut o = pub_opts(
+        Protocol::Smss,
+        server.port,
+        16,
+        1,
+        s.client_threads,
+        s.max_secs,
+    );
+    o.tls_ca = Some(ca);
+    let r = measure(&server, &o)?;
+    let plain = rows
+        .iter()
+        .find(|row| row.label == format!("{tag} pub C=16 without keys"))
+        .map(|row| row.r.msgs_per_s());
+    if let Some(plain) = plain.filter(|p| *p > 0.0) {
+        figures.push((
+            "pub C=16 over TLS / plain (fsync=always)".into(),
+            format!("{:.2}x (target >= 0.80)", r.msgs_per_s() / plain),
+        ));
+    }
+    rows.push(Row {
+        label: format!("{tag} pub C=16 over TLS"),
+        r,
+    });
+    Ok(())
+}
+
 /// `bench matrix`.
 pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
     let bin = smss_bin(s)?;
@@ -131,6 +188,7 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
                     r: measure(&server, &o)?,
                 });
             }
+            tls_row(&bin, &tmp, s, &tag, &mut rows, &mut figures)?;
             let st = smss_stats(&server.addr())?;
             let (disk, msgs) = (
                 stat_u64(&st, "disk_bytes"),

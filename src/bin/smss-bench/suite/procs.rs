@@ -230,6 +230,62 @@ pub(super) fn write_smss_config_with(
     Ok(path)
 }
 
+/// A CA and a certificate for 127.0.0.1 signed by it, made in `dir` with
+/// the `openssl` command (the bench has no certificate library): returns
+/// (CA file, certificate, key). `Err` when openssl is missing or fails.
+pub(super) fn make_certs(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), BenchError> {
+    let f = |n: &str| dir.join(n);
+    std::fs::write(f("ext.txt"), "subjectAltName=IP:127.0.0.1\n")
+        .map_err(io_err("writing ext.txt"))?;
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/CN=smss-bench CA"],
+        ]
+        .concat(),
+        [&["req"][..], &ec, &["-subj", "/CN=127.0.0.1"]].concat(),
+        vec!["x509", "-req", "-days", "2", "-CAcreateserial"],
+    ];
+    let files: [Vec<(&str, PathBuf)>; 3] = [
+        vec![("-keyout", f("ca-key.pem")), ("-out", f("ca.pem"))],
+        vec![("-keyout", f("key.pem")), ("-out", f("csr.pem"))],
+        vec![
+            ("-in", f("csr.pem")),
+            ("-CA", f("ca.pem")),
+            ("-CAkey", f("ca-key.pem")),
+            ("-extfile", f("ext.txt")),
+            ("-out", f("cert.pem")),
+        ],
+    ];
+    for (args, files) in steps.iter().zip(files) {
+        let mut cmd = Command::new("openssl");
+        cmd.args(args);
+        for (flag, path) in files {
+            cmd.arg(flag).arg(path);
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_err("running openssl (apt-get install openssl)"))?;
+        if !out.status.success() {
+            return Err(BenchError::Server(format!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    Ok((f("ca.pem"), f("cert.pem"), f("key.pem")))
+}
+
 /// Starts smss with `config` and waits for its `READY <addr>` line.
 pub(super) fn start_smss(bin: &Path, config: &Path, name: &str) -> Result<Proc, BenchError> {
     start_smss_args(bin, config, name, &[])
