@@ -1,0 +1,151 @@
+//! A hand-written, synchronous NATS client with the JetStream calls the
+//! bridge needs (DESIGN.md: small protocols are written by hand). It runs
+//! on the caller's thread over one blocking socket (plain, or TLS with
+//! feature `tls`), touches no channels or locks, and starts no threads.
+//!
+//! - [`conn`]: [`Conn`], one connection to one server of a list: INFO,
+//!   CONNECT (auth, TLS), PUB/HPUB, MSG/HMSG, PING/PONG, a private reply
+//!   inbox, requests one at a time or pipelined, reconnect to the next
+//!   server.
+//! - [`jetstream`]: [`JetStream`] over a `Conn`: stream info and create,
+//!   chained pipelined publishes ([`JetStream::publish_chain`]: what a
+//!   stream holds after a chain is always a prefix of the chain), and
+//!   reading stored messages back.
+//! - `proto` (the frames and header blocks, pure), [`json`] (a small JSON
+//!   reader and string quoting) and [`base64`].
+//!
+//! One error type, [`NatsError`]; every message names the server, subject
+//! or stream it is about. [`NatsError::is_retryable`] tells the errors
+//! worth another try (on this or the next server) from permanent ones.
+
+pub mod base64;
+pub mod conn;
+pub mod jetstream;
+pub mod json;
+pub(crate) mod proto;
+
+use std::fmt;
+
+pub use conn::{Conn, Msg, Options};
+pub use jetstream::{JetStream, PubAck, PubMsg, StoredMsg, StreamConfig, StreamInfo};
+
+/// Everything that can go wrong talking to NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsError {
+    /// No server of the list could be connected to; `reason` says what
+    /// each one answered.
+    Connect { servers: String, reason: String },
+    /// The server refused our credentials (`-ERR 'Authorization Violation'`).
+    Auth { server: String, message: String },
+    /// TLS could not be set up or its handshake failed.
+    Tls { server: String, reason: String },
+    /// The connection broke (closed, reset, a write failed); call
+    /// [`Conn::reconnect`].
+    Disconnected { server: String, reason: String },
+    /// No reply to a request on `subject` by its deadline.
+    Timeout { server: String, subject: String },
+    /// Nobody listens on `subject` (a status-503 reply): for JetStream,
+    /// the stream has no leader right now, or does not exist.
+    NoResponders { server: String, subject: String },
+    /// The JetStream API answered with an error:
+    /// `{"error":{"code":..,"err_code":..,"description":..}}`.
+    Api {
+        subject: String,
+        code: u16,
+        err_code: u64,
+        description: String,
+    },
+    /// A message of `size` bytes (headers included) is above the server's
+    /// `max_payload`; it was not sent and the connection is fine.
+    TooBig {
+        subject: String,
+        size: usize,
+        max: usize,
+    },
+    /// The server sent `-ERR` (other than an auth failure).
+    Server { server: String, message: String },
+    /// The server's bytes do not follow the protocol (the connection is
+    /// dropped), or a reply is not the JSON expected.
+    Protocol { server: String, reason: String },
+    /// An argument we would have to send is malformed (a subject with a
+    /// space, a header name with a colon, ...); nothing was sent.
+    BadArgument(String),
+}
+
+/// JetStream's error code for "wrong last msg id" (a chained publish whose
+/// predecessor is not the stream's last message).
+pub const ERR_WRONG_LAST_MSG_ID: u64 = 10070;
+/// "stream not found".
+pub const ERR_STREAM_NOT_FOUND: u64 = 10059;
+/// "no message found" (STREAM.MSG.GET).
+pub const ERR_NO_MESSAGE_FOUND: u64 = 10037;
+
+impl NatsError {
+    /// Worth another try with the same message ids: a timeout, no
+    /// responders, a dropped connection or a failed connect, an API 503
+    /// (no leader, cluster busy) or a broken chain (10070, because an
+    /// earlier message failed). Everything else (auth, TLS, a message too
+    /// big, a bad argument, a permanent API error) will fail again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            NatsError::Timeout { .. }
+            | NatsError::NoResponders { .. }
+            | NatsError::Disconnected { .. }
+            | NatsError::Connect { .. } => true,
+            NatsError::Api { code, err_code, .. } => {
+                *code == 503 || *code == 408 || *err_code == ERR_WRONG_LAST_MSG_ID
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for NatsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NatsError::Connect { servers, reason } => {
+                write!(f, "cannot connect to NATS ({servers}): {reason}")
+            }
+            NatsError::Auth { server, message } => {
+                write!(f, "NATS server {server} refused our credentials: {message}")
+            }
+            NatsError::Tls { server, reason } => {
+                write!(f, "TLS with NATS server {server}: {reason}")
+            }
+            NatsError::Disconnected { server, reason } => {
+                write!(f, "connection to NATS server {server} lost: {reason}")
+            }
+            NatsError::Timeout { server, subject } => {
+                write!(f, "no reply on {subject} from NATS server {server} in time")
+            }
+            NatsError::NoResponders { server, subject } => write!(
+                f,
+                "no responders on {subject} (NATS server {server}): no stream leader, or no such stream"
+            ),
+            NatsError::Api {
+                subject,
+                code,
+                err_code,
+                description,
+            } => write!(
+                f,
+                "JetStream {subject}: error {code}/{err_code}: {description}"
+            ),
+            NatsError::TooBig { subject, size, max } => write!(
+                f,
+                "message on {subject} of {size} bytes is above the server's max_payload of {max}; not sent"
+            ),
+            NatsError::Server { server, message } => {
+                write!(f, "NATS server {server}: -ERR {message}")
+            }
+            NatsError::Protocol { server, reason } => {
+                write!(f, "NATS server {server}: protocol error: {reason}")
+            }
+            NatsError::BadArgument(s) => write!(f, "{s}; nothing was sent"),
+        }
+    }
+}
+
+impl std::error::Error for NatsError {}
+
+pub type Result<T> = std::result::Result<T, NatsError>;
