@@ -289,3 +289,159 @@ fn connects_and_reconnects_to_the_next_server() {
     assert!(matches!(e, NatsError::Connect { .. }), "{e}");
     assert!(e.to_string().contains(&closed), "{e}");
 }
+
+/// Three nodes on loopback, each with a config naming itself and routing
+/// to the other two.
+fn cluster(bin: &std::path::Path, dir: &std::path::Path) -> Vec<NatsServer> {
+    let names = ["n1", "n2", "n3"];
+    let client_ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let route_ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let routes: Vec<String> = route_ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, p)| format!("nats-route://127.0.0.1:{p}"))
+                .collect();
+            let conf = format!(
+                "server_name: {name}\njetstream {{\n  store_dir: \"{}\"\n}}\n\
+                 cluster {{\n  name: c1\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                dir.join(name).display(),
+                route_ports[i],
+                routes.join(", ")
+            );
+            NatsServer::start_on(bin, dir, name, client_ports[i], Some(&conf))
+        })
+        .collect()
+}
+
+/// Retries `f` (reconnecting after a dropped connection) until it works
+/// or `limit` passes: a cluster needs a few seconds to elect leaders.
+fn retry<R>(
+    js: &mut JetStream,
+    limit: Duration,
+    mut f: impl FnMut(&mut JetStream) -> Result<R, NatsError>,
+) -> R {
+    let deadline = Instant::now() + limit;
+    loop {
+        match f(js) {
+            Ok(r) => return r,
+            Err(e) if Instant::now() < deadline => {
+                if !js.conn().is_connected() {
+                    let _ = js.reconnect();
+                }
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("still failing after {limit:?}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn cluster_leader_killed_mid_publish_keeps_every_message_once_in_order() {
+    let Some(bin) = bin_or_skip() else { return };
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut nodes = cluster(&bin, d.path());
+    let addrs: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
+    let mut o = opts(&addrs);
+    o.timeout = Duration::from_secs(2);
+    let mut js = JetStream::new(Conn::connect(&o).expect("connect"));
+    let mut cfg = StreamConfig::new("R3", &["r3.>"]);
+    cfg.replicas = 3;
+    retry(&mut js, Duration::from_secs(20), |js| {
+        js.create_stream(&cfg)
+    });
+
+    const TOTAL: usize = 3000;
+    const WINDOW: usize = 200;
+    let all: Vec<PubMsg> = (0..TOTAL)
+        .map(|i| msg("r3.x", &format!("m-{i}"), format!("payload {i}").as_bytes()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut next = 0;
+    let mut killed: Option<String> = None;
+    let mut killer = None;
+    let (mut failures, mut duplicates) = (0, 0);
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    while next < TOTAL {
+        assert!(
+            Instant::now() < deadline,
+            "not done in 30 s: {next} of {TOTAL} stored"
+        );
+        if killed.is_none() && next >= TOTAL / 3 {
+            // kill -9 the stream's leader from another thread while the
+            // next chain is in flight, so some of its messages are in the
+            // old leader's hands when it dies.
+            let info = retry(&mut js, Duration::from_secs(5), |js| js.stream_info("R3"));
+            let leader = info.and_then(|i| i.cluster_leader).expect("a leader");
+            let at = nodes
+                .iter()
+                .position(|n| n.name == leader)
+                .expect("leader is ours");
+            let mut node = nodes.remove(at);
+            killer = Some(std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(3));
+                node.kill();
+            }));
+            killed = Some(leader);
+        }
+        let end = (next + WINDOW).min(TOTAL);
+        // The window chains on to the message before it.
+        let prev = next.checked_sub(1).map(|p| all[p].msg_id.as_str());
+        let results = js.publish_chain_after(prev, &all[next..end], Duration::from_secs(2));
+        for r in results {
+            match r {
+                Ok(ack) => {
+                    duplicates += usize::from(ack.duplicate);
+                    next += 1;
+                }
+                Err(e) => {
+                    assert!(e.is_retryable(), "permanent error at message {next}: {e}");
+                    failures += 1;
+                    let kind = format!("{e:?}");
+                    let kind = kind.split([' ', '{']).next().unwrap_or("").to_string();
+                    *kinds.entry(kind).or_insert(0) += 1;
+                    if !js.conn().is_connected() {
+                        let _ = js.reconnect();
+                    } else {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    let killed = killed.expect("the leader was killed");
+    if let Some(k) = killer {
+        k.join().expect("killer thread");
+    }
+    println!(
+        "killed leader {killed}; {failures} failed windows {kinds:?}, {duplicates} duplicate acks"
+    );
+
+    // Every message exactly once, in order.
+    let info =
+        retry(&mut js, Duration::from_secs(10), |js| js.stream_info("R3")).expect("stream exists");
+    assert_ne!(info.cluster_leader.as_deref(), Some(killed.as_str()));
+    assert_eq!(
+        (info.messages, info.first_seq, info.last_seq),
+        (TOTAL as u64, 1, TOTAL as u64)
+    );
+    for (i, m) in all.iter().enumerate() {
+        let seq = i as u64 + 1;
+        let got = retry(&mut js, Duration::from_secs(5), |js| {
+            js.get_by_seq("R3", seq)
+        })
+        .unwrap_or_else(|| panic!("no message at seq {seq}"));
+        assert_eq!(
+            got.header("Nats-Msg-Id"),
+            Some(m.msg_id.as_str()),
+            "seq {seq}"
+        );
+        assert_eq!(got.payload, m.payload, "seq {seq}");
+    }
+}

@@ -44,8 +44,8 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts `nats-server -a 127.0.0.1 -p <port> -js -sd <dir>/<name>
-    /// -n <name>` plus `-c <dir>/<name>.conf` holding `config` when given,
+    /// Starts `nats-server -a 127.0.0.1 -p <port> -n <name> -js -sd
+    /// <dir>/<name>` plus `-c <dir>/<name>.conf` holding `config` when given,
     /// and waits until it answers.
     pub fn start(bin: &Path, dir: &Path, name: &str, config: Option<&str>) -> NatsServer {
         Self::start_on(bin, dir, name, free_port(), config)
@@ -61,9 +61,12 @@ impl NatsServer {
         let store = dir.join(name);
         let log = dir.join(format!("{name}.log"));
         let mut cmd = Command::new(bin);
-        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(&store)
-            .args(["-n", name]);
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-n", name]);
+        // A config with a jetstream block names its own store_dir (the
+        // server refuses it twice).
+        if !config.is_some_and(|c| c.contains("jetstream")) {
+            cmd.arg("-js").arg("-sd").arg(&store);
+        }
         if let Some(c) = config {
             let file = dir.join(format!("{name}.conf"));
             std::fs::write(&file, c).expect("write nats config");
@@ -76,7 +79,7 @@ impl NatsServer {
             .stderr(err)
             .spawn()
             .expect("start nats-server");
-        let s = NatsServer {
+        let mut s = NatsServer {
             child,
             name: name.to_string(),
             port,
@@ -88,9 +91,13 @@ impl NatsServer {
     }
 
     /// Polls a connect until the server sends its INFO line (10 s at most).
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!("nats-server {} exited ({status}); log:\n{log}", self.name);
+            }
             if let Ok(s) = TcpStream::connect(&self.addr) {
                 s.set_read_timeout(Some(Duration::from_secs(2))).ok();
                 let mut line = String::new();
