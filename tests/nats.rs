@@ -445,3 +445,76 @@ fn cluster_leader_killed_mid_publish_keeps_every_message_once_in_order() {
         assert_eq!(got.payload, m.payload, "seq {seq}");
     }
 }
+
+/// A CA and a 127.0.0.1 certificate it signed (rcgen, as tests/tls.rs):
+/// returns (CA file, cert file, key file).
+#[cfg(feature = "tls")]
+fn certs(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("nats test {name}"));
+    let ca = params.self_signed(&ca_key).expect("CA cert");
+    let key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("sign");
+    let files = (
+        dir.join(format!("{name}-ca.pem")),
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    std::fs::write(&files.0, ca.pem()).expect("write CA");
+    std::fs::write(&files.1, leaf.pem()).expect("write cert");
+    std::fs::write(&files.2, key.serialize_pem()).expect("write key");
+    files
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn tls_after_plain_info() {
+    let Some(bin) = bin_or_skip() else { return };
+    let d = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = certs(d.path(), "server");
+    let (other_ca, _, _) = certs(d.path(), "other");
+    let conf = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+        cert.display(),
+        key.display()
+    );
+    let s = NatsServer::start(&bin, d.path(), "tls", Some(&conf));
+    let mut o = opts(&[&s.addr]);
+    o.tls_ca = Some(ca.clone());
+    let mut js = JetStream::new(Conn::connect(&o).expect("TLS connect"));
+    js.create_stream(&StreamConfig::new("T", &["t"]))
+        .expect("create over TLS");
+    let msgs: Vec<PubMsg> = (0..200)
+        .map(|i| msg("t", &format!("t-{i}"), b"x"))
+        .collect();
+    let acks = all_ok(js.publish_chain(&msgs, T));
+    assert_eq!(acks.last().map(|a| a.seq), Some(200));
+    let got = js.last_by_subject("T", "t").expect("get").expect("found");
+    assert_eq!(got.header("Nats-Msg-Id"), Some("t-199"));
+
+    // The server requires TLS and we have no CA: a clear error.
+    let e = Conn::connect(&opts(&[&s.addr])).expect_err("no CA");
+    assert!(matches!(e, NatsError::Tls { .. }), "{e}");
+    assert!(e.to_string().contains("tls_ca"), "{e}");
+    // The wrong CA: the handshake fails.
+    o.tls_ca = Some(other_ca);
+    let e = Conn::connect(&o).expect_err("wrong CA");
+    assert!(matches!(e, NatsError::Tls { .. }), "{e}");
+    // TLS asked of a server without it.
+    let plain = NatsServer::start(&bin, d.path(), "plain", None);
+    let mut o = opts(&[&plain.addr]);
+    o.tls_ca = Some(ca);
+    let e = Conn::connect(&o).expect_err("no TLS there");
+    assert!(e.to_string().contains("does not offer TLS"), "{e}");
+}
