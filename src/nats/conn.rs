@@ -23,15 +23,13 @@
 //! After [`NatsError::Disconnected`] or a protocol error the connection is
 //! dead: every call returns `Disconnected` until [`Conn::reconnect`].
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::json::{self, Json, quote};
+use super::json::quote;
 use super::proto::{self, Frame, RawMsg};
+use super::socket::{self, Io, ServerInfo, random_token};
 use super::{NatsError, Result};
 
 /// How many bytes one socket read asks for.
@@ -98,87 +96,6 @@ impl Msg {
     }
 }
 
-/// The socket: plain, or a TLS session over it.
-enum Io {
-    Plain(TcpStream),
-    #[cfg(feature = "tls")]
-    Tls(Box<crate::tls::ClientStream>),
-}
-
-impl Io {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Io::Plain(s) => s,
-            #[cfg(feature = "tls")]
-            Io::Tls(s) => s.get_ref(),
-        }
-    }
-}
-
-impl Read for Io {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.read(buf),
-            #[cfg(feature = "tls")]
-            Io::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Io {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.write(buf),
-            #[cfg(feature = "tls")]
-            Io::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Io::Plain(s) => s.flush(),
-            #[cfg(feature = "tls")]
-            Io::Tls(s) => s.flush(),
-        }
-    }
-}
-
-/// What the server's INFO told us.
-#[derive(Debug, Clone)]
-struct ServerInfo {
-    max_payload: usize,
-    headers: bool,
-    server_name: String,
-    tls_required: bool,
-    tls_available: bool,
-}
-
-impl ServerInfo {
-    fn parse(text: &str, server: &str) -> Result<ServerInfo> {
-        let v = json::parse(text.as_bytes()).map_err(|e| NatsError::Protocol {
-            server: server.to_string(),
-            reason: format!("INFO: {e}"),
-        })?;
-        let flag = |k: &str| v.get(k).and_then(Json::as_bool).unwrap_or(false);
-        let name = v
-            .get("server_name")
-            .or_else(|| v.get("server_id"))
-            .and_then(Json::as_str)
-            .unwrap_or("");
-        Ok(ServerInfo {
-            // NATS' default when a server does not say.
-            max_payload: v
-                .get("max_payload")
-                .and_then(Json::as_u64)
-                .map_or(1024 * 1024, |n| usize::try_from(n).unwrap_or(usize::MAX)),
-            headers: flag("headers"),
-            server_name: name.to_string(),
-            tls_required: flag("tls_required"),
-            tls_available: flag("tls_available"),
-        })
-    }
-}
-
 /// One connection to a NATS server.
 pub struct Conn {
     opts: Options,
@@ -202,22 +119,6 @@ impl std::fmt::Debug for Conn {
             .field("connected", &self.io.is_some())
             .finish()
     }
-}
-
-/// 32 hex digits nobody else will pick: std's hasher keys are random per
-/// process, mixed with the time and our pid.
-fn random_token() -> String {
-    let mut out = String::new();
-    for i in 0..2u8 {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u8(i);
-        h.write_u32(std::process::id());
-        if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            h.write_u128(t.as_nanos());
-        }
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
 }
 
 impl Conn {
@@ -292,30 +193,7 @@ impl Conn {
     fn dial(&mut self) -> Result<()> {
         let server = self.server().to_string();
         let timeout = self.opts.timeout;
-        let disconnected = |e: io::Error| NatsError::Disconnected {
-            server: server.clone(),
-            reason: e.to_string(),
-        };
-        let addrs = server
-            .to_socket_addrs()
-            .map_err(|e| NatsError::Disconnected {
-                server: server.clone(),
-                reason: format!("cannot resolve: {e}"),
-            })?;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-        let mut tcp = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, timeout) {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let tcp = tcp.ok_or_else(|| disconnected(last))?;
-        tcp.set_nodelay(true).map_err(disconnected)?;
-        tcp.set_write_timeout(Some(timeout)).map_err(disconnected)?;
+        let tcp = socket::tcp_connect(&server, timeout)?;
         self.rbuf.clear();
         self.rpos = 0;
         self.wbuf.clear();
@@ -343,7 +221,10 @@ impl Conn {
         }
         self.info = info;
         if want_tls {
-            self.start_tls()?;
+            let Some(Io::Plain(tcp)) = self.io.take() else {
+                return Err(self.protocol("TLS started twice".into()));
+            };
+            self.io = Some(socket::start_tls(tcp, &self.opts, &server)?);
         }
         self.send_connect(want_tls)?;
         self.flush()?;
@@ -402,44 +283,6 @@ impl Conn {
         c.push_str(&format!("SUB {}.* {INBOX_SID}\r\nPING\r\n", self.inbox));
         self.wbuf.extend_from_slice(c.as_bytes());
         Ok(())
-    }
-
-    #[cfg(feature = "tls")]
-    fn start_tls(&mut self) -> Result<()> {
-        let server = self.server().to_string();
-        let tls_err = |reason: String| NatsError::Tls {
-            server: server.clone(),
-            reason,
-        };
-        let Some(ca) = &self.opts.tls_ca else {
-            return Err(tls_err(
-                "the server requires TLS: set tls_ca to the CA that signed its certificate".into(),
-            ));
-        };
-        let identity = match (&self.opts.tls_cert, &self.opts.tls_key) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-            (None, None) => None,
-            _ => return Err(tls_err("tls_cert and tls_key go together".into())),
-        };
-        let config = crate::tls::client_config(ca, identity).map_err(&tls_err)?;
-        let Some(Io::Plain(tcp)) = self.io.take() else {
-            return Err(tls_err("TLS started twice".into()));
-        };
-        // The handshake runs under the socket's timeouts.
-        tcp.set_read_timeout(Some(self.opts.timeout))
-            .map_err(|e| tls_err(e.to_string()))?;
-        let host = crate::tls::host_of(&server).to_string();
-        let stream = crate::tls::connect(config, &host, tcp).map_err(|e| tls_err(e.to_string()))?;
-        self.io = Some(Io::Tls(Box::new(stream)));
-        Ok(())
-    }
-
-    #[cfg(not(feature = "tls"))]
-    fn start_tls(&mut self) -> Result<()> {
-        Err(NatsError::Tls {
-            server: self.server().to_string(),
-            reason: "TLS needed but smss was built without the `tls` feature".into(),
-        })
     }
 
     /// The `HOST:PORT` we are connected to (or were last).

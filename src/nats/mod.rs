@@ -11,7 +11,8 @@
 //!   chained pipelined publishes ([`JetStream::publish_chain`]: what a
 //!   stream holds after a chain is always a prefix of the chain), and
 //!   reading stored messages back.
-//! - `proto` (the frames and header blocks, pure), [`json`] (a small JSON
+//! - `socket` (TCP connect, the TLS handshake, the INFO fields kept),
+//!   `proto` (the frames and header blocks, pure), [`json`] (a small JSON
 //!   reader and string quoting) and [`base64`].
 //!
 //! One error type, [`NatsError`]; every message names the server, subject
@@ -23,6 +24,7 @@ pub mod conn;
 pub mod jetstream;
 pub mod json;
 pub(crate) mod proto;
+mod socket;
 
 use std::fmt;
 
