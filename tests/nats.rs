@@ -518,3 +518,37 @@ fn tls_after_plain_info() {
     let e = Conn::connect(&o).expect_err("no TLS there");
     assert!(e.to_string().contains("does not offer TLS"), "{e}");
 }
+
+/// A chained message the stream refused (10070) is not remembered by the
+/// dedup window: sent again, it is stored, not acked as a duplicate (in
+/// a cluster the leader notes a msg id before proposing the message, so
+/// this is worth checking on the server version in use).
+#[test]
+fn a_refused_chain_message_is_stored_when_sent_again() {
+    let Some(bin) = bin_or_skip() else { return };
+    let d = tempfile::tempdir().expect("tempdir");
+    let single = NatsServer::start(&bin, d.path(), "single", None);
+    let nodes = cluster(&bin, d.path());
+    let addrs: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
+    for (servers, replicas) in [(vec![single.addr.as_str()], 1), (addrs, 3)] {
+        let mut js = JetStream::new(Conn::connect(&opts(&servers)).expect("connect"));
+        let mut cfg = StreamConfig::new("C", &["c"]);
+        cfg.replicas = replicas;
+        retry(&mut js, Duration::from_secs(20), |js| {
+            js.create_stream(&cfg)
+        });
+        retry(&mut js, Duration::from_secs(10), |js| {
+            js.publish(&msg("c", "a", b"a"), T)
+        });
+        let r = js.publish_chain_after(Some("not-the-last"), &[msg("c", "b", b"b")], T);
+        match &r[0] {
+            Err(NatsError::Api { err_code, .. }) => assert_eq!(*err_code, ERR_WRONG_LAST_MSG_ID),
+            other => panic!("R{replicas}: expected a chain error, got {other:?}"),
+        }
+        let ack = js
+            .publish_chain_after(Some("a"), &[msg("c", "b", b"b")], T)
+            .remove(0)
+            .expect("b again");
+        assert_eq!((ack.seq, ack.duplicate), (2, false), "R{replicas}");
+    }
+}

@@ -190,10 +190,22 @@ fn parse_ack(m: &Msg, server: &str, subject: &str) -> Result<PubAck> {
     let (Some(stream), Some(seq)) = (stream, seq) else {
         return Err(bad_reply(server, subject, "no stream and seq in the ack"));
     };
+    let duplicate = v.get("duplicate").and_then(Json::as_bool).unwrap_or(false);
+    if duplicate && seq == 0 {
+        // A clustered leader notes a msg id before its message is
+        // committed; a duplicate of one not stored yet has no sequence.
+        // Not proof that it is stored: retry until it is.
+        return Err(NatsError::Api {
+            subject: subject.to_string(),
+            code: 503,
+            err_code: 0,
+            description: "duplicate of a message not stored yet (seq 0); retry".into(),
+        });
+    }
     Ok(PubAck {
         stream: stream.to_string(),
         seq,
-        duplicate: v.get("duplicate").and_then(Json::as_bool).unwrap_or(false),
+        duplicate,
     })
 }
 
@@ -514,6 +526,12 @@ mod tests {
         )
         .expect_err("api");
         assert!(!e.is_retryable());
+        let staged = parse_ack(
+            &msg(None, r#"{"stream":"S","seq":0,"duplicate":true}"#),
+            "s",
+            "a",
+        );
+        assert!(staged.expect_err("seq 0").is_retryable());
         for bad in ["", "{", r#"{"stream":"S"}"#, r#"{"seq":1}"#, "[]"] {
             assert!(parse_ack(&msg(None, bad), "srv", "a").is_err(), "{bad:?}");
         }
