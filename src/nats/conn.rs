@@ -54,8 +54,8 @@ pub struct Options {
     pub tls_key: Option<PathBuf>,
     /// The connection's name, shown by the server's monitoring.
     pub name: Option<String>,
-    /// Connect, handshake and write timeout; also [`Conn::request`]'s
-    /// default when callers have none of their own.
+    /// Connect, handshake and write timeout; also how long a JetStream
+    /// API call waits for its reply (see [`super::JetStream::new`]).
     pub timeout: Duration,
 }
 
@@ -173,9 +173,8 @@ impl Conn {
                 }
             }
         }
-        if let Some(first) = errors
-            .iter()
-            .find(|_| errors.iter().all(|e| !e.is_retryable()))
+        if errors.iter().all(|e| !e.is_retryable())
+            && let Some(first) = errors.first()
         {
             return Err(first.clone());
         }
@@ -226,7 +225,7 @@ impl Conn {
             };
             self.io = Some(socket::start_tls(tcp, &self.opts, &server)?);
         }
-        self.send_connect(want_tls)?;
+        self.send_connect(want_tls);
         self.flush()?;
         loop {
             match self.read_frame(deadline)? {
@@ -261,7 +260,9 @@ impl Conn {
         }
     }
 
-    fn send_connect(&mut self, tls: bool) -> Result<()> {
+    /// Queues CONNECT, the SUB to our reply inbox, and the PING whose
+    /// PONG says both were accepted.
+    fn send_connect(&mut self, tls: bool) {
         let o = &self.opts;
         let mut c = format!(
             "CONNECT {{\"verbose\":false,\"pedantic\":false,\"tls_required\":{tls},\"headers\":true,\
@@ -282,7 +283,6 @@ impl Conn {
         c.push_str("}\r\n");
         c.push_str(&format!("SUB {}.* {INBOX_SID}\r\nPING\r\n", self.inbox));
         self.wbuf.extend_from_slice(c.as_bytes());
-        Ok(())
     }
 
     /// The `HOST:PORT` we are connected to (or were last).
@@ -546,7 +546,8 @@ impl Conn {
         }
     }
 
-    /// Round trip to the server: true once it answered our PING.
+    /// A round trip to the server (PING, wait for its PONG). Replies that
+    /// arrive meanwhile are dropped: do not ping with requests in flight.
     pub fn ping(&mut self, timeout: Duration) -> Result<()> {
         self.wbuf.extend_from_slice(b"PING\r\n");
         self.flush()?;
