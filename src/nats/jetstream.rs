@@ -21,6 +21,14 @@
 //! the ones after it are stored in order. The bridge relies on exactly
 //! this; keep the chain header on every message after the first.
 //!
+//! The first message of a chain carries no expectation, so a retry that
+//! starts at the first failed message always gets going, also when
+//! another writer's message landed in the stream meanwhile (the order of
+//! this writer's messages is what the chain keeps).
+//! [`JetStream::publish_chain_after`] chains the first message too; use
+//! it only on a stream with no other writer, or such an interleaved
+//! message refuses every retry (10070 until the caller gives up).
+//!
 //! A message above the server's `max_payload` is not sent
 //! ([`NatsError::TooBig`], the connection stays fine); the messages after
 //! it then fail with 10070, as the chain says they must. Such a message
@@ -355,7 +363,8 @@ impl JetStream {
 
     /// [`JetStream::publish_chain`], with the first message chained too:
     /// to `prev_msg_id`, the last message the caller knows is stored (so
-    /// the chain continues an earlier one with nothing in between).
+    /// the chain continues an earlier one with nothing in between). Only
+    /// for a stream this caller alone writes to (see the module docs).
     pub fn publish_chain_after(
         &mut self,
         prev_msg_id: Option<&str>,
