@@ -86,8 +86,10 @@ impl NatsError {
     /// Worth another try with the same message ids: a timeout, no
     /// responders, a dropped connection or a failed connect, an API 503
     /// (no leader, cluster busy) or a broken chain (10070, because an
-    /// earlier message failed). Everything else (auth, TLS, a message too
-    /// big, a bad argument, a permanent API error) will fail again.
+    /// earlier message failed), a `-ERR` that closed the connection.
+    /// Everything else (auth, TLS, a permissions error, a message too big,
+    /// a bad argument, a malformed reply, a permanent API error) will
+    /// fail again.
     pub fn is_retryable(&self) -> bool {
         match self {
             NatsError::Timeout { .. }
@@ -97,6 +99,12 @@ impl NatsError {
             NatsError::Api { code, err_code, .. } => {
                 *code == 503 || *code == 408 || *err_code == ERR_WRONG_LAST_MSG_ID
             }
+            // After any -ERR but a permissions one the server closes the
+            // connection (stale, slow consumer, too many connections):
+            // another connection may well work.
+            NatsError::Server { message, .. } => !message
+                .to_ascii_lowercase()
+                .starts_with("permissions violation"),
             _ => false,
         }
     }
@@ -151,3 +159,61 @@ impl fmt::Display for NatsError {
 impl std::error::Error for NatsError {}
 
 pub type Result<T> = std::result::Result<T, NatsError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_or_permanent() {
+        let s = || "127.0.0.1:4222".to_string();
+        let api = |code, err_code| NatsError::Api {
+            subject: "x".into(),
+            code,
+            err_code,
+            description: String::new(),
+        };
+        let server = |m: &str| NatsError::Server {
+            server: s(),
+            message: m.into(),
+        };
+        let retry = [
+            NatsError::Timeout {
+                server: s(),
+                subject: "x".into(),
+            },
+            NatsError::NoResponders {
+                server: s(),
+                subject: "x".into(),
+            },
+            NatsError::Disconnected {
+                server: s(),
+                reason: "reset".into(),
+            },
+            api(503, 10008),
+            api(400, ERR_WRONG_LAST_MSG_ID),
+            server("Stale Connection"),
+        ];
+        let permanent = [
+            NatsError::Auth {
+                server: s(),
+                message: "Authorization Violation".into(),
+            },
+            NatsError::TooBig {
+                subject: "x".into(),
+                size: 2,
+                max: 1,
+            },
+            api(400, 10058),
+            server("Permissions Violation for Publish to \"x\""),
+            NatsError::BadArgument("x".into()),
+        ];
+        for e in retry {
+            assert!(e.is_retryable(), "{e}");
+        }
+        for e in permanent {
+            assert!(!e.is_retryable(), "{e}");
+            assert!(!e.to_string().is_empty());
+        }
+    }
+}
