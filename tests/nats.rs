@@ -2,8 +2,9 @@
 //! here (Debian's v2.9.10 is the reference): connect and request, stream
 //! create and info, chained pipelined publishes, dedup, headers read back,
 //! TooBig, auth, reconnect to the next server, TLS, and a 3-node cluster
-//! whose stream leader is killed mid-publish. Each test prints a SKIP line
-//! and passes when nats-server is not installed.
+//! whose stream leader is killed mid-publish, twice. Each test prints a
+//! SKIP line and passes when nats-server is not installed. Every server
+//! listens on 127.0.0.1 only, on a port found free just before.
 
 mod nats_util;
 
@@ -341,6 +342,12 @@ fn retry<R>(
     }
 }
 
+/// The bridge's loop against an R3 stream: windows of 200 chained onto
+/// each other, retried from the first failed message with the same ids,
+/// reconnecting when the connection drops. The stream leader is killed -9
+/// twice mid-chain (the first victim restarted in between). In the end
+/// the stream holds every message exactly once, in order: the prefix
+/// property plus dedup on retry.
 #[test]
 fn cluster_leader_killed_mid_publish_keeps_every_message_once_in_order() {
     let Some(bin) = bin_or_skip() else { return };
@@ -363,8 +370,11 @@ fn cluster_leader_killed_mid_publish_keeps_every_message_once_in_order() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut next = 0;
-    let mut killed: Option<String> = None;
-    let mut killer = None;
+    // Two kills: at a third of the way, and at two thirds (after the
+    // first victim has been restarted, so two of three nodes remain).
+    let mut kill_at = vec![2 * TOTAL / 3, TOTAL / 3];
+    let mut killed: Vec<String> = Vec::new();
+    let mut killer: Option<std::thread::JoinHandle<NatsServer>> = None;
     let (mut failures, mut duplicates) = (0, 0);
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     while next < TOTAL {
@@ -372,11 +382,22 @@ fn cluster_leader_killed_mid_publish_keeps_every_message_once_in_order() {
             Instant::now() < deadline,
             "not done in 30 s: {next} of {TOTAL} stored"
         );
-        if killed.is_none() && next >= TOTAL / 3 {
+        if killer.as_ref().is_some_and(|k| k.is_finished()) {
+            // The victim comes back (a follower now) while we go on.
+            let mut node = killer
+                .take()
+                .expect("killer")
+                .join()
+                .expect("killer thread");
+            node.restart();
+            nodes.push(node);
+        }
+        if killer.is_none() && kill_at.last().is_some_and(|&at| next >= at) {
+            kill_at.pop();
             // kill -9 the stream's leader from another thread while the
             // next chain is in flight, so some of its messages are in the
             // old leader's hands when it dies.
-            let info = retry(&mut js, Duration::from_secs(5), |js| js.stream_info("R3"));
+            let info = retry(&mut js, Duration::from_secs(10), |js| js.stream_info("R3"));
             let leader = info.and_then(|i| i.cluster_leader).expect("a leader");
             let at = nodes
                 .iter()
@@ -386,8 +407,9 @@ fn cluster_leader_killed_mid_publish_keeps_every_message_once_in_order() {
             killer = Some(std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(3));
                 node.kill();
+                node
             }));
-            killed = Some(leader);
+            killed.push(leader);
         }
         let end = (next + WINDOW).min(TOTAL);
         // The window chains on to the message before it.
@@ -415,18 +437,18 @@ fn cluster_leader_killed_mid_publish_keeps_every_message_once_in_order() {
             }
         }
     }
-    let killed = killed.expect("the leader was killed");
+    assert_eq!(killed.len(), 2, "both leaders killed");
     if let Some(k) = killer {
         k.join().expect("killer thread");
     }
     println!(
-        "killed leader {killed}; {failures} failed windows {kinds:?}, {duplicates} duplicate acks"
+        "killed leaders {killed:?}; {failures} failed windows {kinds:?}, {duplicates} duplicate acks"
     );
 
     // Every message exactly once, in order.
     let info =
         retry(&mut js, Duration::from_secs(10), |js| js.stream_info("R3")).expect("stream exists");
-    assert_ne!(info.cluster_leader.as_deref(), Some(killed.as_str()));
+    assert_ne!(info.cluster_leader.as_ref(), killed.last());
     assert_eq!(
         (info.messages, info.first_seq, info.last_seq),
         (TOTAL as u64, 1, TOTAL as u64)

@@ -37,6 +37,9 @@ pub fn free_port() -> u16 {
 /// A running nats-server.
 pub struct NatsServer {
     child: Child,
+    bin: PathBuf,
+    dir: PathBuf,
+    config: Option<String>,
     pub name: String,
     pub port: u16,
     pub addr: String,
@@ -58,6 +61,22 @@ impl NatsServer {
         port: u16,
         config: Option<&str>,
     ) -> NatsServer {
+        let child = Self::spawn(bin, dir, name, port, config);
+        let mut s = NatsServer {
+            child,
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            config: config.map(str::to_string),
+            name: name.to_string(),
+            port,
+            addr: format!("127.0.0.1:{port}"),
+            log: dir.join(format!("{name}.log")),
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn spawn(bin: &Path, dir: &Path, name: &str, port: u16, config: Option<&str>) -> Child {
         let store = dir.join(name);
         let log = dir.join(format!("{name}.log"));
         let mut cmd = Command::new(bin);
@@ -72,22 +91,31 @@ impl NatsServer {
             std::fs::write(&file, c).expect("write nats config");
             cmd.arg("-c").arg(file);
         }
-        let err = std::fs::File::create(&log).expect("create log");
-        let child = cmd
-            .stdin(Stdio::null())
+        // Appended to, so a restart keeps the earlier run's log.
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open log");
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
-            .expect("start nats-server");
-        let mut s = NatsServer {
-            child,
-            name: name.to_string(),
-            port,
-            addr: format!("127.0.0.1:{port}"),
-            log,
-        };
-        s.wait_ready();
-        s
+            .expect("start nats-server")
+    }
+
+    /// Starts it again (killed first if it runs) on the same port, config
+    /// and store, and waits until it answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(
+            &self.bin,
+            &self.dir,
+            &self.name,
+            self.port,
+            self.config.as_deref(),
+        );
+        self.wait_ready();
     }
 
     /// Polls a connect until the server sends its INFO line (10 s at most).
