@@ -533,6 +533,24 @@ fn tls_after_plain_info() {
     o.tls_ca = Some(other_ca);
     let e = Conn::connect(&o).expect_err("wrong CA");
     assert!(matches!(e, NatsError::Tls { .. }), "{e}");
+    // A server that verifies clients: our certificate (signed by the CA
+    // it trusts) gets us in; without one we are refused.
+    let conf = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n}}\n",
+        cert.display(),
+        key.display(),
+        ca.display()
+    );
+    let m = NatsServer::start(&bin, d.path(), "mtls", Some(&conf));
+    let mut o = opts(&[&m.addr]);
+    o.tls_ca = Some(ca.clone());
+    let e = Conn::connect(&o).expect_err("no client certificate");
+    assert!(matches!(e, NatsError::Tls { .. }), "{e}");
+    assert!(e.to_string().contains("tls_cert"), "{e}");
+    o.tls_cert = Some(cert.clone());
+    o.tls_key = Some(key.clone());
+    let mut c = Conn::connect(&o).expect("mutual TLS");
+    c.ping(T).expect("ping over mutual TLS");
     // TLS asked of a server without it.
     let plain = NatsServer::start(&bin, d.path(), "plain", None);
     let mut o = opts(&[&plain.addr]);

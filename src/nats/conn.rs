@@ -227,6 +227,26 @@ impl Conn {
         }
         self.send_connect(want_tls);
         self.flush()?;
+        self.await_pong(deadline).map_err(|e| match e {
+            // With TLS 1.3 a refused client certificate shows here, as
+            // an alert on our first read after the handshake.
+            NatsError::Disconnected { server, reason } if want_tls && reason.contains("alert") => {
+                NatsError::Tls {
+                    server,
+                    reason: format!(
+                        "the server ended the session: {reason} (does it want a client \
+                         certificate, tls_cert and tls_key, signed by a CA it trusts?)"
+                    ),
+                }
+            }
+            e => e,
+        })
+    }
+
+    /// Waits for the PONG that ends connecting; a `-ERR` before it is
+    /// the server's refusal.
+    fn await_pong(&mut self, deadline: Instant) -> Result<()> {
+        let server = self.server().to_string();
         loop {
             match self.read_frame(deadline)? {
                 Some(Frame::Pong) => return Ok(()),
