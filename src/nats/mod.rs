@@ -164,6 +164,46 @@ pub type Result<T> = std::result::Result<T, NatsError>;
 mod tests {
     use super::*;
 
+    /// Random and mangled input into every parser: errors, never a panic.
+    #[test]
+    fn parsers_never_panic_on_garbage() {
+        let seeds: [&[u8]; 6] = [
+            b"HMSG a.b 1 _INBOX.x.1 22 27\r\nNATS/1.0 503 No\r\nA: b\r\n\r\nhello\r\n",
+            b"MSG a 1 5\r\nhello\r\nPING\r\n-ERR 'x'\r\n",
+            br#"{"a":[1,-2,3.5e2,"\u00e9\ud83d\ude00",{"b":null}],"c":true}"#,
+            b"INFO {\"max_payload\":1024}\r\n",
+            b"NATS/1.0\r\nNats-Msg-Id: 1\r\n\r\n",
+            b"Zm9vYmFy",
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        const ALPHA: &[u8] = b"\r\n \"{[\\:0";
+        for _ in 0..20_000 {
+            let seed = seeds[(next() % seeds.len() as u64) as usize];
+            let mut b = seed.to_vec();
+            for _ in 0..(next() % 4) {
+                let i = (next() as usize) % (b.len() + 1);
+                match next() % 3 {
+                    0 if i < b.len() => b[i] = next() as u8,
+                    1 => b.truncate(i),
+                    _ => b.insert(
+                        i.min(b.len()),
+                        ALPHA[(next() % ALPHA.len() as u64) as usize],
+                    ),
+                }
+            }
+            let _ = proto::parse_frame(&b, 64);
+            let _ = proto::parse_headers(&b);
+            let _ = json::parse(&b);
+            let _ = base64::decode(&String::from_utf8_lossy(&b));
+        }
+    }
+
     #[test]
     fn retryable_or_permanent() {
         let s = || "127.0.0.1:4222".to_string();
