@@ -2,7 +2,7 @@
 //! thread (blocking socket, no threads of its own).
 //!
 //! Owns the socket (plain, or a TLS session with feature `tls`), one read
-//! buffer that [`super::proto::parse_frame`] takes whole frames out of (a
+//! buffer that `proto::parse_frame` takes whole frames out of (a
 //! read that times out mid-frame loses nothing: the bytes stay for the
 //! next read), one write buffer that requests collect in until a flush,
 //! and what the server's INFO said (`max_payload`, header support, name).
