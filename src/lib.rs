@@ -58,6 +58,7 @@
 //!   counters and what the caller reads from the broker and replication;
 //!   [`memory`] tunes glibc malloc and its `mem-trim` thread gives freed
 //!   memory back to the OS.
+//! - [`nats`]: the bridge's hand-written, synchronous NATS + JetStream client.
 //! - [`http`]: the one `http` thread (`http:` in the config) serves
 //!   `/metrics`, `/healthz` and the status page from published state only
 //!   (counters, [`histogram`]s of fsync and publish latency, the broker,
@@ -99,6 +100,7 @@ pub(crate) mod histogram;
 pub(crate) mod http;
 pub mod logging;
 pub(crate) mod memory;
+pub mod nats;
 pub(crate) mod preauth;
 pub(crate) mod protocol;
 pub mod replication;
