@@ -200,6 +200,14 @@ fn headers_round_trip_through_last_by_subject() {
     );
     assert_eq!(js.get_by_seq("H", 99).expect("get"), None);
     assert_eq!(js.last_by_subject("H", "h.none").expect("get"), None);
+    // Purging one subject leaves the other's messages.
+    js.publish(&msg("h.a", "h-3", b"again"), T)
+        .expect("publish");
+    assert_eq!(js.purge_subject("H", "h.a").expect("purge"), 2);
+    assert_eq!(js.last_by_subject("H", "h.a").expect("get"), None);
+    let info = js.stream_info("H").expect("info").expect("stream");
+    assert_eq!(info.messages, 1);
+    assert_eq!(js.purge_subject("H", "h.a").expect("purge again"), 0);
 }
 
 #[test]

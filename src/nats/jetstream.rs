@@ -444,6 +444,16 @@ impl JetStream {
         self.msg_get(stream, &format!("{{\"last_by_subj\":{}}}", quote(subject)))
     }
 
+    /// Removes every message on `subject` from `stream` (what a topic's end
+    /// in smss becomes in the stream); returns how many went.
+    pub fn purge_subject(&mut self, stream: &str, subject: &str) -> Result<u64> {
+        check_stream(stream)?;
+        proto::check_subject(subject).map_err(NatsError::BadArgument)?;
+        let api = format!("{API}.STREAM.PURGE.{stream}");
+        let v = self.api(&api, &format!("{{\"filter\":{}}}", quote(subject)))?;
+        Ok(v.get("purged").and_then(Json::as_u64).unwrap_or(0))
+    }
+
     /// The message at `seq` in `stream`; `None` when there is none (never
     /// was, or deleted).
     pub fn get_by_seq(&mut self, stream: &str, seq: u64) -> Result<Option<StoredMsg>> {
