@@ -1,0 +1,512 @@
+//! The bridge (`smss::bridge`) against the real `smss` binary, with a test
+//! sink defined here: it records messages in memory per subject and can be
+//! scripted to fail Transiently, to store and then report a Transient
+//! error (an answer lost), or to Refuse a given payload. Every wait is on
+//! the sink's condvar or on an smss reply, bounded by [`WAIT`].
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Opts, Server, WAIT, tempdir};
+use smss::bridge::{
+    Bridge, BridgeOptions, OutMsg, Sink, SinkError, WriteOutcome, msg_id, parse_msg_id,
+};
+use smss::client::{Client, SubEvent, SubOptions};
+
+#[derive(Default)]
+struct State {
+    /// What the sink holds, per subject, in order.
+    held: BTreeMap<String, Vec<OutMsg>>,
+    /// The msg ids of every write call, in call order.
+    writes: Vec<Vec<String>>,
+    /// The next N writes fail Transiently, storing nothing.
+    fail_transient: u32,
+    /// The next N writes store everything, then report Transient.
+    store_then_fail: u32,
+    /// A payload the sink refuses.
+    refuse_payload: Option<Vec<u8>>,
+    /// Subjects containing this are refused by check_subject.
+    refuse_subject: Option<String>,
+    /// topic_ended calls: (subject, why).
+    ended: Vec<(String, String)>,
+}
+
+#[derive(Clone, Default)]
+struct TestSink(Arc<(Mutex<State>, Condvar)>);
+
+impl TestSink {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut g = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+
+    /// Waits (on the condvar) until `cond` holds; panics after WAIT.
+    fn wait(&self, what: &str, cond: impl Fn(&State) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        let mut g = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        while !cond(&g) {
+            let now = Instant::now();
+            assert!(now < deadline, "timed out waiting for {what}");
+            g = self
+                .0
+                .1
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn count(&self, subject: &str) -> usize {
+        self.with(|s| s.held.get(subject).map_or(0, Vec::len))
+    }
+
+    fn held(&self, subject: &str) -> Vec<OutMsg> {
+        self.with(|s| s.held.get(subject).cloned().unwrap_or_default())
+    }
+
+    fn wait_count(&self, subject: &str, n: usize) {
+        self.wait(&format!("{n} messages on {subject}"), |s| {
+            s.held.get(subject).map_or(0, Vec::len) >= n
+        });
+    }
+}
+
+impl Sink for TestSink {
+    fn write(&mut self, msgs: &[OutMsg]) -> WriteOutcome {
+        let (lock, cv) = &*self.0;
+        let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        s.writes
+            .push(msgs.iter().map(|m| m.msg_id.clone()).collect());
+        let out = if s.fail_transient > 0 {
+            s.fail_transient -= 1;
+            WriteOutcome {
+                stored: 0,
+                error: Some(SinkError::Transient("scripted outage".into())),
+            }
+        } else {
+            let refused = s
+                .refuse_payload
+                .as_ref()
+                .and_then(|p| msgs.iter().position(|m| &m.payload == p));
+            let n = refused.unwrap_or(msgs.len());
+            for m in &msgs[..n] {
+                s.held.entry(m.subject.clone()).or_default().push(m.clone());
+            }
+            if let Some(i) = refused {
+                WriteOutcome {
+                    stored: i,
+                    error: Some(SinkError::Refused("scripted: too big".into())),
+                }
+            } else if s.store_then_fail > 0 {
+                s.store_then_fail -= 1;
+                WriteOutcome {
+                    stored: 0,
+                    error: Some(SinkError::Transient(
+                        "scripted timeout after storing".into(),
+                    )),
+                }
+            } else {
+                WriteOutcome::all(n)
+            }
+        };
+        cv.notify_all();
+        out
+    }
+
+    fn last_msg_id(&mut self, subject: &str) -> Result<Option<String>, SinkError> {
+        Ok(self.with(|s| {
+            s.held
+                .get(subject)
+                .and_then(|v| v.last())
+                .map(|m| m.msg_id.clone())
+        }))
+    }
+
+    fn topic_ended(&mut self, subject: &str, why: &str) -> Result<(), SinkError> {
+        let (lock, cv) = &*self.0;
+        let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        s.ended.push((subject.to_string(), why.to_string()));
+        s.held.remove(subject);
+        cv.notify_all();
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "the test sink".into()
+    }
+
+    fn check_subject(&self, subject: &str) -> Result<(), String> {
+        match self.with(|s| s.refuse_subject.clone()) {
+            Some(bad) if subject.contains(&bad) => Err(format!("no {bad} here")),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn opts(s: &Server) -> BridgeOptions {
+    BridgeOptions {
+        smss: vec![s.addr.clone()],
+        poll_interval: Duration::from_millis(100),
+        report_interval: Duration::from_secs(1),
+        timeout: WAIT,
+        ..BridgeOptions::default()
+    }
+}
+
+/// A running bridge and its stop flag; stopped (and joined) on drop.
+struct Running {
+    stop: Arc<AtomicBool>,
+    bridge: Option<Bridge>,
+}
+
+fn start(o: BridgeOptions, sink: &TestSink) -> Running {
+    let stop = Arc::new(AtomicBool::new(false));
+    let bridge = Bridge::start(o, Box::new(sink.clone()), Arc::clone(&stop)).expect("start bridge");
+    Running {
+        stop,
+        bridge: Some(bridge),
+    }
+}
+
+impl Running {
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(b) = self.bridge.take() {
+            b.join().expect("bridge ends cleanly");
+        }
+    }
+    fn bridge(&self) -> &Bridge {
+        self.bridge.as_ref().expect("running")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(b) = self.bridge.take() {
+            let _ = b.join();
+        }
+    }
+}
+
+fn history(c: &mut Client) -> String {
+    let stats = c.stats().expect("STATS");
+    stats
+        .into_iter()
+        .find(|(k, _)| k == "history")
+        .map(|(_, v)| v)
+        .expect("STAT history")
+}
+
+/// Checks that `msgs` are exactly `want` event ids, in order, each once,
+/// with the bridge's ids and headers.
+fn assert_exactly(msgs: &[OutMsg], topic: &str, want: &[u64], history: u64) {
+    let got: Vec<u64> = msgs.iter().map(|m| m.event_id).collect();
+    assert_eq!(got, want, "{topic}: event ids in the sink");
+    let ids: BTreeSet<&str> = msgs.iter().map(|m| m.msg_id.as_str()).collect();
+    assert_eq!(ids.len(), msgs.len(), "{topic}: a msg id twice");
+    for m in msgs {
+        assert_eq!(m.msg_id, msg_id(history, m.event_id));
+        assert_eq!(parse_msg_id(&m.msg_id), Some((history, m.event_id)));
+        assert_eq!(m.subject, format!("smss.{topic}"));
+        let h = |k: &str| {
+            m.headers
+                .iter()
+                .find(|(hk, _)| hk == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(h("Smss-Topic").as_deref(), Some(topic));
+        assert_eq!(h("Smss-Id"), Some(m.event_id.to_string()));
+        assert_eq!(h("Smss-Timestamp"), Some(m.timestamp_ms.to_string()));
+    }
+}
+
+/// Publishes `n` messages `<tag>-<i>` with a header; their event ids.
+fn publish(c: &mut Client, topic: &str, tag: &str, n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|i| {
+            c.publish_with_headers(topic, &[("k", "v")], format!("{tag}-{i}").as_bytes())
+                .expect("PUB")
+        })
+        .collect()
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect /metrics");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[test]
+fn every_message_arrives_once_in_order_and_a_restart_writes_nothing_twice() {
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    let h = u64::from_str_radix(&history(&mut c), 16).expect("hex history");
+    c.create("t1", 0).expect("CREATE");
+    c.create("t2", 0).expect("CREATE");
+    let mut want1 = publish(&mut c, "t1", "a", 50);
+    let mut want2 = publish(&mut c, "t2", "a", 50);
+    let sink = TestSink::default();
+    let o = BridgeOptions {
+        metrics_port: Some(0),
+        batch: Some(7),
+        ..opts(&s)
+    };
+    let run = start(o.clone(), &sink);
+    // While bridging.
+    want1.extend(publish(&mut c, "t1", "b", 50));
+    want2.extend(publish(&mut c, "t2", "b", 50));
+    sink.wait_count("smss.t1", 100);
+    sink.wait_count("smss.t2", 100);
+    let addr = run.bridge().metrics_addr().expect("metrics address");
+    let text = http_get(addr, "/metrics");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.contains("smss_bridge_messages_total{topic=\"t1\"} 100"),
+        "{text}"
+    );
+    assert!(http_get(addr, "/nope").starts_with("HTTP/1.1 404"));
+    run.stop();
+    assert_exactly(&sink.held("smss.t1"), "t1", &want1, h);
+    assert_exactly(&sink.held("smss.t2"), "t2", &want2, h);
+    assert_eq!(sink.held("smss.t1")[0].headers[0], ("k".into(), "v".into()));
+
+    // A new run, same group, same sink: only the new messages are written.
+    let writes_before = sink.with(|s| s.writes.len());
+    want1.extend(publish(&mut c, "t1", "c", 20));
+    let run = start(o, &sink);
+    sink.wait_count("smss.t1", 120);
+    run.stop();
+    assert_exactly(&sink.held("smss.t1"), "t1", &want1, h);
+    assert_exactly(&sink.held("smss.t2"), "t2", &want2, h);
+    let rewritten: usize = sink.with(|s| s.writes[writes_before..].iter().map(Vec::len).sum());
+    assert_eq!(rewritten, 20, "only the 20 new messages were written");
+}
+
+#[test]
+fn a_lost_group_position_is_made_good_by_the_sinks_last_id() {
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    let h = u64::from_str_radix(&history(&mut c), 16).expect("hex history");
+    c.create("t", 0).expect("CREATE");
+    let mut want = publish(&mut c, "t", "a", 30);
+    let sink = TestSink::default();
+    let o = opts(&s);
+    let run = start(o.clone(), &sink);
+    sink.wait_count("smss.t", 30);
+    run.stop();
+    // The group is gone: the next run starts from the oldest message.
+    c.groupdel("t", "bridge.default").expect("GROUPDEL");
+    want.extend(publish(&mut c, "t", "b", 5));
+    let before = sink.with(|s| s.writes.len());
+    let run = start(o, &sink);
+    sink.wait_count("smss.t", 35);
+    run.stop();
+    assert_exactly(&sink.held("smss.t"), "t", &want, h);
+    let rewritten: usize = sink.with(|s| s.writes[before..].iter().map(Vec::len).sum());
+    assert_eq!(rewritten, 5);
+}
+
+#[test]
+fn transient_failures_are_retried_with_the_same_ids_and_nothing_is_skipped() {
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    let h = u64::from_str_radix(&history(&mut c), 16).expect("hex history");
+    c.create("t", 0).expect("CREATE");
+    let want = publish(&mut c, "t", "a", 10);
+    let sink = TestSink::default();
+    sink.with(|s| s.fail_transient = 3);
+    let run = start(opts(&s), &sink);
+    sink.wait_count("smss.t", 10);
+    let m = run.bridge().metrics().topic("t").snapshot(0);
+    assert!(m.retries >= 3, "{m:?}");
+    assert_eq!(run.bridge().metrics().transient_errors(), 3);
+    run.stop();
+    assert_exactly(&sink.held("smss.t"), "t", &want, h);
+    let writes = sink.with(|s| s.writes.clone());
+    // The failed attempts and the one that succeeded carry the same ids.
+    assert!(writes.len() >= 4, "{writes:?}");
+    for w in &writes[1..4] {
+        assert_eq!(w, &writes[0]);
+    }
+    let first_ids: Vec<String> = want.iter().map(|id| msg_id(h, *id)).collect();
+    assert!(first_ids.starts_with(&writes[0]), "{writes:?}");
+}
+
+#[test]
+fn stored_then_transient_writes_nothing_twice() {
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    let h = u64::from_str_radix(&history(&mut c), 16).expect("hex history");
+    c.create("t", 0).expect("CREATE");
+    let mut want = publish(&mut c, "t", "a", 10);
+    let sink = TestSink::default();
+    sink.with(|s| s.store_then_fail = 2);
+    let run = start(
+        BridgeOptions {
+            batch: Some(4),
+            ..opts(&s)
+        },
+        &sink,
+    );
+    want.extend(publish(&mut c, "t", "b", 10));
+    sink.wait_count("smss.t", 20);
+    // Settled: the writes after the lost answers are done too.
+    sink.wait("no scripted failures left", |s| s.store_then_fail == 0);
+    run.stop();
+    assert_exactly(&sink.held("smss.t"), "t", &want, h);
+}
+
+#[test]
+fn a_refused_message_goes_to_the_dlq_and_the_following_ones_flow() {
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    let h = u64::from_str_radix(&history(&mut c), 16).expect("hex history");
+    c.create("t", 0).expect("CREATE");
+    c.create("dead", 0).expect("CREATE");
+    let mut want = publish(&mut c, "t", "a", 5);
+    let poison = c.publish("t", b"poison").expect("PUB");
+    want.extend(publish(&mut c, "t", "b", 5));
+    let sink = TestSink::default();
+    sink.with(|s| s.refuse_payload = Some(b"poison".to_vec()));
+    let run = start(
+        BridgeOptions {
+            topics: vec!["t".into()],
+            batch: Some(4),
+            max_deliver: 2,
+            dlq: Some("dead".into()),
+            ..opts(&s)
+        },
+        &sink,
+    );
+    sink.wait_count("smss.t", 10);
+    want.extend(publish(&mut c, "t", "c", 3));
+    sink.wait_count("smss.t", 13);
+    let m = run.bridge().metrics().topic("t").snapshot(0);
+    assert!(m.refused >= 2, "{m:?}");
+    assert_eq!(m.dead_lettered, 1, "{m:?}");
+    run.stop();
+    assert_exactly(&sink.held("smss.t"), "t", &want, h);
+    // The refused message is in the dead-letter topic.
+    let mut d = s.client();
+    d.subscribe("dead", "0", &SubOptions::default())
+        .expect("SUB dead");
+    let msgs = loop {
+        match d.next_event().expect("event") {
+            SubEvent::Batch(m) => break m,
+            SubEvent::Alive => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].payload, b"poison");
+    assert!(
+        msgs[0]
+            .headers
+            .contains(&("dlq.id".to_string(), poison.to_string())),
+        "{:?}",
+        msgs[0].headers
+    );
+}
+
+#[test]
+fn without_a_dlq_a_refused_message_blocks_its_topic_only() {
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    c.create("u", 0).expect("CREATE");
+    let before = publish(&mut c, "t", "a", 2);
+    c.publish("t", b"poison").expect("PUB");
+    publish(&mut c, "t", "b", 2);
+    publish(&mut c, "u", "a", 4);
+    let sink = TestSink::default();
+    sink.with(|s| s.refuse_payload = Some(b"poison".to_vec()));
+    let run = start(opts(&s), &sink);
+    sink.wait_count("smss.u", 4);
+    sink.wait_count("smss.t", 2);
+    // Refused at least twice: it is retried, not dropped.
+    let metrics = Arc::clone(run.bridge().metrics());
+    sink.wait("a second attempt at the refused message", |s| {
+        s.writes
+            .iter()
+            .filter(|w| {
+                w.iter()
+                    .any(|id| id.ends_with(&format!("-{}", before[1] + 1)))
+            })
+            .count()
+            >= 2
+    });
+    run.stop();
+    let got: Vec<u64> = sink.held("smss.t").iter().map(|m| m.event_id).collect();
+    assert_eq!(got, before, "nothing after the refused message");
+    assert_eq!(metrics.topic("t").snapshot(0).dead_lettered, 0);
+    // Nothing was skipped in smss either: the group is still before it.
+    let g = c.groups("t").expect("GROUPS");
+    assert!(g.iter().all(|g| g.committed_id < before[1] + 1), "{g:?}");
+}
+
+#[test]
+fn new_topics_are_picked_up_deleted_ones_end_and_refused_subjects_are_counted() {
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    let sink = TestSink::default();
+    sink.with(|s| s.refuse_subject = Some("bad".into()));
+    let run = start(opts(&s), &sink);
+    c.create("late", 0).expect("CREATE");
+    c.create("bad.one", 0).expect("CREATE");
+    let want = publish(&mut c, "late", "a", 5);
+    publish(&mut c, "bad.one", "a", 5);
+    sink.wait_count("smss.late", 5);
+    assert_eq!(
+        sink.held("smss.late")
+            .iter()
+            .map(|m| m.event_id)
+            .collect::<Vec<_>>(),
+        want
+    );
+    c.delete("late").expect("DELETE");
+    sink.wait("topic_ended for late", |s| {
+        s.ended
+            .contains(&("smss.late".to_string(), "deleted".to_string()))
+    });
+    assert_eq!(run.bridge().metrics().topics_refused(), 1);
+    run.stop();
+    assert_eq!(sink.count("smss.bad.one"), 0);
+}
+
+#[test]
+fn the_history_stat_is_stable_across_a_restart() {
+    let dir = tempdir();
+    let port = common::repl::free_port();
+    let s = Server::start_with(dir.path(), &Opts::new().port(port));
+    let mut c = s.client();
+    let h1 = history(&mut c);
+    assert_eq!(h1.len(), 16, "{h1:?}");
+    assert!(
+        h1.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{h1:?}"
+    );
+    assert_ne!(h1, "0000000000000000");
+    c.create("t", 0).expect("CREATE");
+    drop(c);
+    assert!(s.sigterm().success());
+    let s = Server::start_with(dir.path(), &Opts::new().port(port));
+    let mut c = s.client();
+    assert_eq!(history(&mut c), h1);
+}
