@@ -510,3 +510,34 @@ fn the_history_stat_is_stable_across_a_restart() {
     let mut c = s.client();
     assert_eq!(history(&mut c), h1);
 }
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run smss-cli");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_parses_bridge_and_says_the_nats_sink_is_missing() {
+    let (code, out, _) = cli(&["bridge", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("usage: smss-cli [global options] bridge --nats"), "{out}");
+    let (code, _, err) = cli(&["bridge"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing --nats"), "{err}");
+    let (code, _, err) = cli(&["bridge", "--nats", "127.0.0.1:4222", "--max-deliver", "2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--max-deliver needs --dlq"), "{err}");
+    let (code, _, err) = cli(&["bridge", "--nats", "127.0.0.1:4222", "bad topic!"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = cli(&["bridge", "--nats", "127.0.0.1:4222", "orders"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the NATS sink is not built yet"), "{err}");
+}
