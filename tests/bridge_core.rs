@@ -528,7 +528,10 @@ fn cli(args: &[&str]) -> (i32, String, String) {
 fn the_cli_parses_bridge_and_says_the_nats_sink_is_missing() {
     let (code, out, _) = cli(&["bridge", "--help"]);
     assert_eq!(code, 0);
-    assert!(out.contains("usage: smss-cli [global options] bridge --nats"), "{out}");
+    assert!(
+        out.contains("usage: smss-cli [global options] bridge --nats"),
+        "{out}"
+    );
     let (code, _, err) = cli(&["bridge"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("missing --nats"), "{err}");
