@@ -544,3 +544,75 @@ fn the_cli_parses_bridge_and_says_the_nats_sink_is_missing() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("the NATS sink is not built yet"), "{err}");
 }
+
+#[test]
+fn a_long_sink_outage_hands_batches_back_without_a_failed_delivery() {
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    let h = u64::from_str_radix(&history(&mut c), 16).expect("hex history");
+    c.create("t", 0).expect("CREATE");
+    c.create("dead", 0).expect("CREATE");
+    let want = publish(&mut c, "t", "a", 6);
+    let sink = TestSink::default();
+    // 100 + 200 + 400 ms of backoff: past the 500 ms of patience that an
+    // ACK deadline of 1 s leaves, so the batch is handed back at least once.
+    sink.with(|s| s.fail_transient = 4);
+    let run = start(
+        BridgeOptions {
+            topics: vec!["t".into()],
+            ack_ms: 1000,
+            max_deliver: 1,
+            dlq: Some("dead".into()),
+            ..opts(&s)
+        },
+        &sink,
+    );
+    sink.wait_count("smss.t", 6);
+    let m = run.bridge().metrics().topic("t").snapshot(0);
+    assert!(m.handed_back >= 1, "{m:?}");
+    run.stop();
+    assert_exactly(&sink.held("smss.t"), "t", &want, h);
+    // smss never saw a delivery end without an ACK, so nothing was
+    // dead-lettered with maxDeliver=1.
+    assert_eq!(common::stat(&mut c, "group_redeliveries"), 0);
+    assert_eq!(common::stat(&mut c, "dead_lettered"), 0);
+    assert_eq!(c.info("dead").expect("INFO").messages, 0);
+}
+
+#[test]
+fn the_bridge_follows_the_master_through_a_promote() {
+    use common::repl::{start_slave, wait_caught_up};
+    let (md, sd) = (tempdir(), tempdir());
+    let m = Server::start(md.path());
+    let mut mc = m.client();
+    mc.create("t", 0).expect("CREATE");
+    let mut want = publish(&mut mc, "t", "a", 20);
+    let s = start_slave(sd.path(), &Opts::new(), &m.addr);
+    let mut sc = s.client();
+    let h = history(&mut mc);
+    wait_caught_up(&m, &s, None);
+    assert_eq!(history(&mut sc), h, "a slave shares its master's history");
+    let h = u64::from_str_radix(&h, 16).expect("hex history");
+    let sink = TestSink::default();
+    let run = start(
+        BridgeOptions {
+            // The slave first: the bridge must pick the master by its role.
+            smss: vec![s.addr.clone(), m.addr.clone()],
+            batch: Some(3),
+            ..opts(&m)
+        },
+        &sink,
+    );
+    sink.wait_count("smss.t", 20);
+    want.extend(publish(&mut mc, "t", "b", 10));
+    sink.wait_count("smss.t", 30);
+    wait_caught_up(&m, &s, None);
+    m.kill9();
+    sc.promote().expect("PROMOTE");
+    want.extend(publish(&mut sc, "t", "c", 10));
+    sink.wait_count("smss.t", 40);
+    run.stop();
+    // Whatever group position the slave had, nothing was written twice.
+    assert_exactly(&sink.held("smss.t"), "t", &want, h);
+}

@@ -32,6 +32,7 @@ pub struct TopicMetrics {
     refused: AtomicU64,
     dead_lettered: AtomicU64,
     skipped: AtomicU64,
+    handed_back: AtomicU64,
     lag_messages: AtomicU64,
     /// Timestamp of the oldest message of the batch in flight; 0: none.
     in_flight_ms: AtomicU64,
@@ -54,6 +55,8 @@ pub struct TopicSnapshot {
     pub dead_lettered: u64,
     /// Redelivered messages not written again: the sink had them.
     pub skipped: u64,
+    /// Batches handed back to smss (STOP) while the sink kept failing.
+    pub handed_back: u64,
     /// GROUPS lag of the bridge's group.
     pub lag_messages: u64,
     /// How old the oldest message not yet bridged is (0 when caught up).
@@ -76,6 +79,9 @@ impl TopicMetrics {
     }
     pub(super) fn add_skipped(&self, n: u64) {
         self.skipped.fetch_add(n, Relaxed);
+    }
+    pub(super) fn add_handed_back(&self) {
+        self.handed_back.fetch_add(1, Relaxed);
     }
     pub(super) fn set_lag(&self, n: u64) {
         self.lag_messages.store(n, Relaxed);
@@ -114,6 +120,7 @@ impl TopicMetrics {
             refused: self.refused.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
             skipped: self.skipped.load(Relaxed),
+            handed_back: self.handed_back.load(Relaxed),
             lag_messages: lag,
             lag_seconds,
             ended: self.ended.load(Relaxed),
@@ -180,11 +187,12 @@ impl Metrics {
     pub fn log_report(&self) {
         for (name, s) in self.snapshot() {
             info!(
-                "bridge: topic {name}: bridged {} skipped {} retries {} refused {} \
-                 dead-lettered {} lag {} messages {:.1} s{}",
+                "bridge: topic {name}: bridged {} skipped {} retries {} handed back {} \
+                 refused {} dead-lettered {} lag {} messages {:.1} s{}",
                 s.bridged,
                 s.skipped,
                 s.retries,
+                s.handed_back,
                 s.refused,
                 s.dead_lettered,
                 s.lag_messages,
@@ -204,7 +212,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let snap = self.snapshot();
         let mut out = String::new();
-        let families: [Family; 7] = [
+        let families: [Family; 8] = [
             (
                 "smss_bridge_messages_total",
                 "counter",
@@ -234,6 +242,12 @@ impl Metrics {
                 "counter",
                 "Refused messages smss moved to the dead-letter topic.",
                 |s| s.dead_lettered as f64,
+            ),
+            (
+                "smss_bridge_handed_back_total",
+                "counter",
+                "Batches handed back to smss unwritten while the sink kept failing.",
+                |s| s.handed_back as f64,
             ),
             (
                 "smss_bridge_lag_messages",

@@ -259,9 +259,15 @@ impl Backoff {
 
     /// Sleeps the next wait; false when the stop flag ended it.
     pub(crate) fn wait(&mut self, stop: &AtomicBool) -> bool {
+        let d = self.next_wait();
+        sleep_unless_stopped(d, stop)
+    }
+
+    /// The next wait (and doubles the one after it).
+    pub(crate) fn next_wait(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
-        sleep_unless_stopped(d, stop)
+        d
     }
 }
 

@@ -14,11 +14,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use log::{error, info, warn};
 
 use super::metrics::Metrics;
@@ -34,6 +34,9 @@ pub(super) enum Written {
     Refused { stored: usize, reason: String },
     /// Stopped while the sink failed; `msgs[..stored]` are stored.
     Stopped { stored: usize },
+    /// Given back unfinished because the reader's deadline passed while
+    /// the sink failed (see [`Handle::write`]); `msgs[..stored]` are stored.
+    GivenBack { stored: usize },
 }
 
 enum Job {
@@ -41,6 +44,7 @@ enum Job {
         topic: String,
         msgs: Vec<OutMsg>,
         reply: Sender<Written>,
+        give_back: Arc<AtomicBool>,
     },
     LastId {
         subject: String,
@@ -89,15 +93,26 @@ impl Owner {
 
 impl Handle {
     /// Writes `msgs` (all of one topic, in order) and waits until settled.
-    pub(super) fn write(&self, topic: &str, msgs: Vec<OutMsg>) -> Written {
+    /// Past `patience` with the sink still failing, the job is given back
+    /// at the publisher's next retry ([`Written::GivenBack`]): smss would
+    /// soon count the un-ACKed batch as a failed delivery, which must not
+    /// happen to a message only because the sink was down.
+    pub(super) fn write(&self, topic: &str, msgs: Vec<OutMsg>, patience: Duration) -> Written {
         let (reply, rx) = bounded(1);
+        let give_back = Arc::new(AtomicBool::new(false));
         let job = Job::Write {
             topic: topic.to_string(),
             msgs,
             reply,
+            give_back: Arc::clone(&give_back),
         };
         if self.tx.send(job).is_err() {
             return Written::Stopped { stored: 0 };
+        }
+        match rx.recv_timeout(patience) {
+            Ok(w) => return w,
+            Err(RecvTimeoutError::Disconnected) => return Written::Stopped { stored: 0 },
+            Err(RecvTimeoutError::Timeout) => give_back.store(true, Ordering::Relaxed),
         }
         rx.recv().unwrap_or(Written::Stopped { stored: 0 })
     }
@@ -172,6 +187,8 @@ struct Pending {
     /// `msgs[..done]` are stored.
     done: usize,
     reply: Sender<Written>,
+    /// Set by the reader whose patience ran out.
+    give_back: Arc<AtomicBool>,
 }
 
 struct Publisher {
@@ -213,7 +230,12 @@ impl Publisher {
     /// A write job queues; the others are answered now.
     fn take(&mut self, job: Job) {
         match job {
-            Job::Write { topic, msgs, reply } => {
+            Job::Write {
+                topic,
+                msgs,
+                reply,
+                give_back,
+            } => {
                 if msgs.is_empty() {
                     let _ = reply.send(Written::All);
                 } else {
@@ -222,6 +244,7 @@ impl Publisher {
                         msgs,
                         done: 0,
                         reply,
+                        give_back,
                     });
                 }
             }
@@ -379,15 +402,51 @@ impl Publisher {
             self.metrics.topic(&p.topic).add_retry();
         }
         loop {
-            if !self.backoff.wait(&self.stop) {
+            if !self.pause() {
                 for p in self.pending.drain(..) {
                     let _ = p.reply.send(Written::Stopped { stored: p.done });
                 }
                 return;
             }
+            self.give_back();
             match self.resync() {
                 Ok(()) => return,
                 Err(e) => warn!("bridge: asking {} what it holds: {e}", self.sink.describe()),
+            }
+        }
+    }
+
+    /// Waits the next backoff, ending early when a reader wants its job
+    /// back; false when the stop flag is set.
+    fn pause(&mut self) -> bool {
+        let end = Instant::now() + self.backoff.next_wait();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= end
+                || self
+                    .pending
+                    .iter()
+                    .any(|p| p.give_back.load(Ordering::Relaxed))
+            {
+                return true;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(20)));
+        }
+    }
+
+    /// Answers the jobs whose readers ran out of patience.
+    fn give_back(&mut self) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].give_back.load(Ordering::Relaxed) {
+                if let Some(p) = self.pending.remove(i) {
+                    let _ = p.reply.send(Written::GivenBack { stored: p.done });
+                }
+            } else {
+                i += 1;
             }
         }
     }

@@ -22,7 +22,11 @@
 //!   without an ACK by hanging up, which smss counts as a failed delivery;
 //!   after `maxDeliver` of them smss copies it to the dlq topic and moves
 //!   the group past it. Without a dlq the topic stays blocked: STOP, wait,
-//!   try again, with an error logged every time.
+//!   try again, with an error logged every time;
+//! - the sink failing for half the ACK deadline (`ack_ms`): the batch is
+//!   handed back (STOP, which smss counts as no failure) and asked for
+//!   again after a wait, so an outage of the sink never makes smss count
+//!   failed deliveries (which could dead-letter a good message).
 //!
 //! [`Sink::topic_ended`]: super::sink::Sink::topic_ended
 
@@ -74,6 +78,7 @@ pub(super) fn spawn(
         sub,
         stored: None,
         refused: None,
+        progressed: false,
     };
     std::thread::Builder::new()
         .name(format!("bridge-{topic}"))
@@ -94,7 +99,8 @@ enum Ended {
     Lost(String),
     /// Hung up on purpose: a failed delivery of a refused message.
     Failed,
-    /// A refused message without a dlq: wait, then try again.
+    /// A refused message without a dlq, or the sink failing for longer
+    /// than the ACK deadline allows: wait, then try again.
     Blocked,
 }
 
@@ -110,6 +116,9 @@ struct Reader {
     stored: Option<(u64, u64)>,
     /// A refused message whose dead-lettering is awaited.
     refused: Option<u64>,
+    /// A batch was ACKed in the current subscription: the backoffs start
+    /// over.
+    progressed: bool,
 }
 
 impl Reader {
@@ -129,7 +138,13 @@ impl Reader {
                 return;
             };
             self.resume_from(last.as_deref(), m.history);
-            match self.session(&mut m) {
+            self.progressed = false;
+            let ended = self.session(&mut m);
+            if self.progressed {
+                backoff.reset();
+                blocked.reset();
+            }
+            match ended {
                 Ended::Topic(why) => {
                     self.pubs.topic_ended(&self.topic, &self.subject, &why);
                     self.metrics.set_ended();
@@ -305,10 +320,15 @@ impl Reader {
         }
         self.metrics.set_in_flight(first.timestamp_ms);
         let ids: Vec<(u64, u64)> = out.iter().map(|o| (o.event_id, o.timestamp_ms)).collect();
-        let written = self.pubs.write(&self.topic, out);
+        // Half the ACK deadline: the batch is given back (STOP, nothing
+        // failed) well before smss would count a failed delivery.
+        let patience = Duration::from_millis(self.opts.ack_ms / 2);
+        let written = self.pubs.write(&self.topic, out, patience);
         let stored = match &written {
             Written::All => ids.len(),
-            Written::Refused { stored, .. } | Written::Stopped { stored } => *stored,
+            Written::Refused { stored, .. }
+            | Written::Stopped { stored }
+            | Written::GivenBack { stored } => *stored,
         };
         if let Some(&(id, ts)) = stored.checked_sub(1).and_then(|i| ids.get(i)) {
             self.mark_stored(history, id);
@@ -317,11 +337,23 @@ impl Reader {
         match written {
             Written::All => {
                 m.client.ack()?;
+                self.progressed = true;
                 Ok(None)
             }
             Written::Stopped { .. } => {
                 let _ = m.client.stop();
                 Ok(Some(Ended::Stopped))
+            }
+            Written::GivenBack { .. } => {
+                self.metrics.add_handed_back();
+                warn!(
+                    "bridge: topic {}: the sink has been failing for {} ms; handing the batch \
+                     back to smss (STOP) and trying again later",
+                    self.topic,
+                    patience.as_millis()
+                );
+                let _ = m.client.stop();
+                Ok(Some(Ended::Blocked))
             }
             Written::Refused { stored, reason } => {
                 let Some(&(rid, _)) = ids.get(stored) else {
