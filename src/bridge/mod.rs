@@ -391,7 +391,17 @@ fn supervise(
     let mut last_report = Instant::now();
     let mut conn: Option<follow::Master> = None;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut outcome = Ok(());
     while !stop.load(Ordering::Relaxed) {
+        if pubs.is_finished() {
+            // Only a panic in the sink ends it early: stop everything.
+            outcome = Err(BridgeError::Sink {
+                topic: String::new(),
+                source: SinkError::Transient("the bridge-publisher thread ended (panic)".into()),
+            });
+            stop.store(true, Ordering::Relaxed);
+            break;
+        }
         readers.retain(|_, r| !r.handle.is_finished());
         if conn.is_none() {
             conn = follow::find_master(opts, stop);
@@ -471,5 +481,5 @@ fn supervise(
     pubs.finish();
     metrics.log_report();
     info!("bridge {} stopped", opts.name);
-    Ok(())
+    outcome
 }

@@ -82,6 +82,11 @@ impl std::ops::Deref for Owner {
 }
 
 impl Owner {
+    /// Whether the thread ended (only after `finish`, or by a panic).
+    pub(super) fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
     /// Closes the channel (every reader has ended) and waits for the thread.
     pub(super) fn finish(self) {
         drop(self.handle);

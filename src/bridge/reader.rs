@@ -33,7 +33,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
@@ -82,6 +82,8 @@ pub(super) fn spawn(
     };
     std::thread::Builder::new()
         .name(format!("bridge-{topic}"))
+        // It holds a client and a batch on the heap; the stack stays small.
+        .stack_size(256 << 10)
         .spawn(move || r.run())
         .map_err(|source| BridgeError::Io {
             what: format!("starting the reader thread of topic {topic}"),
@@ -213,6 +215,10 @@ impl Reader {
             return self.refused_sub(e, &m.addr);
         }
         let mut standby_logged = false;
+        // smss sends ALIVE every timeout.server.alive (30 s by default):
+        // silence much longer than that is a dead peer.
+        let idle_limit = self.opts.timeout * 4;
+        let mut heard = Instant::now();
         loop {
             if self.stopped() {
                 // Nothing counts as failed; a batch in flight is read away.
@@ -220,8 +226,15 @@ impl Reader {
                 return Ended::Stopped;
             }
             match m.client.poll_readable(STOP_POLL) {
+                Ok(false) if heard.elapsed() > idle_limit => {
+                    return Ended::Lost(format!(
+                        "smss at {} sent nothing for {} s",
+                        m.addr,
+                        idle_limit.as_secs()
+                    ));
+                }
                 Ok(false) => continue,
-                Ok(true) => {}
+                Ok(true) => heard = Instant::now(),
                 Err(e) => return Ended::Lost(format!("smss at {}: {e}", m.addr)),
             }
             let ev = match m.client.next_event() {
@@ -268,9 +281,9 @@ impl Reader {
         }
     }
 
-    fn out_msg(&self, history: u64, d: &Delivered) -> OutMsg {
+    fn out_msg(&self, history: u64, d: Delivered) -> OutMsg {
         let id = msg_id(history, d.event_id);
-        let mut headers = d.headers.clone();
+        let mut headers = d.headers;
         headers.push(("Smss-Topic".into(), self.topic.clone()));
         headers.push(("Smss-Id".into(), d.event_id.to_string()));
         headers.push(("Smss-Timestamp".into(), d.timestamp_ms.to_string()));
@@ -281,7 +294,7 @@ impl Reader {
             msg_id: id,
             timestamp_ms: d.timestamp_ms,
             headers,
-            payload: d.payload.clone(),
+            payload: d.payload,
         }
     }
 
@@ -308,17 +321,21 @@ impl Reader {
                 self.sub.dlq.as_deref().unwrap_or("-")
             );
         }
+        let first_ts = first.timestamp_ms;
+        // The event ids of the batch, for a refusal after the move below.
+        let smss_ids: Vec<u64> = msgs.iter().map(|d| d.event_id).collect();
         let out: Vec<OutMsg> = msgs
-            .iter()
+            .into_iter()
             .filter(|d| !self.is_stored(history, d.event_id))
             .map(|d| self.out_msg(history, d))
             .collect();
-        self.metrics.add_skipped((msgs.len() - out.len()) as u64);
+        self.metrics
+            .add_skipped((smss_ids.len() - out.len()) as u64);
         if out.is_empty() {
             m.client.ack()?;
             return Ok(None);
         }
-        self.metrics.set_in_flight(first.timestamp_ms);
+        self.metrics.set_in_flight(first_ts);
         let ids: Vec<(u64, u64)> = out.iter().map(|o| (o.event_id, o.timestamp_ms)).collect();
         // Half the ACK deadline: the batch is given back (STOP, nothing
         // failed) well before smss would count a failed delivery.
@@ -360,16 +377,17 @@ impl Reader {
                     return Ok(Some(Ended::Lost("a refusal past the batch".into())));
                 };
                 self.metrics.add_refused();
-                self.refused_msg(m, &msgs, rid, &reason)
+                self.refused_msg(m, &smss_ids, rid, &reason)
             }
         }
     }
 
-    /// Message `rid` of `msgs` was refused; the ones before it are stored.
+    /// Message `rid` of the batch (`ids`) was refused; the ones before it
+    /// are stored.
     fn refused_msg(
         &mut self,
         m: &mut Master,
-        msgs: &[Delivered],
+        ids: &[u64],
         rid: u64,
         reason: &str,
     ) -> std::result::Result<Option<Ended>, ClientError> {
@@ -389,15 +407,15 @@ impl Reader {
             self.topic, self.opts.max_deliver
         );
         self.refused = Some(rid);
-        let at = msgs.iter().position(|d| d.event_id == rid).unwrap_or(0);
-        match at.checked_sub(1).and_then(|i| msgs.get(i)) {
+        let at = ids.iter().position(|&id| id == rid).unwrap_or(0);
+        match at.checked_sub(1).and_then(|i| ids.get(i)) {
             Some(before) => {
                 // Commit the stored prefix by moving the group past it
                 // (STOP counts no failure): the refused message comes first
                 // in the next batch.
                 m.client.stop()?;
                 m.client
-                    .subscribe(&self.topic, &before.event_id.to_string(), &self.sub)?;
+                    .subscribe(&self.topic, &before.to_string(), &self.sub)?;
                 Ok(None)
             }
             // First of its batch: hanging up counts the failed delivery.
