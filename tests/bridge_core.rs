@@ -616,3 +616,22 @@ fn the_bridge_follows_the_master_through_a_promote() {
     // Whatever group position the slave had, nothing was written twice.
     assert_exactly(&sink.held("smss.t"), "t", &want, h);
 }
+
+#[test]
+fn removing_the_group_while_bridging_does_not_end_the_topic_in_the_sink() {
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    let h = u64::from_str_radix(&history(&mut c), 16).expect("hex history");
+    c.create("t", 0).expect("CREATE");
+    let mut want = publish(&mut c, "t", "a", 10);
+    let sink = TestSink::default();
+    let run = start(opts(&s), &sink);
+    sink.wait_count("smss.t", 10);
+    c.groupdel("t", "bridge.default").expect("GROUPDEL");
+    want.extend(publish(&mut c, "t", "b", 10));
+    sink.wait_count("smss.t", 20);
+    run.stop();
+    assert!(sink.with(|s| s.ended.is_empty()), "topic_ended was called");
+    assert_exactly(&sink.held("smss.t"), "t", &want, h);
+}

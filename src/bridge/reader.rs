@@ -99,7 +99,8 @@ enum Ended {
     Stopped,
     /// A connection error, READONLY or another ERR: follow again.
     Lost(String),
-    /// Hung up on purpose: a failed delivery of a refused message.
+    /// Hung up on purpose (a failed delivery of a refused message), or
+    /// the group was removed: subscribe again at once.
     Failed,
     /// A refused message without a dlq, or the sink failing for longer
     /// than the ACK deadline allows: wait, then try again.
@@ -254,13 +255,33 @@ impl Reader {
                         standby_logged = true;
                     }
                 }
-                SubEvent::End(why) => return Ended::Topic(why),
+                SubEvent::End(why) => return self.end_of(m, why),
                 SubEvent::Batch(msgs) => match self.batch(m, msgs) {
                     Ok(None) => {}
                     Ok(Some(end)) => return end,
                     Err(e) => return Ended::Lost(format!("smss at {}: {e}", m.addr)),
                 },
             }
+        }
+    }
+
+    /// `END <why>`: the topic ended, or only the bridge's group was
+    /// removed (GROUPDEL sends `END deleted` too), which must not end the
+    /// topic in the sink: INFO tells them apart. A removed group is
+    /// subscribed again from the oldest message; what the sink holds is
+    /// skipped.
+    fn end_of(&self, m: &mut Master, why: String) -> Ended {
+        match m.client.info(&self.topic) {
+            Err(ClientError::Server { code, .. }) if code == "NOTOPIC" => Ended::Topic(why),
+            Ok(_) => {
+                warn!(
+                    "bridge: topic {}: group {} was removed (END {why}); subscribing again",
+                    self.topic,
+                    self.opts.group_name()
+                );
+                Ended::Failed
+            }
+            Err(e) => Ended::Lost(format!("INFO {} on smss at {}: {e}", self.topic, m.addr)),
         }
     }
 
