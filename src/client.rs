@@ -1270,6 +1270,26 @@ mod tests {
     }
 
     #[test]
+    fn poll_readable_waits_without_reading() {
+        let (addr, h) = fake_server(vec![
+            Expect(b"PING\r\n"),
+            Send(b"PONG\r\n"),
+            Expect(b"PING\r\n"),
+            Send(b"PO"),
+            Send(b"NG\r\n"),
+        ]);
+        let mut c = Client::connect_timeout(&addr, T).expect("connect");
+        assert!(!c.poll_readable(Duration::from_millis(20)).expect("poll"));
+        c.send_raw(b"PING\r\n").expect("send");
+        assert!(c.poll_readable(T).expect("poll"));
+        // Nothing was read away; the timeout is back to what it was.
+        assert_eq!(c.read_line().expect("line"), "PONG");
+        c.ping().expect("ping");
+        drop(c);
+        finish(h);
+    }
+
+    #[test]
     fn framing_errors() {
         let (addr, h) = fake_server(vec![
             Expect(b"PING\r\n"),

@@ -635,3 +635,30 @@ fn removing_the_group_while_bridging_does_not_end_the_topic_in_the_sink() {
     assert!(sink.with(|s| s.ended.is_empty()), "topic_ended was called");
     assert_exactly(&sink.held("smss.t"), "t", &want, h);
 }
+
+#[test]
+fn stopping_during_a_sink_outage_loses_nothing_and_the_next_run_writes_once() {
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    let h = u64::from_str_radix(&history(&mut c), 16).expect("hex history");
+    c.create("t", 0).expect("CREATE");
+    let want = publish(&mut c, "t", "a", 8);
+    let sink = TestSink::default();
+    sink.with(|s| s.fail_transient = u32::MAX);
+    let run = start(opts(&s), &sink);
+    sink.wait("two failed attempts", |s| s.writes.len() >= 2);
+    let stopped_at = Instant::now();
+    run.stop();
+    // The publisher gives up at its next backoff wake-up (at most 5 s).
+    assert!(stopped_at.elapsed() < Duration::from_secs(10));
+    assert_eq!(sink.count("smss.t"), 0);
+    // Nothing was committed: the group is where it started.
+    let g = c.groups("t").expect("GROUPS");
+    assert!(g.iter().all(|g| g.committed_id < want[0]), "{g:?}");
+    sink.with(|s| s.fail_transient = 0);
+    let run = start(opts(&s), &sink);
+    sink.wait_count("smss.t", 8);
+    run.stop();
+    assert_exactly(&sink.held("smss.t"), "t", &want, h);
+}
