@@ -662,3 +662,45 @@ fn stopping_during_a_sink_outage_loses_nothing_and_the_next_run_writes_once() {
     run.stop();
     assert_exactly(&sink.held("smss.t"), "t", &want, h);
 }
+
+/// A sink whose writes panic.
+struct PanicSink;
+
+impl Sink for PanicSink {
+    fn write(&mut self, _: &[OutMsg]) -> WriteOutcome {
+        panic!("scripted sink panic");
+    }
+    fn last_msg_id(&mut self, _: &str) -> Result<Option<String>, SinkError> {
+        Ok(None)
+    }
+    fn topic_ended(&mut self, _: &str, _: &str) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "a panicking sink".into()
+    }
+    fn check_subject(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panicking_sink_stops_the_bridge_with_an_error_and_commits_nothing() {
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    let ids = publish(&mut c, "t", "a", 3);
+    let stop = Arc::new(AtomicBool::new(false));
+    let bridge = Bridge::start(opts(&s), Box::new(PanicSink), Arc::clone(&stop)).expect("start");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(bridge.join());
+    });
+    let res = rx.recv_timeout(WAIT).expect("the bridge ends by itself");
+    let e = res.expect_err("an error");
+    assert!(e.to_string().contains("panic"), "{e}");
+    assert!(stop.load(Ordering::Relaxed));
+    let g = c.groups("t").expect("GROUPS");
+    assert!(g.iter().all(|g| g.committed_id < ids[0]), "{g:?}");
+}

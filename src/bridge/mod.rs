@@ -368,7 +368,9 @@ impl Bridge {
 }
 
 /// Runs the bridge until `stop` is set; the batches in flight are finished
-/// (stored and ACKed, or left un-ACKed for the next run) first.
+/// (stored and ACKed, or left un-ACKed for the next run) first. The bridge
+/// sets `stop` itself when it cannot go on (the sink panicked, no thread
+/// could be started) and then returns the error.
 pub fn run(opts: BridgeOptions, sink: Box<dyn Sink>, stop: Arc<AtomicBool>) -> Result<()> {
     Bridge::start(opts, sink, stop)?.join()
 }
@@ -443,8 +445,17 @@ fn supervise(
                 }
                 None => break, // the publisher is gone: stopping
             }
-            let handle = reader::spawn(opts, &t.name, &subject, &pubs, metrics, stop)?;
-            readers.insert(t.name.clone(), Running { handle });
+            match reader::spawn(opts, &t.name, &subject, &pubs, metrics, stop) {
+                Ok(handle) => {
+                    readers.insert(t.name.clone(), Running { handle });
+                }
+                Err(e) => {
+                    // No thread to be had: stop the others cleanly too.
+                    outcome = Err(e);
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
         }
         for want in &opts.topics {
             if !listed.iter().any(|t| &t.name == want) && missing_logged.insert(want.clone()) {
