@@ -704,3 +704,36 @@ fn a_panicking_sink_stops_the_bridge_with_an_error_and_commits_nothing() {
     let g = c.groups("t").expect("GROUPS");
     assert!(g.iter().all(|g| g.committed_id < ids[0]), "{g:?}");
 }
+
+#[test]
+fn a_refused_last_message_is_counted_as_dead_lettered_from_groups() {
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    c.create("dead", 0).expect("CREATE");
+    publish(&mut c, "t", "a", 2);
+    c.publish("t", b"poison").expect("PUB");
+    let sink = TestSink::default();
+    sink.with(|s| s.refuse_payload = Some(b"poison".to_vec()));
+    let run = start(
+        BridgeOptions {
+            topics: vec!["t".into()],
+            max_deliver: 1,
+            dlq: Some("dead".into()),
+            ..opts(&s)
+        },
+        &sink,
+    );
+    sink.wait_count("smss.t", 2);
+    // No later batch shows it: the supervisor's GROUPS poll does (there is
+    // no event to wait on, so poll the counter).
+    let metrics = Arc::clone(run.bridge().metrics());
+    common::repl::poll("dead_lettered = 1", || {
+        let n = metrics.topic("t").snapshot(0).dead_lettered;
+        if n == 1 { Ok(()) } else { Err(n) }
+    });
+    run.stop();
+    assert_eq!(c.info("dead").expect("INFO").messages, 1);
+    assert_eq!(sink.count("smss.t"), 2);
+}

@@ -33,6 +33,10 @@ pub struct TopicMetrics {
     dead_lettered: AtomicU64,
     skipped: AtomicU64,
     handed_back: AtomicU64,
+    /// A refused message smss should dead-letter; 0: none. Whoever sees
+    /// the group pass it first (the reader's next batch, or GROUPS) counts
+    /// it.
+    awaiting_dlq: AtomicU64,
     lag_messages: AtomicU64,
     /// Timestamp of the oldest message of the batch in flight; 0: none.
     in_flight_ms: AtomicU64,
@@ -74,14 +78,27 @@ impl TopicMetrics {
     pub(super) fn add_refused(&self) {
         self.refused.fetch_add(1, Relaxed);
     }
-    pub(super) fn add_dead_lettered(&self) {
-        self.dead_lettered.fetch_add(1, Relaxed);
-    }
     pub(super) fn add_skipped(&self, n: u64) {
         self.skipped.fetch_add(n, Relaxed);
     }
     pub(super) fn add_handed_back(&self) {
         self.handed_back.fetch_add(1, Relaxed);
+    }
+    pub(super) fn await_dead_letter(&self, event_id: u64) {
+        self.awaiting_dlq.store(event_id, Relaxed);
+    }
+    /// The group is past `upto`: a refused message at or below it went to
+    /// the dead-letter topic, counted once (its id returned).
+    pub(super) fn passed(&self, upto: u64) -> Option<u64> {
+        let r = self.awaiting_dlq.load(Relaxed);
+        if r == 0 || upto < r {
+            return None;
+        }
+        self.awaiting_dlq
+            .compare_exchange(r, 0, Relaxed, Relaxed)
+            .ok()?;
+        self.dead_lettered.fetch_add(1, Relaxed);
+        Some(r)
     }
     pub(super) fn set_lag(&self, n: u64) {
         self.lag_messages.store(n, Relaxed);
@@ -396,6 +413,17 @@ mod tests {
         assert_eq!(t.snapshot(10_000).lag_seconds, 0.0);
         t.set_lag(3);
         assert_eq!(t.snapshot(10_000).lag_seconds, 5.0);
+    }
+
+    #[test]
+    fn a_dead_letter_is_counted_once() {
+        let t = TopicMetrics::default();
+        assert_eq!(t.passed(100), None);
+        t.await_dead_letter(7);
+        assert_eq!(t.passed(6), None);
+        assert_eq!(t.passed(7), Some(7));
+        assert_eq!(t.passed(9), None);
+        assert_eq!(t.snapshot(0).dead_lettered, 1);
     }
 
     #[test]

@@ -467,8 +467,12 @@ fn supervise(
         for name in readers.keys() {
             match m.client.groups(name) {
                 Ok(gs) => {
-                    let lag = gs.iter().find(|g| g.name == group).map(|g| g.lag);
-                    metrics.topic(name).set_lag(lag.unwrap_or(0));
+                    let tm = metrics.topic(name);
+                    let g = gs.iter().find(|g| g.name == group);
+                    tm.set_lag(g.map_or(0, |g| g.lag));
+                    if let Some(r) = g.and_then(|g| tm.passed(g.committed_id)) {
+                        info!("bridge: topic {name}: message {r} went to the dead-letter topic");
+                    }
                 }
                 Err(e) if e.code().is_some() => {} // NOTOPIC: its reader sees it
                 Err(e) => {

@@ -77,7 +77,6 @@ pub(super) fn spawn(
         stop: Arc::clone(stop),
         sub,
         stored: None,
-        refused: None,
         progressed: false,
     };
     std::thread::Builder::new()
@@ -117,8 +116,6 @@ struct Reader {
     sub: SubOptions,
     /// The last message known stored in the sink: (history, event id).
     stored: Option<(u64, u64)>,
-    /// A refused message whose dead-lettering is awaited.
-    refused: Option<u64>,
     /// A batch was ACKed in the current subscription: the backoffs start
     /// over.
     progressed: bool,
@@ -331,11 +328,7 @@ impl Reader {
             m.client.ack()?;
             return Ok(None);
         };
-        if let Some(r) = self.refused
-            && first.event_id > r
-        {
-            self.refused = None;
-            self.metrics.add_dead_lettered();
+        if let Some(r) = self.metrics.passed(first.event_id.saturating_sub(1)) {
             info!(
                 "bridge: topic {}: message {r} went to the dead-letter topic {}",
                 self.topic,
@@ -427,7 +420,7 @@ impl Reader {
              ends without an ACK, so smss moves it to {dlq} after {} deliveries",
             self.topic, self.opts.max_deliver
         );
-        self.refused = Some(rid);
+        self.metrics.await_dead_letter(rid);
         let at = ids.iter().position(|&id| id == rid).unwrap_or(0);
         match at.checked_sub(1).and_then(|i| ids.get(i)) {
             Some(before) => {
