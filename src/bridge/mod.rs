@@ -38,7 +38,6 @@
 //!   `max_deliver` and `dlq` its delivery is ended without an ACK until the
 //!   group's `maxDeliver` moves it to the dead-letter topic; without them
 //!   its topic stays blocked, logged at every retry.
-#![allow(clippy::module_name_repetitions)]
 
 pub mod follow;
 pub mod metrics;
