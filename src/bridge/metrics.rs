@@ -6,7 +6,7 @@
 //! Counters are atomics any bridge thread bumps (readers, the publisher);
 //! the supervisor sets the lag from GROUPS. The HTTP thread only reads.
 //! Request heads are parsed by the server's own pure parser
-//! ([`crate::http::request`]).
+//! (`crate::http::request`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

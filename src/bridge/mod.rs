@@ -5,8 +5,8 @@
 //! # Threads and channels
 //!
 //! ```text
-//!  bridge (the caller of run: polls LIST and GROUPS on the master, starts
-//!    │     a reader per topic, reports every report_interval)
+//!  bridge (the supervisor, started by Bridge::start: polls LIST and GROUPS
+//!    │     on the master, starts a reader per topic, logs the counters)
 //!    ├── bridge-<topic> (one per topic): a group SUB on the smss master ──┐
 //!    │     batch → OutMsgs → Job::Write ──crossbeam──▶ bridge-publisher   │
 //!    │     ACK only once the publisher says every message is stored ◀──┘
@@ -16,8 +16,8 @@
 //! ```
 //!
 //! Files: [`sink`] (the trait and the message id), [`follow`] (finding the
-//! master among the smss addresses), [`reader`] (one topic's subscription
-//! loop), [`publisher`] (the thread that owns the sink), [`metrics`]
+//! master among the smss addresses), `reader` (one topic's subscription
+//! loop), `publisher` (the thread that owns the sink), [`metrics`]
 //! (counters, the periodic log line and `/metrics`). This file holds the
 //! options, the error type, and the supervisor that starts and stops them.
 //!
@@ -38,6 +38,10 @@
 //!   `max_deliver` and `dlq` its delivery is ended without an ACK until the
 //!   group's `maxDeliver` moves it to the dead-letter topic; without them
 //!   its topic stays blocked, logged at every retry.
+//! - A sink that keeps failing never makes smss count a failed delivery: a
+//!   batch still unwritten at half the ACK deadline (`ack_ms`) is handed
+//!   back with STOP and asked for again later, so `maxDeliver` only ever
+//!   counts refusals.
 
 pub mod follow;
 pub mod metrics;

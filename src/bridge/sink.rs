@@ -4,7 +4,7 @@
 //! and the message id both sides agree on ([`msg_id`], [`parse_msg_id`]).
 //!
 //! A sink is owned by the bridge's one `bridge-publisher` thread
-//! ([`super::publisher`]); nothing else calls it, so it needs `Send` but not
+//! (`publisher`); nothing else calls it, so it needs `Send` but not
 //! `Sync`, and may keep one connection and block on it.
 //!
 //! What the bridge relies on:
