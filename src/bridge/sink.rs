@@ -85,7 +85,7 @@ impl WriteOutcome {
 
 /// A durable destination for bridged messages.
 pub trait Sink: Send {
-    /// Writes msgs in order; never stores msgs[i+1] without msgs[i] (prefix property).
+    /// Writes msgs in order; never stores `msgs[i+1]` without `msgs[i]` (prefix property).
     fn write(&mut self, msgs: &[OutMsg]) -> WriteOutcome;
     /// The msg id of the last message the sink holds for `subject`, if any
     /// (the truth after a Transient error, and at start).
