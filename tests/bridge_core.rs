@@ -34,6 +34,9 @@ struct State {
     refuse_subject: Option<String>,
     /// topic_ended calls: (subject, why).
     ended: Vec<(String, String)>,
+    /// Random failures: a write fails Transiently (20%), after storing a
+    /// random prefix of its messages half of the time.
+    chaos: Option<common::seed::Rng>,
 }
 
 #[derive(Clone, Default)]
@@ -82,7 +85,24 @@ impl Sink for TestSink {
         let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
         s.writes
             .push(msgs.iter().map(|m| m.msg_id.clone()).collect());
-        let out = if s.fail_transient > 0 {
+        let chaos = s.chaos.as_mut().and_then(|r| {
+            r.chance(20).then(|| {
+                if r.chance(50) {
+                    r.below(msgs.len() as u64 + 1) as usize
+                } else {
+                    0
+                }
+            })
+        });
+        let out = if let Some(n) = chaos {
+            for m in &msgs[..n] {
+                s.held.entry(m.subject.clone()).or_default().push(m.clone());
+            }
+            WriteOutcome {
+                stored: 0,
+                error: Some(SinkError::Transient("chaos".into())),
+            }
+        } else if s.fail_transient > 0 {
             s.fail_transient -= 1;
             WriteOutcome {
                 stored: 0,
@@ -736,4 +756,60 @@ fn a_refused_last_message_is_counted_as_dead_lettered_from_groups() {
     run.stop();
     assert_eq!(c.info("dead").expect("INFO").messages, 1);
     assert_eq!(sink.count("smss.t"), 2);
+}
+
+#[test]
+fn concurrent_publishers_and_random_partial_failures_still_give_each_message_once() {
+    let seed = common::seed::env_u64("SMSS_SEED").unwrap_or_else(common::seed::time_seed);
+    eprintln!("SMSS_SEED={seed:#x}");
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let mut c = s.client();
+    let h = u64::from_str_radix(&history(&mut c), 16).expect("hex history");
+    let topics = ["p0", "p1", "p2", "p3"];
+    for t in topics {
+        c.create(t, 0).expect("CREATE");
+    }
+    let sink = TestSink::default();
+    sink.with(|s| s.chaos = Some(common::seed::Rng(seed)));
+    let run = start(
+        BridgeOptions {
+            batch: Some(50),
+            max_write: 120,
+            ..opts(&s)
+        },
+        &sink,
+    );
+    const N: usize = 600;
+    let publishers: Vec<_> = topics
+        .iter()
+        .map(|t| {
+            let addr = s.addr.clone();
+            let t = t.to_string();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&addr).expect("connect");
+                let mut ids = Vec::new();
+                for chunk in 0..N / 20 {
+                    let payloads: Vec<Vec<u8>> = (0..20)
+                        .map(|i| format!("{t}-{chunk}-{i}").into_bytes())
+                        .collect();
+                    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+                    let (first, last) = c.mpublish(&t, &refs).expect("MPUB");
+                    ids.extend(first..=last);
+                }
+                ids
+            })
+        })
+        .collect();
+    let want: Vec<Vec<u64>> = publishers
+        .into_iter()
+        .map(|p| p.join().expect("publisher"))
+        .collect();
+    for t in topics {
+        sink.wait_count(&format!("smss.{t}"), N);
+    }
+    run.stop();
+    for (t, want) in topics.iter().zip(&want) {
+        assert_exactly(&sink.held(&format!("smss.{t}")), t, want, h);
+    }
 }
