@@ -480,7 +480,7 @@ fn without_a_dlq_a_refused_message_blocks_its_topic_only() {
 }
 
 #[test]
-fn new_topics_are_picked_up_deleted_ones_end_and_refused_subjects_are_counted() {
+fn new_topics_are_picked_up_deleted_and_expired_ones_end_and_refused_subjects_are_counted() {
     let dir = tempdir();
     let s = Server::start(dir.path());
     let mut c = s.client();
@@ -505,6 +505,15 @@ fn new_topics_are_picked_up_deleted_ones_end_and_refused_subjects_are_counted() 
             .contains(&("smss.late".to_string(), "deleted".to_string()))
     });
     assert_eq!(run.bridge().metrics().topics_refused(), 1);
+    // A topic whose life ends: END expired.
+    c.create("short", 1000).expect("CREATE");
+    publish(&mut c, "short", "a", 2);
+    sink.wait_count("smss.short", 2);
+    sink.wait("topic_ended for short", |s| {
+        s.ended
+            .contains(&("smss.short".to_string(), "expired".to_string()))
+    });
+    assert!(run.bridge().metrics().topic("short").snapshot(0).ended);
     run.stop();
     assert_eq!(sink.count("smss.bad.one"), 0);
 }

@@ -146,8 +146,8 @@ impl Reader {
             }
             match ended {
                 Ended::Topic(why) => {
-                    self.pubs.topic_ended(&self.topic, &self.subject, &why);
                     self.metrics.set_ended();
+                    self.pubs.topic_ended(&self.topic, &self.subject, &why);
                     return;
                 }
                 Ended::Stopped => return,
