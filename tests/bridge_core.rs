@@ -822,3 +822,63 @@ fn concurrent_publishers_and_random_partial_failures_still_give_each_message_onc
         assert_exactly(&sink.held(&format!("smss.{t}")), t, want, h);
     }
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in
+/// `dir`: (CA file, certificate file, key file).
+#[cfg(feature = "tls")]
+fn test_pki(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).expect("CA cert");
+    let key = KeyPair::generate().expect("key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("sign");
+    let files = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server-key.pem"),
+    );
+    std::fs::write(&files.0, ca.pem()).expect("write CA");
+    std::fs::write(&files.1, cert.pem()).expect("write cert");
+    std::fs::write(&files.2, key.serialize_pem()).expect("write key");
+    files
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn the_bridge_reads_over_tls_with_a_token() {
+    let dir = tempdir();
+    let (ca, cert, key) = test_pki(dir.path());
+    let s = Server::start_with(
+        dir.path(),
+        &Opts::new()
+            .section(&format!(
+                "tls:\n  port: 0\n  cert: {}\n  key: {}",
+                cert.display(),
+                key.display()
+            ))
+            .section("auth:\n  token: bridge-secret-1"),
+    );
+    let mut c = s.client();
+    c.auth("bridge-secret-1").expect("AUTH");
+    let h = u64::from_str_radix(&history(&mut c), 16).expect("hex history");
+    c.create("t", 0).expect("CREATE");
+    let mut want = publish(&mut c, "t", "a", 10);
+    let sink = TestSink::default();
+    let run = start(
+        BridgeOptions {
+            smss: vec![s.tls_addr.clone().expect("a TLS port")],
+            token: Some("bridge-secret-1".into()),
+            tls: Some(smss::tls::client_config(&ca, None).expect("client config")),
+            ..opts(&s)
+        },
+        &sink,
+    );
+    sink.wait_count("smss.t", 10);
+    want.extend(publish(&mut c, "t", "b", 10));
+    sink.wait_count("smss.t", 20);
+    run.stop();
+    assert_exactly(&sink.held("smss.t"), "t", &want, h);
+}
