@@ -205,9 +205,7 @@ segment (not empty, not zero fill, and its first record does not decode).",
     },
     CommandHelp {
         name: "bridge",
-        synopsis: "bridge --nats HOST:PORT[,HOST:PORT...] [--stream NAME] [--prefix P] [--create-stream]\n\
-                   [--replicas N] [--smss HOST:PORT,...] [--name N] [--max-deliver N --dlq TOPIC]\n\
-                   [--batch N] [--metrics-port P] [--metrics-bind ADDR] [TOPIC...]",
+        synopsis: "bridge --nats HOST:PORT[,HOST:PORT...] [options] [TOPIC...]",
         summary: "copy topics into NATS JetStream, losslessly, until SIGTERM",
         details: "\
 Copies smss topics into a NATS JetStream stream: every message once, in
