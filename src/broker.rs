@@ -164,6 +164,7 @@ impl Broker {
             segments: self.store.segments.count() as u64,
             index_files_open: self.store.index_files.open_count() as u64,
             epoch: r.epoch.load(Relaxed),
+            history: r.history(),
             groups: topics.iter().map(|t| t.group_count() as u64).sum(),
             repl,
         }

@@ -467,6 +467,48 @@ impl Client {
             .map_err(|e| io_err(e, format_args!("setting the read timeout to {t:?}")))
     }
 
+    /// Waits up to `wait` for the next reply to begin arriving, reading
+    /// nothing away: `true` once bytes are there (or the connection ended,
+    /// which the next read reports), `false` when `wait` passed first. A
+    /// subscriber uses it to look at a stop flag between waits without
+    /// giving up the framing of a batch (a timed-out read in the middle of
+    /// one would lose it). Pending writes are flushed first.
+    pub fn poll_readable(&mut self, wait: Duration) -> Result<bool> {
+        self.flush()?;
+        if !self.partial.is_empty() || !self.reader.buffer().is_empty() {
+            return Ok(true);
+        }
+        let peer = &self.peer;
+        let ctx = |e| io_err(e, format_args!("waiting for {peer}"));
+        let before = self.reader.get_ref().read_timeout().map_err(ctx)?;
+        // A zero timeout means "none" to the socket: wait at least 1 ms.
+        let wait = wait.max(Duration::from_millis(1));
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(wait))
+            .map_err(ctx)?;
+        let got = match self.reader.fill_buf() {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(false)
+            }
+            // The next read meets the same error and reports it.
+            Err(_) => Ok(true),
+        };
+        self.reader
+            .get_ref()
+            .set_read_timeout(before)
+            .map_err(ctx)?;
+        got
+    }
+
     /// `AUTH <token>` → `OK`.
     pub fn auth(&mut self, token: &str) -> Result<()> {
         check::token(token)?;
@@ -1223,6 +1265,26 @@ mod tests {
         c.ack().expect("ack");
         c.stop().expect("stop");
         c.ping().expect("back in command mode");
+        drop(c);
+        finish(h);
+    }
+
+    #[test]
+    fn poll_readable_waits_without_reading() {
+        let (addr, h) = fake_server(vec![
+            Expect(b"PING\r\n"),
+            Send(b"PONG\r\n"),
+            Expect(b"PING\r\n"),
+            Send(b"PO"),
+            Send(b"NG\r\n"),
+        ]);
+        let mut c = Client::connect_timeout(&addr, T).expect("connect");
+        assert!(!c.poll_readable(Duration::from_millis(20)).expect("poll"));
+        c.send_raw(b"PING\r\n").expect("send");
+        assert!(c.poll_readable(T).expect("poll"));
+        // Nothing was read away; the timeout is back to what it was.
+        assert_eq!(c.read_line().expect("line"), "PONG");
+        c.ping().expect("ping");
         drop(c);
         finish(h);
     }

@@ -63,6 +63,9 @@
 //!   `/metrics`, `/healthz` and the status page from published state only
 //!   (counters, [`histogram`]s of fsync and publish latency, the broker,
 //!   replication); it never talks to the writer.
+//! - [`bridge`]: not part of the server: a client-side bridge (run by
+//!   `smss-cli bridge`) that copies topics into an external durable sink
+//!   through a consumer group, ACKing only what the sink stored.
 //!
 //! # Durability
 //!
@@ -84,6 +87,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub(crate) mod auth;
+pub mod bridge;
 pub(crate) mod broker;
 pub mod cli;
 pub mod client;

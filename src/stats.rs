@@ -83,6 +83,9 @@ pub struct Gauges {
     /// Index files open now (bounded; see `storage::handles`).
     pub index_files_open: u64,
     pub epoch: u64,
+    /// The data directory's history id (the data lineage a master and its
+    /// slaves share, kept across PROMOTE); 0 before a slave's first sync.
+    pub history: u64,
     /// Consumer groups of all topics.
     pub groups: u64,
     /// The role, with that side's replication values.
@@ -301,6 +304,9 @@ impl Stats {
             ),
             ("dedup_keys", Num(Stats::get(&self.dedup_keys))),
             ("dedup_duplicates", Num(Stats::get(&self.dedup_duplicates))),
+            // 16 lowercase hex digits, as in the checkpoint: the bridge
+            // names its messages `<history>-<event id>`.
+            ("history", Text(format!("{:016x}", g.history).into())),
         ]);
         pairs
     }
@@ -319,7 +325,7 @@ mod tests {
     }
 
     /// The fields after the role's, in order.
-    const AUTH_FIELDS: [&str; 8] = [
+    const AUTH_FIELDS: [&str; 9] = [
         "connections_unauthenticated",
         "connections_unauthenticated_max",
         "unauthenticated_evicted",
@@ -328,6 +334,7 @@ mod tests {
         "group_redeliveries",
         "dedup_keys",
         "dedup_duplicates",
+        "history",
     ];
 
     #[test]
@@ -348,6 +355,7 @@ mod tests {
             segments: 1,
             index_files_open: 4,
             epoch: 2,
+            history: 0x00ab_cdef_0123_4567,
             groups: 5,
             repl: ReplGauges::Master {
                 slaves: 2,
@@ -463,6 +471,41 @@ mod tests {
         assert_eq!(num(&slave, "repl_diverged_records"), StatValue::Num(6));
         assert_eq!(num(&slave, "repl_full_syncs"), StatValue::Num(1));
         assert_eq!(num(&slave, "replication_lag_events"), StatValue::Num(3));
+    }
+
+    #[test]
+    fn history_is_sixteen_lowercase_hex_digits() {
+        let s = Stats::default();
+        let g = Gauges {
+            last_event_id: 0,
+            topics: 0,
+            uptime_ms: 0,
+            segments: 0,
+            index_files_open: 0,
+            epoch: 0,
+            history: 0xAB,
+            groups: 0,
+            repl: ReplGauges::Master {
+                slaves: 0,
+                sync_in_force: false,
+                acked_event_id: 0,
+                sync_fallbacks: 0,
+                full_syncs: 0,
+            },
+        };
+        let pairs = s.report(&g);
+        assert_eq!(
+            num(&pairs, "history"),
+            StatValue::Text("00000000000000ab".into())
+        );
+        let g = Gauges {
+            history: u64::MAX,
+            ..g
+        };
+        assert_eq!(
+            num(&s.report(&g), "history"),
+            StatValue::Text("ffffffffffffffff".into())
+        );
     }
 
     #[test]

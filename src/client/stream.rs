@@ -25,6 +25,14 @@ impl Io {
         }
     }
 
+    pub fn read_timeout(&self) -> io::Result<Option<std::time::Duration>> {
+        match self {
+            Io::Plain(s) => s.read_timeout(),
+            #[cfg(feature = "tls")]
+            Io::Tls(s) => lock(s).get_ref().read_timeout(),
+        }
+    }
+
     pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
         match self {
             Io::Plain(s) => s.set_read_timeout(t),

@@ -142,6 +142,7 @@ mod tests {
                 segments: 1,
                 index_files_open: 1,
                 epoch: 0,
+                history: 0,
                 groups: 0,
                 repl: ReplGauges::Master {
                     slaves: 0,

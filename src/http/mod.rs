@@ -22,7 +22,7 @@ mod health;
 mod history;
 mod metrics;
 mod page;
-mod request;
+pub(crate) mod request;
 mod view;
 
 use std::io::{self, Read, Write};

@@ -21,7 +21,7 @@ pub struct CommandHelp {
 }
 
 /// Every command, in the order the global help lists them.
-pub const HELP: [CommandHelp; 16] = [
+pub const HELP: [CommandHelp; 17] = [
     CommandHelp {
         name: "create",
         synopsis: "create <topic> [--life MS]",
@@ -204,6 +204,38 @@ at OFFSET\". Exits 1 on a corrupt record, and for a file that is not a
 segment (not empty, not zero fill, and its first record does not decode).",
     },
     CommandHelp {
+        name: "bridge",
+        synopsis: "bridge --nats HOST:PORT[,HOST:PORT...] [options] [TOPIC...]",
+        summary: "copy topics into NATS JetStream, losslessly, until SIGTERM",
+        details: "\
+Copies smss topics into a NATS JetStream stream: every message once, in
+order per topic, as subject <prefix>.<topic> with msg id
+<history>-<event id> (Nats-Msg-Id) and the headers Smss-Topic, Smss-Id and
+Smss-Timestamp next to its own. It reads each topic as the consumer group
+bridge.<name> and ACKs a batch only once the stream stored all of it, so a
+restart resumes where it was; messages the stream already holds are not
+written again. Runs until SIGTERM or SIGINT, finishing the batch in flight.
+
+  TOPIC...          the topics to bridge (default: all, and topics created
+                    later are picked up)
+  --nats LIST       NATS servers, HOST:PORT separated by commas (required)
+  --stream NAME     the JetStream stream (default SMSS)
+  --prefix P        subjects are P.<topic> (default smss)
+  --create-stream   create the stream (subjects P.>) if it does not exist
+  --replicas N      with --create-stream: its replicas (default 1)
+  --smss LIST       smss servers, HOST:PORT separated by commas: the master
+                    and its slaves; the bridge follows whichever is master
+                    (default: --host/--port)
+  --name N          the bridge's name; its group is bridge.N (default default)
+  --max-deliver N, --dlq TOPIC
+                    together: a message the stream refuses (too big, ...) is
+                    moved by smss to TOPIC after N deliveries; without them
+                    such a message blocks its topic (logged) until it is taken
+  --batch N         messages per smss batch (default: the server's)
+  --metrics-port P  serve Prometheus /metrics on port P
+  --metrics-bind A  the address /metrics listens on (default 127.0.0.1)",
+    },
+    CommandHelp {
         name: "help",
         synopsis: "help [<command>]",
         summary: "this help, or one command's",
@@ -231,7 +263,7 @@ global options (before or after the command):
   -V, --version       show the version";
 
 pub const COMMANDS: &str = "create, delete, pub, sub, groups, groupdel, list, info, stats, ping, slaves, health, backup, promote, \
-     dump, help";
+     bridge, dump, help";
 
 /// What the command line asks for.
 // Built once per run and moved, never stored in bulk: its size is no cost.
@@ -314,6 +346,25 @@ pub enum Command {
     Backup {
         dir: OsString,
     },
+    Bridge(BridgeArgs),
+}
+
+/// `bridge`'s arguments, as given (checked by the bridge itself).
+pub struct BridgeArgs {
+    pub nats: Vec<String>,
+    pub stream: String,
+    pub prefix: String,
+    pub create_stream: bool,
+    pub replicas: Option<u32>,
+    /// Empty: the global --host/--port.
+    pub smss: Vec<String>,
+    pub name: String,
+    pub max_deliver: u32,
+    pub dlq: Option<String>,
+    pub batch: Option<usize>,
+    pub metrics_port: Option<u16>,
+    pub metrics_bind: Option<String>,
+    pub topics: Vec<String>,
 }
 
 /// Messages per MPUB of `pub --lines` unless `--batch` says otherwise.
@@ -499,6 +550,7 @@ fn parse_command(p: &mut lexopt::Parser, g: &mut Global, name: &str) -> Result<C
                 dir: dir.into_iter().next().unwrap_or_default(),
             }
         }
+        "bridge" => parse_bridge(p, g)?,
         "dump" => {
             let path = positionals(p, g, "dump", 1, 1)?;
             Command::Dump {
@@ -774,4 +826,94 @@ fn parse_sub(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
         opts,
         raw,
     })
+}
+
+/// A comma-separated list of `HOST:PORT`s.
+fn addr_list(v: &str, flag: &str) -> Result<Vec<String>> {
+    let list: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.is_empty() || list.iter().any(|a| !a.contains(':')) {
+        return Err(usage(format!(
+            "{flag}: expected HOST:PORT[,HOST:PORT...], got {v:?}"
+        )));
+    }
+    Ok(list)
+}
+
+fn parse_bridge(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
+    use lexopt::prelude::*;
+    let mut a = BridgeArgs {
+        nats: Vec::new(),
+        stream: "SMSS".into(),
+        prefix: "smss".into(),
+        create_stream: false,
+        replicas: None,
+        smss: Vec::new(),
+        name: "default".into(),
+        max_deliver: 0,
+        dlq: None,
+        batch: None,
+        metrics_port: None,
+        metrics_bind: None,
+        topics: Vec::new(),
+    };
+    while let Some(arg) = p.next()? {
+        if let Some(flag) = global_flag(&arg) {
+            set_global(g, p, flag)?;
+            continue;
+        }
+        match arg {
+            Long("nats") => a.nats = addr_list(&string(p.value()?, "--nats")?, "--nats")?,
+            Long("stream") => a.stream = string(p.value()?, "--stream")?,
+            Long("prefix") => a.prefix = string(p.value()?, "--prefix")?,
+            Long("create-stream") => a.create_stream = true,
+            Long("replicas") => {
+                let n: u32 = number(p, "--replicas", "a number of replicas")?;
+                if n == 0 {
+                    return Err(usage("--replicas: must be at least 1"));
+                }
+                a.replicas = Some(n);
+            }
+            Long("smss") => a.smss = addr_list(&string(p.value()?, "--smss")?, "--smss")?,
+            Long("name") => a.name = string(p.value()?, "--name")?,
+            Long("max-deliver") => {
+                a.max_deliver = number(p, "--max-deliver", "a number of deliveries")?
+            }
+            Long("dlq") => a.dlq = Some(string(p.value()?, "--dlq")?),
+            Long("batch") => {
+                let n: usize = number(p, "--batch", "a number of messages")?;
+                if n == 0 {
+                    return Err(usage("--batch: must be at least 1"));
+                }
+                a.batch = Some(n);
+            }
+            Long("metrics-port") => {
+                a.metrics_port = Some(number(p, "--metrics-port", "a port number (0-65535)")?)
+            }
+            Long("metrics-bind") => a.metrics_bind = Some(string(p.value()?, "--metrics-bind")?),
+            Short('h') | Long("help") => return Err(CliError::HelpRequested),
+            Value(v) => a.topics.push(string(v, "topic")?),
+            arg => return Err(usage(format!("bridge: {}", arg.unexpected()))),
+        }
+    }
+    if a.nats.is_empty() {
+        return Err(usage("bridge: missing --nats HOST:PORT[,HOST:PORT...]"));
+    }
+    match (a.max_deliver, &a.dlq) {
+        (0, Some(_)) => return Err(usage("bridge: --dlq needs --max-deliver N (N >= 1)")),
+        (n, None) if n > 0 => {
+            return Err(usage(
+                "bridge: --max-deliver needs --dlq TOPIC (without one smss would drop the message)",
+            ));
+        }
+        _ => {}
+    }
+    if a.replicas.is_some() && !a.create_stream {
+        return Err(usage("bridge: --replicas needs --create-stream"));
+    }
+    Ok(Command::Bridge(a))
 }

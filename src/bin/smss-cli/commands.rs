@@ -57,7 +57,8 @@ pub fn check(g: &Global, cmd: &Command) -> Result<()> {
         | Command::Ping
         | Command::Slaves
         | Command::Promote
-        | Command::Dump { .. } => ("", Ok(())),
+        | Command::Dump { .. }
+        | Command::Bridge(_) => ("", Ok(())),
     };
     let r = r.and_then(|()| g.token.as_deref().map_or(Ok(()), check::token));
     match r {
@@ -255,7 +256,7 @@ pub fn execute(c: &mut Client, cmd: Command, json: bool) -> Result<()> {
         }
         // main runs these: health for its own exit statuses, backup with
         // a connection of its own.
-        Command::Health(_) | Command::Backup { .. } => {}
+        Command::Health(_) | Command::Backup { .. } | Command::Bridge(_) => {}
         Command::Promote => {
             let id = c.promote()?;
             writeln!(out, "{id}").map_err(stdout_err)?;

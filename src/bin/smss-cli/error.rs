@@ -27,6 +27,8 @@ pub enum CliError {
     NotSegment(String),
     /// `smss-cli bench …`: the bench is the `smss-bench` binary now.
     BenchMoved,
+    /// `bridge` could not start or stopped on an error.
+    Bridge(String),
     /// `--help` after the command: not an error; `run` prints the help.
     HelpRequested,
 }
@@ -34,7 +36,10 @@ pub enum CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(m) | CliError::Corrupt(m) | CliError::NotSegment(m) => f.write_str(m),
+            CliError::Usage(m)
+            | CliError::Corrupt(m)
+            | CliError::NotSegment(m)
+            | CliError::Bridge(m) => f.write_str(m),
             CliError::CommandUsage { msg, .. } => f.write_str(msg),
             CliError::BenchMoved => f.write_str(BENCH_MOVED),
             CliError::HelpRequested => f.write_str("help requested"),
@@ -54,6 +59,7 @@ impl std::error::Error for CliError {
             | CliError::Corrupt(_)
             | CliError::NotSegment(_)
             | CliError::BenchMoved
+            | CliError::Bridge(_)
             | CliError::HelpRequested => None,
         }
     }

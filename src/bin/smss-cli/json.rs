@@ -53,12 +53,17 @@ fn array(items: impl Iterator<Item = String>) -> String {
     format!("[{}]", items.collect::<Vec<_>>().join(","))
 }
 
-/// STATS: numbers as numbers, the rest (role, master, repl_state) as strings.
+/// STATS: numbers as numbers, the rest (role, master, repl_state) as
+/// strings; `history` is hex, a string even when its digits are all 0-9.
 pub fn stats(pairs: &[(String, String)]) -> String {
     let fields: Vec<(&str, Val<'_>)> = pairs
         .iter()
         .map(|(k, v)| {
-            let val = v.parse().map_or(Val::Str(v.as_str()), Val::Num);
+            let val = if k == "history" {
+                Val::Str(v.as_str())
+            } else {
+                v.parse().map_or(Val::Str(v.as_str()), Val::Num)
+            };
             (k.as_str(), val)
         })
         .collect();
@@ -123,6 +128,8 @@ mod tests {
             ("last_event_id".to_string(), "42".to_string()),
         ];
         assert_eq!(stats(&pairs), r#"{"role":"master","last_event_id":42}"#);
+        let hex = vec![("history".to_string(), "0000000000001234".to_string())];
+        assert_eq!(stats(&hex), r#"{"history":"0000000000001234"}"#);
         assert_eq!(
             object(&[("a\"b", Val::Str("x\ny\u{1}")), ("t", Val::Bool(true))]),
             r#"{"a\"b":"x\ny\u0001","t":true}"#

@@ -11,7 +11,8 @@
 //! before connecting).
 //!
 //! Modules: [`args`] (the command line), [`commands`] (the network
-//! commands), [`dump`] (the offline segment dump), [`error`] (what they
+//! commands), [`bridge`] (the long-running bridge into NATS JetStream),
+//! [`dump`] (the offline segment dump), [`error`] (what they
 //! fail with). This file only hands the parsed command line to them and
 //! maps errors to exit codes.
 //!
@@ -21,6 +22,7 @@
 
 mod args;
 mod backup;
+mod bridge;
 mod commands;
 mod dump;
 mod error;
@@ -81,6 +83,7 @@ fn run() -> Result<()> {
         }
         Invocation::Bench => Err(CliError::BenchMoved),
         Invocation::Run(_, Command::Dump { path }) => dump::dump(&path),
+        Invocation::Run(g, Command::Bridge(a)) => bridge::run(&g, a),
         Invocation::Run(g, Command::Backup { dir }) => {
             let mut out = io::stdout().lock();
             backup::backup(&g, std::path::Path::new(&dir), &mut out)

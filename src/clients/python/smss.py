@@ -1051,13 +1051,14 @@ class Client:
         return self._ok_id("GROUPDEL", _line(b"GROUPDEL", _name(topic), _name(group, "group")))
 
     def stats(self) -> Dict[str, Union[int, str]]:
-        """STATS: name -> value (int when the value is a number)."""
+        """STATS: name -> value (int when the value is a number; `history`,
+        16 hex digits, stays a string)."""
         out = {}  # type: Dict[str, Union[int, str]]
         for p in self._listing("STATS", b"STATS\r\n", "STATS", "STAT"):
             if len(p) < 2:
                 raise ProtocolError("short STAT line: %r" % p)
             v = " ".join(p[1:])
-            out[p[0]] = int(v) if v.isdigit() else v
+            out[p[0]] = int(v) if v.isdigit() and p[0] != "history" else v
         return out
 
     def slaves(self) -> List[SlaveInfo]:

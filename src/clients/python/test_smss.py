@@ -340,6 +340,7 @@ class Commands(unittest.TestCase):
         role = self.c.role()
         self.assertEqual(role.role, "master")
         self.assertEqual(len(role.history), 16)
+        self.assertEqual(stats["history"], role.history)
         self.assertGreaterEqual(role.last_event_id, stats["last_event_id"])
         self.assertEqual(self.c.slaves(), [])
         with self.assertRaises(smss.BadRequest):

@@ -1,0 +1,113 @@
+//! `smss-cli bridge`: runs [`smss::bridge`] into NATS JetStream until
+//! SIGTERM or SIGINT. Builds the bridge's options from the command line,
+//! the sink through [`make_sink`] (the one place that knows which sink),
+//! logs to stderr (journald under systemd), and maps the outcome to the
+//! CLI's errors.
+//!
+//! Runs on the main thread, which waits in [`smss::bridge::run`]; signals
+//! only set the stop flag (signal-hook), and the bridge finishes the batch
+//! in flight before it returns.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use smss::bridge::{BridgeOptions, Sink};
+
+use crate::args::{BridgeArgs, Global};
+use crate::error::{CliError, Result};
+
+/// The sink the bridge writes into: NATS JetStream, from `--nats`,
+/// `--stream`, `--create-stream` and `--replicas`.
+// Filled in when the NATS client (src/nats/) is merged: connect to
+// `a.nats`, check or create the stream `a.stream` with subjects
+// `<a.prefix>.>` and `a.replicas`, and return it boxed.
+fn make_sink(a: &BridgeArgs) -> Result<Box<dyn Sink>> {
+    Err(CliError::Bridge(format!(
+        "the NATS sink is not built yet (asked for stream {} on {})",
+        a.stream,
+        a.nats.join(",")
+    )))
+}
+
+/// The smss address of the global `--host`/`--port`.
+fn global_addr(g: &Global) -> String {
+    if g.host.contains(':') && !g.host.starts_with('[') {
+        format!("[{}]:{}", g.host, g.port)
+    } else {
+        format!("{}:{}", g.host, g.port)
+    }
+}
+
+/// The options of the bridge, from the command line.
+fn options(g: &Global, a: &BridgeArgs) -> Result<BridgeOptions> {
+    let mut o = BridgeOptions {
+        smss: if a.smss.is_empty() {
+            vec![global_addr(g)]
+        } else {
+            a.smss.clone()
+        },
+        token: g.token.clone(),
+        topics: a.topics.clone(),
+        prefix: a.prefix.clone(),
+        name: a.name.clone(),
+        batch: a.batch,
+        max_deliver: a.max_deliver,
+        dlq: a.dlq.clone(),
+        metrics_port: a.metrics_port,
+        ..BridgeOptions::default()
+    };
+    if let Some(b) = &a.metrics_bind {
+        o.metrics_bind = b.clone();
+    }
+    if g.timeout_ms > 0 {
+        o.timeout = std::time::Duration::from_millis(g.timeout_ms);
+    }
+    if g.tls || g.ca.is_some() || g.cert.is_some() {
+        tls(g, &mut o)?;
+    }
+    o.validate().map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(o)
+}
+
+#[cfg(feature = "tls")]
+fn tls(g: &Global, o: &mut BridgeOptions) -> Result<()> {
+    let Some(ca) = &g.ca else {
+        return Err(CliError::Usage(
+            "--tls needs --ca FILE: the CA certificate that signed the server's".into(),
+        ));
+    };
+    let identity = match (&g.cert, &g.key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => return Err(CliError::Usage("--cert and --cert-key go together".into())),
+    };
+    o.tls = Some(smss::tls::client_config(ca, identity).map_err(CliError::Usage)?);
+    Ok(())
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls(_: &Global, _: &mut BridgeOptions) -> Result<()> {
+    Err(CliError::Usage(
+        "this smss-cli was built without TLS (cargo feature `tls`)".into(),
+    ))
+}
+
+/// `smss-cli bridge …`: runs until SIGTERM/SIGINT.
+pub fn run(g: &Global, a: BridgeArgs) -> Result<()> {
+    let opts = options(g, &a)?;
+    // Log lines go to stderr: journald under systemd.
+    let _ = simplelog::WriteLogger::init(
+        log::LevelFilter::Info,
+        simplelog::Config::default(),
+        std::io::stderr(),
+    );
+    let sink = make_sink(&a)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|source| CliError::Io {
+            what: "installing the signal handlers".into(),
+            source,
+        })?;
+    }
+    smss::bridge::run(opts, sink, stop).map_err(|e| CliError::Bridge(e.to_string()))
+}
