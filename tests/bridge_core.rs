@@ -569,9 +569,18 @@ fn the_cli_parses_bridge_and_says_the_nats_sink_is_missing() {
     assert!(err.contains("--max-deliver needs --dlq"), "{err}");
     let (code, _, err) = cli(&["bridge", "--nats", "127.0.0.1:4222", "bad topic!"]);
     assert_eq!(code, 2, "{err}");
-    let (code, _, err) = cli(&["bridge", "--nats", "127.0.0.1:4222", "orders"]);
+    // A NATS address where nothing listens: a clear error, exit 1.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let (code, _, err) = cli(&["bridge", "--nats", &closed, "orders"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("the NATS sink is not built yet"), "{err}");
+    assert!(err.contains("cannot connect to NATS"), "{err}");
+    assert!(err.contains(&closed), "{err}");
+    let (code, _, err) = cli(&["bridge", "--nats", &closed, "--nats-user", "u"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--nats-password-file go together"), "{err}");
 }
 
 #[test]

@@ -15,7 +15,8 @@
 //!    └── bridge-metrics (optional): GET /metrics, Prometheus text
 //! ```
 //!
-//! Files: [`sink`] (the trait and the message id), [`follow`] (finding the
+//! Files: [`sink`] (the trait and the message id), [`nats_sink`] (the
+//! sink into NATS JetStream), [`follow`] (finding the
 //! master among the smss addresses), `reader` (one topic's subscription
 //! loop), `publisher` (the thread that owns the sink), [`metrics`]
 //! (counters, the periodic log line and `/metrics`). This file holds the
@@ -45,6 +46,7 @@
 
 pub mod follow;
 pub mod metrics;
+pub mod nats_sink;
 mod publisher;
 mod reader;
 pub mod sink;

@@ -233,7 +233,21 @@ written again. Runs until SIGTERM or SIGINT, finishing the batch in flight.
                     such a message blocks its topic (logged) until it is taken
   --batch N         messages per smss batch (default: the server's)
   --metrics-port P  serve Prometheus /metrics on port P
-  --metrics-bind A  the address /metrics listens on (default 127.0.0.1)",
+  --metrics-bind A  the address /metrics listens on (default 127.0.0.1)
+  --dup-window-ms MS
+                    with --create-stream: the stream's duplicate window
+                    (default 120000)
+  --ack-timeout-ms MS
+                    how long a write waits for the stream's acks before it
+                    is retried with the same ids (default 5000)
+  --nats-user U, --nats-password-file F
+                    NATS user and the file holding its password
+  --nats-token-file F
+                    a NATS token, from the first line of F
+  --nats-ca FILE    TLS to NATS, verifying its certificate against FILE
+                    (also used when the NATS server requires TLS)
+  --nats-cert FILE, --nats-cert-key FILE
+                    a client certificate for NATS (mutual TLS)",
     },
     CommandHelp {
         name: "help",
@@ -365,6 +379,19 @@ pub struct BridgeArgs {
     pub metrics_port: Option<u16>,
     pub metrics_bind: Option<String>,
     pub topics: Vec<String>,
+    /// NATS credentials: a user and the file holding its password, or a
+    /// token file (files, so no secret shows in `ps`).
+    pub nats_user: Option<String>,
+    pub nats_password_file: Option<std::path::PathBuf>,
+    pub nats_token_file: Option<std::path::PathBuf>,
+    /// TLS to NATS: the CA, and a client certificate and key.
+    pub nats_ca: Option<std::path::PathBuf>,
+    pub nats_cert: Option<std::path::PathBuf>,
+    pub nats_cert_key: Option<std::path::PathBuf>,
+    /// With --create-stream: the stream's duplicate window.
+    pub dup_window_ms: u64,
+    /// How long a write waits for the stream's acks.
+    pub ack_timeout_ms: u64,
 }
 
 /// Messages per MPUB of `pub --lines` unless `--batch` says otherwise.
@@ -860,6 +887,14 @@ fn parse_bridge(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
         metrics_port: None,
         metrics_bind: None,
         topics: Vec::new(),
+        nats_user: None,
+        nats_password_file: None,
+        nats_token_file: None,
+        nats_ca: None,
+        nats_cert: None,
+        nats_cert_key: None,
+        dup_window_ms: 120_000,
+        ack_timeout_ms: 5_000,
     };
     while let Some(arg) = p.next()? {
         if let Some(flag) = global_flag(&arg) {
@@ -895,6 +930,26 @@ fn parse_bridge(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
                 a.metrics_port = Some(number(p, "--metrics-port", "a port number (0-65535)")?)
             }
             Long("metrics-bind") => a.metrics_bind = Some(string(p.value()?, "--metrics-bind")?),
+            Long("nats-user") => a.nats_user = Some(string(p.value()?, "--nats-user")?),
+            Long("nats-password-file") => a.nats_password_file = Some(p.value()?.into()),
+            Long("nats-token-file") => a.nats_token_file = Some(p.value()?.into()),
+            Long("nats-ca") => a.nats_ca = Some(p.value()?.into()),
+            Long("nats-cert") => a.nats_cert = Some(p.value()?.into()),
+            Long("nats-cert-key") => a.nats_cert_key = Some(p.value()?.into()),
+            Long("dup-window-ms") => {
+                let ms: u64 = number(p, "--dup-window-ms", "milliseconds")?;
+                if ms < 100 {
+                    return Err(usage("--dup-window-ms: at least 100"));
+                }
+                a.dup_window_ms = ms;
+            }
+            Long("ack-timeout-ms") => {
+                let ms: u64 = number(p, "--ack-timeout-ms", "milliseconds")?;
+                if ms < 100 {
+                    return Err(usage("--ack-timeout-ms: at least 100"));
+                }
+                a.ack_timeout_ms = ms;
+            }
             Short('h') | Long("help") => return Err(CliError::HelpRequested),
             Value(v) => a.topics.push(string(v, "topic")?),
             arg => return Err(usage(format!("bridge: {}", arg.unexpected()))),
@@ -914,6 +969,14 @@ fn parse_bridge(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
     }
     if a.replicas.is_some() && !a.create_stream {
         return Err(usage("bridge: --replicas needs --create-stream"));
+    }
+    if a.nats_password_file.is_some() != a.nats_user.is_some() {
+        return Err(usage(
+            "bridge: --nats-user and --nats-password-file go together",
+        ));
+    }
+    if a.nats_cert.is_some() != a.nats_cert_key.is_some() {
+        return Err(usage("bridge: --nats-cert and --nats-cert-key go together"));
     }
     Ok(Command::Bridge(a))
 }

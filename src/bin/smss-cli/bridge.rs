@@ -11,22 +11,51 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use std::time::Duration;
+
+use smss::bridge::nats_sink::{NatsSink, NatsSinkOptions};
 use smss::bridge::{BridgeOptions, Sink};
 
 use crate::args::{BridgeArgs, Global};
 use crate::error::{CliError, Result};
 
 /// The sink the bridge writes into: NATS JetStream, from `--nats`,
-/// `--stream`, `--create-stream` and `--replicas`.
-// Filled in when the NATS client (src/nats/) is merged: connect to
-// `a.nats`, check or create the stream `a.stream` with subjects
-// `<a.prefix>.>` and `a.replicas`, and return it boxed.
+/// `--stream`, `--create-stream`, `--replicas` and the `--nats-*` options.
+/// The one place that knows which sink; a Kafka sink would be chosen here.
 fn make_sink(a: &BridgeArgs) -> Result<Box<dyn Sink>> {
-    Err(CliError::Bridge(format!(
-        "the NATS sink is not built yet (asked for stream {} on {})",
-        a.stream,
-        a.nats.join(",")
-    )))
+    let servers: Vec<&str> = a.nats.iter().map(String::as_str).collect();
+    let mut nats = smss::nats::Options::new(&servers);
+    nats.name = Some(format!("smss-bridge {}", a.name));
+    nats.user = a.nats_user.clone();
+    if let Some(f) = &a.nats_password_file {
+        nats.pass = Some(first_line(f)?);
+    }
+    if let Some(f) = &a.nats_token_file {
+        nats.token = Some(first_line(f)?);
+    }
+    nats.tls_ca = a.nats_ca.clone();
+    nats.tls_cert = a.nats_cert.clone();
+    nats.tls_key = a.nats_cert_key.clone();
+    let opts = NatsSinkOptions {
+        nats,
+        stream: a.stream.clone(),
+        prefix: a.prefix.clone(),
+        create: a.create_stream,
+        replicas: a.replicas.unwrap_or(1),
+        duplicate_window: Duration::from_millis(a.dup_window_ms),
+        ack_timeout: Duration::from_millis(a.ack_timeout_ms),
+    };
+    let sink = NatsSink::connect(opts).map_err(CliError::Bridge)?;
+    Ok(Box::new(sink))
+}
+
+/// The first line of a secret's file, trimmed.
+fn first_line(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+        what: format!("reading {}", path.display()),
+        source,
+    })?;
+    Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 
 /// The smss address of the global `--host`/`--port`.
