@@ -360,7 +360,7 @@ pub enum Command {
     Backup {
         dir: OsString,
     },
-    Bridge(BridgeArgs),
+    Bridge(Box<BridgeArgs>),
 }
 
 /// `bridge`'s arguments, as given (checked by the bridge itself).
@@ -978,5 +978,5 @@ fn parse_bridge(p: &mut lexopt::Parser, g: &mut Global) -> Result<Command> {
     if a.nats_cert.is_some() != a.nats_cert_key.is_some() {
         return Err(usage("bridge: --nats-cert and --nats-cert-key go together"));
     }
-    Ok(Command::Bridge(a))
+    Ok(Command::Bridge(Box::new(a)))
 }

@@ -83,7 +83,7 @@ fn run() -> Result<()> {
         }
         Invocation::Bench => Err(CliError::BenchMoved),
         Invocation::Run(_, Command::Dump { path }) => dump::dump(&path),
-        Invocation::Run(g, Command::Bridge(a)) => bridge::run(&g, a),
+        Invocation::Run(g, Command::Bridge(a)) => bridge::run(&g, *a),
         Invocation::Run(g, Command::Backup { dir }) => {
             let mut out = io::stdout().lock();
             backup::backup(&g, std::path::Path::new(&dir), &mut out)
