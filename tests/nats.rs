@@ -10,7 +10,7 @@ mod nats_util;
 
 use std::time::{Duration, Instant};
 
-use nats_util::{NatsServer, bin_or_skip, free_port};
+use nats_util::{NatsServer, bin_or_skip, cluster, free_port};
 use smss::nats::{
     Conn, ERR_WRONG_LAST_MSG_ID, JetStream, NatsError, Options, PubAck, PubMsg, StreamConfig,
 };
@@ -297,34 +297,6 @@ fn connects_and_reconnects_to_the_next_server() {
     let e = Conn::connect(&opts(&[&closed])).expect_err("nothing there");
     assert!(matches!(e, NatsError::Connect { .. }), "{e}");
     assert!(e.to_string().contains(&closed), "{e}");
-}
-
-/// Three nodes on loopback, each with a config naming itself and routing
-/// to the other two.
-fn cluster(bin: &std::path::Path, dir: &std::path::Path) -> Vec<NatsServer> {
-    let names = ["n1", "n2", "n3"];
-    let client_ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let route_ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let routes: Vec<String> = route_ports
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, p)| format!("nats-route://127.0.0.1:{p}"))
-                .collect();
-            let conf = format!(
-                "server_name: {name}\njetstream {{\n  store_dir: \"{}\"\n}}\n\
-                 cluster {{\n  name: c1\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
-                dir.join(name).display(),
-                route_ports[i],
-                routes.join(", ")
-            );
-            NatsServer::start_on(bin, dir, name, client_ports[i], Some(&conf))
-        })
-        .collect()
 }
 
 /// Retries `f` (reconnecting after a dropped connection) until it works

@@ -110,7 +110,10 @@ impl NatsSink {
                 | NatsError::Server { .. }
         );
         if doubtful && let Some(js) = self.js.take() {
-            warn!("NATS: dropping the connection to {}: {e}", js.conn().server());
+            warn!(
+                "NATS: dropping the connection to {}: {e}",
+                js.conn().server()
+            );
         }
     }
 }
@@ -229,7 +232,9 @@ impl Sink for NatsSink {
 
     fn check_subject(&self, subject: &str) -> Result<(), String> {
         let bad = subject.split('.').any(|t| {
-            t.is_empty() || t.bytes().any(|b| b == b'*' || b == b'>' || b.is_ascii_whitespace())
+            t.is_empty()
+                || t.bytes()
+                    .any(|b| b == b'*' || b == b'>' || b.is_ascii_whitespace())
         });
         if bad {
             return Err(format!(

@@ -160,3 +160,31 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+/// Three nodes on loopback, each with a config naming itself and routing
+/// to the other two.
+pub fn cluster(bin: &Path, dir: &Path) -> Vec<NatsServer> {
+    let names = ["n1", "n2", "n3"];
+    let client_ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let route_ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let routes: Vec<String> = route_ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, p)| format!("nats-route://127.0.0.1:{p}"))
+                .collect();
+            let conf = format!(
+                "server_name: {name}\njetstream {{\n  store_dir: \"{}\"\n}}\n\
+                 cluster {{\n  name: c1\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                dir.join(name).display(),
+                route_ports[i],
+                routes.join(", ")
+            );
+            NatsServer::start_on(bin, dir, name, client_ports[i], Some(&conf))
+        })
+        .collect()
+}
