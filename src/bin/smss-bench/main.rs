@@ -80,5 +80,6 @@ fn run(args: Vec<OsString>) -> Result<(), BenchError> {
         Command::Matrix(s) => suite::matrix::run(&s),
         Command::Peers(s) => suite::peers::run(&s),
         Command::Footprint(s) => suite::footprint::run(&s),
+        Command::Bridge(s) => suite::bridge::run_alone(&s),
     }
 }

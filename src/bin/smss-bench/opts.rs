@@ -13,6 +13,8 @@ usage: smss-bench pub|sub|e2e|delay|takeover [options]
        smss-bench matrix [--smss PATH] [--max-secs X] [--restart-gib G]
                          [--client-threads T] [--repl-backlog N]
                          [--repl-rounds R]
+       smss-bench bridge [--smss PATH]  (the matrix's bridge figures alone:
+                         smss -> NATS JetStream; needs nats-server)
        smss-bench footprint [--smss PATH]  (the matrix's RSS rows with
                          300 silent and 100 idle subscribers, alone)
        smss-bench peers  [--smss PATH] [--max-secs X] [--client-threads T]
@@ -205,6 +207,8 @@ pub enum Command {
     Matrix(SuiteOpts),
     Peers(SuiteOpts),
     Footprint(SuiteOpts),
+    /// The matrix's bridge figures alone.
+    Bridge(SuiteOpts),
     Help,
 }
 
@@ -238,14 +242,15 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
         Some(other) => return Err(usage(format!("expected a mode first, got {other:?}"))),
         None => {
             return Err(usage(
-                "missing mode (pub, sub, e2e, delay, takeover, matrix, peers, footprint)".into(),
+                "missing mode (pub, sub, e2e, delay, takeover, matrix, peers, footprint, bridge)"
+                    .into(),
             ));
         }
     };
     if first == "help" {
         return Ok(Command::Help);
     }
-    if first == "matrix" || first == "peers" || first == "footprint" {
+    if ["matrix", "peers", "footprint", "bridge"].contains(&first.as_str()) {
         let mut s = SuiteOpts {
             smss: None,
             max_secs: 10.0,
@@ -286,6 +291,8 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, BenchError> {
             Command::Matrix(s)
         } else if first == "footprint" {
             Command::Footprint(s)
+        } else if first == "bridge" {
+            Command::Bridge(s)
         } else {
             Command::Peers(s)
         });

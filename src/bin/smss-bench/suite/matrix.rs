@@ -232,6 +232,7 @@ pub fn run(s: &SuiteOpts) -> Result<(), BenchError> {
         drop(server);
     }
     figures.extend(super::footprint::figures(&bin, &tmp));
+    figures.extend(super::bridge::figures(&bin, &tmp));
     let repl = super::repl::run(&bin, &tmp, s);
     figures.extend(repl.failed.iter().cloned());
     if s.restart_gib > 0.0 {

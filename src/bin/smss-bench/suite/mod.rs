@@ -8,9 +8,11 @@
 //! [`procs`] owns the guards and starting the servers, [`rows`] the publish
 //! and drain rows both suites run, [`repl`] the matrix's replication rows
 //! (master and slave pairs), [`footprint`] the RSS rows with many
-//! subscribers; [`matrix`] and [`peers`] are the two suites.
+//! subscribers, [`bridge`] the bridge into NATS JetStream; [`matrix`] and
+//! [`peers`] are the two suites.
 //! This file only declares them.
 
+pub mod bridge;
 pub mod footprint;
 pub mod matrix;
 pub mod peers;
