@@ -146,8 +146,17 @@ impl Conn {
         let authed = cfg.auth.token.is_empty();
         let auth_deadline =
             (!authed).then(|| Instant::now() + Duration::from_millis(cfg.timeout.auth_ms));
+        // A TLS session in two halves: the thread releasing this
+        // connection's answers encrypts and sends them, as for plain TCP.
+        let stream = match stream.split() {
+            Ok(s) => s,
+            Err(e) => return Err((e, preauth)),
+        };
         let wire = Wire::over(stream, limits);
-        let replies = Arc::new(SocketReplies::new(wire.raw_fd(), Arc::clone(&broker)));
+        let replies = SocketReplies::new(wire.raw_fd(), Arc::clone(&broker));
+        #[cfg(feature = "tls")]
+        let replies = replies.sealed(wire.sealer());
+        let replies = Arc::new(replies);
         Ok(Conn {
             wire,
             peer,
@@ -195,11 +204,8 @@ impl Conn {
                 }
             }
             // Writes still in flight are answered on the socket by the
-            // thread that releases them: no need to wait before reading.
-            // Not through TLS: there the answers wait for this thread.
-            if self.wire.is_tls() {
-                self.settle()?;
-            }
+            // thread that releases them (through TLS too, encrypted with
+            // this session): no need to wait before reading.
             self.wire.flush()?;
             match self.read_more()? {
                 Input::Data if !self.wire.is_tls() && self.wire.looks_like_tls() => {

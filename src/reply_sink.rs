@@ -15,6 +15,13 @@
 //! The socket is the connection's: [`SocketReplies::close`] is called before
 //! it closes, and nothing is sent after that, so a reused fd number is never
 //! written to. Sends never wait (`MSG_DONTWAIT`).
+//!
+//! Through TLS the releasing thread encrypts the replies with the
+//! connection's session ([`crate::tls::Sealer`]: the session is split, the
+//! connection thread reads through its other half) and sends the records;
+//! records the socket did not take stay in `cipher`, and a connection that
+//! settles sends them raw, before anything it encrypts itself. The same two
+//! rules keep the records in the order they were encrypted.
 
 use std::collections::VecDeque;
 use std::io;
@@ -48,8 +55,11 @@ struct InFlight {
 struct Inner {
     /// Oldest first: answers come in request order.
     inflight: VecDeque<InFlight>,
-    /// Encoded replies not sent yet, in order.
+    /// Encoded replies not sent yet, in order (plaintext).
     unsent: Vec<u8>,
+    /// TLS records of replies, encrypted but not sent yet: they go before
+    /// anything in `unsent`.
+    cipher: Vec<u8>,
     /// A releaser holds this sink to flush (this batch, or again later
     /// because the socket would not take everything).
     queued: bool,
@@ -69,6 +79,9 @@ pub struct SocketReplies {
     /// session, which only the connection thread holds, so the replies
     /// wait in `unsent` until [`SocketReplies::settle`] takes them.
     fd: Option<RawFd>,
+    /// For a TLS connection: encrypts what is sent on `fd`.
+    #[cfg(feature = "tls")]
+    sealer: Option<crate::tls::Sealer>,
     broker: Arc<Broker>,
     inner: Mutex<Inner>,
     answered: Condvar,
@@ -81,10 +94,46 @@ impl SocketReplies {
     pub fn new(fd: Option<RawFd>, broker: Arc<Broker>) -> SocketReplies {
         SocketReplies {
             fd,
+            #[cfg(feature = "tls")]
+            sealer: None,
             broker,
             inner: Mutex::new(Inner::default()),
             answered: Condvar::new(),
         }
+    }
+
+    /// A TLS connection's sink: replies are encrypted with `sealer` before
+    /// they are sent on the socket.
+    #[cfg(feature = "tls")]
+    pub fn sealed(mut self, sealer: Option<crate::tls::Sealer>) -> SocketReplies {
+        self.sealer = sealer;
+        self
+    }
+
+    /// The bytes to send: `cipher` (already records) then `unsent`,
+    /// encrypted when the connection is TLS. `None` when the session
+    /// failed to encrypt: the peer gets nothing more.
+    fn take_outgoing(&self, g: &mut Inner) -> Option<Vec<u8>> {
+        #[cfg(feature = "tls")]
+        if let Some(sealer) = &self.sealer {
+            let mut buf = std::mem::take(&mut g.cipher);
+            let plain = std::mem::take(&mut g.unsent);
+            if !plain.is_empty() && sealer.seal(&plain, &mut buf).is_err() {
+                return None;
+            }
+            return Some(buf);
+        }
+        Some(std::mem::take(&mut g.unsent))
+    }
+
+    /// Keeps what the socket did not take, for the next flush or `settle`.
+    fn keep_leftovers(&self, g: &mut Inner, buf: Vec<u8>) {
+        #[cfg(feature = "tls")]
+        if self.sealer.is_some() {
+            g.cipher = buf;
+            return;
+        }
+        g.unsent = buf;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -142,8 +191,38 @@ impl SocketReplies {
             g = self.wait(g, deadline);
         }
         g.waiting = false;
+        if !g.cipher.is_empty() {
+            // TLS records the socket did not take: they go first, as they
+            // are, before the plaintext this thread will encrypt.
+            let cipher = std::mem::take(&mut g.cipher);
+            self.send_blocking(&cipher)?;
+        }
         if !g.unsent.is_empty() {
             out.append(&mut g.unsent);
+        }
+        Ok(())
+    }
+
+    /// Sends all of `buf`, waiting as the socket's write timeout allows
+    /// (`settle`: this thread is the only sender now).
+    fn send_blocking(&self, buf: &[u8]) -> io::Result<()> {
+        let Some(fd) = self.fd else {
+            return Ok(());
+        };
+        let mut sent = 0;
+        while sent < buf.len() {
+            let rest = &buf[sent..];
+            // SAFETY: as in `send_now`: the connection's socket is open
+            // until `close`, which this thread (the connection's) calls.
+            let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
+            if n > 0 {
+                sent += n as usize;
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
         }
         Ok(())
     }
@@ -154,6 +233,7 @@ impl SocketReplies {
         let mut g = self.lock();
         g.closed = true;
         g.unsent = Vec::new();
+        g.cipher = Vec::new();
         while g.sending {
             g.waiting = true;
             g = self.wait(g, Instant::now() + Duration::from_secs(1));
@@ -265,10 +345,16 @@ impl ReplySink for SocketReplies {
             g.queued = false;
             return true;
         }
-        if !g.closed && !g.unsent.is_empty() {
+        let pending = !g.unsent.is_empty() || !g.cipher.is_empty();
+        if !g.closed && pending {
             // Sent without the lock: a send on loopback runs the peer's
             // receive path, too long to hold up the connection's next write.
-            let mut buf = std::mem::take(&mut g.unsent);
+            let Some(mut buf) = self.take_outgoing(&mut g) else {
+                // The TLS session is broken: nothing can reach the peer,
+                // whose connection thread sees the end in `read`.
+                g.queued = false;
+                return true;
+            };
             g.sending = true;
             drop(g);
             let sent = self.send_now(&buf);
@@ -278,14 +364,16 @@ impl ReplySink for SocketReplies {
             // Only releasers add to `unsent`, and this is the one: it is
             // still empty, unless `close` emptied it for good.
             if !g.closed {
-                g.unsent = buf;
+                self.keep_leftovers(&mut g, buf);
             }
             if g.waiting {
                 self.answered.notify_all();
             }
         }
         // While the connection waits it takes the leftovers itself.
-        let done = g.closed || g.unsent.is_empty() || (g.inflight.is_empty() && g.waiting);
+        let done = g.closed
+            || (g.unsent.is_empty() && g.cipher.is_empty())
+            || (g.inflight.is_empty() && g.waiting);
         g.queued = !done;
         done
     }
@@ -456,5 +544,77 @@ mod tests {
         s.not_handed();
         s.settle(&mut out, Duration::from_millis(20))
             .expect("nothing in flight");
+    }
+
+    /// Through TLS: the releaser encrypts and sends while nobody reads; what
+    /// the socket did not take stays as records, and `settle` sends them
+    /// first, before what the connection then encrypts itself. The client
+    /// decrypts every reply, in order, then the connection's own line.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_replies_are_sealed_in_order_and_settle_sends_the_leftover_records() {
+        use std::io::{BufRead, BufReader, Write};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (server, client) = crate::tls::test_pair(dir.path());
+        let tcp = server.get_ref().try_clone().expect("clone");
+        tcp.set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        // Small buffers, so the socket soon takes nothing more.
+        for fd in [tcp.as_raw_fd(), client.get_ref().as_raw_fd()] {
+            for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+                let size: libc::c_int = 4096;
+                // SAFETY: a valid socket and a c_int option of its size.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        opt,
+                        (&size as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(rc, 0, "setsockopt");
+            }
+        }
+        let (mut w, _r) = crate::tls::split(server, tcp.try_clone().expect("clone"));
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let broker = Arc::new(Broker::new(Config::default(), Role::Master, tx, 4));
+        let s =
+            Arc::new(SocketReplies::new(Some(tcp.as_raw_fd()), broker).sealed(Some(w.sealer())));
+        let mut r = Releaser::default();
+        let n = 20_000u64;
+        for id in 1..=n {
+            s.handing(None);
+            r.release(vec![(
+                Reply::Sink(SinkTicket::new(s.clone())),
+                Ok(WriteOk::Id(id)),
+            )]);
+        }
+        assert!(!s.lock().cipher.is_empty(), "the socket took every record");
+        // A sink the socket blocks is retried later: the answers that came
+        // meanwhile wait as plaintext, behind the records.
+        assert!(!s.lock().unsent.is_empty());
+        let reader = std::thread::spawn(move || {
+            let mut c = BufReader::new(client);
+            let mut line = String::new();
+            for id in 1..=n {
+                line.clear();
+                c.read_line(&mut line).expect("read a reply");
+                assert_eq!(line, format!("OK {id}\r\n"));
+            }
+            line.clear();
+            c.read_line(&mut line).expect("read the last line");
+            line
+        });
+        // The connection settles (the leftover records go first, raw; the
+        // plaintext comes into its output), then sends its output and its
+        // own line through the session.
+        let mut out = Vec::new();
+        s.settle(&mut out, Duration::from_secs(10)).expect("settle");
+        assert!(!out.is_empty());
+        assert!(s.lock().cipher.is_empty() && s.lock().unsent.is_empty());
+        out.extend_from_slice(b"PONG\r\n");
+        w.write_all(&out).expect("write");
+        assert_eq!(reader.join().expect("reader"), "PONG\r\n");
     }
 }

@@ -12,6 +12,10 @@ pub enum Stream {
     Plain(TcpStream),
     #[cfg(feature = "tls")]
     Tls(Box<crate::tls::ServerStream>),
+    /// A TLS session in two halves (a client connection's, so that the
+    /// thread releasing the writer's answers can encrypt them too).
+    #[cfg(feature = "tls")]
+    TlsSplit(Box<(crate::tls::SharedWriter, crate::tls::SharedReader)>),
     /// The sending half of a TLS session whose receiving half another
     /// thread holds (a replication sender's ACK reader): write only.
     #[cfg(feature = "tls")]
@@ -26,7 +30,34 @@ impl Stream {
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.get_ref(),
             #[cfg(feature = "tls")]
+            Stream::TlsSplit(s) => s.0.tcp(),
+            #[cfg(feature = "tls")]
             Stream::TlsSent(s) => s.tcp(),
+        }
+    }
+
+    /// A TLS session made into two halves ([`Stream::TlsSplit`]); any
+    /// other stream as it is.
+    pub fn split(self) -> io::Result<Stream> {
+        match self {
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => {
+                let read_sock = s.get_ref().try_clone()?;
+                let (w, r) = crate::tls::split(*s, read_sock);
+                Ok(Stream::TlsSplit(Box::new((w, r))))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// What encrypts this stream's bytes for another thread: `Some` for a
+    /// split TLS session.
+    #[cfg(feature = "tls")]
+    pub fn sealer(&self) -> Option<crate::tls::Sealer> {
+        match self {
+            Stream::TlsSplit(s) => Some(s.0.sealer()),
+            Stream::TlsSent(s) => Some(s.sealer()),
+            _ => None,
         }
     }
 
@@ -45,8 +76,10 @@ impl Stream {
             let _ = s.conn.complete_io(&mut s.sock);
         }
         #[cfg(feature = "tls")]
-        if let Stream::TlsSent(s) = self {
-            return s.shutdown(how);
+        match self {
+            Stream::TlsSent(s) => return s.shutdown(how),
+            Stream::TlsSplit(s) => return s.0.shutdown(how),
+            _ => {}
         }
         self.tcp().shutdown(how)
     }
@@ -58,6 +91,8 @@ impl Read for Stream {
             Stream::Plain(s) => s.read(buf),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::TlsSplit(s) => s.1.read(buf),
             // The other thread reads this session.
             #[cfg(feature = "tls")]
             Stream::TlsSent(_) => Err(io::Error::new(
@@ -75,6 +110,8 @@ impl Write for Stream {
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.write(buf),
             #[cfg(feature = "tls")]
+            Stream::TlsSplit(s) => s.0.write(buf),
+            #[cfg(feature = "tls")]
             Stream::TlsSent(s) => s.write(buf),
         }
     }
@@ -86,6 +123,8 @@ impl Write for Stream {
             Stream::Plain(s) => s.flush(),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Stream::TlsSplit(s) => s.0.flush(),
             #[cfg(feature = "tls")]
             Stream::TlsSent(s) => s.flush(),
         }

@@ -134,6 +134,12 @@ impl Wire {
                 Ok((Box::new(r), tcp))
             }
             #[cfg(feature = "tls")]
+            Stream::TlsSplit(halves) => {
+                let (w, r) = *halves;
+                self.stream = Stream::TlsSent(Box::new(w));
+                Ok((Box::new(r), tcp))
+            }
+            #[cfg(feature = "tls")]
             sent @ Stream::TlsSent(_) => {
                 self.stream = sent;
                 Err(io::Error::new(
@@ -146,9 +152,24 @@ impl Wire {
 
     /// The socket's descriptor, for a thread that writes replies to it
     /// while this connection lives ([`crate::reply_sink`]); `None` for a
-    /// TLS session, whose bytes must go through the session.
+    /// TLS session that is not split ([`Stream::split`]), whose bytes only
+    /// this thread can encrypt.
     pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
-        (!self.stream.is_tls()).then(|| std::os::fd::AsRawFd::as_raw_fd(self.stream.tcp()))
+        let fd = std::os::fd::AsRawFd::as_raw_fd(self.stream.tcp());
+        match &self.stream {
+            Stream::Plain(_) => Some(fd),
+            #[cfg(feature = "tls")]
+            Stream::TlsSplit(_) => Some(fd),
+            #[cfg(feature = "tls")]
+            _ => None,
+        }
+    }
+
+    /// What encrypts this connection's bytes for the thread that writes
+    /// its replies: `Some` for a split TLS session.
+    #[cfg(feature = "tls")]
+    pub fn sealer(&self) -> Option<crate::tls::Sealer> {
+        self.stream.sealer()
     }
 
     /// True for a TLS session.

@@ -17,7 +17,9 @@
 mod expiry;
 mod shared;
 
-pub use shared::{SharedReader, SharedWriter, split};
+#[cfg(test)]
+pub(crate) use shared::test_pair;
+pub use shared::{Sealer, SharedReader, SharedWriter, split};
 
 use std::io;
 use std::net::TcpStream;

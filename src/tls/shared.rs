@@ -6,10 +6,17 @@
 //! state is shared: each side does its blocking socket I/O outside the
 //! lock and takes the lock only to encrypt or decrypt what it has.
 //!
-//! Owns [`split`] and its two halves. Exactly one writer and one reader:
-//! the writer takes what the session has to send under the lock (its
-//! records, and anything the reader's side queued, such as a key update
-//! answer) and sends it in that order, so nothing is reordered.
+//! A client connection's session is split the same way, so that the
+//! thread releasing the writer's answers can encrypt them ([`Sealer`]) and
+//! send them on the socket while the connection thread reads; the order
+//! rules of [`crate::reply_sink`] make sure only one of them encrypts and
+//! sends at a time.
+//!
+//! Owns [`split`], its two halves and the [`Sealer`]. One sender at a
+//! time and one reader: the sender takes what the session has to send under
+//! the lock (its records, and anything the reader's side queued, such as a
+//! key update answer) and sends it in that order, so nothing is
+//! reordered.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -69,7 +76,30 @@ pub fn split(stream: ServerStream, read_sock: TcpStream) -> (SharedWriter, Share
     (writer, reader)
 }
 
+/// Encrypts plaintext into the session's records, for a thread that sends
+/// them itself (see the module docs).
+#[derive(Clone)]
+pub struct Sealer(Session);
+
+impl Sealer {
+    /// Appends the TLS records carrying `plain` (and anything else the
+    /// session has to send first) to `out`.
+    pub fn seal(&self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        let mut s = lock(&self.0);
+        s.writer().write_all(plain)?;
+        while s.wants_write() {
+            s.write_tls(out)?;
+        }
+        Ok(())
+    }
+}
+
 impl SharedWriter {
+    /// A [`Sealer`] of this session.
+    pub fn sealer(&self) -> Sealer {
+        Sealer(Arc::clone(&self.session))
+    }
+
     /// The socket under the session (timeouts, shutdown).
     pub fn tcp(&self) -> &TcpStream {
         &self.tcp
@@ -153,6 +183,26 @@ impl Read for SharedReader {
     }
 }
 
+/// A TLS session over loopback, both ends handshaken: (server, client).
+/// For tests of code that runs over a session.
+#[cfg(test)]
+pub(crate) fn test_pair(dir: &std::path::Path) -> (ServerStream, super::ClientStream) {
+    let (server_cfg, client_cfg) = tests::configs(dir);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let client = std::thread::spawn(move || {
+        let tcp = TcpStream::connect(addr).expect("connect");
+        super::connect(client_cfg, "127.0.0.1", tcp).expect("client handshake")
+    });
+    let (mut sock, _) = listener.accept().expect("accept");
+    let mut conn = ServerConnection::new(server_cfg).expect("session");
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).expect("server handshake");
+    }
+    let client = client.join().expect("client thread");
+    (rustls::StreamOwned::new(conn, sock), client)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,7 +210,9 @@ mod tests {
 
     /// A CA-signed server certificate for 127.0.0.1 and a client config
     /// trusting that CA, written to `dir`.
-    fn configs(dir: &std::path::Path) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    pub(super) fn configs(
+        dir: &std::path::Path,
+    ) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
         let ca_key = KeyPair::generate().expect("key");
         let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
