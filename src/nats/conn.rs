@@ -24,10 +24,10 @@
 //! dead: every call returns `Disconnected` until [`Conn::reconnect`].
 
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::json::quote;
+pub use super::options::Options;
 use super::proto::{self, Frame, RawMsg};
 use super::socket::{self, Io, ServerInfo, random_token};
 use super::{NatsError, Result};
@@ -36,44 +36,6 @@ use super::{NatsError, Result};
 const READ_CHUNK: usize = 64 * 1024;
 /// The sid of the reply inbox subscription (the only one we make).
 const INBOX_SID: u64 = 1;
-
-/// How to connect.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// `HOST:PORT` of each server; [`Conn::connect`] takes the first that
-    /// answers, [`Conn::reconnect`] the next ones in turn.
-    pub servers: Vec<String>,
-    pub user: Option<String>,
-    pub pass: Option<String>,
-    pub token: Option<String>,
-    /// Verify the server against this CA (PEM). Setting it asks for TLS;
-    /// a server whose INFO says `tls_required` needs it.
-    pub tls_ca: Option<PathBuf>,
-    /// A client certificate and key (PEM) for servers that verify clients.
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    /// The connection's name, shown by the server's monitoring.
-    pub name: Option<String>,
-    /// Connect, handshake and write timeout; also how long a JetStream
-    /// API call waits for its reply (see [`super::JetStream::new`]).
-    pub timeout: Duration,
-}
-
-impl Options {
-    pub fn new(servers: &[&str]) -> Options {
-        Options {
-            servers: servers.iter().map(|s| s.to_string()).collect(),
-            user: None,
-            pass: None,
-            token: None,
-            tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
-            name: None,
-            timeout: Duration::from_secs(5),
-        }
-    }
-}
 
 /// A message received: a reply to a request, with its status when the
 /// server sent one (`503` no responders, `408` request timeout).

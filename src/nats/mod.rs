@@ -23,6 +23,7 @@ pub mod base64;
 pub mod conn;
 pub mod jetstream;
 pub mod json;
+mod options;
 pub(crate) mod proto;
 mod socket;
 

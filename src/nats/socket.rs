@@ -10,8 +10,8 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use super::conn::Options;
 use super::json::{self, Json};
+use super::options::Options;
 use super::{NatsError, Result};
 
 /// The socket: plain, or a TLS session over it.
