@@ -206,6 +206,9 @@ fn every_message_once_in_order_with_headers_dead_letters_and_ends() {
         audit.push(c.publish("audit", b"a").expect("PUB"));
     }
     c.publish("bad..name", b"never bridged").expect("PUB");
+    // A delayed message reaches the stream when it is due, like any
+    // subscriber sees it.
+    let delayed = c.dpublish("audit", 300, b"later").expect("DPUB");
     let bridge = Bridge::start(
         d.path(),
         &[&s.addr],
@@ -222,8 +225,20 @@ fn every_message_once_in_order_with_headers_dead_letters_and_ends() {
             .expect("PUB");
         orders.push(id);
     }
-    wait_stream_count(&[&nats.addr], "SMSS", 700, &bridge);
+    wait_stream_count(&[&nats.addr], "SMSS", 701, &bridge);
     let msgs = stream_messages(&[&nats.addr], "SMSS");
+    let fired: Vec<&StoredMsg> = msgs
+        .iter()
+        .filter(|m| m.subject == "smss.audit" && m.payload == b"later")
+        .collect();
+    assert_eq!(fired.len(), 1, "the delayed message, once");
+    let fired_id: u64 = fired[0]
+        .header("Smss-Id")
+        .expect("id")
+        .parse()
+        .expect("num");
+    assert!(fired_id > delayed, "delivered when due, as a later event");
+    audit.push(fired_id);
     assert_exactly(&ids_of(&msgs, "smss.orders"), &orders, "orders");
     assert_eq!(ids_of(&msgs, "smss.orders").len(), 500);
     assert_exactly(&ids_of(&msgs, "smss.audit"), &audit, "audit");
@@ -316,9 +331,9 @@ fn an_outage_longer_than_the_duplicate_window_duplicates_nothing() {
     let Some(bin) = bin_or_skip() else { return };
     let d = tempdir();
     let nats = NatsServer::start(&bin, d.path(), "n1", None);
-    // The stream remembers msg ids for 1 s only.
+    // The stream remembers msg ids for 2 s only.
     let mut cfg = StreamConfig::new("SMSS", &["smss.>"]);
-    cfg.duplicate_window = Duration::from_secs(1);
+    cfg.duplicate_window = Duration::from_secs(2);
     let mut j = js(&[&nats.addr]);
     j.create_stream(&cfg).expect("create");
     let s = smss_server(d.path());
@@ -352,12 +367,12 @@ fn an_outage_longer_than_the_duplicate_window_duplicates_nothing() {
         r.expect("stored by the earlier run");
     }
     // Longer than the window: the stream forgot those ids.
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     let b = Bridge::start(d.path(), &[&s.addr], &[&nats.addr], &["--batch", "100"]);
     // Killed again mid-stream, and down longer than the window again.
     wait_stream_count(&[&nats.addr], "SMSS", 1200, &b);
     b.kill9();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     let b = Bridge::start(d.path(), &[&s.addr], &[&nats.addr], &[]);
     wait_stream_count(&[&nats.addr], "SMSS", 2000, &b);
     let msgs = stream_messages(&[&nats.addr], "SMSS");
