@@ -3,8 +3,9 @@
 //! single nats-server with file storage started here on its own port and
 //! directory:
 //!
-//! - the bridge draining a 200k-message backlog (200-byte messages) of an
-//!   smss with `fsync: always` into the stream (target ≥ 50k msgs/s);
+//! - the bridge draining a 200k-message backlog (200-byte messages, in 4
+//!   topics: a reader each) of an smss with `fsync: always` into the stream
+//!   (target ≥ 50k msgs/s);
 //! - JetStream alone: the same messages published by one connection in
 //!   chains of 1,000 (what one client can get from that nats-server), and
 //!   the bridge's rate as a share of it (the bridge should never be the
@@ -30,6 +31,8 @@ use crate::error::BenchError;
 use crate::opts::{Protocol, SuiteOpts};
 
 const BACKLOG: u64 = 200_000;
+/// The backlog is spread over these topics (one reader each).
+const TOPICS: [&str; 4] = ["b1", "b2", "b3", "b4"];
 const LATENCY_MSGS: u64 = 5_000;
 const SIZE: usize = 200;
 
@@ -143,11 +146,14 @@ fn run(bin: &Path, tmp: &TempDir, nats: &str) -> Result<Vec<(String, String)>, B
     let saddr = smss.addr();
     let mut c = Client::connect(&saddr).map_err(|e| BenchError::Server(e.to_string()))?;
     let cerr = |e: smss::client::ClientError| BenchError::Server(format!("smss: {e}"));
-    c.create("b", 0).map_err(cerr)?;
+    for t in TOPICS {
+        c.create(t, 0).map_err(cerr)?;
+    }
     c.create("lat", 0).map_err(cerr)?;
     let refs: Vec<&[u8]> = (0..1000).map(|_| payload.as_slice()).collect();
-    for _ in 0..BACKLOG / 1000 {
-        c.mpublish("b", &refs).map_err(cerr)?;
+    for i in 0..BACKLOG / 1000 {
+        c.mpublish(TOPICS[i as usize % TOPICS.len()], &refs)
+            .map_err(cerr)?;
     }
     let sink = NatsSink::connect(NatsSinkOptions {
         nats: Options::new(&[naddr.as_str()]),
@@ -172,7 +178,7 @@ fn run(bin: &Path, tmp: &TempDir, nats: &str) -> Result<Vec<(String, String)>, B
     let latency = secs.and_then(|secs| {
         let rate = BACKLOG as f64 / secs;
         out.push((
-            "bridge: 200k backlog smss (always) → JetStream".into(),
+            "bridge: 200k backlog in 4 topics, smss (always) → JetStream".into(),
             format!("{rate:.0} msgs/s (target >= 50000)"),
         ));
         out.push((
