@@ -100,17 +100,7 @@ fn options(g: &Global, a: &BridgeArgs) -> Result<BridgeOptions> {
 
 #[cfg(feature = "tls")]
 fn tls(g: &Global, o: &mut BridgeOptions) -> Result<()> {
-    let Some(ca) = &g.ca else {
-        return Err(CliError::Usage(
-            "--tls needs --ca FILE: the CA certificate that signed the server's".into(),
-        ));
-    };
-    let identity = match (&g.cert, &g.key) {
-        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-        (None, None) => None,
-        _ => return Err(CliError::Usage("--cert and --cert-key go together".into())),
-    };
-    o.tls = Some(smss::tls::client_config(ca, identity).map_err(CliError::Usage)?);
+    o.tls = Some(crate::commands::tls_config(g)?);
     Ok(())
 }
 

@@ -80,6 +80,12 @@ fn pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
 /// offline and trusts no system roots).
 #[cfg(feature = "tls")]
 fn connect_tls(g: &Global, addr: &str, timeout: Duration) -> Result<Client> {
+    Ok(Client::connect_tls_with(addr, tls_config(g)?, timeout)?)
+}
+
+/// The TLS client configuration of `--tls --ca [--cert --cert-key]`.
+#[cfg(feature = "tls")]
+pub fn tls_config(g: &Global) -> Result<std::sync::Arc<rustls::ClientConfig>> {
     let Some(ca) = &g.ca else {
         return Err(CliError::Usage(
             "--tls needs --ca FILE: the CA certificate that signed the server's".into(),
@@ -90,8 +96,7 @@ fn connect_tls(g: &Global, addr: &str, timeout: Duration) -> Result<Client> {
         (None, None) => None,
         _ => return Err(CliError::Usage("--cert and --cert-key go together".into())),
     };
-    let config = smss::tls::client_config(ca, identity).map_err(CliError::Usage)?;
-    Ok(Client::connect_tls_with(addr, config, timeout)?)
+    smss::tls::client_config(ca, identity).map_err(CliError::Usage)
 }
 
 #[cfg(not(feature = "tls"))]
