@@ -19,7 +19,7 @@
 //! replication rows run it, so it is re-exported here with [`cpu_s`].
 
 mod common;
-mod cpu;
+pub mod cpu;
 mod delay;
 mod drain;
 mod e2e;

@@ -6,6 +6,8 @@
 //! - the bridge draining a 200k-message backlog (200-byte messages, in 4
 //!   topics: a reader each) of an smss with `fsync: always` into the stream
 //!   (target ≥ 50k msgs/s);
+//! - the CPU each side spends per message during that drain (smss,
+//!   nats-server, the bridge), which tells which one is the slower side;
 //! - JetStream alone: the same messages published by one connection in
 //!   chains of 1,000 (what one client can get from that nats-server), and
 //!   the bridge's rate as a share of it (the bridge should never be the
@@ -171,12 +173,27 @@ fn run(bin: &Path, tmp: &TempDir, nats: &str) -> Result<Vec<(String, String)>, B
         batch: Some(1000),
         ..BridgeOptions::default()
     };
+    let cpu = || {
+        [Some(smss.pid()), Some(server.pid()), None].map(crate::load::cpu::cpu_s)
+    };
+    let cpu0 = cpu();
     let t0 = Instant::now();
     let bridge = Bridge::start(opts, Box::new(sink), Arc::clone(&stop))
         .map_err(|e| BenchError::Server(e.to_string()))?;
     let secs = wait_count(&mut j, "SMSS", BACKLOG, t0);
+    let cpu1 = cpu();
     let latency = secs.and_then(|secs| {
         let rate = BACKLOG as f64 / secs;
+        // Which side works hardest: CPU per message of smss, nats-server
+        // and the bridge (this process: the bridge's threads and the poll).
+        let us = |i: usize| match (cpu0[i], cpu1[i]) {
+            (Some(a), Some(b)) => format!("{:.1}", (b - a) * 1e6 / BACKLOG as f64),
+            _ => "?".into(),
+        };
+        out.push((
+            "bridge drain: CPU µs/msg of smss / nats-server / bridge".into(),
+            format!("{} / {} / {} (2 cores)", us(0), us(1), us(2)),
+        ));
         out.push((
             "bridge: 200k backlog in 4 topics, smss (always) → JetStream".into(),
             format!("{rate:.0} msgs/s (target >= 50000)"),
