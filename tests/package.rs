@@ -90,6 +90,14 @@ fn the_package_holds_the_server_its_private_config_and_its_unit() {
     assert!(unit.contains("WorkingDirectory=/var/lib/smss"), "{unit}");
     assert!(unit.contains("ReadWritePaths=/var/lib/smss"), "{unit}");
     assert!(!unit.contains("/opt/smss"), "{unit}");
+    let bridge = std::fs::read_to_string(x.join("lib/systemd/system/smss-bridge.service"))
+        .expect("the bridge's unit");
+    assert!(
+        bridge.contains("ExecStart=/usr/bin/smss-cli bridge --nats"),
+        "{bridge}"
+    );
+    assert!(!bridge.contains("/opt/smss"), "{bridge}");
+    assert_eq!(mode_of("./lib/systemd/system/smss-bridge.service"), "-rw-r--r--");
     // The packaged config is the repository's: data under the working dir.
     let cfg = std::fs::read_to_string(x.join("etc/smss/config.yaml")).expect("config");
     assert!(cfg.contains("path: data"), "{cfg}");

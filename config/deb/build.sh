@@ -39,6 +39,15 @@ sed -e 's|/opt/smss/smss|/usr/bin/smss|g' \
     -e '/^# /d' -e '/^#$/d' \
     "$top/config/smss.service" > "$stage/lib/systemd/system/smss.service"
 chmod 0644 "$stage/lib/systemd/system/smss.service"
+# The bridge's unit: installed, not enabled (its ExecStart names the NATS
+# servers to edit first, with `systemctl edit smss-bridge`).
+sed -e 's|/opt/smss/smss-cli|/usr/bin/smss-cli|g' \
+    -e 's|/opt/smss/config/|/etc/smss/|g' \
+    -e 's|^WorkingDirectory=.*|WorkingDirectory=/var/lib/smss|' \
+    -e 's|^Documentation=.*|Documentation=file:///usr/share/doc/smss/README.md|' \
+    -e '/^# /d' -e '/^#$/d' \
+    "$top/config/smss-bridge.service" > "$stage/lib/systemd/system/smss-bridge.service"
+chmod 0644 "$stage/lib/systemd/system/smss-bridge.service"
 
 size=$(du -sk "$stage" | cut -f1)
 cat > "$stage/DEBIAN/control" <<CONTROL
