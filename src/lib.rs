@@ -59,6 +59,11 @@
 //!   [`memory`] tunes glibc malloc and its `mem-trim` thread gives freed
 //!   memory back to the OS.
 //! - [`nats`]: the bridge's hand-written, synchronous NATS + JetStream client.
+//! - [`tls`] (feature `tls`): certificates, the TLS port's handshakes, and a
+//!   session split in two halves, so that the thread releasing a client's
+//!   answers encrypts them while the connection thread reads, and a
+//!   replication sender streams while its ACK reader reads; the slave's
+//!   link dials its master through [`replication::dial`].
 //! - [`http`]: the one `http` thread (`http:` in the config) serves
 //!   `/metrics`, `/healthz` and the status page from published state only
 //!   (counters, [`histogram`]s of fsync and publish latency, the broker,

@@ -3,7 +3,11 @@
 //! side of a client) reads and writes through it; socket options
 //! (timeouts, nonblocking, shutdown) always act on the TCP socket below.
 //!
-//! Owned by one connection thread; no lock, no channel.
+//! Owned by one connection thread. A TLS session is split in two halves
+//! ([`Stream::split`]) whose rustls state sits behind a mutex shared with
+//! the thread that encrypts the connection's replies (a
+//! [`crate::tls::Sealer`]) or, on a replication sender, with its ACK
+//! reader; a plain socket has no lock.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};

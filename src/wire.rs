@@ -7,7 +7,8 @@
 //!
 //! Knows the protocol's framing but nothing of the broker: what a request
 //! means is the caller's business. Runs on the socket's connection thread,
-//! which owns it alone; it touches no channel and no lock.
+//! which owns it alone; it touches no channel, and no lock but a split TLS
+//! session's (see [`crate::stream`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
