@@ -97,7 +97,10 @@ fn the_package_holds_the_server_its_private_config_and_its_unit() {
         "{bridge}"
     );
     assert!(!bridge.contains("/opt/smss"), "{bridge}");
-    assert_eq!(mode_of("./lib/systemd/system/smss-bridge.service"), "-rw-r--r--");
+    assert_eq!(
+        mode_of("./lib/systemd/system/smss-bridge.service"),
+        "-rw-r--r--"
+    );
     // The packaged config is the repository's: data under the working dir.
     let cfg = std::fs::read_to_string(x.join("etc/smss/config.yaml")).expect("config");
     assert!(cfg.contains("path: data"), "{cfg}");

@@ -4,7 +4,8 @@
 //! streams through the other), a kill -9 of the master and PROMOTE of the
 //! slave, mutual TLS, and the refusals an operator will meet: no client
 //! certificate, a CA that did not sign the master's certificate, the
-//! plain port named as the master, and the start-up checks of the config.
+//! plain port named as the master, the start-up checks of the config, and
+//! fencing by epoch through the peer's TLS port.
 #![cfg(feature = "tls")]
 
 mod common;
@@ -12,7 +13,7 @@ mod common;
 use std::path::Path;
 
 use common::certs::{Ca, ca, leaf, tls_section};
-use common::repl::{last_id, messages, poll_until, slave_args, wait_for_id};
+use common::repl::{free_port, last_id, messages, poll_until, role, slave_args, wait_for_id};
 use common::{Opts, Server, WAIT, stat, tempdir, write_config};
 
 /// `replication:` of a slave that dials its master over TLS, trusting
@@ -243,4 +244,59 @@ fn config_checks_at_start() {
         ca.file.display()
     ));
     assert!(err.contains("replication.tlsKey"), "{err}");
+}
+
+/// Fencing by epoch over TLS: the old master, restarted with its unit's
+/// config after its slave was promoted, looks at its peer through the
+/// peer's TLS port (`replication.peer` with `replication.tls`), steps down
+/// and follows it over TLS.
+#[test]
+fn an_old_master_asks_its_peer_over_tls_and_follows_it() {
+    let d = tempdir();
+    let ca = ca(d.path(), "ca");
+    let (cert, key) = leaf(d.path(), &ca, "server", false);
+    let (m_tls, s_tls) = (free_port(), free_port());
+    let tls = |port: u16| {
+        format!(
+            "tls:\n  port: {port}\n  cert: {}\n  key: {}\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let m_opts = Opts::new().section(&tls(m_tls)).section(&repl_tls(
+        &ca.file,
+        None,
+        &format!("  peer: \"127.0.0.1:{s_tls}\"\n"),
+    ));
+    let s_opts = Opts::new()
+        .section(&tls(s_tls))
+        .section(&repl_tls(&ca.file, None, ""));
+    let (md, sd) = (d.path().join("m"), d.path().join("s"));
+    std::fs::create_dir_all(&md).expect("dir");
+    std::fs::create_dir_all(&sd).expect("dir");
+    let m = Server::start_with(&md, &m_opts);
+    let m_addr = format!("127.0.0.1:{m_tls}");
+    let s = Server::start_with_args(&sd, &s_opts, &slave_args(&m_addr, &[]));
+    let mut mc = m.client();
+    mc.create("t", 0).expect("CREATE");
+    let before = mc.publish("t", b"before").expect("PUB");
+    wait_for_id(&s, None, before);
+    m.kill9();
+    let mut sc = s.client();
+    sc.promote().expect("PROMOTE");
+    let during = sc.publish("t", b"during").expect("PUB");
+
+    let m = Server::start_with(&md, &m_opts);
+    let mut mc = m.client();
+    assert_eq!(role(&mut mc), "slave", "{}", m.log_text());
+    let err = mc
+        .publish("t", b"refused")
+        .expect_err("a write to the old master");
+    assert!(err.to_string().contains("READONLY"), "{err}");
+    wait_for_id(&m, None, during);
+    let log = m.log_text();
+    assert!(
+        log.contains(&format!("127.0.0.1:{s_tls} over TLS")),
+        "{log}"
+    );
 }

@@ -173,9 +173,7 @@ fn run(bin: &Path, tmp: &TempDir, nats: &str) -> Result<Vec<(String, String)>, B
         batch: Some(1000),
         ..BridgeOptions::default()
     };
-    let cpu = || {
-        [Some(smss.pid()), Some(server.pid()), None].map(crate::load::cpu::cpu_s)
-    };
+    let cpu = || [Some(smss.pid()), Some(server.pid()), None].map(crate::load::cpu::cpu_s);
     let cpu0 = cpu();
     let t0 = Instant::now();
     let bridge = Bridge::start(opts, Box::new(sink), Arc::clone(&stop))
