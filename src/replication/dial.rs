@@ -52,14 +52,6 @@ impl Dialer {
         }
     }
 
-    /// A plain dialer (tests, and a server without a pair).
-    pub fn plain() -> Dialer {
-        Dialer {
-            #[cfg(feature = "tls")]
-            tls: None,
-        }
-    }
-
     /// True when links are TLS sessions.
     pub fn is_tls(&self) -> bool {
         #[cfg(feature = "tls")]
