@@ -426,9 +426,12 @@ fn cluster_leader_killed_mid_publish_keeps_every_message_once_in_order() {
     );
 
     // Every message exactly once, in order.
+    // Some server answers for the stream (which one is the leader now is
+    // the cluster's business: a restarted victim can be elected again, and
+    // a lagging server's view can name the killed one for a while).
     let info =
         retry(&mut js, Duration::from_secs(10), |js| js.stream_info("R3")).expect("stream exists");
-    assert_ne!(info.cluster_leader.as_ref(), killed.last());
+    println!("leader after the kills: {:?}", info.cluster_leader);
     assert_eq!(
         (info.messages, info.first_seq, info.last_seq),
         (TOTAL as u64, 1, TOTAL as u64)
