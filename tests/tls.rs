@@ -95,6 +95,54 @@ fn every_command_works_over_tls() {
         .expect("plain PING");
 }
 
+/// Over TLS the write replies are encrypted and sent by the thread that
+/// releases the writer's batches, the other replies by the connection's
+/// own thread, through one session: a long pipeline of writes, reads and
+/// errors must still be answered in request order, each record decrypting.
+#[test]
+fn a_tls_pipeline_of_writes_reads_and_errors_is_answered_in_order() {
+    let (s, ca, _d) = tls_server("");
+    let mut c = Client::connect_tls(&tls_addr(&s), &ca.file).expect("TLS connect");
+    c.create("p", 0).expect("CREATE");
+    let rounds = 400;
+    let mut buf = Vec::new();
+    for i in 0..rounds {
+        for part in ["a", "b"] {
+            let body = format!("{i}{part}");
+            buf.extend_from_slice(format!("PUB p {}\r\n{body}\r\n", body.len()).as_bytes());
+        }
+        buf.extend_from_slice(b"PING\r\nINFO p\r\nNOSUCH\r\n");
+    }
+    c.send_raw(&buf).expect("send the pipeline");
+    let mut last = 0;
+    for i in 0..rounds {
+        for _ in 0..2 {
+            let line = c.read_line().expect("a PUB's reply");
+            let id: u64 = line
+                .strip_prefix("OK ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("round {i}: expected OK <id>, got {line:?}"));
+            assert!(id > last, "round {i}: ids in order");
+            last = id;
+        }
+        assert_eq!(c.read_line().expect("PONG"), "PONG", "round {i}");
+        let info = c.read_line().expect("INFO");
+        let count: u64 = info
+            .split(' ')
+            .nth(4)
+            .and_then(|n| n.parse().ok())
+            .expect("count");
+        assert_eq!(
+            count,
+            2 * (i + 1),
+            "round {i}: INFO sees the PUBs before it"
+        );
+        let err = c.read_line().expect("ERR");
+        assert!(err.starts_with("ERR UNKNOWN"), "round {i}: {err}");
+    }
+    c.ping().expect("still in step");
+}
+
 #[test]
 fn mutual_tls_refuses_a_client_without_a_certificate() {
     let d = tempdir();
