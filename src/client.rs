@@ -9,7 +9,9 @@
 //! channels or locks. Writes are buffered and flushed before every read; every read has a
 //! timeout (30 s unless changed with [`Client::set_timeout`]).
 //!
-//! The replication commands (PROMOTE, SLAVES) are in `client/repl.rs`.
+//! The replication commands (PROMOTE, SLAVES) are in `client/repl.rs`;
+//! keyed publishes in `client/keyed.rs`, and [`Reconnecting`], which
+//! retries them on a new connection after a lost one, in `client/retry.rs`.
 //!
 //! Used by `smss-cli`, by the integration tests, and by Rust programs.
 //!
@@ -48,6 +50,7 @@ pub mod check;
 mod keyed;
 mod repl;
 mod reply;
+mod retry;
 pub mod stream;
 
 use self::reply::{
@@ -58,6 +61,7 @@ use self::stream::Io;
 
 pub use keyed::{Keyed, KeyedRange};
 pub use repl::SlaveInfo;
+pub use retry::Reconnecting;
 
 /// A line, its `\r\n` included, is at most this many bytes.
 pub const MAX_LINE_BYTES: usize = 4096;

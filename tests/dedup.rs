@@ -287,3 +287,66 @@ fn the_rust_client_and_the_cli_send_keys_and_read_dup() {
     let (ok, _) = cli(&["pub", "t", "hello", "--key", ""]);
     assert!(!ok, "an empty key is a usage error");
 }
+
+/// `client::Reconnecting`: a keyed write whose connection was lost is sent
+/// again, same keys, on a new connection — written once, answered `dup`;
+/// an `ERR` is not retried; a server gone for good ends in the I/O error
+/// after the attempts.
+#[test]
+fn the_rust_client_retries_keyed_writes_on_a_new_connection() {
+    use smss::client::{Client, ClientError, Keyed, Reconnecting};
+    let dir = tempdir();
+    let port = common::repl::free_port();
+    let o = opts(600_000, 1000).port(port);
+    let s = Server::start_with(dir.path(), &o);
+    let addr = s.addr.clone();
+    let connects = std::cell::Cell::new(0);
+    let mut r = Reconnecting::new(|| {
+        connects.set(connects.get() + 1);
+        let mut c = Client::connect(&addr)?;
+        c.set_timeout(Some(WAIT))?;
+        Ok(c)
+    });
+    r.client().expect("connect").create("t", 0).expect("CREATE");
+    let a = r.publish_with_key("t", "a", &[], b"x").expect("PUB");
+    assert!(!a.dup);
+    // The server goes away and comes back on the same port: the connection
+    // the publisher holds is dead, and the first try on it fails.
+    assert!(s.sigterm().success());
+    let s = Server::start_with(dir.path(), &o);
+    let again = r
+        .publish_with_key("t", "a", &[], b"x")
+        .expect("PUB after the restart");
+    assert_eq!(
+        again,
+        Keyed {
+            id: a.id,
+            dup: true
+        }
+    );
+    assert_eq!(connects.get(), 2);
+    let m = r
+        .mpublish_with_keys("t", &[("m1", b"1"), ("m2", b"2")])
+        .expect("MPUB");
+    let b = r.publish_with_key("t", "b", &[], b"y").expect("PUB");
+    assert!(!b.dup && b.id > m.last);
+    // An ERR is the server's answer: not retried, same connection.
+    let e = r
+        .publish_with_key("nosuch", "c", &[], b"z")
+        .expect_err("no such topic");
+    assert!(
+        matches!(&e, ClientError::Server { code, .. } if code == "NOTOPIC"),
+        "{e}"
+    );
+    assert_eq!(connects.get(), 2);
+    let mut raw = s.raw();
+    assert_eq!(count(&mut raw, "t"), 4, "a, m1, m2, b: each once");
+    drop(raw);
+    // The server gone for good: two attempts, then the I/O error.
+    s.kill9();
+    let mut r = r.attempts(2);
+    let e = r
+        .publish_with_key("t", "d", &[], b"w")
+        .expect_err("no server");
+    assert!(matches!(e, ClientError::Io(_)), "{e}");
+}
