@@ -13,21 +13,10 @@ pub enum Val<'a> {
     Bool(bool),
 }
 
-/// `"…"` with JSON's escapes.
+/// `"…"` with JSON's escapes (the library's quoting, also the NATS
+/// client's).
 fn string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    out.push_str(&smss::nats::json::quote(s));
 }
 
 /// One object from its fields, in order.
