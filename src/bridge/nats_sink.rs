@@ -22,7 +22,7 @@ use std::time::Duration;
 use log::{info, warn};
 
 use super::sink::{OutMsg, Sink, SinkError, WriteOutcome};
-use crate::nats::{Conn, JetStream, NatsError, Options, PubMsg, StreamConfig, StreamInfo};
+use crate::nats::{Conn, JetStream, NatsError, Options, Publishable, StreamConfig, StreamInfo};
 
 /// What [`NatsSink::connect`] needs.
 #[derive(Debug, Clone)]
@@ -141,6 +141,22 @@ fn check_takes(info: &StreamInfo, prefix: &str) -> Result<(), String> {
     }
 }
 
+/// The bridge's messages are published as they are, without a copy.
+impl Publishable for OutMsg {
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn msg_id(&self) -> &str {
+        &self.msg_id
+    }
+    fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
 fn transient(e: &NatsError) -> SinkError {
     SinkError::Transient(e.to_string())
 }
@@ -167,18 +183,9 @@ impl Sink for NatsSink {
                 };
             }
         };
-        let pubs: Vec<PubMsg> = msgs
-            .iter()
-            .map(|m| PubMsg {
-                subject: m.subject.clone(),
-                msg_id: m.msg_id.clone(),
-                headers: m.headers.clone(),
-                payload: m.payload.clone(),
-            })
-            .collect();
         let mut stored = 0;
         let mut failed = None;
-        for r in js.publish_chain(&pubs, timeout) {
+        for r in js.publish_chain(msgs, timeout) {
             match r {
                 // A duplicate is a message the stream holds already.
                 Ok(_) => stored += 1,

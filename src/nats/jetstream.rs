@@ -97,6 +97,31 @@ pub struct PubMsg {
     pub payload: Vec<u8>,
 }
 
+/// What a chain publishes, read in place: [`PubMsg`], or a caller's own
+/// message type (the bridge's), so nothing is copied to send it.
+pub trait Publishable {
+    fn subject(&self) -> &str;
+    /// Sent as `Nats-Msg-Id`: unique per message, the same on a retry.
+    fn msg_id(&self) -> &str;
+    fn headers(&self) -> &[(String, String)];
+    fn payload(&self) -> &[u8];
+}
+
+impl Publishable for PubMsg {
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn msg_id(&self) -> &str {
+        &self.msg_id
+    }
+    fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
 /// The stream's answer to a stored (or deduplicated) message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PubAck {
@@ -357,7 +382,11 @@ impl JetStream {
     /// Publishes `msgs` pipelined, as a chain (see the module docs: the
     /// stream ends up holding a prefix of them in order), and waits up to
     /// `timeout` for all the acks. One result per message, in order.
-    pub fn publish_chain(&mut self, msgs: &[PubMsg], timeout: Duration) -> Vec<Result<PubAck>> {
+    pub fn publish_chain<M: Publishable>(
+        &mut self,
+        msgs: &[M],
+        timeout: Duration,
+    ) -> Vec<Result<PubAck>> {
         self.publish_chain_after(None, msgs, timeout)
     }
 
@@ -365,10 +394,10 @@ impl JetStream {
     /// to `prev_msg_id`, the last message the caller knows is stored (so
     /// the chain continues an earlier one with nothing in between). Only
     /// for a stream this caller alone writes to (see the module docs).
-    pub fn publish_chain_after(
+    pub fn publish_chain_after<M: Publishable>(
         &mut self,
         prev_msg_id: Option<&str>,
-        msgs: &[PubMsg],
+        msgs: &[M],
         timeout: Duration,
     ) -> Vec<Result<PubAck>> {
         let deadline = Instant::now() + timeout;
@@ -380,18 +409,18 @@ impl JetStream {
             let prev = if i == 0 {
                 prev_msg_id
             } else {
-                Some(msgs[i - 1].msg_id.as_str())
+                Some(msgs[i - 1].msg_id())
             };
-            let mut headers: Vec<(&str, &str)> = Vec::with_capacity(m.headers.len() + 2);
-            headers.push(("Nats-Msg-Id", &m.msg_id));
+            let mut headers: Vec<(&str, &str)> = Vec::with_capacity(m.headers().len() + 2);
+            headers.push(("Nats-Msg-Id", m.msg_id()));
             if let Some(p) = prev {
                 headers.push(("Nats-Expected-Last-Msg-Id", p));
             }
-            headers.extend(m.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            headers.extend(m.headers().iter().map(|(k, v)| (k.as_str(), v.as_str())));
             let reply = self.conn.new_reply();
             match self
                 .conn
-                .publish(&m.subject, Some(&reply), &headers, &m.payload)
+                .publish(m.subject(), Some(&reply), &headers, m.payload())
             {
                 Ok(()) => {
                     pending.insert(reply, i);
@@ -415,7 +444,7 @@ impl JetStream {
             match self.conn.next_reply(deadline) {
                 Ok(Some(m)) => {
                     if let Some(i) = pending.remove(&m.subject) {
-                        results[i] = Some(parse_ack(&m, self.conn.server(), &msgs[i].subject));
+                        results[i] = Some(parse_ack(&m, self.conn.server(), msgs[i].subject()));
                     }
                 }
                 Ok(None) => break,
@@ -430,7 +459,7 @@ impl JetStream {
                 r.unwrap_or_else(|| {
                     Err(fatal.clone().unwrap_or_else(|| NatsError::Timeout {
                         server: server.clone(),
-                        subject: m.subject.clone(),
+                        subject: m.subject().to_string(),
                     }))
                 })
             })

@@ -30,7 +30,7 @@ mod socket;
 use std::fmt;
 
 pub use conn::{Conn, Msg, Options};
-pub use jetstream::{JetStream, PubAck, PubMsg, StoredMsg, StreamConfig, StreamInfo};
+pub use jetstream::{JetStream, PubAck, PubMsg, Publishable, StoredMsg, StreamConfig, StreamInfo};
 
 /// Everything that can go wrong talking to NATS.
 #[derive(Debug, Clone, PartialEq, Eq)]
