@@ -85,12 +85,32 @@ impl Sealer {
     /// Appends the TLS records carrying `plain` (and anything else the
     /// session has to send first) to `out`.
     pub fn seal(&self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        let mut s = lock(&self.0);
-        s.writer().write_all(plain)?;
+        seal(&self.0, plain, out)
+    }
+}
+
+/// Encrypts `plain` under the session's lock, appending the records (and
+/// whatever the session had to send before them) to `out`. The session
+/// takes only so much plaintext at a time (its buffer limit), so it is
+/// fed in turns, its records drained into `out` between them.
+fn seal(session: &Mutex<ServerConnection>, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    let mut s = lock(session);
+    let mut rest = plain;
+    loop {
         while s.wants_write() {
             s.write_tls(out)?;
         }
-        Ok(())
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let n = s.writer().write(rest)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "the TLS session takes no more plaintext",
+            ));
+        }
+        rest = &rest[n..];
     }
 }
 
@@ -125,18 +145,11 @@ impl SharedWriter {
 impl Write for SharedWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.tls.clear();
-        let n = {
-            let mut s = lock(&self.session);
-            let n = s.writer().write(buf)?;
-            while s.wants_write() {
-                s.write_tls(&mut self.tls)?;
-            }
-            n
-        };
-        // Outside the lock: a slow slave blocks only this thread, up to the
+        seal(&self.session, buf, &mut self.tls)?;
+        // Outside the lock: a slow peer blocks only this thread, up to the
         // socket's write timeout.
         self.tcp.write_all(&self.tls)?;
-        Ok(n)
+        Ok(buf.len())
     }
 
     /// Every `write` has sent its bytes already.
@@ -282,5 +295,31 @@ mod tests {
         let text = reader.join().expect("reader");
         assert_eq!(text.lines().count(), 100);
         assert!(text.starts_with("ACK 0\nACK 1\n"));
+    }
+
+    /// A plaintext far over the session's buffer limit (a backlog of
+    /// replies the releasing thread encrypts at once) is sealed whole.
+    #[test]
+    fn a_sealer_takes_more_than_the_sessions_buffer_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (server, client) = test_pair(dir.path());
+        let read_sock = server.get_ref().try_clone().expect("clone");
+        let (w, _r) = split(server, read_sock);
+        let plain: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut records = Vec::new();
+        w.sealer().seal(&plain, &mut records).expect("seal");
+        let want = plain.clone();
+        let reader = std::thread::spawn(move || {
+            let mut c = client;
+            let mut got = vec![0u8; want.len()];
+            c.read_exact(&mut got).expect("read");
+            got == want
+        });
+        let mut tcp = w.tcp().try_clone().expect("clone");
+        tcp.write_all(&records).expect("send the records");
+        assert!(
+            reader.join().expect("reader"),
+            "the plaintext came back whole"
+        );
     }
 }
