@@ -75,9 +75,10 @@ struct Inner {
 /// One connection's replies; shared by the connection thread and the thread
 /// that releases the writer's answers.
 pub struct SocketReplies {
-    /// `None` for a TLS connection: its bytes must go through the TLS
-    /// session, which only the connection thread holds, so the replies
-    /// wait in `unsent` until [`SocketReplies::settle`] takes them.
+    /// `None` for a TLS session this thread cannot encrypt for (one not
+    /// split, see [`crate::stream::Stream::split`]; connections split
+    /// theirs): the replies then wait in `unsent` until
+    /// [`SocketReplies::settle`] takes them.
     fd: Option<RawFd>,
     /// For a TLS connection: encrypts what is sent on `fd`.
     #[cfg(feature = "tls")]
@@ -90,7 +91,8 @@ pub struct SocketReplies {
 impl SocketReplies {
     /// `fd`: the connection's socket, which stays open until
     /// [`SocketReplies::close`]; `None`: the connection sends the replies
-    /// itself (TLS), after [`SocketReplies::settle`].
+    /// itself, after [`SocketReplies::settle`] (a TLS session that is not
+    /// split).
     pub fn new(fd: Option<RawFd>, broker: Arc<Broker>) -> SocketReplies {
         SocketReplies {
             fd,
@@ -206,25 +208,10 @@ impl SocketReplies {
     /// Sends all of `buf`, waiting as the socket's write timeout allows
     /// (`settle`: this thread is the only sender now).
     fn send_blocking(&self, buf: &[u8]) -> io::Result<()> {
-        let Some(fd) = self.fd else {
-            return Ok(());
-        };
-        let mut sent = 0;
-        while sent < buf.len() {
-            let rest = &buf[sent..];
-            // SAFETY: as in `send_now`: the connection's socket is open
-            // until `close`, which this thread (the connection's) calls.
-            let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
-            if n > 0 {
-                sent += n as usize;
-                continue;
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
+        match self.send_fd(buf, libc::MSG_NOSIGNAL) {
+            (_, None) => Ok(()),
+            (_, Some(e)) => Err(e),
         }
-        Ok(())
     }
 
     /// The connection is about to close its socket: waits out a send in
@@ -244,37 +231,40 @@ impl SocketReplies {
     /// Sends `buf` without waiting; returns how much the socket took (all
     /// of it when the peer is gone: nothing more can reach it).
     fn send_now(&self, buf: &[u8]) -> usize {
+        match self.send_fd(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            (sent, None) => sent,
+            (sent, Some(e)) if e.kind() == io::ErrorKind::WouldBlock => sent,
+            // The peer is gone: the connection thread sees it in `read`.
+            (_, Some(_)) => buf.len(),
+        }
+    }
+
+    /// Sends `buf` on the socket with `flags` until all of it went or an
+    /// error other than an interruption stopped it: how much went, and that
+    /// error. Nothing is sent without a socket.
+    fn send_fd(&self, buf: &[u8], flags: libc::c_int) -> (usize, Option<io::Error>) {
         let Some(fd) = self.fd else {
-            return 0;
+            return (0, None);
         };
         let mut sent = 0;
         while sent < buf.len() {
             let rest = &buf[sent..];
             // SAFETY: `fd` is the connection's open socket: `close`, which
             // comes before the socket is closed, waits until no send is in
-            // progress and no send starts after it; `rest` is a live buffer
-            // of `rest.len()` bytes.
-            let n = unsafe {
-                libc::send(
-                    fd,
-                    rest.as_ptr().cast(),
-                    rest.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
+            // progress and no send starts after it (a blocking send runs on
+            // the connection's own thread, which calls `close`); `rest` is a
+            // live buffer of `rest.len()` bytes.
+            let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), flags) };
             if n > 0 {
                 sent += n as usize;
                 continue;
             }
             let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => break,
-                // The peer is gone: the connection thread sees it in `read`.
-                _ => return buf.len(),
+            if err.kind() != io::ErrorKind::Interrupted {
+                return (sent, Some(err));
             }
         }
-        sent
+        (sent, None)
     }
 
     /// A publish was answered `OK`: the latency histogram and byte counters.
