@@ -470,3 +470,77 @@ fn an_smss_master_killed_and_its_slave_promoted_while_bridging() {
     assert_eq!(msgs.len(), 500, "bridge log:\n{}", b.log_text());
     assert_exactly(&ids_of(&msgs, "smss.t"), &acked, "t");
 }
+
+/// The command line's NATS options reach the connection and the stream:
+/// a user whose password comes from a file (a wrong one is refused by
+/// name), and the created stream's replicas and duplicate window.
+#[test]
+fn nats_credentials_from_a_file_and_the_created_streams_settings() {
+    let Some(bin) = bin_or_skip() else { return };
+    let d = tempdir();
+    let conf = "authorization {\n  user: bridge\n  password: \"s3cret\"\n}\n";
+    let nats = NatsServer::start(&bin, d.path(), "n1", Some(conf));
+    let s = smss_server(d.path());
+    let mut c = s.client();
+    c.create("t", 0).expect("CREATE");
+    let id = c.publish("t", b"x").expect("PUB");
+    let wrong = d.path().join("wrong");
+    std::fs::write(&wrong, "nope\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_smss-cli"))
+        .args([
+            "bridge",
+            "--smss",
+            &s.addr,
+            "--nats",
+            &nats.addr,
+            "--nats-user",
+            "bridge",
+        ])
+        .arg("--nats-password-file")
+        .arg(&wrong)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run smss-cli bridge");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Authorization Violation"), "{err}");
+
+    let right = d.path().join("password");
+    std::fs::write(&right, "s3cret\n").expect("write");
+    let pass = right.display().to_string();
+    let b = Bridge::start(
+        d.path(),
+        &[&s.addr],
+        &[&nats.addr],
+        &[
+            "--nats-user",
+            "bridge",
+            "--nats-password-file",
+            &pass,
+            "--create-stream",
+            "--replicas",
+            "1",
+            "--dup-window-ms",
+            "30000",
+        ],
+    );
+    let mut o = Options::new(&[&nats.addr]);
+    o.user = Some("bridge".into());
+    o.pass = Some("s3cret".into());
+    let ok = poll_until(WAIT, || {
+        Conn::connect(&o)
+            .map(JetStream::new)
+            .is_ok_and(|mut j| matches!(j.stream_info("SMSS"), Ok(Some(i)) if i.messages == 1))
+    });
+    assert!(ok, "nothing bridged; log:\n{}", b.log_text());
+    let mut j = JetStream::new(Conn::connect(&o).expect("connect"));
+    let info = j.stream_info("SMSS").expect("info").expect("stream");
+    assert_eq!(info.duplicate_window, Duration::from_secs(30));
+    assert_eq!(info.num_replicas, 1);
+    assert_eq!(info.subjects, vec!["smss.>".to_string()]);
+    let m = j
+        .last_by_subject("SMSS", "smss.t")
+        .expect("get")
+        .expect("one");
+    assert_eq!(m.header("Smss-Id"), Some(id.to_string().as_str()));
+}
