@@ -72,12 +72,14 @@ fn a_frozen_slave_makes_a_write_wait_the_timeout_then_fall_back() {
     m.create("t", 0).expect("CREATE");
     let id = m.publish("t", b"warm").expect("PUB");
     wait_applied(&mut s, id);
-    // In sync: the OK means the slave has it already.
+    // In sync: the OK means the slave has it durably already (its readers
+    // see it once the master has said it is durable here too).
     let id = m.publish("t", b"in sync").expect("PUB");
     assert!(
-        stat(&mut s, "last_event_id") >= id,
+        stat(&mut m, "repl_acked_event_id") >= id,
         "acknowledged before the slave had it"
     );
+    wait_applied(&mut s, id);
     let frozen = Stopped::stop(slave.pid());
     let started = Instant::now();
     let id = m
@@ -106,7 +108,8 @@ fn a_frozen_slave_makes_a_write_wait_the_timeout_then_fall_back() {
     }
     assert!(back, "semi-sync returns once the slave caught up");
     let id = m.publish("t", b"in sync again").expect("PUB");
-    assert!(stat(&mut s, "last_event_id") >= id);
+    assert!(stat(&mut m, "repl_acked_event_id") >= id);
+    wait_applied(&mut s, id);
 }
 
 #[test]

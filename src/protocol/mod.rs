@@ -261,7 +261,8 @@ pub enum Request {
     Role,
 }
 
-/// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1] [node=<hex>]`:
+/// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1] [node=<hex>]
+/// [format=<n>] [early=0|1]`:
 /// what a slave has and who it is (see README, Replication).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ReplArgs {
@@ -279,6 +280,10 @@ pub struct ReplArgs {
     /// The newest storage format the slave's smss reads (0: not given, an
     /// smss from before format 3, which reads up to format 2).
     pub format: u32,
+    /// `early=1`: the slave takes records its master has written but not
+    /// yet made durable, with `DUR` frames saying how far the master's log
+    /// is durable (it shows its readers nothing above that).
+    pub early: bool,
 }
 
 /// The result of one [`parse_request`] call.

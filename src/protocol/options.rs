@@ -107,7 +107,7 @@ fn mode_arg(value: &[u8]) -> Result<GroupMode, ProtoError> {
 }
 
 /// `REPL <after> [history=<hex>] [epoch=<n>] [empty=0|1] [node=<hex>]
-/// [format=<n>]`,
+/// [format=<n>] [early=0|1]`,
 /// given its required token and the rest.
 pub(super) fn parse_repl<'a>(
     after: &[u8],
@@ -132,22 +132,26 @@ pub(super) fn parse_repl<'a>(
                 r.format = u32::try_from(number(value, "REPL format")?)
                     .map_err(|_| bad(format!("invalid REPL format '{}'", quote(value))))?
             }
-            b"empty" => {
-                r.empty = match value {
-                    b"0" => false,
-                    b"1" => true,
-                    _ => return Err(bad(format!("invalid REPL empty '{}'", quote(value)))),
-                }
-            }
+            b"empty" => r.empty = flag(value, "empty")?,
+            b"early" => r.early = flag(value, "early")?,
             _ => {
                 return Err(bad(format!(
-                    "unknown REPL option '{}' (history, epoch, empty, node, format)",
+                    "unknown REPL option '{}' (history, epoch, empty, node, format, early)",
                     quote(key)
                 )));
             }
         }
     }
     Ok(r)
+}
+
+/// `0` or `1`, as REPL's `empty=` and `early=` take them.
+fn flag(value: &[u8], what: &str) -> Result<bool, ProtoError> {
+    match value {
+        b"0" => Ok(false),
+        b"1" => Ok(true),
+        _ => Err(bad(format!("invalid REPL {what} '{}'", quote(value)))),
+    }
 }
 
 /// 1–16 hex digits, as REPL's `history=` and `node=` take them.
@@ -245,6 +249,7 @@ mod tests {
                 empty: true,
                 node: 0,
                 format: 0,
+                early: false,
             }
         );
         let r = parse_repl(b"7", [&b"node=00c0ffee"[..], b"empty=0"].into_iter())?;
@@ -259,6 +264,10 @@ mod tests {
         assert!(parse_repl(b"1", [&b"format=x"[..]].into_iter()).is_err());
         assert!(parse_repl(b"1", [&b"history=xyz"[..]].into_iter()).is_err());
         assert!(parse_repl(b"1", [&b"empty=2"[..]].into_iter()).is_err());
+        assert!(parse_repl(b"1", [&b"early=1"[..]].into_iter())?.early);
+        assert!(!parse_repl(b"1", [&b"early=0"[..]].into_iter())?.early);
+        assert!(!parse_repl(b"1", std::iter::empty())?.early);
+        assert!(parse_repl(b"1", [&b"early=yes"[..]].into_iter()).is_err());
         assert!(parse_repl(b"1", [&b"Epoch=2"[..]].into_iter()).is_err());
         Ok(())
     }

@@ -137,8 +137,9 @@ const COMMANDS: [CommandSpec; 20] = [
     spec(
         "REPL",
         Kind::Simple(SimpleCmd::Repl),
-        "REPL <after_event_id> [history=<hex>] [epoch=<n>] [empty=0|1] [node=<hex>] [format=<n>]",
-        6,
+        "REPL <after_event_id> [history=<hex>] [epoch=<n>] [empty=0|1] [node=<hex>] [format=<n>] \
+         [early=0|1]",
+        7,
     ),
     spec("PROMOTE", Kind::Simple(SimpleCmd::Promote), "PROMOTE", 0),
     spec("SLAVES", Kind::Simple(SimpleCmd::Slaves), "SLAVES", 0),

@@ -1,5 +1,6 @@
 //! The frames of a replication stream, after `REPL`: the master's answer,
-//! its `RECS`, `SYNCED`, `LEASE` and `HB` frames, and the slave's `ACK`.
+//! its `RECS`, `SYNCED`, `LEASE`, `HB` and `DUR` frames, and the slave's
+//! `ACK`.
 //! A pure codec like the rest of this module (no sockets, no clocks): the
 //! sender (`repl-<peer>` thread) encodes what the receiver
 //! (`repl-receiver` thread) parses, and the other way round for `ACK`.
@@ -45,6 +46,10 @@ pub enum Frame {
     /// `HB <last_event_id> <now_ms>`: a heartbeat; the master has sent
     /// every record it has durably.
     Hb { last_id: u64, now_ms: u64 },
+    /// `DUR <event_id>`: the master's log is durable up to this id. Sent
+    /// only on an early stream (the `early` answer), whose `RECS` may run
+    /// ahead of it; the slave shows its readers nothing above it.
+    Dur { id: u64 },
 }
 
 /// How the master serves a slave: the last word of its `OK` to `REPL`.
@@ -59,12 +64,16 @@ pub enum Answer {
     Diverged { keep_id: u64 },
 }
 
-/// The master's `OK <history> <epoch> <answer>` to `REPL`.
+/// The master's `OK <history> <epoch> <answer> [early]` to `REPL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplOk {
     pub history: u64,
     pub epoch: u64,
     pub answer: Answer,
+    /// `early` (only to a slave that asked with `early=1`, and never with
+    /// `diverged`): `RECS` may carry records the master has not made
+    /// durable yet; `DUR` frames say how far it has.
+    pub early: bool,
 }
 
 fn push_u64(out: &mut Vec<u8>, v: u64) {
@@ -103,16 +112,19 @@ pub fn encode_frame(out: &mut Vec<u8>, frame: &Frame) {
         Frame::Synced { after_id } => format!("SYNCED {after_id}"),
         Frame::Lease { lease } => format!("LEASE {lease}"),
         Frame::Hb { last_id, now_ms } => format!("HB {last_id} {now_ms}"),
+        Frame::Dur { id } => format!("DUR {id}"),
     };
     out.extend_from_slice(line.as_bytes());
     out.extend_from_slice(CRLF);
 }
 
-/// `OK <history, 16 hex> <epoch> stream|full|diverged <keep_id>`.
+/// `OK <history, 16 hex> <epoch> stream|full|diverged <keep_id>`, then
+/// ` early` on an early stream.
 pub fn encode_repl_ok(out: &mut Vec<u8>, ok: &ReplOk) {
+    let early = if ok.early { " early" } else { "" };
     let answer = match ok.answer {
-        Answer::Stream => "stream".to_string(),
-        Answer::Full => "full".to_string(),
+        Answer::Stream => format!("stream{early}"),
+        Answer::Full => format!("full{early}"),
         Answer::Diverged { keep_id } => format!("diverged {keep_id}"),
     };
     let line = format!("OK {:016x} {} {answer}", ok.history, ok.epoch);
@@ -163,6 +175,9 @@ pub fn parse_frame(line: &str, max_len: usize) -> Result<Frame, String> {
             last_id: num(get(1), "master event id", line)?,
             now_ms: num(get(2), "master time", line)?,
         },
+        ("DUR", 2) => Frame::Dur {
+            id: num(get(1), "durable event id", line)?,
+        },
         _ => return Err(format!("unexpected line from the master: {line:?}")),
     };
     Ok(frame)
@@ -182,9 +197,12 @@ pub fn parse_repl_ok(line: &str) -> Result<ReplOk, String> {
         .and_then(|h| u64::from_str_radix(h, 16).ok())
         .ok_or_else(bad)?;
     let epoch = num(t.get(2).copied(), "epoch", line)?;
+    let early = t.len() == 5 && t[4] == "early";
     let answer = match (t.get(3).copied(), t.len()) {
         (Some("stream"), 4) => Answer::Stream,
         (Some("full"), 4) => Answer::Full,
+        (Some("stream"), 5) if early => Answer::Stream,
+        (Some("full"), 5) if early => Answer::Full,
         (Some("diverged"), 5) => Answer::Diverged {
             keep_id: num(t.get(4).copied(), "event id", line)?,
         },
@@ -194,6 +212,7 @@ pub fn parse_repl_ok(line: &str) -> Result<ReplOk, String> {
         history,
         epoch,
         answer,
+        early,
     })
 }
 
@@ -266,6 +285,7 @@ mod tests {
                 last_id: u64::MAX,
                 now_ms: 5,
             },
+            Frame::Dur { id: 42 },
         ] {
             let line = text(|o| encode_frame(o, &f));
             assert_eq!(parse_frame(line.trim_end(), 10), Ok(f), "{line}");
@@ -290,6 +310,9 @@ mod tests {
             "LEASE ",
             "HB 1",
             "HB 1 2 3",
+            "DUR",
+            "DUR x",
+            "DUR 1 2",
             "recs 1 2",
             "PING",
         ] {
@@ -302,18 +325,22 @@ mod tests {
 
     #[test]
     fn repl_answers() {
-        for answer in [
-            Answer::Stream,
-            Answer::Full,
-            Answer::Diverged { keep_id: 12 },
+        for (answer, early) in [
+            (Answer::Stream, false),
+            (Answer::Full, false),
+            (Answer::Diverged { keep_id: 12 }, false),
+            (Answer::Stream, true),
+            (Answer::Full, true),
         ] {
             let ok = ReplOk {
                 history: 0xabc,
                 epoch: 3,
                 answer,
+                early,
             };
             let line = text(|o| encode_repl_ok(o, &ok));
             assert!(line.starts_with("OK 0000000000000abc 3 "), "{line}");
+            assert_eq!(line.contains(" early"), early, "{line}");
             assert_eq!(parse_repl_ok(line.trim_end()), Ok(ok));
         }
         let refused = parse_repl_ok("ERR BADREQ another history").expect_err("refused");
@@ -327,6 +354,9 @@ mod tests {
             "OK 1 1 stream 5",
             "OK 1 1 diverged",
             "OK 1 1 diverged x",
+            "OK 1 1 diverged early",
+            "OK 1 1 stream late",
+            "OK 1 1 stream early 1",
             "OK 12345678901234567 1 full",
         ] {
             assert!(parse_repl_ok(bad).is_err(), "{bad}");

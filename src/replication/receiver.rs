@@ -159,8 +159,9 @@ impl Link {
         Ok(String::from_utf8_lossy(&buf).trim_end().to_string())
     }
 
-    /// True when the next frame, already arrived, is RECS (never blocks).
-    fn more_records_waiting(&mut self) -> bool {
+    /// True when the next frame, already arrived, is RECS or DUR (never
+    /// blocks).
+    fn more_frames_waiting(&mut self) -> bool {
         if self.r.buffer().is_empty() {
             // The clone shares the socket's flags: non-blocking for one look.
             if self.tcp.set_nonblocking(true).is_err() {
@@ -171,7 +172,8 @@ impl Link {
                 return false;
             }
         }
-        self.r.buffer().starts_with(b"RECS ")
+        let next = self.r.buffer();
+        next.starts_with(b"RECS ") || next.starts_with(b"DUR ")
     }
 
     fn send(&mut self, line: &str) -> Result<(), ReplError> {
@@ -261,20 +263,28 @@ fn session(
     let epoch = b.repl.epoch.load(Ordering::Relaxed);
     // Not synced yet (new, or a resync was cut short): start from scratch.
     let empty = history == 0;
+    // Its last record, shown to readers or still held back for the master
+    // to say it is durable (an early stream).
     let after = if empty {
         event.unwrap_or(0)
     } else {
-        b.last_event_id()
+        received(b)
     };
     let repl = format!(
         "REPL {after} history={history:016x} epoch={epoch} empty={}",
         u8::from(empty)
     );
-    link.send(&format!(
+    let named = format!(
         "{repl} node={node:016x} format={}",
         crate::storage::log::record::FORMAT_VERSION
-    ))?;
+    );
+    link.send(&format!("{named} early=1"))?;
     let mut reply = link.line()?;
+    if older_than_early(&reply) {
+        // A master from before early streams: durable records only.
+        link.send(&named)?;
+        reply = link.line()?;
+    }
     if older_master(&reply) {
         // A master from before `node=` refuses the argument and stays in
         // command mode: ask again as an older slave (short RECS, no lag
@@ -284,6 +294,12 @@ fn session(
     }
     let ok = parse_repl_ok(&reply).map_err(ReplError::Refused)?;
     let master_history = ok.history;
+    if ok.early {
+        // Nothing received from here on is shown before a `DUR` covers it.
+        b.repl.master_durable.start_at(0);
+    } else {
+        b.repl.master_durable.clear();
+    }
     let over = if dialer.is_tls() { " over TLS" } else { "" };
     match ok.answer {
         Answer::Stream => {
@@ -331,15 +347,22 @@ fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, ReplError> {
                 let mut last_at = at;
                 // More frames already here go in the same writer request:
                 // one fsync for all, so a busy master does not outrun us.
-                while records.len() < MAX_APPLY_BYTES && link.more_records_waiting() {
-                    let Frame::Recs { len, at, .. } = link.frame()? else {
-                        return Err(ReplError::Protocol(
-                            "a frame announced as RECS is not one".into(),
-                        ));
-                    };
-                    heard(b, at);
-                    last_at = at;
-                    records.extend_from_slice(&link.payload(len)?);
+                // A `DUR` among them raises the bound before the writer
+                // runs (it publishes what the bound covers first).
+                while records.len() < MAX_APPLY_BYTES && link.more_frames_waiting() {
+                    match link.frame()? {
+                        Frame::Recs { len, at, .. } => {
+                            heard(b, at);
+                            last_at = at;
+                            records.extend_from_slice(&link.payload(len)?);
+                        }
+                        Frame::Dur { id } => b.repl.master_durable.raise(id),
+                        _ => {
+                            return Err(ReplError::Protocol(
+                                "a frame announced as RECS or DUR is not one".into(),
+                            ));
+                        }
+                    }
                 }
                 if stopped(b) {
                     return Ok(End::Stop);
@@ -353,10 +376,21 @@ fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, ReplError> {
                 }
                 link.ack(applied)?;
             }
+            Frame::Dur { id } => {
+                let was = b.repl.master_durable.get();
+                b.repl.master_durable.raise(id);
+                // Records held back that this frees are published by the
+                // writer's next batch: the next RECS's, if one is here,
+                // else one asked for now.
+                let held = b.repl.received.load(Ordering::Relaxed) > was;
+                if held && !link.more_frames_waiting() {
+                    ask(b, WriteOp::ReplDurable)?;
+                }
+            }
             Frame::Synced { after_id } => {
                 ask(b, WriteOp::ReplSynced { history, after_id })?;
                 b.repl.update_master(|m| m.state = LinkState::Streaming);
-                link.ack(b.last_event_id())?;
+                link.ack(received(b))?;
             }
             Frame::Lease { lease } => {
                 ask(b, WriteOp::ReplLease { lease })?;
@@ -368,10 +402,23 @@ fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, ReplError> {
                     m.heard(last_id, now_ms, Instant::now());
                     m.missing_ts_ms = 0;
                 });
-                link.ack(b.last_event_id())?;
+                link.ack(received(b))?;
             }
         }
     }
+}
+
+/// The last record this server has durably, shown to readers or held back.
+fn received(b: &Broker) -> u64 {
+    b.last_event_id().max(b.repl.received.load(Ordering::Relaxed))
+}
+
+/// The master's refusal of `early=`, as a master from before it words it
+/// (it took six arguments at most).
+fn older_than_early(reply: &str) -> bool {
+    reply.starts_with("ERR BADREQ ")
+        && (reply.contains("too many arguments for REPL (at most 6)")
+            || reply.contains("unknown REPL option 'early'"))
 }
 
 /// The master's refusal of `node=`, as a master from before it words it.
@@ -423,6 +470,22 @@ mod tests {
         ));
         assert!(!older_master("ERR NOAUTH too many arguments for REPL"));
         assert!(!older_master("OK 0000000000000001 0 stream"));
+    }
+
+    #[test]
+    fn a_master_from_before_early_streams_is_told_apart() {
+        assert!(older_than_early(
+            "ERR BADREQ too many arguments for REPL (at most 6): usage: REPL <after_event_id> \
+             [history=<hex>] [epoch=<n>] [empty=0|1] [node=<hex>] [format=<n>]"
+        ));
+        assert!(older_than_early(
+            "ERR BADREQ unknown REPL option 'early' (history, epoch, empty, node, format)"
+        ));
+        // One from before node= is the older ladder's.
+        assert!(!older_than_early(
+            "ERR BADREQ too many arguments for REPL (at most 4): usage: REPL <after_event_id>"
+        ));
+        assert!(!older_than_early("OK 0000000000000001 0 stream early"));
     }
 
     #[test]

@@ -121,10 +121,15 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
             return Ok(Flow::Continue);
         }
     };
+    // Under semi-sync, a slave that takes them gets each batch while this
+    // master fsyncs it, and `DUR` frames saying how far it is durable.
+    let repl_cfg = &broker.config.replication;
+    let early = args.early && repl_cfg.sync && repl_cfg.min_slaves == 0;
     let answer = |answer| ReplOk {
         history: plan.history,
         epoch: plan.epoch,
         answer,
+        early: early && !matches!(answer, Answer::Diverged { .. }),
     };
     let (after, snapshot) = match plan.mode {
         ReplMode::Refused(why) => {
@@ -191,6 +196,7 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
         acks: &acks,
         id: reg.id,
         long_recs: args.node != 0,
+        early,
     };
     let res = s.stream(after, snapshot);
     if let Err(e) = &res {
@@ -226,6 +232,8 @@ struct Sender<'a> {
     id: u64,
     /// The slave named itself: it reads `RECS` with the master's position.
     long_recs: bool,
+    /// An early stream: records up to the written tail, and `DUR` frames.
+    early: bool,
 }
 
 impl Sender<'_> {
@@ -237,8 +245,11 @@ impl Sender<'_> {
         };
         let store = ReplError::Log;
         let streaming = snapshot.is_none();
-        let (tail, mut seen_cuts) = b.store.durable.get_with_cuts();
+        let (tail, mut seen_cuts) = self.tail();
         let mut pos = logread::position_after(&b.store.segments, tail.pos, after).map_err(store)?;
+        // What this master has said is durable: nothing yet on this stream.
+        let mut dur_sent = 0;
+        self.say_durable(&mut dur_sent);
         if let Some(items) = snapshot {
             self.send_snapshot(&items, pos)?;
             encode_frame(&mut self.wire.out, &Frame::Synced { after_id: after });
@@ -268,7 +279,7 @@ impl Sender<'_> {
                 encode_frame(&mut self.wire.out, &Frame::Lease { lease });
                 lease_sent = lease;
             }
-            let (tail, cuts) = b.store.durable.get_with_cuts();
+            let (tail, cuts) = self.tail();
             if cuts != seen_cuts {
                 // The writer undid records (replication.minSlaves): a slave
                 // that was sent any must move them aside and resync.
@@ -288,6 +299,8 @@ impl Sender<'_> {
                     continue;
                 }
                 gathered = false;
+                // Before the records: the slave may show what is durable.
+                self.say_durable(&mut dur_sent);
                 let chunk = logread::read_chunk(&b.store.segments, pos, tail.pos, CHUNK_BYTES);
                 if b.store.durable.cuts() != cuts {
                     continue; // read while records were undone: look again
@@ -305,12 +318,16 @@ impl Sender<'_> {
                     }));
                 }
                 pos = chunk.next_pos;
+            } else if self.say_durable(&mut dur_sent) {
+                // Sent below.
             } else if last_out.elapsed() >= HEARTBEAT {
                 let hb = Frame::Hb {
                     last_id: b.last_event_id(),
                     now_ms: now_ms(),
                 };
                 encode_frame(&mut self.wire.out, &hb);
+            } else if self.early {
+                b.store.durable.wait_early(pos, dur_sent, IDLE_WAIT);
             } else {
                 // New durable records wake this at once; ACKs are the
                 // reader thread's.
@@ -321,6 +338,31 @@ impl Sender<'_> {
                 last_out = Instant::now();
             }
         }
+    }
+
+    /// How far this sender may read: the written tail on an early stream,
+    /// the durable one otherwise; with the number of cuts so far.
+    fn tail(&self) -> (crate::storage::tail::TailPos, u64) {
+        if self.early {
+            self.broker.store.durable.written_with_cuts()
+        } else {
+            self.broker.store.durable.get_with_cuts()
+        }
+    }
+
+    /// On an early stream, queues `DUR <id>` when the durable tail has
+    /// moved past what was said (`said`); true when it did.
+    fn say_durable(&mut self, said: &mut u64) -> bool {
+        if !self.early {
+            return false;
+        }
+        let id = self.broker.store.durable.get().last_id;
+        if id <= *said {
+            return false;
+        }
+        encode_frame(&mut self.wire.out, &Frame::Dur { id });
+        *said = id;
+        true
     }
 
     /// Where the master stands, for a `RECS` frame whose last record is
@@ -468,12 +510,6 @@ fn read_acks(
                 text.trim_end()
             ));
         };
-        b.repl.note_ack(acked);
-        b.repl.quorum.ack(id, acked);
-        if b.config.replication.sync && !b.repl.sync_in_force() && acked >= b.last_event_id() {
-            b.repl.sync_active.store(true, Ordering::Relaxed);
-            info!("{peer}: slave caught up at event id {acked}; semi-sync in force again");
-        }
         let mut at = None;
         {
             let mut sent = lock(&acks.sent);
@@ -486,6 +522,7 @@ fn read_acks(
             }
         }
         let streaming = acked >= acks.streaming_from.load(Ordering::Relaxed);
+        // SLAVES and STATS first, so a client answered on this ACK sees it.
         b.repl.update_slave(id, |s| {
             s.acked_id = s.acked_id.max(acked);
             if streaming {
@@ -495,6 +532,12 @@ fn read_acks(
                 s.acked_pos = pos;
             }
         });
+        b.repl.note_ack(acked);
+        b.repl.quorum.ack(id, acked);
+        if b.config.replication.sync && !b.repl.sync_in_force() && acked >= b.last_event_id() {
+            b.repl.sync_active.store(true, Ordering::Relaxed);
+            info!("{peer}: slave caught up at event id {acked}; semi-sync in force again");
+        }
     }
 }
 

@@ -139,6 +139,47 @@ pub struct ReplState {
     acked_moved: Condvar,
     /// Each slave connection's acknowledgements, for `replication.minSlaves`.
     pub quorum: AckQuorum,
+    /// On a slave: how far its master's log is durable, as its `DUR`
+    /// frames say; the writer shows readers nothing above it.
+    pub master_durable: DurableBound,
+    /// On a slave: the id of the last record in its log, shown to readers
+    /// or still held back under `master_durable`. The receiver acknowledges
+    /// it and resumes after it.
+    pub received: AtomicU64,
+}
+
+/// The highest event id a slave's master has durably, when its master
+/// streams records before they are durable (an early stream); no bound
+/// otherwise. Written by the receiver, read by the writer at each commit.
+#[derive(Debug)]
+pub struct DurableBound(AtomicU64);
+
+impl Default for DurableBound {
+    fn default() -> Self {
+        DurableBound(AtomicU64::new(u64::MAX))
+    }
+}
+
+impl DurableBound {
+    /// The bound; `u64::MAX` when there is none.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// An early stream starts: nothing above `id` until its `DUR` frames.
+    pub fn start_at(&self, id: u64) {
+        self.0.store(id, Ordering::Release);
+    }
+
+    /// A `DUR` frame: the bound moves up to `id` (never down).
+    pub fn raise(&self, id: u64) {
+        self.0.fetch_max(id, Ordering::AcqRel);
+    }
+
+    /// A stream of durable records only (or none, once promoted).
+    pub fn clear(&self) {
+        self.0.store(u64::MAX, Ordering::Release);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -104,6 +104,10 @@ pub enum WriteOp {
     ReplLease {
         lease: u64,
     },
+    /// Slave of an early stream: the master's durable bound moved
+    /// (`ReplState::master_durable`, already raised); publish the records
+    /// it frees. Writes nothing.
+    ReplDurable,
     /// Slave: discard every topic and record (a full resync follows) and
     /// adopt the master's `history`. With `diverged_after`, first move the
     /// records after that id, which the master never had, into a file.
@@ -187,6 +191,7 @@ impl WriteOp {
             WriteOp::ReplPlan { .. }
                 | WriteOp::Replicate { .. }
                 | WriteOp::ReplLease { .. }
+                | WriteOp::ReplDurable
                 | WriteOp::ReplReset { .. }
                 | WriteOp::ReplSynced { .. }
                 | WriteOp::Promote

@@ -8,6 +8,12 @@
 //! to `pos`, never past it. One mutex and one condvar; the writer holds the
 //! lock only to store a few numbers.
 //!
+//! Beside it the *written* tail: how far the log is written (in the page
+//! cache, not yet fsynced). A master in semi-sync publishes it before its
+//! fsync, so the senders of early streams ([`DurableTail::wait_early`])
+//! send a batch while it is being fsynced; it is never behind the durable
+//! tail, and a cut moves both back.
+//!
 //! Under `replication.minSlaves` the writer publishes a batch's tail before
 //! the slaves have acknowledged it, and undoes the batch when they do not
 //! ([`DurableTail::cut_back`]): the tail then moves back, and the count of
@@ -34,6 +40,8 @@ pub struct TailPos {
 #[derive(Debug, Default)]
 struct At {
     tail: TailPos,
+    /// Written, perhaps not durable yet; never behind `tail`.
+    written: TailPos,
     /// Cuts so far.
     cuts: u64,
     /// The position of each recent cut, oldest first: (cut number, position).
@@ -81,6 +89,9 @@ impl DurableTail {
         if to.pos < at.tail.pos {
             at.tail = to;
         }
+        if to.pos < at.written.pos {
+            at.written = to;
+        }
         self.moved.notify_all();
     }
 
@@ -99,23 +110,56 @@ impl DurableTail {
         let mut cur = self.lock();
         if at.pos > cur.tail.pos || at.last_id > cur.tail.last_id {
             cur.tail = at;
+            if at.pos >= cur.written.pos {
+                cur.written = at;
+            }
             self.moved.notify_all();
         }
+    }
+
+    /// Writer only: the log is written (not yet durable) up to `at`; wakes
+    /// every waiter.
+    pub fn publish_written(&self, at: TailPos) {
+        let mut cur = self.lock();
+        if at.pos > cur.written.pos {
+            cur.written = at;
+            self.moved.notify_all();
+        }
+    }
+
+    /// The written tail and the number of cuts so far, read together.
+    pub fn written_with_cuts(&self) -> (TailPos, u64) {
+        let at = self.lock();
+        (at.written, at.cuts)
     }
 
     /// Waits until the tail is past log position `pos`, a cut happened, or
     /// `timeout` passes; returns the tail seen last.
     pub fn wait_beyond(&self, pos: u64, timeout: Duration) -> TailPos {
+        self.wait_for(timeout, |at| at.tail.pos > pos).tail
+    }
+
+    /// For a sender of an early stream that has sent the log up to `pos`
+    /// and said it durable up to `durable_id`: waits until there is more to
+    /// send or say (the written tail past `pos`, the durable one past
+    /// `durable_id`), a cut happened, or `timeout` passes.
+    pub fn wait_early(&self, pos: u64, durable_id: u64, timeout: Duration) {
+        drop(self.wait_for(timeout, |at| {
+            at.written.pos > pos || at.tail.last_id > durable_id
+        }));
+    }
+
+    fn wait_for(&self, timeout: Duration, done: impl Fn(&At) -> bool) -> MutexGuard<'_, At> {
         let deadline = Instant::now() + timeout;
         let mut cur = self.lock();
         let cuts = cur.cuts;
         loop {
-            if cur.tail.pos > pos || cur.cuts != cuts {
-                return cur.tail;
+            if done(&cur) || cur.cuts != cuts {
+                return cur;
             }
             let now = Instant::now();
             if now >= deadline {
-                return cur.tail;
+                return cur;
             }
             cur = match self.moved.wait_timeout(cur, deadline - now) {
                 Ok((g, _)) => g,
@@ -200,6 +244,42 @@ mod tests {
             last_id: 10,
         });
         assert_eq!(tail.get().pos, 260);
+    }
+
+    #[test]
+    fn the_written_tail_runs_ahead_of_the_durable_one_and_a_cut_takes_both_back() {
+        let tail = Arc::new(DurableTail::default());
+        let at = |pos, last_id| TailPos { pos, last_id };
+        tail.publish(at(100, 4));
+        assert_eq!(tail.written_with_cuts().0, at(100, 4), "durable is written");
+        let t2 = Arc::clone(&tail);
+        let waiter = std::thread::spawn(move || {
+            t2.wait_early(100, 4, Duration::from_secs(10));
+            t2.written_with_cuts().0
+        });
+        tail.publish_written(at(180, 7));
+        assert_eq!(waiter.join().unwrap_or_default(), at(180, 7));
+        assert_eq!(tail.get(), at(100, 4), "not durable yet");
+        assert_eq!(tail.wait_beyond(100, Duration::from_millis(1)), at(100, 4));
+        // A sender that sent everything written wakes when it becomes durable.
+        let t2 = Arc::clone(&tail);
+        let waiter = std::thread::spawn(move || {
+            t2.wait_early(180, 4, Duration::from_secs(10));
+            t2.get()
+        });
+        tail.publish(at(180, 7));
+        assert_eq!(waiter.join().unwrap_or_default(), at(180, 7));
+        tail.publish_written(at(300, 9));
+        // The next batch's fsync failed: it is cut.
+        let (_, seen) = tail.written_with_cuts();
+        tail.cut_back(at(180, 7));
+        assert_eq!(tail.written_with_cuts(), (at(180, 7), seen + 1));
+        assert_eq!(tail.get(), at(180, 7), "the durable tail stays");
+        assert!(!tail.kept_since(seen, 300), "a sender that sent it must stop");
+        assert!(tail.kept_since(seen, 180), "one that did not goes on");
+        // Durable past the written tail: written follows.
+        tail.publish(at(250, 8));
+        assert_eq!(tail.written_with_cuts().0, at(250, 8));
     }
 
     #[test]

@@ -174,6 +174,8 @@ impl Writer {
                 self.replicate(&records)
             }
             WriteOp::ReplLease { lease } => self.repl_lease(lease),
+            // Published at the commit (Writer::publish_held).
+            WriteOp::ReplDurable => Ok(WriteOk::Done),
             WriteOp::ReplReset {
                 history,
                 diverged_after,

@@ -27,6 +27,8 @@ mod checkpointer;
 #[cfg(test)]
 mod commit_tests;
 mod delayed;
+#[cfg(test)]
+mod early_tests;
 pub(in crate::storage) mod epochs;
 mod execute;
 #[cfg(test)]

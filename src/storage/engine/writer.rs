@@ -73,6 +73,9 @@ pub(super) struct Tuning {
     pub(super) max_age_ms: u64,
     /// Log a line every this many published messages (0: never).
     pub(super) log_sample: u64,
+    /// Semi-sync (without `minSlaves`): a batch's records go to the
+    /// slaves' early streams while it is fsynced (the written tail).
+    pub(super) early_streams: bool,
 }
 
 impl Tuning {
@@ -84,6 +87,7 @@ impl Tuning {
             checkpoint_bytes: cfg.store.checkpoint_bytes,
             max_age_ms: cfg.store.max_age_ms(),
             log_sample: cfg.log.sample,
+            early_streams: cfg.replication.sync && cfg.replication.min_slaves == 0,
         }
     }
 }
@@ -115,6 +119,11 @@ pub struct Writer {
     doomed_indexes: Vec<PathBuf>,
     /// `replication.minSlaves`: the batch's gate and the undone id ranges.
     pub(super) quorum: QuorumGate,
+    /// A slave: commits not published yet, for their records are above
+    /// what the master has durably (`ReplState::master_durable`).
+    held: bool,
+    /// The batch's written tail went to the early streams before its fsync.
+    written_out: bool,
     /// Holds the data directory's lock for the writer's lifetime.
     _lock: File,
 }
@@ -168,6 +177,8 @@ impl Writer {
             releaser: None,
             doomed_indexes: Vec::new(),
             quorum,
+            held: false,
+            written_out: false,
             _lock: lock,
         }
     }
@@ -225,6 +236,7 @@ impl Writer {
 
     /// Executes, commits and answers one batch; true after a Shutdown in it.
     pub(super) fn run_batch(&mut self, batch: &mut Vec<WriteReq>) -> bool {
+        self.publish_held();
         self.begin_batch();
         self.open_quorum();
         let mut results: Vec<WriteResult> = Vec::with_capacity(batch.len());
@@ -465,15 +477,39 @@ impl Writer {
             if e.is_sync_failure() {
                 self.poison(&e);
             }
+            if std::mem::take(&mut self.written_out) {
+                // Before the file changes: a sender that sent part of the
+                // batch ends its session (the slave moves it aside).
+                let pos = self.log.batch_start().unwrap_or(self.next_pos());
+                let last_id = self.state.batch_start_id().unwrap_or(self.state.last_id());
+                self.store.durable.cut_back(TailPos { pos, last_id });
+            }
             if let Err(cut) = self.rollback() {
                 self.poison(&cut);
             }
             return Err(e);
         }
-        self.publish();
+        self.written_out = false;
+        self.repl
+            .received
+            .store(self.last_record_id(), Ordering::Relaxed);
+        self.held = true;
+        self.publish_held();
         self.log.end_batch();
         self.state.end_batch();
         Ok(())
+    }
+
+    /// Publishes what was committed unless this is a slave whose master
+    /// has not said it has all of it durably (an early stream): a record
+    /// the master could still lose is never shown to this slave's readers.
+    /// Held commits go out with a later batch once the bound has moved.
+    fn publish_held(&mut self) {
+        let bound = self.repl.master_durable.get();
+        if self.held && (self.role() != Role::Slave || self.last_record_id() <= bound) {
+            self.held = false;
+            self.publish();
+        }
     }
 
     /// Writes the batch's log bytes and index entries and fsyncs per policy.
@@ -482,6 +518,17 @@ impl Writer {
         super::fault::hit(super::fault::Step::Write)?;
         self.flush_log()?;
         self.state.write_indexes(&self.store.index_files)?;
+        if self.tuning.early_streams
+            && self.tuning.policy != FsyncPolicy::Never
+            && self.role() == Role::Master
+        {
+            // Semi-sync: the slaves take the batch while it is fsynced here.
+            self.store.durable.publish_written(TailPos {
+                pos: self.log.written_end(),
+                last_id: self.state.last_id(),
+            });
+            self.written_out = true;
+        }
         let sync_now = match self.tuning.policy {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval => self.log.since_sync() >= self.tuning.fsync_interval,
