@@ -410,7 +410,8 @@ fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, ReplError> {
 
 /// The last record this server has durably, shown to readers or held back.
 fn received(b: &Broker) -> u64 {
-    b.last_event_id().max(b.repl.received.load(Ordering::Relaxed))
+    b.last_event_id()
+        .max(b.repl.received.load(Ordering::Relaxed))
 }
 
 /// The master's refusal of `early=`, as a master from before it words it

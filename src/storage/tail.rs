@@ -275,7 +275,10 @@ mod tests {
         tail.cut_back(at(180, 7));
         assert_eq!(tail.written_with_cuts(), (at(180, 7), seen + 1));
         assert_eq!(tail.get(), at(180, 7), "the durable tail stays");
-        assert!(!tail.kept_since(seen, 300), "a sender that sent it must stop");
+        assert!(
+            !tail.kept_since(seen, 300),
+            "a sender that sent it must stop"
+        );
         assert!(tail.kept_since(seen, 180), "one that did not goes on");
         // Durable past the written tail: written follows.
         tail.publish(at(250, 8));

@@ -100,9 +100,12 @@ fn a_slave_shows_nothing_above_what_its_master_has_durably() {
     links.role.set(Role::Slave);
     let repl = &links.repl;
     repl.master_durable.start_at(0);
-    let res = one(&mut w, WriteOp::Replicate {
-        records: records(&[1, 2, 3]),
-    });
+    let res = one(
+        &mut w,
+        WriteOp::Replicate {
+            records: records(&[1, 2, 3]),
+        },
+    );
     assert!(matches!(res, Ok(WriteOk::Id(3))), "{res:?}");
     assert_eq!(repl.received.load(Ordering::Relaxed), 3, "durable here");
     assert_eq!(visible_last_id(&w), None, "not even the CREATE is shown");
@@ -117,10 +120,26 @@ fn a_slave_shows_nothing_above_what_its_master_has_durably() {
     assert_eq!(w.store.last_event_id(), 3);
     // The next records are held; records that arrive once the bound has
     // moved past the held ones publish those first (at the batch's start).
-    assert!(one(&mut w, WriteOp::Replicate { records: records(&[4]) }).is_ok());
+    assert!(
+        one(
+            &mut w,
+            WriteOp::Replicate {
+                records: records(&[4])
+            }
+        )
+        .is_ok()
+    );
     assert_eq!(visible_last_id(&w), Some(3));
     repl.master_durable.raise(4);
-    assert!(one(&mut w, WriteOp::Replicate { records: records(&[5]) }).is_ok());
+    assert!(
+        one(
+            &mut w,
+            WriteOp::Replicate {
+                records: records(&[5])
+            }
+        )
+        .is_ok()
+    );
     assert_eq!(visible_last_id(&w), Some(4), "4 shown, 5 held");
     // Promoted: what it holds is the history now.
     links.role.set(Role::Master);
@@ -136,6 +155,14 @@ fn a_slave_of_a_master_without_early_streams_shows_each_commit() {
     let links = w.links();
     links.role.set(Role::Slave);
     links.repl.master_durable.clear();
-    assert!(one(&mut w, WriteOp::Replicate { records: records(&[1, 2]) }).is_ok());
+    assert!(
+        one(
+            &mut w,
+            WriteOp::Replicate {
+                records: records(&[1, 2])
+            }
+        )
+        .is_ok()
+    );
     assert_eq!(visible_last_id(&w), Some(2));
 }
