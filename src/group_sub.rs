@@ -13,21 +13,25 @@
 //! condvar while a standby and on the topic's condvar while active, reads
 //! batches through [`Sub`] (index and segments by pread), and asks the
 //! writer for every group write (commit, failed delivery, dead letter)
-//! through the broker's writer handle, one in flight at a time
-//! ([`crate::writer_handle::Pipeline`]).
+//! through the broker's writer handle
+//! ([`crate::writer_handle::Pipeline`]): up to [`COMMITS_IN_FLIGHT`] ACK
+//! commits at once, any other write alone.
 //!
 //! The guarantee is at-least-once: the position moves only when the
 //! writer has made the commit durable, so a batch the client received
 //! without its ACK being committed is delivered again to whoever takes
-//! over. The commit of an ACK is fsynced while the next batch is read,
-//! sent and worked on by the client; it is settled before that batch's ACK
-//! is read, so at most one commit is ever in flight. A crash before it is
-//! durable redelivers from the last durable position: the ACKed batch and
-//! the one sent meanwhile. If the commit fails, the subscription ends with
-//! the `ERR` (the batch sent meanwhile counts no failed delivery); if
-//! another SUB moved the group meanwhile, that batch's ACK commits nothing
-//! and delivery goes on from where the group was moved.
+//! over. The commit of an ACK is fsynced while the next batches are read,
+//! sent and worked on by the client: the commit of batch k is settled
+//! before the ACK of batch k + [`COMMITS_IN_FLIGHT`] is read (the writer
+//! puts commits that queue up meanwhile in one fsync). A crash before it
+//! is durable redelivers from the last durable position: the ACKed
+//! batches not yet durable and the one sent meanwhile. If a commit fails,
+//! the subscription ends with the `ERR` (the batches sent meanwhile count
+//! no failed delivery); if another SUB moved the group meanwhile, the
+//! ACKs of the batches in flight commit nothing and delivery goes on from
+//! where the group was moved.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +52,14 @@ use crate::storage::view::{GroupState, Topic, TopicState};
 use crate::subscription::{Counted, IDLE_POLL, Queued, Sub, SubInput};
 use crate::wire::{Flow, Wire};
 use crate::writer_handle::{self, Asked, CallError, Pipeline};
+
+/// ACK commits one subscriber may have in flight. Each commit of an ACK is
+/// fsynced while the next batches go out; with several in flight the
+/// writer puts the ones that queue up during an fsync into the next one,
+/// so a consumer that ACKs at once is not held to one fsync per batch.
+/// The price: a crash may deliver this many batches again (plus the one
+/// being sent), not one.
+const COMMITS_IN_FLIGHT: usize = 4;
 
 /// Answers a group SUB and, once it is accepted, runs the subscription
 /// until it ends. Called with no write in flight, so the `OK` is in order.
@@ -106,7 +118,7 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
         sub: Sub::new(wire, broker, peer, topic, &args),
         member,
         name,
-        writes: Pipeline::new(1),
+        writes: Pipeline::new(COMMITS_IN_FLIGHT),
         outstanding: None,
     };
     if let Some(flow) = g.standby()? {
@@ -114,9 +126,13 @@ pub fn run(wire: &mut Wire, broker: &Broker, peer: &str, args: SubArgs) -> io::R
     }
     debug!("{peer}: active in group {} of {}", g.name, g.sub.topic.name);
     let res = g.active();
-    // A commit still in flight is settled first: its answer is not the
-    // failed delivery's. Either way its batch was ACKed.
-    let _ = g.writes.settle_one();
+    // Commits still in flight are settled first: their answers are not the
+    // failed delivery's. Either way their batches were ACKed.
+    for _ in 0..COMMITS_IN_FLIGHT {
+        if g.writes.settle_one().is_none() {
+            break;
+        }
+    }
     if let Some((first, last)) = g.outstanding.take() {
         g.delivery_failed(first, last);
     }
@@ -192,7 +208,8 @@ struct GroupSub<'a> {
     name: String,
     max_deliver: u32,
     dlq: Option<String>,
-    /// The group write in flight (at most one).
+    /// The group writes in flight (ACK commits, at most
+    /// [`COMMITS_IN_FLIGHT`]; any other write alone).
     writes: Pipeline,
     /// First and last id of a batch sent and not yet answered.
     outstanding: Option<(u64, u64)>,
@@ -278,17 +295,20 @@ impl GroupSub<'_> {
             }
         };
         let mut last_sent = Instant::now();
-        // The position a commit in flight will set.
-        let mut inflight: Option<u64> = None;
+        // The positions the commits in flight will set, oldest first.
+        let mut inflight: VecDeque<u64> = VecDeque::new();
+        // What they expect: the record that set the group when the oldest
+        // was sent (the writer takes later ones as the same chain).
+        let mut chain = at.set_id;
         loop {
-            let st = if inflight.is_some() {
+            let st = if !inflight.is_empty() {
                 topic.state()
             } else {
                 let until_alive = self.sub.alive.saturating_sub(last_sent.elapsed());
                 topic.wait_beyond(at.next, until_alive.min(IDLE_POLL))
             };
             let mut max = self.sub.batch;
-            if inflight.is_none() {
+            if inflight.is_empty() {
                 if let Some(reason) = self.gone(&st) {
                     return self.end(reason);
                 }
@@ -321,7 +341,7 @@ impl GroupSub<'_> {
             } else {
                 at.next = at.next.max(st.first_entry);
             }
-            let position = inflight.unwrap_or(at.committed);
+            let position = inflight.back().copied().unwrap_or(at.committed);
             if st.entries > at.next && self.member.suspect_until() > position {
                 let id = self.peek(at.next)?;
                 if id <= self.member.suspect_until() {
@@ -333,16 +353,19 @@ impl GroupSub<'_> {
             } else {
                 Ok(Queued::Nothing)
             };
-            // With nothing to send, the previous ACK's commit is settled
-            // now; a batch goes out first and its commit settles while the
-            // client works on the batch.
+            // With nothing to send, the ACKs' commits are settled now, the
+            // oldest first; batches go out first and their commits settle
+            // while the client works on them.
             if !matches!(queued, Ok(Queued::Batch(_)))
-                && let Some(pos) = inflight.take()
+                && let Some(pos) = inflight.pop_front()
                 && let Some(flow) = self.settle_commit(pos, &mut at)?
             {
                 match flow {
                     Settled::Ended(flow) => return Ok(flow),
-                    Settled::Moved => continue,
+                    Settled::Moved => {
+                        self.drop_chain(&mut inflight);
+                        continue;
+                    }
                 }
             }
             match queued {
@@ -368,7 +391,9 @@ impl GroupSub<'_> {
                     // Whether this batch's ACK commits: not when the group
                     // was moved while the batch went out.
                     let mut commits = true;
-                    if let Some(pos) = inflight.take() {
+                    if inflight.len() >= COMMITS_IN_FLIGHT
+                        && let Some(pos) = inflight.pop_front()
+                    {
                         match self.settle_commit(pos, &mut at)? {
                             None => {}
                             Some(Settled::Ended(flow)) => {
@@ -377,7 +402,10 @@ impl GroupSub<'_> {
                                 self.member.pending(0);
                                 return Ok(flow);
                             }
-                            Some(Settled::Moved) => commits = false,
+                            Some(Settled::Moved) => {
+                                self.drop_chain(&mut inflight);
+                                commits = false;
+                            }
                         }
                     }
                     let input = self.sub.sub_input(Some(self.sub.ack_wait))?;
@@ -389,17 +417,20 @@ impl GroupSub<'_> {
                             if !commits {
                                 continue;
                             }
+                            if inflight.is_empty() {
+                                chain = at.set_id;
+                            }
                             if let Err(e) = self.submit(WriteOp::GroupCommit {
                                 topic: topic.name.clone(),
                                 group: self.name.clone(),
                                 position: last,
-                                expect_set: Some(at.set_id),
+                                expect_set: Some(chain),
                             }) {
                                 // Not a failed delivery: it was ACKed.
                                 let pe = writer_handle::reply(&e, Asked::GroupWrite);
                                 return self.fail(pe.code, pe.msg);
                             }
-                            inflight = Some(last);
+                            inflight.push_back(last);
                         }
                         SubInput::Stop | SubInput::Quit => {
                             // Ended on purpose: nothing committed, nothing failed.
@@ -444,6 +475,15 @@ impl GroupSub<'_> {
                 Some(flow) => Settled::Ended(flow),
                 None => Settled::Moved,
             })),
+        }
+    }
+
+    /// A commit of the chain failed because the group moved: the later
+    /// ones fail the same way (the writer breaks a chain at any other
+    /// write); their answers are read and dropped.
+    fn drop_chain(&mut self, inflight: &mut VecDeque<u64>) {
+        for _ in inflight.drain(..) {
+            let _ = self.answer();
         }
     }
 

@@ -940,7 +940,10 @@ fn too_many_arguments_are_named_as_such() {
         ("SUB t 0 batch=1 ack=9 group=g maxDeliver=1 dlq=d x", "SUB"),
         ("GROUPS t x", "GROUPS"),
         ("GROUPDEL t g x", "GROUPDEL"),
-        ("REPL 0 history=0 epoch=0 empty=0 node=1 format=3 early=1 x", "REPL"),
+        (
+            "REPL 0 history=0 epoch=0 empty=0 node=1 format=3 early=1 x",
+            "REPL",
+        ),
         ("PROMOTE x", "PROMOTE"),
     ] {
         raw.send(format!("{line}\r\n").as_bytes());

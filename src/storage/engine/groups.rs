@@ -9,6 +9,8 @@
 //! replicated like every record; a GROUP record is applied by
 //! [`super::state`]'s apply like every other.
 
+use std::collections::HashMap;
+
 use log::info;
 
 use super::writer::Writer;
@@ -27,6 +29,47 @@ pub(super) enum GroupErr {
 impl From<StoreError> for GroupErr {
     fn from(e: StoreError) -> GroupErr {
         GroupErr::Store(e)
+    }
+}
+
+/// The commits a subscriber has in flight at once all expect the group as
+/// it last saw it settled (`expect_set` = the record that set it then),
+/// though each commit before them sets it anew. Per group, the record the
+/// last commit wrote and what that commit expected: a commit expecting
+/// the same is of the same chain. Any other write to the group (a SUB that
+/// moves it, a failure count, GROUPDEL) sets another record, which breaks
+/// the chain by itself. Memory only: chains do not outlive connections.
+#[derive(Debug, Default)]
+pub(super) struct CommitChains(HashMap<(String, String), (u64, u64)>);
+
+/// Chains kept at most; past it they are forgotten (the next chained
+/// commit of each is refused, its subscriber goes on from the group's
+/// committed position: a redelivery, never a loss).
+const MAX_CHAINS: usize = 10_000;
+
+impl CommitChains {
+    /// Whether a commit expecting `want` may go on the group set by
+    /// record `set_id`.
+    fn admits(&self, topic: &str, group: &str, set_id: u64, want: u64) -> bool {
+        set_id == want
+            || want != 0
+                && self
+                    .0
+                    .get(&(topic.to_string(), group.to_string()))
+                    .is_some_and(|&chain| chain == (set_id, want))
+    }
+
+    /// A commit expecting `want` wrote record `id`. One that expected the
+    /// group absent (a SUB `-`) starts no chain: a second one must fail.
+    fn committed(&mut self, topic: &str, group: &str, id: u64, want: u64) {
+        if want == 0 {
+            return;
+        }
+        if self.0.len() >= MAX_CHAINS {
+            self.0.clear();
+        }
+        self.0
+            .insert((topic.to_string(), group.to_string()), (id, want));
     }
 }
 
@@ -82,8 +125,9 @@ impl Writer {
     ) -> Result<WriteOk, GroupErr> {
         let cur = self.group_of(topic, group)?;
         // A group that does not exist counts as set by record 0.
+        let set_id = cur.map_or(0, |g| g.set_id);
         if let Some(want) = expect_set
-            && cur.map_or(0, |g| g.set_id) != want
+            && !self.chains.admits(topic, group, set_id, want)
         {
             return Err(changed(topic, group));
         }
@@ -94,7 +138,11 @@ impl Writer {
             failures: 0,
             alone: false,
         };
-        Ok(WriteOk::Id(self.append_group(topic, &op, 0)?))
+        let id = self.append_group(topic, &op, 0)?;
+        if let Some(want) = expect_set {
+            self.chains.committed(topic, group, id, want);
+        }
+        Ok(WriteOk::Id(id))
     }
 
     /// A delivery of message `at` ended without an ACK: counted durably, so
@@ -318,7 +366,7 @@ mod tests {
         assert_eq!(published(&w).map(|g| (g.committed, g.set_id)), Some((2, 6)));
         // Some(id): only while the group is as last seen.
         assert_eq!(one(&mut w, commit(3, Some(6))), Ok(WriteOk::Id(7)));
-        assert!(refused(one(&mut w, commit(4, Some(6)))), "a stale ACK");
+        assert!(refused(one(&mut w, commit(4, Some(5)))), "a stale ACK");
         // Failed deliveries count per message, with whether the last one
         // was the message alone, and reset on a commit.
         assert!(one(&mut w, failed(4, false)).is_ok());
@@ -368,6 +416,43 @@ mod tests {
         // A SUB (None) creates it again.
         assert_eq!(one(&mut w, commit(0, None)), Ok(WriteOk::Id(13)));
         assert_eq!(published(&w).map(|g| g.committed), Some(0));
+    }
+
+    #[test]
+    fn commits_in_flight_together_form_a_chain_any_other_write_breaks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = open(dir.path());
+        let create = WriteOp::Create {
+            topic: "t".into(),
+            life_ms: 0,
+        };
+        assert!(one(&mut w, create).is_ok());
+        // The group is created by record 2; a second SUB `-` is refused.
+        assert_eq!(one(&mut w, commit(0, Some(0))), Ok(WriteOk::Id(2)));
+        assert!(refused(one(&mut w, commit(0, Some(0)))));
+        // Three ACKs' commits in flight, each expecting record 2.
+        for (pos, id) in [(10, 3), (20, 4), (30, 5)] {
+            assert_eq!(one(&mut w, commit(pos, Some(2))), Ok(WriteOk::Id(id)));
+        }
+        assert_eq!(
+            published(&w).map(|g| (g.committed, g.set_id)),
+            Some((30, 5))
+        );
+        // Settled, the subscriber expects the last one; the chain goes on.
+        assert_eq!(one(&mut w, commit(40, Some(5))), Ok(WriteOk::Id(6)));
+        assert_eq!(one(&mut w, commit(50, Some(5))), Ok(WriteOk::Id(7)));
+        assert!(refused(one(&mut w, commit(60, Some(2)))), "an older chain");
+        // A SUB moves the group: commits of the chain are refused.
+        assert_eq!(one(&mut w, commit(15, None)), Ok(WriteOk::Id(8)));
+        assert!(refused(one(&mut w, commit(60, Some(5)))));
+        assert!(refused(one(&mut w, commit(60, Some(7)))));
+        assert_eq!(published(&w).map(|g| g.committed), Some(15));
+        // A failure count breaks it too.
+        assert_eq!(one(&mut w, commit(16, Some(8))), Ok(WriteOk::Id(9)));
+        assert!(one(&mut w, failed(17, false)).is_ok());
+        assert!(refused(one(&mut w, commit(20, Some(8)))));
+        assert!(refused(one(&mut w, commit(20, Some(9)))));
+        assert_eq!(one(&mut w, commit(20, Some(10))), Ok(WriteOk::Id(11)));
     }
 
     /// The group state after `w` is dropped and its directory opened again.

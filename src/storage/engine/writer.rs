@@ -38,6 +38,7 @@ use log::{error, info, warn};
 
 use super::active_log::ActiveLog;
 use super::checkpoint_gate::CheckpointGate;
+use super::groups::CommitChains;
 use super::lease::store_lease;
 use super::quorum_gate::QuorumGate;
 use super::state::{Change, WriterState};
@@ -119,6 +120,8 @@ pub struct Writer {
     doomed_indexes: Vec<PathBuf>,
     /// `replication.minSlaves`: the batch's gate and the undone id ranges.
     pub(super) quorum: QuorumGate,
+    /// Group commits in flight together ([`super::groups`]).
+    pub(super) chains: CommitChains,
     /// A slave: commits not published yet, for their records are above
     /// what the master has durably (`ReplState::master_durable`).
     held: bool,
@@ -177,6 +180,7 @@ impl Writer {
             releaser: None,
             doomed_indexes: Vec::new(),
             quorum,
+            chains: CommitChains::default(),
             held: false,
             written_out: false,
             _lock: lock,
