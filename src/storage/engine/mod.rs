@@ -22,6 +22,7 @@
 //! Runs on the writer thread (recovery: on the main thread, before it).
 
 mod active_log;
+mod chains;
 mod checkpoint_gate;
 mod checkpointer;
 #[cfg(test)]

@@ -37,8 +37,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{error, info, warn};
 
 use super::active_log::ActiveLog;
+use super::chains::CommitChains;
 use super::checkpoint_gate::CheckpointGate;
-use super::groups::CommitChains;
 use super::lease::store_lease;
 use super::quorum_gate::QuorumGate;
 use super::state::{Change, WriterState};
@@ -120,7 +120,7 @@ pub struct Writer {
     doomed_indexes: Vec<PathBuf>,
     /// `replication.minSlaves`: the batch's gate and the undone id ranges.
     pub(super) quorum: QuorumGate,
-    /// Group commits in flight together ([`super::groups`]).
+    /// Group commits in flight together ([`super::chains`]).
     pub(super) chains: CommitChains,
     /// A slave: commits not published yet, for their records are above
     /// what the master has durably (`ReplState::master_durable`).
