@@ -384,7 +384,12 @@ fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, ReplError> {
                 // else one asked for now.
                 let held = b.repl.received.load(Ordering::Relaxed) > was;
                 if held && !link.more_frames_waiting() {
-                    ask(b, WriteOp::ReplDurable)?;
+                    // Not waited for: the next request queues behind it.
+                    let (tx, _) = crossbeam_channel::bounded(1);
+                    let reply = crate::storage::ops::Reply::Chan(tx);
+                    if b.writer.submit(WriteOp::ReplDurable, reply).is_err() {
+                        return Err(ReplError::Writer("the writer did not take a request".into()));
+                    }
                 }
             }
             Frame::Synced { after_id } => {
