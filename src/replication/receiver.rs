@@ -388,7 +388,9 @@ fn frames(b: &Broker, link: &mut Link, history: u64) -> Result<End, ReplError> {
                     let (tx, _) = crossbeam_channel::bounded(1);
                     let reply = crate::storage::ops::Reply::Chan(tx);
                     if b.writer.submit(WriteOp::ReplDurable, reply).is_err() {
-                        return Err(ReplError::Writer("the writer did not take a request".into()));
+                        return Err(ReplError::Writer(
+                            "the writer did not take a request".into(),
+                        ));
                     }
                 }
             }
