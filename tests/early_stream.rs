@@ -8,26 +8,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 
-use common::repl::{diverged, last_id, messages, poll, start_slave};
-use common::{Opts, WAIT, tempdir};
+use common::repl::{accept_one, diverged, last_id, messages, poll, read_line, start_slave};
+use common::{Opts, Server, tempdir};
 use smss::storage::record::{self, Kind, Record};
-
-fn accept_one(l: &TcpListener) -> TcpStream {
-    let l = l.try_clone().expect("clone listener");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(l.accept().map(|(s, _)| s));
-    });
-    let s = rx
-        .recv_timeout(WAIT)
-        .expect("the slave did not connect")
-        .expect("accept");
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
-    s
-}
 
 /// One session of the scripted master with the slave.
 struct Session {
@@ -48,11 +34,7 @@ impl Session {
     }
 
     fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.r
-            .read_line(&mut line)
-            .expect("read a line from the slave");
-        line.trim_end().to_string()
+        read_line(&mut self.r)
     }
 
     fn send(&mut self, line: &str) {
@@ -110,17 +92,32 @@ fn message(id: u64, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A slave on a fresh directory following a scripted master: the
+/// master's listener, the slave and a client of it.
+fn scripted_slave() -> (tempfile::TempDir, TcpListener, Server, smss::client::Client) {
+    let sd = tempdir();
+    let fake = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = fake.local_addr().expect("addr").to_string();
+    let slave = start_slave(sd.path(), &Opts::new(), &addr);
+    let c = slave.client();
+    (sd, fake, slave, c)
+}
+
+/// Polls the slave's STATS until its last event id is `id`.
+fn shows(c: &mut smss::client::Client, id: u64) {
+    poll("the slave showing up to its id", || {
+        let have = last_id(c);
+        if have == id { Ok(()) } else { Err(have) }
+    });
+}
+
 fn payloads(c: &mut smss::client::Client) -> Vec<(u64, Vec<u8>)> {
     messages(c, "t").into_iter().map(|m| (m.0, m.3)).collect()
 }
 
 #[test]
 fn a_slave_shows_only_what_its_master_has_durably_and_moves_a_lost_record_aside() {
-    let sd = tempdir();
-    let fake = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = fake.local_addr().expect("addr").to_string();
-    let slave = start_slave(sd.path(), &Opts::new(), &addr);
-    let mut c = slave.client();
+    let (sd, fake, _slave, mut c) = scripted_slave();
 
     // Session 1: a full sync, then messages ahead of the durable point.
     let (mut m, repl) = Session::accept(&fake);
@@ -146,10 +143,7 @@ fn a_slave_shows_only_what_its_master_has_durably_and_moves_a_lost_record_aside(
     m.recs(&message(2, b"a"), 1);
     m.acked(2);
     m.send("DUR 2");
-    poll("message 2 shown", || {
-        let have = last_id(&mut c);
-        if have == 2 { Ok(()) } else { Err(have) }
-    });
+    shows(&mut c, 2);
     // Message 3 is durable on the slave (acknowledged) but not yet on the
     // master: a heartbeat answered after it proves the slave applied it.
     m.recs(&message(3, b"b"), 1);
@@ -187,10 +181,7 @@ fn a_slave_shows_only_what_its_master_has_durably_and_moves_a_lost_record_aside(
     m.recs(&message(3, b"c"), 1);
     m.send("DUR 3");
     m.acked(3);
-    poll("message 3 of the master shown", || {
-        let have = last_id(&mut c);
-        if have == 3 { Ok(()) } else { Err(have) }
-    });
+    shows(&mut c, 3);
     assert_eq!(
         payloads(&mut c),
         [(2, b"a".to_vec()), (3, b"c".to_vec())],
@@ -205,11 +196,7 @@ fn a_slave_shows_only_what_its_master_has_durably_and_moves_a_lost_record_aside(
 
 #[test]
 fn a_master_without_early_streams_is_followed_as_before() {
-    let sd = tempdir();
-    let fake = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = fake.local_addr().expect("addr").to_string();
-    let slave = start_slave(sd.path(), &Opts::new(), &addr);
-    let mut c = slave.client();
+    let (_sd, fake, _slave, mut c) = scripted_slave();
     // A master from before early streams refuses the option by count.
     let (mut m, repl) = Session::accept(&fake);
     assert!(repl.ends_with(" early=1"), "{repl}");
@@ -229,8 +216,5 @@ fn a_master_without_early_streams_is_followed_as_before() {
     m.recs(&message(2, b"a"), 1);
     m.acked(2);
     // Its records are durable when sent: shown at once, no DUR needed.
-    poll("message 2 shown", || {
-        let have = last_id(&mut c);
-        if have == 2 { Ok(()) } else { Err(have) }
-    });
+    shows(&mut c, 2);
 }

@@ -11,9 +11,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::repl::{
-    Frozen, assert_same_state, assert_strictly_increasing, client_of, free_port, ids, last_id,
-    next_batch, poll_until, role, slave_args, start_slave, state, sub_opts, wait_caught_up,
-    wait_for_id, wait_topic,
+    Frozen, accept_one, assert_same_state, assert_strictly_increasing, client_of, free_port, ids,
+    last_id, next_batch, poll_until, read_line, role, slave_args, start_slave, state, sub_opts,
+    wait_caught_up, wait_for_id, wait_topic,
 };
 use common::{Opts, Server, WAIT, stat, tempdir};
 use smss::client::SubEvent;
@@ -557,28 +557,6 @@ fn a_slave_holding_another_masters_history_is_refused_and_keeps_its_data() {
     assert_eq!(state(&mut sc), before, "the slave kept its data");
     assert!(sc.info("from-m2").is_err());
     drop(m1);
-}
-
-/// Accepts one connection on `l` within [`WAIT`] (the accept runs on a
-/// helper thread, so a slave that never comes cannot hang the test).
-fn accept_one(l: &std::net::TcpListener) -> std::net::TcpStream {
-    let l = l.try_clone().expect("clone listener");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(l.accept().map(|(s, _)| s));
-    });
-    let s = rx
-        .recv_timeout(WAIT)
-        .expect("the slave did not connect")
-        .expect("accept");
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
-    s
-}
-
-fn read_line(r: &mut impl std::io::BufRead) -> String {
-    let mut line = String::new();
-    r.read_line(&mut line).expect("read a line from the slave");
-    line.trim_end().to_string()
 }
 
 #[test]

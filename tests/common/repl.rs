@@ -340,3 +340,26 @@ pub fn pair_with_topic(
     wait_caught_up(&m, &s, None);
     (m, s)
 }
+
+/// Accepts one connection on `l` within [`WAIT`] (the accept runs on a
+/// helper thread, so a slave that never comes cannot hang the test).
+pub fn accept_one(l: &std::net::TcpListener) -> std::net::TcpStream {
+    let l = l.try_clone().expect("clone listener");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(l.accept().map(|(s, _)| s));
+    });
+    let s = rx
+        .recv_timeout(WAIT)
+        .expect("the slave did not connect")
+        .expect("accept");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s
+}
+
+/// One line from a scripted peer, its line end trimmed.
+pub fn read_line(r: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("read a line from the slave");
+    line.trim_end().to_string()
+}

@@ -6,22 +6,11 @@ use std::io::ErrorKind;
 use std::sync::atomic::Ordering;
 
 use super::fault::{self, Step};
-use super::test_writer::{self, batch, create, one};
+use super::test_writer::{self, batch, create, one, publish};
 use super::writer::Writer;
-use crate::protocol::Message;
 use crate::role::Role;
 use crate::storage::log::record::{self, Kind, Record};
 use crate::storage::ops::{WriteOk, WriteOp};
-
-fn publish(t: &str, body: &str) -> WriteOp {
-    WriteOp::Pub {
-        topic: t.into(),
-        msg: Message {
-            headers: Vec::new(),
-            payload: body.as_bytes().to_vec(),
-        },
-    }
-}
 
 fn semi_sync(dir: &std::path::Path) -> Writer {
     test_writer::open(dir, 4, |c| c.replication.sync = true)

@@ -7,9 +7,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::links::WriterLinks;
-use super::test_writer::{self, create, one};
+use super::test_writer::{self, create, one, publish};
 use super::writer::Writer;
-use crate::protocol::Message;
 use crate::stats::Stats;
 use crate::storage::checkpoint::Checkpoint;
 use crate::storage::ops::{WriteError, WriteOk, WriteOp, WriteResult};
@@ -22,16 +21,6 @@ fn open(dir: &Path) -> Writer {
         c.replication.min_slaves = 1;
         c.replication.sync_timeout_ms = 200;
     })
-}
-
-fn publish(t: &str, body: &str) -> WriteOp {
-    WriteOp::Pub {
-        topic: t.into(),
-        msg: Message {
-            headers: Vec::new(),
-            payload: body.as_bytes().to_vec(),
-        },
-    }
 }
 
 /// Acknowledges, as the slave, the next batch the writer streams.

@@ -49,6 +49,17 @@ pub(super) fn one(w: &mut Writer, op: WriteOp) -> WriteResult {
         .unwrap_or(Err(WriteError::ShuttingDown))
 }
 
+/// PUB of `body` to `t`, without headers.
+pub(super) fn publish(t: &str, body: &str) -> WriteOp {
+    WriteOp::Pub {
+        topic: t.into(),
+        msg: crate::protocol::Message {
+            headers: Vec::new(),
+            payload: body.as_bytes().to_vec(),
+        },
+    }
+}
+
 /// CREATE of a topic without a lifetime.
 pub(super) fn create(t: &str) -> WriteOp {
     WriteOp::Create {
