@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::repl::{
-    Frozen, assert_same_state, diverged_files, diverged_messages, last_id, messages, poll_until,
-    start_slave, wait_caught_up,
+    Frozen, assert_same_state, diverged_files, diverged_messages, messages, poll_until,
+    start_slave, wait_caught_up, wait_for_id,
 };
 use common::{Opts, Server, WAIT, records, segments, stat, tempdir};
 use smss::client::{Client, ClientError, SubOptions};
@@ -156,19 +156,23 @@ fn with_a_streaming_slave_writes_are_acknowledged_and_on_the_slave() {
         assert!(ok, "CREATE never accepted; log:\n{}", m.log_text());
         id
     };
-    assert!(last_id(&mut sc) >= created, "OK means the slave has it");
+    // OK means the slave has it durably (it shows it once the master has
+    // said it is committed: the slave's readers follow shortly).
+    let acked = |c: &mut Client| stat(c, "repl_acked_event_id");
+    assert!(acked(&mut c) >= created, "OK means the slave has it");
     for i in 0..20 {
         let id = c.publish("t", format!("m{i}").as_bytes()).expect("PUB");
         assert!(
-            last_id(&mut sc) >= id,
+            acked(&mut c) >= id,
             "PUB {id} acknowledged before the slave had it"
         );
     }
     let (_, last) = c.mpublish("t", &[b"x", b"y", b"z"]).expect("MPUB");
-    assert!(last_id(&mut sc) >= last);
+    assert!(acked(&mut c) >= last);
+    wait_for_id(&s, None, last);
     // A timer's write (the delayed message firing) goes through the quorum too.
     let d = c.dpublish("t", 1, b"delayed").expect("DPUB");
-    assert!(last_id(&mut sc) >= d);
+    assert!(acked(&mut c) >= d);
     let fired = poll_until(WAIT, || c.info("t").map(|i| i.last_id > d).unwrap_or(false));
     assert!(fired, "the delayed message fired");
     wait_caught_up(&m, &s, None);

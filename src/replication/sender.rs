@@ -121,10 +121,11 @@ pub fn run(wire: &mut Wire, broker: &Arc<Broker>, peer: &str, args: ReplArgs) ->
             return Ok(Flow::Continue);
         }
     };
-    // Under semi-sync, a slave that takes them gets each batch while this
-    // master fsyncs it, and `DUR` frames saying how far it is durable.
+    // Under semi-sync or the write quorum, a slave that takes them gets
+    // each batch while this master fsyncs it, and `DUR` frames saying how
+    // far it is durable and kept (past the quorum).
     let repl_cfg = &broker.config.replication;
-    let early = args.early && repl_cfg.sync && repl_cfg.min_slaves == 0;
+    let early = args.early && (repl_cfg.sync || repl_cfg.min_slaves > 0);
     let answer = |answer| ReplOk {
         history: plan.history,
         epoch: plan.epoch,
@@ -249,7 +250,7 @@ impl Sender<'_> {
         let mut pos = logread::position_after(&b.store.segments, tail.pos, after).map_err(store)?;
         // What this master has said is durable: nothing yet on this stream.
         let mut dur_sent = 0;
-        self.say_durable(&mut dur_sent);
+        self.say_durable(&mut dur_sent, seen_cuts);
         if let Some(items) = snapshot {
             self.send_snapshot(&items, pos)?;
             encode_frame(&mut self.wire.out, &Frame::Synced { after_id: after });
@@ -300,7 +301,7 @@ impl Sender<'_> {
                 }
                 gathered = false;
                 // Before the records: the slave may show what is durable.
-                self.say_durable(&mut dur_sent);
+                self.say_durable(&mut dur_sent, seen_cuts);
                 let chunk = logread::read_chunk(&b.store.segments, pos, tail.pos, CHUNK_BYTES);
                 if b.store.durable.cuts() != cuts {
                     continue; // read while records were undone: look again
@@ -318,7 +319,7 @@ impl Sender<'_> {
                     }));
                 }
                 pos = chunk.next_pos;
-            } else if self.say_durable(&mut dur_sent) {
+            } else if self.say_durable(&mut dur_sent, seen_cuts) {
                 // Sent below.
             } else if last_out.elapsed() >= HEARTBEAT {
                 let hb = Frame::Hb {
@@ -350,14 +351,17 @@ impl Sender<'_> {
         }
     }
 
-    /// On an early stream, queues `DUR <id>` when the durable tail has
-    /// moved past what was said (`said`); true when it did.
-    fn say_durable(&mut self, said: &mut u64) -> bool {
+    /// On an early stream, queues `DUR <id>` when the committed id (durable,
+    /// and past the write quorum) has moved past what was said (`said`);
+    /// true when it did. Says nothing once records were undone since the
+    /// sender last checked (`seen_cuts`): the loop first looks at what this
+    /// slave was sent.
+    fn say_durable(&mut self, said: &mut u64, seen_cuts: u64) -> bool {
         if !self.early {
             return false;
         }
-        let id = self.broker.store.durable.get().last_id;
-        if id <= *said {
+        let (id, cuts) = self.broker.store.durable.committed_with_cuts();
+        if id <= *said || cuts != seen_cuts {
             return false;
         }
         encode_frame(&mut self.wire.out, &Frame::Dur { id });

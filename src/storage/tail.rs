@@ -42,6 +42,10 @@ struct At {
     tail: TailPos,
     /// Written, perhaps not durable yet; never behind `tail`.
     written: TailPos,
+    /// The last id the writer will not undo: durable and, under the write
+    /// quorum, acknowledged by enough slaves. What an early stream's `DUR`
+    /// frames say.
+    committed: u64,
     /// Cuts so far.
     cuts: u64,
     /// The position of each recent cut, oldest first: (cut number, position).
@@ -117,6 +121,29 @@ impl DurableTail {
         }
     }
 
+    /// Writer only: the records up to `id` are durable and will not be
+    /// undone; wakes every waiter.
+    pub fn commit(&self, id: u64) {
+        let mut cur = self.lock();
+        if id > cur.committed {
+            cur.committed = id;
+            self.moved.notify_all();
+        }
+    }
+
+    /// The last id the writer will not undo (see [`DurableTail::commit`]).
+    pub fn committed(&self) -> u64 {
+        self.lock().committed
+    }
+
+    /// The committed id and the number of cuts so far, read together: a
+    /// sender that saw no new cut knows the id is not past records undone
+    /// since it last looked.
+    pub fn committed_with_cuts(&self) -> (u64, u64) {
+        let at = self.lock();
+        (at.committed, at.cuts)
+    }
+
     /// Writer only: the log is written (not yet durable) up to `at`; wakes
     /// every waiter.
     pub fn publish_written(&self, at: TailPos) {
@@ -140,13 +167,11 @@ impl DurableTail {
     }
 
     /// For a sender of an early stream that has sent the log up to `pos`
-    /// and said it durable up to `durable_id`: waits until there is more to
-    /// send or say (the written tail past `pos`, the durable one past
-    /// `durable_id`), a cut happened, or `timeout` passes.
-    pub fn wait_early(&self, pos: u64, durable_id: u64, timeout: Duration) {
-        drop(self.wait_for(timeout, |at| {
-            at.written.pos > pos || at.tail.last_id > durable_id
-        }));
+    /// and said it committed up to `said`: waits until there is more to
+    /// send or say (the written tail past `pos`, the committed id past
+    /// `said`), a cut happened, or `timeout` passes.
+    pub fn wait_early(&self, pos: u64, said: u64, timeout: Duration) {
+        drop(self.wait_for(timeout, |at| at.written.pos > pos || at.committed > said));
     }
 
     fn wait_for(&self, timeout: Duration, done: impl Fn(&At) -> bool) -> MutexGuard<'_, At> {
@@ -261,14 +286,17 @@ mod tests {
         assert_eq!(waiter.join().unwrap_or_default(), at(180, 7));
         assert_eq!(tail.get(), at(100, 4), "not durable yet");
         assert_eq!(tail.wait_beyond(100, Duration::from_millis(1)), at(100, 4));
-        // A sender that sent everything written wakes when it becomes durable.
+        // A sender that sent everything written wakes when it is committed
+        // (durable alone, during a write quorum's wait, is not enough).
+        tail.publish(at(180, 7));
+        assert_eq!(tail.committed(), 0);
         let t2 = Arc::clone(&tail);
         let waiter = std::thread::spawn(move || {
             t2.wait_early(180, 4, Duration::from_secs(10));
-            t2.get()
+            t2.committed()
         });
-        tail.publish(at(180, 7));
-        assert_eq!(waiter.join().unwrap_or_default(), at(180, 7));
+        tail.commit(7);
+        assert_eq!(waiter.join().unwrap_or_default(), 7);
         tail.publish_written(at(300, 9));
         // The next batch's fsync failed: it is cut.
         let (_, seen) = tail.written_with_cuts();

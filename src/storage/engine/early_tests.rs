@@ -155,3 +155,43 @@ fn a_slave_of_a_master_without_early_streams_shows_each_commit() {
     );
     assert_eq!(visible_last_id(&w), Some(2));
 }
+
+#[test]
+fn under_the_write_quorum_a_batch_is_said_committed_only_once_the_slaves_have_it() {
+    const SLAVE: u64 = 7;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = test_writer::open(dir.path(), 4, |c| {
+        c.replication.min_slaves = 1;
+        c.replication.sync_timeout_ms = 200;
+    });
+    let b = w.links();
+    b.repl.quorum.join(SLAVE);
+    b.repl.quorum.ack(SLAVE, 0);
+    // The slave's connection: it sees the batch durable, not committed,
+    // and acknowledges it.
+    let acker = {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            let tail = b
+                .store
+                .durable
+                .wait_beyond(0, std::time::Duration::from_secs(10));
+            let said = b.store.durable.committed();
+            b.repl.quorum.ack(SLAVE, tail.last_id);
+            said
+        })
+    };
+    assert_eq!(one(&mut w, create("t")), Ok(WriteOk::Id(1)));
+    assert_eq!(acker.join().ok(), Some(0), "not committed before the ACK");
+    assert_eq!(b.store.durable.committed(), 1);
+    // No acknowledgement: undone, never said committed, one cut.
+    let cuts = b.store.durable.cuts();
+    let res = one(&mut w, publish("t", "undone"));
+    assert!(
+        matches!(res, Err(crate::storage::ops::WriteError::NoSlave(_))),
+        "{res:?}"
+    );
+    assert_eq!(b.store.durable.committed(), 1);
+    assert_eq!(b.store.durable.cuts(), cuts + 1);
+    assert_eq!(b.store.durable.written_with_cuts().0, b.store.durable.get());
+}

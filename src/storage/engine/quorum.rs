@@ -118,7 +118,7 @@ impl Writer {
         if self.tuning.policy != FsyncPolicy::Never {
             self.sync_log()?;
         }
-        self.publish_durable();
+        self.publish_durable_uncommitted();
         let (n, id) = (self.quorum.min_slaves(), self.state.last_id());
         let deadline = Instant::now() + self.quorum.timeout();
         let quorum = &self.repl.quorum;

@@ -74,8 +74,8 @@ pub(super) struct Tuning {
     pub(super) max_age_ms: u64,
     /// Log a line every this many published messages (0: never).
     pub(super) log_sample: u64,
-    /// Semi-sync (without `minSlaves`): a batch's records go to the
-    /// slaves' early streams while it is fsynced (the written tail).
+    /// Semi-sync or the write quorum: a batch's records go to the slaves'
+    /// early streams while it is fsynced (the written tail).
     pub(super) early_streams: bool,
 }
 
@@ -88,7 +88,7 @@ impl Tuning {
             checkpoint_bytes: cfg.store.checkpoint_bytes,
             max_age_ms: cfg.store.max_age_ms(),
             log_sample: cfg.log.sample,
-            early_streams: cfg.replication.sync && cfg.replication.min_slaves == 0,
+            early_streams: cfg.replication.sync || cfg.replication.min_slaves > 0,
         }
     }
 }
@@ -419,11 +419,21 @@ impl Writer {
         }
     }
 
-    /// Everything written so far is durable under the policy: tell the
-    /// readers that may only see durable records (replication senders).
-    /// Inside a batch only for the write quorum, which moves the tail back
-    /// ([`crate::storage::tail::DurableTail::cut_back`]) before it cuts the batch.
+    /// Everything written so far is durable under the policy and stays:
+    /// tell the readers that may only see durable records (replication
+    /// senders), and the slaves of early streams what they may show.
     pub(super) fn publish_durable(&self) {
+        self.publish_durable_uncommitted();
+        // The last record: ids the write quorum undid stay used, and a
+        // slave holding one must not be told it may show it.
+        self.store.durable.commit(self.last_record_id());
+    }
+
+    /// [`Writer::publish_durable`] inside a batch, for the write quorum: the
+    /// slaves may take the batch, not show it yet; the quorum moves the tail
+    /// back ([`crate::storage::tail::DurableTail::cut_back`]) before it cuts
+    /// the batch.
+    pub(super) fn publish_durable_uncommitted(&self) {
         self.store.durable.publish(TailPos {
             pos: self.log.written_end(),
             last_id: self.state.last_id(),
@@ -481,7 +491,8 @@ impl Writer {
             if e.is_sync_failure() {
                 self.poison(&e);
             }
-            if std::mem::take(&mut self.written_out) {
+            let quorum_cut = matches!(e, StoreError::NoQuorum(_));
+            if std::mem::take(&mut self.written_out) && !quorum_cut {
                 // Before the file changes: a sender that sent part of the
                 // batch ends its session (the slave moves it aside).
                 let pos = self.log.batch_start().unwrap_or(self.next_pos());
