@@ -139,8 +139,8 @@ pub struct ReplState {
     acked_moved: Condvar,
     /// Each slave connection's acknowledgements, for `replication.minSlaves`.
     pub quorum: AckQuorum,
-    /// On a slave: how far its master's log is durable, as its `DUR`
-    /// frames say; the writer shows readers nothing above it.
+    /// On a slave: how far its master's log is durable and kept, as its
+    /// `DUR` frames say; the writer shows readers nothing above it.
     pub master_durable: DurableBound,
     /// On a slave: the id of the last record in its log, shown to readers
     /// or still held back under `master_durable`. The receiver acknowledges

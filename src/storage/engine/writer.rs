@@ -123,7 +123,7 @@ pub struct Writer {
     /// Group commits in flight together ([`super::chains`]).
     pub(super) chains: CommitChains,
     /// A slave: commits not published yet, for their records are above
-    /// what the master has durably (`ReplState::master_durable`).
+    /// what the master has said it keeps (`ReplState::master_durable`).
     held: bool,
     /// The batch's written tail went to the early streams before its fsync.
     written_out: bool,
@@ -516,8 +516,9 @@ impl Writer {
     }
 
     /// Publishes what was committed unless this is a slave whose master
-    /// has not said it has all of it durably (an early stream): a record
-    /// the master could still lose is never shown to this slave's readers.
+    /// has not said it keeps all of it (an early stream): a record the
+    /// master could still lose or undo is never shown to this slave's
+    /// readers.
     /// Held commits go out with a later batch once the bound has moved.
     fn publish_held(&mut self) {
         let bound = self.repl.master_durable.get();
@@ -537,7 +538,8 @@ impl Writer {
             && self.tuning.policy != FsyncPolicy::Never
             && self.role() == Role::Master
         {
-            // Semi-sync: the slaves take the batch while it is fsynced here.
+            // Semi-sync or the quorum: the slaves take the batch while it
+            // is fsynced here.
             self.store.durable.publish_written(TailPos {
                 pos: self.log.written_end(),
                 last_id: self.state.last_id(),
