@@ -14,9 +14,9 @@ use std::collections::HashMap;
 #[derive(Debug, Default)]
 pub(super) struct CommitChains(HashMap<(String, String), (u64, u64)>);
 
-/// Chains kept at most; past it they are forgotten (the next chained
-/// commit of each is refused, its subscriber goes on from the group's
-/// committed position: a redelivery, never a loss).
+/// Chains kept at most; past it they are forgotten: the next chained
+/// commit of each is refused and its subscription ends with the `ERR`, so
+/// its unsettled batches are delivered again (a redelivery, never a loss).
 const MAX_CHAINS: usize = 10_000;
 
 impl CommitChains {
