@@ -195,3 +195,31 @@ fn under_the_write_quorum_a_batch_is_said_committed_only_once_the_slaves_have_it
     assert_eq!(b.store.durable.cuts(), cuts + 1);
     assert_eq!(b.store.durable.written_with_cuts().0, b.store.durable.get());
 }
+
+#[test]
+fn a_slaves_batches_wake_no_releasing_thread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = test_writer::open(dir.path(), 4, |_| {});
+    let (tx, rx) = crossbeam_channel::unbounded();
+    w.set_releaser(tx);
+    let links = w.links();
+    links.role.set(Role::Slave);
+    links.repl.master_durable.clear();
+    // Replication's requests are answered at once: nothing to hand over.
+    let res = one(
+        &mut w,
+        WriteOp::Replicate {
+            records: records(&[1, 2]),
+        },
+    );
+    assert!(matches!(res, Ok(WriteOk::Id(2))), "{res:?}");
+    assert!(
+        rx.try_recv().is_err(),
+        "an empty hand-over woke the replier"
+    );
+    // A client's write is handed over (and answered by the releaser).
+    links.role.set(Role::Master);
+    let _ = batch(&mut w, vec![publish("t", "m")]);
+    let held = rx.try_recv().expect("the batch's answers");
+    assert_eq!(held.replies.len(), 1);
+}

@@ -296,6 +296,11 @@ impl Writer {
     /// batch while they are sent; without one (unit tests, or the thread
     /// gone at shutdown) answers them here.
     fn answer(&mut self, replies: Vec<(Reply, WriteResult)>, wrote: bool) {
+        if replies.is_empty() {
+            // Nothing to send (a slave's batches, answered at once): no
+            // wake-up of the releasing thread for it.
+            return;
+        }
         if let Some(releaser) = &self.releaser {
             let held = HeldReplies {
                 needs_id: if wrote { self.state.last_id() } else { 0 },
