@@ -5,16 +5,24 @@
 //! Pure: runs on whichever thread calls it (connection threads, the acceptor
 //! for `ERR BUSY`), touches no socket, channel or lock.
 
-use std::io::Write as _;
-
 use super::{MAX_ERR_TEXT_BYTES, ProtoError};
 
 const CRLF: &[u8] = b"\r\n";
 
-/// Appends the decimal digits of `v`.
-fn push_u64(out: &mut Vec<u8>, v: u64) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{v}");
+/// Appends the decimal digits of `v` (by hand: the formatting machinery
+/// showed in a drain's profile, three numbers per MSG line).
+pub(super) fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// `OK` or `OK 1 2`.
@@ -206,6 +214,25 @@ pub fn encode_line(out: &mut Vec<u8>, line: &str) {
 mod tests {
     use super::*;
     use crate::protocol::ErrCode;
+
+    #[test]
+    fn numbers_are_written_as_their_decimal_digits() {
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            1_700_000_000_123,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = b"x".to_vec();
+            push_u64(&mut out, v);
+            assert_eq!(out, format!("x{v}").into_bytes());
+        }
+    }
 
     #[test]
     fn encoders_produce_exact_bytes() {

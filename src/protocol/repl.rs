@@ -76,9 +76,7 @@ pub struct ReplOk {
     pub early: bool,
 }
 
-fn push_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(v.to_string().as_bytes());
-}
+use super::encode::push_u64;
 
 /// `RECS` + the bytes of `count` whole log records, in the long form when
 /// `at` is given.

@@ -195,6 +195,9 @@ impl Reader {
             let seg = self
                 .find(segments, first.pos)
                 .ok_or_else(|| fail(first.pos, ReadErrorKind::NoSegment))?;
+            // One look at the set per run, not per entry: a segment the
+            // entries lie in is in the set before they are published.
+            let seg_end = segments.end_of(seg.base);
             let mut j = i + 1;
             let mut useful = u64::from(first.len);
             while j < n {
@@ -203,9 +206,7 @@ impl Reader {
                     break;
                 }
                 let span = e.pos + u64::from(e.len) - first.pos;
-                let same = self
-                    .find(segments, e.pos)
-                    .is_some_and(|s| s.base == seg.base);
+                let same = e.pos < seg_end;
                 if !same
                     || span > 2 * (useful + u64::from(e.len)) + RUN_SLACK_BYTES
                     || span > self.max_run as u64
@@ -341,6 +342,34 @@ mod tests {
             ))
         });
         (got, res)
+    }
+
+    #[test]
+    fn a_run_stops_where_its_segment_ends_though_the_next_one_is_adjacent()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let set = SegmentSet::default();
+        let mut entries = segment(
+            dir.path(),
+            &set,
+            0,
+            &[(1, Kind::Pub, b"a"), (2, Kind::Pub, b"b")],
+        )?;
+        let end = entries.last().map_or(0, |e| e.pos + u64::from(e.len));
+        entries.extend(segment(
+            dir.path(),
+            &set,
+            end,
+            &[(3, Kind::Pub, b"c"), (4, Kind::Pub, b"d")],
+        )?);
+        assert_eq!(set.end_of(0), end);
+        assert_eq!(set.end_of(end), u64::MAX);
+        let (got, res) = read_all(&mut Reader::new(), &set, &entries);
+        res?;
+        let ids: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
+        assert_eq!(got[2].3, b"c");
+        Ok(())
     }
 
     #[test]

@@ -73,6 +73,14 @@ impl SegmentSet {
         i.checked_sub(1).map(|i| Arc::clone(&segs[i]))
     }
 
+    /// Where the segment starting at `base` ends: the next segment's base,
+    /// `u64::MAX` after the last one.
+    pub fn end_of(&self, base: u64) -> u64 {
+        let segs = self.segs.read().unwrap_or_else(|p| p.into_inner());
+        let i = segs.partition_point(|s| s.base <= base);
+        segs.get(i).map_or(u64::MAX, |s| s.base)
+    }
+
     pub fn push(&self, seg: Arc<Segment>) {
         self.segs
             .write()
