@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::repl::{
-    diverged, free_port, id_lease, last_id, messages, pair_with_topic, poll_until, role,
-    slave_args, start_slave, wait_caught_up, wait_for_id,
+    assert_stepped_down, diverged, free_port, id_lease, last_id, messages, pair_with_topic,
+    poll_until, role, slave_args, start_slave, wait_caught_up, wait_for_id,
 };
 use common::{Opts, Server, WAIT, tempdir};
 use smss::client::Client;
@@ -152,13 +152,7 @@ fn an_old_master_restarted_by_its_unit_follows_the_promoted_peer() {
 
     // The old master's unit says master: it asks its peer before serving.
     let m = Server::start_with(md.path(), &m_opts);
-    let mut mc = m.client();
-    assert_eq!(role(&mut mc), "slave", "{}", m.log_text());
-    let err = mc
-        .publish("t", b"refused")
-        .expect_err("a write to the old master");
-    assert!(err.to_string().contains("READONLY"), "{err}");
-    wait_for_id(&m, None, during);
+    let mut mc = assert_stepped_down(&m, during);
     assert_eq!(claim(md.path()).as_deref(), Some("slave 1"));
     assert_eq!(all_messages(&mut mc), all_messages(&mut sc));
     // It had nothing the new master lacks (ids it leased before the kill

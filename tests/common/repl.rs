@@ -257,6 +257,20 @@ pub fn next_batch(c: &mut Client) -> Vec<Delivered> {
     panic!("only ALIVE for 100 events");
 }
 
+/// An old master restarted after its slave was promoted: it stepped down
+/// before serving (a slave, refusing writes) and follows the new master
+/// up to `id`, a write made there while it was down. Returns its client.
+pub fn assert_stepped_down(m: &Server, id: u64) -> Client {
+    let mut mc = m.client();
+    assert_eq!(role(&mut mc), "slave", "{}", m.log_text());
+    let err = mc
+        .publish("t", b"refused")
+        .expect_err("a write to the old master");
+    assert!(err.to_string().contains("READONLY"), "{err}");
+    wait_for_id(m, None, id);
+    mc
+}
+
 /// STATS `role` of a server.
 pub fn role(c: &mut Client) -> String {
     let r = text_stat(c, "role");
