@@ -131,12 +131,8 @@ impl DurableTail {
         }
     }
 
-    /// The last id the writer will not undo (see [`DurableTail::commit`]).
-    pub fn committed(&self) -> u64 {
-        self.lock().committed
-    }
-
-    /// The committed id and the number of cuts so far, read together: a
+    /// The last id the writer will not undo ([`DurableTail::commit`]) and
+    /// the number of cuts so far, read together: a
     /// sender that saw no new cut knows the id is not past records undone
     /// since it last looked.
     pub fn committed_with_cuts(&self) -> (u64, u64) {
@@ -289,11 +285,11 @@ mod tests {
         // A sender that sent everything written wakes when it is committed
         // (durable alone, during a write quorum's wait, is not enough).
         tail.publish(at(180, 7));
-        assert_eq!(tail.committed(), 0);
+        assert_eq!(tail.committed_with_cuts().0, 0);
         let t2 = Arc::clone(&tail);
         let waiter = std::thread::spawn(move || {
             t2.wait_early(180, 4, Duration::from_secs(10));
-            t2.committed()
+            t2.committed_with_cuts().0
         });
         tail.commit(7);
         assert_eq!(waiter.join().unwrap_or_default(), 7);

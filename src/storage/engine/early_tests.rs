@@ -176,14 +176,14 @@ fn under_the_write_quorum_a_batch_is_said_committed_only_once_the_slaves_have_it
                 .store
                 .durable
                 .wait_beyond(0, std::time::Duration::from_secs(10));
-            let said = b.store.durable.committed();
+            let said = b.store.durable.committed_with_cuts().0;
             b.repl.quorum.ack(SLAVE, tail.last_id);
             said
         })
     };
     assert_eq!(one(&mut w, create("t")), Ok(WriteOk::Id(1)));
     assert_eq!(acker.join().ok(), Some(0), "not committed before the ACK");
-    assert_eq!(b.store.durable.committed(), 1);
+    assert_eq!(b.store.durable.committed_with_cuts().0, 1);
     // No acknowledgement: undone, never said committed, one cut.
     let cuts = b.store.durable.cuts();
     let res = one(&mut w, publish("t", "undone"));
@@ -191,7 +191,7 @@ fn under_the_write_quorum_a_batch_is_said_committed_only_once_the_slaves_have_it
         matches!(res, Err(crate::storage::ops::WriteError::NoSlave(_))),
         "{res:?}"
     );
-    assert_eq!(b.store.durable.committed(), 1);
+    assert_eq!(b.store.durable.committed_with_cuts().0, 1);
     assert_eq!(b.store.durable.cuts(), cuts + 1);
     assert_eq!(b.store.durable.written_with_cuts().0, b.store.durable.get());
 }
