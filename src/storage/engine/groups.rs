@@ -255,7 +255,7 @@ impl Writer {
 mod tests {
     use std::path::Path;
 
-    use super::super::test_writer::{self, one};
+    use super::super::test_writer::{self, create, one};
     use super::*;
     use crate::protocol::Message;
     use crate::storage::ops::{ReplMode, SnapItem, WriteOp, WriteResult};
@@ -294,17 +294,8 @@ mod tests {
     fn commits_honour_expect_set_and_nothing_resurrects_a_removed_group() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut w = open(dir.path());
-        for op in [
-            WriteOp::Create {
-                topic: "t".into(),
-                life_ms: 0,
-            },
-            WriteOp::Create {
-                topic: "dead".into(),
-                life_ms: 0,
-            },
-        ] {
-            assert!(one(&mut w, op).is_ok());
+        for t in ["t", "dead"] {
+            assert!(one(&mut w, create(t)).is_ok());
         }
         for body in ["m3", "m4", "m5"] {
             let msg = Message {
@@ -379,11 +370,7 @@ mod tests {
     fn commits_in_flight_together_form_a_chain_any_other_write_breaks() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut w = open(dir.path());
-        let create = WriteOp::Create {
-            topic: "t".into(),
-            life_ms: 0,
-        };
-        assert!(one(&mut w, create).is_ok());
+        assert!(one(&mut w, create("t")).is_ok());
         // The group is created by record 2; a second SUB `-` is refused.
         assert_eq!(one(&mut w, commit(0, Some(0))), Ok(WriteOk::Id(2)));
         assert!(refused(one(&mut w, commit(0, Some(0)))));
@@ -422,11 +409,7 @@ mod tests {
     fn sent_alone_survives_a_reopen_from_the_log_and_from_a_checkpoint() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut w = open(dir.path());
-        let create = WriteOp::Create {
-            topic: "t".into(),
-            life_ms: 0,
-        };
-        assert!(one(&mut w, create).is_ok());
+        assert!(one(&mut w, create("t")).is_ok());
         let msg = Message {
             headers: Vec::new(),
             payload: b"poison".to_vec(),
@@ -501,11 +484,7 @@ mod tests {
             other => panic!("checkpoint of {}: {other:?}", dir.path().display()),
         };
         let mut w = open(dir.path());
-        let create = WriteOp::Create {
-            topic: "t".into(),
-            life_ms: 0,
-        };
-        assert!(one(&mut w, create).is_ok());
+        assert!(one(&mut w, create("t")).is_ok());
         if let Err(e) = w.checkpoint() {
             panic!("checkpoint: {e}");
         }
