@@ -109,29 +109,36 @@ impl DurableTail {
         known.clone().count() as u64 == missed && known.into_iter().all(|&(_, p)| p >= pos)
     }
 
-    /// Writer only: the log is durable up to `at`; wakes every waiter.
+    /// The log is durable up to `at`, nothing said committed (the tests'
+    /// shorthand).
+    #[cfg(test)]
     pub fn publish(&self, at: TailPos) {
+        self.publish_and_commit(at, None);
+    }
+
+    /// Writer only: the log is durable up to `at` and the records up to
+    /// `committed` will not be undone (`None`: not said yet, the write
+    /// quorum's wait); one lock and one wake-up for both.
+    pub fn publish_and_commit(&self, at: TailPos, committed: Option<u64>) {
         let mut cur = self.lock();
+        let mut moved = false;
         if at.pos > cur.tail.pos || at.last_id > cur.tail.last_id {
             cur.tail = at;
             if at.pos >= cur.written.pos {
                 cur.written = at;
             }
-            self.moved.notify_all();
+            moved = true;
         }
-    }
-
-    /// Writer only: the records up to `id` are durable and will not be
-    /// undone; wakes every waiter.
-    pub fn commit(&self, id: u64) {
-        let mut cur = self.lock();
-        if id > cur.committed {
+        if let Some(id) = committed.filter(|&id| id > cur.committed) {
             cur.committed = id;
+            moved = true;
+        }
+        if moved {
             self.moved.notify_all();
         }
     }
 
-    /// The last id the writer will not undo ([`DurableTail::commit`]) and
+    /// The last id the writer will not undo ([`DurableTail::publish_and_commit`]) and
     /// the number of cuts so far, read together: a
     /// sender that saw no new cut knows the id is not past records undone
     /// since it last looked.
@@ -291,7 +298,7 @@ mod tests {
             t2.wait_early(180, 4, Duration::from_secs(10));
             t2.committed_with_cuts().0
         });
-        tail.commit(7);
+        tail.publish_and_commit(at(180, 7), Some(7));
         assert_eq!(waiter.join().unwrap_or_default(), 7);
         tail.publish_written(at(300, 9));
         // The next batch's fsync failed: it is cut.

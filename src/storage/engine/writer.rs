@@ -428,10 +428,9 @@ impl Writer {
     /// tell the readers that may only see durable records (replication
     /// senders), and the slaves of early streams what they may show.
     pub(super) fn publish_durable(&self) {
-        self.publish_durable_uncommitted();
         // The last record: ids the write quorum undid stay used, and a
         // slave holding one must not be told it may show it.
-        self.store.durable.commit(self.last_record_id());
+        self.publish_tail(Some(self.last_record_id()));
     }
 
     /// [`Writer::publish_durable`] inside a batch, for the write quorum: the
@@ -439,10 +438,15 @@ impl Writer {
     /// back ([`crate::storage::tail::DurableTail::cut_back`]) before it cuts
     /// the batch.
     pub(super) fn publish_durable_uncommitted(&self) {
-        self.store.durable.publish(TailPos {
+        self.publish_tail(None);
+    }
+
+    fn publish_tail(&self, committed: Option<u64>) {
+        let at = TailPos {
             pos: self.log.written_end(),
             last_id: self.state.last_id(),
-        });
+        };
+        self.store.durable.publish_and_commit(at, committed);
     }
 
     /// Rolls to a new segment when `bytes` more would overflow the active one.
