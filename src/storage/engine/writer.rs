@@ -530,8 +530,10 @@ impl Writer {
     /// readers.
     /// Held commits go out with a later batch once the bound has moved.
     fn publish_held(&mut self) {
-        let bound = self.repl.master_durable.get();
-        if self.held && (self.role() != Role::Slave || self.last_record_id() <= bound) {
+        if self.held
+            && (self.role() != Role::Slave
+                || self.last_record_id() <= self.repl.master_durable.get())
+        {
             self.held = false;
             self.publish();
         }
